@@ -1,0 +1,107 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+/// Signalbox: a self-hosted, OpenAI-compatible LLM router.
+///
+/// Module layout (see Docs/architecture.md): a pure domain core, I/O modules that
+/// depend on it, and one executable that wires them together.
+let package = Package(
+    name: "signalbox",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "signalbox", targets: ["signalbox"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/vapor/sqlite-nio.git", from: "1.13.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+    ],
+    targets: [
+        // Pure domain: money, catalog, chat schema, planner, errors. Foundation only.
+        .target(
+            name: "SignalboxCore",
+            resources: [.copy("Resources/catalog.json")]
+        ),
+        // Upstream wire formats and the HTTP transport behind them.
+        .target(
+            name: "Providers",
+            dependencies: [
+                "SignalboxCore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Double-entry credit ledger, keys and generation records.
+        .target(
+            name: "Ledger",
+            dependencies: [
+                "SignalboxCore",
+                .product(name: "SQLiteNIO", package: "sqlite-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The simulated upstream provider with fault injection.
+        .target(
+            name: "SimProvider",
+            dependencies: [
+                "SignalboxCore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The HTTP API: routes, auth, request pipeline, admin surfaces.
+        .target(
+            name: "Gateway",
+            dependencies: [
+                "SignalboxCore", "Providers", "Ledger",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .executableTarget(
+            name: "signalbox",
+            dependencies: [
+                "SignalboxCore", "Gateway", "SimProvider", "Ledger", "Providers",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(name: "SignalboxCoreTests", dependencies: ["SignalboxCore"]),
+        .testTarget(name: "ProvidersTests", dependencies: ["Providers", "SignalboxCore"]),
+        .testTarget(name: "LedgerTests", dependencies: ["Ledger", "SignalboxCore"]),
+        .testTarget(
+            name: "SimProviderTests",
+            dependencies: [
+                "SimProvider", "SignalboxCore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ]
+        ),
+        .testTarget(
+            name: "GatewayTests",
+            dependencies: [
+                "Gateway", "SimProvider", "Ledger", "Providers", "SignalboxCore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

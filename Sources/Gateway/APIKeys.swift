@@ -1,0 +1,79 @@
+import Crypto
+import Foundation
+import Ledger
+import SignalboxCore
+import NIOConcurrencyHelpers
+
+/// API key format, hashing and display.
+///
+/// Keys are `sk-sb-v1-` followed by 64 hex digits of randomness. Only the SHA-256 of a key is
+/// stored; the plaintext is shown once, when the key is made.
+public enum APIKeyFormat {
+    public static let prefix = "sk-sb-v1-"
+
+    public static func generate() -> String {
+        var generator = SystemRandomNumberGenerator()
+        let bytes = (0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        return prefix + bytes.map { String(format: "%02x", $0) }.joined()
+    }
+
+    public static func hash(_ key: String) -> String {
+        SHA256.hash(data: Data(key.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// `sk-sb-v1-3f2…9ac1`: enough to recognise a key, not to use it.
+    public static func label(_ key: String) -> String {
+        let head = key.prefix(min(key.count, prefix.count + 3))
+        return "\(head)...\(key.suffix(4))"
+    }
+
+    /// Compares two equal-length strings in time that does not depend on where they differ.
+    public static func constantTimeEquals(_ a: String, _ b: String) -> Bool {
+        let x = Array(a.utf8), y = Array(b.utf8)
+        guard x.count == y.count else { return false }
+        var difference: UInt8 = 0
+        for index in x.indices { difference |= x[index] ^ y[index] }
+        return difference == 0
+    }
+}
+
+/// Resolves bearer keys to key records, with a short-lived in-memory cache so the hot path does
+/// not query the ledger for every request.
+public final class KeyAuthenticator: Sendable {
+    let ledger: any LedgerStore
+    let ttl: TimeInterval
+    private let cache = NIOLockedValueBox<[String: (record: KeyRecord?, fetched: Date)]>([:])
+
+    public init(ledger: any LedgerStore, ttl: TimeInterval = 1) {
+        self.ledger = ledger
+        self.ttl = ttl
+    }
+
+    /// The key record for an `Authorization` header value, or a 401.
+    public func authenticate(authorization: String?) async throws -> KeyRecord {
+        guard let authorization, authorization.lowercased().hasPrefix("bearer ") else {
+            throw APIError.unauthorized("No auth credentials found")
+        }
+        let key = authorization.dropFirst(7).trimmingCharacters(in: .whitespaces)
+        guard key.hasPrefix("sk-") else { throw APIError.unauthorized("Invalid API key format") }
+        let hash = APIKeyFormat.hash(key)
+        let now = Date()
+        let cached = cache.withLockedValue { $0[hash] }
+        let record: KeyRecord?
+        if let cached, now.timeIntervalSince(cached.fetched) < ttl {
+            record = cached.record
+        } else {
+            record = try await ledger.key(hash: hash)
+            cache.withLockedValue { $0[hash] = (record, now) }
+        }
+        guard let record, APIKeyFormat.constantTimeEquals(record.hash, hash) else {
+            throw APIError.unauthorized("User not found.")
+        }
+        if record.disabled { throw APIError.unauthorized("This API key is disabled") }
+        if let expiry = record.expiresAt, expiry <= now { throw APIError.unauthorized("This API key has expired") }
+        return record
+    }
+
+    /// Forgets cached keys, so a change made through the ledger shows at once on this node.
+    public func invalidate() { cache.withLockedValue { $0.removeAll() } }
+}

@@ -1,0 +1,431 @@
+import AsyncHTTPClient
+import Foundation
+import Ledger
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import Providers
+import SignalboxCore
+
+/// A request that passed validation, routing and the credit check, with its hold placed.
+struct PreparedChat: Sendable {
+    var request: ChatRequest
+    var key: KeyRecord
+    var attempts: [PlannedAttempt]
+    var generationID: String
+    var created: Int64
+    /// The hold placed for the worst case, nil for free requests.
+    var holdID: String?
+    var startedAt: ContinuousClock.Instant
+    var startedDate: Date
+}
+
+/// How an upstream attempt ended.
+struct AttemptResult: Sendable {
+    var attempt: PlannedAttempt
+    var usage: TokenUsage?
+    var accumulator: CompletionAccumulator
+    /// Output pieces delivered to the client (or collected, when not streaming).
+    var delivered: Int
+    var finishReason: String?
+    var firstTokenAt: ContinuousClock.Instant?
+}
+
+/// Shared between an attempt and its watchdog.
+struct AttemptProgress: Sendable {
+    var lastActivity: ContinuousClock.Instant
+    var firstToken: ContinuousClock.Instant?
+    var delivered = 0
+    var upstreamID: String?
+    var usage: TokenUsage?
+}
+
+/// The request path after authentication: plan → hold → attempt (with failover) → settle.
+///
+/// Streams are written to an `emit` callback as the upstream produces them; non-streamed
+/// requests are assembled from the same upstream stream. Every path ends with the hold posted
+/// or voided: zero completion insurance means only a successful run is charged.
+struct ChatPipeline: Sendable {
+    let catalog: Catalog
+    let planner: RoutingPlanner
+    let ledger: any LedgerStore
+    let transport: any UpstreamTransport
+    let configuration: GatewayConfiguration
+    /// Provider slug → API key to send upstream.
+    let providerKeys: [String: String]
+    let logger: Logger
+    let clock = ContinuousClock()
+
+    // MARK: Prepare
+
+    func prepare(_ request: ChatRequest, key: KeyRecord) async throws -> PreparedChat {
+        let attempts = try planner.plan(request)
+        let balance = try await ledger.balance(account: key.accountID)
+        guard balance.balance > .zero else {
+            throw APIError(status: 402, message: "Insufficient credits. Add more credits to this account and retry.",
+                           metadata: ["balance": .decimal(balance.balance.decimalString)])
+        }
+        let generationID = Self.makeGenerationID()
+        var prepared = PreparedChat(
+            request: request, key: key, attempts: attempts, generationID: generationID,
+            created: Int64(Date().timeIntervalSince1970), holdID: nil, startedAt: clock.now, startedDate: Date())
+
+        let first = attempts[0]
+        let worstCase = attempts.map { $0.worstCaseCost(promptTokens: request.promptTokenEstimate, maxTokens: request.maxTokens) }
+        var amount = worstCase.max() ?? .zero
+        if amount > balance.available {
+            // Not every fallback is affordable: keep those the first attempt's hold covers.
+            amount = worstCase[0]
+            prepared.attempts = zip(attempts, worstCase).filter { $0.1 <= amount }.map(\.0)
+        }
+        guard amount > .zero else { return prepared }
+        let holdID = "hold-" + generationID
+        let outcome = try await ledger.placeHold(HoldRequest(
+            id: holdID, account: key.accountID, amount: amount, keyID: key.id,
+            expiresAt: Date().addingTimeInterval(configuration.holdTTL)))
+        if case .insufficient(let available) = outcome {
+            throw Self.cannotAfford(first, request: request, available: available)
+        }
+        prepared.holdID = holdID
+        return prepared
+    }
+
+    static func cannotAfford(_ attempt: PlannedAttempt, request: ChatRequest, available: Money) -> APIError {
+        let pricing = attempt.endpoint.pricing
+        let promptCost = pricing.prompt.attos(for: request.promptTokenEstimate) + pricing.request.attos
+        let left = Int128(available.nanos) * 1_000_000_000 - promptCost
+        let affordable = pricing.completion.isZero ? 0 : max(0, Int(left / pricing.completion.attos))
+        let requested = request.maxTokens ?? attempt.endpoint.maxOutputTokens
+        return APIError(
+            status: 402,
+            message: "This request requires more credits, or fewer max_tokens. You requested up to \(requested) tokens, "
+                + "but can only afford \(affordable). Add credits or lower max_tokens.",
+            metadata: ["requested_tokens": .int(Int64(requested)), "affordable_tokens": .int(Int64(affordable)),
+                       "available": .decimal(available.decimalString)])
+    }
+
+    static func makeGenerationID() -> String {
+        let alphabet = Array("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+        var generator = SystemRandomNumberGenerator()
+        let suffix = String((0..<20).map { _ in alphabet.randomElement(using: &generator)! })
+        return "gen-\(Int(Date().timeIntervalSince1970))-\(suffix)"
+    }
+
+    // MARK: Run
+
+    /// The outcome of a whole request across its attempts.
+    enum Outcome: Sendable {
+        case success(AttemptResult, CostBreakdown)
+        /// Every attempt failed (or the last one failed after output was delivered).
+        case failure(APIError, deliveredBeforeFailure: Bool)
+        /// The client went away.
+        case cancelled
+    }
+
+    /// Runs the attempts in order. `emit`, when given, receives each delta as it arrives (a
+    /// streaming client); once one has been emitted, the request can no longer fail over.
+    func run(_ prepared: PreparedChat, emit: (@Sendable (CompletionDelta, PlannedAttempt) -> Void)?) async -> Outcome {
+        var records: [AttemptRecord] = []
+        var failures: [UpstreamFailure] = []
+        for (index, attempt) in prepared.attempts.enumerated() {
+            let started = clock.now
+            let progress = NIOLockedValueBox(AttemptProgress(lastActivity: started))
+            let result: Result<AttemptResult, UpstreamFailure>
+            do {
+                result = .success(try await runAttempt(attempt, prepared: prepared, progress: progress, emit: emit))
+            } catch let failure as UpstreamFailure {
+                result = .failure(failure)
+            } catch is CancellationError {
+                await settleCancelled(prepared, attempt: attempt, progress: progress.withLockedValue { $0 }, records: records)
+                return .cancelled
+            } catch {
+                if Task.isCancelled {
+                    await settleCancelled(prepared, attempt: attempt, progress: progress.withLockedValue { $0 }, records: records)
+                    return .cancelled
+                }
+                result = .failure(Self.classify(error))
+            }
+            let latency = Int((clock.now - started) / .milliseconds(1))
+            switch result {
+            case .success(let success):
+                records.append(AttemptRecord(provider: attempt.endpoint.tag, providerName: attempt.provider.name,
+                                             model: attempt.model.id, status: "200", latencyMs: latency))
+                let cost = await settleSuccess(prepared, result: success, records: records)
+                return .success(success, cost)
+            case .failure(let failure):
+                records.append(AttemptRecord(provider: attempt.endpoint.tag, providerName: attempt.provider.name,
+                                             model: attempt.model.id, status: failure.code, latencyMs: latency,
+                                             error: failure.message))
+                failures.append(failure)
+                logger.info("upstream attempt failed", metadata: [
+                    "generation": "\(prepared.generationID)", "provider": "\(attempt.endpoint.tag)",
+                    "error": "\(failure)",
+                ])
+                let delivered = progress.withLockedValue { $0.delivered } > 0 && emit != nil
+                let more = index + 1 < prepared.attempts.count
+                if delivered || !failure.isRetryable || !more {
+                    let error = Self.finalError(failures, last: attempt, records: records)
+                    await settleFailure(prepared, attempt: attempt, records: records,
+                                        progress: progress.withLockedValue { $0 }, delivered: delivered)
+                    return .failure(error, deliveredBeforeFailure: delivered)
+                }
+            }
+        }
+        let error = Self.finalError(failures, last: prepared.attempts.last!, records: records)
+        await settleFailure(prepared, attempt: prepared.attempts.last!, records: records,
+                            progress: AttemptProgress(lastActivity: clock.now), delivered: false)
+        return .failure(error, deliveredBeforeFailure: false)
+    }
+
+    /// 429 when every attempt was rate-limited, the upstream's own status for a client error it
+    /// returned, otherwise 502; with the provider, its raw error and every attempt.
+    static func finalError(_ failures: [UpstreamFailure], last: PlannedAttempt, records: [AttemptRecord]) -> APIError {
+        let lastFailure = failures.last
+        var status = lastFailure?.clientStatus ?? 502
+        if !failures.isEmpty && failures.allSatisfy(\.isRateLimit) { status = 429 } else if status == 429 { status = 502 }
+        var metadata: JSONObject = ["provider_name": .string(last.provider.name)]
+        if let raw = lastFailure?.raw { metadata["raw"] = .string(raw) }
+        if let code = lastFailure?.code { metadata["provider_code"] = .string(code) }
+        metadata["previous_errors"] = .array(records.map { record in
+            ["provider": .string(record.provider), "provider_name": .string(record.providerName),
+             "model": .string(record.model), "status": .string(record.status),
+             "message": record.error.map { .string($0) } ?? nil, "latency": .int(Int64(record.latencyMs))]
+        })
+        var headers: [(String, String)] = []
+        if status == 429, let after = failures.compactMap(\.retryAfter).min() {
+            headers.append(("Retry-After", String(after)))
+            metadata["retry_after_seconds"] = .int(Int64(after))
+        }
+        let message = status == 502 && failures.count > 1
+            ? "All \(failures.count) provider attempts failed. Last: \(lastFailure?.message ?? "unknown error")"
+            : (lastFailure.map { "Provider returned error: \($0.message)" } ?? "Provider returned error")
+        return APIError(status: status, message: message, metadata: metadata, headers: headers)
+    }
+
+    static func classify(_ error: any Error) -> UpstreamFailure {
+        if let failure = error as? UpstreamFailure { return failure }
+        if let client = error as? HTTPClientError {
+            switch client {
+            case .connectTimeout, .socksHandshakeTimeout, .tlsHandshakeTimeout:
+                return UpstreamFailure(.connect, "Could not connect to the provider in time")
+            case .remoteConnectionClosed, .readTimeout, .cancelled:
+                return UpstreamFailure(.disconnected, "The provider closed the connection")
+            default:
+                return UpstreamFailure(.connect, "Could not reach the provider: \(client)")
+            }
+        }
+        if error is ChannelError { return UpstreamFailure(.disconnected, "The provider connection failed: \(error)") }
+        if error is UpstreamBodyTooLarge { return UpstreamFailure(.malformed, "The provider's error body is too large") }
+        if error is SSEError { return UpstreamFailure(.malformed, "The provider's stream is not valid SSE") }
+        return UpstreamFailure(.disconnected, "Upstream failure: \(error)")
+    }
+
+    // MARK: One attempt
+
+    /// One upstream call with its watchdog: the call and a timer race in a task group; the timer
+    /// wins (and cancels the call) when the first token or the next chunk is overdue.
+    func runAttempt(
+        _ attempt: PlannedAttempt, prepared: PreparedChat, progress: NIOLockedValueBox<AttemptProgress>,
+        emit: (@Sendable (CompletionDelta, PlannedAttempt) -> Void)?
+    ) async throws -> AttemptResult {
+        let timeouts = configuration.timeouts
+        let clock = self.clock
+        return try await withThrowingTaskGroup(of: AttemptResult?.self) { group in
+            group.addTask {
+                while true {
+                    let (deadline, phase) = progress.withLockedValue { state in
+                        state.firstToken == nil
+                            ? (state.lastActivity + timeouts.firstToken + timeouts.connect, UpstreamFailure.Kind.firstTokenTimeout)
+                            : (state.lastActivity + timeouts.stall, UpstreamFailure.Kind.stall)
+                    }
+                    if clock.now >= deadline {
+                        throw UpstreamFailure(
+                            phase, phase == .stall ? "The provider stopped sending tokens" : "The provider did not send a first token in time")
+                    }
+                    try await Task.sleep(until: deadline, clock: clock)
+                }
+            }
+            group.addTask {
+                try await self.callUpstream(attempt, prepared: prepared, progress: progress, emit: emit)
+            }
+            defer { group.cancelAll() }
+            while let next = try await group.next() {
+                if let result = next { return result }
+            }
+            throw CancellationError()
+        }
+    }
+
+    func callUpstream(
+        _ attempt: PlannedAttempt, prepared: PreparedChat, progress: NIOLockedValueBox<AttemptProgress>,
+        emit: (@Sendable (CompletionDelta, PlannedAttempt) -> Void)?
+    ) async throws -> AttemptResult {
+        let adapter = OpenAIAdapter()
+        guard attempt.provider.format == .openai else {
+            throw UpstreamFailure(.connect, "The \(attempt.provider.format.rawValue) wire format is not available on this node")
+        }
+        let request = adapter.makeRequest(prepared.request, attempt: attempt, apiKey: providerKeys[attempt.provider.slug])
+        let response: UpstreamResponse
+        do {
+            response = try await transport.send(request)
+        } catch let error as HTTPClientError where error == .remoteConnectionClosed {
+            throw UpstreamFailure(.disconnected, "The provider closed the connection without answering")
+        } catch where !(error is CancellationError) && !Task.isCancelled {
+            throw UpstreamFailure(.connect, "Could not connect to the provider: \(error)")
+        }
+        progress.withLockedValue { $0.lastActivity = clock.now }
+        guard (200..<300).contains(response.status) else {
+            let body = try await response.body.collect(upTo: 64 * 1024)
+            throw adapter.failure(status: response.status, body: body,
+                                  retryAfter: response.header("retry-after").flatMap { Int($0) })
+        }
+        var parser = SSEParser()
+        var decoder = adapter.makeDecoder()
+        var accumulator = CompletionAccumulator()
+        var usage: TokenUsage?
+        var done = false
+        var delivered = 0
+
+        func handle(_ events: [SSEEvent]) throws {
+            for event in events {
+                for output in try decoder.decode(event) {
+                    switch output {
+                    case .delta(let delta):
+                        let pieces = delta.outputPieces
+                        delivered += pieces
+                        progress.withLockedValue { state in
+                            state.delivered += pieces
+                            if state.firstToken == nil { state.firstToken = clock.now }
+                            if state.upstreamID == nil { state.upstreamID = delta.upstreamID }
+                        }
+                        if let emit { emit(delta, attempt) }
+                        accumulator.add(delta)
+                    case .usage(let reported):
+                        usage = reported
+                        progress.withLockedValue { $0.usage = reported }
+                    case .done:
+                        done = true
+                    }
+                }
+            }
+        }
+
+        for try await buffer in response.body {
+            progress.withLockedValue { $0.lastActivity = clock.now }
+            try handle(try parser.feed(buffer))
+            if done { break }
+        }
+        if !done, let last = parser.finish() { try handle([last]) }
+        guard done || accumulator.finishReason != nil else {
+            throw UpstreamFailure(.disconnected, "The provider closed the stream before it ended")
+        }
+        if accumulator.finishReason == nil && delivered == 0 {
+            throw UpstreamFailure(.malformed, "The provider ended the stream without a completion")
+        }
+        return AttemptResult(
+            attempt: attempt, usage: usage, accumulator: accumulator, delivered: delivered,
+            finishReason: accumulator.finishReason, firstTokenAt: progress.withLockedValue { $0.firstToken })
+    }
+
+    // MARK: Settle
+
+    private func generationRecord(
+        _ prepared: PreparedChat, attempt: PlannedAttempt?, usage: TokenUsage, cost: Money, finishReason: String?,
+        nativeFinishReason: String?, upstreamID: String?, cancelled: Bool, firstToken: ContinuousClock.Instant?,
+        records: [AttemptRecord]
+    ) -> GenerationRecord {
+        let now = clock.now
+        let latency = Int(((firstToken ?? now) - prepared.startedAt) / .milliseconds(1))
+        let generation = Int((now - (firstToken ?? now)) / .milliseconds(1))
+        return GenerationRecord(
+            id: prepared.generationID, accountID: prepared.key.accountID, keyID: prepared.key.id,
+            model: attempt?.model.id ?? prepared.request.requestedModel, providerName: attempt?.provider.name,
+            providerTag: attempt?.endpoint.tag, upstreamID: upstreamID, streamed: prepared.request.stream,
+            cancelled: cancelled, finishReason: finishReason, nativeFinishReason: nativeFinishReason, usage: usage,
+            cost: cost, latencyMs: latency, generationTimeMs: generation, attempts: records, createdAt: prepared.startedDate)
+    }
+
+    private func chargeTransfers(_ prepared: PreparedChat, attempt: PlannedAttempt, cost: Money) -> [TransferRequest] {
+        guard cost > .zero else { return [] }
+        return [TransferRequest(
+            idempotencyKey: "charge:" + prepared.generationID, debit: prepared.key.accountID,
+            credit: Billing.SystemAccount.provider(attempt.provider.slug), amount: cost, kind: .charge,
+            keyID: prepared.key.id, generationID: prepared.generationID,
+            memo: "\(attempt.model.id) via \(attempt.endpoint.tag)")]
+    }
+
+    /// Writes the ledger outside the request's cancellation: a client that hangs up must not
+    /// stop its own settlement.
+    private func durably(_ work: @escaping @Sendable () async throws -> Void) async {
+        let logger = self.logger
+        await Task {
+            do { try await work() } catch { logger.error("ledger settlement failed", metadata: ["error": "\(error)"]) }
+        }.value
+    }
+
+    func settleSuccess(_ prepared: PreparedChat, result: AttemptResult, records: [AttemptRecord]) async -> CostBreakdown {
+        let usage = result.usage ?? TokenUsage(
+            promptTokens: prepared.request.promptTokenEstimate / 2, completionTokens: result.delivered)
+        // Zero completion insurance: an empty answer with no finish reason costs nothing.
+        let insured = result.finishReason == nil && usage.completionTokens == 0
+        let cost = insured ? CostBreakdown.zero : CostBreakdown(usage: usage, pricing: result.attempt.endpoint.pricing)
+        let native = result.accumulator.completedChoices().first?["native_finish_reason"]?.stringValue
+        let record = generationRecord(
+            prepared, attempt: result.attempt, usage: usage, cost: cost.total, finishReason: result.finishReason,
+            nativeFinishReason: native, upstreamID: result.accumulator.upstreamID, cancelled: false,
+            firstToken: result.firstTokenAt, records: records)
+        let transfers = chargeTransfers(prepared, attempt: result.attempt, cost: cost.total)
+        await durably { [ledger] in
+            if let holdID = prepared.holdID {
+                try await ledger.settle(holdID: holdID, transfers: transfers, generation: record)
+            } else {
+                try await ledger.post(transfers)
+                try await ledger.storeGeneration(record)
+            }
+        }
+        return cost
+    }
+
+    /// A failed request costs the client nothing; the generation record keeps the attempts.
+    func settleFailure(_ prepared: PreparedChat, attempt: PlannedAttempt, records: [AttemptRecord],
+                       progress: AttemptProgress, delivered: Bool) async {
+        let record = generationRecord(
+            prepared, attempt: delivered ? attempt : nil, usage: progress.usage ?? TokenUsage(), cost: .zero,
+            finishReason: "error", nativeFinishReason: "error", upstreamID: progress.upstreamID, cancelled: false,
+            firstToken: progress.firstToken, records: records)
+        await durably { [ledger] in
+            if let holdID = prepared.holdID {
+                try await ledger.settle(holdID: holdID, transfers: [], generation: record)
+            } else {
+                try await ledger.storeGeneration(record)
+            }
+        }
+    }
+
+    /// The client hung up: the upstream call was cancelled, and the tokens generated until then
+    /// are charged (the upstream's usage when it was reported, else one token per delivered piece).
+    func settleCancelled(_ prepared: PreparedChat, attempt: PlannedAttempt, progress: AttemptProgress,
+                         records: [AttemptRecord]) async {
+        let usage = progress.usage ?? TokenUsage(
+            promptTokens: progress.delivered > 0 ? prepared.request.promptTokenEstimate / 2 : 0,
+            completionTokens: progress.delivered)
+        let cost = progress.delivered == 0 && progress.usage == nil
+            ? CostBreakdown.zero : CostBreakdown(usage: usage, pricing: attempt.endpoint.pricing)
+        var all = records
+        all.append(AttemptRecord(provider: attempt.endpoint.tag, providerName: attempt.provider.name,
+                                 model: attempt.model.id, status: "cancelled", latencyMs: 0,
+                                 error: "The client closed the connection"))
+        let record = generationRecord(
+            prepared, attempt: attempt, usage: usage, cost: cost.total, finishReason: nil, nativeFinishReason: nil,
+            upstreamID: progress.upstreamID, cancelled: true, firstToken: progress.firstToken, records: all)
+        let transfers = chargeTransfers(prepared, attempt: attempt, cost: cost.total)
+        await durably { [ledger] in
+            if let holdID = prepared.holdID {
+                try await ledger.settle(holdID: holdID, transfers: transfers, generation: record)
+            } else {
+                try await ledger.post(transfers)
+                try await ledger.storeGeneration(record)
+            }
+        }
+    }
+}

@@ -1,0 +1,370 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Ledger
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import Providers
+import ServiceLifecycle
+import SignalboxCore
+
+/// What a router node is made of; built by the executable (or a test) and handed to `buildRouter`.
+public struct GatewayDependencies: Sendable {
+    public var configuration: GatewayConfiguration
+    public var catalog: Catalog
+    public var ledger: any LedgerStore
+    public var transport: any UpstreamTransport
+    /// Provider slug → API key sent upstream (read from each provider's `api_key_env`).
+    public var providerKeys: [String: String]
+    public var logger: Logger
+
+    public init(configuration: GatewayConfiguration, catalog: Catalog, ledger: any LedgerStore,
+                transport: any UpstreamTransport, providerKeys: [String: String], logger: Logger) {
+        self.configuration = configuration
+        self.catalog = catalog
+        self.ledger = ledger
+        self.transport = transport
+        self.providerKeys = providerKeys
+        self.logger = logger
+    }
+}
+
+/// Whether the node takes traffic: false before start-up completes and while draining.
+public final class Readiness: Sendable {
+    private let state = NIOLockedValueBox(false)
+    public init(ready: Bool = false) { state.withLockedValue { $0 = ready } }
+    public var isReady: Bool { state.withLockedValue { $0 } }
+    public func set(_ ready: Bool) { state.withLockedValue { $0 = ready } }
+}
+
+/// The HTTP API of a router node.
+public struct Gateway: Sendable {
+    let dependencies: GatewayDependencies
+    let pipeline: ChatPipeline
+    let authenticator: KeyAuthenticator
+    let catalogResponses: CatalogResponses
+    public let readiness: Readiness
+
+    public init(_ dependencies: GatewayDependencies, readiness: Readiness = Readiness(ready: true)) {
+        self.dependencies = dependencies
+        self.readiness = readiness
+        pipeline = ChatPipeline(
+            catalog: dependencies.catalog, planner: RoutingPlanner(catalog: dependencies.catalog),
+            ledger: dependencies.ledger, transport: dependencies.transport, configuration: dependencies.configuration,
+            providerKeys: dependencies.providerKeys, logger: dependencies.logger)
+        authenticator = KeyAuthenticator(ledger: dependencies.ledger)
+        catalogResponses = CatalogResponses(catalog: dependencies.catalog)
+    }
+
+    static let routes: [(String, [HTTPRequest.Method])] = [
+        ("/healthz", [.get]), ("/readyz", [.get]),
+        ("/api/v1/chat/completions", [.post]), ("/api/v1/models", [.get]),
+        ("/api/v1/models/:author/:slug/endpoints", [.get]), ("/api/v1/providers", [.get]),
+        ("/api/v1/key", [.get]), ("/api/v1/auth/key", [.get]), ("/api/v1/credits", [.get]),
+        ("/api/v1/generation", [.get]),
+    ]
+
+    public func buildRouter() -> Router<BasicRequestContext> {
+        let router = Router(context: BasicRequestContext.self)
+        router.middlewares.add(JSONErrorMiddleware(knownRoutes: Self.routes.map { path, methods in
+            (path.split(separator: "/"), Set(methods))
+        }))
+        router.get("/healthz") { _, _ in JSONResponse.make(["status": "ok"]) }
+        router.get("/readyz") { _, _ in
+            readiness.isReady
+                ? JSONResponse.make(["status": "ready"])
+                : APIError(status: 503, message: "This node is not ready to serve").jsonResponse()
+        }
+        let api = router.group("/api/v1")
+        api.post("/chat/completions") { request, context in try await chatCompletions(request, context: context) }
+        api.get("/models") { _, _ in JSONResponse.make(catalogResponses.models) }
+        api.get("/models/:author/:slug/endpoints") { _, context in
+            let author = context.parameters.get("author") ?? ""
+            let slug = context.parameters.get("slug") ?? ""
+            guard let body = catalogResponses.endpoints(modelID: "\(author)/\(slug)") else {
+                throw APIError.notFound("Model \(author)/\(slug) not found")
+            }
+            return JSONResponse.make(body)
+        }
+        api.get("/providers") { _, _ in JSONResponse.make(catalogResponses.providers) }
+        api.get("/key") { request, _ in try await keyInfo(request) }
+        api.get("/auth/key") { request, _ in try await keyInfo(request) }
+        api.get("/credits") { request, _ in try await credits(request) }
+        api.get("/generation") { request, _ in try await generation(request) }
+        return router
+    }
+
+    // MARK: Chat completions
+
+    func chatCompletions(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let key = try await authenticator.authenticate(authorization: request.headers[.authorization])
+        if key.isAdmin {
+            throw APIError(status: 403, message: "Admin keys cannot call models; use an inference key")
+        }
+        let body: ByteBuffer
+        do {
+            body = try await request.body.collect(upTo: dependencies.configuration.maxBodyBytes)
+        } catch let error as HTTPError where error.status == .contentTooLarge {
+            throw APIError(status: 413, message: "Request body is larger than \(dependencies.configuration.maxBodyBytes) bytes")
+        }
+        let json: JSONValue
+        do {
+            json = try JSONDecoder().decode(JSONValue.self, from: body)
+        } catch {
+            throw APIError.badRequest("Request body is not valid JSON")
+        }
+        let chat = try ChatRequest(json: json)
+        let prepared = try await pipeline.prepare(chat, key: key)
+        if chat.stream { return streamResponse(prepared) }
+
+        switch await pipeline.run(prepared, emit: nil) {
+        case .success(let result, let cost):
+            let usage = result.usage ?? TokenUsage()
+            var completion: JSONObject = [
+                "id": .string(prepared.generationID), "provider": .string(result.attempt.provider.name),
+                "model": .string(result.attempt.model.id), "object": "chat.completion",
+                "created": .int(prepared.created),
+                "system_fingerprint": result.accumulator.systemFingerprint.map { .string($0) } ?? nil,
+                "choices": .array(result.accumulator.completedChoices()),
+            ]
+            completion["usage"] = Self.usageJSON(usage, cost: cost)
+            return JSONResponse.make(.object(completion), headers: [Self.generationHeader: prepared.generationID])
+        case .failure(let error, _):
+            var response = error.jsonResponse()
+            response.headers[Self.generationHeader] = prepared.generationID
+            return response
+        case .cancelled:
+            return APIError(status: 499, message: "Client closed the request").jsonResponse()
+        }
+    }
+
+    static let generationHeader = HTTPField.Name("X-Generation-Id")!
+
+    static func usageJSON(_ usage: TokenUsage, cost: CostBreakdown) -> JSONValue {
+        [
+            "prompt_tokens": .int(Int64(usage.promptTokens)), "completion_tokens": .int(Int64(usage.completionTokens)),
+            "total_tokens": .int(Int64(usage.totalTokens)),
+            "prompt_tokens_details": [
+                "cached_tokens": .int(Int64(usage.cachedTokens)), "cache_write_tokens": .int(Int64(usage.cacheWriteTokens)),
+                "audio_tokens": 0,
+            ],
+            "completion_tokens_details": ["reasoning_tokens": .int(Int64(usage.reasoningTokens))],
+            "cost": .number(cost.total), "is_byok": false,
+            "cost_details": [
+                "upstream_inference_cost": nil, "upstream_inference_prompt_cost": .number(cost.prompt),
+                "upstream_inference_completions_cost": .number(cost.completion),
+            ],
+        ]
+    }
+
+    /// An SSE response: a processing comment at once and every few seconds until the first
+    /// token, each upstream delta re-labelled and written as it arrives, then the usage chunk
+    /// and `[DONE]`. A client that hangs up cancels the upstream call.
+    func streamResponse(_ prepared: PreparedChat) -> Response {
+        let pipeline = self.pipeline
+        let keepAlive = dependencies.configuration.keepAliveInterval
+        let header = ByteBuffer(string: ": SIGNALBOX PROCESSING\n\n")
+        return Response(
+            status: .ok,
+            headers: [.contentType: "text/event-stream", .cacheControl: "no-cache", Self.generationHeader: prepared.generationID],
+            body: ResponseBody { writer in
+                try await writer.write(header)
+                let (events, continuation) = AsyncStream<ByteBuffer>.makeStream()
+                let firstData = NIOLockedValueBox(false)
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask {
+                        let outcome = await pipeline.run(prepared) { delta, attempt in
+                            firstData.withLockedValue { $0 = true }
+                            continuation.yield(Self.chunk(delta, prepared: prepared, attempt: attempt))
+                        }
+                        for buffer in Self.closingEvents(outcome, prepared: prepared) { continuation.yield(buffer) }
+                        continuation.finish()
+                    }
+                    group.addTask {
+                        while !firstData.withLockedValue({ $0 }) {
+                            try await Task.sleep(for: keepAlive)
+                            if !firstData.withLockedValue({ $0 }) { continuation.yield(header) }
+                        }
+                    }
+                    do {
+                        for await buffer in events { try await writer.write(buffer) }
+                    } catch {
+                        group.cancelAll()  // the client is gone: cancel the upstream call
+                        continuation.finish()
+                    }
+                    group.cancelAll()
+                    try? await group.waitForAll()
+                }
+                try await writer.finish(nil)
+            })
+    }
+
+    static func sse(_ value: JSONValue) -> ByteBuffer {
+        var bytes = Array("data: ".utf8)
+        JSONWriter.write(value, into: &bytes)
+        bytes.append(contentsOf: "\n\n".utf8)
+        return ByteBuffer(bytes: bytes)
+    }
+
+    static func chunk(_ delta: CompletionDelta, prepared: PreparedChat, attempt: PlannedAttempt) -> ByteBuffer {
+        var object: JSONObject = [
+            "id": .string(prepared.generationID), "provider": .string(attempt.provider.name),
+            "model": .string(attempt.model.id), "object": "chat.completion.chunk", "created": .int(prepared.created),
+        ]
+        if let fingerprint = delta.systemFingerprint { object["system_fingerprint"] = .string(fingerprint) }
+        object["choices"] = .array(delta.choices)
+        return sse(.object(object))
+    }
+
+    static func closingEvents(_ outcome: ChatPipeline.Outcome, prepared: PreparedChat) -> [ByteBuffer] {
+        switch outcome {
+        case .success(let result, let cost):
+            let usage = result.usage ?? TokenUsage()
+            return [
+                sse([
+                    "id": .string(prepared.generationID), "provider": .string(result.attempt.provider.name),
+                    "model": .string(result.attempt.model.id), "object": "chat.completion.chunk",
+                    "created": .int(prepared.created), "choices": [], "usage": usageJSON(usage, cost: cost),
+                ]),
+                ByteBuffer(string: "data: [DONE]\n\n"),
+            ]
+        case .failure(let error, _):
+            let provider = error.metadata?["provider_name"] ?? nil
+            guard case .object(let errorBody)? = error.body["error"] else { return [] }
+            return [
+                sse([
+                    "id": .string(prepared.generationID), "provider": provider ?? nil,
+                    "model": .string(prepared.request.requestedModel), "object": "chat.completion.chunk",
+                    "created": .int(prepared.created), "error": .object(errorBody),
+                    "choices": [["index": 0, "delta": ["content": ""], "finish_reason": "error",
+                                 "native_finish_reason": "error", "logprobs": nil]],
+                ]),
+                ByteBuffer(string: "data: [DONE]\n\n"),
+            ]
+        case .cancelled:
+            return []
+        }
+    }
+
+    // MARK: Account endpoints
+
+    func keyInfo(_ request: Request) async throws -> Response {
+        let key = try await authenticator.authenticate(authorization: request.headers[.authorization])
+        let ledger = dependencies.ledger
+        let usage = try await ledger.keyUsage(keyID: key.id, now: Date())
+        let totals = try await ledger.creditTotals(account: key.accountID)
+        let purchased = try await ledger.entries(account: key.accountID, limit: 1_000).contains { $0.kind == .purchase }
+        let limitUsage: Money = switch key.limitReset {
+        case "daily": usage.daily
+        case "weekly": usage.weekly
+        case "monthly": usage.monthly
+        default: usage.total
+        }
+        let remaining = key.limit.map { max($0 - limitUsage, .zero) }
+        _ = totals
+        return JSONResponse.make(["data": [
+            "label": .string(key.label), "name": .string(key.name),
+            "limit": key.limit.map { .number($0) } ?? nil, "limit_remaining": remaining.map { .number($0) } ?? nil,
+            "limit_reset": key.limitReset.map { .string($0) } ?? nil, "include_byok_in_limit": false,
+            "usage": .number(usage.total), "usage_daily": .number(usage.daily), "usage_weekly": .number(usage.weekly),
+            "usage_monthly": .number(usage.monthly),
+            "byok_usage": 0, "byok_usage_daily": 0, "byok_usage_weekly": 0, "byok_usage_monthly": 0,
+            "is_free_tier": .bool(!purchased), "is_management_key": .bool(key.isAdmin), "is_provisioning_key": .bool(key.isAdmin),
+            "expires_at": key.expiresAt.map { .string(ISO8601DateFormatter().string(from: $0)) } ?? nil,
+            "creator_user_id": .string(key.accountID), "organization_id": nil, "workspace_id": nil,
+            "allowed_data_regions": ["global", "europe", "us"], "budgets": [], "effective_budget": nil,
+            "free_model_daily_requests": ["limit": 50, "remaining": 50, "used": 0],
+            "rate_limit": ["requests": -1, "interval": "10s", "note": "This field is deprecated and safe to ignore."],
+        ]])
+    }
+
+    func credits(_ request: Request) async throws -> Response {
+        let key = try await authenticator.authenticate(authorization: request.headers[.authorization])
+        let totals = try await dependencies.ledger.creditTotals(account: key.accountID)
+        return JSONResponse.make(["data": ["total_credits": .number(totals.credits), "total_usage": .number(totals.usage)]])
+    }
+
+    func generation(_ request: Request) async throws -> Response {
+        let key = try await authenticator.authenticate(authorization: request.headers[.authorization])
+        guard let id = request.uri.queryParameters.get("id"), !id.isEmpty else {
+            throw APIError.badRequest("The 'id' query parameter is required")
+        }
+        guard let record = try await dependencies.ledger.generation(id: id), key.isAdmin || record.accountID == key.accountID else {
+            throw APIError.notFound("Generation \(id) not found")
+        }
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return JSONResponse.make(["data": [
+            "id": .string(record.id), "upstream_id": record.upstreamID.map { .string($0) } ?? nil,
+            "request_id": .string(record.id), "created_at": .string(formatter.string(from: record.createdAt)),
+            "model": .string(record.model), "provider_name": record.providerName.map { .string($0) } ?? nil,
+            "provider_tag": record.providerTag.map { .string($0) } ?? nil,
+            "router": nil, "api_type": "completions", "app_id": nil, "origin": "", "http_referer": nil, "user_agent": nil,
+            "external_user": nil, "streamed": .bool(record.streamed), "cancelled": .bool(record.cancelled),
+            "is_byok": false, "latency": .int(Int64(record.latencyMs)), "generation_time": .int(Int64(record.generationTimeMs)),
+            "moderation_latency": nil,
+            "tokens_prompt": .int(Int64(record.usage.promptTokens)), "tokens_completion": .int(Int64(record.usage.completionTokens)),
+            "native_tokens_prompt": .int(Int64(record.usage.promptTokens)),
+            "native_tokens_completion": .int(Int64(record.usage.completionTokens)),
+            "native_tokens_reasoning": .int(Int64(record.usage.reasoningTokens)),
+            "native_tokens_cached": .int(Int64(record.usage.cachedTokens)), "native_tokens_completion_images": 0,
+            "num_media_prompt": 0, "num_media_completion": 0, "num_input_audio_prompt": 0, "num_search_results": 0,
+            "num_fetches": 0, "finish_reason": record.finishReason.map { .string($0) } ?? nil,
+            "native_finish_reason": record.nativeFinishReason.map { .string($0) } ?? nil,
+            "total_cost": .number(record.cost), "usage": .number(record.cost), "upstream_inference_cost": nil,
+            "cache_discount": nil, "data_region": "global", "service_tier": nil, "preset_id": nil, "session_id": nil,
+            "workspace_id": nil, "web_search_engine": nil,
+            "provider_responses": .array(record.attempts.map { attempt in
+                [
+                    "provider": .string(attempt.providerName), "tag": .string(attempt.provider),
+                    "model": .string(attempt.model), "status": Int64(attempt.status).map { .int($0) } ?? nil,
+                    "error": attempt.error.map { .string($0) } ?? nil, "latency": .int(Int64(attempt.latencyMs)),
+                ]
+            }),
+        ]])
+    }
+}
+
+extension Gateway {
+    /// The Hummingbird application of a node: the executable and the tests both build it here.
+    /// `onRunning` receives the bound port (useful with port 0).
+    public func buildApplication(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
+        let configuration = dependencies.configuration
+        let readiness = self.readiness
+        return Application(
+            router: buildRouter(),
+            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "signalbox"),
+            onServerRunning: { channel in
+                readiness.set(true)
+                await onRunning(channel.localAddress?.port ?? configuration.port)
+            },
+            logger: dependencies.logger)
+    }
+}
+
+/// Voids holds whose request never settled (a crashed node, a lost connection), so they do not
+/// keep credit reserved past their expiry.
+public struct HoldExpiryService: Service {
+    let ledger: any LedgerStore
+    let interval: Duration
+    let logger: Logger
+
+    public init(ledger: any LedgerStore, interval: Duration = .seconds(30), logger: Logger) {
+        self.ledger = ledger
+        self.interval = interval
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            do {
+                let expired = try await ledger.expireHolds(now: Date())
+                if expired > 0 { logger.info("voided expired holds", metadata: ["count": "\(expired)"]) }
+            } catch {
+                logger.error("hold expiry failed", metadata: ["error": "\(error)"])
+            }
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
+        }
+    }
+}

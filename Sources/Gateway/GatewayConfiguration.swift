@@ -1,0 +1,36 @@
+import Foundation
+
+/// Everything a router node needs to know to serve. Filled from defaults, the config file,
+/// environment and flags (in that order of precedence) by the `signalbox` executable.
+public struct GatewayConfiguration: Sendable {
+    public var host: String = "127.0.0.1"
+    public var port: Int = 8080
+    /// Largest accepted request body.
+    public var maxBodyBytes: Int = 32 * 1024 * 1024
+    public var timeouts = UpstreamTimeouts()
+    /// Interval of `: SIGNALBOX PROCESSING` comments while a stream waits for its first token.
+    public var keepAliveInterval: Duration = .seconds(3)
+    /// How long a hold lives if its request never settles (a crashed node): then it is voided.
+    public var holdTTL: TimeInterval = 15 * 60
+    /// Whether `/readyz` should report ready; flipped to false while draining.
+    public var nodeID: String = "node-1"
+    public var region: String = "us"
+
+    public init() {}
+}
+
+/// Upstream deadlines. Each failure moves to the next endpoint while nothing has reached the client.
+public struct UpstreamTimeouts: Sendable {
+    /// Opening a connection to the provider.
+    public var connect: Duration = .seconds(10)
+    /// From sending the request to the first token.
+    public var firstToken: Duration = .seconds(60)
+    /// Longest silence between two chunks once tokens flow.
+    public var stall: Duration = .seconds(30)
+
+    public init(connect: Duration = .seconds(10), firstToken: Duration = .seconds(60), stall: Duration = .seconds(30)) {
+        self.connect = connect
+        self.firstToken = firstToken
+        self.stall = stall
+    }
+}

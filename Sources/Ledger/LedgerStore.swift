@@ -1,0 +1,297 @@
+import Foundation
+import SignalboxCore
+
+/// What a transfer is for; stored with every ledger entry so admins can query by it.
+public enum TransferKind: String, Sendable, Codable, CaseIterable {
+    case purchase, fee, grant, charge, insurance, refund, reversal, adjustment
+}
+
+/// A request to move money from one account to another. Balanced by construction: the
+/// debit side loses exactly what the credit side gains.
+public struct TransferRequest: Sendable, Hashable {
+    /// Replaying a transfer with the same key is a no-op.
+    public var idempotencyKey: String
+    public var debitAccount: String
+    public var creditAccount: String
+    public var amount: Money
+    public var kind: TransferKind
+    public var keyID: String?
+    public var generationID: String?
+    public var memo: String?
+
+    public init(
+        idempotencyKey: String, debit: String, credit: String, amount: Money, kind: TransferKind,
+        keyID: String? = nil, generationID: String? = nil, memo: String? = nil
+    ) {
+        self.idempotencyKey = idempotencyKey
+        self.debitAccount = debit
+        self.creditAccount = credit
+        self.amount = amount
+        self.kind = kind
+        self.keyID = keyID
+        self.generationID = generationID
+        self.memo = memo
+    }
+}
+
+/// A posted ledger entry.
+public struct Transfer: Sendable, Hashable, Codable {
+    public var id: Int64
+    public var idempotencyKey: String
+    public var debitAccount: String
+    public var creditAccount: String
+    public var amount: Money
+    public var kind: TransferKind
+    public var keyID: String?
+    public var generationID: String?
+    public var memo: String?
+    public var createdAt: Date
+}
+
+/// An account's money: `balance` is credit minus posted charges; `available` also subtracts
+/// open holds.
+public struct AccountBalance: Sendable, Hashable {
+    public var balance: Money
+    public var available: Money
+    public init(balance: Money, available: Money) {
+        self.balance = balance
+        self.available = available
+    }
+}
+
+public struct Account: Sendable, Hashable {
+    public var id: String
+    public var name: String
+    public var isSystem: Bool
+    public var createdAt: Date
+}
+
+/// A two-phase reservation of credit: pending until posted (charged) or voided.
+public struct HoldRequest: Sendable, Hashable {
+    public var id: String
+    public var account: String
+    public var amount: Money
+    public var keyID: String?
+    public var expiresAt: Date
+
+    public init(id: String, account: String, amount: Money, keyID: String? = nil, expiresAt: Date) {
+        self.id = id
+        self.account = account
+        self.amount = amount
+        self.keyID = keyID
+        self.expiresAt = expiresAt
+    }
+}
+
+public enum HoldStatus: String, Sendable, Codable { case pending, posted, voided }
+
+public enum HoldOutcome: Sendable, Hashable {
+    case placed
+    /// Not enough available credit; carries what was available.
+    case insufficient(available: Money)
+}
+
+/// An API key as stored: only the SHA-256 of the secret is kept.
+public struct KeyRecord: Sendable, Hashable {
+    public var id: String
+    public var accountID: String
+    /// Hex SHA-256 of the full key.
+    public var hash: String
+    /// Masked form for display, e.g. `sk-sb-v1-3f2…9ac1`.
+    public var label: String
+    public var name: String
+    /// Operator admin keys reach every admin surface.
+    public var isAdmin: Bool
+    public var disabled: Bool
+    /// Spending limit in USD, nil for none.
+    public var limit: Money?
+    /// `daily`, `weekly`, `monthly` or nil.
+    public var limitReset: String?
+    public var expiresAt: Date?
+    public var createdAt: Date
+
+    public init(
+        id: String, accountID: String, hash: String, label: String, name: String, isAdmin: Bool = false,
+        disabled: Bool = false, limit: Money? = nil, limitReset: String? = nil, expiresAt: Date? = nil,
+        createdAt: Date = Date()
+    ) {
+        self.id = id
+        self.accountID = accountID
+        self.hash = hash
+        self.label = label
+        self.name = name
+        self.isAdmin = isAdmin
+        self.disabled = disabled
+        self.limit = limit
+        self.limitReset = limitReset
+        self.expiresAt = expiresAt
+        self.createdAt = createdAt
+    }
+}
+
+/// Spend through one key since several points in time (all-time, day, week, month).
+public struct KeyUsage: Sendable, Hashable {
+    public var total: Money
+    public var daily: Money
+    public var weekly: Money
+    public var monthly: Money
+    public init(total: Money = .zero, daily: Money = .zero, weekly: Money = .zero, monthly: Money = .zero) {
+        self.total = total
+        self.daily = daily
+        self.weekly = weekly
+        self.monthly = monthly
+    }
+}
+
+/// One upstream attempt, for `/generation` and error metadata.
+public struct AttemptRecord: Sendable, Hashable, Codable {
+    public var provider: String
+    public var providerName: String
+    public var model: String
+    public var status: String
+    public var latencyMs: Int
+    public var error: String?
+    /// What the attempt cost the operator at the provider (insured, never charged to the client).
+    public var providerCost: Money
+
+    public init(provider: String, providerName: String, model: String, status: String, latencyMs: Int,
+                error: String? = nil, providerCost: Money = .zero) {
+        self.provider = provider
+        self.providerName = providerName
+        self.model = model
+        self.status = status
+        self.latencyMs = latencyMs
+        self.error = error
+        self.providerCost = providerCost
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case provider, model, status, error
+        case providerName = "provider_name"
+        case latencyMs = "latency"
+        case providerCost = "provider_cost"
+    }
+}
+
+/// Everything `/api/v1/generation` reports about one request.
+public struct GenerationRecord: Sendable, Hashable {
+    public var id: String
+    public var accountID: String
+    public var keyID: String?
+    public var model: String
+    public var providerName: String?
+    public var providerTag: String?
+    public var upstreamID: String?
+    public var streamed: Bool
+    public var cancelled: Bool
+    public var finishReason: String?
+    public var nativeFinishReason: String?
+    public var usage: TokenUsage
+    public var cost: Money
+    public var latencyMs: Int
+    public var generationTimeMs: Int
+    public var attempts: [AttemptRecord]
+    public var createdAt: Date
+
+    public init(
+        id: String, accountID: String, keyID: String?, model: String, providerName: String?, providerTag: String?,
+        upstreamID: String?, streamed: Bool, cancelled: Bool, finishReason: String?, nativeFinishReason: String?,
+        usage: TokenUsage, cost: Money, latencyMs: Int, generationTimeMs: Int, attempts: [AttemptRecord],
+        createdAt: Date
+    ) {
+        self.id = id
+        self.accountID = accountID
+        self.keyID = keyID
+        self.model = model
+        self.providerName = providerName
+        self.providerTag = providerTag
+        self.upstreamID = upstreamID
+        self.streamed = streamed
+        self.cancelled = cancelled
+        self.finishReason = finishReason
+        self.nativeFinishReason = nativeFinishReason
+        self.usage = usage
+        self.cost = cost
+        self.latencyMs = latencyMs
+        self.generationTimeMs = generationTimeMs
+        self.attempts = attempts
+        self.createdAt = createdAt
+    }
+}
+
+/// The result of `LedgerStore.verify()`.
+public struct LedgerVerification: Sendable, Hashable {
+    /// Accounts whose cached balance differs from the sum of their entries.
+    public var mismatchedAccounts: [String]
+    /// Sum of every account's balance: zero in a balanced double-entry ledger.
+    public var totalOfBalances: Money
+    public var transferCount: Int
+    public var isConsistent: Bool { mismatchedAccounts.isEmpty && totalOfBalances == .zero }
+}
+
+public enum LedgerError: Error, Sendable, Hashable, CustomStringConvertible {
+    case unknownAccount(String)
+    case unknownHold(String)
+    case holdNotPending(String, HoldStatus)
+    case idempotencyConflict(String)
+    case invalidAmount(Money)
+    case storage(String)
+
+    public var description: String {
+        switch self {
+        case .unknownAccount(let id): return "unknown account \(id)"
+        case .unknownHold(let id): return "unknown hold \(id)"
+        case .holdNotPending(let id, let status): return "hold \(id) is already \(status.rawValue)"
+        case .idempotencyConflict(let key): return "idempotency key \(key) was used for a different transfer"
+        case .invalidAmount(let amount): return "invalid amount \(amount)"
+        case .storage(let message): return "ledger storage error: \(message)"
+        }
+    }
+}
+
+/// The credit ledger: double-entry, append-only transfers; two-phase holds; keys and generation
+/// records. SQLite (embedded, one node) and PostgreSQL (cluster) implement it and pass the same
+/// contract tests.
+public protocol LedgerStore: Sendable {
+    /// Creates tables and system accounts; safe to call on every start.
+    func migrate() async throws
+
+    /// Creates a customer account with the given id (idempotent) and returns it.
+    @discardableResult
+    func createAccount(id: String, name: String) async throws -> Account
+    func account(id: String) async throws -> Account?
+
+    /// Posts transfers atomically: all or none. A transfer whose idempotency key was already
+    /// posted with the same content is skipped; with different content it fails.
+    func post(_ transfers: [TransferRequest]) async throws
+
+    /// Reserves `amount` if the account's available credit covers it. Idempotent by hold id.
+    func placeHold(_ hold: HoldRequest) async throws -> HoldOutcome
+
+    /// Settles a pending hold: posts `transfers` (the charge and any insurance entries), marks the
+    /// hold posted, and stores the generation record, in one transaction. The charge may exceed
+    /// the hold (the upstream's count decides); it is never skipped. Replays are no-ops.
+    func settle(holdID: String, transfers: [TransferRequest], generation: GenerationRecord) async throws
+
+    /// Releases a pending hold without charging. Replays are no-ops.
+    func voidHold(id: String) async throws
+    func holdStatus(id: String) async throws -> HoldStatus?
+
+    /// Voids every pending hold that expired before `now`; returns how many.
+    @discardableResult
+    func expireHolds(now: Date) async throws -> Int
+
+    func balance(account: String) async throws -> AccountBalance
+    func entries(account: String, limit: Int) async throws -> [Transfer]
+    /// Total credited to an account by purchases and grants, and total charged to it.
+    func creditTotals(account: String) async throws -> (credits: Money, usage: Money)
+    func verify() async throws -> LedgerVerification
+
+    func insertKey(_ key: KeyRecord) async throws
+    func key(hash: String) async throws -> KeyRecord?
+    func keys(account: String) async throws -> [KeyRecord]
+    func keyUsage(keyID: String, now: Date) async throws -> KeyUsage
+
+    func storeGeneration(_ generation: GenerationRecord) async throws
+    func generation(id: String) async throws -> GenerationRecord?
+}

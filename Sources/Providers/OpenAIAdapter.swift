@@ -1,0 +1,81 @@
+import Foundation
+import NIOCore
+import SignalboxCore
+
+/// The OpenAI Chat Completions wire format, spoken by OpenAI and most other providers.
+///
+/// The request body is the client's, minus router-only fields and unsupported parameters, with
+/// the endpoint's model name and `stream_options.include_usage` forced on so every call reports usage.
+public struct OpenAIAdapter: ProviderAdapter {
+    public init() {}
+
+    public var format: WireFormat { .openai }
+
+    public func makeRequest(_ request: ChatRequest, attempt: PlannedAttempt, apiKey: String?) -> UpstreamRequest {
+        var body = request.body
+        for field in ChatRequest.routerOnlyFields { body[field] = nil }
+        for parameter in unsupportedParameters(request, attempt.endpoint) { body[parameter] = nil }
+        body["model"] = .string(attempt.endpoint.upstreamModel)
+        body["stream"] = true
+        var options = body["stream_options"]?.objectValue ?? JSONObject()
+        options["include_usage"] = true
+        body["stream_options"] = .object(options)
+        var headers = [("content-type", "application/json"), ("accept", "text/event-stream")]
+        if let apiKey { headers.append(("authorization", "Bearer \(apiKey)")) }
+        let base = attempt.provider.baseURL.hasSuffix("/") ? String(attempt.provider.baseURL.dropLast()) : attempt.provider.baseURL
+        return UpstreamRequest(
+            url: base + "/chat/completions", headers: headers,
+            body: ByteBuffer(bytes: JSONWriter.bytes(.object(body)))
+        )
+    }
+
+    public func makeDecoder() -> OpenAIStreamDecoder { OpenAIStreamDecoder() }
+
+    public func failure(status: Int, body: ByteBuffer, retryAfter: Int?) -> UpstreamFailure {
+        let raw = String(buffer: body)
+        let parsed = try? JSONDecoder().decode(JSONValue.self, from: Data(raw.utf8))
+        let message = parsed?["error"]?["message"]?.stringValue ?? parsed?["message"]?.stringValue
+            ?? "Provider returned error"
+        return UpstreamFailure(.status(status), message, raw: raw, retryAfter: retryAfter)
+    }
+}
+
+/// Reads OpenAI `chat.completion.chunk` events.
+public struct OpenAIStreamDecoder: StreamDecoder {
+    public init() {}
+
+    public mutating func decode(_ event: SSEEvent) throws(UpstreamFailure) -> [AdapterEvent] {
+        if event.data == "[DONE]" { return [.done] }
+        guard let json = try? JSONDecoder().decode(JSONValue.self, from: Data(event.data.utf8)),
+            let chunk = json.objectValue
+        else {
+            throw UpstreamFailure(.malformed, "Provider sent an event that is not JSON", raw: String(event.data.prefix(2048)))
+        }
+        if let error = chunk["error"], !error.isNull {
+            let message = error["message"]?.stringValue ?? "Provider returned an error mid-stream"
+            throw UpstreamFailure(.streamError, message, raw: event.data)
+        }
+        if chunk["object"]?.stringValue == "error" {
+            throw UpstreamFailure(.streamError, chunk["message"]?.stringValue ?? "Provider error", raw: event.data)
+        }
+        var events: [AdapterEvent] = []
+        if let choices = chunk["choices"]?.arrayValue, !choices.isEmpty {
+            let normalized = choices.map { choice -> JSONValue in
+                guard var object = choice.objectValue else { return choice }
+                let native = object["finish_reason"]?.stringValue
+                object["finish_reason"] = FinishReason.normalize(native).map { .string($0) } ?? .null
+                object["native_finish_reason"] = native.map { .string($0) } ?? .null
+                if object["logprobs"] == nil { object["logprobs"] = .null }
+                return .object(object)
+            }
+            events.append(.delta(CompletionDelta(
+                choices: normalized, upstreamID: chunk["id"]?.stringValue,
+                systemFingerprint: chunk["system_fingerprint"]?.stringValue
+            )))
+        } else if chunk["choices"] == nil && chunk["usage"] == nil {
+            throw UpstreamFailure(.malformed, "Provider sent a chunk without choices", raw: String(event.data.prefix(2048)))
+        }
+        if let usage = TokenUsage(openAI: chunk["usage"]) { events.append(.usage(usage)) }
+        return events
+    }
+}

@@ -1,0 +1,113 @@
+import NIOCore
+import SignalboxCore
+
+/// Why an upstream attempt failed, and whether another endpoint may be tried.
+public struct UpstreamFailure: Error, Sendable, CustomStringConvertible {
+    public enum Kind: Sendable, Hashable {
+        /// Could not connect (refused, DNS, TLS, connect timeout).
+        case connect
+        /// No response head or first token within the first-token timeout.
+        case firstTokenTimeout
+        /// The stream went silent for longer than the stall timeout.
+        case stall
+        /// The upstream answered with a non-2xx status.
+        case status(Int)
+        /// The body was not the wire format it should be.
+        case malformed
+        /// The connection closed before the stream ended.
+        case disconnected
+        /// The upstream sent an error event inside a 200 stream.
+        case streamError
+    }
+
+    public var kind: Kind
+    public var message: String
+    /// The upstream's own error text (body or event), for `metadata.raw`.
+    public var raw: String?
+    /// Seconds the upstream asked us to wait, when it said.
+    public var retryAfter: Int?
+
+    public init(_ kind: Kind, _ message: String, raw: String? = nil, retryAfter: Int? = nil) {
+        self.kind = kind
+        self.message = message
+        self.raw = raw
+        self.retryAfter = retryAfter
+    }
+
+    /// Failures worth another endpoint: transport trouble, timeouts, rate limits, server errors,
+    /// and auth errors (our provider key's fault, not the client's). A plain 400 is the
+    /// client's request and would fail anywhere.
+    public var isRetryable: Bool {
+        switch kind {
+        case .connect, .firstTokenTimeout, .stall, .malformed, .disconnected, .streamError: return true
+        case .status(let code):
+            return code == 401 || code == 402 || code == 403 || code == 404 || code == 408 || code == 409
+                || code == 429 || code >= 500
+        }
+    }
+
+    public var isRateLimit: Bool { kind == .status(429) }
+
+    /// The HTTP status the client sees when this is the last failure: upstream 400s pass
+    /// through, rate limits stay 429, timeouts are 408... everything else is a bad gateway.
+    public var clientStatus: Int {
+        switch kind {
+        case .status(let code) where code == 400 || code == 413 || code == 422 || code == 429: return code
+        default: return 502
+        }
+    }
+
+    /// A short status for attempt logs: the HTTP code or the failure kind.
+    public var code: String {
+        switch kind {
+        case .connect: return "connect_error"
+        case .firstTokenTimeout: return "first_token_timeout"
+        case .stall: return "stall_timeout"
+        case .status(let code): return String(code)
+        case .malformed: return "malformed_response"
+        case .disconnected: return "disconnected"
+        case .streamError: return "stream_error"
+        }
+    }
+
+    public var description: String { "\(code): \(message)" }
+}
+
+/// What an adapter reads out of the upstream stream.
+public enum AdapterEvent: Sendable {
+    case delta(CompletionDelta)
+    case usage(TokenUsage)
+    /// The upstream said the stream is complete.
+    case done
+}
+
+/// Turns upstream stream events into OpenAI-shaped deltas. One per upstream call.
+public protocol StreamDecoder: Sendable {
+    mutating func decode(_ event: SSEEvent) throws(UpstreamFailure) -> [AdapterEvent]
+}
+
+/// Translates between the router's OpenAI-style requests and one upstream wire format.
+///
+/// The router always asks upstreams to stream; non-streamed answers are assembled from the
+/// deltas (`CompletionAccumulator`), so every format needs only one response path.
+public protocol ProviderAdapter: Sendable {
+    associatedtype Decoder: StreamDecoder
+    var format: WireFormat { get }
+    /// The streaming upstream request for `request` at `attempt`'s endpoint.
+    func makeRequest(_ request: ChatRequest, attempt: PlannedAttempt, apiKey: String?) -> UpstreamRequest
+    func makeDecoder() -> Decoder
+    /// Reads an error response (status ≥ 300) into a failure.
+    func failure(status: Int, body: ByteBuffer, retryAfter: Int?) -> UpstreamFailure
+}
+
+extension ProviderAdapter {
+    /// Drops parameters the endpoint does not support (OpenRouter's default; with
+    /// `require_parameters` such endpoints are not planned at all).
+    func unsupportedParameters(_ request: ChatRequest, _ endpoint: ModelEndpoint) -> [String] {
+        guard !endpoint.supportedParameters.isEmpty else { return [] }
+        return request.usedParameters.filter { parameter in
+            !endpoint.supportedParameters.contains(parameter)
+                && !(parameter == "tool_choice" && endpoint.supportedParameters.contains("tools"))
+        }
+    }
+}

@@ -1,0 +1,128 @@
+import AsyncHTTPClient
+import NIOCore
+import NIOHTTP1
+
+/// An HTTP request to an upstream provider.
+public struct UpstreamRequest: Sendable {
+    public var url: String
+    public var headers: [(String, String)]
+    public var body: ByteBuffer
+
+    public init(url: String, headers: [(String, String)], body: ByteBuffer) {
+        self.url = url
+        self.headers = headers
+        self.body = body
+    }
+}
+
+/// The head of an upstream response and its body, streamed.
+public struct UpstreamResponse: Sendable {
+    public var status: Int
+    public var headers: [(String, String)]
+    public var body: UpstreamBody
+
+    public init(status: Int, headers: [(String, String)], body: UpstreamBody) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+    }
+
+    public func header(_ name: String) -> String? {
+        headers.first { $0.0.lowercased() == name.lowercased() }?.1
+    }
+}
+
+/// An upstream response body as an async sequence of byte buffers, whatever the transport.
+public struct UpstreamBody: AsyncSequence, Sendable {
+    public typealias Element = ByteBuffer
+    let makeNext: @Sendable () -> (@Sendable () async throws -> ByteBuffer?)
+
+    public init(makeNext: @escaping @Sendable () -> (@Sendable () async throws -> ByteBuffer?)) {
+        self.makeNext = makeNext
+    }
+
+    /// A body that yields the given buffers (for tests and for adapters that synthesise bodies).
+    public init(buffers: [ByteBuffer]) {
+        self.makeNext = {
+            let state = BufferList(buffers)
+            return { state.next() }
+        }
+    }
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        let next: @Sendable () async throws -> ByteBuffer?
+        public mutating func next() async throws -> ByteBuffer? { try await next() }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(next: makeNext()) }
+
+    /// Reads the whole body, failing beyond `limit` bytes.
+    public func collect(upTo limit: Int) async throws -> ByteBuffer {
+        var result = ByteBuffer()
+        for try await var chunk in self {
+            guard result.readableBytes + chunk.readableBytes <= limit else { throw UpstreamBodyTooLarge() }
+            result.writeBuffer(&chunk)
+        }
+        return result
+    }
+}
+
+public struct UpstreamBodyTooLarge: Error {}
+
+private final class BufferList: @unchecked Sendable {
+    // Only touched by the one iterator that owns it.
+    var buffers: [ByteBuffer]
+    init(_ buffers: [ByteBuffer]) { self.buffers = buffers }
+    func next() -> ByteBuffer? { buffers.isEmpty ? nil : buffers.removeFirst() }
+}
+
+/// The seam between the router and the network. AsyncHTTPClient serves today; a lean pooled
+/// SwiftNIO client can replace it without touching adapters or the pipeline (ADR 0001).
+public protocol UpstreamTransport: Sendable {
+    /// Sends `request` and returns once the response head arrived. Cancelling the calling
+    /// task cancels the upstream request, including a body being streamed.
+    func send(_ request: UpstreamRequest) async throws -> UpstreamResponse
+}
+
+/// `UpstreamTransport` over one shared AsyncHTTPClient `HTTPClient`.
+public struct AsyncHTTPClientTransport: UpstreamTransport {
+    public let client: HTTPClient
+
+    public init(client: HTTPClient) { self.client = client }
+
+    /// A client configured for upstream calls: connect timeout, pooled connections, no redirects.
+    public static func makeClient(connectTimeout: TimeAmount) -> HTTPClient {
+        var configuration = HTTPClient.Configuration()
+        configuration.timeout = .init(connect: connectTimeout, read: nil)
+        configuration.redirectConfiguration = .disallow
+        configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 512)
+        configuration.decompression = .disabled
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }
+
+    public func send(_ request: UpstreamRequest) async throws -> UpstreamResponse {
+        var outbound = HTTPClientRequest(url: request.url)
+        outbound.method = .POST
+        for (name, value) in request.headers { outbound.headers.add(name: name, value: value) }
+        outbound.body = .bytes(request.body)
+        // Deadlines are enforced by the pipeline's watchdog (connect, first token, stall), which
+        // cancels this task; the transport's own deadline is only a last resort.
+        let response = try await client.execute(outbound, timeout: .hours(1))
+        let body = response.body
+        return UpstreamResponse(
+            status: Int(response.status.code),
+            headers: response.headers.map { ($0.name, $0.value) },
+            body: UpstreamBody {
+                let iterator = IteratorBox(body.makeAsyncIterator())
+                return { try await iterator.next() }
+            }
+        )
+    }
+}
+
+/// Holds a non-Sendable iterator that is only ever advanced by one task at a time.
+final class IteratorBox<Base: AsyncIteratorProtocol>: @unchecked Sendable where Base.Element == ByteBuffer {
+    var base: Base
+    init(_ base: Base) { self.base = base }
+    func next() async throws -> ByteBuffer? { try await base.next() }
+}

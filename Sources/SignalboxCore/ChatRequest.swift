@@ -1,0 +1,208 @@
+/// The parts of a chat completion request that routing and billing need, read from the
+/// client's JSON body. The body itself travels on as `body`.
+public struct ChatRequest: Sendable {
+    /// The whole request body as the client sent it.
+    public var body: JSONObject
+    /// Models to try in order: `model` first, then each of `models`.
+    public var models: [String]
+    public var stream: Bool
+    /// `max_completion_tokens` or `max_tokens`, when given.
+    public var maxTokens: Int?
+    public var provider: ProviderPreferences
+    /// Upper-bound estimate of prompt tokens, for holds and the affordability check.
+    public var promptTokenEstimate: Int
+    /// Request parameters that some endpoints may not support (`tools`, `response_format`, …).
+    public var usedParameters: [String]
+
+    /// Fields that exist only between the client and the router; never sent upstream.
+    public static let routerOnlyFields: Set<String> = [
+        "models", "route", "provider", "transforms", "plugins", "usage", "debug", "session_id",
+    ]
+
+    /// Parameters whose support differs between endpoints (see `ModelEndpoint.supportedParameters`).
+    static let routableParameters: [String] = [
+        "tools", "tool_choice", "response_format", "temperature", "top_p", "top_k", "stop", "seed",
+        "frequency_penalty", "presence_penalty", "logit_bias", "logprobs", "top_logprobs", "reasoning",
+    ]
+
+    static let roles: Set<String> = ["system", "developer", "user", "assistant", "tool", "function"]
+
+    /// Validates and reads a request body. Throws a 400 `APIError` that says what is wrong.
+    public init(json: JSONValue) throws(APIError) {
+        guard case .object(let body) = json else {
+            throw .badRequest("Request body must be a JSON object")
+        }
+        self.body = body
+
+        var models: [String] = []
+        switch body["model"] {
+        case .string(let model)? where !model.isEmpty: models.append(model)
+        case nil, .null?: break
+        default: throw .badRequest("'model' must be a non-empty string")
+        }
+        if let list = body["models"], !list.isNull {
+            guard let array = list.arrayValue else { throw .badRequest("'models' must be an array of model ids") }
+            for item in array {
+                guard let id = item.stringValue, !id.isEmpty else { throw .badRequest("'models' must be an array of model ids") }
+                if !models.contains(id) { models.append(id) }
+            }
+        }
+        guard !models.isEmpty else { throw .badRequest("'model' is required") }
+        self.models = models
+
+        var estimate = 0
+        if let messages = body["messages"] {
+            guard let array = messages.arrayValue, !array.isEmpty else {
+                throw .badRequest("'messages' must be a non-empty array")
+            }
+            for (index, message) in array.enumerated() {
+                guard let object = message.objectValue else { throw .badRequest("messages[\(index)] must be an object") }
+                guard let role = object["role"]?.stringValue, ChatRequest.roles.contains(role) else {
+                    throw .badRequest("messages[\(index)].role must be one of system, developer, user, assistant, tool")
+                }
+                switch object["content"] {
+                case .string(let text)?: estimate += ChatRequest.tokenUpperBound(text)
+                case .array(let parts)?:
+                    for part in parts {
+                        if let text = part["text"]?.stringValue { estimate += ChatRequest.tokenUpperBound(text) }
+                        else { estimate += 1_000 }  // an image or file part: a generous flat allowance
+                    }
+                case nil, .null?:
+                    guard role == "assistant" else { throw .badRequest("messages[\(index)].content is required") }
+                default: throw .badRequest("messages[\(index)].content must be a string or an array of content parts")
+                }
+                if let calls = object["tool_calls"] { estimate += ChatRequest.tokenUpperBound(calls) }
+                estimate += 4
+            }
+        } else if let prompt = body["prompt"]?.stringValue {
+            estimate += ChatRequest.tokenUpperBound(prompt)
+        } else {
+            throw .badRequest("'messages' is required")
+        }
+        if let tools = body["tools"] {
+            guard tools.arrayValue != nil || tools.isNull else { throw .badRequest("'tools' must be an array") }
+            estimate += ChatRequest.tokenUpperBound(tools)
+        }
+        self.promptTokenEstimate = estimate
+
+        switch body["stream"] {
+        case nil, .null?: stream = false
+        case .bool(let flag)?: stream = flag
+        default: throw .badRequest("'stream' must be a boolean")
+        }
+
+        maxTokens = nil
+        for key in ["max_completion_tokens", "max_tokens"] {
+            guard let value = body[key], !value.isNull else { continue }
+            guard let count = value.intValue, count >= 1 else { throw .badRequest("'\(key)' must be an integer ≥ 1") }
+            maxTokens = count
+            break
+        }
+        for key in ["temperature", "top_p", "frequency_penalty", "presence_penalty"] {
+            guard let value = body[key], !value.isNull else { continue }
+            switch value {
+            case .int, .double: break
+            default: throw .badRequest("'\(key)' must be a number")
+            }
+        }
+
+        provider = try ProviderPreferences(json: body["provider"])
+        usedParameters = ChatRequest.routableParameters.filter { key in
+            guard let value = body[key] else { return false }
+            return !value.isNull
+        }
+    }
+
+    /// The first model asked for.
+    public var requestedModel: String { models[0] }
+
+    /// A generous upper bound on the tokens in a text: half its UTF-8 byte count, plus one.
+    /// Real tokenizers average three to four bytes per token on ordinary text; the bound only
+    /// sizes holds, and the charge always uses the upstream's own count.
+    static func tokenUpperBound(_ text: String) -> Int {
+        text.utf8.count / 2 + 1
+    }
+
+    static func tokenUpperBound(_ value: JSONValue) -> Int {
+        switch value {
+        case .string(let text): return tokenUpperBound(text)
+        case .array(let items): return items.reduce(0) { $0 + tokenUpperBound($1) }
+        case .object(let object): return object.reduce(0) { $0 + tokenUpperBound($1.key) + tokenUpperBound($1.value) }
+        default: return 1
+        }
+    }
+}
+
+/// The OpenRouter `provider` object: how to choose among a model's endpoints.
+public struct ProviderPreferences: Sendable, Hashable {
+    public enum Sort: String, Sendable, Hashable { case price, throughput, latency }
+
+    public var order: [String]?
+    public var allowFallbacks: Bool = true
+    public var only: [String]?
+    public var ignore: [String]?
+    public var requireParameters: Bool = false
+    /// `deny` excludes endpoints that train on or retain prompts.
+    public var denyDataCollection: Bool = false
+    public var zdr: Bool = false
+    public var quantizations: [String]?
+    public var sort: Sort?
+    /// Hard ceilings in USD per million tokens, as exact atto-dollar amounts per token × 1e6.
+    public var maxPromptPerMillion: ExactDecimal?
+    public var maxCompletionPerMillion: ExactDecimal?
+
+    public init() {}
+
+    public init(json: JSONValue?) throws(APIError) {
+        guard let json, !json.isNull else { return }
+        guard let object = json.objectValue else { throw .badRequest("'provider' must be an object") }
+        func strings(_ key: String) throws(APIError) -> [String]? {
+            guard let value = object[key], !value.isNull else { return nil }
+            guard let array = value.arrayValue else { throw .badRequest("'provider.\(key)' must be an array of strings") }
+            var result: [String] = []
+            for item in array {
+                guard let text = item.stringValue else { throw .badRequest("'provider.\(key)' must be an array of strings") }
+                result.append(text.lowercased())
+            }
+            return result
+        }
+        func flag(_ key: String) throws(APIError) -> Bool? {
+            guard let value = object[key], !value.isNull else { return nil }
+            guard let bool = value.boolValue else { throw .badRequest("'provider.\(key)' must be a boolean") }
+            return bool
+        }
+        order = try strings("order")
+        only = try strings("only")
+        ignore = try strings("ignore")
+        quantizations = try strings("quantizations")
+        allowFallbacks = try flag("allow_fallbacks") ?? true
+        requireParameters = try flag("require_parameters") ?? false
+        zdr = try flag("zdr") ?? false
+        if let value = object["data_collection"], !value.isNull {
+            switch value.stringValue {
+            case "allow": denyDataCollection = false
+            case "deny": denyDataCollection = true
+            default: throw .badRequest("'provider.data_collection' must be \"allow\" or \"deny\"")
+            }
+        }
+        if let value = object["sort"], !value.isNull {
+            let text = value.stringValue ?? value["by"]?.stringValue
+            guard let text, let parsed = Sort(rawValue: text) else {
+                throw .badRequest("'provider.sort' must be \"price\", \"throughput\" or \"latency\"")
+            }
+            sort = parsed
+        }
+        if let value = object["max_price"], !value.isNull {
+            guard let prices = value.objectValue else { throw .badRequest("'provider.max_price' must be an object") }
+            func price(_ key: String) throws(APIError) -> ExactDecimal? {
+                guard let field = prices[key], !field.isNull else { return nil }
+                guard let text = field.decimalText, let decimal = ExactDecimal(text), decimal.significand >= 0 else {
+                    throw .badRequest("'provider.max_price.\(key)' must be a non-negative number")
+                }
+                return decimal
+            }
+            maxPromptPerMillion = try price("prompt")
+            maxCompletionPerMillion = try price("completion")
+        }
+    }
+}

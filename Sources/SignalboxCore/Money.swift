@@ -1,0 +1,169 @@
+/// An exact amount of US dollars, held as an integer count of nano-dollars (1e-9 USD).
+///
+/// Money is never a floating-point number in Signalbox: prices, holds, charges and balances
+/// are integers, and a request's cost is rounded once, when it is computed from token counts.
+public struct Money: Sendable, Hashable, Comparable, Codable, CustomStringConvertible {
+    /// Nano-dollars per dollar.
+    public static let scale: Int64 = 1_000_000_000
+    public static let zero = Money(nanos: 0)
+
+    public var nanos: Int64
+
+    public init(nanos: Int64) { self.nanos = nanos }
+
+    /// Whole dollars.
+    public init(dollars: Int64) { self.nanos = dollars * Money.scale }
+
+    /// Parses a decimal string such as `"10"`, `"0.25"` or `"-1.000000001"`.
+    /// Returns nil for anything that is not a plain decimal with at most 9 fractional digits.
+    public init?(decimal text: String) {
+        guard let parsed = ExactDecimal(text), parsed.fractionDigits <= 9 else { return nil }
+        var value = parsed.significand
+        for _ in parsed.fractionDigits..<9 {
+            let (product, overflow) = value.multipliedReportingOverflow(by: 10)
+            if overflow { return nil }
+            value = product
+        }
+        guard let nanos = Int64(exactly: value) else { return nil }
+        self.nanos = nanos
+    }
+
+    /// The amount as a decimal string without trailing zeros: `"0.000014"`, `"10"`, `"-2.5"`.
+    public var decimalString: String {
+        let negative = nanos < 0
+        let magnitude = nanos.magnitude
+        let whole = magnitude / UInt64(Money.scale)
+        var fraction = String(magnitude % UInt64(Money.scale))
+        fraction = String(repeating: "0", count: 9 - fraction.count) + fraction
+        while fraction.last == "0" { fraction.removeLast() }
+        let body = fraction.isEmpty ? "\(whole)" : "\(whole).\(fraction)"
+        return negative ? "-" + body : body
+    }
+
+    public var description: String { "$" + decimalString }
+
+    public static func < (lhs: Money, rhs: Money) -> Bool { lhs.nanos < rhs.nanos }
+    public static func + (lhs: Money, rhs: Money) -> Money { Money(nanos: lhs.nanos + rhs.nanos) }
+    public static func - (lhs: Money, rhs: Money) -> Money { Money(nanos: lhs.nanos - rhs.nanos) }
+    public static func += (lhs: inout Money, rhs: Money) { lhs.nanos += rhs.nanos }
+    public static func -= (lhs: inout Money, rhs: Money) { lhs.nanos -= rhs.nanos }
+    public static prefix func - (value: Money) -> Money { Money(nanos: -value.nanos) }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        let text = try container.decode(String.self)
+        guard let money = Money(decimal: text) else {
+            throw DecodingError.dataCorruptedError(in: container, debugDescription: "not a decimal amount: \(text)")
+        }
+        self = money
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(decimalString)
+    }
+}
+
+/// A decimal number parsed from text without going through binary floating point.
+public struct ExactDecimal: Sendable, Hashable {
+    public var significand: Int128
+    public var fractionDigits: Int
+
+    /// Accepts `[-]digits[.digits]`; at most 30 fractional digits.
+    public init?(_ text: String) {
+        var bytes = Substring(text).utf8[...]
+        var negative = false
+        if bytes.first == UInt8(ascii: "-") { negative = true; bytes = bytes.dropFirst() }
+        guard !bytes.isEmpty else { return nil }
+        var value: Int128 = 0
+        var fraction = -1
+        var digits = 0
+        for byte in bytes {
+            if byte == UInt8(ascii: ".") {
+                guard fraction < 0 else { return nil }
+                fraction = 0
+                continue
+            }
+            guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
+            let (product, overflow) = value.multipliedReportingOverflow(by: 10)
+            guard !overflow else { return nil }
+            value = product + Int128(byte - UInt8(ascii: "0"))
+            digits += 1
+            if fraction >= 0 { fraction += 1 }
+        }
+        guard digits > 0, fraction != 0, fraction <= 30 else { return nil }
+        significand = negative ? -value : value
+        fractionDigits = max(fraction, 0)
+    }
+}
+
+/// A per-token (or per-request) price in USD, kept exactly as the catalog's decimal string.
+///
+/// Internally the price is an integer count of atto-dollars (1e-18 USD), which represents every
+/// published per-token price exactly; costs multiply in 128-bit integers and round to
+/// nano-dollars once per request (see `Money(roundingAttos:)`).
+public struct TokenPrice: Sendable, Hashable, Codable, CustomStringConvertible {
+    public static let zero = TokenPrice(attos: 0, text: "0")
+    static let attosPerNano: Int128 = 1_000_000_000
+
+    /// Atto-dollars per token.
+    public let attos: Int128
+    /// The decimal string as published, so `/models` shows exactly what the catalog says.
+    public let text: String
+
+    private init(attos: Int128, text: String) {
+        self.attos = attos
+        self.text = text
+    }
+
+    /// Parses a non-negative decimal price with at most 18 fractional digits.
+    public init?(_ text: String) {
+        guard let parsed = ExactDecimal(text), parsed.significand >= 0, parsed.fractionDigits <= 18 else { return nil }
+        var value = parsed.significand
+        for _ in parsed.fractionDigits..<18 { value *= 10 }
+        self.init(attos: value, text: text)
+    }
+
+    public var isZero: Bool { attos == 0 }
+
+    /// The exact cost of `count` units at this price, in atto-dollars.
+    public func attos(for count: Int) -> Int128 { attos * Int128(count) }
+
+    /// USD per million tokens, as an exact decimal string (for `max_price` comparisons and display).
+    public var perMillionAttos: Int128 { attos * 1_000_000 }
+
+    public var description: String { text }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        let text = try container.decode(String.self)
+        guard let price = TokenPrice(text) else {
+            throw DecodingError.dataCorruptedError(in: container, debugDescription: "not a decimal price: \(text)")
+        }
+        self = price
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(text)
+    }
+}
+
+extension Money {
+    /// Rounds an exact atto-dollar amount to nano-dollars, half away from zero. This is the one
+    /// place a request's cost is rounded.
+    public init(roundingAttos attos: Int128) {
+        let per = TokenPrice.attosPerNano
+        let (quotient, remainder) = attos.quotientAndRemainder(dividingBy: per)
+        var nanos = quotient
+        if remainder.magnitude * 2 >= per.magnitude { nanos += attos < 0 ? -1 : 1 }
+        self.init(nanos: Int64(clamping: nanos))
+    }
+
+    /// Rounds up: used for holds, which must never be smaller than the worst-case cost.
+    public init(ceilingAttos attos: Int128) {
+        let per = TokenPrice.attosPerNano
+        let (quotient, remainder) = attos.quotientAndRemainder(dividingBy: per)
+        self.init(nanos: Int64(clamping: quotient + (remainder > 0 ? 1 : 0)))
+    }
+}

@@ -1,0 +1,85 @@
+import SignalboxCore
+
+/// A fault the simulator injects into matching requests (`POST /_sim/faults`).
+public struct Fault: Sendable, Hashable, Codable {
+    public enum Kind: String, Sendable, Hashable, Codable, CaseIterable {
+        /// Answer at once with `status` and the provider's own error body.
+        case status
+        /// Accept the request and never answer.
+        case timeout
+        /// Close the connection without answering.
+        case reset
+        /// Answer 200 with a body that is not valid JSON or SSE.
+        case malformed
+        /// Wait `delay_ms` before the first byte, then answer normally.
+        case slow
+        /// Stream `after_chunks` chunks (default 2), then go silent.
+        case stall
+        /// Stream `after_chunks` chunks, then close the connection.
+        case dropAfterChunks = "drop_after_chunks"
+    }
+
+    public var provider: String
+    public var model: String?
+    public var kind: Kind
+    public var status: Int?
+    public var afterChunks: Int?
+    public var delayMs: Int?
+    /// How many requests it affects; nil = until cleared.
+    public var count: Int?
+
+    public init(provider: String, model: String? = nil, kind: Kind, status: Int? = nil, afterChunks: Int? = nil,
+                delayMs: Int? = nil, count: Int? = nil) {
+        self.provider = provider
+        self.model = model
+        self.kind = kind
+        self.status = status
+        self.afterChunks = afterChunks
+        self.delayMs = delayMs
+        self.count = count
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case provider, model, kind, status, count
+        case afterChunks = "after_chunks"
+        case delayMs = "delay_ms"
+    }
+}
+
+/// Active faults and per-provider request counts. Shared by every request to the simulator.
+public actor SimulatorState {
+    private var faults: [Fault] = []
+    private var requests: [String: Int] = [:]
+    private var faulted: [String: Int] = [:]
+
+    public init() {}
+
+    public func add(_ fault: Fault) { faults.append(fault) }
+    public func clearFaults() { faults.removeAll() }
+    public func activeFaults() -> [Fault] { faults }
+
+    /// Counts a request and returns the first fault that applies to it, using up one of its count.
+    public func admit(provider: String, model: String) -> Fault? {
+        requests[provider, default: 0] += 1
+        guard let index = faults.firstIndex(where: { $0.provider == provider && ($0.model == nil || $0.model == model) })
+        else { return nil }
+        let fault = faults[index]
+        if let count = fault.count {
+            if count <= 1 { faults.remove(at: index) } else { faults[index].count = count - 1 }
+        }
+        faulted[provider, default: 0] += 1
+        return fault
+    }
+
+    public func stats() -> JSONValue {
+        let providers = Set(requests.keys).union(faulted.keys).sorted()
+        return ["providers": .object(JSONObject(providers.map { slug in
+            (slug, ["requests": .int(Int64(requests[slug] ?? 0)), "faulted": .int(Int64(faulted[slug] ?? 0))])
+        }))]
+    }
+
+    public func resetStats() {
+        requests.removeAll()
+        faulted.removeAll()
+    }
+}

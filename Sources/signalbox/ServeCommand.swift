@@ -1,0 +1,221 @@
+import ArgumentParser
+import AsyncHTTPClient
+import Foundation
+import Gateway
+import Hummingbird
+import Ledger
+import Logging
+import Providers
+import ServiceLifecycle
+import SignalboxCore
+import SimProvider
+
+/// `signalbox serve`: one router node. With no options it runs the embedded default: a SQLite
+/// ledger under `./.signalbox/`, the shipped catalog and the simulated provider in-process.
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run a router node.")
+
+    @Option(help: "Address to listen on.") var host: String?
+    @Option(help: "Port to listen on.") var port: Int?
+    @Option(help: "Directory for the embedded ledger and the demo/admin key files.") var dataDir: String = ".signalbox"
+    @Option(help: "Configuration file (JSON): server settings, providers, catalog additions.") var config: String?
+    @Option(help: "Port of the in-process simulated provider.") var simPort: Int = 8091
+    @Option(help: "Use an already running simulator at this base URL instead of starting one.") var simUrl: String?
+    @Flag(help: "Send requests to the providers' real base URLs, with keys from their environment variables.")
+    var realProviders = false
+    @Option(help: "Credit (USD) the demo account starts with.") var demoCredits: String = "10"
+    @Option(help: "Upstream connect timeout, seconds (default 10).") var connectTimeout: Int?
+    @Option(help: "Upstream time-to-first-token timeout, seconds (default 60).") var firstTokenTimeout: Int?
+    @Option(help: "Upstream stall timeout between chunks, seconds (default 30).") var stallTimeout: Int?
+    @Option(help: "Largest request body in bytes (default 32 MiB).") var maxBodyBytes: Int?
+    @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
+
+    func run() async throws {
+        var logger = Logger(label: "signalbox")
+        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+
+        let file = try config.map { try ConfigFile.load(path: $0) } ?? ConfigFile()
+        var configuration = GatewayConfiguration()
+        file.apply(to: &configuration)
+        if let host { configuration.host = host }
+        if let port { configuration.port = port }
+        if let seconds = connectTimeout { configuration.timeouts.connect = .seconds(seconds) }
+        if let seconds = firstTokenTimeout { configuration.timeouts.firstToken = .seconds(seconds) }
+        if let seconds = stallTimeout { configuration.timeouts.stall = .seconds(seconds) }
+        if let maxBodyBytes { configuration.maxBodyBytes = maxBodyBytes }
+        guard let demoAmount = Money(decimal: demoCredits), demoAmount >= .zero else {
+            throw ValidationError("--demo-credits must be a non-negative decimal amount")
+        }
+
+        var catalog = try Catalog.shipped()
+        catalog.merge(providers: file.providers ?? [], models: file.models ?? [])
+        try catalog.validate()
+
+        let simulate = !realProviders && !(file.useSimulator == false)
+        var services: [any Service] = []
+        var providerKeys: [String: String] = [:]
+        var simulatorURL: String?
+        if simulate {
+            if let simUrl {
+                simulatorURL = simUrl
+            } else {
+                let simulator = Simulator()
+                services.append(Application(
+                    router: simulator.buildRouter(),
+                    configuration: .init(address: .hostname("127.0.0.1", port: simPort), serverName: "signalbox-sim"),
+                    logger: Logger(label: "signalbox.sim")))
+                simulatorURL = "http://127.0.0.1:\(simPort)"
+            }
+            catalog.pointAllProviders(at: simulatorURL!)
+            for slug in catalog.providers.keys { providerKeys[slug] = "sk-simulated" }
+        } else {
+            let environment = ProcessInfo.processInfo.environment
+            for (slug, provider) in catalog.providers {
+                if let key = environment[provider.apiKeyEnv], !key.isEmpty { providerKeys[slug] = key }
+            }
+        }
+
+        try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
+        let ledger = try await SQLiteLedgerStore.open(path: dataDir + "/ledger.sqlite", logger: logger)
+        let keys = try await DemoSetup.run(ledger: ledger, dataDir: dataDir, demoCredits: demoAmount)
+
+        let httpClient = AsyncHTTPClientTransport.makeClient(connectTimeout: .seconds(Int64(configuration.timeouts.connect.components.seconds)))
+        let gateway = Gateway(GatewayDependencies(
+            configuration: configuration, catalog: catalog, ledger: ledger,
+            transport: AsyncHTTPClientTransport(client: httpClient), providerKeys: providerKeys, logger: logger),
+            readiness: Readiness(ready: false))
+        let host = configuration.host
+        let modelCount = catalog.models.count
+        let upstreamDescription = simulatorURL.map { "simulated provider at \($0)" } ?? "real providers"
+        let app = gateway.buildApplication { port in
+            print("""
+
+            Signalbox is serving at http://\(host):\(port)/api/v1
+              models:     \(modelCount) (\(upstreamDescription))
+              demo key:   \(keys.demo)     (also in \(dataDir)/demo-key; $\(demoAmount.decimalString) credit at start)
+              admin key:  \(keys.admin)    (also in \(dataDir)/admin-key)
+
+            Try:
+              curl http://\(host):\(port)/api/v1/chat/completions \\
+                -H "Authorization: Bearer \(keys.demo)" -H "Content-Type: application/json" \\
+                -d '{"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]}'
+
+            """)
+        }
+        services.append(app)
+        services.append(HoldExpiryService(ledger: ledger, logger: logger))
+        let group = ServiceGroup(configuration: .init(
+            services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        do {
+            try await group.run()
+        } catch {
+            try? await httpClient.shutdown()
+            try? await ledger.close()
+            throw error
+        }
+        try await httpClient.shutdown()
+        try await ledger.close()
+    }
+}
+
+/// The demo account and keys of the embedded default.
+enum DemoSetup {
+    static let demoAccount = "demo"
+    static let adminAccount = "operator"
+
+    /// Creates the demo and operator accounts and keys if they do not exist; returns the keys.
+    static func run(ledger: SQLiteLedgerStore, dataDir: String, demoCredits: Money) async throws -> (demo: String, admin: String) {
+        let environment = ProcessInfo.processInfo.environment
+        let fresh = try await ledger.account(id: demoAccount) == nil
+        try await ledger.createAccount(id: demoAccount, name: "Demo")
+        try await ledger.createAccount(id: adminAccount, name: "Operator")
+        if fresh && demoCredits > .zero {
+            try await ledger.post([TransferRequest(
+                idempotencyKey: "demo-grant", debit: Billing.SystemAccount.grants, credit: demoAccount,
+                amount: demoCredits, kind: .grant, memo: "Demo credit")])
+        }
+        let demo = try await key(named: "demo", file: dataDir + "/demo-key", override: environment["SIGNALBOX_DEMO_KEY"],
+                                 account: demoAccount, isAdmin: false, ledger: ledger)
+        let admin = try await key(named: "admin", file: dataDir + "/admin-key", override: environment["SIGNALBOX_ADMIN_KEY"],
+                                  account: adminAccount, isAdmin: true, ledger: ledger)
+        return (demo, admin)
+    }
+
+    private static func key(named name: String, file: String, override: String?, account: String, isAdmin: Bool,
+                            ledger: SQLiteLedgerStore) async throws -> String {
+        let key: String
+        if let override, override.hasPrefix("sk-") {
+            key = override
+        } else if let saved = try? String(contentsOfFile: file, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines),
+                  saved.hasPrefix("sk-") {
+            key = saved
+        } else {
+            key = APIKeyFormat.generate()
+        }
+        try key.write(toFile: file, atomically: true, encoding: .utf8)
+        let hash = APIKeyFormat.hash(key)
+        if try await ledger.key(hash: hash) == nil {
+            try await ledger.insertKey(KeyRecord(
+                id: "key-" + String(hash.prefix(16)), accountID: account, hash: hash, label: APIKeyFormat.label(key),
+                name: name, isAdmin: isAdmin))
+        }
+        return key
+    }
+}
+
+/// The configuration file (JSON). Every key is optional; see Docs/configuration.md.
+struct ConfigFile: Decodable {
+    struct Server: Decodable {
+        var host: String?
+        var port: Int?
+        var maxBodyBytes: Int?
+        var keepAliveSeconds: Int?
+        enum CodingKeys: String, CodingKey {
+            case host, port
+            case maxBodyBytes = "max_body_bytes"
+            case keepAliveSeconds = "keep_alive_seconds"
+        }
+    }
+
+    struct Timeouts: Decodable {
+        var connectSeconds: Int?
+        var firstTokenSeconds: Int?
+        var stallSeconds: Int?
+        enum CodingKeys: String, CodingKey {
+            case connectSeconds = "connect_seconds"
+            case firstTokenSeconds = "first_token_seconds"
+            case stallSeconds = "stall_seconds"
+        }
+    }
+
+    var server: Server?
+    var timeouts: Timeouts?
+    var useSimulator: Bool?
+    var providers: [ProviderInfo]?
+    var models: [CatalogModel]?
+
+    enum CodingKeys: String, CodingKey {
+        case server, timeouts, providers, models
+        case useSimulator = "use_simulator"
+    }
+
+    init() {}
+
+    static func load(path: String) throws -> ConfigFile {
+        do {
+            return try JSONDecoder().decode(ConfigFile.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
+        } catch {
+            throw ValidationError("Cannot read configuration file \(path): \(error)")
+        }
+    }
+
+    func apply(to configuration: inout GatewayConfiguration) {
+        if let host = server?.host { configuration.host = host }
+        if let port = server?.port { configuration.port = port }
+        if let bytes = server?.maxBodyBytes { configuration.maxBodyBytes = bytes }
+        if let seconds = server?.keepAliveSeconds { configuration.keepAliveInterval = .seconds(seconds) }
+        if let seconds = timeouts?.connectSeconds { configuration.timeouts.connect = .seconds(seconds) }
+        if let seconds = timeouts?.firstTokenSeconds { configuration.timeouts.firstToken = .seconds(seconds) }
+        if let seconds = timeouts?.stallSeconds { configuration.timeouts.stall = .seconds(seconds) }
+    }
+}

@@ -1,0 +1,10 @@
+import ArgumentParser
+
+@main
+struct Signalbox: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "signalbox",
+        abstract: "A self-hosted, OpenAI-compatible LLM router.",
+        subcommands: [Serve.self, SimProviderCommand.self]
+    )
+}

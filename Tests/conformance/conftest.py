@@ -1,0 +1,90 @@
+"""Starts a real Signalbox node (embedded default: SQLite ledger, in-process simulator) for the
+client-conformance tests, on free loopback ports, and stops it afterwards."""
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+import pytest
+
+DEMO_KEY = "sk-sb-v1-conformance-demo-0000000000000000000000000000000000000000000000000000"
+ADMIN_KEY = "sk-sb-v1-conformance-admin-000000000000000000000000000000000000000000000000000"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Node:
+    def __init__(self, port, sim_port, data_dir):
+        self.base = f"http://127.0.0.1:{port}"
+        self.api = self.base + "/api/v1"
+        self.sim = f"http://127.0.0.1:{sim_port}"
+        self.data_dir = data_dir
+        self.demo_key = DEMO_KEY
+        self.admin_key = ADMIN_KEY
+
+    def sim_request(self, method, path, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.sim + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read() or b"null")
+
+    def fault(self, **fault):
+        self.sim_request("POST", "/_sim/faults", fault)
+
+    def clear_faults(self):
+        self.sim_request("DELETE", "/_sim/faults")
+
+    def sim_stats(self):
+        return self.sim_request("GET", "/_sim/stats")["providers"]
+
+    def get(self, path, key=None):
+        req = urllib.request.Request(self.api + path, headers={"Authorization": f"Bearer {key or self.demo_key}"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read())
+
+
+@pytest.fixture(scope="session")
+def node():
+    binary = os.environ.get("SIGNALBOX_BIN", ".build/debug/signalbox")
+    data_dir = tempfile.mkdtemp(prefix="signalbox-conformance-")
+    port, sim_port = free_port(), free_port()
+    env = dict(os.environ, SIGNALBOX_DEMO_KEY=DEMO_KEY, SIGNALBOX_ADMIN_KEY=ADMIN_KEY)
+    log = open(os.path.join(data_dir, "server.log"), "w")
+    proc = subprocess.Popen(
+        [binary, "serve", "--port", str(port), "--sim-port", str(sim_port), "--data-dir", data_dir,
+         "--demo-credits", "0.05", "--first-token-timeout", "3", "--stall-timeout", "2"],
+        stdout=log, stderr=subprocess.STDOUT, env=env)
+    n = Node(port, sim_port, data_dir)
+    deadline = time.time() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(n.base + "/readyz", timeout=1) as r:
+                if r.status == 200:
+                    break
+        except Exception:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            log.flush()
+            raise RuntimeError("signalbox did not start:\n" + open(log.name).read())
+        time.sleep(0.1)
+    yield n
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(autouse=True)
+def no_faults(node):
+    node.clear_faults()
+    yield
+    node.clear_faults()

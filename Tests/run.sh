@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs the whole Signalbox test suite: the Swift unit and integration tests, then the
+# client-conformance suite that drives a real server with the official OpenAI and OpenRouter
+# Python SDKs. Installs the Python test dependencies if they are missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python3 -c 'import openai, openrouter, pytest' 2>/dev/null \
+  || python3 -m pip install --quiet --disable-pip-version-check -r Tests/conformance/requirements.txt
+
+echo "== swift test"
+swift build --build-tests
+swift test --skip-build
+
+echo "== client conformance (OpenAI and OpenRouter Python SDKs)"
+swift build --product signalbox
+SIGNALBOX_BIN="$(swift build --show-bin-path)/signalbox" python3 -m pytest -q Tests/conformance
