@@ -255,6 +255,8 @@ public enum LedgerError: Error, Sendable, Hashable, CustomStringConvertible {
 public protocol LedgerStore: Sendable {
     /// Creates tables and system accounts; safe to call on every start.
     func migrate() async throws
+    /// Closes connections; the store is unusable afterwards.
+    func close() async throws
 
     /// Creates a customer account with the given id (idempotent) and returns it.
     @discardableResult

@@ -1,0 +1,192 @@
+import Foundation
+import Ledger
+import SignalboxCore
+import Testing
+
+/// The stores every contract test runs against. The PostgreSQL store joins this list; each
+/// test then holds for both.
+enum StoreKind: String, CaseIterable, CustomTestStringConvertible, Sendable {
+    case sqliteFile
+    case sqliteMemory
+
+    var testDescription: String { rawValue }
+
+    /// Runs `body` against a fresh store, and closes it afterwards.
+    func with(_ body: (any LedgerStore) async throws -> Void) async throws {
+        let store = try await make()
+        do { try await body(store) } catch { try await store.close(); throw error }
+        try await store.close()
+    }
+
+    func make() async throws -> any LedgerStore {
+        switch self {
+        case .sqliteFile:
+            let path = FileManager.default.temporaryDirectory.appendingPathComponent("ledger-\(UUID().uuidString).sqlite").path
+            return try await SQLiteLedgerStore.open(path: path)
+        case .sqliteMemory:
+            return try await SQLiteLedgerStore.open(path: nil)
+        }
+    }
+}
+
+func usd(_ text: String) -> Money { Money(decimal: text)! }
+
+func grant(_ store: any LedgerStore, _ account: String, _ amount: String, key: String = UUID().uuidString) async throws {
+    try await store.post([TransferRequest(idempotencyKey: key, debit: Billing.SystemAccount.grants, credit: account,
+                                          amount: usd(amount), kind: .grant)])
+}
+
+func generation(_ id: String, account: String, cost: Money = .zero) -> GenerationRecord {
+    GenerationRecord(id: id, accountID: account, keyID: "k1", model: "acme/big", providerName: "Alpha", providerTag: "alpha",
+                     upstreamID: nil, streamed: false, cancelled: false, finishReason: "stop", nativeFinishReason: "stop",
+                     usage: TokenUsage(promptTokens: 10, completionTokens: 5), cost: cost, latencyMs: 12,
+                     generationTimeMs: 30, attempts: [], createdAt: Date())
+}
+
+func charge(_ generationID: String, account: String, _ amount: String, keyID: String? = "k1") -> TransferRequest {
+    TransferRequest(idempotencyKey: "charge:" + generationID, debit: account, credit: Billing.SystemAccount.provider("alpha"),
+                    amount: usd(amount), kind: .charge, keyID: keyID, generationID: generationID)
+}
+
+@Suite struct LedgerContractTests {
+    @Test(arguments: StoreKind.allCases)
+    func transfersMoveMoneyAndBalancesSumToZero(kind: StoreKind) async throws {
+        try await kind.with { store in
+            try await store.createAccount(id: "acct", name: "A")
+            try await grant(store, "acct", "10")
+            try await store.post([charge("g1", account: "acct", "0.25")])
+            #expect(try await store.balance(account: "acct") == AccountBalance(balance: usd("9.75"), available: usd("9.75")))
+            #expect(try await store.balance(account: "provider:alpha").balance == usd("0.25"))
+            let verification = try await store.verify()
+            #expect(verification.isConsistent)
+            #expect(verification.transferCount == 2)
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func replayingATransferIsANoOpAndReusingItsKeyIsRefused(kind: StoreKind) async throws {
+        try await kind.with { store in
+            try await store.createAccount(id: "acct", name: "A")
+            try await grant(store, "acct", "5", key: "grant-1")
+            try await grant(store, "acct", "5", key: "grant-1")
+            #expect(try await store.balance(account: "acct").balance == usd("5"))
+            await #expect(throws: LedgerError.idempotencyConflict("grant-1")) { try await grant(store, "acct", "6", key: "grant-1") }
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func aBatchIsAllOrNothing(kind: StoreKind) async throws {
+        try await kind.with { store in
+            try await store.createAccount(id: "acct", name: "A")
+            await #expect(throws: LedgerError.unknownAccount("ghost")) {
+                try await store.post([
+                    TransferRequest(idempotencyKey: "a", debit: Billing.SystemAccount.grants, credit: "acct", amount: usd("1"), kind: .grant),
+                    TransferRequest(idempotencyKey: "b", debit: Billing.SystemAccount.grants, credit: "ghost", amount: usd("1"), kind: .grant),
+                ])
+            }
+            #expect(try await store.balance(account: "acct").balance == .zero)
+            #expect(try await store.entries(account: "acct", limit: 10).isEmpty)
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func holdsReserveCreditAndRefuseWhatIsNotAvailable(kind: StoreKind) async throws {
+        try await kind.with { store in
+            try await store.createAccount(id: "acct", name: "A")
+            try await grant(store, "acct", "1")
+            let expiry = Date().addingTimeInterval(600)
+            #expect(try await store.placeHold(HoldRequest(id: "h1", account: "acct", amount: usd("0.6"), expiresAt: expiry)) == .placed)
+            #expect(try await store.balance(account: "acct") == AccountBalance(balance: usd("1"), available: usd("0.4")))
+            #expect(try await store.placeHold(HoldRequest(id: "h2", account: "acct", amount: usd("0.5"), expiresAt: expiry))
+                    == .insufficient(available: usd("0.4")))
+            // placing the same hold again is a no-op
+            #expect(try await store.placeHold(HoldRequest(id: "h1", account: "acct", amount: usd("0.6"), expiresAt: expiry)) == .placed)
+            #expect(try await store.balance(account: "acct").available == usd("0.4"))
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func settlingPostsTheChargeReleasesTheHoldAndStoresTheGeneration(kind: StoreKind) async throws {
+        try await kind.with { store in
+            try await store.createAccount(id: "acct", name: "A")
+            try await grant(store, "acct", "1")
+            _ = try await store.placeHold(HoldRequest(id: "h1", account: "acct", amount: usd("0.5"), expiresAt: Date().addingTimeInterval(600)))
+            try await store.settle(holdID: "h1", transfers: [charge("g1", account: "acct", "0.123")], generation: generation("g1", account: "acct", cost: usd("0.123")))
+            // a replayed settlement charges nothing more
+            try await store.settle(holdID: "h1", transfers: [charge("g1", account: "acct", "0.123")], generation: generation("g1", account: "acct", cost: usd("0.123")))
+            #expect(try await store.balance(account: "acct") == AccountBalance(balance: usd("0.877"), available: usd("0.877")))
+            #expect(try await store.holdStatus(id: "h1") == .posted)
+            let stored = try #require(try await store.generation(id: "g1"))
+            #expect(stored.cost == usd("0.123"))
+            #expect(stored.usage.completionTokens == 5)
+            #expect(try await store.creditTotals(account: "acct") == (usd("1"), usd("0.123")))
+            #expect(try await store.verify().isConsistent)
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func voidingAndExpiryReleaseHoldsWithoutCharging(kind: StoreKind) async throws {
+        try await kind.with { store in
+            try await store.createAccount(id: "acct", name: "A")
+            try await grant(store, "acct", "1")
+            _ = try await store.placeHold(HoldRequest(id: "void-me", account: "acct", amount: usd("0.3"), expiresAt: Date().addingTimeInterval(600)))
+            _ = try await store.placeHold(HoldRequest(id: "stale", account: "acct", amount: usd("0.3"), expiresAt: Date().addingTimeInterval(-1)))
+            try await store.voidHold(id: "void-me")
+            try await store.voidHold(id: "void-me")
+            #expect(try await store.expireHolds(now: Date()) == 1)
+            #expect(try await store.holdStatus(id: "void-me") == .voided)
+            #expect(try await store.holdStatus(id: "stale") == .voided)
+            #expect(try await store.balance(account: "acct") == AccountBalance(balance: usd("1"), available: usd("1")))
+            await #expect(throws: LedgerError.holdNotPending("stale", .voided)) {
+                try await store.settle(holdID: "stale", transfers: [], generation: generation("g-stale", account: "acct"))
+            }
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func concurrentHoldsNeverReserveMoreThanTheBalance(kind: StoreKind) async throws {
+        try await kind.with { store in
+            try await store.createAccount(id: "acct", name: "A")
+            try await grant(store, "acct", "1")
+            let placed = try await withThrowingTaskGroup(of: Bool.self) { group in
+                for index in 0..<50 {
+                    group.addTask {
+                        try await store.placeHold(HoldRequest(id: "h\(index)", account: "acct", amount: usd("0.07"),
+                                                              expiresAt: Date().addingTimeInterval(600))) == .placed
+                    }
+                }
+                return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+            }
+            #expect(placed == 14)  // 14 × 0.07 = 0.98 ≤ 1 < 15 × 0.07
+            #expect(try await store.balance(account: "acct").available == usd("0.02"))
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func keysAreFoundByHashAndReportSpendByWindow(kind: StoreKind) async throws {
+        try await kind.with { store in
+            try await store.createAccount(id: "acct", name: "A")
+            try await grant(store, "acct", "5")
+            try await store.insertKey(KeyRecord(id: "k1", accountID: "acct", hash: "abc123", label: "sk-…", name: "main",
+                                                limit: usd("2"), limitReset: "monthly"))
+            let key = try #require(try await store.key(hash: "abc123"))
+            #expect(key.accountID == "acct" && key.limit == usd("2") && key.limitReset == "monthly" && !key.isAdmin)
+            #expect(try await store.key(hash: "nope") == nil)
+            try await store.post([charge("g1", account: "acct", "0.5"), charge("g2", account: "acct", "0.25", keyID: "other")])
+            let usage = try await store.keyUsage(keyID: "k1", now: Date())
+            #expect(usage == KeyUsage(total: usd("0.5"), daily: usd("0.5"), weekly: usd("0.5"), monthly: usd("0.5")))
+            let tomorrowWeekLater = try await store.keyUsage(keyID: "k1", now: Date().addingTimeInterval(40 * 86400))
+            #expect(tomorrowWeekLater.total == usd("0.5") && tomorrowWeekLater.monthly == .zero && tomorrowWeekLater.daily == .zero)
+            #expect(try await store.keys(account: "acct").map(\.id) == ["k1"])
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func migrateIsIdempotent(kind: StoreKind) async throws {
+        try await kind.with { store in
+            try await store.migrate()
+            try await store.migrate()
+            #expect(try await store.account(id: Billing.SystemAccount.fees)?.isSystem == true)
+        }
+    }
+}
