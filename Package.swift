@@ -100,6 +100,7 @@ let package = Package(
                 "Gateway", "SimProvider", "Ledger", "Providers", "SignalboxCore",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
     ],

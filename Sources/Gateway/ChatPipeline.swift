@@ -242,7 +242,8 @@ struct ChatPipeline: Sendable {
                         throw UpstreamFailure(
                             phase, phase == .stall ? "The provider stopped sending tokens" : "The provider did not send a first token in time")
                     }
-                    try await Task.sleep(until: deadline, clock: clock)
+                    // Wake at least four times per stall window: the phase may change while asleep.
+                    try await Task.sleep(until: min(deadline, clock.now + timeouts.stall / 4), clock: clock)
                 }
             }
             group.addTask {

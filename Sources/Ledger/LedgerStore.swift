@@ -271,8 +271,10 @@ public protocol LedgerStore: Sendable {
     func placeHold(_ hold: HoldRequest) async throws -> HoldOutcome
 
     /// Settles a pending hold: posts `transfers` (the charge and any insurance entries), marks the
-    /// hold posted, and stores the generation record, in one transaction. The charge may exceed
-    /// the hold (the upstream's count decides); it is never skipped. Replays are no-ops.
+    /// hold posted (voided when there is nothing to charge), and stores the generation record, in
+    /// one transaction. The charge may exceed the hold (the upstream's count decides), and a hold
+    /// that already expired still gets its charge: a charge is never skipped. Replays (same
+    /// generation id) are no-ops.
     func settle(holdID: String, transfers: [TransferRequest], generation: GenerationRecord) async throws
 
     /// Releases a pending hold without charging. Replays are no-ops.

@@ -230,11 +230,14 @@ public final class SQLiteLedgerStore: LedgerStore {
         try await write {
             let status = try await self.connection.query("SELECT status FROM holds WHERE id = ?", [.text(holdID)])
             guard let current = status.first?.column("status")?.string else { throw LedgerError.unknownHold(holdID) }
-            if current == HoldStatus.posted.rawValue { return }  // replay
-            guard current == HoldStatus.pending.rawValue else {
-                throw LedgerError.holdNotPending(holdID, HoldStatus(rawValue: current) ?? .voided)
+            if try await !self.connection.query("SELECT 1 FROM generations WHERE id = ?", [.text(generation.id)]).isEmpty {
+                return  // replay
             }
-            _ = try await self.closeHold(id: holdID, status: .posted)
+            // A hold that expired before its request finished still gets its charge: the tokens
+            // were served, and a settled charge is never dropped.
+            if current == HoldStatus.pending.rawValue {
+                _ = try await self.closeHold(id: holdID, status: transfers.isEmpty ? .voided : .posted)
+            }
             for transfer in transfers { try await self.postOne(transfer) }
             try await self.insertGeneration(generation)
         }

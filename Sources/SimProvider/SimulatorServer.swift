@@ -113,6 +113,11 @@ public struct Simulator: Sendable {
         let includeUsage = body["stream_options"]?["include_usage"]?.boolValue ?? false
         let fault = await state.admit(provider: provider, model: modelName)
         let channel = context.channel
+        if fault?.kind == .timeout || fault?.kind == .stall {
+            // A client that gives up on a hung answer closes its side; without this the
+            // connection would only be half-closed and the hang would outlive the client.
+            try? await channel.setOption(ChannelOptions.allowRemoteHalfClosure, value: false).get()
+        }
 
         switch fault?.kind {
         case .status?:

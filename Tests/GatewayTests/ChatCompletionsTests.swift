@@ -1,0 +1,239 @@
+import AsyncHTTPClient
+import Foundation
+import Ledger
+import NIOCore
+import SignalboxCore
+import Testing
+
+@Suite struct ChatCompletionsTests {
+    @Test func chargeIsVisibleAsSoonAsTheResponseEnds() async throws {
+        try await TestNode.with { node in
+            let reply = try await node.chat()
+            #expect(reply.status == 200)
+            let json = try #require(reply.json)
+            let id = try #require(json["id"]?.stringValue)
+            #expect(reply.header("X-Generation-Id") == id)
+            #expect(json["provider"] == "OpenAI")
+            let cost = try #require(try await node.ledger.generation(id: id)?.cost)
+            #expect(cost > .zero)
+            #expect(json["usage"]?["cost"] == .double(Double(cost.decimalString)!))
+            let balance = try await node.ledger.balance(account: node.account)
+            #expect(balance.balance == Money(dollars: 10) - cost)
+            #expect(balance.available == balance.balance)  // no hold left behind
+            let key = try await node.request("/api/v1/key", method: .GET)
+            #expect(key.json?["data"]?["usage"] == .double(Double(cost.decimalString)!))
+            #expect(try await node.ledger.verify().isConsistent)
+        }
+    }
+
+    @Test func streamingSendsProcessingCommentThenChunksUsageAndDone() async throws {
+        try await TestNode.with { node in
+            let reply = try await node.chat(stream: true)
+            #expect(reply.status == 200)
+            #expect(reply.header("content-type") == "text/event-stream")
+            #expect(reply.body.hasPrefix(": SIGNALBOX PROCESSING\n\n"))
+            let events = TestNode.events(reply.body)
+            #expect(events.last == "[DONE]")
+            let usage = try JSONDecoder().decode(JSONValue.self, from: Data(events[events.count - 2].utf8))
+            #expect(usage["choices"] == [])
+            #expect(usage["usage"]?["cost"] != nil)
+            let ids = Set(events.dropLast().compactMap { try? JSONDecoder().decode(JSONValue.self, from: Data($0.utf8))["id"]?.stringValue })
+            #expect(ids.count == 1 && ids.first == reply.header("X-Generation-Id"))
+        }
+    }
+
+    @Test func keepAliveCommentsRepeatUntilTheFirstToken() async throws {
+        try await TestNode.with(configure: { $0.keepAliveInterval = .milliseconds(100) }) { node in
+            try await node.fault(#"{"provider": "openai", "kind": "slow", "delay_ms": 450}"#)
+            let reply = try await node.chat(stream: true)
+            let comments = reply.body.components(separatedBy: ": SIGNALBOX PROCESSING").count - 1
+            #expect(comments >= 3)
+            #expect(TestNode.events(reply.body).last == "[DONE]")
+        }
+    }
+
+    @Test(arguments: [
+        #"{"provider": "openai", "kind": "status", "status": 503}"#,
+        #"{"provider": "openai", "kind": "status", "status": 401}"#,
+        #"{"provider": "openai", "kind": "timeout"}"#,
+        #"{"provider": "openai", "kind": "reset"}"#,
+        #"{"provider": "openai", "kind": "malformed"}"#,
+        #"{"provider": "openai", "kind": "stall", "after_chunks": 3}"#,
+        #"{"provider": "openai", "kind": "drop_after_chunks", "after_chunks": 3}"#,
+    ])
+    func aFailingProviderIsRoutedAroundBeforeAnythingReachesTheClient(fault: String) async throws {
+        try await TestNode.with { node in
+            try await node.fault(fault)
+            for stream in [false, true] {
+                let reply = try await node.chat(stream: stream)
+                #expect(reply.status == 200)
+                if stream {
+                    // a fault that strikes after data reached the client cannot fail over
+                    let events = TestNode.events(reply.body)
+                    #expect(events.last == "[DONE]")
+                    if fault.contains("after_chunks") {
+                        #expect(events.contains { $0.contains(#""finish_reason":"error""#) })
+                        continue
+                    }
+                }
+                let provider = stream ? TestNode.events(reply.body).first.flatMap {
+                    try? JSONDecoder().decode(JSONValue.self, from: Data($0.utf8))["provider"]?.stringValue
+                } : reply.json?["provider"]?.stringValue
+                #expect(provider == "Azure", "\(fault) stream=\(stream)")
+            }
+            let balance = try await node.ledger.balance(account: node.account)
+            #expect(balance.available == balance.balance)
+            #expect(try await node.ledger.verify().isConsistent)
+        }
+    }
+
+    @Test func upstreamBadRequestIsReturnedAsIsWithoutFailover() async throws {
+        try await TestNode.with { node in
+            try await node.fault(#"{"provider": "openai", "kind": "status", "status": 400}"#)
+            let reply = try await node.chat()
+            #expect(reply.status == 400)
+            #expect(reply.json?["error"]?["metadata"]?["provider_name"] == "OpenAI")
+            #expect(reply.json?["error"]?["metadata"]?["raw"]?.stringValue?.contains("invalid_request_error") == true)
+            #expect(try await node.simulatorRequests("azure") == 0)
+        }
+    }
+
+    @Test func whenEveryAttemptFailsTheClientGets502WithTheAttemptsAndPaysNothing() async throws {
+        try await TestNode.with { node in
+            try await node.fault(#"{"provider": "openai", "kind": "status", "status": 500}"#)
+            try await node.fault(#"{"provider": "azure", "kind": "status", "status": 503}"#)
+            let reply = try await node.chat()
+            #expect(reply.status == 502)
+            let metadata = reply.json?["error"]?["metadata"]
+            #expect(metadata?["previous_errors"]?.arrayValue?.count == 2)
+            #expect(metadata?["provider_name"] == "Azure")
+            let id = try #require(reply.header("X-Generation-Id"))
+            let record = try #require(try await node.generation(id))
+            #expect(record.cost == .zero && record.attempts.map(\.status) == ["500", "503"])
+            #expect(try await node.ledger.holdStatus(id: "hold-" + id) == .voided)
+            #expect(try await node.ledger.balance(account: node.account).balance == Money(dollars: 10))
+        }
+    }
+
+    @Test func allowFallbacksFalseStopsAtTheFirstFailure() async throws {
+        try await TestNode.with { node in
+            try await node.fault(#"{"provider": "openai", "kind": "status", "status": 429}"#)
+            let reply = try await node.chat(extra: #", "provider": {"order": ["openai"], "allow_fallbacks": false}"#)
+            #expect(reply.status == 429)
+            #expect(try await node.simulatorRequests("azure") == 0)
+        }
+    }
+
+    @Test func aStreamBrokenAfterOutputEndsWithAnErrorChunkAndCostsNothing() async throws {
+        try await TestNode.with { node in
+            try await node.fault(#"{"provider": "xai", "kind": "stall", "after_chunks": 4}"#)
+            let reply = try await node.chat(model: "x-ai/grok-4.3", stream: true)
+            let events = TestNode.events(reply.body)
+            #expect(events.last == "[DONE]")
+            let error = try JSONDecoder().decode(JSONValue.self, from: Data(events[events.count - 2].utf8))
+            #expect(error["error"]?["code"] == 502)
+            #expect(error["choices"]?.arrayValue?.first?["finish_reason"] == "error")
+            let record = try #require(try await node.generation(reply.header("X-Generation-Id") ?? ""))
+            #expect(record.finishReason == "error" && record.cost == .zero)
+            #expect(try await node.ledger.balance(account: node.account) == AccountBalance(balance: Money(dollars: 10), available: Money(dollars: 10)))
+        }
+    }
+
+    @Test func aClientThatHangsUpIsChargedOnlyForTokensGeneratedSoFar() async throws {
+        try await TestNode.with(simulator: .init(firstTokenDelay: .milliseconds(5), interTokenDelay: .milliseconds(100))) { node in
+            var request = HTTPClientRequest(url: node.url + "/api/v1/chat/completions")
+            request.method = .POST
+            request.headers.add(name: "Authorization", value: "Bearer \(node.key)")
+            request.body = .bytes(ByteBuffer(string: #"{"model": "x-ai/grok-4.3", "stream": true, "messages": [{"role": "user", "content": "long answer please"}]}"#))
+            let (started, signal) = AsyncStream<String>.makeStream()
+            let client = Task {
+                let response = try await node.http.execute(request, timeout: .seconds(30))
+                signal.yield(response.headers.first(name: "X-Generation-Id") ?? "")
+                var chunks = 0
+                for try await _ in response.body {
+                    chunks += 1
+                    if chunks == 4 { signal.yield("streaming") }
+                }
+            }
+            var iterator = started.makeAsyncIterator()
+            let id = try #require(await iterator.next())
+            _ = await iterator.next()
+            client.cancel()
+            let record = try #require(try await node.generation(id))
+            #expect(record.cancelled)
+            #expect(record.usage.completionTokens > 0 && record.usage.completionTokens < 8)
+            #expect(record.cost > .zero)
+            let balance = try await node.ledger.balance(account: node.account)
+            #expect(balance.balance == Money(dollars: 10) - record.cost)
+            #expect(balance.available == balance.balance)
+            #expect(try await node.ledger.holdStatus(id: "hold-" + id) == .posted)
+        }
+    }
+}
+
+@Suite struct RequestErrorTests {
+    @Test func missingOrUnknownKeyIs401() async throws {
+        try await TestNode.with { node in
+            let missing = try await node.request("/api/v1/chat/completions", body: "{}", authorized: false)
+            #expect(missing.status == 401)
+            #expect(missing.json?["error"]?["code"] == 401)
+            let unknown = try await node.request("/api/v1/key", method: .GET, key: "sk-sb-v1-unknown")
+            #expect(unknown.status == 401)
+        }
+    }
+
+    @Test func oversizedBodyIs413() async throws {
+        try await TestNode.with(configure: { $0.maxBodyBytes = 2048 }) { node in
+            let big = String(repeating: "x", count: 4096)
+            let reply = try await node.request("/api/v1/chat/completions", body: #"{"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "\#(big)"}]}"#)
+            #expect(reply.status == 413)
+            #expect(reply.json?["error"]?["code"] == 413)
+        }
+    }
+
+    @Test func noMatchingEndpointIs404SayingWhichFilter() async throws {
+        try await TestNode.with { node in
+            let reply = try await node.chat(extra: #", "provider": {"only": ["nobody"]}"#)
+            #expect(reply.status == 404)
+            #expect(reply.json?["error"]?["message"]?.stringValue?.contains("only excluded openai, azure") == true)
+        }
+    }
+
+    @Test func emptyAccountIsRefusedEvenOnFreeModels() async throws {
+        try await TestNode.with(credits: "0") { node in
+            let reply = try await node.chat(model: "meta-llama/llama-3.3-70b-instruct:free")
+            #expect(reply.status == 402)
+        }
+    }
+
+    @Test func unaffordableRequestIs402WithTheAffordableTokenCount() async throws {
+        try await TestNode.with(credits: "0.01") { node in
+            let reply = try await node.request("/api/v1/chat/completions", body: """
+                {"model": "openai/gpt-4o", "max_tokens": 16000, "messages": [{"role": "user", "content": "hi"}]}
+                """)
+            #expect(reply.status == 402)
+            let metadata = reply.json?["error"]?["metadata"]
+            #expect(metadata?["requested_tokens"] == 16000)
+            // $0.01 minus the prompt estimate, at $10/M completion tokens: just under 1,000 tokens
+            #expect((metadata?["affordable_tokens"]?.intValue ?? 0) > 990 && (metadata?["affordable_tokens"]?.intValue ?? 0) < 1000)
+        }
+    }
+
+    @Test func unknownRoutesAndWrongMethodsAreJSON() async throws {
+        try await TestNode.with { node in
+            let missing = try await node.request("/api/v1/nothing", method: .GET)
+            #expect(missing.status == 404 && missing.json?["error"]?["code"] == 404)
+            let wrong = try await node.request("/api/v1/chat/completions", method: .GET)
+            #expect(wrong.status == 405 && wrong.json?["error"]?["code"] == 405)
+            #expect(wrong.header("Allow") == "POST")
+        }
+    }
+
+    @Test func healthAndReadiness() async throws {
+        try await TestNode.with { node in
+            let health = try await node.request("/healthz", method: .GET, authorized: false)
+            let ready = try await node.request("/readyz", method: .GET, authorized: false)
+            #expect(health.status == 200 && ready.status == 200)
+        }
+    }
+}

@@ -1,0 +1,150 @@
+import AsyncHTTPClient
+import Foundation
+import Gateway
+import Hummingbird
+import Ledger
+import Logging
+import NIOCore
+import NIOHTTP1
+import Providers
+import ServiceLifecycle
+import SignalboxCore
+import SimProvider
+import Testing
+
+/// A real router node and a real simulator, both on ephemeral loopback ports, with an in-memory
+/// ledger holding one funded account and its key.
+struct TestNode: Sendable {
+    let url: String
+    let simulatorURL: String
+    let ledger: any LedgerStore
+    let http: HTTPClient
+    let key: String
+    let account = "acct"
+
+    /// Starts a node, runs `body`, and tears everything down.
+    static func with(
+        credits: String = "10",
+        simulator simulatorConfiguration: SimulatorConfiguration = .init(firstTokenDelay: .milliseconds(5), interTokenDelay: .milliseconds(1)),
+        configure: @Sendable (inout GatewayConfiguration) -> Void = { _ in },
+        _ body: @Sendable (TestNode) async throws -> Void
+    ) async throws {
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let ledger = try await SQLiteLedgerStore.open(path: nil)
+        let key = APIKeyFormat.generate()
+        try await ledger.createAccount(id: "acct", name: "Test")
+        if let amount = Money(decimal: credits), amount > .zero {
+            try await ledger.post([TransferRequest(idempotencyKey: "grant", debit: Billing.SystemAccount.grants, credit: "acct",
+                                                   amount: amount, kind: .grant)])
+        }
+        try await ledger.insertKey(KeyRecord(id: "key-1", accountID: "acct", hash: APIKeyFormat.hash(key),
+                                             label: APIKeyFormat.label(key), name: "test"))
+        let http = HTTPClient(eventLoopGroupProvider: .singleton)
+        let upstream = AsyncHTTPClientTransport.makeClient(connectTimeout: .seconds(2))
+
+        let simulator = Simulator(configuration: simulatorConfiguration)
+        let (simPorts, simPort) = AsyncStream<Int>.makeStream()
+        let simApp = Application(router: simulator.buildRouter(),
+                                 configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+                                 onServerRunning: { simPort.yield($0.localAddress!.port!) }, logger: logger)
+        let simGroup = ServiceGroup(configuration: .init(services: [simApp], logger: logger))
+        var failure: (any Error)?
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { try? await simGroup.run() }
+            var ports = simPorts.makeAsyncIterator()
+            let simulatorURL = "http://127.0.0.1:\(await ports.next()!)"
+            do {
+                var catalog = try Catalog.shipped()
+                catalog.pointAllProviders(at: simulatorURL)
+                var configuration = GatewayConfiguration()
+                configuration.port = 0
+                configuration.timeouts = UpstreamTimeouts(connect: .seconds(2), firstToken: .seconds(2), stall: .seconds(1))
+                configure(&configuration)
+                let gateway = Gateway(GatewayDependencies(
+                    configuration: configuration, catalog: catalog, ledger: ledger,
+                    transport: AsyncHTTPClientTransport(client: upstream), providerKeys: [:], logger: logger))
+                let (gatewayPorts, gatewayPort) = AsyncStream<Int>.makeStream()
+                let gatewayGroup = ServiceGroup(configuration: .init(
+                    services: [gateway.buildApplication { gatewayPort.yield($0) }], logger: logger))
+                group.addTask { try? await gatewayGroup.run() }
+                var gatewayIterator = gatewayPorts.makeAsyncIterator()
+                let url = "http://127.0.0.1:\(await gatewayIterator.next()!)"
+                do {
+                    try await body(TestNode(url: url, simulatorURL: simulatorURL, ledger: ledger, http: http, key: key))
+                } catch {
+                    failure = error
+                }
+                await gatewayGroup.triggerGracefulShutdown()
+            } catch {
+                failure = error
+            }
+            await simGroup.triggerGracefulShutdown()
+        }
+        try await http.shutdown()
+        try await upstream.shutdown()
+        try await ledger.close()
+        if let failure { throw failure }
+    }
+
+    struct Reply {
+        var status: Int
+        var headers: [(String, String)]
+        var body: String
+        var json: JSONValue? { try? JSONDecoder().decode(JSONValue.self, from: Data(body.utf8)) }
+        func header(_ name: String) -> String? { headers.first { $0.0.lowercased() == name.lowercased() }?.1 }
+    }
+
+    func request(_ path: String, method: HTTPMethod = .POST, body: String? = nil, key: String? = nil,
+                 authorized: Bool = true) async throws -> Reply {
+        var request = HTTPClientRequest(url: url + path)
+        request.method = method
+        if authorized { request.headers.add(name: "Authorization", value: "Bearer \(key ?? self.key)") }
+        if let body {
+            request.headers.add(name: "Content-Type", value: "application/json")
+            request.body = .bytes(ByteBuffer(string: body))
+        }
+        let response = try await http.execute(request, timeout: .seconds(30))
+        let collected = try await response.body.collect(upTo: 16 << 20)
+        return Reply(status: Int(response.status.code), headers: response.headers.map { ($0.name, $0.value) },
+                     body: String(buffer: collected))
+    }
+
+    func chat(model: String = "openai/gpt-4o-mini", stream: Bool = false, extra: String = "") async throws -> Reply {
+        try await request("/api/v1/chat/completions", body: """
+            {"model": "\(model)", "stream": \(stream), "max_tokens": 50,
+             "messages": [{"role": "user", "content": "Hello from the gateway tests"}]\(extra)}
+            """)
+    }
+
+    func fault(_ json: String) async throws {
+        var request = HTTPClientRequest(url: simulatorURL + "/_sim/faults")
+        request.method = .POST
+        request.body = .bytes(ByteBuffer(string: json))
+        let response = try await http.execute(request, timeout: .seconds(5))
+        #expect(response.status == .ok)
+        _ = try await response.body.collect(upTo: 1 << 16)
+    }
+
+    func simulatorRequests(_ provider: String) async throws -> Int {
+        let response = try await http.execute(HTTPClientRequest(url: simulatorURL + "/_sim/stats"), timeout: .seconds(5))
+        let body = try await response.body.collect(upTo: 1 << 20)
+        let json = try JSONDecoder().decode(JSONValue.self, from: Data(body.readableBytesView))
+        return json["providers"]?[provider]?["requests"]?.intValue ?? 0
+    }
+
+    /// The SSE `data:` payloads of a stream, and whether it carried keep-alive comments.
+    static func events(_ body: String) -> [String] {
+        body.components(separatedBy: "\n\n").compactMap { event in
+            event.hasPrefix("data: ") ? String(event.dropFirst(6)) : nil
+        }
+    }
+
+    func generation(_ id: String) async throws -> GenerationRecord? {
+        for _ in 0..<50 {
+            if let record = try await ledger.generation(id: id) { return record }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        return nil
+    }
+}
