@@ -59,7 +59,15 @@ struct ChatPipeline: Sendable {
     // MARK: Prepare
 
     func prepare(_ request: ChatRequest, key: KeyRecord) async throws -> PreparedChat {
-        let attempts = try planner.plan(request)
+        let planned = try planner.plan(request)
+        // An endpoint whose provider has no credentials on this node cannot be attempted.
+        let attempts = planned.filter { providerKeys[$0.provider.slug] != nil }
+        guard !attempts.isEmpty else {
+            let providers = Array(Set(planned.map(\.provider.name))).sorted().joined(separator: ", ")
+            throw APIError(status: 503, message: "No provider endpoint can be attempted for \(request.requestedModel): "
+                + "no API key is configured on this node for \(providers)",
+                metadata: ["providers": .array(Array(Set(planned.map(\.provider.slug))).sorted().map { .string($0) })])
+        }
         let balance = try await ledger.balance(account: key.accountID)
         guard balance.balance > .zero else {
             throw APIError(status: 402, message: "Insufficient credits. Add more credits to this account and retry.",
@@ -261,10 +269,17 @@ struct ChatPipeline: Sendable {
         _ attempt: PlannedAttempt, prepared: PreparedChat, progress: NIOLockedValueBox<AttemptProgress>,
         emit: (@Sendable (CompletionDelta, PlannedAttempt) -> Void)?
     ) async throws -> AttemptResult {
-        let adapter = OpenAIAdapter()
-        guard attempt.provider.format == .openai else {
-            throw UpstreamFailure(.connect, "The \(attempt.provider.format.rawValue) wire format is not available on this node")
+        switch attempt.provider.format {
+        case .openai: try await callUpstream(OpenAIAdapter(), attempt, prepared: prepared, progress: progress, emit: emit)
+        case .anthropic: try await callUpstream(AnthropicAdapter(), attempt, prepared: prepared, progress: progress, emit: emit)
+        case .gemini: try await callUpstream(GeminiAdapter(), attempt, prepared: prepared, progress: progress, emit: emit)
         }
+    }
+
+    func callUpstream<Adapter: ProviderAdapter>(
+        _ adapter: Adapter, _ attempt: PlannedAttempt, prepared: PreparedChat, progress: NIOLockedValueBox<AttemptProgress>,
+        emit: (@Sendable (CompletionDelta, PlannedAttempt) -> Void)?
+    ) async throws -> AttemptResult {
         let request = adapter.makeRequest(prepared.request, attempt: attempt, apiKey: providerKeys[attempt.provider.slug])
         let response: UpstreamResponse
         do {

@@ -39,7 +39,8 @@ public enum FinishReason {
         case "stop", "end_turn", "stop_sequence", "STOP", "eos", "complete": return "stop"
         case "length", "max_tokens", "MAX_TOKENS", "model_length": return "length"
         case "tool_calls", "function_call", "tool_use": return "tool_calls"
-        case "content_filter", "SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "refusal":
+        case "content_filter", "SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "refusal", "LANGUAGE",
+            "OTHER", "IMAGE_SAFETY", "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION", "IMAGE_OTHER", "NO_IMAGE":
             return "content_filter"
         case "error": return "error"
         default: return "stop"

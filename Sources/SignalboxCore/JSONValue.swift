@@ -46,6 +46,41 @@ public enum JSONValue: Sendable, Hashable, Codable {
         return nil
     }
 
+    /// A number's value, whichever case holds it: `1`, `1.0` and `.decimal("1")` are the same JSON number.
+    var numericValue: Double? {
+        switch self {
+        case .int(let value): return Double(value)
+        case .double(let value): return value
+        case .decimal(let text): return Double(text)
+        default: return nil
+        }
+    }
+
+    /// JSON equality: numbers by value, objects regardless of key order.
+    public static func == (lhs: JSONValue, rhs: JSONValue) -> Bool {
+        switch (lhs, rhs) {
+        case (.null, .null): return true
+        case (.bool(let a), .bool(let b)): return a == b
+        case (.string(let a), .string(let b)): return a == b
+        case (.array(let a), .array(let b)): return a == b
+        case (.object(let a), .object(let b)): return a == b
+        default:
+            guard let a = lhs.numericValue, let b = rhs.numericValue else { return false }
+            return a == b
+        }
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        switch self {
+        case .null: hasher.combine(0)
+        case .bool(let value): hasher.combine(value)
+        case .string(let value): hasher.combine(value)
+        case .array(let value): hasher.combine(value)
+        case .object(let value): hasher.combine(value)
+        case .int, .double, .decimal: hasher.combine(numericValue)
+        }
+    }
+
     public var stringValue: String? { if case .string(let value) = self { return value }; return nil }
     public var boolValue: Bool? { if case .bool(let value) = self { return value }; return nil }
     public var arrayValue: [JSONValue]? { if case .array(let value) = self { return value }; return nil }
@@ -98,13 +133,22 @@ public struct JSONObject: Sendable, Hashable, Codable, Sequence {
 
     public func makeIterator() -> IndexingIterator<[(key: String, value: JSONValue)]> { entries.makeIterator() }
 
+    /// Objects are equal when they hold the same keys with equal values, in any order.
     public static func == (lhs: JSONObject, rhs: JSONObject) -> Bool {
-        lhs.entries.count == rhs.entries.count
-            && zip(lhs.entries, rhs.entries).allSatisfy { $0.key == $1.key && $0.value == $1.value }
+        lhs.entries.count == rhs.entries.count && lhs.entries.allSatisfy { rhs[$0.key] == $0.value }
     }
 
     public func hash(into hasher: inout Hasher) {
-        for entry in entries { hasher.combine(entry.key); hasher.combine(entry.value) }
+        // Order-independent: combine each entry's own hash commutatively.
+        var combined = 0
+        for entry in entries {
+            var entryHasher = Hasher()
+            entryHasher.combine(entry.key)
+            entryHasher.combine(entry.value)
+            combined ^= entryHasher.finalize()
+        }
+        hasher.combine(entries.count)
+        hasher.combine(combined)
     }
 
     private struct CodingKeyName: CodingKey {

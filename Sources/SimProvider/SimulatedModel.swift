@@ -1,6 +1,44 @@
 import SignalboxCore
 
-/// The simulated model: a deterministic function from a chat request to a completion.
+/// What the simulated model needs from a request, whatever wire format it came in.
+public struct SimulatedRequest: Sendable {
+    public var model: String
+    /// Every message's text, joined: the seed of the answer and the prompt token count.
+    public var promptText: String
+    public var messageCount: Int
+    public var maxTokens: Int?
+    /// Declared tools: name and JSON schema of the arguments.
+    public var tools: [(name: String, schema: JSONValue)]
+    /// The tool the request forces the model to call (`required` → the first tool).
+    public var forcedTool: String?
+    /// JSON output was requested (natively, or through a forced tool standing in for it).
+    public var wantsJSON: Bool
+    public var jsonSchema: JSONValue?
+
+    public init(model: String, promptText: String, messageCount: Int, maxTokens: Int? = nil,
+                tools: [(name: String, schema: JSONValue)] = [], forcedTool: String? = nil,
+                wantsJSON: Bool = false, jsonSchema: JSONValue? = nil) {
+        self.model = model
+        self.promptText = promptText
+        self.messageCount = messageCount
+        self.maxTokens = maxTokens
+        self.tools = tools
+        self.forcedTool = forcedTool
+        self.wantsJSON = wantsJSON
+        self.jsonSchema = jsonSchema
+    }
+
+    /// Text of an OpenAI/Anthropic-style content value (a string or parts/blocks with `text`).
+    static func text(of content: JSONValue?) -> String {
+        switch content {
+        case .string(let text)?: return text
+        case .array(let parts)?: return parts.map { $0["text"]?.stringValue ?? "[media]" }.joined()
+        default: return ""
+        }
+    }
+}
+
+/// The simulated model: a deterministic function from a request to a completion.
 ///
 /// The same request always yields the same words and token counts, so tests can assert on
 /// what a client receives; different requests yield different answers.
@@ -14,36 +52,58 @@ public struct SimulatedModel: Sendable {
         "world", "hello", "friend", "today", "again", "soon", "now",
     ]
 
+    public struct ToolCall: Sendable, Hashable {
+        public var id: String
+        public var name: String
+        /// The arguments as a JSON object text that satisfies the tool's schema.
+        public var arguments: String
+    }
+
     public struct Completion: Sendable, Hashable {
         /// Output pieces; each is one completion token.
         public var tokens: [String]
+        public var toolCall: ToolCall?
         public var promptTokens: Int
-        /// `stop`, or `length` when `max_tokens` cut the answer short.
+        /// `stop`, `length` when `max_tokens` cut the answer short, or `tool_calls`.
         public var finishReason: String
         public var text: String { tokens.joined() }
+        /// Completion tokens, the tool call's arguments included.
+        public var completionTokens: Int { tokens.count + (toolCall.map { SimulatedModel.countTokens($0.arguments) } ?? 0) }
     }
 
     public init() {}
 
-    /// Completes an OpenAI-style request body.
-    public func complete(_ body: JSONValue) -> Completion {
-        let messages = body["messages"]?.arrayValue ?? []
-        var promptText = ""
-        for message in messages {
-            promptText += (message["role"]?.stringValue ?? "") + ":"
-            switch message["content"] {
-            case .string(let text)?: promptText += text
-            case .array(let parts)?: for part in parts { promptText += part["text"]?.stringValue ?? "[media]" }
-            default: break
-            }
-            promptText += "\n"
+    public func complete(_ request: SimulatedRequest) -> Completion {
+        let seed = SimulatedModel.fnv1a(request.model + "\u{0}" + request.promptText)
+        let promptTokens = SimulatedModel.countTokens(request.promptText) + 3 * request.messageCount + 3
+        if let forced = request.forcedTool, let tool = request.tools.first(where: { $0.name == forced }) ?? request.tools.first {
+            let arguments = JSONWriter.string(SchemaExample.value(for: tool.schema, seed: seed))
+            return Completion(tokens: [], toolCall: ToolCall(id: "call_sim\(String(seed % 1_000_000, radix: 36))", name: tool.name, arguments: arguments),
+                              promptTokens: promptTokens, finishReason: "tool_calls")
         }
-        if let prompt = body["prompt"]?.stringValue { promptText += prompt }
-        let model = body["model"]?.stringValue ?? ""
-        let seed = SimulatedModel.fnv1a(model + "\u{0}" + promptText)
+        if request.wantsJSON {
+            let value = request.jsonSchema.map { SchemaExample.value(for: $0, seed: seed) }
+                ?? ["answer": .string(words(seed: seed, count: 6).joined()), "ok": true]
+            let text = JSONWriter.string(value)
+            // One token per ~4 bytes, split on byte boundaries that keep the JSON text intact when joined.
+            var tokens: [String] = []
+            var current = ""
+            for character in text {
+                current.append(character)
+                if current.utf8.count >= 4 { tokens.append(current); current = "" }
+            }
+            if !current.isEmpty { tokens.append(current) }
+            return Completion(tokens: tokens, toolCall: nil, promptTokens: promptTokens, finishReason: "stop")
+        }
         let natural = 8 + Int(seed % 24)
-        let limit = (body["max_completion_tokens"] ?? body["max_tokens"])?.intValue
-        let count = min(natural, limit ?? natural)
+        let count = min(natural, request.maxTokens ?? natural)
+        var tokens = words(seed: seed, count: count)
+        if count == natural, !tokens.isEmpty { tokens[tokens.count - 1] += "." }
+        return Completion(tokens: tokens, toolCall: nil, promptTokens: promptTokens,
+                          finishReason: count < natural ? "length" : "stop")
+    }
+
+    func words(seed: UInt64, count: Int) -> [String] {
         var generator = seed
         var tokens: [String] = []
         for index in 0..<count {
@@ -51,12 +111,7 @@ public struct SimulatedModel: Sendable {
             let word = SimulatedModel.vocabulary[Int((generator >> 33) % UInt64(SimulatedModel.vocabulary.count))]
             tokens.append(index == 0 ? word.prefix(1).uppercased() + word.dropFirst() : " " + word)
         }
-        if count == natural, !tokens.isEmpty { tokens[tokens.count - 1] += "." }
-        return Completion(
-            tokens: tokens,
-            promptTokens: SimulatedModel.countTokens(promptText) + 3 * messages.count + 3,
-            finishReason: count < natural ? "length" : "stop"
-        )
+        return tokens
     }
 
     /// A tokenizer stand-in: about one token per four bytes, at least one per word.
@@ -72,5 +127,41 @@ public struct SimulatedModel: Sendable {
             hash = hash &* 0x100_0000_01b3
         }
         return hash
+    }
+}
+
+/// Builds a JSON value that satisfies a JSON schema (the common subset: types, enums, required
+/// properties, arrays), so simulated tool calls and JSON answers validate.
+enum SchemaExample {
+    static func value(for schema: JSONValue, seed: UInt64, depth: Int = 0) -> JSONValue {
+        if let values = schema["enum"]?.arrayValue, let first = values.first { return first }
+        if let constant = schema["const"] { return constant }
+        if depth > 6 { return .null }
+        if let options = (schema["anyOf"] ?? schema["oneOf"])?.arrayValue, let first = options.first {
+            return value(for: first, seed: seed, depth: depth + 1)
+        }
+        var type = schema["type"]?.stringValue
+        if type == nil, let types = schema["type"]?.arrayValue { type = types.compactMap(\.stringValue).first { $0 != "null" } }
+        if type == nil && schema["properties"] != nil { type = "object" }
+        switch type {
+        case "object":
+            var object = JSONObject()
+            let properties = schema["properties"]?.objectValue ?? JSONObject()
+            for entry in properties {
+                object[entry.key] = value(for: entry.value, seed: seed &+ UInt64(entry.key.utf8.count), depth: depth + 1)
+            }
+            return .object(object)
+        case "array":
+            let minimum = max(schema["minItems"]?.intValue ?? 1, 1)
+            let item = schema["items"] ?? ["type": "string"]
+            return .array((0..<minimum).map { _ in value(for: item, seed: seed, depth: depth + 1) })
+        case "integer": return .int(Int64(max(schema["minimum"]?.intValue ?? 1, 1)))
+        case "number": return .int(Int64(max(schema["minimum"]?.intValue ?? 1, 1)))
+        case "boolean": return .bool(seed % 2 == 0)
+        case "null": return .null
+        default:
+            let word = SimulatedModel.vocabulary[Int(seed % UInt64(SimulatedModel.vocabulary.count))]
+            return .string(schema["format"]?.stringValue == "date" ? "2026-01-01" : word)
+        }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
@@ -31,6 +32,8 @@ public struct SimulatorRequestContext: RequestContext {
 /// The simulated upstream: every provider under its own path prefix, with fault control.
 ///
 /// - `POST /{provider}/v1/chat/completions`: OpenAI Chat Completions, streamed or not.
+/// - `POST /{provider}/v1/messages`: Anthropic Messages, streamed or not.
+/// - `POST /{provider}/v1beta/models/{model}:generateContent` and `:streamGenerateContent?alt=sse`: Gemini.
 /// - `POST /_sim/faults`, `GET /_sim/faults`, `DELETE /_sim/faults`: inject, list, clear faults.
 /// - `GET /_sim/stats`, `DELETE /_sim/stats`: request counts per provider.
 public struct Simulator: Sendable {
@@ -75,7 +78,23 @@ public struct Simulator: Sendable {
             return Simulator.json(["ok": true])
         }
         router.post("/:provider/v1/chat/completions") { request, context -> Response in
-            try await chatCompletions(request, context: context)
+            try await serve(OpenAIPersonality(), request, context: context)
+        }
+        router.post("/:provider/v1/messages") { request, context -> Response in
+            try await serve(AnthropicPersonality(), request, context: context)
+        }
+        router.post("/:provider/v1beta/models/:action") { request, context -> Response in
+            // `gemini-2.5-flash:streamGenerateContent` (with ?alt=sse) or `…:generateContent`
+            let action = context.parameters.get("action") ?? ""
+            guard let colon = action.lastIndex(of: ":") else {
+                return Simulator.json(GeminiPersonality().error(status: 404).body, status: .notFound)
+            }
+            let method = action[action.index(after: colon)...]
+            guard method == "generateContent" || method == "streamGenerateContent" else {
+                return Simulator.json(GeminiPersonality().error(status: 404).body, status: .notFound)
+            }
+            return try await serve(GeminiPersonality(), request, context: context,
+                                   pathModel: String(action[..<colon]), pathStream: method == "streamGenerateContent")
         }
         return router
     }
@@ -86,32 +105,19 @@ public struct Simulator: Sendable {
         return Response(status: status, headers: fields, body: .init(byteBuffer: ByteBuffer(bytes: JSONWriter.bytes(value))))
     }
 
-    /// The error body a real OpenAI-compatible provider sends for `status`.
-    static func openAIError(status: Int) -> JSONValue {
-        let (type, code, message): (String, String, String) = switch status {
-        case 400: ("invalid_request_error", "invalid_request", "Invalid request (simulated)")
-        case 401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided (simulated)")
-        case 403: ("permission_error", "forbidden", "Forbidden (simulated)")
-        case 404: ("invalid_request_error", "model_not_found", "The model does not exist (simulated)")
-        case 429: ("rate_limit_error", "rate_limit_exceeded", "Rate limit reached for requests (simulated)")
-        case 503: ("service_unavailable_error", "server_is_overloaded", "The server is overloaded (simulated)")
-        default: ("server_error", "server_error", "The server had an error while processing your request (simulated)")
-        }
-        return ["error": ["message": .string(message), "type": .string(type), "param": nil, "code": .string(code)]]
-    }
-
-    func chatCompletions(_ request: Request, context: SimulatorRequestContext) async throws -> Response {
+    /// One simulated call in any wire format: apply a matching fault, else answer.
+    func serve(
+        _ personality: some Personality, _ request: Request, context: SimulatorRequestContext,
+        pathModel: String? = nil, pathStream: Bool = false
+    ) async throws -> Response {
         let provider = context.parameters.get("provider") ?? "unknown"
         let raw = try await request.body.collect(upTo: 64 << 20)
         guard let body = try? JSONDecoder().decode(JSONValue.self, from: raw), body.objectValue != nil else {
-            return Simulator.json(
-                ["error": ["message": "We could not parse the JSON body of your request.", "type": "invalid_request_error",
-                           "param": nil, "code": nil]], status: .badRequest)
+            let (status, error, _) = personality.error(status: 400)
+            return Simulator.json(error, status: .init(code: status))
         }
-        let modelName = body["model"]?.stringValue ?? ""
-        let stream = body["stream"]?.boolValue ?? false
-        let includeUsage = body["stream_options"]?["include_usage"]?.boolValue ?? false
-        let fault = await state.admit(provider: provider, model: modelName)
+        let (simulated, stream, includeUsage) = personality.read(body, pathModel: pathModel, pathStream: pathStream)
+        let fault = await state.admit(provider: provider, model: simulated.model)
         let channel = context.channel
         if fault?.kind == .timeout || fault?.kind == .stall {
             // A client that gives up on a hung answer closes its side; without this the
@@ -121,10 +127,10 @@ public struct Simulator: Sendable {
 
         switch fault?.kind {
         case .status?:
-            let status = fault?.status ?? 500
-            var headers: HTTPFields = [:]
-            if status == 429 || status == 503 { headers[.retryAfter] = "1" }
-            return Simulator.json(Simulator.openAIError(status: status), status: .init(code: status), headers: headers)
+            let (status, error, headers) = personality.error(status: fault?.status ?? 500)
+            var fields: HTTPFields = [:]
+            for (name, value) in headers { if let field = HTTPField.Name(name) { fields[field] = value } }
+            return Simulator.json(error, status: .init(code: status), headers: fields)
         case .timeout?:
             try await Simulator.waitUntilClosed(channel)
             return Response(status: .gatewayTimeout)
@@ -132,7 +138,7 @@ public struct Simulator: Sendable {
             try? await channel.close()
             return Response(status: .internalServerError)
         case .malformed?:
-            let text = stream ? "data: {\"id\": \"chatcmpl-broken\", \"choices\": [{\n\n" : "{\"id\": \"chatcmpl-broken\", \"choi"
+            let text = stream ? "data: {\"id\": \"broken\", \"choices\": [{\n\n" : "{\"id\": \"broken\", \"choi"
             return Response(
                 status: .ok, headers: [.contentType: stream ? "text/event-stream" : "application/json"],
                 body: .init(byteBuffer: ByteBuffer(string: text)))
@@ -142,24 +148,11 @@ public struct Simulator: Sendable {
             break
         }
 
-        let completion = model.complete(body)
-        let id = "chatcmpl-sim\(String(SimulatedModel.fnv1a(raw.getString(at: raw.readerIndex, length: raw.readableBytes) ?? ""), radix: 36))"
-        let created = Int64(Date().timeIntervalSince1970)
-        let usage: JSONValue = [
-            "prompt_tokens": .int(Int64(completion.promptTokens)), "completion_tokens": .int(Int64(completion.tokens.count)),
-            "total_tokens": .int(Int64(completion.promptTokens + completion.tokens.count)),
-            "prompt_tokens_details": ["cached_tokens": 0], "completion_tokens_details": ["reasoning_tokens": 0],
-        ]
-
+        let completion = model.complete(simulated)
+        let id = "sim" + String(SimulatedModel.fnv1a(String(buffer: raw)), radix: 36)
         guard stream else {
             try await Task.sleep(for: configuration.firstTokenDelay)
-            return Simulator.json([
-                "id": .string(id), "object": "chat.completion", "created": .int(created), "model": .string(modelName),
-                "system_fingerprint": "fp_sim",
-                "choices": [["index": 0, "message": ["role": "assistant", "content": .string(completion.text), "refusal": nil],
-                             "logprobs": nil, "finish_reason": .string(completion.finishReason)]],
-                "usage": usage,
-            ])
+            return Simulator.json(personality.response(completion, model: simulated.model, id: id))
         }
 
         let configuration = self.configuration
@@ -168,46 +161,22 @@ public struct Simulator: Sendable {
         default: nil
         }
         let stallForever = fault?.kind == .stall
+        let events = personality.events(completion, model: simulated.model, id: id, includeUsage: includeUsage)
         return Response(
             status: .ok,
-            headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"],
+            headers: [.contentType: personality.streamContentType, .cacheControl: "no-cache"],
             body: ResponseBody { writer in
-                func chunk(_ delta: JSONValue, finish: String? = nil) -> ByteBuffer {
-                    var bytes = Array("data: ".utf8)
-                    JSONWriter.write([
-                        "id": .string(id), "object": "chat.completion.chunk", "created": .int(created),
-                        "model": .string(modelName), "system_fingerprint": "fp_sim",
-                        "choices": [["index": 0, "delta": delta, "logprobs": nil,
-                                     "finish_reason": finish.map { .string($0) } ?? nil]],
-                    ], into: &bytes)
-                    bytes.append(contentsOf: "\n\n".utf8)
-                    return ByteBuffer(bytes: bytes)
-                }
-                var pieces: [ByteBuffer] = [chunk(["role": "assistant", "content": ""])]
-                pieces += completion.tokens.map { chunk(["content": .string($0)]) }
-                pieces.append(chunk([:], finish: completion.finishReason))
-                if includeUsage {
-                    var bytes = Array("data: ".utf8)
-                    JSONWriter.write([
-                        "id": .string(id), "object": "chat.completion.chunk", "created": .int(created),
-                        "model": .string(modelName), "choices": [], "usage": usage,
-                    ], into: &bytes)
-                    bytes.append(contentsOf: "\n\n".utf8)
-                    pieces.append(ByteBuffer(bytes: bytes))
-                }
-                pieces.append(ByteBuffer(string: "data: [DONE]\n\n"))
-
                 try await Task.sleep(for: configuration.firstTokenDelay)
-                for (index, piece) in pieces.enumerated() {
+                for (index, event) in events.enumerated() {
                     if let cutAfter, index == cutAfter {
                         if stallForever { try await Simulator.waitUntilClosed(channel) }
                         try? await channel.close()
                         return
                     }
-                    if index > 1 && index < pieces.count - 2 && configuration.interTokenDelay > .zero {
+                    if index > 1 && index < events.count - 2 && configuration.interTokenDelay > .zero {
                         try await Task.sleep(for: configuration.interTokenDelay)
                     }
-                    try await writer.write(piece)
+                    try await writer.write(event)
                 }
                 try await writer.finish(nil)
             })

@@ -63,7 +63,8 @@ struct TestNode: Sendable {
                 configure(&configuration)
                 let gateway = Gateway(GatewayDependencies(
                     configuration: configuration, catalog: catalog, ledger: ledger,
-                    transport: AsyncHTTPClientTransport(client: upstream), providerKeys: [:], logger: logger))
+                    transport: AsyncHTTPClientTransport(client: upstream),
+                    providerKeys: Dictionary(uniqueKeysWithValues: catalog.providers.keys.map { ($0, "sk-test") }), logger: logger))
                 let (gatewayPorts, gatewayPort) = AsyncStream<Int>.makeStream()
                 let gatewayGroup = ServiceGroup(configuration: .init(
                     services: [gateway.buildApplication { gatewayPort.yield($0) }], logger: logger))

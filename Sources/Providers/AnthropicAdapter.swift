@@ -1,0 +1,258 @@
+import Foundation
+import NIOCore
+import SignalboxCore
+
+/// The Anthropic Messages wire format (`POST /v1/messages`, `x-api-key`, `anthropic-version`).
+///
+/// Translates an OpenAI-style request into a Messages request (system prompts hoisted, roles
+/// merged into alternating turns, tool calls and results as content blocks, `max_tokens` always
+/// set) and the Messages event stream back into OpenAI deltas.
+public struct AnthropicAdapter: ProviderAdapter {
+    public static let version = "2023-06-01"
+
+    public init() {}
+
+    public var format: WireFormat { .anthropic }
+
+    public func makeRequest(_ request: ChatRequest, attempt: PlannedAttempt, apiKey: String?) -> UpstreamRequest {
+        let source = request.body
+        var body = JSONObject()
+        body["model"] = .string(attempt.endpoint.upstreamModel)
+        body["max_tokens"] = .int(Int64(min(request.maxTokens ?? attempt.endpoint.maxOutputTokens, attempt.endpoint.maxOutputTokens)))
+        let (system, messages) = Self.translateMessages(source["messages"]?.arrayValue ?? [])
+        if !system.isEmpty { body["system"] = .array(system) }
+        body["messages"] = .array(messages)
+        let dropped = Set(unsupportedParameters(request, attempt.endpoint))
+        if let temperature = source["temperature"], !dropped.contains("temperature"), let value = temperature.decimalText.flatMap(Double.init) {
+            body["temperature"] = .double(min(max(value, 0), 1))
+        }
+        if let topP = source["top_p"], !topP.isNull, !dropped.contains("top_p") { body["top_p"] = topP }
+        if let topK = source["top_k"], !topK.isNull, !dropped.contains("top_k") { body["top_k"] = topK }
+        switch source["stop"] {
+        case .string(let stop)?: body["stop_sequences"] = [.string(stop)]
+        case .array(let stops)?: body["stop_sequences"] = .array(stops)
+        default: break
+        }
+        if let user = source["user"]?.stringValue { body["metadata"] = ["user_id": .string(user)] }
+        if let tools = source["tools"]?.arrayValue, !tools.isEmpty, !dropped.contains("tools") {
+            body["tools"] = .array(tools.compactMap { tool in
+                guard let function = tool["function"] else { return nil }
+                var converted: JSONObject = ["name": function["name"] ?? "tool"]
+                if let description = function["description"] { converted["description"] = description }
+                converted["input_schema"] = function["parameters"] ?? ["type": "object", "properties": [:]]
+                return .object(converted)
+            })
+            if let choice = Self.toolChoice(source["tool_choice"], parallel: source["parallel_tool_calls"]?.boolValue) {
+                body["tool_choice"] = choice
+            }
+        }
+        body["stream"] = true
+
+        var headers = [("content-type", "application/json"), ("accept", "text/event-stream"),
+                       ("anthropic-version", Self.version)]
+        if let apiKey { headers.append(("x-api-key", apiKey)) }
+        let base = attempt.provider.baseURL.hasSuffix("/") ? String(attempt.provider.baseURL.dropLast()) : attempt.provider.baseURL
+        return UpstreamRequest(url: base + "/messages", headers: headers, body: ByteBuffer(bytes: JSONWriter.bytes(.object(body))))
+    }
+
+    static func toolChoice(_ choice: JSONValue?, parallel: Bool?) -> JSONValue? {
+        var result: JSONObject
+        switch choice {
+        case .string("none")?: result = ["type": "none"]
+        case .string("required")?: result = ["type": "any"]
+        case .string("auto")?, nil: result = ["type": "auto"]
+        case .object(let object)?:
+            guard let name = object["function"]?["name"]?.stringValue else { return nil }
+            result = ["type": "tool", "name": .string(name)]
+        default: return nil
+        }
+        if parallel == false { result["disable_parallel_tool_use"] = true }
+        return .object(result)
+    }
+
+    /// OpenAI content (a string or parts) as Anthropic content blocks.
+    static func blocks(_ content: JSONValue?) -> [JSONValue] {
+        switch content {
+        case .string(let text)?: return text.isEmpty ? [] : [["type": "text", "text": .string(text)]]
+        case .array(let parts)?:
+            return parts.compactMap { part in
+                switch part["type"]?.stringValue {
+                case "text":
+                    guard let text = part["text"]?.stringValue, !text.isEmpty else { return nil }
+                    var block: JSONObject = ["type": "text", "text": .string(text)]
+                    if let cache = part["cache_control"] { block["cache_control"] = cache }
+                    return .object(block)
+                case "image_url":
+                    guard let url = part["image_url"]?["url"]?.stringValue ?? part["image_url"]?.stringValue else { return nil }
+                    if let (mediaType, data) = DataURL.split(url) {
+                        return ["type": "image", "source": ["type": "base64", "media_type": .string(mediaType), "data": .string(data)]]
+                    }
+                    return ["type": "image", "source": ["type": "url", "url": .string(url)]]
+                default:
+                    return nil
+                }
+            }
+        default: return []
+        }
+    }
+
+    /// Splits OpenAI messages into Anthropic's `system` blocks and alternating user/assistant turns.
+    static func translateMessages(_ messages: [JSONValue]) -> (system: [JSONValue], messages: [JSONValue]) {
+        var system: [JSONValue] = []
+        var turns: [(role: String, blocks: [JSONValue])] = []
+        func append(_ role: String, _ blocks: [JSONValue]) {
+            guard !blocks.isEmpty else { return }
+            if let last = turns.last, last.role == role {
+                turns[turns.count - 1].blocks += blocks
+            } else {
+                turns.append((role, blocks))
+            }
+        }
+        for message in messages {
+            let role = message["role"]?.stringValue ?? "user"
+            switch role {
+            case "system", "developer":
+                system += blocks(message["content"])
+            case "assistant":
+                var content = blocks(message["content"])
+                for call in message["tool_calls"]?.arrayValue ?? [] {
+                    let arguments = call["function"]?["arguments"]?.stringValue ?? "{}"
+                    let input = (try? JSONDecoder().decode(JSONValue.self, from: Data(arguments.utf8))).flatMap { $0.objectValue != nil ? $0 : nil }
+                        ?? JSONValue.object([:])
+                    content.append([
+                        "type": "tool_use", "id": .string(sanitizeID(call["id"]?.stringValue ?? "call")),
+                        "name": call["function"]?["name"] ?? "tool", "input": input,
+                    ])
+                }
+                append("assistant", content)
+            case "tool", "function":
+                var result: JSONObject = [
+                    "type": "tool_result", "tool_use_id": .string(sanitizeID(message["tool_call_id"]?.stringValue ?? "call")),
+                ]
+                switch message["content"] {
+                case .string(let text)?: result["content"] = .string(text)
+                case .array?: result["content"] = .array(blocks(message["content"]))
+                default: result["content"] = ""
+                }
+                // tool results lead their user turn
+                if let last = turns.last, last.role == "user" {
+                    let firstText = last.blocks.firstIndex { $0["type"] != "tool_result" } ?? last.blocks.count
+                    turns[turns.count - 1].blocks.insert(.object(result), at: firstText)
+                } else {
+                    turns.append(("user", [.object(result)]))
+                }
+            default:
+                append("user", blocks(message["content"]))
+            }
+        }
+        if turns.first?.role == "assistant" { turns.insert(("user", [["type": "text", "text": "…"]]), at: 0) }
+        if turns.isEmpty { turns.append(("user", [["type": "text", "text": "…"]])) }
+        return (system, turns.map { ["role": .string($0.role), "content": .array($0.blocks)] })
+    }
+
+    /// Anthropic tool ids must match `^[a-zA-Z0-9_-]+$`; ids from other providers may not.
+    static func sanitizeID(_ id: String) -> String {
+        let cleaned = String(id.unicodeScalars.map { scalar -> Character in
+            CharacterSet.alphanumerics.contains(scalar) && scalar.isASCII || scalar == "_" || scalar == "-" ? Character(scalar) : "_"
+        })
+        return cleaned.isEmpty ? "call" : cleaned
+    }
+
+    public func makeDecoder() -> AnthropicStreamDecoder { AnthropicStreamDecoder() }
+
+    public func failure(status: Int, body: ByteBuffer, retryAfter: Int?) -> UpstreamFailure {
+        let raw = String(buffer: body)
+        let parsed = try? JSONDecoder().decode(JSONValue.self, from: Data(raw.utf8))
+        let message = parsed?["error"]?["message"]?.stringValue ?? "Provider returned error"
+        return UpstreamFailure(.status(status), message, raw: raw, retryAfter: retryAfter)
+    }
+}
+
+/// Reads Anthropic's named stream events into OpenAI deltas.
+///
+/// Tool calls get OpenAI indexes counted per message (Anthropic's block indexes also count text
+/// blocks); usage combines `message_start` (input side) with the cumulative `message_delta` counts.
+public struct AnthropicStreamDecoder: StreamDecoder {
+    var messageID: String?
+    var toolIndexByBlock: [Int: Int] = [:]
+    var nextToolIndex = 0
+    var usage = TokenUsage()
+
+    public init() {}
+
+    func delta(_ delta: JSONObject, finish: String? = nil, native: String? = nil) -> AdapterEvent {
+        var choice: JSONObject = ["index": 0, "delta": .object(delta), "logprobs": nil]
+        choice["finish_reason"] = finish.map { .string($0) } ?? .null
+        choice["native_finish_reason"] = native.map { .string($0) } ?? .null
+        return .delta(CompletionDelta(choices: [.object(choice)], upstreamID: messageID))
+    }
+
+    public mutating func decode(_ event: SSEEvent) throws(UpstreamFailure) -> [AdapterEvent] {
+        guard let json = try? JSONDecoder().decode(JSONValue.self, from: Data(event.data.utf8)) else {
+            throw UpstreamFailure(.malformed, "Provider sent an event that is not JSON", raw: String(event.data.prefix(2048)))
+        }
+        let type = json["type"]?.stringValue ?? event.event ?? ""
+        switch type {
+        case "message_start":
+            messageID = json["message"]?["id"]?.stringValue
+            let start = json["message"]?["usage"]
+            let input = start?["input_tokens"]?.intValue ?? 0
+            let cacheRead = start?["cache_read_input_tokens"]?.intValue ?? 0
+            let cacheWrite = start?["cache_creation_input_tokens"]?.intValue ?? 0
+            usage.promptTokens = input + cacheRead + cacheWrite
+            usage.cachedTokens = cacheRead
+            usage.cacheWriteTokens = cacheWrite
+            usage.completionTokens = start?["output_tokens"]?.intValue ?? 0
+            return [delta(["role": "assistant", "content": ""])]
+        case "content_block_start":
+            let block = json["content_block"]
+            let index = json["index"]?.intValue ?? 0
+            if block?["type"] == "tool_use" {
+                let toolIndex = nextToolIndex
+                nextToolIndex += 1
+                toolIndexByBlock[index] = toolIndex
+                return [delta(["tool_calls": [[
+                    "index": .int(Int64(toolIndex)), "id": block?["id"] ?? "call", "type": "function",
+                    "function": ["name": block?["name"] ?? "tool", "arguments": ""],
+                ]]])]
+            }
+            if let text = block?["text"]?.stringValue, !text.isEmpty { return [delta(["content": .string(text)])] }
+            return []
+        case "content_block_delta":
+            let body = json["delta"]
+            switch body?["type"]?.stringValue {
+            case "text_delta": return [delta(["content": body?["text"] ?? ""])]
+            case "thinking_delta": return [delta(["reasoning": body?["thinking"] ?? ""])]
+            case "input_json_delta":
+                let toolIndex = toolIndexByBlock[json["index"]?.intValue ?? 0] ?? 0
+                return [delta(["tool_calls": [["index": .int(Int64(toolIndex)), "function": ["arguments": body?["partial_json"] ?? ""]]]])]
+            default: return []
+            }
+        case "message_delta":
+            if let output = json["usage"]?["output_tokens"]?.intValue { usage.completionTokens = output }
+            if let input = json["usage"]?["input_tokens"]?.intValue, input > 0 {
+                usage.promptTokens = input + usage.cachedTokens + usage.cacheWriteTokens
+            }
+            guard let native = json["delta"]?["stop_reason"]?.stringValue else { return [] }
+            let finish = native == "model_context_window_exceeded" ? "length" : FinishReason.normalize(native)
+            return [delta([:], finish: finish, native: native)]
+        case "message_stop":
+            return [.usage(usage), .done]
+        case "error":
+            let kind = json["error"]?["type"]?.stringValue ?? "error"
+            throw UpstreamFailure(.streamError, json["error"]?["message"]?.stringValue ?? kind, raw: event.data)
+        default:
+            return []  // ping, content_block_stop, unknown future events
+        }
+    }
+}
+
+/// `data:` URLs: `data:image/png;base64,AAAA` → (`image/png`, `AAAA`).
+public enum DataURL {
+    public static func split(_ url: String) -> (mediaType: String, data: String)? {
+        guard url.hasPrefix("data:"), let comma = url.firstIndex(of: ",") else { return nil }
+        let header = url[url.index(url.startIndex, offsetBy: 5)..<comma]
+        guard header.hasSuffix(";base64") else { return nil }
+        return (String(header.dropLast(7)), String(url[url.index(after: comma)...]))
+    }
+}
