@@ -110,7 +110,7 @@ public struct Gateway: Sendable {
         }
         let json: JSONValue
         do {
-            json = try JSONDecoder().decode(JSONValue.self, from: body)
+            json = try JSONParser.parse(body.readableBytesView)
         } catch {
             throw APIError.badRequest("Request body is not valid JSON")
         }

@@ -117,7 +117,7 @@ public struct AnthropicAdapter: ProviderAdapter {
                 var content = blocks(message["content"])
                 for call in message["tool_calls"]?.arrayValue ?? [] {
                     let arguments = call["function"]?["arguments"]?.stringValue ?? "{}"
-                    let input = (try? JSONDecoder().decode(JSONValue.self, from: Data(arguments.utf8))).flatMap { $0.objectValue != nil ? $0 : nil }
+                    let input = (try? JSONParser.parse(arguments)).flatMap { $0.objectValue != nil ? $0 : nil }
                         ?? JSONValue.object([:])
                     content.append([
                         "type": "tool_use", "id": .string(sanitizeID(call["id"]?.stringValue ?? "call")),
@@ -162,7 +162,7 @@ public struct AnthropicAdapter: ProviderAdapter {
 
     public func failure(status: Int, body: ByteBuffer, retryAfter: Int?) -> UpstreamFailure {
         let raw = String(buffer: body)
-        let parsed = try? JSONDecoder().decode(JSONValue.self, from: Data(raw.utf8))
+        let parsed = try? JSONParser.parse(raw)
         let message = parsed?["error"]?["message"]?.stringValue ?? "Provider returned error"
         return UpstreamFailure(.status(status), message, raw: raw, retryAfter: retryAfter)
     }
@@ -188,7 +188,7 @@ public struct AnthropicStreamDecoder: StreamDecoder {
     }
 
     public mutating func decode(_ event: SSEEvent) throws(UpstreamFailure) -> [AdapterEvent] {
-        guard let json = try? JSONDecoder().decode(JSONValue.self, from: Data(event.data.utf8)) else {
+        guard let json = try? JSONParser.parse(event.data) else {
             throw UpstreamFailure(.malformed, "Provider sent an event that is not JSON", raw: String(event.data.prefix(2048)))
         }
         let type = json["type"]?.stringValue ?? event.event ?? ""

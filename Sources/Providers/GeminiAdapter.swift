@@ -126,7 +126,7 @@ public struct GeminiAdapter: ProviderAdapter {
                     let name = call["function"]?["name"]?.stringValue ?? "tool"
                     if let id = call["id"]?.stringValue { toolNames[id] = name }
                     let arguments = call["function"]?["arguments"]?.stringValue ?? "{}"
-                    let args = (try? JSONDecoder().decode(JSONValue.self, from: Data(arguments.utf8))).flatMap { $0.objectValue != nil ? $0 : nil }
+                    let args = (try? JSONParser.parse(arguments)).flatMap { $0.objectValue != nil ? $0 : nil }
                         ?? JSONValue.object([:])
                     content.append(["functionCall": ["name": .string(name), "args": args]])
                 }
@@ -139,7 +139,7 @@ public struct GeminiAdapter: ProviderAdapter {
                 case .array(let items)?: items.compactMap { $0["text"]?.stringValue }.joined()
                 default: ""
                 }
-                let parsed = try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8))
+                let parsed = try? JSONParser.parse(text)
                 let response: JSONValue = parsed?.objectValue != nil ? parsed! : ["content": .string(text)]
                 append("user", [["functionResponse": ["name": .string(name), "response": response]]])
             default:
@@ -154,7 +154,7 @@ public struct GeminiAdapter: ProviderAdapter {
 
     public func failure(status: Int, body: ByteBuffer, retryAfter: Int?) -> UpstreamFailure {
         let raw = String(buffer: body)
-        let parsed = try? JSONDecoder().decode(JSONValue.self, from: Data(raw.utf8))
+        let parsed = try? JSONParser.parse(raw)
         let message = parsed?["error"]?["message"]?.stringValue ?? "Provider returned error"
         var delay = retryAfter
         for detail in parsed?["error"]?["details"]?.arrayValue ?? [] {
@@ -177,7 +177,7 @@ public struct GeminiStreamDecoder: StreamDecoder {
     public init() {}
 
     public mutating func decode(_ event: SSEEvent) throws(UpstreamFailure) -> [AdapterEvent] {
-        guard let json = try? JSONDecoder().decode(JSONValue.self, from: Data(event.data.utf8)), json.objectValue != nil else {
+        guard let json = try? JSONParser.parse(event.data), json.objectValue != nil else {
             throw UpstreamFailure(.malformed, "Provider sent an event that is not JSON", raw: String(event.data.prefix(2048)))
         }
         if let error = json["error"], !error.isNull {

@@ -33,7 +33,7 @@ public struct OpenAIAdapter: ProviderAdapter {
 
     public func failure(status: Int, body: ByteBuffer, retryAfter: Int?) -> UpstreamFailure {
         let raw = String(buffer: body)
-        let parsed = try? JSONDecoder().decode(JSONValue.self, from: Data(raw.utf8))
+        let parsed = try? JSONParser.parse(raw)
         let message = parsed?["error"]?["message"]?.stringValue ?? parsed?["message"]?.stringValue
             ?? "Provider returned error"
         return UpstreamFailure(.status(status), message, raw: raw, retryAfter: retryAfter)
@@ -46,7 +46,7 @@ public struct OpenAIStreamDecoder: StreamDecoder {
 
     public mutating func decode(_ event: SSEEvent) throws(UpstreamFailure) -> [AdapterEvent] {
         if event.data == "[DONE]" { return [.done] }
-        guard let json = try? JSONDecoder().decode(JSONValue.self, from: Data(event.data.utf8)),
+        guard let json = try? JSONParser.parse(event.data),
             let chunk = json.objectValue
         else {
             throw UpstreamFailure(.malformed, "Provider sent an event that is not JSON", raw: String(event.data.prefix(2048)))

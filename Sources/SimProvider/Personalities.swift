@@ -189,7 +189,7 @@ struct AnthropicPersonality: Personality {
         var content: [JSONValue] = []
         if !completion.tokens.isEmpty { content.append(["type": "text", "text": .string(completion.text)]) }
         if let call = completion.toolCall {
-            let input = (try? JSONDecoder().decode(JSONValue.self, from: Data(call.arguments.utf8))) ?? [:]
+            let input = (try? JSONParser.parse(call.arguments)) ?? [:]
             content.append(["type": "tool_use", "id": .string("toolu_" + call.id), "name": .string(call.name), "input": input])
         }
         return [
@@ -299,7 +299,7 @@ struct GeminiPersonality: Personality {
 
     func callPart(_ completion: SimulatedModel.Completion) -> [JSONValue] {
         guard let call = completion.toolCall else { return [] }
-        let args = (try? JSONDecoder().decode(JSONValue.self, from: Data(call.arguments.utf8))) ?? [:]
+        let args = (try? JSONParser.parse(call.arguments)) ?? [:]
         return [["functionCall": ["name": .string(call.name), "args": args]]]
     }
 

@@ -112,7 +112,7 @@ public struct Simulator: Sendable {
     ) async throws -> Response {
         let provider = context.parameters.get("provider") ?? "unknown"
         let raw = try await request.body.collect(upTo: 64 << 20)
-        guard let body = try? JSONDecoder().decode(JSONValue.self, from: raw), body.objectValue != nil else {
+        guard let body = try? JSONParser.parse(raw.readableBytesView), body.objectValue != nil else {
             let (status, error, _) = personality.error(status: 400)
             return Simulator.json(error, status: .init(code: status))
         }

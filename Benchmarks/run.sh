@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Side-by-side load test, in one run, of the same upstream reached three ways:
+#   (a) the simulated provider directly,
+#   (b) the Signalbox router in front of it,
+#   (c) nginx proxy_pass in front of it,
+# with wrk POSTing a non-streamed chat completion. Prints requests/s and latency percentiles
+# for each, the router/nginx throughput ratio, the router's CPU time per request and the
+# latency it adds over a direct call.
+#
+# Usage: Benchmarks/run.sh [seconds per run (10)] [connections (32)]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${1:-10}
+CONNECTIONS=${2:-32}
+THREADS=2
+
+command -v wrk >/dev/null && command -v nginx >/dev/null || {
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light
+}
+swift build -c release --product signalbox >/dev/null
+BIN="$(swift build -c release --show-bin-path)/signalbox"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'; }
+SIM_PORT=$(free_port); ROUTER_PORT=$(free_port); NGINX_PORT=$(free_port)
+WORK=$(mktemp -d /tmp/signalbox-bench.XXXXXX)
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+wait_for() { for _ in $(seq 1 100); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
+
+# The upstream: no artificial latency, so the comparison measures the proxies.
+"$BIN" sim-provider --port "$SIM_PORT" --first-token-ms 0 --inter-token-ms 0 >"$WORK/sim.log" 2>&1 & pids+=($!)
+wait_for "http://127.0.0.1:$SIM_PORT/healthz"
+
+SIGNALBOX_DEMO_KEY=sk-sb-v1-benchmark "$BIN" serve --port "$ROUTER_PORT" --sim-url "http://127.0.0.1:$SIM_PORT" \
+  --data-dir "$WORK/data" --demo-credits 1000000 --log-level warning >"$WORK/router.log" 2>&1 & ROUTER_PID=$!; pids+=($ROUTER_PID)
+wait_for "http://127.0.0.1:$ROUTER_PORT/readyz"
+
+cat >"$WORK/nginx.conf" <<NGINX
+worker_processes 1;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream sim { server 127.0.0.1:$SIM_PORT; keepalive 64; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location / {
+      proxy_pass http://sim;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }
+  }
+}
+NGINX
+nginx -c "$WORK/nginx.conf" -g 'daemon off;' & pids+=($!)
+wait_for "http://127.0.0.1:$NGINX_PORT/healthz"
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+run() {  # label url path key
+  BENCH_LABEL=$1 BENCH_PATH=$3 BENCH_KEY=$4 BENCH_MODEL=${5:-openai/gpt-4o-mini} \
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" -s Benchmarks/post.lua "$2" 2>&1 >/dev/null | sed -n 's/^RESULT //p'
+}
+
+echo "warming up…" >&2
+BENCH_LABEL=warmup BENCH_PATH=/api/v1/chat/completions BENCH_KEY=sk-sb-v1-benchmark \
+  wrk -t1 -c4 -d2s -s Benchmarks/post.lua "http://127.0.0.1:$ROUTER_PORT" >/dev/null 2>&1
+
+direct=$(run direct "http://127.0.0.1:$SIM_PORT" /openai/v1/chat/completions "" gpt-4o-mini)
+before=$(cpu_ticks "$ROUTER_PID")
+router=$(run router "http://127.0.0.1:$ROUTER_PORT" /api/v1/chat/completions sk-sb-v1-benchmark)
+after=$(cpu_ticks "$ROUTER_PID")
+nginx=$(run nginx "http://127.0.0.1:$NGINX_PORT" /openai/v1/chat/completions "" gpt-4o-mini)
+TICKS=$(getconf CLK_TCK)
+
+python3 - "$direct" "$router" "$nginx" "$before" "$after" "$TICKS" "$DURATION" "$CONNECTIONS" <<'PY'
+import json, sys
+direct, router, nginx = (json.loads(x) for x in sys.argv[1:4])
+before, after, ticks, duration, connections = (int(x) for x in sys.argv[4:9])
+print(f"Signalbox benchmark: {duration}s per target, {connections} connections, non-streamed chat completions")
+print(f"{'target':8} {'req/s':>10} {'p50 µs':>9} {'p90 µs':>9} {'p99 µs':>9} {'errors':>7}")
+for r in (direct, router, nginx):
+    print(f"{r['label']:8} {r['rps']:>10.1f} {r['p50_us']:>9} {r['p90_us']:>9} {r['p99_us']:>9} {r['errors'] + r['non2xx']:>7}")
+cpu_us = (after - before) / ticks * 1e6 / max(router['requests'], 1)
+print(f"router/nginx throughput: {router['rps'] / nginx['rps']:.2f}x")
+print(f"router CPU per request: {cpu_us:.0f} µs")
+print(f"router added latency over direct: p50 +{router['p50_us'] - direct['p50_us']} µs, p99 +{router['p99_us'] - direct['p99_us']} µs")
+PY
