@@ -68,34 +68,42 @@ struct ChatPipeline: Sendable {
                 + "no API key is configured on this node for \(providers)",
                 metadata: ["providers": .array(Array(Set(planned.map(\.provider.slug))).sorted().map { .string($0) })])
         }
-        let balance = try await ledger.balance(account: key.accountID)
-        guard balance.balance > .zero else {
-            throw APIError(status: 402, message: "Insufficient credits. Add more credits to this account and retry.",
-                           metadata: ["balance": .decimal(balance.balance.decimalString)])
-        }
         let generationID = Self.makeGenerationID()
         var prepared = PreparedChat(
             request: request, key: key, attempts: attempts, generationID: generationID,
             created: Int64(Date().timeIntervalSince1970), holdID: nil, startedAt: clock.now, startedDate: Date())
 
-        let first = attempts[0]
         let worstCase = attempts.map { $0.worstCaseCost(promptTokens: request.promptTokenEstimate, maxTokens: request.maxTokens) }
-        var amount = worstCase.max() ?? .zero
-        if amount > balance.available {
-            // Not every fallback is affordable: keep those the first attempt's hold covers.
-            amount = worstCase[0]
-            prepared.attempts = zip(attempts, worstCase).filter { $0.1 <= amount }.map(\.0)
+        let largest = worstCase.max() ?? .zero
+        guard largest > .zero else {
+            // Free requests hold nothing, but an account with no balance is refused all the same.
+            let balance = try await ledger.balance(account: key.accountID)
+            guard balance.balance > .zero else { throw Self.noBalance(balance.balance) }
+            return prepared
         }
-        guard amount > .zero else { return prepared }
+        // One hold covers every planned attempt, so failover never needs a second reservation.
+        // When that is more than the account has, keep the attempts the first one's hold covers.
         let holdID = "hold-" + generationID
-        let outcome = try await ledger.placeHold(HoldRequest(
-            id: holdID, account: key.accountID, amount: amount, keyID: key.id,
-            expiresAt: Date().addingTimeInterval(configuration.holdTTL)))
+        let expiry = Date().addingTimeInterval(configuration.holdTTL)
+        var outcome = try await ledger.placeHold(HoldRequest(
+            id: holdID, account: key.accountID, amount: largest, keyID: key.id, expiresAt: expiry))
+        if case .insufficient(let available) = outcome, worstCase[0] < largest {
+            guard available > .zero else { throw Self.noBalance(available) }
+            prepared.attempts = zip(attempts, worstCase).filter { $0.1 <= worstCase[0] }.map(\.0)
+            outcome = try await ledger.placeHold(HoldRequest(
+                id: holdID, account: key.accountID, amount: worstCase[0], keyID: key.id, expiresAt: expiry))
+        }
         if case .insufficient(let available) = outcome {
-            throw Self.cannotAfford(first, request: request, available: available)
+            guard available > .zero else { throw Self.noBalance(available) }
+            throw Self.cannotAfford(attempts[0], request: request, available: available)
         }
         prepared.holdID = holdID
         return prepared
+    }
+
+    static func noBalance(_ balance: Money) -> APIError {
+        APIError(status: 402, message: "Insufficient credits. Add more credits to this account and retry.",
+                 metadata: ["available": .decimal(balance.decimalString)])
     }
 
     static func cannotAfford(_ attempt: PlannedAttempt, request: ChatRequest, available: Money) -> APIError {

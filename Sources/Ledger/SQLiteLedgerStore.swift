@@ -90,23 +90,22 @@ public final class SQLiteLedgerStore: LedgerStore {
     static func date(_ millis: Int64) -> Date { Date(timeIntervalSince1970: Double(millis) / 1000) }
 
     static func ensureAccount(_ db: Database, id: String, name: String, isSystem: Bool) throws {
-        try db.execute(sql: "INSERT OR IGNORE INTO accounts (id, name, is_system, created_at) VALUES (?, ?, ?, ?)",
-                       arguments: [id, name, isSystem, millis(Date())])
-        try db.execute(sql: "INSERT OR IGNORE INTO balances (account_id) VALUES (?)", arguments: [id])
+        try db.cachedStatement(sql: "INSERT OR IGNORE INTO accounts (id, name, is_system, created_at) VALUES (?, ?, ?, ?)").execute(arguments: [id, name, isSystem, millis(Date())])
+        try db.cachedStatement(sql: "INSERT OR IGNORE INTO balances (account_id) VALUES (?)").execute(arguments: [id])
     }
 
     /// System accounts (`platform:…`, `provider:…`) come into being when first used.
     static func requireAccount(_ db: Database, _ id: String) throws {
         if id.hasPrefix("provider:") || id.hasPrefix("platform:") {
             try ensureAccount(db, id: id, name: id, isSystem: true)
-        } else if try Row.fetchOne(db, sql: "SELECT 1 FROM accounts WHERE id = ?", arguments: [id]) == nil {
+        } else if try Row.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM accounts WHERE id = ?"), arguments: [id]) == nil {
             throw LedgerError.unknownAccount(id)
         }
     }
 
     static func post(_ db: Database, _ transfer: TransferRequest) throws {
         guard transfer.amount >= .zero else { throw LedgerError.invalidAmount(transfer.amount) }
-        if let row = try Row.fetchOne(db, sql: "SELECT debit_account, credit_account, amount FROM transfers WHERE idempotency_key = ?",
+        if let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT debit_account, credit_account, amount FROM transfers WHERE idempotency_key = ?"),
                                       arguments: [transfer.idempotencyKey]) {
             let same = row["debit_account"] as String == transfer.debitAccount
                 && row["credit_account"] as String == transfer.creditAccount
@@ -116,27 +115,24 @@ public final class SQLiteLedgerStore: LedgerStore {
         }
         try requireAccount(db, transfer.debitAccount)
         try requireAccount(db, transfer.creditAccount)
-        try db.execute(sql: """
+        try db.cachedStatement(sql: """
             INSERT INTO transfers (idempotency_key, debit_account, credit_account, amount, kind, key_id, generation_id, memo, created_at)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """, arguments: [transfer.idempotencyKey, transfer.debitAccount, transfer.creditAccount, transfer.amount.nanos,
+            """).execute(arguments: [transfer.idempotencyKey, transfer.debitAccount, transfer.creditAccount, transfer.amount.nanos,
                              transfer.kind.rawValue, transfer.keyID, transfer.generationID, transfer.memo, millis(Date())])
-        try db.execute(sql: "UPDATE balances SET balance = balance - ? WHERE account_id = ?",
-                       arguments: [transfer.amount.nanos, transfer.debitAccount])
-        try db.execute(sql: "UPDATE balances SET balance = balance + ? WHERE account_id = ?",
-                       arguments: [transfer.amount.nanos, transfer.creditAccount])
+        try db.cachedStatement(sql: "UPDATE balances SET balance = balance - ? WHERE account_id = ?").execute(arguments: [transfer.amount.nanos, transfer.debitAccount])
+        try db.cachedStatement(sql: "UPDATE balances SET balance = balance + ? WHERE account_id = ?").execute(arguments: [transfer.amount.nanos, transfer.creditAccount])
     }
 
     /// Moves a pending hold to `status`, releasing its reservation. Returns false if it was not pending.
     @discardableResult
     static func closeHold(_ db: Database, id: String, status: HoldStatus) throws -> Bool {
-        guard let row = try Row.fetchOne(db, sql: "SELECT account_id, amount, status FROM holds WHERE id = ?", arguments: [id]) else {
+        guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT account_id, amount, status FROM holds WHERE id = ?"), arguments: [id]) else {
             throw LedgerError.unknownHold(id)
         }
         guard row["status"] as String == HoldStatus.pending.rawValue else { return false }
-        try db.execute(sql: "UPDATE holds SET status = ? WHERE id = ?", arguments: [status.rawValue, id])
-        try db.execute(sql: "UPDATE balances SET held = held - ? WHERE account_id = ?",
-                       arguments: [row["amount"] as Int64, row["account_id"] as String])
+        try db.cachedStatement(sql: "UPDATE holds SET status = ? WHERE id = ?").execute(arguments: [status.rawValue, id])
+        try db.cachedStatement(sql: "UPDATE balances SET held = held - ? WHERE account_id = ?").execute(arguments: [row["amount"] as Int64, row["account_id"] as String])
         return true
     }
 
@@ -149,7 +145,7 @@ public final class SQLiteLedgerStore: LedgerStore {
 
     public func account(id: String) async throws -> Account? {
         try await database.read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM accounts WHERE id = ?", arguments: [id]).map {
+            try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM accounts WHERE id = ?"), arguments: [id]).map {
                 Account(id: $0["id"], name: $0["name"], isSystem: $0["is_system"], createdAt: Self.date($0["created_at"]))
             }
         }
@@ -166,26 +162,26 @@ public final class SQLiteLedgerStore: LedgerStore {
     public func placeHold(_ hold: HoldRequest) async throws -> HoldOutcome {
         guard hold.amount >= .zero else { throw LedgerError.invalidAmount(hold.amount) }
         return try await database.write { db in
-            if try Row.fetchOne(db, sql: "SELECT 1 FROM holds WHERE id = ?", arguments: [hold.id]) != nil { return .placed }
-            guard let row = try Row.fetchOne(db, sql: "SELECT balance, held FROM balances WHERE account_id = ?", arguments: [hold.account]) else {
+            if try Row.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM holds WHERE id = ?"), arguments: [hold.id]) != nil { return .placed }
+            guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT balance, held FROM balances WHERE account_id = ?"), arguments: [hold.account]) else {
                 throw LedgerError.unknownAccount(hold.account)
             }
             let available = (row["balance"] as Int64) - (row["held"] as Int64)
             guard available >= hold.amount.nanos else { return .insufficient(available: Money(nanos: available)) }
-            try db.execute(sql: """
+            try db.cachedStatement(sql: """
                 INSERT INTO holds (id, account_id, amount, status, key_id, expires_at, created_at) VALUES (?, ?, ?, 'pending', ?, ?, ?)
-                """, arguments: [hold.id, hold.account, hold.amount.nanos, hold.keyID, Self.millis(hold.expiresAt), Self.millis(Date())])
-            try db.execute(sql: "UPDATE balances SET held = held + ? WHERE account_id = ?", arguments: [hold.amount.nanos, hold.account])
+                """).execute(arguments: [hold.id, hold.account, hold.amount.nanos, hold.keyID, Self.millis(hold.expiresAt), Self.millis(Date())])
+            try db.cachedStatement(sql: "UPDATE balances SET held = held + ? WHERE account_id = ?").execute(arguments: [hold.amount.nanos, hold.account])
             return .placed
         }
     }
 
     public func settle(holdID: String, transfers: [TransferRequest], generation: GenerationRecord) async throws {
         try await database.write { db in
-            guard let status = try String.fetchOne(db, sql: "SELECT status FROM holds WHERE id = ?", arguments: [holdID]) else {
+            guard let status = try String.fetchOne(db.cachedStatement(sql: "SELECT status FROM holds WHERE id = ?"), arguments: [holdID]) else {
                 throw LedgerError.unknownHold(holdID)
             }
-            if try Row.fetchOne(db, sql: "SELECT 1 FROM generations WHERE id = ?", arguments: [generation.id]) != nil {
+            if try Row.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM generations WHERE id = ?"), arguments: [generation.id]) != nil {
                 return  // replay
             }
             // A hold that expired before its request finished still gets its charge: the tokens
@@ -204,13 +200,13 @@ public final class SQLiteLedgerStore: LedgerStore {
 
     public func holdStatus(id: String) async throws -> HoldStatus? {
         try await database.read { db in
-            try String.fetchOne(db, sql: "SELECT status FROM holds WHERE id = ?", arguments: [id]).flatMap(HoldStatus.init(rawValue:))
+            try String.fetchOne(db.cachedStatement(sql: "SELECT status FROM holds WHERE id = ?"), arguments: [id]).flatMap(HoldStatus.init(rawValue:))
         }
     }
 
     public func expireHolds(now: Date) async throws -> Int {
         try await database.write { db in
-            let ids = try String.fetchAll(db, sql: "SELECT id FROM holds WHERE status = 'pending' AND expires_at < ?",
+            let ids = try String.fetchAll(db.cachedStatement(sql: "SELECT id FROM holds WHERE status = 'pending' AND expires_at < ?"),
                                           arguments: [Self.millis(now)])
             for id in ids { try Self.closeHold(db, id: id, status: .voided) }
             return ids.count
@@ -221,7 +217,7 @@ public final class SQLiteLedgerStore: LedgerStore {
 
     public func balance(account: String) async throws -> AccountBalance {
         try await database.read { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT balance, held FROM balances WHERE account_id = ?", arguments: [account]) else {
+            guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT balance, held FROM balances WHERE account_id = ?"), arguments: [account]) else {
                 throw LedgerError.unknownAccount(account)
             }
             let balance: Int64 = row["balance"]
@@ -232,7 +228,7 @@ public final class SQLiteLedgerStore: LedgerStore {
 
     public func entries(account: String, limit: Int) async throws -> [Transfer] {
         try await database.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM transfers WHERE debit_account = ? OR credit_account = ? ORDER BY id DESC LIMIT ?",
+            try Row.fetchAll(db.cachedStatement(sql: "SELECT * FROM transfers WHERE debit_account = ? OR credit_account = ? ORDER BY id DESC LIMIT ?"),
                              arguments: [account, account, limit]).map { row in
                 Transfer(
                     id: row["id"], idempotencyKey: row["idempotency_key"], debitAccount: row["debit_account"],
@@ -245,12 +241,12 @@ public final class SQLiteLedgerStore: LedgerStore {
 
     public func creditTotals(account: String) async throws -> (credits: Money, usage: Money) {
         try await database.read { db in
-            let credits = try Int64.fetchOne(db, sql: """
+            let credits = try Int64.fetchOne(db.cachedStatement(sql: """
                 SELECT COALESCE(SUM(amount), 0) FROM transfers WHERE credit_account = ? AND kind IN ('purchase', 'grant', 'refund')
-                """, arguments: [account]) ?? 0
-            let usage = try Int64.fetchOne(db, sql: """
+                """), arguments: [account]) ?? 0
+            let usage = try Int64.fetchOne(db.cachedStatement(sql: """
                 SELECT COALESCE(SUM(amount), 0) FROM transfers WHERE debit_account = ? AND kind = 'charge'
-                """, arguments: [account]) ?? 0
+                """), arguments: [account]) ?? 0
             return (Money(nanos: credits), Money(nanos: usage))
         }
     }
@@ -283,11 +279,11 @@ public final class SQLiteLedgerStore: LedgerStore {
     public func insertKey(_ key: KeyRecord) async throws {
         try await database.write { db in
             try Self.requireAccount(db, key.accountID)
-            try db.execute(sql: """
+            try db.cachedStatement(sql: """
                 INSERT INTO api_keys (id, account_id, hash, label, name, is_admin, disabled, limit_nanos, limit_reset, expires_at, created_at)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT(hash) DO NOTHING
-                """, arguments: [key.id, key.accountID, key.hash, key.label, key.name, key.isAdmin, key.disabled,
+                """).execute(arguments: [key.id, key.accountID, key.hash, key.label, key.name, key.isAdmin, key.disabled,
                                  key.limit?.nanos, key.limitReset, key.expiresAt.map(Self.millis), Self.millis(key.createdAt)])
         }
     }
@@ -336,12 +332,12 @@ public final class SQLiteLedgerStore: LedgerStore {
 
     static func insertGeneration(_ db: Database, _ g: GenerationRecord) throws {
         let attempts = String(decoding: try JSONEncoder().encode(g.attempts), as: UTF8.self)
-        try db.execute(sql: """
+        try db.cachedStatement(sql: """
             INSERT OR IGNORE INTO generations (id, account_id, key_id, model, provider_name, provider_tag, upstream_id,
               streamed, cancelled, finish_reason, native_finish_reason, tokens_prompt, tokens_completion, tokens_cached,
               tokens_cache_write, tokens_reasoning, cost, latency_ms, generation_time_ms, attempts, created_at)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """, arguments: [
+            """).execute(arguments: [
                 g.id, g.accountID, g.keyID, g.model, g.providerName, g.providerTag, g.upstreamID, g.streamed, g.cancelled,
                 g.finishReason, g.nativeFinishReason, g.usage.promptTokens, g.usage.completionTokens, g.usage.cachedTokens,
                 g.usage.cacheWriteTokens, g.usage.reasoningTokens, g.cost.nanos, g.latencyMs, g.generationTimeMs, attempts,
@@ -351,7 +347,7 @@ public final class SQLiteLedgerStore: LedgerStore {
 
     public func generation(id: String) async throws -> GenerationRecord? {
         try await database.read { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM generations WHERE id = ?", arguments: [id]) else { return nil }
+            guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM generations WHERE id = ?"), arguments: [id]) else { return nil }
             let attempts = (try? JSONDecoder().decode([AttemptRecord].self, from: Data((row["attempts"] as String).utf8))) ?? []
             return GenerationRecord(
                 id: id, accountID: row["account_id"], keyID: row["key_id"], model: row["model"],
