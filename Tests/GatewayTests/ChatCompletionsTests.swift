@@ -219,6 +219,19 @@ import Testing
         }
     }
 
+    @Test func endpointsWithoutCredentialsAreSkippedAnd503WhenNoneRemain() async throws {
+        try await TestNode.with(providersWithoutKeys: ["openai"]) { node in
+            let fallback = try await node.chat()
+            #expect(fallback.json?["provider"] == "Azure")
+        }
+        try await TestNode.with(providersWithoutKeys: ["openai", "azure"]) { node in
+            let reply = try await node.chat()
+            #expect(reply.status == 503)
+            #expect(reply.json?["error"]?["message"]?.stringValue?.contains("no API key is configured") == true)
+            #expect(try await node.simulatorRequests("openai") == 0)
+        }
+    }
+
     @Test func unknownRoutesAndWrongMethodsAreJSON() async throws {
         try await TestNode.with { node in
             let missing = try await node.request("/api/v1/nothing", method: .GET)

@@ -27,6 +27,7 @@ struct TestNode: Sendable {
         credits: String = "10",
         simulator simulatorConfiguration: SimulatorConfiguration = .init(firstTokenDelay: .milliseconds(5), interTokenDelay: .milliseconds(1)),
         configure: @Sendable (inout GatewayConfiguration) -> Void = { _ in },
+        providersWithoutKeys: Set<String> = [],
         _ body: @Sendable (TestNode) async throws -> Void
     ) async throws {
         var logger = Logger(label: "test")
@@ -64,7 +65,8 @@ struct TestNode: Sendable {
                 let gateway = Gateway(GatewayDependencies(
                     configuration: configuration, catalog: catalog, ledger: ledger,
                     transport: AsyncHTTPClientTransport(client: upstream),
-                    providerKeys: Dictionary(uniqueKeysWithValues: catalog.providers.keys.map { ($0, "sk-test") }), logger: logger))
+                    providerKeys: Dictionary(uniqueKeysWithValues: catalog.providers.keys.filter { !providersWithoutKeys.contains($0) }
+                        .map { ($0, "sk-test") }), logger: logger))
                 let (gatewayPorts, gatewayPort) = AsyncStream<Int>.makeStream()
                 let gatewayGroup = ServiceGroup(configuration: .init(
                     services: [gateway.buildApplication { gatewayPort.yield($0) }], logger: logger))
