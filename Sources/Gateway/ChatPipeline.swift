@@ -304,7 +304,7 @@ struct ChatPipeline: Sendable {
                                   retryAfter: response.header("retry-after").flatMap { Int($0) })
         }
         var parser = SSEParser()
-        var decoder = adapter.makeDecoder()
+        var decoder = adapter.makeDecoder(for: prepared.request)
         var accumulator = CompletionAccumulator()
         var usage: TokenUsage?
         var done = false

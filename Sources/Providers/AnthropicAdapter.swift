@@ -46,6 +46,11 @@ public struct AnthropicAdapter: ProviderAdapter {
                 body["tool_choice"] = choice
             }
         }
+        if Self.emulatesJSON(source) && !dropped.contains("response_format") {
+            let schema = source["response_format"]?["json_schema"]?["schema"] ?? ["type": "object"]
+            body["tools"] = [["name": .string(Self.jsonTool), "description": "Respond with the requested JSON.", "input_schema": schema]]
+            body["tool_choice"] = ["type": "tool", "name": .string(Self.jsonTool)]
+        }
         body["stream"] = true
 
         var headers = [("content-type", "application/json"), ("accept", "text/event-stream"),
@@ -158,7 +163,18 @@ public struct AnthropicAdapter: ProviderAdapter {
         return cleaned.isEmpty ? "call" : cleaned
     }
 
-    public func makeDecoder() -> AnthropicStreamDecoder { AnthropicStreamDecoder() }
+    public func makeDecoder(for request: ChatRequest) -> AnthropicStreamDecoder {
+        AnthropicStreamDecoder(jsonTool: Self.emulatesJSON(request.body) ? Self.jsonTool : nil)
+    }
+
+    /// Anthropic's Messages API has no JSON mode: JSON output is asked for as a forced call of
+    /// this tool, whose input schema is the requested schema, and its input becomes the answer.
+    public static let jsonTool = "json_output"
+
+    static func emulatesJSON(_ body: JSONObject) -> Bool {
+        let type = body["response_format"]?["type"]?.stringValue
+        return (type == "json_object" || type == "json_schema") && (body["tools"]?.arrayValue ?? []).isEmpty
+    }
 
     public func failure(status: Int, body: ByteBuffer, retryAfter: Int?) -> UpstreamFailure {
         let raw = String(buffer: body)
@@ -173,12 +189,15 @@ public struct AnthropicAdapter: ProviderAdapter {
 /// Tool calls get OpenAI indexes counted per message (Anthropic's block indexes also count text
 /// blocks); usage combines `message_start` (input side) with the cumulative `message_delta` counts.
 public struct AnthropicStreamDecoder: StreamDecoder {
+    /// The tool that stands in for JSON mode: its input is streamed as content.
+    let jsonTool: String?
+    var jsonBlock: Int?
     var messageID: String?
     var toolIndexByBlock: [Int: Int] = [:]
     var nextToolIndex = 0
     var usage = TokenUsage()
 
-    public init() {}
+    public init(jsonTool: String? = nil) { self.jsonTool = jsonTool }
 
     func delta(_ delta: JSONObject, finish: String? = nil, native: String? = nil) -> AdapterEvent {
         var choice: JSONObject = ["index": 0, "delta": .object(delta), "logprobs": nil]
@@ -207,6 +226,10 @@ public struct AnthropicStreamDecoder: StreamDecoder {
         case "content_block_start":
             let block = json["content_block"]
             let index = json["index"]?.intValue ?? 0
+            if block?["type"] == "tool_use", let jsonTool, block?["name"]?.stringValue == jsonTool {
+                jsonBlock = index
+                return []
+            }
             if block?["type"] == "tool_use" {
                 let toolIndex = nextToolIndex
                 nextToolIndex += 1
@@ -223,6 +246,8 @@ public struct AnthropicStreamDecoder: StreamDecoder {
             switch body?["type"]?.stringValue {
             case "text_delta": return [delta(["content": body?["text"] ?? ""])]
             case "thinking_delta": return [delta(["reasoning": body?["thinking"] ?? ""])]
+            case "input_json_delta" where json["index"]?.intValue == jsonBlock:
+                return [delta(["content": body?["partial_json"] ?? ""])]
             case "input_json_delta":
                 let toolIndex = toolIndexByBlock[json["index"]?.intValue ?? 0] ?? 0
                 return [delta(["tool_calls": [["index": .int(Int64(toolIndex)), "function": ["arguments": body?["partial_json"] ?? ""]]]])]
@@ -234,7 +259,8 @@ public struct AnthropicStreamDecoder: StreamDecoder {
                 usage.promptTokens = input + usage.cachedTokens + usage.cacheWriteTokens
             }
             guard let native = json["delta"]?["stop_reason"]?.stringValue else { return [] }
-            let finish = native == "model_context_window_exceeded" ? "length" : FinishReason.normalize(native)
+            var finish = native == "model_context_window_exceeded" ? "length" : FinishReason.normalize(native)
+            if jsonBlock != nil && native == "tool_use" { finish = "stop" }
             return [delta([:], finish: finish, native: native)]
         case "message_stop":
             return [.usage(usage), .done]

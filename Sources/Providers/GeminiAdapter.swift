@@ -150,7 +150,7 @@ public struct GeminiAdapter: ProviderAdapter {
         return (system, contents.map { ["role": .string($0.role), "parts": .array($0.parts)] })
     }
 
-    public func makeDecoder() -> GeminiStreamDecoder { GeminiStreamDecoder() }
+    public func makeDecoder(for request: ChatRequest) -> GeminiStreamDecoder { GeminiStreamDecoder() }
 
     public func failure(status: Int, body: ByteBuffer, retryAfter: Int?) -> UpstreamFailure {
         let raw = String(buffer: body)

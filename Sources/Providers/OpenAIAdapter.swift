@@ -29,7 +29,7 @@ public struct OpenAIAdapter: ProviderAdapter {
         )
     }
 
-    public func makeDecoder() -> OpenAIStreamDecoder { OpenAIStreamDecoder() }
+    public func makeDecoder(for request: ChatRequest) -> OpenAIStreamDecoder { OpenAIStreamDecoder() }
 
     public func failure(status: Int, body: ByteBuffer, retryAfter: Int?) -> UpstreamFailure {
         let raw = String(buffer: body)

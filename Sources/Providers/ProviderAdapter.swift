@@ -95,7 +95,8 @@ public protocol ProviderAdapter: Sendable {
     var format: WireFormat { get }
     /// The streaming upstream request for `request` at `attempt`'s endpoint.
     func makeRequest(_ request: ChatRequest, attempt: PlannedAttempt, apiKey: String?) -> UpstreamRequest
-    func makeDecoder() -> Decoder
+    /// A decoder for the stream answering `request` (some translations depend on the request).
+    func makeDecoder(for request: ChatRequest) -> Decoder
     /// Reads an error response (status ≥ 300) into a failure.
     func failure(status: Int, body: ByteBuffer, retryAfter: Int?) -> UpstreamFailure
 }

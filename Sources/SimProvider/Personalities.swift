@@ -234,28 +234,39 @@ struct AnthropicPersonality: Personality {
 
 /// Google Gemini `generateContent` / `streamGenerateContent?alt=sse`.
 struct GeminiPersonality: Personality {
+    /// The REST API takes camelCase and snake_case field names alike (the Python SDK mixes them).
+    static func field(_ value: JSONValue?, _ camel: String) -> JSONValue? {
+        if let found = value?[camel] { return found }
+        var snake = ""
+        for character in camel {
+            if character.isUppercase { snake += "_" + character.lowercased() } else { snake.append(character) }
+        }
+        return value?[snake]
+    }
+
     func read(_ body: JSONValue, pathModel: String?, pathStream: Bool) -> (request: SimulatedRequest, stream: Bool, includeUsage: Bool) {
         let contents = body["contents"]?.arrayValue ?? []
-        var prompt = (body["systemInstruction"]?["parts"]?.arrayValue ?? []).compactMap { $0["text"]?.stringValue }.joined()
+        var prompt = (Self.field(body, "systemInstruction")?["parts"]?.arrayValue ?? []).compactMap { $0["text"]?.stringValue }.joined()
         for content in contents {
             prompt += "\n" + (content["role"]?.stringValue ?? "user") + ":"
                 + (content["parts"]?.arrayValue ?? []).map { $0["text"]?.stringValue ?? "[part]" }.joined()
         }
-        let declarations = (body["tools"]?.arrayValue ?? []).flatMap { $0["functionDeclarations"]?.arrayValue ?? [] }
+        let declarations = (body["tools"]?.arrayValue ?? []).flatMap { Self.field($0, "functionDeclarations")?.arrayValue ?? [] }
         let tools: [(name: String, schema: JSONValue)] = declarations.compactMap { declaration in
             guard let name = declaration["name"]?.stringValue else { return nil }
-            return (name, declaration["parametersJsonSchema"] ?? declaration["parameters"] ?? ["type": "object"])
+            return (name, Self.field(declaration, "parametersJsonSchema") ?? declaration["parameters"] ?? ["type": "object"])
         }
         var forced: String?
-        if body["toolConfig"]?["functionCallingConfig"]?["mode"] == "ANY" {
-            forced = body["toolConfig"]?["functionCallingConfig"]?["allowedFunctionNames"]?.arrayValue?.first?.stringValue ?? tools.first?.name
+        let calling = Self.field(Self.field(body, "toolConfig"), "functionCallingConfig")
+        if calling?["mode"] == "ANY" {
+            forced = Self.field(calling, "allowedFunctionNames")?.arrayValue?.first?.stringValue ?? tools.first?.name
         }
-        let generation = body["generationConfig"]
+        let generation = Self.field(body, "generationConfig")
         return (SimulatedRequest(
             model: pathModel ?? "", promptText: prompt, messageCount: contents.count,
-            maxTokens: generation?["maxOutputTokens"]?.intValue, tools: tools, forcedTool: forced,
-            wantsJSON: generation?["responseMimeType"] == "application/json",
-            jsonSchema: generation?["responseJsonSchema"] ?? generation?["responseSchema"]), pathStream, true)
+            maxTokens: Self.field(generation, "maxOutputTokens")?.intValue, tools: tools, forcedTool: forced,
+            wantsJSON: Self.field(generation, "responseMimeType") == "application/json",
+            jsonSchema: Self.field(generation, "responseJsonSchema") ?? Self.field(generation, "responseSchema")), pathStream, true)
     }
 
     func error(status: Int) -> (status: Int, body: JSONValue, headers: [(String, String)]) {

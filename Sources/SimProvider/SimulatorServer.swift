@@ -33,7 +33,8 @@ public struct SimulatorRequestContext: RequestContext {
 ///
 /// - `POST /{provider}/v1/chat/completions`: OpenAI Chat Completions, streamed or not.
 /// - `POST /{provider}/v1/messages`: Anthropic Messages, streamed or not.
-/// - `POST /{provider}/v1beta/models/{model}:generateContent` and `:streamGenerateContent?alt=sse`: Gemini.
+/// - `POST /{provider}/v1beta/models/{model}:generateContent` and `:streamGenerateContent?alt=sse`
+///   (also under `/v1/`): Google Gemini.
 /// - `POST /_sim/faults`, `GET /_sim/faults`, `DELETE /_sim/faults`: inject, list, clear faults.
 /// - `GET /_sim/stats`, `DELETE /_sim/stats`: request counts per provider.
 public struct Simulator: Sendable {
@@ -83,18 +84,11 @@ public struct Simulator: Sendable {
         router.post("/:provider/v1/messages") { request, context -> Response in
             try await serve(AnthropicPersonality(), request, context: context)
         }
-        router.post("/:provider/v1beta/models/:action") { request, context -> Response in
-            // `gemini-2.5-flash:streamGenerateContent` (with ?alt=sse) or `…:generateContent`
-            let action = context.parameters.get("action") ?? ""
-            guard let colon = action.lastIndex(of: ":") else {
-                return Simulator.json(GeminiPersonality().error(status: 404).body, status: .notFound)
+        // Gemini: `v1beta` is what the catalog uses; current Google GenAI SDKs call `v1` when given a base URL.
+        for version in ["v1beta", "v1"] {
+            router.post("/:provider/\(version)/models/:action") { request, context -> Response in
+                try await gemini(request, context: context)
             }
-            let method = action[action.index(after: colon)...]
-            guard method == "generateContent" || method == "streamGenerateContent" else {
-                return Simulator.json(GeminiPersonality().error(status: 404).body, status: .notFound)
-            }
-            return try await serve(GeminiPersonality(), request, context: context,
-                                   pathModel: String(action[..<colon]), pathStream: method == "streamGenerateContent")
         }
         return router
     }
@@ -103,6 +97,20 @@ public struct Simulator: Sendable {
         var fields = headers
         fields[.contentType] = "application/json"
         return Response(status: status, headers: fields, body: .init(byteBuffer: ByteBuffer(bytes: JSONWriter.bytes(value))))
+    }
+
+    /// `…/models/gemini-2.5-flash:streamGenerateContent` (with `?alt=sse`) or `…:generateContent`.
+    func gemini(_ request: Request, context: SimulatorRequestContext) async throws -> Response {
+        let action = context.parameters.get("action") ?? ""
+        guard let colon = action.lastIndex(of: ":") else {
+            return Simulator.json(GeminiPersonality().error(status: 404).body, status: .notFound)
+        }
+        let method = action[action.index(after: colon)...]
+        guard method == "generateContent" || method == "streamGenerateContent" else {
+            return Simulator.json(GeminiPersonality().error(status: 404).body, status: .notFound)
+        }
+        return try await serve(GeminiPersonality(), request, context: context,
+                               pathModel: String(action[..<colon]), pathStream: method == "streamGenerateContent")
     }
 
     /// One simulated call in any wire format: apply a matching fault, else answer.
