@@ -18,7 +18,8 @@ public struct AnthropicAdapter: ProviderAdapter {
         let source = request.body
         var body = JSONObject()
         body["model"] = .string(attempt.endpoint.upstreamModel)
-        body["max_tokens"] = .int(Int64(min(request.maxTokens ?? attempt.endpoint.maxOutputTokens, attempt.endpoint.maxOutputTokens)))
+        let maxTokens = min(request.maxTokens ?? attempt.endpoint.maxOutputTokens, attempt.endpoint.maxOutputTokens)
+        body["max_tokens"] = .int(Int64(maxTokens))
         let (system, messages) = Self.translateMessages(source["messages"]?.arrayValue ?? [])
         if !system.isEmpty { body["system"] = .array(system) }
         body["messages"] = .array(messages)
@@ -45,6 +46,13 @@ public struct AnthropicAdapter: ProviderAdapter {
             if let choice = Self.toolChoice(source["tool_choice"], parallel: source["parallel_tool_calls"]?.boolValue) {
                 body["tool_choice"] = choice
             }
+        }
+        if let budget = request.reasoning?.budget(outputLimit: maxTokens), !dropped.contains("reasoning") {
+            // Extended thinking fixes temperature at 1 and allows no top_k.
+            body["thinking"] = ["type": "enabled", "budget_tokens": .int(Int64(budget))]
+            body["temperature"] = nil
+            body["top_k"] = nil
+            if let topP = body["top_p"]?.decimalText.flatMap(Double.init), topP < 0.95 { body["top_p"] = nil }
         }
         if Self.emulatesJSON(source) && !dropped.contains("response_format") {
             let schema = source["response_format"]?["json_schema"]?["schema"] ?? ["type": "object"]
@@ -164,7 +172,8 @@ public struct AnthropicAdapter: ProviderAdapter {
     }
 
     public func makeDecoder(for request: ChatRequest) -> AnthropicStreamDecoder {
-        AnthropicStreamDecoder(jsonTool: Self.emulatesJSON(request.body) ? Self.jsonTool : nil)
+        AnthropicStreamDecoder(jsonTool: Self.emulatesJSON(request.body) ? Self.jsonTool : nil,
+                               excludeReasoning: request.reasoning?.exclude ?? false)
     }
 
     /// Anthropic's Messages API has no JSON mode: JSON output is asked for as a forced call of
@@ -191,13 +200,18 @@ public struct AnthropicAdapter: ProviderAdapter {
 public struct AnthropicStreamDecoder: StreamDecoder {
     /// The tool that stands in for JSON mode: its input is streamed as content.
     let jsonTool: String?
+    /// Leave thinking text out of the deltas (`reasoning.exclude`).
+    let excludeReasoning: Bool
     var jsonBlock: Int?
     var messageID: String?
     var toolIndexByBlock: [Int: Int] = [:]
     var nextToolIndex = 0
     var usage = TokenUsage()
 
-    public init(jsonTool: String? = nil) { self.jsonTool = jsonTool }
+    public init(jsonTool: String? = nil, excludeReasoning: Bool = false) {
+        self.jsonTool = jsonTool
+        self.excludeReasoning = excludeReasoning
+    }
 
     func delta(_ delta: JSONObject, finish: String? = nil, native: String? = nil) -> AdapterEvent {
         var choice: JSONObject = ["index": 0, "delta": .object(delta), "logprobs": nil]
@@ -245,7 +259,7 @@ public struct AnthropicStreamDecoder: StreamDecoder {
             let body = json["delta"]
             switch body?["type"]?.stringValue {
             case "text_delta": return [delta(["content": body?["text"] ?? ""])]
-            case "thinking_delta": return [delta(["reasoning": body?["thinking"] ?? ""])]
+            case "thinking_delta": return excludeReasoning ? [] : [delta(["reasoning": body?["thinking"] ?? ""])]
             case "input_json_delta" where json["index"]?.intValue == jsonBlock:
                 return [delta(["content": body?["partial_json"] ?? ""])]
             case "input_json_delta":

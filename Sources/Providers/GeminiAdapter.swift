@@ -43,6 +43,13 @@ public struct GeminiAdapter: ProviderAdapter {
             default: break
             }
         }
+        if let reasoning = request.reasoning, !dropped.contains("reasoning") {
+            let limit = request.maxTokens ?? attempt.endpoint.maxOutputTokens
+            generation["thinkingConfig"] = [
+                "thinkingBudget": .int(Int64(reasoning.budget(outputLimit: limit) ?? 0)),
+                "includeThoughts": .bool(reasoning.enabled && !reasoning.exclude),
+            ]
+        }
         if !generation.isEmpty { body["generationConfig"] = .object(generation) }
 
         if let tools = source["tools"]?.arrayValue, !tools.isEmpty, !dropped.contains("tools") {
@@ -150,7 +157,9 @@ public struct GeminiAdapter: ProviderAdapter {
         return (system, contents.map { ["role": .string($0.role), "parts": .array($0.parts)] })
     }
 
-    public func makeDecoder(for request: ChatRequest) -> GeminiStreamDecoder { GeminiStreamDecoder() }
+    public func makeDecoder(for request: ChatRequest) -> GeminiStreamDecoder {
+        GeminiStreamDecoder(excludeReasoning: request.reasoning?.exclude ?? false)
+    }
 
     public func failure(status: Int, body: ByteBuffer, retryAfter: Int?) -> UpstreamFailure {
         let raw = String(buffer: body)
@@ -170,11 +179,13 @@ public struct GeminiAdapter: ProviderAdapter {
 
 /// Reads Gemini's SSE chunks (each a whole `GenerateContentResponse` delta) into OpenAI deltas.
 public struct GeminiStreamDecoder: StreamDecoder {
+    /// Leave thought text out of the deltas (`reasoning.exclude`).
+    let excludeReasoning: Bool
     var started = false
     var toolCalls = 0
     var responseID: String?
 
-    public init() {}
+    public init(excludeReasoning: Bool = false) { self.excludeReasoning = excludeReasoning }
 
     public mutating func decode(_ event: SSEEvent) throws(UpstreamFailure) -> [AdapterEvent] {
         guard let json = try? JSONParser.parse(event.data), json.objectValue != nil else {
@@ -207,7 +218,7 @@ public struct GeminiStreamDecoder: StreamDecoder {
             }
         }
         if !text.isEmpty || delta["role"] != nil { delta["content"] = .string(text) }
-        if !reasoning.isEmpty { delta["reasoning"] = .string(reasoning) }
+        if !reasoning.isEmpty && !excludeReasoning { delta["reasoning"] = .string(reasoning) }
         if !calls.isEmpty { delta["tool_calls"] = .array(calls) }
         let native = candidate?["finishReason"]?.stringValue
             ?? json["promptFeedback"]?["blockReason"]?.stringValue.map { _ in "SAFETY" }

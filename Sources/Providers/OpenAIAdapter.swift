@@ -16,6 +16,19 @@ public struct OpenAIAdapter: ProviderAdapter {
         for field in ChatRequest.routerOnlyFields { body[field] = nil }
         for parameter in unsupportedParameters(request, attempt.endpoint) { body[parameter] = nil }
         body["model"] = .string(attempt.endpoint.upstreamModel)
+        // OpenRouter's `reasoning` object becomes OpenAI's `reasoning_effort`.
+        body["reasoning"] = nil
+        body["include_reasoning"] = nil
+        body["reasoning_effort"] = nil
+        if let reasoning = request.reasoning, reasoning.enabled, !unsupportedParameters(request, attempt.endpoint).contains("reasoning") {
+            let effort: String = switch reasoning.effort ?? .medium {
+            case .none, .minimal: "minimal"
+            case .low: "low"
+            case .medium: "medium"
+            case .high, .xhigh, .max: "high"
+            }
+            body["reasoning_effort"] = .string(effort)
+        }
         body["stream"] = true
         var options = body["stream_options"]?.objectValue ?? JSONObject()
         options["include_usage"] = true
@@ -29,7 +42,9 @@ public struct OpenAIAdapter: ProviderAdapter {
         )
     }
 
-    public func makeDecoder(for request: ChatRequest) -> OpenAIStreamDecoder { OpenAIStreamDecoder() }
+    public func makeDecoder(for request: ChatRequest) -> OpenAIStreamDecoder {
+        OpenAIStreamDecoder(excludeReasoning: request.reasoning?.exclude ?? false)
+    }
 
     public func failure(status: Int, body: ByteBuffer, retryAfter: Int?) -> UpstreamFailure {
         let raw = String(buffer: body)
@@ -42,7 +57,10 @@ public struct OpenAIAdapter: ProviderAdapter {
 
 /// Reads OpenAI `chat.completion.chunk` events.
 public struct OpenAIStreamDecoder: StreamDecoder {
-    public init() {}
+    /// Leave reasoning text out of the deltas (`reasoning.exclude`).
+    let excludeReasoning: Bool
+
+    public init(excludeReasoning: Bool = false) { self.excludeReasoning = excludeReasoning }
 
     public mutating func decode(_ event: SSEEvent) throws(UpstreamFailure) -> [AdapterEvent] {
         if event.data == "[DONE]" { return [.done] }
@@ -66,6 +84,13 @@ public struct OpenAIStreamDecoder: StreamDecoder {
                 object["finish_reason"] = FinishReason.normalize(native).map { .string($0) } ?? .null
                 object["native_finish_reason"] = native.map { .string($0) } ?? .null
                 if object["logprobs"] == nil { object["logprobs"] = .null }
+                // DeepSeek-style `reasoning_content` is OpenRouter's `reasoning`.
+                if var delta = object["delta"]?.objectValue, delta["reasoning_content"] != nil || delta["reasoning"] != nil {
+                    let text = delta["reasoning"] ?? delta["reasoning_content"]
+                    delta["reasoning_content"] = nil
+                    delta["reasoning"] = excludeReasoning ? nil : text
+                    object["delta"] = .object(delta)
+                }
                 return .object(object)
             }
             events.append(.delta(CompletionDelta(

@@ -13,6 +13,9 @@ public struct ChatRequest: Sendable {
     public var promptTokenEstimate: Int
     /// Request parameters that some endpoints may not support (`tools`, `response_format`, …).
     public var usedParameters: [String]
+    /// What the client asked of the model's reasoning, from `reasoning`, `reasoning_effort` or
+    /// `include_reasoning`; nil when it asked nothing.
+    public var reasoning: ReasoningRequest?
 
     /// Fields that exist only between the client and the router; never sent upstream.
     public static let routerOnlyFields: Set<String> = [
@@ -107,10 +110,12 @@ public struct ChatRequest: Sendable {
         }
 
         provider = try ProviderPreferences(json: body["provider"])
+        reasoning = try ReasoningRequest(body: body)
         usedParameters = ChatRequest.routableParameters.filter { key in
             guard let value = body[key] else { return false }
             return !value.isNull
         }
+        if reasoning != nil && !usedParameters.contains("reasoning") { usedParameters.append("reasoning") }
     }
 
     /// The first model asked for.
@@ -204,5 +209,87 @@ public struct ProviderPreferences: Sendable, Hashable {
             maxPromptPerMillion = try price("prompt")
             maxCompletionPerMillion = try price("completion")
         }
+    }
+}
+
+/// The unified reasoning control: OpenRouter's `reasoning` object, the `reasoning_effort`
+/// shorthand and the legacy `include_reasoning` flag, read once for every adapter.
+public struct ReasoningRequest: Sendable, Hashable {
+    public enum Effort: String, Sendable, Hashable, CaseIterable {
+        case none, minimal, low, medium, high, xhigh, max
+
+        /// Share of the output budget given to thinking, for providers that take a token budget.
+        public var budgetShare: (numerator: Int, denominator: Int) {
+            switch self {
+            case .none: (0, 1)
+            case .minimal: (1, 10)
+            case .low: (1, 5)
+            case .medium: (1, 2)
+            case .high: (4, 5)
+            case .xhigh, .max: (19, 20)
+            }
+        }
+    }
+
+    public var effort: Effort?
+    /// An explicit thinking budget in tokens.
+    public var maxTokens: Int?
+    /// Reason, but leave the reasoning text out of the response (it is still billed).
+    public var exclude: Bool
+    /// False when the client turned reasoning off.
+    public var enabled: Bool
+
+    public init(effort: Effort? = nil, maxTokens: Int? = nil, exclude: Bool = false, enabled: Bool = true) {
+        self.effort = effort
+        self.maxTokens = maxTokens
+        self.exclude = exclude
+        self.enabled = enabled
+    }
+
+    init?(body: JSONObject) throws(APIError) {
+        var found = false
+        effort = nil
+        maxTokens = nil
+        exclude = false
+        enabled = true
+        if let shorthand = body["reasoning_effort"], !shorthand.isNull {
+            guard let text = shorthand.stringValue, let parsed = Effort(rawValue: text) else {
+                throw .badRequest("'reasoning_effort' must be one of \(Effort.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            effort = parsed
+            found = true
+        }
+        if let include = body["include_reasoning"]?.boolValue {
+            exclude = !include
+            found = true
+        }
+        if let object = body["reasoning"], !object.isNull {
+            guard object.objectValue != nil else { throw .badRequest("'reasoning' must be an object") }
+            found = true
+            if let text = object["effort"]?.stringValue {
+                guard let parsed = Effort(rawValue: text) else {
+                    throw .badRequest("'reasoning.effort' must be one of \(Effort.allCases.map(\.rawValue).joined(separator: ", "))")
+                }
+                effort = parsed
+            }
+            if let budget = object["max_tokens"], !budget.isNull {
+                guard let count = budget.intValue, count >= 0 else { throw .badRequest("'reasoning.max_tokens' must be an integer ≥ 0") }
+                maxTokens = count
+            }
+            if let flag = object["exclude"]?.boolValue { exclude = flag }
+            if let flag = object["enabled"]?.boolValue { enabled = flag }
+        }
+        guard found else { return nil }
+        if effort == ReasoningRequest.Effort.none || maxTokens == 0 { enabled = false }
+    }
+
+    /// A thinking budget in tokens for a response of at most `outputLimit` tokens, or nil when
+    /// reasoning is off. At least 1,024 (Anthropic's minimum), always below the output limit.
+    public func budget(outputLimit: Int) -> Int? {
+        guard enabled else { return nil }
+        let share = (effort ?? .medium).budgetShare
+        let wanted = maxTokens ?? outputLimit * share.numerator / share.denominator
+        let budget = min(max(wanted, 1024), 32_000)
+        return budget < outputLimit ? budget : nil
     }
 }

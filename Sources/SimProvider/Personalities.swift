@@ -57,7 +57,8 @@ struct OpenAIPersonality: Personality {
         return (SimulatedRequest(
             model: body["model"]?.stringValue ?? "", promptText: prompt, messageCount: messages.count,
             maxTokens: (body["max_completion_tokens"] ?? body["max_tokens"])?.intValue, tools: tools, forcedTool: forced,
-            wantsJSON: format == "json_object" || format == "json_schema", jsonSchema: body["response_format"]?["json_schema"]?["schema"]),
+            wantsJSON: format == "json_object" || format == "json_schema", jsonSchema: body["response_format"]?["json_schema"]?["schema"],
+            reasons: body["reasoning_effort"]?.stringValue.map { $0 != "none" } ?? false),
             body["stream"]?.boolValue ?? false, body["stream_options"]?["include_usage"]?.boolValue ?? false)
     }
 
@@ -79,12 +80,14 @@ struct OpenAIPersonality: Personality {
         [
             "prompt_tokens": .int(Int64(completion.promptTokens)), "completion_tokens": .int(Int64(completion.completionTokens)),
             "total_tokens": .int(Int64(completion.promptTokens + completion.completionTokens)),
-            "prompt_tokens_details": ["cached_tokens": 0], "completion_tokens_details": ["reasoning_tokens": 0],
+            "prompt_tokens_details": ["cached_tokens": 0],
+            "completion_tokens_details": ["reasoning_tokens": .int(Int64(completion.reasoning.count))],
         ]
     }
 
     func response(_ completion: SimulatedModel.Completion, model: String, id: String) -> JSONValue {
         var message: JSONObject = ["role": "assistant", "content": completion.toolCall == nil ? .string(completion.text) : nil, "refusal": nil]
+        if !completion.reasoning.isEmpty { message["reasoning_content"] = .string(completion.reasoning.joined()) }
         if let call = completion.toolCall {
             message["tool_calls"] = [["id": .string(call.id), "type": "function",
                                       "function": ["name": .string(call.name), "arguments": .string(call.arguments)]]]
@@ -107,6 +110,7 @@ struct OpenAIPersonality: Personality {
             ])
         }
         var events = [chunk(["role": "assistant", "content": ""])]
+        events += completion.reasoning.map { chunk(["reasoning_content": .string($0)]) }
         events += completion.tokens.map { chunk(["content": .string($0)]) }
         if let call = completion.toolCall {
             events.append(chunk(["tool_calls": [["index": 0, "id": .string(call.id), "type": "function",
@@ -150,9 +154,10 @@ struct AnthropicPersonality: Personality {
         case "tool": forced = body["tool_choice"]?["name"]?.stringValue
         default: break
         }
-        return (SimulatedRequest(model: body["model"]?.stringValue ?? "", promptText: prompt, messageCount: messages.count,
-                                 maxTokens: body["max_tokens"]?.intValue, tools: tools, forcedTool: forced),
-                body["stream"]?.boolValue ?? false, true)
+        var request = SimulatedRequest(model: body["model"]?.stringValue ?? "", promptText: prompt, messageCount: messages.count,
+                                       maxTokens: body["max_tokens"]?.intValue, tools: tools, forcedTool: forced)
+        request.reasons = body["thinking"]?["type"] == "enabled"
+        return (request, body["stream"]?.boolValue ?? false, true)
     }
 
     func error(status: Int) -> (status: Int, body: JSONValue, headers: [(String, String)]) {
@@ -187,6 +192,9 @@ struct AnthropicPersonality: Personality {
 
     func response(_ completion: SimulatedModel.Completion, model: String, id: String) -> JSONValue {
         var content: [JSONValue] = []
+        if !completion.reasoning.isEmpty {
+            content.append(["type": "thinking", "thinking": .string(completion.reasoning.joined()), "signature": "sig-sim"])
+        }
         if !completion.tokens.isEmpty { content.append(["type": "text", "text": .string(completion.text)]) }
         if let call = completion.toolCall {
             let input = (try? JSONParser.parse(call.arguments)) ?? [:]
@@ -205,15 +213,28 @@ struct AnthropicPersonality: Personality {
             "stop_reason": nil, "stop_sequence": nil, "usage": usage(completion, output: 1),
         ]])]
         var index = 0
-        if !completion.tokens.isEmpty || completion.toolCall == nil {
-            events.append(Self.event("content_block_start", ["type": "content_block_start", "index": 0, "content_block": ["type": "text", "text": ""]]))
-            events.append(Self.event("ping", ["type": "ping"]))
-            for token in completion.tokens {
+        if !completion.reasoning.isEmpty {
+            events.append(Self.event("content_block_start", ["type": "content_block_start", "index": 0,
+                                                             "content_block": ["type": "thinking", "thinking": ""]]))
+            for piece in completion.reasoning {
                 events.append(Self.event("content_block_delta", ["type": "content_block_delta", "index": 0,
-                                                                 "delta": ["type": "text_delta", "text": .string(token)]]))
+                                                                 "delta": ["type": "thinking_delta", "thinking": .string(piece)]]))
             }
+            events.append(Self.event("content_block_delta", ["type": "content_block_delta", "index": 0,
+                                                             "delta": ["type": "signature_delta", "signature": "sig-sim"]]))
             events.append(Self.event("content_block_stop", ["type": "content_block_stop", "index": 0]))
             index = 1
+        }
+        if !completion.tokens.isEmpty || completion.toolCall == nil {
+            let text = Int64(index)
+            events.append(Self.event("content_block_start", ["type": "content_block_start", "index": .int(text), "content_block": ["type": "text", "text": ""]]))
+            events.append(Self.event("ping", ["type": "ping"]))
+            for token in completion.tokens {
+                events.append(Self.event("content_block_delta", ["type": "content_block_delta", "index": .int(text),
+                                                                 "delta": ["type": "text_delta", "text": .string(token)]]))
+            }
+            events.append(Self.event("content_block_stop", ["type": "content_block_stop", "index": .int(text)]))
+            index += 1
         }
         if let call = completion.toolCall {
             events.append(Self.event("content_block_start", ["type": "content_block_start", "index": .int(Int64(index)), "content_block": [
@@ -262,11 +283,16 @@ struct GeminiPersonality: Personality {
             forced = Self.field(calling, "allowedFunctionNames")?.arrayValue?.first?.stringValue ?? tools.first?.name
         }
         let generation = Self.field(body, "generationConfig")
-        return (SimulatedRequest(
+        let thinking = Self.field(generation, "thinkingConfig")
+        var request = SimulatedRequest(
             model: pathModel ?? "", promptText: prompt, messageCount: contents.count,
             maxTokens: Self.field(generation, "maxOutputTokens")?.intValue, tools: tools, forcedTool: forced,
             wantsJSON: Self.field(generation, "responseMimeType") == "application/json",
-            jsonSchema: Self.field(generation, "responseJsonSchema") ?? Self.field(generation, "responseSchema")), pathStream, true)
+            jsonSchema: Self.field(generation, "responseJsonSchema") ?? Self.field(generation, "responseSchema"))
+        request.reasons = (Self.field(thinking, "thinkingBudget")?.intValue ?? 0) > 0
+        request.showsReasoning = Self.field(thinking, "includeThoughts")?.boolValue ?? false
+        // Thoughts are always counted; they are returned only with includeThoughts.
+        return (request, pathStream, true)
     }
 
     func error(status: Int) -> (status: Int, body: JSONValue, headers: [(String, String)]) {
@@ -294,8 +320,13 @@ struct GeminiPersonality: Personality {
     }
 
     func usage(_ completion: SimulatedModel.Completion, output: Int) -> JSONValue {
-        ["promptTokenCount": .int(Int64(completion.promptTokens)), "candidatesTokenCount": .int(Int64(output)),
-         "totalTokenCount": .int(Int64(completion.promptTokens + output))]
+        // candidatesTokenCount excludes thoughts, which Gemini reports apart.
+        let thoughts = completion.reasoning.count
+        var usage: JSONObject = ["promptTokenCount": .int(Int64(completion.promptTokens)),
+                                 "candidatesTokenCount": .int(Int64(max(output - thoughts, 0))),
+                                 "totalTokenCount": .int(Int64(completion.promptTokens + output))]
+        if thoughts > 0 { usage["thoughtsTokenCount"] = .int(Int64(thoughts)) }
+        return .object(usage)
     }
 
     func candidate(parts: [JSONValue], finish: String?) -> JSONValue {
@@ -314,8 +345,12 @@ struct GeminiPersonality: Personality {
         return [["functionCall": ["name": .string(call.name), "args": args]]]
     }
 
+    func thoughtPart(_ completion: SimulatedModel.Completion) -> [JSONValue] {
+        completion.reasoning.isEmpty || !completion.showsReasoning ? [] : [["text": .string(completion.reasoning.joined()), "thought": true]]
+    }
+
     func response(_ completion: SimulatedModel.Completion, model: String, id: String) -> JSONValue {
-        let parts: [JSONValue] = (completion.tokens.isEmpty ? [] : [["text": .string(completion.text)]]) + callPart(completion)
+        let parts: [JSONValue] = thoughtPart(completion) + (completion.tokens.isEmpty ? [] : [["text": .string(completion.text)]]) + callPart(completion)
         return ["candidates": [candidate(parts: parts, finish: Self.finishReason(completion))],
                 "usageMetadata": usage(completion, output: completion.completionTokens),
                 "modelVersion": .string(model), "responseId": .string(id)]
@@ -329,9 +364,9 @@ struct GeminiPersonality: Personality {
         if groups.isEmpty { groups = [[]] }
         var produced = 0
         return groups.enumerated().map { index, group in
-            produced += group.count
+            produced += group.count + (index == 0 ? completion.reasoning.count : 0)
             let last = index == groups.count - 1
-            var parts: [JSONValue] = group.isEmpty ? [] : [["text": .string(group.joined())]]
+            var parts: [JSONValue] = (index == 0 ? thoughtPart(completion) : []) + (group.isEmpty ? [] : [["text": .string(group.joined())]])
             if last { parts += callPart(completion) }
             return ByteBuffer(string: "data: " + JSONWriter.string([
                 "candidates": [candidate(parts: parts, finish: last ? Self.finishReason(completion) : nil)],

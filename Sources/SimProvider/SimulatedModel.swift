@@ -1,3 +1,4 @@
+import Foundation
 import SignalboxCore
 
 /// What the simulated model needs from a request, whatever wire format it came in.
@@ -14,10 +15,15 @@ public struct SimulatedRequest: Sendable {
     /// JSON output was requested (natively, or through a forced tool standing in for it).
     public var wantsJSON: Bool
     public var jsonSchema: JSONValue?
+    /// Thinking was asked for (a budget, an effort); the model then reasons before answering.
+    public var reasons: Bool
+    /// Whether the reasoning text is returned (Gemini counts thoughts it does not return).
+    public var showsReasoning = true
 
     public init(model: String, promptText: String, messageCount: Int, maxTokens: Int? = nil,
                 tools: [(name: String, schema: JSONValue)] = [], forcedTool: String? = nil,
-                wantsJSON: Bool = false, jsonSchema: JSONValue? = nil) {
+                wantsJSON: Bool = false, jsonSchema: JSONValue? = nil, reasons: Bool = false) {
+        self.reasons = reasons
         self.model = model
         self.promptText = promptText
         self.messageCount = messageCount
@@ -62,18 +68,33 @@ public struct SimulatedModel: Sendable {
     public struct Completion: Sendable, Hashable {
         /// Output pieces; each is one completion token.
         public var tokens: [String]
+        /// Reasoning pieces, produced before the answer when thinking was asked for.
+        public var reasoning: [String] = []
+        public var showsReasoning = true
         public var toolCall: ToolCall?
         public var promptTokens: Int
         /// `stop`, `length` when `max_tokens` cut the answer short, or `tool_calls`.
         public var finishReason: String
         public var text: String { tokens.joined() }
-        /// Completion tokens, the tool call's arguments included.
-        public var completionTokens: Int { tokens.count + (toolCall.map { SimulatedModel.countTokens($0.arguments) } ?? 0) }
+        /// Completion tokens: the answer, the tool call's arguments and the reasoning.
+        public var completionTokens: Int {
+            tokens.count + reasoning.count + (toolCall.map { SimulatedModel.countTokens($0.arguments) } ?? 0)
+        }
     }
 
     public init() {}
 
     public func complete(_ request: SimulatedRequest) -> Completion {
+        var completion = answer(request)
+        if request.reasons {
+            let seed = SimulatedModel.fnv1a("reasoning\u{0}" + request.promptText)
+            completion.showsReasoning = request.showsReasoning
+            completion.reasoning = ["Let", " me", " think", ":"] + words(seed: seed, count: 6 + Int(seed % 6)).map { " " + $0.lowercased().trimmingCharacters(in: .whitespaces) } + ["."]
+        }
+        return completion
+    }
+
+    func answer(_ request: SimulatedRequest) -> Completion {
         let seed = SimulatedModel.fnv1a(request.model + "\u{0}" + request.promptText)
         let promptTokens = SimulatedModel.countTokens(request.promptText) + 3 * request.messageCount + 3
         if let forced = request.forcedTool, let tool = request.tools.first(where: { $0.name == forced }) ?? request.tools.first {

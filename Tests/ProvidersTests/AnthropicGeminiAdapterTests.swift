@@ -178,3 +178,44 @@ let toolConversation = """
         #expect(limited.retryAfter == 22 && limited.isRateLimit)
     }
 }
+
+@Suite struct ReasoningTranslationTests {
+    let chat = try! ChatRequest(json: decodeJSON("""
+        {"model": "a/m", "max_tokens": 10000, "temperature": 0.3, "top_k": 5,
+         "reasoning": {"effort": "high"}, "messages": [{"role": "user", "content": "Think"}]}
+        """))
+
+    func body(_ request: UpstreamRequest) throws -> JSONValue { try JSONParser.parse(request.body.readableBytesView) }
+
+    @Test func effortBecomesAnAnthropicThinkingBudgetWithoutSamplingOverrides() throws {
+        let sent = try body(AnthropicAdapter().makeRequest(chat, attempt: attempt(format: .anthropic, upstream: "c", maxOutput: 64000), apiKey: nil))
+        #expect(sent["thinking"] == ["type": "enabled", "budget_tokens": 8000])  // 80% of max_tokens for "high"
+        #expect(sent["temperature"] == nil && sent["top_k"] == nil)
+    }
+
+    @Test func effortBecomesAGeminiThinkingConfig() throws {
+        let sent = try body(GeminiAdapter().makeRequest(chat, attempt: attempt(format: .gemini, upstream: "g"), apiKey: nil))
+        #expect(sent["generationConfig"]?["thinkingConfig"] == ["thinkingBudget": 8000, "includeThoughts": true])
+    }
+
+    @Test func effortBecomesOpenAIsReasoningEffort() throws {
+        var reasoningAttempt = attempt(format: .openai, upstream: "o")
+        reasoningAttempt.endpoint.supportedParameters = ["reasoning", "temperature", "top_k"]
+        let sent = try body(OpenAIAdapter().makeRequest(chat, attempt: reasoningAttempt, apiKey: nil))
+        #expect(sent["reasoning_effort"] == "high" && sent["reasoning"] == nil)
+    }
+
+    @Test func budgetsRespectAnthropicsMinimumAndTheOutputLimit() {
+        #expect(ReasoningRequest(effort: .low).budget(outputLimit: 2000) == 1024)
+        #expect(ReasoningRequest(effort: .high).budget(outputLimit: 1000) == nil)  // no room to think
+        #expect(ReasoningRequest(maxTokens: 3000).budget(outputLimit: 64000) == 3000)
+        #expect(ReasoningRequest(effort: ReasoningRequest.Effort.none, enabled: false).budget(outputLimit: 64000) == nil)
+    }
+
+    @Test func deepSeekStyleReasoningContentIsReadAsReasoning() throws {
+        var decoder = OpenAIStreamDecoder()
+        let events = try decoder.decode(SSEEvent(data: #"{"id":"x","choices":[{"index":0,"delta":{"reasoning_content":"hmm"}}]}"#))
+        guard case .delta(let delta) = events.first else { Issue.record("no delta"); return }
+        #expect(delta.choices[0]["delta"] == ["reasoning": "hmm"])
+    }
+}

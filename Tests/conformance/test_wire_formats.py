@@ -80,3 +80,22 @@ def test_upstream_errors_raise_the_right_sdk_exception(node, client, model, prov
     node.fault(provider=provider, kind="status", status=400)
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hi"}], max_tokens=10)
+
+
+@pytest.mark.parametrize("model", ["openai/gpt-5-mini", "anthropic/claude-sonnet-4", "google/gemini-2.5-flash"])
+def test_reasoning_streams_as_delta_reasoning_and_is_billed_as_completion(client, model):
+    ask = dict(model=model, max_tokens=2000, messages=[{"role": "user", "content": "Think, then answer"}])
+    reasoning, content, usage = "", "", None
+    for chunk in client.chat.completions.create(stream=True, extra_body={"reasoning": {"effort": "high"}}, **ask):
+        if chunk.choices:
+            reasoning += (chunk.choices[0].delta.model_extra or {}).get("reasoning") or ""
+            content += chunk.choices[0].delta.content or ""
+        if chunk.usage:
+            usage = chunk.usage
+    assert reasoning.startswith("Let me think") and content
+    assert usage.completion_tokens > len(content.split())  # thinking tokens are completion tokens
+    plain = client.chat.completions.create(extra_body={"reasoning": {"effort": "high"}}, **ask)
+    assert plain.choices[0].message.model_extra["reasoning"] == reasoning
+    hidden = client.chat.completions.create(extra_body={"reasoning": {"effort": "high", "exclude": True}}, **ask)
+    assert not hidden.choices[0].message.model_extra.get("reasoning")
+    assert hidden.usage.completion_tokens == plain.usage.completion_tokens
