@@ -60,9 +60,11 @@ nginx -c "$WORK/nginx.conf" -g 'daemon off;' & pids+=($!)
 wait_for "http://127.0.0.1:$NGINX_PORT/healthz"
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-run() {  # label url path key
+run() {  # label url path key [model] [connections]
+  local connections=${6:-$CONNECTIONS} threads=$THREADS
+  [ "$connections" -lt "$threads" ] && threads=$connections
   BENCH_LABEL=$1 BENCH_PATH=$3 BENCH_KEY=$4 BENCH_MODEL=${5:-openai/gpt-4o-mini} \
-    wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" -s Benchmarks/post.lua "$2" 2>&1 >/dev/null | sed -n 's/^RESULT //p'
+    wrk -t"$threads" -c"$connections" -d"${DURATION}s" -s Benchmarks/post.lua "$2" 2>&1 >/dev/null | sed -n 's/^RESULT //p'
 }
 
 echo "warming up…" >&2
@@ -74,18 +76,25 @@ before=$(cpu_ticks "$ROUTER_PID")
 router=$(run router "http://127.0.0.1:$ROUTER_PORT" /api/v1/chat/completions sk-sb-v1-benchmark)
 after=$(cpu_ticks "$ROUTER_PID")
 nginx=$(run nginx "http://127.0.0.1:$NGINX_PORT" /openai/v1/chat/completions "" gpt-4o-mini)
+# Unloaded latency: one connection, so queueing does not hide what each hop adds.
+direct1=$(run direct-1 "http://127.0.0.1:$SIM_PORT" /openai/v1/chat/completions "" gpt-4o-mini 1)
+router1=$(run router-1 "http://127.0.0.1:$ROUTER_PORT" /api/v1/chat/completions sk-sb-v1-benchmark openai/gpt-4o-mini 1)
+nginx1=$(run nginx-1 "http://127.0.0.1:$NGINX_PORT" /openai/v1/chat/completions "" gpt-4o-mini 1)
 TICKS=$(getconf CLK_TCK)
 
-python3 - "$direct" "$router" "$nginx" "$before" "$after" "$TICKS" "$DURATION" "$CONNECTIONS" <<'PY'
+python3 - "$direct" "$router" "$nginx" "$before" "$after" "$TICKS" "$DURATION" "$CONNECTIONS" "$direct1" "$router1" "$nginx1" <<'PY'
 import json, sys
 direct, router, nginx = (json.loads(x) for x in sys.argv[1:4])
 before, after, ticks, duration, connections = (int(x) for x in sys.argv[4:9])
+direct1, router1, nginx1 = (json.loads(x) for x in sys.argv[9:12])
 print(f"Signalbox benchmark: {duration}s per target, {connections} connections, non-streamed chat completions")
 print(f"{'target':8} {'req/s':>10} {'p50 µs':>9} {'p90 µs':>9} {'p99 µs':>9} {'errors':>7}")
-for r in (direct, router, nginx):
+for r in (direct, router, nginx, direct1, router1, nginx1):
     print(f"{r['label']:8} {r['rps']:>10.1f} {r['p50_us']:>9} {r['p90_us']:>9} {r['p99_us']:>9} {r['errors'] + r['non2xx']:>7}")
 cpu_us = (after - before) / ticks * 1e6 / max(router['requests'], 1)
 print(f"router/nginx throughput: {router['rps'] / nginx['rps']:.2f}x")
 print(f"router CPU per request: {cpu_us:.0f} µs")
-print(f"router added latency over direct: p50 +{router['p50_us'] - direct['p50_us']} µs, p99 +{router['p99_us'] - direct['p99_us']} µs")
+print(f"router added latency over direct, {connections} connections: p50 +{router['p50_us'] - direct['p50_us']} µs, p99 +{router['p99_us'] - direct['p99_us']} µs")
+print(f"router added latency over direct, 1 connection: p50 +{router1['p50_us'] - direct1['p50_us']} µs, p99 +{router1['p99_us'] - direct1['p99_us']} µs"
+      f" (nginx adds p50 +{nginx1['p50_us'] - direct1['p50_us']} µs)")
 PY
