@@ -22,6 +22,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
     ],
     targets: [
         // Pure domain: money, catalog, chat schema, planner, errors. Foundation only.
@@ -82,7 +83,10 @@ let package = Package(
             ]
         ),
         .testTarget(name: "SignalboxCoreTests", dependencies: ["SignalboxCore"]),
-        .testTarget(name: "ProvidersTests", dependencies: ["Providers", "SignalboxCore"]),
+        .testTarget(
+            name: "ProvidersTests",
+            dependencies: ["Providers", "SignalboxCore", .product(name: "PropertyBased", package: "swift-property-based")]
+        ),
         .testTarget(name: "LedgerTests", dependencies: ["Ledger", "SignalboxCore"]),
         .testTarget(
             name: "SimProviderTests",

@@ -47,7 +47,7 @@ public enum JSONValue: Sendable, Hashable, Codable {
     }
 
     /// A number's value, whichever case holds it: `1`, `1.0` and `.decimal("1")` are the same JSON number.
-    var numericValue: Double? {
+    public var numericValue: Double? {
         switch self {
         case .int(let value): return Double(value)
         case .double(let value): return value

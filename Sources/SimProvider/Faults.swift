@@ -51,6 +51,7 @@ public actor SimulatorState {
     private var faults: [Fault] = []
     private var requests: [String: Int] = [:]
     private var faulted: [String: Int] = [:]
+    private var cachedPrefixes: Set<UInt64> = []
 
     public init() {}
 
@@ -69,6 +70,11 @@ public actor SimulatorState {
         }
         faulted[provider, default: 0] += 1
         return fault
+    }
+
+    /// Records a cacheable prompt prefix; true when it was already cached (a cache read).
+    public func cache(prefix: UInt64) -> Bool {
+        !cachedPrefixes.insert(prefix).inserted
     }
 
     public func stats() -> JSONValue {

@@ -54,12 +54,14 @@ struct OpenAIPersonality: Personality {
         default: break
         }
         let format = body["response_format"]?["type"]?.stringValue
-        return (SimulatedRequest(
+        let history = messages.dropLast().map { ($0["role"]?.stringValue ?? "") + ":" + SimulatedRequest.text(of: $0["content"]) }.joined(separator: "\n")
+        var request = SimulatedRequest(
             model: body["model"]?.stringValue ?? "", promptText: prompt, messageCount: messages.count,
             maxTokens: (body["max_completion_tokens"] ?? body["max_tokens"])?.intValue, tools: tools, forcedTool: forced,
             wantsJSON: format == "json_object" || format == "json_schema", jsonSchema: body["response_format"]?["json_schema"]?["schema"],
-            reasons: body["reasoning_effort"]?.stringValue.map { $0 != "none" } ?? false),
-            body["stream"]?.boolValue ?? false, body["stream_options"]?["include_usage"]?.boolValue ?? false)
+            reasons: body["reasoning_effort"]?.stringValue.map { $0 != "none" } ?? false)
+        request.cachePrefix = SimulatedModel.automaticCachePrefix(history: history, promptTokens: SimulatedModel.countTokens(prompt))
+        return (request, body["stream"]?.boolValue ?? false, body["stream_options"]?["include_usage"]?.boolValue ?? false)
     }
 
     func error(status: Int) -> (status: Int, body: JSONValue, headers: [(String, String)]) {
@@ -80,7 +82,7 @@ struct OpenAIPersonality: Personality {
         [
             "prompt_tokens": .int(Int64(completion.promptTokens)), "completion_tokens": .int(Int64(completion.completionTokens)),
             "total_tokens": .int(Int64(completion.promptTokens + completion.completionTokens)),
-            "prompt_tokens_details": ["cached_tokens": 0],
+            "prompt_tokens_details": ["cached_tokens": .int(Int64(completion.cacheRead))],
             "completion_tokens_details": ["reasoning_tokens": .int(Int64(completion.reasoning.count))],
         ]
     }
@@ -157,6 +159,15 @@ struct AnthropicPersonality: Personality {
         var request = SimulatedRequest(model: body["model"]?.stringValue ?? "", promptText: prompt, messageCount: messages.count,
                                        maxTokens: body["max_tokens"]?.intValue, tools: tools, forcedTool: forced)
         request.reasons = body["thinking"]?["type"] == "enabled"
+        // Explicit prompt caching: everything up to the last block marked `cache_control`.
+        var prefix = "", cached = ""
+        let systemBlocks: [JSONValue] = body["system"]?.arrayValue ?? []
+        let messageBlocks: [JSONValue] = messages.flatMap { $0["content"]?.arrayValue ?? [] }
+        for block in systemBlocks + messageBlocks {
+            prefix += block["text"]?.stringValue ?? ""
+            if block["cache_control"] != nil { cached = prefix }
+        }
+        if !cached.isEmpty { request.cachePrefix = (SimulatedModel.fnv1a("cache\u{0}" + cached), SimulatedModel.countTokens(cached)) }
         return (request, body["stream"]?.boolValue ?? false, true)
     }
 
@@ -186,8 +197,10 @@ struct AnthropicPersonality: Personality {
     }
 
     func usage(_ completion: SimulatedModel.Completion, output: Int) -> JSONValue {
-        ["input_tokens": .int(Int64(completion.promptTokens)), "output_tokens": .int(Int64(output)),
-         "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0]
+        // Anthropic's input_tokens leave out the cached and cache-written ones.
+        ["input_tokens": .int(Int64(completion.promptTokens - completion.cacheRead - completion.cacheWrite)),
+         "output_tokens": .int(Int64(output)),
+         "cache_creation_input_tokens": .int(Int64(completion.cacheWrite)), "cache_read_input_tokens": .int(Int64(completion.cacheRead))]
     }
 
     func response(_ completion: SimulatedModel.Completion, model: String, id: String) -> JSONValue {
@@ -290,6 +303,9 @@ struct GeminiPersonality: Personality {
             wantsJSON: Self.field(generation, "responseMimeType") == "application/json",
             jsonSchema: Self.field(generation, "responseJsonSchema") ?? Self.field(generation, "responseSchema"))
         request.reasons = (Self.field(thinking, "thinkingBudget")?.intValue ?? 0) > 0
+        let history = contents.dropLast().map { (Self.field($0, "parts")?.arrayValue ?? []).map { $0["text"]?.stringValue ?? "" }.joined() }
+            .joined(separator: "\n")
+        request.cachePrefix = SimulatedModel.automaticCachePrefix(history: history, promptTokens: SimulatedModel.countTokens(prompt))
         request.showsReasoning = Self.field(thinking, "includeThoughts")?.boolValue ?? false
         // Thoughts are always counted; they are returned only with includeThoughts.
         return (request, pathStream, true)
@@ -326,6 +342,7 @@ struct GeminiPersonality: Personality {
                                  "candidatesTokenCount": .int(Int64(max(output - thoughts, 0))),
                                  "totalTokenCount": .int(Int64(completion.promptTokens + output))]
         if thoughts > 0 { usage["thoughtsTokenCount"] = .int(Int64(thoughts)) }
+        if completion.cacheRead > 0 { usage["cachedContentTokenCount"] = .int(Int64(completion.cacheRead)) }
         return .object(usage)
     }
 

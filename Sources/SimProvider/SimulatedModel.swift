@@ -19,6 +19,12 @@ public struct SimulatedRequest: Sendable {
     public var reasons: Bool
     /// Whether the reasoning text is returned (Gemini counts thoughts it does not return).
     public var showsReasoning = true
+    /// The cacheable prompt prefix (explicit `cache_control` breakpoints, or a long prompt's
+    /// history for providers that cache automatically): its hash and token count.
+    public var cachePrefix: (hash: UInt64, tokens: Int)?
+    /// Set by the simulator once it knows whether the prefix was seen before.
+    public var cacheRead = 0
+    public var cacheWrite = 0
 
     public init(model: String, promptText: String, messageCount: Int, maxTokens: Int? = nil,
                 tools: [(name: String, schema: JSONValue)] = [], forcedTool: String? = nil,
@@ -71,6 +77,9 @@ public struct SimulatedModel: Sendable {
         /// Reasoning pieces, produced before the answer when thinking was asked for.
         public var reasoning: [String] = []
         public var showsReasoning = true
+        /// Prompt tokens read from, and written to, the simulated prompt cache.
+        public var cacheRead = 0
+        public var cacheWrite = 0
         public var toolCall: ToolCall?
         public var promptTokens: Int
         /// `stop`, `length` when `max_tokens` cut the answer short, or `tool_calls`.
@@ -86,6 +95,8 @@ public struct SimulatedModel: Sendable {
 
     public func complete(_ request: SimulatedRequest) -> Completion {
         var completion = answer(request)
+        completion.cacheRead = min(request.cacheRead, completion.promptTokens)
+        completion.cacheWrite = min(request.cacheWrite, completion.promptTokens - completion.cacheRead)
         if request.reasons {
             let seed = SimulatedModel.fnv1a("reasoning\u{0}" + request.promptText)
             completion.showsReasoning = request.showsReasoning
@@ -133,6 +144,14 @@ public struct SimulatedModel: Sendable {
             tokens.append(index == 0 ? word.prefix(1).uppercased() + word.dropFirst() : " " + word)
         }
         return tokens
+    }
+
+    /// Automatic prompt caching (OpenAI, Gemini): prompts of 1,024 tokens or more cache their
+    /// history (all but the last message) in 128-token steps.
+    static func automaticCachePrefix(history: String, promptTokens: Int) -> (hash: UInt64, tokens: Int)? {
+        let tokens = countTokens(history) / 128 * 128
+        guard promptTokens >= 1024, tokens >= 1024 else { return nil }
+        return (fnv1a("cache\u{0}" + history), tokens)
     }
 
     /// A tokenizer stand-in: about one token per four bytes, at least one per word.

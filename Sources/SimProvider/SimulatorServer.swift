@@ -124,7 +124,10 @@ public struct Simulator: Sendable {
             let (status, error, _) = personality.error(status: 400)
             return Simulator.json(error, status: .init(code: status))
         }
-        let (simulated, stream, includeUsage) = personality.read(body, pathModel: pathModel, pathStream: pathStream)
+        var (simulated, stream, includeUsage) = personality.read(body, pathModel: pathModel, pathStream: pathStream)
+        if let prefix = simulated.cachePrefix {
+            if await state.cache(prefix: prefix.hash) { simulated.cacheRead = prefix.tokens } else { simulated.cacheWrite = prefix.tokens }
+        }
         let fault = await state.admit(provider: provider, model: simulated.model)
         let channel = context.channel
         if fault?.kind == .timeout || fault?.kind == .stall {

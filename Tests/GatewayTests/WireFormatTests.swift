@@ -64,3 +64,49 @@ import Testing
         }
     }
 }
+
+@Suite struct PromptCachingTests {
+    static let longText = String(repeating: "Signalbox routes requests across providers and keeps exact books. ", count: 120)
+
+    func costs(_ node: TestNode, model: String, body: String) async throws -> [(usage: JSONValue, cost: Money)] {
+        var results: [(JSONValue, Money)] = []
+        for _ in 0..<2 {
+            let reply = try await node.request("/api/v1/chat/completions", body: body)
+            #expect(reply.status == 200, "\(reply.body)")
+            let id = reply.json?["id"]?.stringValue ?? ""
+            results.append((reply.json?["usage"] ?? nil, try await node.generation(id)?.cost ?? .zero))
+        }
+        return results
+    }
+
+    @Test func anthropicCacheControlWritesThenReadsAndIsBilledAtCachePrices() async throws {
+        try await TestNode.with { node in
+            let body = """
+                {"model": "anthropic/claude-sonnet-4", "max_tokens": 20, "provider": {"only": ["anthropic"]},
+                 "messages": [{"role": "system", "content": [{"type": "text", "text": "\(Self.longText)", "cache_control": {"type": "ephemeral"}}]},
+                              {"role": "user", "content": "Hello"}]}
+                """
+            let runs = try await costs(node, model: "anthropic/claude-sonnet-4", body: body)
+            let written = runs[0].usage["prompt_tokens_details"]?["cache_write_tokens"]?.intValue ?? 0
+            let read = runs[1].usage["prompt_tokens_details"]?["cached_tokens"]?.intValue ?? 0
+            #expect(written > 1000 && read == written)
+            #expect(runs[0].usage["prompt_tokens"] == runs[1].usage["prompt_tokens"])
+            // a cache write costs 1.25× the prompt price, a read 0.1×: the second run is far cheaper
+            #expect(runs[1].cost < runs[0].cost)
+        }
+    }
+
+    @Test func automaticCachingOfLongPromptsIsReportedAndBilled() async throws {
+        try await TestNode.with { node in
+            let body = """
+                {"model": "openai/gpt-4o-mini", "max_tokens": 20, "provider": {"only": ["openai"]},
+                 "messages": [{"role": "user", "content": "\(Self.longText)"}, {"role": "assistant", "content": "Noted."},
+                              {"role": "user", "content": "Summarise"}]}
+                """
+            let runs = try await costs(node, model: "openai/gpt-4o-mini", body: body)
+            #expect(runs[0].usage["prompt_tokens_details"]?["cached_tokens"] == 0)
+            #expect((runs[1].usage["prompt_tokens_details"]?["cached_tokens"]?.intValue ?? 0) >= 1024)
+            #expect(runs[1].cost < runs[0].cost)
+        }
+    }
+}
