@@ -309,6 +309,7 @@ struct ChatPipeline: Sendable {
         var usage: TokenUsage?
         var done = false
         var delivered = 0
+        var held: [CompletionDelta] = []
 
         func handle(_ events: [SSEEvent]) throws {
             for event in events {
@@ -322,7 +323,17 @@ struct ChatPipeline: Sendable {
                             if state.firstToken == nil { state.firstToken = clock.now }
                             if state.upstreamID == nil { state.upstreamID = delta.upstreamID }
                         }
-                        if let emit { emit(delta, attempt) }
+                        if let emit {
+                            // Deltas without output (the opening role chunk) wait for the first
+                            // token: until one reaches the client, the request can still fail over.
+                            if delivered == 0 && delta.finishReason == nil {
+                                held.append(delta)
+                            } else {
+                                for waiting in held { emit(waiting, attempt) }
+                                held.removeAll()
+                                emit(delta, attempt)
+                            }
+                        }
                         accumulator.add(delta)
                     case .usage(let reported):
                         usage = reported

@@ -17,6 +17,9 @@ public struct Fault: Sendable, Hashable, Codable {
         case stall
         /// Stream `after_chunks` chunks, then close the connection.
         case dropAfterChunks = "drop_after_chunks"
+        /// Stream `after_chunks` chunks, then the provider's own mid-stream error event
+        /// (Anthropic `overloaded_error`), then end.
+        case streamError = "stream_error"
     }
 
     public var provider: String

@@ -10,6 +10,8 @@ protocol Personality: Sendable {
     /// The provider's own error for `status`: the HTTP status it sends, its body and headers.
     func error(status: Int) -> (status: Int, body: JSONValue, headers: [(String, String)])
     func response(_ completion: SimulatedModel.Completion, model: String, id: String) -> JSONValue
+    /// The error event a provider sends inside a stream it already started.
+    func streamError() -> ByteBuffer
     /// Every event of a stream, in order, already framed.
     func events(_ completion: SimulatedModel.Completion, model: String, id: String, includeUsage: Bool) -> [ByteBuffer]
     var streamContentType: String { get }
@@ -17,6 +19,10 @@ protocol Personality: Sendable {
 
 extension Personality {
     var streamContentType: String { "text/event-stream" }
+
+    func streamError() -> ByteBuffer {
+        Self.data(["error": ["message": "The server is overloaded (simulated)", "type": "server_error", "code": "overloaded"]])
+    }
 
     static func data(_ value: JSONValue) -> ByteBuffer {
         var bytes = Array("data: ".utf8)
@@ -142,6 +148,10 @@ enum ArgumentPieces {
 
 /// Anthropic Messages.
 struct AnthropicPersonality: Personality {
+    func streamError() -> ByteBuffer {
+        Self.event("error", ["type": "error", "error": ["type": "overloaded_error", "message": "Overloaded"]])
+    }
+
     func read(_ body: JSONValue, pathModel: String?, pathStream: Bool) -> (request: SimulatedRequest, stream: Bool, includeUsage: Bool) {
         let messages = body["messages"]?.arrayValue ?? []
         var prompt = SimulatedRequest.text(of: body["system"])
@@ -268,6 +278,10 @@ struct AnthropicPersonality: Personality {
 
 /// Google Gemini `generateContent` / `streamGenerateContent?alt=sse`.
 struct GeminiPersonality: Personality {
+    func streamError() -> ByteBuffer {
+        Self.data(["error": ["code": 503, "message": "The model is overloaded. Please try again later. (simulated)", "status": "UNAVAILABLE"]])
+    }
+
     /// The REST API takes camelCase and snake_case field names alike (the Python SDK mixes them).
     static func field(_ value: JSONValue?, _ camel: String) -> JSONValue? {
         if let found = value?[camel] { return found }

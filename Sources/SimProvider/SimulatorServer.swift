@@ -168,10 +168,11 @@ public struct Simulator: Sendable {
 
         let configuration = self.configuration
         let cutAfter: Int? = switch fault?.kind {
-        case .stall?, .dropAfterChunks?: fault?.afterChunks ?? 2
+        case .stall?, .dropAfterChunks?, .streamError?: fault?.afterChunks ?? 2
         default: nil
         }
         let stallForever = fault?.kind == .stall
+        let errorEvent = fault?.kind == .streamError ? personality.streamError() : nil
         let events = personality.events(completion, model: simulated.model, id: id, includeUsage: includeUsage)
         return Response(
             status: .ok,
@@ -180,6 +181,11 @@ public struct Simulator: Sendable {
                 try await Task.sleep(for: configuration.firstTokenDelay)
                 for (index, event) in events.enumerated() {
                     if let cutAfter, index == cutAfter {
+                        if let errorEvent {
+                            try await writer.write(errorEvent)
+                            try await writer.finish(nil)
+                            return
+                        }
                         if stallForever { try await Simulator.waitUntilClosed(channel) }
                         try? await channel.close()
                         return

@@ -110,3 +110,32 @@ import Testing
         }
     }
 }
+
+@Suite struct MidStreamErrorTests {
+    /// Anthropic and OpenAI open with a token-less event (`message_start`, the role chunk);
+    /// Gemini's first event already carries text.
+    @Test(arguments: [("anthropic/claude-sonnet-4", "anthropic", "OpenRouter", 1), ("google/gemini-2.5-flash", "google-ai-studio", "OpenRouter", 0),
+                      ("openai/gpt-4o-mini", "openai", "Azure", 1)])
+    func anErrorEventBeforeAnyTokenFailsOver(model: String, provider: String, fallback: String, afterChunks: Int) async throws {
+        try await TestNode.with { node in
+            try await node.fault(#"{"provider": "\#(provider)", "kind": "stream_error", "after_chunks": \#(afterChunks)}"#)
+            let reply = try await node.chat(model: model, stream: true)
+            let first = try JSONParser.parse(TestNode.events(reply.body).first ?? "")
+            #expect(first["provider"]?.stringValue == fallback)
+            #expect(TestNode.events(reply.body).last == "[DONE]")
+        }
+    }
+
+    @Test func anOverloadedErrorAfterTokensEndsTheStreamInBand() async throws {
+        try await TestNode.with { node in
+            try await node.fault(#"{"provider": "anthropic", "kind": "stream_error", "after_chunks": 6}"#)
+            let reply = try await node.chat(model: "anthropic/claude-opus-4.7", stream: true)
+            let events = TestNode.events(reply.body)
+            let error = try JSONParser.parse(events[events.count - 2])
+            #expect(error["error"]?["message"]?.stringValue?.contains("Overloaded") == true)
+            #expect(error["choices"]?.arrayValue?.first?["finish_reason"] == "error")
+            let record = try #require(try await node.generation(reply.header("X-Generation-Id") ?? ""))
+            #expect(record.cost == .zero)
+        }
+    }
+}
