@@ -389,12 +389,22 @@ struct ChatPipeline: Sendable {
             memo: "\(attempt.model.id) via \(attempt.endpoint.tag)")]
     }
 
-    /// Writes the ledger outside the request's cancellation: a client that hangs up must not
-    /// stop its own settlement.
-    private func durably(_ work: @escaping @Sendable () async throws -> Void) async {
-        let logger = self.logger
+    /// Posts a request's charges (none for a failure) and stores its generation record, closing
+    /// its hold in the same transaction. It runs outside the request's cancellation: a client that
+    /// hangs up must not stop its own settlement.
+    private func settle(_ prepared: PreparedChat, transfers: [TransferRequest], generation: GenerationRecord) async {
+        let (ledger, logger) = (self.ledger, self.logger)
         await Task {
-            do { try await work() } catch { logger.error("ledger settlement failed", metadata: ["error": "\(error)"]) }
+            do {
+                if let holdID = prepared.holdID {
+                    try await ledger.settle(holdID: holdID, transfers: transfers, generation: generation)
+                } else {
+                    try await ledger.post(transfers)
+                    try await ledger.storeGeneration(generation)
+                }
+            } catch {
+                logger.error("ledger settlement failed", metadata: ["generation": "\(generation.id)", "error": "\(error)"])
+            }
         }.value
     }
 
@@ -410,14 +420,7 @@ struct ChatPipeline: Sendable {
             nativeFinishReason: native, upstreamID: result.accumulator.upstreamID, cancelled: false,
             firstToken: result.firstTokenAt, records: records)
         let transfers = chargeTransfers(prepared, attempt: result.attempt, cost: cost.total)
-        await durably { [ledger] in
-            if let holdID = prepared.holdID {
-                try await ledger.settle(holdID: holdID, transfers: transfers, generation: record)
-            } else {
-                try await ledger.post(transfers)
-                try await ledger.storeGeneration(record)
-            }
-        }
+        await settle(prepared, transfers: transfers, generation: record)
         return cost
     }
 
@@ -428,13 +431,7 @@ struct ChatPipeline: Sendable {
             prepared, attempt: delivered ? attempt : nil, usage: progress.usage ?? TokenUsage(), cost: .zero,
             finishReason: "error", nativeFinishReason: "error", upstreamID: progress.upstreamID, cancelled: false,
             firstToken: progress.firstToken, records: records)
-        await durably { [ledger] in
-            if let holdID = prepared.holdID {
-                try await ledger.settle(holdID: holdID, transfers: [], generation: record)
-            } else {
-                try await ledger.storeGeneration(record)
-            }
-        }
+        await settle(prepared, transfers: [], generation: record)
     }
 
     /// The client hung up: the upstream call was cancelled, and the tokens generated until then
@@ -454,13 +451,6 @@ struct ChatPipeline: Sendable {
             prepared, attempt: attempt, usage: usage, cost: cost.total, finishReason: nil, nativeFinishReason: nil,
             upstreamID: progress.upstreamID, cancelled: true, firstToken: progress.firstToken, records: all)
         let transfers = chargeTransfers(prepared, attempt: attempt, cost: cost.total)
-        await durably { [ledger] in
-            if let holdID = prepared.holdID {
-                try await ledger.settle(holdID: holdID, transfers: transfers, generation: record)
-            } else {
-                try await ledger.post(transfers)
-                try await ledger.storeGeneration(record)
-            }
-        }
+        await settle(prepared, transfers: transfers, generation: record)
     }
 }

@@ -64,8 +64,7 @@ public struct AnthropicAdapter: ProviderAdapter {
         var headers = [("content-type", "application/json"), ("accept", "text/event-stream"),
                        ("anthropic-version", Self.version)]
         if let apiKey { headers.append(("x-api-key", apiKey)) }
-        let base = attempt.provider.baseURL.hasSuffix("/") ? String(attempt.provider.baseURL.dropLast()) : attempt.provider.baseURL
-        return UpstreamRequest(url: base + "/messages", headers: headers, body: ByteBuffer(bytes: JSONWriter.bytes(.object(body))))
+        return UpstreamRequest(url: url(attempt, "/messages"), headers: headers, body: ByteBuffer(bytes: JSONWriter.bytes(.object(body))))
     }
 
     static func toolChoice(_ choice: JSONValue?, parallel: Bool?) -> JSONValue? {
@@ -129,9 +128,7 @@ public struct AnthropicAdapter: ProviderAdapter {
             case "assistant":
                 var content = blocks(message["content"])
                 for call in message["tool_calls"]?.arrayValue ?? [] {
-                    let arguments = call["function"]?["arguments"]?.stringValue ?? "{}"
-                    let input = (try? JSONParser.parse(arguments)).flatMap { $0.objectValue != nil ? $0 : nil }
-                        ?? JSONValue.object([:])
+                    let input = ToolArguments.object(call["function"]?["arguments"]?.stringValue)
                     content.append([
                         "type": "tool_use", "id": .string(sanitizeID(call["id"]?.stringValue ?? "call")),
                         "name": call["function"]?["name"] ?? "tool", "input": input,

@@ -73,9 +73,8 @@ public struct GeminiAdapter: ProviderAdapter {
 
         var headers = [("content-type", "application/json"), ("accept", "text/event-stream")]
         if let apiKey { headers.append(("x-goog-api-key", apiKey)) }
-        let base = attempt.provider.baseURL.hasSuffix("/") ? String(attempt.provider.baseURL.dropLast()) : attempt.provider.baseURL
         let model = attempt.endpoint.upstreamModel.hasPrefix("models/") ? attempt.endpoint.upstreamModel : "models/" + attempt.endpoint.upstreamModel
-        return UpstreamRequest(url: "\(base)/\(model):streamGenerateContent?alt=sse", headers: headers,
+        return UpstreamRequest(url: url(attempt, "/\(model):streamGenerateContent?alt=sse"), headers: headers,
                                body: ByteBuffer(bytes: JSONWriter.bytes(.object(body))))
     }
 
@@ -132,9 +131,7 @@ public struct GeminiAdapter: ProviderAdapter {
                 for call in message["tool_calls"]?.arrayValue ?? [] {
                     let name = call["function"]?["name"]?.stringValue ?? "tool"
                     if let id = call["id"]?.stringValue { toolNames[id] = name }
-                    let arguments = call["function"]?["arguments"]?.stringValue ?? "{}"
-                    let args = (try? JSONParser.parse(arguments)).flatMap { $0.objectValue != nil ? $0 : nil }
-                        ?? JSONValue.object([:])
+                    let args = ToolArguments.object(call["function"]?["arguments"]?.stringValue)
                     content.append(["functionCall": ["name": .string(name), "args": args]])
                 }
                 append("model", content)

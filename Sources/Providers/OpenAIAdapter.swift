@@ -35,9 +35,8 @@ public struct OpenAIAdapter: ProviderAdapter {
         body["stream_options"] = .object(options)
         var headers = [("content-type", "application/json"), ("accept", "text/event-stream")]
         if let apiKey { headers.append(("authorization", "Bearer \(apiKey)")) }
-        let base = attempt.provider.baseURL.hasSuffix("/") ? String(attempt.provider.baseURL.dropLast()) : attempt.provider.baseURL
         return UpstreamRequest(
-            url: base + "/chat/completions", headers: headers,
+            url: url(attempt, "/chat/completions"), headers: headers,
             body: ByteBuffer(bytes: JSONWriter.bytes(.object(body)))
         )
     }

@@ -102,6 +102,12 @@ public protocol ProviderAdapter: Sendable {
 }
 
 extension ProviderAdapter {
+    /// `path` under the provider's base URL (which may or may not end in a slash).
+    func url(_ attempt: PlannedAttempt, _ path: String) -> String {
+        let base = attempt.provider.baseURL
+        return (base.hasSuffix("/") ? String(base.dropLast()) : base) + path
+    }
+
     /// Drops parameters the endpoint does not support (OpenRouter's default; with
     /// `require_parameters` such endpoints are not planned at all).
     func unsupportedParameters(_ request: ChatRequest, _ endpoint: ModelEndpoint) -> [String] {
@@ -110,5 +116,14 @@ extension ProviderAdapter {
             !endpoint.supportedParameters.contains(parameter)
                 && !(parameter == "tool_choice" && endpoint.supportedParameters.contains("tools"))
         }
+    }
+}
+
+/// OpenAI tool-call arguments are a JSON string; Anthropic and Gemini want an object.
+enum ToolArguments {
+    /// The arguments as a JSON object; `{}` when they are empty or not an object.
+    static func object(_ arguments: String?) -> JSONValue {
+        guard let arguments, let parsed = try? JSONParser.parse(arguments), parsed.objectValue != nil else { return [:] }
+        return parsed
     }
 }
