@@ -87,7 +87,7 @@ public final class SQLiteLedgerStore: LedgerStore {
     // MARK: Helpers (run inside a transaction)
 
     static func millis(_ date: Date) -> Int64 { Int64(date.timeIntervalSince1970 * 1000) }
-    static func date(_ millis: Int64) -> Date { Date(timeIntervalSince1970: Double(millis) / 1000) }
+    static func date(_ millis: Int64) -> Date { Date(timeIntervalSince1970: TimeInterval(millis) / 1000) }
 
     static func ensureAccount(_ db: Database, id: String, name: String, isSystem: Bool) throws {
         try db.cachedStatement(sql: "INSERT OR IGNORE INTO accounts (id, name, is_system, created_at) VALUES (?, ?, ?, ?)").execute(arguments: [id, name, isSystem, millis(Date())])
