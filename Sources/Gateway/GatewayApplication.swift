@@ -368,3 +368,16 @@ public struct HoldExpiryService: Service {
         }
     }
 }
+
+/// Turns readiness off as soon as a graceful shutdown starts (SIGTERM), so load balancers
+/// stop sending new requests while in-flight streams finish.
+public struct DrainOnShutdownService: Service {
+    let readiness: Readiness
+
+    public init(readiness: Readiness) { self.readiness = readiness }
+
+    public func run() async throws {
+        try? await gracefulShutdown()
+        readiness.set(false)
+    }
+}

@@ -104,6 +104,9 @@ struct Serve: AsyncParsableCommand {
         }
         services.append(app)
         services.append(HoldExpiryService(ledger: ledger, logger: logger))
+        // Last in the group, so the first to hear of a shutdown: readiness turns off before the
+        // server stops accepting connections.
+        services.append(DrainOnShutdownService(readiness: gateway.readiness))
         let group = ServiceGroup(configuration: .init(
             services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         do {
