@@ -54,6 +54,7 @@ struct ChatPipeline: Sendable {
     /// Provider slug → API key to send upstream.
     let providerKeys: [String: String]
     let logger: Logger
+    let metrics: GatewayMetrics
     let clock = ContinuousClock()
 
     // MARK: Prepare
@@ -164,11 +165,14 @@ struct ChatPipeline: Sendable {
             let latency = Int((clock.now - started) / .milliseconds(1))
             switch result {
             case .success(let success):
+                metrics.attempt(provider: attempt.endpoint.tag, outcome: "ok")
+                if let first = success.firstTokenAt { metrics.firstToken(provider: attempt.endpoint.tag, after: first - started) }
                 records.append(AttemptRecord(provider: attempt.endpoint.tag, providerName: attempt.provider.name,
                                              model: attempt.model.id, status: "200", latencyMs: latency))
                 let cost = await settleSuccess(prepared, result: success, records: records)
                 return .success(success, cost)
             case .failure(let failure):
+                metrics.attempt(provider: attempt.endpoint.tag, outcome: failure.code)
                 records.append(AttemptRecord(provider: attempt.endpoint.tag, providerName: attempt.provider.name,
                                              model: attempt.model.id, status: failure.code, latencyMs: latency,
                                              error: failure.message))
@@ -185,6 +189,7 @@ struct ChatPipeline: Sendable {
                                         progress: progress.withLockedValue { $0 }, delivered: delivered)
                     return .failure(error, deliveredBeforeFailure: delivered)
                 }
+                metrics.failover()
             }
         }
         let error = Self.finalError(failures, last: prepared.attempts.last!, records: records)

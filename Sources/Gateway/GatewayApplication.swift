@@ -18,9 +18,12 @@ public struct GatewayDependencies: Sendable {
     /// Provider slug → API key sent upstream (read from each provider's `api_key_env`).
     public var providerKeys: [String: String]
     public var logger: Logger
+    public var metrics: GatewayMetrics
 
     public init(configuration: GatewayConfiguration, catalog: Catalog, ledger: any LedgerStore,
-                transport: any UpstreamTransport, providerKeys: [String: String], logger: Logger) {
+                transport: any UpstreamTransport, providerKeys: [String: String], logger: Logger,
+                metrics: GatewayMetrics = GatewayMetrics()) {
+        self.metrics = metrics
         self.configuration = configuration
         self.catalog = catalog
         self.ledger = ledger
@@ -52,7 +55,7 @@ public struct Gateway: Sendable {
         pipeline = ChatPipeline(
             catalog: dependencies.catalog, planner: RoutingPlanner(catalog: dependencies.catalog),
             ledger: dependencies.ledger, transport: dependencies.transport, configuration: dependencies.configuration,
-            providerKeys: dependencies.providerKeys, logger: dependencies.logger)
+            providerKeys: dependencies.providerKeys, logger: dependencies.logger, metrics: dependencies.metrics)
         authenticator = KeyAuthenticator(ledger: dependencies.ledger)
         catalogResponses = CatalogResponses(catalog: dependencies.catalog)
     }
@@ -62,7 +65,7 @@ public struct Gateway: Sendable {
         ("/api/v1/chat/completions", [.post]), ("/api/v1/models", [.get]),
         ("/api/v1/models/:author/:slug/endpoints", [.get]), ("/api/v1/providers", [.get]),
         ("/api/v1/key", [.get]), ("/api/v1/auth/key", [.get]), ("/api/v1/credits", [.get]),
-        ("/api/v1/generation", [.get]),
+        ("/api/v1/generation", [.get]), ("/metrics", [.get]),
     ]
 
     public func buildRouter() -> Router<BasicRequestContext> {
@@ -70,7 +73,12 @@ public struct Gateway: Sendable {
         router.middlewares.add(JSONErrorMiddleware(knownRoutes: Self.routes.map { path, methods in
             (path.split(separator: "/"), Set(methods))
         }))
+        router.middlewares.add(MetricsMiddleware(metrics: dependencies.metrics))
         router.get("/healthz") { _, _ in JSONResponse.make(["status": "ok"]) }
+        router.get("/metrics") { _, _ in
+            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                     body: .init(byteBuffer: ByteBuffer(bytes: dependencies.metrics.exposition())))
+        }
         router.get("/readyz") { _, _ in
             readiness.isReady
                 ? JSONResponse.make(["status": "ready"])

@@ -1,0 +1,55 @@
+import Hummingbird
+import Prometheus
+
+/// The node's Prometheus metrics, served at `/metrics`.
+///
+/// Labels stay low-cardinality: route patterns, status codes, provider slugs. The registry is
+/// injected, so tests and several gateways in one process never share a global.
+public struct GatewayMetrics: Sendable {
+    public let registry: PrometheusCollectorRegistry
+    let failovers: Counter
+
+    public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
+        self.registry = registry
+        failovers = registry.makeCounter(descriptor: MetricNameDescriptor(
+            namespace: "signalbox", metricName: "failovers", unitName: "total",
+            helpText: "Requests moved to another endpoint after an upstream failure"))
+    }
+
+    static var requests: MetricNameDescriptor { MetricNameDescriptor(namespace: "signalbox", metricName: "http_requests", unitName: "total",
+                                               helpText: "HTTP requests by route and status") }
+    static var attempts: MetricNameDescriptor { MetricNameDescriptor(namespace: "signalbox", metricName: "upstream_attempts", unitName: "total",
+                                               helpText: "Upstream calls by provider and outcome (ok or the failure code)") }
+    static var firstToken: MetricNameDescriptor { MetricNameDescriptor(namespace: "signalbox", metricName: "upstream_first_token", unitName: "seconds",
+                                                 helpText: "Time from sending an upstream request to its first token") }
+    static let buckets: [Duration] = [.milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250),
+                                      .milliseconds(500), .seconds(1), .seconds(2), .seconds(5), .seconds(10), .seconds(30)]
+
+    func request(route: String, status: Int) {
+        registry.makeCounter(descriptor: Self.requests, labels: [("route", route), ("status", String(status))]).increment()
+    }
+
+    func attempt(provider: String, outcome: String) {
+        registry.makeCounter(descriptor: Self.attempts, labels: [("provider", provider), ("outcome", outcome)]).increment()
+    }
+
+    func firstToken(provider: String, after duration: Duration) {
+        registry.makeDurationHistogram(descriptor: Self.firstToken, labels: [("provider", provider)], buckets: Self.buckets)
+            .record(duration)
+    }
+
+    func failover() { failovers.increment() }
+
+    func exposition() -> [UInt8] { registry.emitToBuffer() }
+}
+
+/// Counts every response by route pattern and status.
+struct MetricsMiddleware<Context: RequestContext>: RouterMiddleware {
+    let metrics: GatewayMetrics
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let response = try await next(request, context)
+        metrics.request(route: context.endpointPath ?? "unmatched", status: response.status.code)
+        return response
+    }
+}
