@@ -66,12 +66,18 @@ struct CatalogResponses: Sendable {
     }
 
     /// `/models/{author}/{slug}/endpoints`, or nil for an unknown model.
-    func endpoints(modelID: String) -> JSONValue? {
+    func endpoints(modelID: String, health tracker: HealthTracker) -> JSONValue? {
         guard let model = modelsByID[modelID] else { return nil }
+        let view = tracker.snapshot()
+        let now = tracker.now
         let endpoints: [JSONValue] = model.endpoints.map { endpoint in
             let provider = catalog.provider(endpoint.provider)
             let providerName = provider?.name ?? endpoint.provider
             let tools = endpoint.supportedParameters.contains("tools")
+            let health = view.health(model: model.id, tag: endpoint.tag)
+            func uptime(_ seconds: Double) -> JSONValue {
+                health?.uptime(lastSeconds: seconds, now: now).map { .double(($0 * 100).rounded() / 100) } ?? nil
+            }
             return [
                 "name": .string("\(providerName) | \(model.id)"), "model_id": .string(model.id),
                 "model_name": .string(model.name), "provider_name": .string(providerName), "tag": .string(endpoint.tag),
@@ -84,7 +90,8 @@ struct CatalogResponses: Sendable {
                 "supports_implicit_caching": .bool(!endpoint.pricing.inputCacheRead.isZero),
                 "supports_tool_choice": ["auto": .bool(tools), "none": .bool(tools), "required": .bool(tools), "function": .bool(tools)],
                 "supports_diarization": false, "native_tools": [:], "service_tier": nil,
-                "status": 0, "uptime_last_5m": nil, "uptime_last_30m": nil, "uptime_last_1d": nil,
+                "status": (health?.isDegraded(at: now) ?? false) ? -1 : 0,
+                "uptime_last_5m": uptime(300), "uptime_last_30m": uptime(1800), "uptime_last_1d": nil,  // 30 minutes are kept
                 "latency_last_30m": nil, "throughput_last_30m": nil,
                 "region": .string(catalog.region(of: endpoint)),
                 "data_policy": [

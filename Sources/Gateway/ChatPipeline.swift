@@ -55,12 +55,13 @@ struct ChatPipeline: Sendable {
     let providerKeys: [String: String]
     let logger: Logger
     let metrics: GatewayMetrics
+    let health: HealthTracker
     let clock = ContinuousClock()
 
     // MARK: Prepare
 
     func prepare(_ request: ChatRequest, key: KeyRecord) async throws -> PreparedChat {
-        let planned = try planner.plan(request)
+        let planned = try planner.plan(request, health: health.snapshot(), now: health.now)
         // An endpoint whose provider has no credentials on this node cannot be attempted.
         let attempts = planned.filter { providerKeys[$0.provider.slug] != nil }
         guard !attempts.isEmpty else {
@@ -166,13 +167,22 @@ struct ChatPipeline: Sendable {
             switch result {
             case .success(let success):
                 metrics.attempt(provider: attempt.endpoint.tag, outcome: "ok")
-                if let first = success.firstTokenAt { metrics.firstToken(provider: attempt.endpoint.tag, after: first - started) }
+                let firstToken = success.firstTokenAt.map { $0 - started }
+                if let firstToken { metrics.firstToken(provider: attempt.endpoint.tag, after: firstToken) }
+                let streaming = success.firstTokenAt.map { clock.now - $0 }
+                let seconds = streaming.map { Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18 }
+                let tokens = success.usage?.completionTokens ?? success.delivered
+                health.recordSuccess(
+                    attempt, firstTokenMillis: firstToken.map { Int($0 / .milliseconds(1)) },
+                    tokensPerSecond: seconds.flatMap { $0 > 0.001 ? Double(tokens) / $0 : nil })
                 records.append(AttemptRecord(provider: attempt.endpoint.tag, providerName: attempt.provider.name,
                                              model: attempt.model.id, status: "200", latencyMs: latency))
                 let cost = await settleSuccess(prepared, result: success, records: records)
                 return .success(success, cost)
             case .failure(let failure):
                 metrics.attempt(provider: attempt.endpoint.tag, outcome: failure.code)
+                // Only the provider's failures count against it; a 400 is the request's own.
+                if failure.isRetryable { health.recordFailure(attempt, rateLimited: failure.isRateLimit) }
                 records.append(AttemptRecord(provider: attempt.endpoint.tag, providerName: attempt.provider.name,
                                              model: attempt.model.id, status: failure.code, latencyMs: latency,
                                              error: failure.message))

@@ -19,11 +19,13 @@ public struct GatewayDependencies: Sendable {
     public var providerKeys: [String: String]
     public var logger: Logger
     public var metrics: GatewayMetrics
+    public var health: HealthTracker
 
     public init(configuration: GatewayConfiguration, catalog: Catalog, ledger: any LedgerStore,
                 transport: any UpstreamTransport, providerKeys: [String: String], logger: Logger,
-                metrics: GatewayMetrics = GatewayMetrics()) {
+                metrics: GatewayMetrics = GatewayMetrics(), health: HealthTracker = HealthTracker()) {
         self.metrics = metrics
+        self.health = health
         self.configuration = configuration
         self.catalog = catalog
         self.ledger = ledger
@@ -53,9 +55,11 @@ public struct Gateway: Sendable {
         self.dependencies = dependencies
         self.readiness = readiness
         pipeline = ChatPipeline(
-            catalog: dependencies.catalog, planner: RoutingPlanner(catalog: dependencies.catalog),
+            catalog: dependencies.catalog,
+            planner: RoutingPlanner(catalog: dependencies.catalog, loadBalancing: dependencies.configuration.loadBalancing),
             ledger: dependencies.ledger, transport: dependencies.transport, configuration: dependencies.configuration,
-            providerKeys: dependencies.providerKeys, logger: dependencies.logger, metrics: dependencies.metrics)
+            providerKeys: dependencies.providerKeys, logger: dependencies.logger, metrics: dependencies.metrics,
+            health: dependencies.health)
         authenticator = KeyAuthenticator(ledger: dependencies.ledger)
         catalogResponses = CatalogResponses(catalog: dependencies.catalog)
     }
@@ -90,7 +94,7 @@ public struct Gateway: Sendable {
         api.get("/models/:author/:slug/endpoints") { _, context in
             let author = context.parameters.get("author") ?? ""
             let slug = context.parameters.get("slug") ?? ""
-            guard let body = catalogResponses.endpoints(modelID: "\(author)/\(slug)") else {
+            guard let body = catalogResponses.endpoints(modelID: "\(author)/\(slug)", health: dependencies.health) else {
                 throw APIError.notFound("Model \(author)/\(slug) not found")
             }
             return JSONResponse.make(body)

@@ -1,4 +1,5 @@
 import Foundation
+import SignalboxCore
 
 /// Everything a router node needs to know to serve. Filled from defaults, the config file,
 /// environment and flags (in that order of precedence) by the `signalbox` executable.
@@ -14,6 +15,8 @@ public struct GatewayConfiguration: Sendable {
     public var holdTTL: TimeInterval = 15 * 60
     /// Whether `/readyz` should report ready; flipped to false while draining.
     public var nodeID: String = "node-1"
+    /// How the first endpoint is chosen when a request sets neither `provider.order` nor `sort`.
+    public var loadBalancing: RoutingPlanner.LoadBalancing = .priceWeighted
     public var region: String = "us"
 
     public init() {}

@@ -152,6 +152,11 @@ public struct ProviderPreferences: Sendable, Hashable {
     public var zdr: Bool = false
     public var quantizations: [String]?
     public var sort: Sort?
+    /// `sort.partition: "none"` sorts the endpoints of every listed model together.
+    public var sortAcrossModels = false
+    /// Soft preferences: endpoints known to meet them are tried first; never a failure.
+    public var preferredMinThroughput: Double?
+    public var preferredMaxLatencySeconds: Double?
     /// Hard ceilings in USD per million tokens, as exact atto-dollar amounts per token × 1e6.
     public var maxPromptPerMillion: ExactDecimal?
     public var maxCompletionPerMillion: ExactDecimal?
@@ -196,7 +201,22 @@ public struct ProviderPreferences: Sendable, Hashable {
                 throw .badRequest("'provider.sort' must be \"price\", \"throughput\" or \"latency\"")
             }
             sort = parsed
+            if let partition = value["partition"]?.stringValue {
+                guard partition == "model" || partition == "none" else {
+                    throw .badRequest("'provider.sort.partition' must be \"model\" or \"none\"")
+                }
+                sortAcrossModels = partition == "none"
+            }
         }
+        func threshold(_ key: String) throws(APIError) -> Double? {
+            guard let value = object[key], !value.isNull else { return nil }
+            // A number means p50; of a percentile object, p50 is the one this node tracks.
+            let number = value.numericValue ?? value["p50"]?.numericValue
+            guard let number, number >= 0 else { throw .badRequest("'provider.\(key)' must be a number or {p50: number}") }
+            return number
+        }
+        preferredMinThroughput = try threshold("preferred_min_throughput")
+        preferredMaxLatencySeconds = try threshold("preferred_max_latency")
         if let value = object["max_price"], !value.isNull {
             guard let prices = value.objectValue else { throw .badRequest("'provider.max_price' must be an object") }
             func price(_ key: String) throws(APIError) -> ExactDecimal? {

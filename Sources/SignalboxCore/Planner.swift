@@ -25,19 +25,42 @@ public struct PlannedAttempt: Sendable, Hashable {
 ///
 /// Pure: no I/O, no clock, no randomness of its own, so every rule is unit-tested directly.
 public struct RoutingPlanner: Sendable {
-    public var catalog: Catalog
+    /// How the default order (no `order`, no `sort`) picks the first endpoint.
+    public enum LoadBalancing: String, Sendable, Hashable, CaseIterable {
+        /// OpenRouter's rule: a random first pick, weighted by 1/price².
+        case priceWeighted = "price-weighted"
+        /// The catalog's endpoint order: a fixed primary and its fallbacks.
+        case catalogOrder = "catalog-order"
+    }
 
-    public init(catalog: Catalog) { self.catalog = catalog }
+    public var catalog: Catalog
+    public var loadBalancing: LoadBalancing
+
+    public init(catalog: Catalog, loadBalancing: LoadBalancing = .priceWeighted) {
+        self.catalog = catalog
+        self.loadBalancing = loadBalancing
+    }
 
     /// The attempts for `request`, or an `APIError`: 400 for an unknown model, 404 (saying
     /// which filter excluded which endpoints) when filters leave nothing.
-    public func plan(_ request: ChatRequest) throws(APIError) -> [PlannedAttempt] {
-        var attempts: [PlannedAttempt] = []
+    ///
+    /// `health` and `now` demote endpoints with a recent outage or an open circuit; `random`
+    /// makes the price-weighted first pick (inject a seeded generator to test it).
+    public func plan(
+        _ request: ChatRequest, health: HealthView = HealthView(), now: Double = 0,
+        using random: inout some RandomNumberGenerator
+    ) throws(APIError) -> [PlannedAttempt] {
+        var preferences = request.provider
+        var perModel: [[PlannedAttempt]] = []
         var exclusions: [(filter: String, tag: String, model: String)] = []
-        for (position, id) in request.models.enumerated() {
+        for (position, requested) in request.models.enumerated() {
+            // Dynamic variants: `:nitro` sorts by throughput, `:floor` by price.
+            var id = requested
+            if let base = Self.strip(":nitro", from: requested) { id = base; preferences.sort = preferences.sort ?? .throughput }
+            if let base = Self.strip(":floor", from: requested) { id = base; preferences.sort = preferences.sort ?? .price }
             guard let model = catalog.model(id: id) else {
                 if position == 0 || request.models.count == 1 {
-                    throw .badRequest("\(id) is not a valid model ID", metadata: ["model": .string(id)])
+                    throw .badRequest("\(requested) is not a valid model ID", metadata: ["model": .string(requested)])
                 }
                 continue
             }
@@ -50,10 +73,132 @@ public struct RoutingPlanner: Sendable {
                     candidates.append(PlannedAttempt(model: model, endpoint: endpoint, provider: provider))
                 }
             }
-            attempts += order(candidates, for: request.provider)
+            // Soft capability filter: if some endpoints support what the request uses, only they serve it.
+            for parameter in ["tools", "response_format"] where request.usedParameters.contains(parameter) {
+                let capable = candidates.filter { $0.endpoint.supportedParameters.isEmpty || $0.endpoint.supportedParameters.contains(parameter) }
+                if !capable.isEmpty && capable.count < candidates.count {
+                    for dropped in candidates where !capable.contains(dropped) { exclusions.append((parameter, dropped.endpoint.tag, model.id)) }
+                    candidates = capable
+                }
+            }
+            perModel.append(candidates)
+        }
+        let context = OrderingContext(health: health, now: now)
+        var attempts: [PlannedAttempt]
+        if preferences.sort != nil && preferences.sortAcrossModels {
+            attempts = order(perModel.flatMap { $0 }, preferences, context, using: &random)
+        } else {
+            attempts = perModel.flatMap { order($0, preferences, context, using: &random) }
         }
         guard !attempts.isEmpty else { throw noEndpoints(request, exclusions) }
+        if !preferences.allowFallbacks && preferences.order == nil { attempts = [attempts[0]] }
         return attempts
+    }
+
+    /// Plans with the system random generator.
+    public func plan(_ request: ChatRequest, health: HealthView = HealthView(), now: Double = 0) throws(APIError) -> [PlannedAttempt] {
+        var random = SystemRandomNumberGenerator()
+        return try plan(request, health: health, now: now, using: &random)
+    }
+
+    static func strip(_ suffix: String, from id: String) -> String? {
+        id.hasSuffix(suffix) ? String(id.dropLast(suffix.count)) : nil
+    }
+
+    struct OrderingContext {
+        var health: HealthView
+        var now: Double
+
+        func degraded(_ attempt: PlannedAttempt) -> Bool {
+            health.health(model: attempt.model.id, tag: attempt.endpoint.tag)?.isDegraded(at: now) ?? false
+        }
+
+        func throughput(_ attempt: PlannedAttempt) -> Double? {
+            health.health(model: attempt.model.id, tag: attempt.endpoint.tag)?.meanThroughput(lastSeconds: 300, now: now)
+        }
+
+        func latencySeconds(_ attempt: PlannedAttempt) -> Double? {
+            health.health(model: attempt.model.id, tag: attempt.endpoint.tag)?
+                .meanFirstTokenMillis(lastSeconds: 300, now: now).map { $0 / 1000 }
+        }
+    }
+
+    /// The sum of an endpoint's prompt and completion prices, the "price" the ordering rules use.
+    static func price(_ attempt: PlannedAttempt) -> Int128 {
+        attempt.endpoint.pricing.prompt.attos + attempt.endpoint.pricing.completion.attos
+    }
+
+    /// Orders eligible endpoints.
+    ///
+    /// - `provider.order` first, exactly as given (health does not reorder an explicit choice);
+    /// - with `sort`: cheapest, fastest or quickest-to-first-token first;
+    /// - otherwise OpenRouter's default: the first pick is random, weighted by 1/price², among
+    ///   endpoints without a recent outage; the rest follow by price.
+    /// Endpoints with a recent outage or an open circuit go last in the default and sorted
+    /// orders, but are never dropped. Soft throughput/latency preferences come before that.
+    func order(
+        _ candidates: [PlannedAttempt], _ preferences: ProviderPreferences, _ context: OrderingContext,
+        using random: inout some RandomNumberGenerator
+    ) -> [PlannedAttempt] {
+        var rest = candidates
+        var first: [PlannedAttempt] = []
+        for slug in preferences.order ?? [] {
+            while let index = rest.firstIndex(where: { RoutingPlanner.slug(slug, matches: $0.endpoint.tag) }) {
+                first.append(rest.remove(at: index))
+            }
+        }
+        if preferences.sort != nil || loadBalancing == .priceWeighted {
+            rest = Self.stableSorted(rest) { Self.price($0) < Self.price($1) }
+        }
+        switch preferences.sort {
+        case .price?: break
+        case .throughput?:
+            rest = Self.stableSorted(rest) { (context.throughput($0) ?? -1) > (context.throughput($1) ?? -1) }
+        case .latency?:
+            rest = Self.stableSorted(rest) { (context.latencySeconds($0) ?? .infinity) < (context.latencySeconds($1) ?? .infinity) }
+        case nil:
+            if preferences.order == nil, loadBalancing == .priceWeighted, let pick = Self.weightedPick(rest.filter { !context.degraded($0) }, using: &random) {
+                rest.removeAll { $0 == pick }
+                rest.insert(pick, at: 0)
+            }
+        }
+        if let minimum = preferences.preferredMinThroughput {
+            let meets = { (attempt: PlannedAttempt) in (context.throughput(attempt) ?? .infinity) >= minimum }
+            rest = Self.stableSorted(rest) { a, b in meets(a) && !meets(b) }
+        }
+        if let maximum = preferences.preferredMaxLatencySeconds {
+            let meets = { (attempt: PlannedAttempt) in (context.latencySeconds(attempt) ?? 0) <= maximum }
+            rest = Self.stableSorted(rest) { a, b in meets(a) && !meets(b) }
+        }
+        // Health last: it outranks price and preferences, never an explicit order.
+        rest = Self.stableSorted(rest) { a, b in !context.degraded(a) && context.degraded(b) }
+        return first + rest
+    }
+
+    /// Picks one endpoint with probability proportional to 1/price² (free endpoints as if they
+    /// cost one atto-dollar per token).
+    static func weightedPick(_ candidates: [PlannedAttempt], using random: inout some RandomNumberGenerator) -> PlannedAttempt? {
+        guard candidates.count > 1 else { return candidates.first }
+        let weights = candidates.map { attempt -> Double in
+            let price = Double(max(Self.price(attempt), 1))
+            return 1 / (price * price)
+        }
+        let total = weights.reduce(0, +)
+        var target = Double.random(in: 0..<total, using: &random)
+        for (attempt, weight) in zip(candidates, weights) {
+            if target < weight { return attempt }
+            target -= weight
+        }
+        return candidates.last
+    }
+
+    /// A stable sort by a strict "comes before" predicate: equal elements keep their order.
+    static func stableSorted(_ items: [PlannedAttempt], by before: (PlannedAttempt, PlannedAttempt) -> Bool) -> [PlannedAttempt] {
+        items.enumerated().sorted { a, b in
+            if before(a.element, b.element) { return true }
+            if before(b.element, a.element) { return false }
+            return a.offset < b.offset
+        }.map(\.element)
     }
 
     /// Why an endpoint may not serve the request, as the name of the preference that excludes it.
@@ -87,27 +232,6 @@ public struct RoutingPlanner: Sendable {
             return "require_parameters"
         }
         return nil
-    }
-
-    /// Orders a model's eligible endpoints: `provider.order` first (in its order), then by
-    /// `sort`, otherwise catalog order.
-    func order(_ candidates: [PlannedAttempt], for preferences: ProviderPreferences) -> [PlannedAttempt] {
-        var rest = candidates
-        if preferences.sort == .price {
-            rest = rest.enumerated().sorted { a, b in
-                let pa = a.element.endpoint.pricing, pb = b.element.endpoint.pricing
-                let ca = pa.prompt.attos + pa.completion.attos, cb = pb.prompt.attos + pb.completion.attos
-                return ca != cb ? ca < cb : a.offset < b.offset
-            }.map(\.element)
-        }
-        guard let order = preferences.order else { return rest }
-        var first: [PlannedAttempt] = []
-        for slug in order {
-            while let index = rest.firstIndex(where: { RoutingPlanner.slug(slug, matches: $0.endpoint.tag) }) {
-                first.append(rest.remove(at: index))
-            }
-        }
-        return first + rest
     }
 
     /// `max_price` is USD per million tokens; prices are USD per token.

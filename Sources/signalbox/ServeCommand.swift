@@ -28,6 +28,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Upstream time-to-first-token timeout, seconds (default 60).") var firstTokenTimeout: Int?
     @Option(help: "Upstream stall timeout between chunks, seconds (default 30).") var stallTimeout: Int?
     @Option(help: "Largest request body in bytes (default 32 MiB).") var maxBodyBytes: Int?
+    @Option(help: "Default first pick: price-weighted (random, weighted by 1/price²) or catalog-order.")
+    var loadBalancing: String?
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
 
     func run() async throws {
@@ -43,6 +45,12 @@ struct Serve: AsyncParsableCommand {
         if let seconds = firstTokenTimeout { configuration.timeouts.firstToken = .seconds(seconds) }
         if let seconds = stallTimeout { configuration.timeouts.stall = .seconds(seconds) }
         if let maxBodyBytes { configuration.maxBodyBytes = maxBodyBytes }
+        if let loadBalancing {
+            guard let mode = RoutingPlanner.LoadBalancing(rawValue: loadBalancing) else {
+                throw ValidationError("--load-balancing must be price-weighted or catalog-order")
+            }
+            configuration.loadBalancing = mode
+        }
         guard let demoAmount = Money(decimal: demoCredits), demoAmount >= .zero else {
             throw ValidationError("--demo-credits must be a non-negative decimal amount")
         }

@@ -62,28 +62,49 @@ import Testing
         #"{"provider": "openai", "kind": "drop_after_chunks", "after_chunks": 3}"#,
     ])
     func aFailingProviderIsRoutedAroundBeforeAnythingReachesTheClient(fault: String) async throws {
-        try await TestNode.with { node in
-            try await node.fault(fault)
-            for stream in [false, true] {
-                let reply = try await node.chat(stream: stream)
-                #expect(reply.status == 200)
-                if stream {
-                    // a fault that strikes after data reached the client cannot fail over
-                    let events = TestNode.events(reply.body)
-                    #expect(events.last == "[DONE]")
-                    if fault.contains("after_chunks") {
-                        #expect(events.contains { $0.contains(#""finish_reason":"error""#) })
-                        continue
+        let afterOutput = fault.contains("after_chunks")
+        for stream in [false, true] {
+            for fallbacks in [true, false] {
+                try await TestNode.with { node in
+                    try await node.fault(fault)
+                    // Pin openai first (an explicit order is honoured even after it failed once).
+                    let pin = #", "provider": {"order": ["openai"], "allow_fallbacks": \#(fallbacks)}"#
+                    let reply = try await node.chat(stream: stream, extra: pin)
+                    let label = "\(fault) stream=\(stream) fallbacks=\(fallbacks)"
+                    let id = try #require(reply.header("X-Generation-Id"), "\(label)")
+                    let record = try #require(try await node.generation(id), "\(label)")
+                    let balance = try await node.ledger.balance(account: node.account)
+                    #expect(balance.available == balance.balance, "no hold left behind: \(label)")
+                    if stream {
+                        let events = TestNode.events(reply.body)
+                        #expect(reply.status == 200 && events.last == "[DONE]", "\(label)")
+                        let failedInBand = events.contains { $0.contains(#""finish_reason":"error""#) }
+                        if afterOutput || !fallbacks {
+                            // tokens reached the client, or no fallback allowed: the stream ends with an error chunk
+                            #expect(failedInBand, "\(label)")
+                            #expect(record.cost == .zero && balance.balance == Money(dollars: 10), "\(label)")
+                            #expect(try await node.simulatorRequests("azure") == 0, "\(label)")
+                            return
+                        }
+                        let first = try JSONParser.parse(events.first ?? "")
+                        #expect(first["provider"] == "Azure" && !failedInBand, "\(label)")
+                    } else {
+                        if !fallbacks {
+                            #expect(reply.status >= 400 && reply.json?["error"] != nil, "\(label)")
+                            #expect(record.cost == .zero && balance.balance == Money(dollars: 10), "\(label)")
+                            #expect(try await node.simulatorRequests("azure") == 0, "\(label)")
+                            return
+                        }
+                        #expect(reply.status == 200 && reply.json?["provider"] == "Azure", "\(label)")
                     }
+                    // served by the fallback and charged exactly once, at its price
+                    #expect(record.attempts.map(\.provider) == ["openai", "azure"], "\(label)")
+                    #expect(record.cost > .zero && balance.balance == Money(dollars: 10) - record.cost, "\(label)")
+                    let charges = try await node.ledger.entries(account: node.account, limit: 10).filter { $0.kind == .charge }
+                    #expect(charges.count == 1 && charges.first?.creditAccount == "provider:azure", "\(label)")
+                    #expect(try await node.ledger.verify().isConsistent)
                 }
-                let provider = stream ? TestNode.events(reply.body).first.flatMap {
-                    try? JSONDecoder().decode(JSONValue.self, from: Data($0.utf8))["provider"]?.stringValue
-                } : reply.json?["provider"]?.stringValue
-                #expect(provider == "Azure", "\(fault) stream=\(stream)")
             }
-            let balance = try await node.ledger.balance(account: node.account)
-            #expect(balance.available == balance.balance)
-            #expect(try await node.ledger.verify().isConsistent)
         }
     }
 
@@ -263,6 +284,30 @@ import Testing
             #expect(metrics.body.contains("signalbox_failovers_total 1"))
             #expect(metrics.body.contains(#"signalbox_http_requests_total{route="/api/v1/chat/completions",status="200"} 1"#))
             #expect(metrics.body.contains(#"signalbox_upstream_first_token_seconds_count{provider="azure"} 1"#))
+        }
+    }
+}
+
+@Suite struct HealthRoutingTests {
+    @Test func aProviderThatJustFailedIsTriedLastAndReportedDegraded() async throws {
+        try await TestNode.with { node in
+            try await node.fault(#"{"provider": "openai", "kind": "status", "status": 500, "count": 1}"#)
+            let first = try await node.chat()
+            let firstRecord = try #require(try await node.generation(first.json?["id"]?.stringValue ?? ""))
+            #expect(firstRecord.attempts.map(\.provider) == ["openai", "azure"])
+            // the fault is gone, but openai failed seconds ago: azure goes first now
+            let second = try await node.chat()
+            let secondRecord = try #require(try await node.generation(second.json?["id"]?.stringValue ?? ""))
+            #expect(secondRecord.attempts.map(\.provider) == ["azure"])
+            let endpoints = try await node.request("/api/v1/models/openai/gpt-4o-mini/endpoints", method: .GET, authorized: false)
+            let listed = try #require(endpoints.json?["data"]?["endpoints"]?.arrayValue)
+            let openai = try #require(listed.first { $0["tag"] == "openai" })
+            let azure = try #require(listed.first { $0["tag"] == "azure" })
+            #expect(openai["status"] == -1 && openai["uptime_last_5m"] == 0)
+            #expect(azure["status"] == 0 && azure["uptime_last_5m"] == 100)
+            // an explicit order still reaches the degraded provider first
+            let pinned = try await node.chat(extra: #", "provider": {"order": ["openai"]}"#)
+            #expect(pinned.json?["provider"] == "OpenAI")
         }
     }
 }

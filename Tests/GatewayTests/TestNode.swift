@@ -61,6 +61,8 @@ struct TestNode: Sendable {
                 var configuration = GatewayConfiguration()
                 configuration.port = 0
                 configuration.timeouts = UpstreamTimeouts(connect: .seconds(2), firstToken: .seconds(2), stall: .seconds(1))
+                // Tests name the provider they expect to serve: a fixed primary keeps that stable.
+                configuration.loadBalancing = .catalogOrder
                 configure(&configuration)
                 let gateway = Gateway(GatewayDependencies(
                     configuration: configuration, catalog: catalog, ledger: ledger,

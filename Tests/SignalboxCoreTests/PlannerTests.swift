@@ -37,8 +37,25 @@ enum Fixture {
         try! ChatRequest(json: json(#"{"model": "\#(model)", "messages": [{"role": "user", "content": "hi"}]\#(extra)}"#))
     }
 
-    static func tags(_ extra: String = "", model: String = "acme/big") throws(APIError) -> [String] {
-        try RoutingPlanner(catalog: catalog).plan(request(extra, model: model)).map(\.endpoint.tag)
+    /// Tags in planned order, with the catalog order as the default (filters are what these test).
+    static func tags(_ extra: String = "", model: String = "acme/big", health: HealthView = HealthView(), now: Double = 0,
+                     loadBalancing: RoutingPlanner.LoadBalancing = .catalogOrder, seed: UInt64 = 1) throws(APIError) -> [String] {
+        var random = SplitMix64(seed: seed)
+        return try RoutingPlanner(catalog: catalog, loadBalancing: loadBalancing)
+            .plan(request(extra, model: model), health: health, now: now, using: &random).map(\.endpoint.tag)
+    }
+}
+
+/// A small seeded generator, so random picks repeat exactly.
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }
 
@@ -115,5 +132,113 @@ enum Fixture {
         // 100 × $3/M + 4096 × $6/M = 0.0003 + 0.024576
         #expect(attempt.worstCaseCost(promptTokens: 100, maxTokens: nil).decimalString == "0.024876")
         #expect(attempt.worstCaseCost(promptTokens: 100, maxTokens: 10).decimalString == "0.00036")
+    }
+}
+
+@Suite struct DefaultOrderingTests {
+    /// 1/price² weights over the four endpoints of acme/big (prompt + completion per token):
+    /// alpha $9/M, beta $3/M, beta/turbo $1.5/M, gamma $0.6/M.
+    @Test func firstPickIsRandomWeightedByInversePriceSquared() throws {
+        var counts: [String: Int] = [:]
+        for seed in 0..<4000 {
+            let first = try Fixture.tags(loadBalancing: .priceWeighted, seed: UInt64(seed)).first!
+            counts[first, default: 0] += 1
+        }
+        // expected shares: gamma 0.8322, beta/turbo 0.1331, beta 0.0333, alpha 0.0037
+        #expect(abs(Double(counts["gamma"] ?? 0) / 4000 - 0.832) < 0.03)
+        #expect(abs(Double(counts["beta/turbo"] ?? 0) / 4000 - 0.133) < 0.03)
+        #expect((counts["alpha"] ?? 0) < 60)
+    }
+
+    @Test func theRestFollowByPrice() throws {
+        let tags = try Fixture.tags(loadBalancing: .priceWeighted, seed: 3)
+        #expect(Set(tags) == ["alpha", "beta", "beta/turbo", "gamma"])
+        let rest = tags.dropFirst().map { $0 }
+        #expect(rest == ["gamma", "beta/turbo", "beta", "alpha"].filter { $0 != tags[0] })
+    }
+
+    @Test func endpointsWithARecentOutageGoLastButStay() throws {
+        var health = HealthView()
+        health.update(model: "acme/big", tag: "gamma") { $0.recordFailure(at: 100, rateLimited: false) }
+        for seed in 0..<50 {
+            let tags = try Fixture.tags(health: health, now: 110, loadBalancing: .priceWeighted, seed: UInt64(seed))
+            #expect(tags.last == "gamma" && tags.count == 4)
+        }
+        // 30 s later the outage is no longer recent
+        #expect(try Fixture.tags(health: health, now: 131).first == "alpha")
+        #expect(try Fixture.tags(health: health, now: 131, loadBalancing: .catalogOrder).last == "gamma")
+    }
+
+    @Test func anExplicitOrderIsHonouredEvenForADegradedEndpoint() throws {
+        var health = HealthView()
+        for _ in 0..<5 { health.update(model: "acme/big", tag: "beta") { $0.recordFailure(at: 100, rateLimited: false) } }
+        #expect(try Fixture.tags(#", "provider": {"order": ["beta"]}"#, health: health, now: 101).first == "beta")
+        // moved last, never dropped: a request that allows only the degraded endpoint still reaches it
+        #expect(try Fixture.tags(#", "provider": {"only": ["beta"]}"#, health: health, now: 101) == ["beta/turbo", "beta"])
+        #expect(try Fixture.tags(#", "provider": {"ignore": ["alpha", "gamma", "beta/turbo"]}"#, health: health, now: 101) == ["beta"])
+    }
+
+    @Test func variantsSortByPriceOrThroughput() throws {
+        #expect(try Fixture.tags(model: "acme/big:floor") == ["gamma", "beta/turbo", "beta", "alpha"])
+        var health = HealthView()
+        health.update(model: "acme/big", tag: "alpha") { $0.recordSuccess(at: 10, firstTokenMillis: 900, tokensPerSecond: 150) }
+        health.update(model: "acme/big", tag: "beta") { $0.recordSuccess(at: 10, firstTokenMillis: 100, tokensPerSecond: 40) }
+        #expect(try Fixture.tags(model: "acme/big:nitro", health: health, now: 20).prefix(2) == ["alpha", "beta"])
+        #expect(try Fixture.tags(#", "provider": {"sort": "latency"}"#, health: health, now: 20).prefix(2) == ["beta", "alpha"])
+    }
+
+    @Test func softPreferencesPutEndpointsThatMeetThemFirst() throws {
+        var health = HealthView()
+        health.update(model: "acme/big", tag: "alpha") { $0.recordSuccess(at: 10, firstTokenMillis: 2000, tokensPerSecond: 10) }
+        health.update(model: "acme/big", tag: "beta") { $0.recordSuccess(at: 10, firstTokenMillis: 200, tokensPerSecond: 90) }
+        let slow = try Fixture.tags(#", "provider": {"preferred_min_throughput": 50}"#, health: health, now: 20)
+        #expect(slow.last == "alpha" && slow.count == 4)
+        let laggy = try Fixture.tags(#", "provider": {"preferred_max_latency": {"p50": 1}}"#, health: health, now: 20)
+        #expect(laggy.last == "alpha")
+    }
+
+    @Test func partitionNoneSortsAcrossModels() throws {
+        let perModel = try Fixture.tags(#", "models": ["acme/small"], "provider": {"sort": "price"}"#)
+        #expect(perModel.last == "gamma" && perModel.count == 5)  // acme/small's gamma comes after all of acme/big
+        let together = try Fixture.tags(#", "models": ["acme/small"], "provider": {"sort": {"by": "price", "partition": "none"}}"#)
+        #expect(together.first == "gamma" && together.count == 5)  // acme/small's $0.2/M endpoint leads
+    }
+
+    @Test func toolRequestsUseOnlyToolCapableEndpointsWhenSomeExist() throws {
+        #expect(try Fixture.tags(#", "tools": [{"type": "function", "function": {"name": "f"}}]"#) == ["alpha", "beta", "gamma"])
+    }
+
+    @Test func withoutFallbacksOnlyTheFirstChoiceIsTried() throws {
+        #expect(try Fixture.tags(#", "provider": {"allow_fallbacks": false}"#).count == 1)
+    }
+}
+
+@Suite struct CircuitBreakerTests {
+    @Test func opensAfterRepeatedFailuresProbesAfterCooldownAndClosesOnSuccess() {
+        var breaker = CircuitBreaker(failureThreshold: 3, cooldown: 10)
+        breaker.recordFailure(at: 0)
+        breaker.recordFailure(at: 1)
+        #expect(breaker.state(at: 1) == .closed)
+        breaker.recordFailure(at: 2)
+        #expect(breaker.state(at: 2) == .open)
+        #expect(breaker.state(at: 11.9) == .open)
+        #expect(breaker.state(at: 12) == .halfOpen)
+        breaker.recordFailure(at: 12)  // the probe failed
+        #expect(breaker.state(at: 13) == .open)
+        #expect(breaker.state(at: 22) == .halfOpen)
+        breaker.recordSuccess()
+        #expect(breaker.state(at: 22) == .closed && breaker.consecutiveFailures == 0)
+    }
+
+    @Test func uptimeExcludesRateLimitsAndForgetsOldBuckets() {
+        var health = EndpointHealth()
+        health.recordSuccess(at: 0, firstTokenMillis: 100, tokensPerSecond: 50)
+        health.recordSuccess(at: 1, firstTokenMillis: 300, tokensPerSecond: 70)
+        health.recordFailure(at: 2, rateLimited: true)
+        health.recordFailure(at: 3, rateLimited: false)
+        #expect(health.uptime(lastSeconds: 300, now: 10) == 200.0 / 3)
+        #expect(health.meanFirstTokenMillis(lastSeconds: 300, now: 10) == 200)
+        #expect(health.meanThroughput(lastSeconds: 300, now: 10) == 60)
+        #expect(health.uptime(lastSeconds: 300, now: 4000) == nil)
     }
 }
