@@ -23,7 +23,7 @@ def test_models_endpoints_and_providers(client):
 
 
 def test_chat_and_generation_agree_on_cost(client):
-    result = client.chat.send(model="openai/gpt-4o-mini", messages=HELLO, max_tokens=30)
+    result = client.chat.send(model="openai/gpt-4o-mini", messages=HELLO, max_tokens=30, provider={"order": ["openai"]})
     assert result.id.startswith("gen-")
     generation = client.generations.get_generation(id=result.id).data
     assert generation.id == result.id
