@@ -145,7 +145,9 @@ struct ChatPipeline: Sendable {
     func run(_ prepared: PreparedChat, emit: (@Sendable (CompletionDelta, PlannedAttempt) -> Void)?) async -> Outcome {
         var records: [AttemptRecord] = []
         var failures: [UpstreamFailure] = []
-        for (index, attempt) in prepared.attempts.enumerated() {
+        var insurance: [TransferRequest] = []
+        var queue = prepared.attempts[...]
+        while let attempt = queue.popFirst() {
             let started = clock.now
             let progress = NIOLockedValueBox(AttemptProgress(lastActivity: started))
             let result: Result<AttemptResult, UpstreamFailure>
@@ -154,11 +156,13 @@ struct ChatPipeline: Sendable {
             } catch let failure as UpstreamFailure {
                 result = .failure(failure)
             } catch is CancellationError {
-                await settleCancelled(prepared, attempt: attempt, progress: progress.withLockedValue { $0 }, records: records)
+                await settleCancelled(prepared, attempt: attempt, progress: progress.withLockedValue { $0 }, records: records,
+                                      insurance: insurance)
                 return .cancelled
             } catch {
                 if Task.isCancelled {
-                    await settleCancelled(prepared, attempt: attempt, progress: progress.withLockedValue { $0 }, records: records)
+                    await settleCancelled(prepared, attempt: attempt, progress: progress.withLockedValue { $0 }, records: records,
+                                          insurance: insurance)
                     return .cancelled
                 }
                 result = .failure(Self.classify(error))
@@ -177,26 +181,40 @@ struct ChatPipeline: Sendable {
                     tokensPerSecond: seconds.flatMap { $0 > 0.001 ? Double(tokens) / $0 : nil })
                 records.append(AttemptRecord(provider: attempt.endpoint.tag, providerName: attempt.provider.name,
                                              model: attempt.model.id, status: "200", latencyMs: latency))
-                let cost = await settleSuccess(prepared, result: success, records: records)
+                let cost = await settleSuccess(prepared, result: success, records: records, insurance: insurance)
                 return .success(success, cost)
             case .failure(let failure):
                 metrics.attempt(provider: attempt.endpoint.tag, outcome: failure.code)
                 // Only the provider's failures count against it; a 400 is the request's own.
                 if failure.isRetryable { health.recordFailure(attempt, rateLimited: failure.isRateLimit) }
+                // What the provider will bill us for this failed attempt (tokens it generated) is
+                // the operator's insurance expense, never the client's.
+                let spent = Self.generatedCost(progress.withLockedValue { $0 }, attempt: attempt, prepared: prepared)
+                if spent > .zero {
+                    insurance.append(TransferRequest(
+                        idempotencyKey: "insurance:\(prepared.generationID):\(records.count)", debit: Billing.SystemAccount.insurance,
+                        credit: Billing.SystemAccount.provider(attempt.provider.slug), amount: spent, kind: .insurance,
+                        keyID: prepared.key.id, generationID: prepared.generationID,
+                        memo: "failed attempt: \(attempt.model.id) via \(attempt.endpoint.tag)"))
+                }
                 records.append(AttemptRecord(provider: attempt.endpoint.tag, providerName: attempt.provider.name,
                                              model: attempt.model.id, status: failure.code, latencyMs: latency,
-                                             error: failure.message))
+                                             error: failure.message, providerCost: spent))
                 failures.append(failure)
+                if failure.isContextLengthError {
+                    // Only a model with a larger context can take this prompt.
+                    queue = queue.filter { $0.endpoint.contextLength > attempt.endpoint.contextLength }[...]
+                }
                 logger.info("upstream attempt failed", metadata: [
                     "generation": "\(prepared.generationID)", "provider": "\(attempt.endpoint.tag)",
                     "error": "\(failure)",
                 ])
                 let delivered = progress.withLockedValue { $0.delivered } > 0 && emit != nil
-                let more = index + 1 < prepared.attempts.count
-                if delivered || !failure.isRetryable || !more {
+                let retryable = failure.isRetryable || (failure.isContextLengthError && !queue.isEmpty)
+                if delivered || !retryable || queue.isEmpty {
                     let error = Self.finalError(failures, last: attempt, records: records)
                     await settleFailure(prepared, attempt: attempt, records: records,
-                                        progress: progress.withLockedValue { $0 }, delivered: delivered)
+                                        progress: progress.withLockedValue { $0 }, delivered: delivered, insurance: insurance)
                     return .failure(error, deliveredBeforeFailure: delivered)
                 }
                 metrics.failover()
@@ -204,8 +222,17 @@ struct ChatPipeline: Sendable {
         }
         let error = Self.finalError(failures, last: prepared.attempts.last!, records: records)
         await settleFailure(prepared, attempt: prepared.attempts.last!, records: records,
-                            progress: AttemptProgress(lastActivity: clock.now), delivered: false)
+                            progress: AttemptProgress(lastActivity: clock.now), delivered: false, insurance: insurance)
         return .failure(error, deliveredBeforeFailure: false)
+    }
+
+    /// The cost of the tokens an attempt made the provider generate: its reported usage, or an
+    /// estimate from the pieces that arrived (one token each, half the prompt-size bound).
+    static func generatedCost(_ progress: AttemptProgress, attempt: PlannedAttempt, prepared: PreparedChat) -> Money {
+        if let usage = progress.usage { return CostBreakdown(usage: usage, pricing: attempt.endpoint.pricing).total }
+        guard progress.delivered > 0 else { return .zero }
+        let usage = TokenUsage(promptTokens: prepared.request.promptTokenEstimate / 2, completionTokens: progress.delivered)
+        return CostBreakdown(usage: usage, pricing: attempt.endpoint.pricing).total
     }
 
     /// 429 when every attempt was rate-limited, the upstream's own status for a client error it
@@ -423,7 +450,8 @@ struct ChatPipeline: Sendable {
         }.value
     }
 
-    func settleSuccess(_ prepared: PreparedChat, result: AttemptResult, records: [AttemptRecord]) async -> CostBreakdown {
+    func settleSuccess(_ prepared: PreparedChat, result: AttemptResult, records: [AttemptRecord],
+                       insurance: [TransferRequest]) async -> CostBreakdown {
         let usage = result.usage ?? TokenUsage(
             promptTokens: prepared.request.promptTokenEstimate / 2, completionTokens: result.delivered)
         // Zero completion insurance: an empty answer with no finish reason costs nothing.
@@ -435,24 +463,24 @@ struct ChatPipeline: Sendable {
             nativeFinishReason: native, upstreamID: result.accumulator.upstreamID, cancelled: false,
             firstToken: result.firstTokenAt, records: records)
         let transfers = chargeTransfers(prepared, attempt: result.attempt, cost: cost.total)
-        await settle(prepared, transfers: transfers, generation: record)
+        await settle(prepared, transfers: transfers + insurance, generation: record)
         return cost
     }
 
     /// A failed request costs the client nothing; the generation record keeps the attempts.
     func settleFailure(_ prepared: PreparedChat, attempt: PlannedAttempt, records: [AttemptRecord],
-                       progress: AttemptProgress, delivered: Bool) async {
+                       progress: AttemptProgress, delivered: Bool, insurance: [TransferRequest]) async {
         let record = generationRecord(
             prepared, attempt: delivered ? attempt : nil, usage: progress.usage ?? TokenUsage(), cost: .zero,
             finishReason: "error", nativeFinishReason: "error", upstreamID: progress.upstreamID, cancelled: false,
             firstToken: progress.firstToken, records: records)
-        await settle(prepared, transfers: [], generation: record)
+        await settle(prepared, transfers: insurance, generation: record)
     }
 
     /// The client hung up: the upstream call was cancelled, and the tokens generated until then
     /// are charged (the upstream's usage when it was reported, else one token per delivered piece).
     func settleCancelled(_ prepared: PreparedChat, attempt: PlannedAttempt, progress: AttemptProgress,
-                         records: [AttemptRecord]) async {
+                         records: [AttemptRecord], insurance: [TransferRequest]) async {
         let usage = progress.usage ?? TokenUsage(
             promptTokens: progress.delivered > 0 ? prepared.request.promptTokenEstimate / 2 : 0,
             completionTokens: progress.delivered)
@@ -466,6 +494,6 @@ struct ChatPipeline: Sendable {
             prepared, attempt: attempt, usage: usage, cost: cost.total, finishReason: nil, nativeFinishReason: nil,
             upstreamID: progress.upstreamID, cancelled: true, firstToken: progress.firstToken, records: all)
         let transfers = chargeTransfers(prepared, attempt: attempt, cost: cost.total)
-        await settle(prepared, transfers: transfers, generation: record)
+        await settle(prepared, transfers: transfers + insurance, generation: record)
     }
 }

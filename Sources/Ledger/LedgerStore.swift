@@ -271,7 +271,7 @@ public protocol LedgerStore: Sendable {
     func placeHold(_ hold: HoldRequest) async throws -> HoldOutcome
 
     /// Settles a pending hold: posts `transfers` (the charge and any insurance entries), marks the
-    /// hold posted (voided when there is nothing to charge), and stores the generation record, in
+    /// hold posted (voided when nothing is charged to its account), and stores the generation record, in
     /// one transaction. The charge may exceed the hold (the upstream's count decides), and a hold
     /// that already expired still gets its charge: a charge is never skipped. Replays (same
     /// generation id) are no-ops.

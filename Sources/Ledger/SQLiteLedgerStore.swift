@@ -178,16 +178,19 @@ public final class SQLiteLedgerStore: LedgerStore {
 
     public func settle(holdID: String, transfers: [TransferRequest], generation: GenerationRecord) async throws {
         try await database.write { db in
-            guard let status = try String.fetchOne(db.cachedStatement(sql: "SELECT status FROM holds WHERE id = ?"), arguments: [holdID]) else {
+            guard let hold = try Row.fetchOne(db.cachedStatement(sql: "SELECT status, account_id FROM holds WHERE id = ?"), arguments: [holdID]) else {
                 throw LedgerError.unknownHold(holdID)
             }
+            let status: String = hold["status"]
+            let account: String = hold["account_id"]
             if try Row.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM generations WHERE id = ?"), arguments: [generation.id]) != nil {
                 return  // replay
             }
             // A hold that expired before its request finished still gets its charge: the tokens
             // were served, and a settled charge is never dropped.
             if status == HoldStatus.pending.rawValue {
-                try Self.closeHold(db, id: holdID, status: transfers.isEmpty ? .voided : .posted)
+                let charged = transfers.contains { $0.debitAccount == account }
+                try Self.closeHold(db, id: holdID, status: charged ? .posted : .voided)
             }
             for transfer in transfers { try Self.post(db, transfer) }
             try Self.insertGeneration(db, generation)

@@ -48,6 +48,14 @@ public struct UpstreamFailure: Error, Sendable, CustomStringConvertible {
 
     public var isRateLimit: Bool { kind == .status(429) }
 
+    /// The prompt did not fit the model's context: only a model with a larger one can help.
+    public var isContextLengthError: Bool {
+        guard case .status(let code) = kind, code == 400 || code == 413 else { return false }
+        let text = (message + " " + (raw ?? "")).lowercased()
+        return ["context_length_exceeded", "maximum context length", "context length", "prompt is too long",
+                "exceeds the maximum number of tokens", "input token count"].contains { text.contains($0) }
+    }
+
     /// The HTTP status the client sees when this is the last failure: upstream 400s pass
     /// through, rate limits stay 429, timeouts are 408... everything else is a bad gateway.
     public var clientStatus: Int {

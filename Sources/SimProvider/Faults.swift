@@ -5,6 +5,8 @@ public struct Fault: Sendable, Hashable, Codable {
     public enum Kind: String, Sendable, Hashable, Codable, CaseIterable {
         /// Answer at once with `status` and the provider's own error body.
         case status
+        /// Answer 400 with the provider's own "prompt too long for the context" error.
+        case contextLength = "context_length"
         /// Accept the request and never answer.
         case timeout
         /// Close the connection without answering.

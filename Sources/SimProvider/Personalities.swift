@@ -12,6 +12,8 @@ protocol Personality: Sendable {
     func response(_ completion: SimulatedModel.Completion, model: String, id: String) -> JSONValue
     /// The error event a provider sends inside a stream it already started.
     func streamError() -> ByteBuffer
+    /// The provider's error for a prompt longer than the model's context.
+    func contextLengthError(promptTokens: Int) -> JSONValue
     /// Every event of a stream, in order, already framed.
     func events(_ completion: SimulatedModel.Completion, model: String, id: String, includeUsage: Bool) -> [ByteBuffer]
     var streamContentType: String { get }
@@ -22,6 +24,11 @@ extension Personality {
 
     func streamError() -> ByteBuffer {
         Self.data(["error": ["message": "The server is overloaded (simulated)", "type": "server_error", "code": "overloaded"]])
+    }
+
+    func contextLengthError(promptTokens: Int) -> JSONValue {
+        ["error": ["message": .string("This model's maximum context length is 128000 tokens. However, your messages resulted in \(promptTokens + 128000) tokens."),
+                   "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"]]
     }
 
     static func data(_ value: JSONValue) -> ByteBuffer {
@@ -152,6 +159,11 @@ struct AnthropicPersonality: Personality {
         Self.event("error", ["type": "error", "error": ["type": "overloaded_error", "message": "Overloaded"]])
     }
 
+    func contextLengthError(promptTokens: Int) -> JSONValue {
+        ["type": "error", "error": ["type": "invalid_request_error",
+                                    "message": .string("prompt is too long: \(promptTokens + 200000) tokens > 200000 maximum")]]
+    }
+
     func read(_ body: JSONValue, pathModel: String?, pathStream: Bool) -> (request: SimulatedRequest, stream: Bool, includeUsage: Bool) {
         let messages = body["messages"]?.arrayValue ?? []
         var prompt = SimulatedRequest.text(of: body["system"])
@@ -280,6 +292,11 @@ struct AnthropicPersonality: Personality {
 struct GeminiPersonality: Personality {
     func streamError() -> ByteBuffer {
         Self.data(["error": ["code": 503, "message": "The model is overloaded. Please try again later. (simulated)", "status": "UNAVAILABLE"]])
+    }
+
+    func contextLengthError(promptTokens: Int) -> JSONValue {
+        ["error": ["code": 400, "status": "INVALID_ARGUMENT",
+                   "message": .string("The input token count (\(promptTokens + 1048576)) exceeds the maximum number of tokens allowed (1048576).")]]
     }
 
     /// The REST API takes camelCase and snake_case field names alike (the Python SDK mixes them).

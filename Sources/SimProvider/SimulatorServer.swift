@@ -142,6 +142,9 @@ public struct Simulator: Sendable {
             var fields: HTTPFields = [:]
             for (name, value) in headers { if let field = HTTPField.Name(name) { fields[field] = value } }
             return Simulator.json(error, status: .init(code: status), headers: fields)
+        case .contextLength?:
+            let promptTokens = SimulatedModel.countTokens(simulated.promptText)
+            return Simulator.json(personality.contextLengthError(promptTokens: promptTokens), status: .badRequest)
         case .timeout?:
             try await Simulator.waitUntilClosed(channel)
             return Response(status: .gatewayTimeout)
