@@ -18,6 +18,8 @@ struct PreparedChat: Sendable {
     var holdID: String?
     var startedAt: ContinuousClock.Instant
     var startedDate: Date
+    /// The client's `Idempotency-Key`, claimed for this request.
+    var idempotencyKey: String?
 }
 
 /// How an upstream attempt ended.
@@ -73,7 +75,8 @@ struct ChatPipeline: Sendable {
         let generationID = Self.makeGenerationID()
         var prepared = PreparedChat(
             request: request, key: key, attempts: attempts, generationID: generationID,
-            created: Int64(Date().timeIntervalSince1970), holdID: nil, startedAt: clock.now, startedDate: Date())
+            created: Int64(Date().timeIntervalSince1970), holdID: nil, startedAt: clock.now, startedDate: Date(),
+            idempotencyKey: nil)
 
         let worstCase = attempts.map { $0.worstCaseCost(promptTokens: request.promptTokenEstimate, maxTokens: request.maxTokens) }
         let largest = worstCase.max() ?? .zero
@@ -431,23 +434,52 @@ struct ChatPipeline: Sendable {
             memo: "\(attempt.model.id) via \(attempt.endpoint.tag)")]
     }
 
-    /// Posts a request's charges (none for a failure) and stores its generation record, closing
-    /// its hold in the same transaction. It runs outside the request's cancellation: a client that
-    /// hangs up must not stop its own settlement.
-    private func settle(_ prepared: PreparedChat, transfers: [TransferRequest], generation: GenerationRecord) async {
+    /// Posts a request's charges (none for a failure) and insurance entries, stores its generation
+    /// record and closes its hold and idempotency claim, in one ledger transaction. It runs outside
+    /// the request's cancellation: a client that hangs up must not stop its own settlement.
+    private func settle(_ prepared: PreparedChat, transfers: [TransferRequest], generation: GenerationRecord,
+                        response: JSONValue? = nil) async {
         let (ledger, logger) = (self.ledger, self.logger)
+        let idempotency: IdempotencyOutcome? = prepared.idempotencyKey.map { key in
+            response.map { .completed(account: prepared.key.accountID, key: key, response: JSONWriter.string($0)) }
+                ?? .released(account: prepared.key.accountID, key: key)
+        }
         await Task {
             do {
-                if let holdID = prepared.holdID {
-                    try await ledger.settle(holdID: holdID, transfers: transfers, generation: generation)
-                } else {
-                    try await ledger.post(transfers)
-                    try await ledger.storeGeneration(generation)
-                }
+                try await ledger.settle(holdID: prepared.holdID, transfers: transfers, generation: generation, idempotency: idempotency)
             } catch {
                 logger.error("ledger settlement failed", metadata: ["generation": "\(generation.id)", "error": "\(error)"])
             }
         }.value
+    }
+
+    /// The non-streamed `chat.completion` for a successful attempt (also what an idempotent
+    /// retry gets back).
+    static func completion(_ prepared: PreparedChat, result: AttemptResult, cost: CostBreakdown) -> JSONValue {
+        [
+            "id": .string(prepared.generationID), "provider": .string(result.attempt.provider.name),
+            "model": .string(result.attempt.model.id), "object": "chat.completion", "created": .int(prepared.created),
+            "system_fingerprint": result.accumulator.systemFingerprint.map { .string($0) } ?? nil,
+            "choices": .array(result.accumulator.completedChoices()),
+            "usage": usageJSON(result.usage ?? TokenUsage(), cost: cost),
+        ]
+    }
+
+    static func usageJSON(_ usage: TokenUsage, cost: CostBreakdown) -> JSONValue {
+        [
+            "prompt_tokens": .int(Int64(usage.promptTokens)), "completion_tokens": .int(Int64(usage.completionTokens)),
+            "total_tokens": .int(Int64(usage.totalTokens)),
+            "prompt_tokens_details": [
+                "cached_tokens": .int(Int64(usage.cachedTokens)), "cache_write_tokens": .int(Int64(usage.cacheWriteTokens)),
+                "audio_tokens": 0,
+            ],
+            "completion_tokens_details": ["reasoning_tokens": .int(Int64(usage.reasoningTokens))],
+            "cost": .number(cost.total), "is_byok": false,
+            "cost_details": [
+                "upstream_inference_cost": nil, "upstream_inference_prompt_cost": .number(cost.prompt),
+                "upstream_inference_completions_cost": .number(cost.completion),
+            ],
+        ]
     }
 
     func settleSuccess(_ prepared: PreparedChat, result: AttemptResult, records: [AttemptRecord],
@@ -463,7 +495,8 @@ struct ChatPipeline: Sendable {
             nativeFinishReason: native, upstreamID: result.accumulator.upstreamID, cancelled: false,
             firstToken: result.firstTokenAt, records: records)
         let transfers = chargeTransfers(prepared, attempt: result.attempt, cost: cost.total)
-        await settle(prepared, transfers: transfers + insurance, generation: record)
+        let response = prepared.idempotencyKey == nil ? nil : Self.completion(prepared, result: result, cost: cost)
+        await settle(prepared, transfers: transfers + insurance, generation: record, response: response)
         return cost
     }
 

@@ -127,21 +127,17 @@ public struct Gateway: Sendable {
             throw APIError.badRequest("Request body is not valid JSON")
         }
         let chat = try ChatRequest(json: json)
-        let prepared = try await pipeline.prepare(chat, key: key)
+        var prepared = try await pipeline.prepare(chat, key: key)
+        if let idempotencyKey = request.headers[Self.idempotencyHeader], !idempotencyKey.isEmpty {
+            guard idempotencyKey.utf8.count <= 256 else { throw APIError.badRequest("Idempotency-Key is longer than 256 bytes") }
+            if let stored = try await claimIdempotencyKey(&prepared, key: idempotencyKey) { return stored }
+        }
         if chat.stream { return streamResponse(prepared) }
 
         switch await pipeline.run(prepared, emit: nil) {
         case .success(let result, let cost):
-            let usage = result.usage ?? TokenUsage()
-            var completion: JSONObject = [
-                "id": .string(prepared.generationID), "provider": .string(result.attempt.provider.name),
-                "model": .string(result.attempt.model.id), "object": "chat.completion",
-                "created": .int(prepared.created),
-                "system_fingerprint": result.accumulator.systemFingerprint.map { .string($0) } ?? nil,
-                "choices": .array(result.accumulator.completedChoices()),
-            ]
-            completion["usage"] = Self.usageJSON(usage, cost: cost)
-            return JSONResponse.make(.object(completion), headers: [Self.generationHeader: prepared.generationID])
+            return JSONResponse.make(ChatPipeline.completion(prepared, result: result, cost: cost),
+                                     headers: [Self.generationHeader: prepared.generationID])
         case .failure(let error, _):
             var response = error.jsonResponse()
             response.headers[Self.generationHeader] = prepared.generationID
@@ -152,22 +148,64 @@ public struct Gateway: Sendable {
     }
 
     static let generationHeader = HTTPField.Name("X-Generation-Id")!
+    static let idempotencyHeader = HTTPField.Name("Idempotency-Key")!
 
-    static func usageJSON(_ usage: TokenUsage, cost: CostBreakdown) -> JSONValue {
-        [
-            "prompt_tokens": .int(Int64(usage.promptTokens)), "completion_tokens": .int(Int64(usage.completionTokens)),
-            "total_tokens": .int(Int64(usage.totalTokens)),
-            "prompt_tokens_details": [
-                "cached_tokens": .int(Int64(usage.cachedTokens)), "cache_write_tokens": .int(Int64(usage.cacheWriteTokens)),
-                "audio_tokens": 0,
-            ],
-            "completion_tokens_details": ["reasoning_tokens": .int(Int64(usage.reasoningTokens))],
-            "cost": .number(cost.total), "is_byok": false,
-            "cost_details": [
-                "upstream_inference_cost": nil, "upstream_inference_prompt_cost": .number(cost.prompt),
-                "upstream_inference_completions_cost": .number(cost.completion),
-            ],
-        ]
+    /// Claims the request's `Idempotency-Key`. Returns the first result's response when a request
+    /// with the key already succeeded; refuses with 409 while one is running.
+    func claimIdempotencyKey(_ prepared: inout PreparedChat, key: String) async throws -> Response? {
+        let ledger = dependencies.ledger
+        let claim = try await ledger.claimIdempotencyKey(
+            account: prepared.key.accountID, key: key, generationID: prepared.generationID, now: Date(),
+            staleAfter: dependencies.configuration.holdTTL)
+        switch claim {
+        case .claimed:
+            prepared.idempotencyKey = key
+            return nil
+        case .inProgress(let generationID):
+            if let hold = prepared.holdID { try await ledger.voidHold(id: hold) }
+            throw APIError(status: 409, message: "A request with this Idempotency-Key is still running",
+                           metadata: ["generation_id": .string(generationID)])
+        case .completed(let generationID, let stored):
+            if let hold = prepared.holdID { try await ledger.voidHold(id: hold) }
+            let completion = (try? JSONParser.parse(stored)) ?? [:]
+            var response = prepared.request.stream ? Self.replayStream(completion) : JSONResponse.make(completion)
+            response.headers[Self.generationHeader] = generationID
+            response.headers[Self.idempotencyHeader] = key
+            return response
+        }
+    }
+
+    /// A stored completion, streamed as if it were new: its message in one chunk, the finish
+    /// chunk, the usage chunk and `[DONE]`.
+    static func replayStream(_ completion: JSONValue) -> Response {
+        var common: JSONObject = ["object": "chat.completion.chunk"]
+        for field in ["id", "provider", "model", "created", "system_fingerprint"] { common[field] = completion[field] }
+        var events: [ByteBuffer] = [ByteBuffer(string: ": SIGNALBOX PROCESSING\n\n")]
+        for choice in completion["choices"]?.arrayValue ?? [] {
+            var delta = choice["message"]?.objectValue ?? JSONObject()
+            if let calls = delta["tool_calls"]?.arrayValue {
+                delta["tool_calls"] = .array(calls.enumerated().map { index, call in
+                    var indexed = call.objectValue ?? JSONObject()
+                    indexed["index"] = .int(Int64(index))
+                    return .object(indexed)
+                })
+            }
+            var chunk = common
+            chunk["choices"] = [["index": choice["index"] ?? 0, "delta": .object(delta), "finish_reason": nil, "logprobs": nil]]
+            events.append(sse(.object(chunk)))
+            chunk["choices"] = [["index": choice["index"] ?? 0, "delta": [:], "finish_reason": choice["finish_reason"] ?? nil,
+                                 "native_finish_reason": choice["native_finish_reason"] ?? nil, "logprobs": nil]]
+            events.append(sse(.object(chunk)))
+        }
+        var usage = common
+        usage["choices"] = []
+        usage["usage"] = completion["usage"] ?? nil
+        events.append(sse(.object(usage)))
+        events.append(ByteBuffer(string: "data: [DONE]\n\n"))
+        var body = ByteBuffer()
+        for var event in events { body.writeBuffer(&event) }
+        return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"],
+                        body: .init(byteBuffer: body))
     }
 
     /// An SSE response: a processing comment at once and every few seconds until the first
@@ -237,7 +275,7 @@ public struct Gateway: Sendable {
                 sse([
                     "id": .string(prepared.generationID), "provider": .string(result.attempt.provider.name),
                     "model": .string(result.attempt.model.id), "object": "chat.completion.chunk",
-                    "created": .int(prepared.created), "choices": [], "usage": usageJSON(usage, cost: cost),
+                    "created": .int(prepared.created), "choices": [], "usage": ChatPipeline.usageJSON(usage, cost: cost),
                 ]),
                 ByteBuffer(string: "data: [DONE]\n\n"),
             ]

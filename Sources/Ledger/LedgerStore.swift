@@ -219,6 +219,24 @@ public struct GenerationRecord: Sendable, Hashable {
     }
 }
 
+/// What a request's `Idempotency-Key` claim found.
+public enum IdempotencyClaim: Sendable, Hashable {
+    /// The key is now this request's.
+    case claimed
+    /// Another request with the key is running.
+    case inProgress(generationID: String)
+    /// A request with the key already succeeded: its generation and response.
+    case completed(generationID: String, response: String)
+}
+
+/// How a settlement closes the request's `Idempotency-Key` claim, in the same transaction.
+public enum IdempotencyOutcome: Sendable, Hashable {
+    /// The request succeeded: keep its response for retries.
+    case completed(account: String, key: String, response: String)
+    /// The request failed and charged nothing: a retry may run it again.
+    case released(account: String, key: String)
+}
+
 /// The result of `LedgerStore.verify()`.
 public struct LedgerVerification: Sendable, Hashable {
     /// Accounts whose cached balance differs from the sum of their entries.
@@ -275,7 +293,13 @@ public protocol LedgerStore: Sendable {
     /// one transaction. The charge may exceed the hold (the upstream's count decides), and a hold
     /// that already expired still gets its charge: a charge is never skipped. Replays (same
     /// generation id) are no-ops.
-    func settle(holdID: String, transfers: [TransferRequest], generation: GenerationRecord) async throws
+    func settle(holdID: String?, transfers: [TransferRequest], generation: GenerationRecord,
+                idempotency: IdempotencyOutcome?) async throws
+
+    /// Claims an `Idempotency-Key` for a request about to run. A pending claim older than
+    /// `staleAfter` (its node died) is taken over.
+    func claimIdempotencyKey(account: String, key: String, generationID: String, now: Date,
+                             staleAfter: TimeInterval) async throws -> IdempotencyClaim
 
     /// Releases a pending hold without charging. Replays are no-ops.
     func voidHold(id: String) async throws

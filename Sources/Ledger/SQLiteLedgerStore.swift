@@ -70,7 +70,13 @@ public final class SQLiteLedgerStore: LedgerStore {
                 tokens_cache_write INTEGER NOT NULL, tokens_reasoning INTEGER NOT NULL, cost INTEGER NOT NULL,
                 latency_ms INTEGER NOT NULL, generation_time_ms INTEGER NOT NULL, attempts TEXT NOT NULL,
                 created_at INTEGER NOT NULL);
-            """)
+            """),
+        ("v2", """
+            CREATE TABLE idempotent_requests (
+                account_id TEXT NOT NULL, key TEXT NOT NULL, generation_id TEXT NOT NULL,
+                status TEXT NOT NULL, response TEXT, created_at INTEGER NOT NULL,
+                PRIMARY KEY (account_id, key));
+            """),
     ]
 
     public func migrate() async throws {
@@ -176,24 +182,56 @@ public final class SQLiteLedgerStore: LedgerStore {
         }
     }
 
-    public func settle(holdID: String, transfers: [TransferRequest], generation: GenerationRecord) async throws {
+    public func settle(holdID: String?, transfers: [TransferRequest], generation: GenerationRecord,
+                       idempotency: IdempotencyOutcome?) async throws {
         try await database.write { db in
-            guard let hold = try Row.fetchOne(db.cachedStatement(sql: "SELECT status, account_id FROM holds WHERE id = ?"), arguments: [holdID]) else {
-                throw LedgerError.unknownHold(holdID)
-            }
-            let status: String = hold["status"]
-            let account: String = hold["account_id"]
             if try Row.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM generations WHERE id = ?"), arguments: [generation.id]) != nil {
                 return  // replay
             }
-            // A hold that expired before its request finished still gets its charge: the tokens
-            // were served, and a settled charge is never dropped.
-            if status == HoldStatus.pending.rawValue {
-                let charged = transfers.contains { $0.debitAccount == account }
-                try Self.closeHold(db, id: holdID, status: charged ? .posted : .voided)
+            if let holdID {
+                guard let hold = try Row.fetchOne(db.cachedStatement(sql: "SELECT status, account_id FROM holds WHERE id = ?"), arguments: [holdID]) else {
+                    throw LedgerError.unknownHold(holdID)
+                }
+                // A hold that expired before its request finished still gets its charge: the tokens
+                // were served, and a settled charge is never dropped.
+                if hold["status"] as String == HoldStatus.pending.rawValue {
+                    let account: String = hold["account_id"]
+                    let charged = transfers.contains { $0.debitAccount == account }
+                    try Self.closeHold(db, id: holdID, status: charged ? .posted : .voided)
+                }
             }
             for transfer in transfers { try Self.post(db, transfer) }
             try Self.insertGeneration(db, generation)
+            switch idempotency {
+            case .completed(let account, let key, let response)?:
+                try db.cachedStatement(sql: "UPDATE idempotent_requests SET status = 'done', response = ? WHERE account_id = ? AND key = ?")
+                    .execute(arguments: [response, account, key])
+            case .released(let account, let key)?:
+                try db.cachedStatement(sql: "DELETE FROM idempotent_requests WHERE account_id = ? AND key = ? AND status = 'pending'")
+                    .execute(arguments: [account, key])
+            case nil:
+                break
+            }
+        }
+    }
+
+    public func claimIdempotencyKey(account: String, key: String, generationID: String, now: Date,
+                                    staleAfter: TimeInterval) async throws -> IdempotencyClaim {
+        try await database.write { db in
+            if let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM idempotent_requests WHERE account_id = ? AND key = ?"),
+                                          arguments: [account, key]) {
+                if row["status"] as String == "done" {
+                    return .completed(generationID: row["generation_id"], response: row["response"] ?? "")
+                }
+                if Self.date(row["created_at"]) > now.addingTimeInterval(-staleAfter) {
+                    return .inProgress(generationID: row["generation_id"])
+                }
+            }
+            try db.cachedStatement(sql: """
+                INSERT INTO idempotent_requests (account_id, key, generation_id, status, created_at) VALUES (?, ?, ?, 'pending', ?)
+                ON CONFLICT (account_id, key) DO UPDATE SET generation_id = excluded.generation_id, created_at = excluded.created_at
+                """).execute(arguments: [account, key, generationID, Self.millis(now)])
+            return .claimed
         }
     }
 

@@ -3,6 +3,7 @@ import Foundation
 import Ledger
 import NIOCore
 import SignalboxCore
+import NIOHTTP1
 import Testing
 
 @Suite struct ChatCompletionsTests {
@@ -343,6 +344,55 @@ import Testing
             #expect(nowhere.status == 400)
             #expect(nowhere.json?["error"]?["metadata"]?["raw"]?.stringValue?.contains("context_length_exceeded") == true)
             #expect(try await node.simulatorRequests("azure") == 0)
+        }
+    }
+}
+
+@Suite struct IdempotencyTests {
+    func chat(_ node: TestNode, key: String, stream: Bool = false) async throws -> TestNode.Reply {
+        var request = HTTPClientRequest(url: node.url + "/api/v1/chat/completions")
+        request.method = .POST
+        request.headers.add(name: "Authorization", value: "Bearer \(node.key)")
+        request.headers.add(name: "Idempotency-Key", value: key)
+        request.body = .bytes(ByteBuffer(string: #"{"model": "openai/gpt-4o-mini", "max_tokens": 30, "stream": \#(stream), "messages": [{"role": "user", "content": "Once only"}]}"#))
+        let response = try await node.http.execute(request, timeout: .seconds(30))
+        let body = try await response.body.collect(upTo: 1 << 20)
+        return TestNode.Reply(status: Int(response.status.code), headers: response.headers.map { ($0.name, $0.value) }, body: String(buffer: body))
+    }
+
+    @Test func aRetriedRequestReturnsTheFirstGenerationAndIsChargedOnce() async throws {
+        try await TestNode.with { node in
+            let first = try await chat(node, key: "retry-1")
+            let again = try await chat(node, key: "retry-1")
+            let streamed = try await chat(node, key: "retry-1", stream: true)
+            let id = try #require(first.json?["id"]?.stringValue)
+            #expect(again.json?["id"]?.stringValue == id && again.header("X-Generation-Id") == id)
+            #expect(again.json?["choices"] == first.json?["choices"])
+            let events = TestNode.events(streamed.body)
+            #expect(events.last == "[DONE]" && streamed.header("X-Generation-Id") == id)
+            let text = events.dropLast().compactMap { try? JSONParser.parse($0)["choices"]?.arrayValue?.first?["delta"]?["content"]?.stringValue }.joined()
+            #expect(text == first.json?["choices"]?.arrayValue?.first?["message"]?["content"]?.stringValue)
+            let charges = try await node.ledger.entries(account: node.account, limit: 10).filter { $0.kind == .charge }
+            #expect(charges.count == 1)
+            let balance = try await node.ledger.balance(account: node.account)
+            #expect(balance.available == balance.balance)  // the retries' holds were released
+            #expect(try await node.simulatorRequests("openai") == 1)
+        }
+    }
+
+    @Test func aDuplicateWhileTheFirstRunsIsAConflictAndAFailureCanBeRetried() async throws {
+        try await TestNode.with { node in
+            try await node.fault(#"{"provider": "openai", "kind": "slow", "delay_ms": 600, "count": 1}"#)
+            async let first = chat(node, key: "dup")
+            try await Task.sleep(for: .milliseconds(200))
+            let duplicate = try await chat(node, key: "dup")
+            #expect(duplicate.status == 409)
+            #expect(try await first.status == 200)
+
+            try await node.fault(#"{"provider": "openai", "kind": "status", "status": 500, "count": 1}"#)
+            try await node.fault(#"{"provider": "azure", "kind": "status", "status": 500, "count": 1}"#)
+            #expect(try await chat(node, key: "fails-first").status == 502)
+            #expect(try await chat(node, key: "fails-first").status == 200)  // the failure released the key
         }
     }
 }

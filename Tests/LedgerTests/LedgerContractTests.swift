@@ -111,9 +111,9 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
             try await store.createAccount(id: "acct", name: "A")
             try await grant(store, "acct", "1")
             _ = try await store.placeHold(HoldRequest(id: "h1", account: "acct", amount: usd("0.5"), expiresAt: Date().addingTimeInterval(600)))
-            try await store.settle(holdID: "h1", transfers: [charge("g1", account: "acct", "0.123")], generation: generation("g1", account: "acct", cost: usd("0.123")))
+            try await store.settle(holdID: "h1", transfers: [charge("g1", account: "acct", "0.123")], generation: generation("g1", account: "acct", cost: usd("0.123")), idempotency: nil)
             // a replayed settlement charges nothing more
-            try await store.settle(holdID: "h1", transfers: [charge("g1", account: "acct", "0.123")], generation: generation("g1", account: "acct", cost: usd("0.123")))
+            try await store.settle(holdID: "h1", transfers: [charge("g1", account: "acct", "0.123")], generation: generation("g1", account: "acct", cost: usd("0.123")), idempotency: nil)
             #expect(try await store.balance(account: "acct") == AccountBalance(balance: usd("0.877"), available: usd("0.877")))
             #expect(try await store.holdStatus(id: "h1") == .posted)
             let stored = try #require(try await store.generation(id: "g1"))
@@ -139,7 +139,7 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
             #expect(try await store.balance(account: "acct") == AccountBalance(balance: usd("1"), available: usd("1")))
             // a request that outlived its hold is still charged
             try await store.settle(holdID: "stale", transfers: [charge("g-stale", account: "acct", "0.1")],
-                                   generation: generation("g-stale", account: "acct", cost: usd("0.1")))
+                                   generation: generation("g-stale", account: "acct", cost: usd("0.1")), idempotency: nil)
             #expect(try await store.balance(account: "acct") == AccountBalance(balance: usd("0.9"), available: usd("0.9")))
             #expect(try await store.verify().isConsistent)
         }
@@ -180,6 +180,32 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
             let tomorrowWeekLater = try await store.keyUsage(keyID: "k1", now: Date().addingTimeInterval(40 * 86400))
             #expect(tomorrowWeekLater.total == usd("0.5") && tomorrowWeekLater.monthly == .zero && tomorrowWeekLater.daily == .zero)
             #expect(try await store.keys(account: "acct").map(\.id) == ["k1"])
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func idempotencyKeysAreClaimedCompletedAndReleasedWithTheSettlement(kind: StoreKind) async throws {
+        try await kind.with { store in
+            try await store.createAccount(id: "acct", name: "A")
+            try await grant(store, "acct", "1")
+            let now = Date()
+            #expect(try await store.claimIdempotencyKey(account: "acct", key: "k", generationID: "g1", now: now, staleAfter: 60) == .claimed)
+            #expect(try await store.claimIdempotencyKey(account: "acct", key: "k", generationID: "g2", now: now, staleAfter: 60)
+                    == .inProgress(generationID: "g1"))
+            // another account's key of the same name is its own
+            try await store.createAccount(id: "other", name: "B")
+            #expect(try await store.claimIdempotencyKey(account: "other", key: "k", generationID: "g3", now: now, staleAfter: 60) == .claimed)
+            try await store.settle(holdID: nil, transfers: [charge("g1", account: "acct", "0.1")],
+                                   generation: generation("g1", account: "acct", cost: usd("0.1")),
+                                   idempotency: .completed(account: "acct", key: "k", response: #"{"id":"g1"}"#))
+            #expect(try await store.claimIdempotencyKey(account: "acct", key: "k", generationID: "g4", now: now, staleAfter: 60)
+                    == .completed(generationID: "g1", response: #"{"id":"g1"}"#))
+            // a failed request releases its key; a dead node's claim is taken over once stale
+            try await store.settle(holdID: nil, transfers: [], generation: generation("g3", account: "other"),
+                                   idempotency: .released(account: "other", key: "k"))
+            #expect(try await store.claimIdempotencyKey(account: "other", key: "k", generationID: "g5", now: now, staleAfter: 60) == .claimed)
+            #expect(try await store.claimIdempotencyKey(account: "other", key: "k", generationID: "g6", now: now.addingTimeInterval(61), staleAfter: 60) == .claimed)
+            #expect(try await store.balance(account: "acct").balance == usd("0.9"))
         }
     }
 
