@@ -296,7 +296,7 @@ struct ChatPipeline: Sendable {
                 while true {
                     let (deadline, phase) = progress.withLockedValue { state in
                         state.firstToken == nil
-                            ? (state.lastActivity + timeouts.firstToken + timeouts.connect, UpstreamFailure.Kind.firstTokenTimeout)
+                            ? (state.lastActivity + timeouts.firstToken, UpstreamFailure.Kind.firstTokenTimeout)
                             : (state.lastActivity + timeouts.stall, UpstreamFailure.Kind.stall)
                     }
                     if clock.now >= deadline {
