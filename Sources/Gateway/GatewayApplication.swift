@@ -303,8 +303,7 @@ public struct Gateway: Sendable {
         let key = try await authenticator.authenticate(authorization: request.headers[.authorization])
         let ledger = dependencies.ledger
         let usage = try await ledger.keyUsage(keyID: key.id, now: Date())
-        let totals = try await ledger.creditTotals(account: key.accountID)
-        let purchased = try await ledger.entries(account: key.accountID, limit: 1_000).contains { $0.kind == .purchase }
+        let purchased = try await ledger.purchasedTotal(account: key.accountID) > .zero
         let limitUsage: Money = switch key.limitReset {
         case "daily": usage.daily
         case "weekly": usage.weekly
@@ -312,7 +311,6 @@ public struct Gateway: Sendable {
         default: usage.total
         }
         let remaining = key.limit.map { max($0 - limitUsage, .zero) }
-        _ = totals
         return JSONResponse.make(["data": [
             "label": .string(key.label), "name": .string(key.name),
             "limit": key.limit.map { .number($0) } ?? nil, "limit_remaining": remaining.map { .number($0) } ?? nil,

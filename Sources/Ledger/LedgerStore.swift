@@ -313,6 +313,8 @@ public protocol LedgerStore: Sendable {
     func entries(account: String, limit: Int) async throws -> [Transfer]
     /// Total credited to an account by purchases and grants, and total charged to it.
     func creditTotals(account: String) async throws -> (credits: Money, usage: Money)
+    /// Credit the account bought (purchases, without the fee): it decides free-tier limits.
+    func purchasedTotal(account: String) async throws -> Money
     func verify() async throws -> LedgerVerification
 
     func insertKey(_ key: KeyRecord) async throws

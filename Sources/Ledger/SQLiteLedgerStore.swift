@@ -292,6 +292,14 @@ public final class SQLiteLedgerStore: LedgerStore {
         }
     }
 
+    public func purchasedTotal(account: String) async throws -> Money {
+        try await database.read { db in
+            Money(nanos: try Int64.fetchOne(db.cachedStatement(sql: """
+                SELECT COALESCE(SUM(amount), 0) FROM transfers WHERE credit_account = ? AND kind = 'purchase'
+                """), arguments: [account]) ?? 0)
+        }
+    }
+
     public func verify() async throws -> LedgerVerification {
         try await database.read { db in
             let rows = try Row.fetchAll(db, sql: """

@@ -120,6 +120,10 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
             #expect(stored.cost == usd("0.123"))
             #expect(stored.usage.completionTokens == 5)
             #expect(try await store.creditTotals(account: "acct") == (usd("1"), usd("0.123")))
+            #expect(try await store.purchasedTotal(account: "acct") == .zero)  // granted, not bought
+            try await store.post([TransferRequest(idempotencyKey: "buy", debit: Billing.SystemAccount.purchases, credit: "acct",
+                                                  amount: usd("5"), kind: .purchase)])
+            #expect(try await store.purchasedTotal(account: "acct") == usd("5"))
             #expect(try await store.verify().isConsistent)
         }
     }
