@@ -15,6 +15,7 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
@@ -47,6 +48,8 @@ let package = Package(
             dependencies: [
                 "SignalboxCore",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -87,7 +90,10 @@ let package = Package(
             name: "ProvidersTests",
             dependencies: ["Providers", "SignalboxCore", .product(name: "PropertyBased", package: "swift-property-based")]
         ),
-        .testTarget(name: "LedgerTests", dependencies: ["Ledger", "SignalboxCore"]),
+        .testTarget(
+            name: "LedgerTests",
+            dependencies: ["Ledger", "SignalboxCore", .product(name: "PostgresNIO", package: "postgres-nio")]
+        ),
         .testTarget(
             name: "SimProviderTests",
             dependencies: [

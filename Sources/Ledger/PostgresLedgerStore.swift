@@ -1,0 +1,469 @@
+import Foundation
+import Logging
+import PostgresNIO
+import SignalboxCore
+
+/// The cluster ledger: one PostgreSQL database that every node of every region writes to.
+///
+/// It keeps the same tables and rules as the embedded store (Docs/ledger.md), on a pooled
+/// `PostgresClient`. Holds lock their account's balance row (`SELECT … FOR UPDATE`), so
+/// concurrent holds from any number of nodes never reserve more than the balance.
+/// The caller runs the client (`PostgresClient` is a swift-service-lifecycle `Service`).
+public final class PostgresLedgerStore: LedgerStore {
+    public let client: PostgresClient
+    let logger: Logger
+
+    public init(client: PostgresClient, logger: Logger = Logger(label: "signalbox.ledger")) {
+        self.client = client
+        self.logger = logger
+    }
+
+    /// A client configuration from a `postgres://user:password@host:port/database` URL.
+    public static func configuration(url: String) throws -> PostgresClient.Configuration {
+        guard let components = URLComponents(string: url), ["postgres", "postgresql"].contains(components.scheme ?? ""),
+              let host = components.host, !host.isEmpty
+        else { throw LedgerError.storage("not a postgres:// URL: \(url)") }
+        let database = components.path.hasPrefix("/") ? String(components.path.dropFirst()) : components.path
+        var configuration = PostgresClient.Configuration(
+            host: host, port: components.port ?? 5432, username: components.user ?? "postgres",
+            password: components.password, database: database.isEmpty ? nil : database, tls: .disable)
+        configuration.options.maximumConnections = 20
+        return configuration
+    }
+
+    public func close() async throws {}
+
+    // MARK: Schema
+
+    /// Versioned migrations; each version's statements run in one transaction.
+    static let migrations: [(version: Int, statements: [String])] = [
+        (1, [
+            "CREATE TABLE accounts (id TEXT PRIMARY KEY, name TEXT NOT NULL, is_system BOOLEAN NOT NULL, created_at BIGINT NOT NULL)",
+            """
+            CREATE TABLE balances (account_id TEXT PRIMARY KEY REFERENCES accounts(id),
+                balance BIGINT NOT NULL DEFAULT 0, held BIGINT NOT NULL DEFAULT 0)
+            """,
+            """
+            CREATE TABLE transfers (id BIGSERIAL PRIMARY KEY, idempotency_key TEXT NOT NULL UNIQUE,
+                debit_account TEXT NOT NULL REFERENCES accounts(id), credit_account TEXT NOT NULL REFERENCES accounts(id),
+                amount BIGINT NOT NULL CHECK (amount >= 0), kind TEXT NOT NULL, key_id TEXT, generation_id TEXT, memo TEXT,
+                created_at BIGINT NOT NULL)
+            """,
+            "CREATE INDEX transfers_debit ON transfers(debit_account, id)",
+            "CREATE INDEX transfers_credit ON transfers(credit_account, id)",
+            "CREATE INDEX transfers_key ON transfers(key_id, created_at)",
+            """
+            CREATE TABLE holds (id TEXT PRIMARY KEY, account_id TEXT NOT NULL REFERENCES accounts(id), amount BIGINT NOT NULL,
+                status TEXT NOT NULL, key_id TEXT, expires_at BIGINT NOT NULL, created_at BIGINT NOT NULL)
+            """,
+            "CREATE INDEX holds_pending ON holds(status, expires_at)",
+            """
+            CREATE TABLE api_keys (id TEXT PRIMARY KEY, account_id TEXT NOT NULL REFERENCES accounts(id), hash TEXT NOT NULL UNIQUE,
+                label TEXT NOT NULL, name TEXT NOT NULL, is_admin BOOLEAN NOT NULL, disabled BOOLEAN NOT NULL,
+                limit_nanos BIGINT, limit_reset TEXT, expires_at BIGINT, created_at BIGINT NOT NULL)
+            """,
+            """
+            CREATE TABLE generations (id TEXT PRIMARY KEY, account_id TEXT NOT NULL, key_id TEXT, model TEXT NOT NULL,
+                provider_name TEXT, provider_tag TEXT, upstream_id TEXT, streamed BOOLEAN NOT NULL, cancelled BOOLEAN NOT NULL,
+                finish_reason TEXT, native_finish_reason TEXT, tokens_prompt BIGINT NOT NULL, tokens_completion BIGINT NOT NULL,
+                tokens_cached BIGINT NOT NULL, tokens_cache_write BIGINT NOT NULL, tokens_reasoning BIGINT NOT NULL,
+                cost BIGINT NOT NULL, latency_ms BIGINT NOT NULL, generation_time_ms BIGINT NOT NULL, attempts TEXT NOT NULL,
+                created_at BIGINT NOT NULL)
+            """,
+            """
+            CREATE TABLE idempotent_requests (account_id TEXT NOT NULL, key TEXT NOT NULL, generation_id TEXT NOT NULL,
+                status TEXT NOT NULL, response TEXT, created_at BIGINT NOT NULL, PRIMARY KEY (account_id, key))
+            """,
+        ]),
+    ]
+
+    /// Creates or upgrades the schema; safe to run on every start and from several nodes at once.
+    public func migrate() async throws {
+        try await client.withTransaction(logger: logger) { connection in
+            // One migrator at a time across the cluster.
+            try await connection.query("SELECT pg_advisory_xact_lock(7215043)", logger: logger)
+            try await connection.query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)", logger: logger)
+            let current = try await Self.int(connection.query("SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_migrations", logger: logger))
+            for migration in Self.migrations where migration.version > current {
+                for statement in migration.statements {
+                    try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
+                }
+                try await connection.query("INSERT INTO schema_migrations (version) VALUES (\(migration.version))", logger: logger)
+            }
+            for id in Billing.SystemAccount.all { try await Self.ensureAccount(connection, id: id, name: id, isSystem: true, logger: logger) }
+        }
+    }
+
+    /// The schema version this database is at.
+    public func schemaVersion() async throws -> Int {
+        Int(try await Self.int(client.query("SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_migrations", logger: logger)))
+    }
+
+    // MARK: Helpers
+
+    static func millis(_ date: Date) -> Int64 { Int64(date.timeIntervalSince1970 * 1000) }
+    static func date(_ millis: Int64) -> Date { Date(timeIntervalSince1970: TimeInterval(millis) / 1000) }
+
+    static func rows(_ sequence: PostgresRowSequence) async throws -> [PostgresRandomAccessRow] {
+        var result: [PostgresRandomAccessRow] = []
+        for try await row in sequence { result.append(row.makeRandomAccess()) }
+        return result
+    }
+
+    static func int(_ sequence: PostgresRowSequence) async throws -> Int64 {
+        for try await value in sequence.decode(Int64.self) { return value }
+        return 0
+    }
+
+    static func ensureAccount(_ connection: PostgresConnection, id: String, name: String, isSystem: Bool, logger: Logger) async throws {
+        let now = millis(Date())
+        try await connection.query(
+            "INSERT INTO accounts (id, name, is_system, created_at) VALUES (\(id), \(name), \(isSystem), \(now)) ON CONFLICT DO NOTHING",
+            logger: logger)
+        try await connection.query("INSERT INTO balances (account_id) VALUES (\(id)) ON CONFLICT DO NOTHING", logger: logger)
+    }
+
+    static func requireAccount(_ connection: PostgresConnection, _ id: String, logger: Logger) async throws {
+        if id.hasPrefix("provider:") || id.hasPrefix("platform:") {
+            try await ensureAccount(connection, id: id, name: id, isSystem: true, logger: logger)
+        } else if try await rows(connection.query("SELECT 1 FROM accounts WHERE id = \(id)", logger: logger)).isEmpty {
+            throw LedgerError.unknownAccount(id)
+        }
+    }
+
+    static func post(_ connection: PostgresConnection, _ transfer: TransferRequest, logger: Logger) async throws {
+        guard transfer.amount >= .zero else { throw LedgerError.invalidAmount(transfer.amount) }
+        let existing = try await rows(connection.query(
+            "SELECT debit_account, credit_account, amount FROM transfers WHERE idempotency_key = \(transfer.idempotencyKey)",
+            logger: logger))
+        if let row = existing.first {
+            let same = try row["debit_account"].decode(String.self) == transfer.debitAccount
+                && row["credit_account"].decode(String.self) == transfer.creditAccount
+                && row["amount"].decode(Int64.self) == transfer.amount.nanos
+            if same { return }
+            throw LedgerError.idempotencyConflict(transfer.idempotencyKey)
+        }
+        try await requireAccount(connection, transfer.debitAccount, logger: logger)
+        try await requireAccount(connection, transfer.creditAccount, logger: logger)
+        let now = millis(Date())
+        try await connection.query("""
+            INSERT INTO transfers (idempotency_key, debit_account, credit_account, amount, kind, key_id, generation_id, memo, created_at)
+            VALUES (\(transfer.idempotencyKey), \(transfer.debitAccount), \(transfer.creditAccount), \(transfer.amount.nanos),
+                    \(transfer.kind.rawValue), \(transfer.keyID), \(transfer.generationID), \(transfer.memo), \(now))
+            """, logger: logger)
+        // Lock order by account id keeps concurrent transfers between the same accounts deadlock-free.
+        for (account, delta) in [(transfer.debitAccount, -transfer.amount.nanos), (transfer.creditAccount, transfer.amount.nanos)]
+            .sorted(by: { $0.0 < $1.0 }) {
+            try await connection.query("UPDATE balances SET balance = balance + \(delta) WHERE account_id = \(account)", logger: logger)
+        }
+    }
+
+    @discardableResult
+    static func closeHold(_ connection: PostgresConnection, id: String, status: HoldStatus, logger: Logger) async throws -> Bool {
+        guard let row = try await rows(connection.query(
+            "SELECT account_id, amount, status FROM holds WHERE id = \(id) FOR UPDATE", logger: logger)).first
+        else { throw LedgerError.unknownHold(id) }
+        guard try row["status"].decode(String.self) == HoldStatus.pending.rawValue else { return false }
+        let amount = try row["amount"].decode(Int64.self)
+        let account = try row["account_id"].decode(String.self)
+        try await connection.query("UPDATE holds SET status = \(status.rawValue) WHERE id = \(id)", logger: logger)
+        try await connection.query("UPDATE balances SET held = held - \(amount) WHERE account_id = \(account)", logger: logger)
+        return true
+    }
+
+    /// Runs `body` in a transaction; the ledger's own errors come out unwrapped.
+    func transaction<T: Sendable>(_ body: (PostgresConnection) async throws -> sending T) async throws -> T {
+        do {
+            return try await client.withTransaction(logger: logger) { connection in try await body(connection) }
+        } catch let error as PostgresTransactionError {
+            if let ledgerError = error.closureError as? LedgerError, error.rollbackError == nil { throw ledgerError }
+            throw error
+        }
+    }
+
+    // MARK: Accounts and transfers
+
+    public func createAccount(id: String, name: String) async throws -> Account {
+        let logger = self.logger
+        try await transaction { try await Self.ensureAccount($0, id: id, name: name, isSystem: false, logger: logger) }
+        return try await account(id: id)!
+    }
+
+    public func account(id: String) async throws -> Account? {
+        try await Self.rows(client.query("SELECT id, name, is_system, created_at FROM accounts WHERE id = \(id)", logger: logger)).first.map {
+            Account(id: try $0["id"].decode(String.self), name: try $0["name"].decode(String.self),
+                    isSystem: try $0["is_system"].decode(Bool.self), createdAt: Self.date(try $0["created_at"].decode(Int64.self)))
+        }
+    }
+
+    public func post(_ transfers: [TransferRequest]) async throws {
+        let logger = self.logger
+        try await transaction { connection in
+            for transfer in transfers { try await Self.post(connection, transfer, logger: logger) }
+        }
+    }
+
+    // MARK: Holds
+
+    public func placeHold(_ hold: HoldRequest) async throws -> HoldOutcome {
+        guard hold.amount >= .zero else { throw LedgerError.invalidAmount(hold.amount) }
+        let logger = self.logger
+        return try await transaction { connection in
+            guard let row = try await Self.rows(connection.query(
+                "SELECT balance, held FROM balances WHERE account_id = \(hold.account) FOR UPDATE", logger: logger)).first
+            else { throw LedgerError.unknownAccount(hold.account) }
+            if try await !Self.rows(connection.query("SELECT 1 FROM holds WHERE id = \(hold.id)", logger: logger)).isEmpty {
+                return .placed
+            }
+            let available = try row["balance"].decode(Int64.self) - row["held"].decode(Int64.self)
+            guard available >= hold.amount.nanos else { return .insufficient(available: Money(nanos: available)) }
+            let (expires, now) = (Self.millis(hold.expiresAt), Self.millis(Date()))
+            try await connection.query("""
+                INSERT INTO holds (id, account_id, amount, status, key_id, expires_at, created_at)
+                VALUES (\(hold.id), \(hold.account), \(hold.amount.nanos), 'pending', \(hold.keyID), \(expires), \(now))
+                """, logger: logger)
+            try await connection.query("UPDATE balances SET held = held + \(hold.amount.nanos) WHERE account_id = \(hold.account)", logger: logger)
+            return .placed
+        }
+    }
+
+    public func settle(holdID: String?, transfers: [TransferRequest], generation: GenerationRecord,
+                       idempotency: IdempotencyOutcome?) async throws {
+        let logger = self.logger
+        try await transaction { connection in
+            if try await !Self.rows(connection.query("SELECT 1 FROM generations WHERE id = \(generation.id)", logger: logger)).isEmpty {
+                return  // replay
+            }
+            if let holdID {
+                guard let hold = try await Self.rows(connection.query(
+                    "SELECT status, account_id FROM holds WHERE id = \(holdID) FOR UPDATE", logger: logger)).first
+                else { throw LedgerError.unknownHold(holdID) }
+                if try hold["status"].decode(String.self) == HoldStatus.pending.rawValue {
+                    let account = try hold["account_id"].decode(String.self)
+                    let charged = transfers.contains { $0.debitAccount == account }
+                    try await Self.closeHold(connection, id: holdID, status: charged ? .posted : .voided, logger: logger)
+                }
+            }
+            for transfer in transfers { try await Self.post(connection, transfer, logger: logger) }
+            try await Self.insertGeneration(connection, generation, logger: logger)
+            switch idempotency {
+            case .completed(let account, let key, let response)?:
+                try await connection.query(
+                    "UPDATE idempotent_requests SET status = 'done', response = \(response) WHERE account_id = \(account) AND key = \(key)",
+                    logger: logger)
+            case .released(let account, let key)?:
+                try await connection.query(
+                    "DELETE FROM idempotent_requests WHERE account_id = \(account) AND key = \(key) AND status = 'pending'", logger: logger)
+            case nil:
+                break
+            }
+        }
+    }
+
+    public func claimIdempotencyKey(account: String, key: String, generationID: String, now: Date,
+                                    staleAfter: TimeInterval) async throws -> IdempotencyClaim {
+        let logger = self.logger
+        return try await transaction { connection in
+            let nowMillis = Self.millis(now)
+            try await connection.query("""
+                INSERT INTO idempotent_requests (account_id, key, generation_id, status, created_at)
+                VALUES (\(account), \(key), \(generationID), 'pending', \(nowMillis)) ON CONFLICT DO NOTHING
+                """, logger: logger)
+            guard let row = try await Self.rows(connection.query(
+                "SELECT generation_id, status, response, created_at FROM idempotent_requests WHERE account_id = \(account) AND key = \(key) FOR UPDATE",
+                logger: logger)).first
+            else { throw LedgerError.storage("idempotency claim vanished") }
+            let owner = try row["generation_id"].decode(String.self)
+            if owner == generationID { return .claimed }
+            if try row["status"].decode(String.self) == "done" {
+                return .completed(generationID: owner, response: try row["response"].decode(String?.self) ?? "")
+            }
+            let created = Self.date(try row["created_at"].decode(Int64.self))
+            if created > now.addingTimeInterval(-staleAfter) { return .inProgress(generationID: owner) }
+            try await connection.query(
+                "UPDATE idempotent_requests SET generation_id = \(generationID), created_at = \(nowMillis) WHERE account_id = \(account) AND key = \(key)",
+                logger: logger)
+            return .claimed
+        }
+    }
+
+    public func voidHold(id: String) async throws {
+        let logger = self.logger
+        try await transaction { try await Self.closeHold($0, id: id, status: .voided, logger: logger) }
+    }
+
+    public func holdStatus(id: String) async throws -> HoldStatus? {
+        try await Self.rows(client.query("SELECT status FROM holds WHERE id = \(id)", logger: logger)).first
+            .flatMap { HoldStatus(rawValue: try $0["status"].decode(String.self)) }
+    }
+
+    public func expireHolds(now: Date) async throws -> Int {
+        let logger = self.logger
+        return try await transaction { connection in
+            let ids = try await Self.rows(connection.query(
+                "SELECT id FROM holds WHERE status = 'pending' AND expires_at < \(Self.millis(now)) FOR UPDATE SKIP LOCKED", logger: logger))
+                .map { try $0["id"].decode(String.self) }
+            for id in ids { try await Self.closeHold(connection, id: id, status: .voided, logger: logger) }
+            return ids.count
+        }
+    }
+
+    // MARK: Queries
+
+    public func balance(account: String) async throws -> AccountBalance {
+        guard let row = try await Self.rows(client.query(
+            "SELECT balance, held FROM balances WHERE account_id = \(account)", logger: logger)).first
+        else { throw LedgerError.unknownAccount(account) }
+        let balance = try row["balance"].decode(Int64.self)
+        let held = try row["held"].decode(Int64.self)
+        return AccountBalance(balance: Money(nanos: balance), available: Money(nanos: balance - held))
+    }
+
+    public func entries(account: String, limit: Int) async throws -> [Transfer] {
+        try await Self.rows(client.query("""
+            SELECT id, idempotency_key, debit_account, credit_account, amount, kind, key_id, generation_id, memo, created_at
+            FROM transfers WHERE debit_account = \(account) OR credit_account = \(account) ORDER BY id DESC LIMIT \(limit)
+            """, logger: logger)).map { row in
+            Transfer(
+                id: try row["id"].decode(Int64.self), idempotencyKey: try row["idempotency_key"].decode(String.self),
+                debitAccount: try row["debit_account"].decode(String.self), creditAccount: try row["credit_account"].decode(String.self),
+                amount: Money(nanos: try row["amount"].decode(Int64.self)),
+                kind: TransferKind(rawValue: try row["kind"].decode(String.self)) ?? .adjustment,
+                keyID: try row["key_id"].decode(String?.self), generationID: try row["generation_id"].decode(String?.self),
+                memo: try row["memo"].decode(String?.self), createdAt: Self.date(try row["created_at"].decode(Int64.self)))
+        }
+    }
+
+    public func creditTotals(account: String) async throws -> (credits: Money, usage: Money) {
+        let credits = try await Self.int(client.query("""
+            SELECT COALESCE(SUM(amount), 0)::BIGINT FROM transfers WHERE credit_account = \(account) AND kind IN ('purchase', 'grant', 'refund')
+            """, logger: logger))
+        let usage = try await Self.int(client.query(
+            "SELECT COALESCE(SUM(amount), 0)::BIGINT FROM transfers WHERE debit_account = \(account) AND kind = 'charge'", logger: logger))
+        return (Money(nanos: credits), Money(nanos: usage))
+    }
+
+    public func purchasedTotal(account: String) async throws -> Money {
+        Money(nanos: try await Self.int(client.query(
+            "SELECT COALESCE(SUM(amount), 0)::BIGINT FROM transfers WHERE credit_account = \(account) AND kind = 'purchase'", logger: logger)))
+    }
+
+    public func verify() async throws -> LedgerVerification {
+        let rows = try await Self.rows(client.query("""
+            SELECT b.account_id, b.balance, b.held,
+              (SELECT COALESCE(SUM(amount), 0) FROM transfers WHERE credit_account = b.account_id)::BIGINT
+              - (SELECT COALESCE(SUM(amount), 0) FROM transfers WHERE debit_account = b.account_id)::BIGINT AS derived,
+              (SELECT COALESCE(SUM(amount), 0) FROM holds WHERE account_id = b.account_id AND status = 'pending')::BIGINT AS derived_held
+            FROM balances b ORDER BY b.account_id
+            """, logger: logger))
+        var mismatched: [String] = []
+        var total: Int64 = 0
+        for row in rows {
+            let cached = try row["balance"].decode(Int64.self)
+            total += cached
+            if try cached != row["derived"].decode(Int64.self) || row["held"].decode(Int64.self) != row["derived_held"].decode(Int64.self) {
+                mismatched.append(try row["account_id"].decode(String.self))
+            }
+        }
+        let count = try await Self.int(client.query("SELECT COUNT(*)::BIGINT FROM transfers", logger: logger))
+        return LedgerVerification(mismatchedAccounts: mismatched, totalOfBalances: Money(nanos: total), transferCount: Int(count))
+    }
+
+    // MARK: Keys
+
+    public func insertKey(_ key: KeyRecord) async throws {
+        let logger = self.logger
+        try await transaction { connection in
+            try await Self.requireAccount(connection, key.accountID, logger: logger)
+            let (limit, expires, created) = (key.limit?.nanos, key.expiresAt.map(Self.millis), Self.millis(key.createdAt))
+            try await connection.query("""
+                INSERT INTO api_keys (id, account_id, hash, label, name, is_admin, disabled, limit_nanos, limit_reset, expires_at, created_at)
+                VALUES (\(key.id), \(key.accountID), \(key.hash), \(key.label), \(key.name), \(key.isAdmin), \(key.disabled),
+                        \(limit), \(key.limitReset), \(expires), \(created))
+                ON CONFLICT (hash) DO NOTHING
+                """, logger: logger)
+        }
+    }
+
+    static let keyColumns = "id, account_id, hash, label, name, is_admin, disabled, limit_nanos, limit_reset, expires_at, created_at"
+
+    static func keyRecord(_ row: PostgresRandomAccessRow) throws -> KeyRecord {
+        KeyRecord(
+            id: try row["id"].decode(String.self), accountID: try row["account_id"].decode(String.self),
+            hash: try row["hash"].decode(String.self), label: try row["label"].decode(String.self),
+            name: try row["name"].decode(String.self), isAdmin: try row["is_admin"].decode(Bool.self),
+            disabled: try row["disabled"].decode(Bool.self),
+            limit: try row["limit_nanos"].decode(Int64?.self).map { Money(nanos: $0) },
+            limitReset: try row["limit_reset"].decode(String?.self),
+            expiresAt: try row["expires_at"].decode(Int64?.self).map(date), createdAt: date(try row["created_at"].decode(Int64.self)))
+    }
+
+    public func key(hash: String) async throws -> KeyRecord? {
+        try await Self.rows(client.query(
+            "SELECT \(unescaped: Self.keyColumns) FROM api_keys WHERE hash = \(hash)", logger: logger)).first.map(Self.keyRecord)
+    }
+
+    public func keys(account: String) async throws -> [KeyRecord] {
+        try await Self.rows(client.query(
+            "SELECT \(unescaped: Self.keyColumns) FROM api_keys WHERE account_id = \(account) ORDER BY created_at", logger: logger))
+            .map(Self.keyRecord)
+    }
+
+    public func keyUsage(keyID: String, now: Date) async throws -> KeyUsage {
+        let windows = UsageWindows(now: now)
+        let (day, week, month) = (Self.millis(windows.day), Self.millis(windows.week), Self.millis(windows.month))
+        guard let row = try await Self.rows(client.query("""
+            SELECT COALESCE(SUM(amount), 0)::BIGINT AS total,
+              COALESCE(SUM(CASE WHEN created_at >= \(day) THEN amount END), 0)::BIGINT AS daily,
+              COALESCE(SUM(CASE WHEN created_at >= \(week) THEN amount END), 0)::BIGINT AS weekly,
+              COALESCE(SUM(CASE WHEN created_at >= \(month) THEN amount END), 0)::BIGINT AS monthly
+            FROM transfers WHERE key_id = \(keyID) AND kind = 'charge'
+            """, logger: logger)).first else { return KeyUsage() }
+        func money(_ name: String) throws -> Money { Money(nanos: try row[name].decode(Int64.self)) }
+        return KeyUsage(total: try money("total"), daily: try money("daily"), weekly: try money("weekly"), monthly: try money("monthly"))
+    }
+
+    // MARK: Generations
+
+    public func storeGeneration(_ generation: GenerationRecord) async throws {
+        let logger = self.logger
+        try await transaction { try await Self.insertGeneration($0, generation, logger: logger) }
+    }
+
+    static func insertGeneration(_ connection: PostgresConnection, _ g: GenerationRecord, logger: Logger) async throws {
+        let attempts = String(decoding: try JSONEncoder().encode(g.attempts), as: UTF8.self)
+        let usage = g.usage
+        let (prompt, completion, cached) = (Int64(usage.promptTokens), Int64(usage.completionTokens), Int64(usage.cachedTokens))
+        let (written, reasoning) = (Int64(usage.cacheWriteTokens), Int64(usage.reasoningTokens))
+        let (latency, generationTime, created) = (Int64(g.latencyMs), Int64(g.generationTimeMs), millis(g.createdAt))
+        try await connection.query("""
+            INSERT INTO generations (id, account_id, key_id, model, provider_name, provider_tag, upstream_id, streamed, cancelled,
+              finish_reason, native_finish_reason, tokens_prompt, tokens_completion, tokens_cached, tokens_cache_write,
+              tokens_reasoning, cost, latency_ms, generation_time_ms, attempts, created_at)
+            VALUES (\(g.id), \(g.accountID), \(g.keyID), \(g.model), \(g.providerName), \(g.providerTag), \(g.upstreamID),
+              \(g.streamed), \(g.cancelled), \(g.finishReason), \(g.nativeFinishReason), \(prompt), \(completion), \(cached),
+              \(written), \(reasoning), \(g.cost.nanos), \(latency), \(generationTime), \(attempts), \(created))
+            ON CONFLICT (id) DO NOTHING
+            """, logger: logger)
+    }
+
+    public func generation(id: String) async throws -> GenerationRecord? {
+        guard let row = try await Self.rows(client.query("SELECT * FROM generations WHERE id = \(id)", logger: logger)).first else {
+            return nil
+        }
+        let attempts = (try? JSONDecoder().decode([AttemptRecord].self, from: Data(try row["attempts"].decode(String.self).utf8))) ?? []
+        func int(_ name: String) throws -> Int { Int(try row[name].decode(Int64.self)) }
+        return GenerationRecord(
+            id: id, accountID: try row["account_id"].decode(String.self), keyID: try row["key_id"].decode(String?.self),
+            model: try row["model"].decode(String.self), providerName: try row["provider_name"].decode(String?.self),
+            providerTag: try row["provider_tag"].decode(String?.self), upstreamID: try row["upstream_id"].decode(String?.self),
+            streamed: try row["streamed"].decode(Bool.self), cancelled: try row["cancelled"].decode(Bool.self),
+            finishReason: try row["finish_reason"].decode(String?.self), nativeFinishReason: try row["native_finish_reason"].decode(String?.self),
+            usage: TokenUsage(promptTokens: try int("tokens_prompt"), completionTokens: try int("tokens_completion"),
+                              cachedTokens: try int("tokens_cached"), cacheWriteTokens: try int("tokens_cache_write"),
+                              reasoningTokens: try int("tokens_reasoning")),
+            cost: Money(nanos: try row["cost"].decode(Int64.self)), latencyMs: try int("latency_ms"),
+            generationTimeMs: try int("generation_time_ms"), attempts: attempts,
+            createdAt: Self.date(try row["created_at"].decode(Int64.self)))
+    }
+}
