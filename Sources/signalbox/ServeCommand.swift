@@ -5,6 +5,7 @@ import Gateway
 import Hummingbird
 import Ledger
 import Logging
+import PostgresNIO
 import Providers
 import ServiceLifecycle
 import SignalboxCore
@@ -18,6 +19,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Address to listen on.") var host: String?
     @Option(help: "Port to listen on.") var port: Int?
     @Option(help: "Directory for the embedded ledger and the demo/admin key files.") var dataDir: String = ".signalbox"
+    @Option(help: "PostgreSQL ledger (postgres://user:password@host:port/db) instead of the embedded SQLite one; also SIGNALBOX_DATABASE_URL.")
+    var databaseURL: String?
     @Option(help: "Configuration file (JSON): server settings, providers, catalog additions.") var config: String?
     @Option(help: "Port of the in-process simulated provider.") var simPort: Int = 8091
     @Option(help: "Use an already running simulator at this base URL instead of starting one.") var simUrl: String?
@@ -84,9 +87,35 @@ struct Serve: AsyncParsableCommand {
         }
 
         try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
-        let ledger = try await SQLiteLedgerStore.open(path: dataDir + "/ledger.sqlite", logger: logger)
-        let keys = try await DemoSetup.run(ledger: ledger, dataDir: dataDir, demoCredits: demoAmount)
+        let databaseURL = self.databaseURL ?? ProcessInfo.processInfo.environment["SIGNALBOX_DATABASE_URL"]
+        if let databaseURL {
+            // The cluster ledger: the pool runs beside the service group for the node's whole life.
+            let client = PostgresClient(configuration: try PostgresLedgerStore.configuration(url: databaseURL))
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { await client.run() }
+                defer { group.cancelAll() }
+                let ledger = PostgresLedgerStore(client: client, logger: logger)
+                try await ledger.migrate()
+                try await serve(ledger: ledger, configuration: configuration, catalog: catalog, services: services,
+                                providerKeys: providerKeys, simulatorURL: simulatorURL, demoAmount: demoAmount, logger: logger)
+            }
+        } else {
+            let ledger = try await SQLiteLedgerStore.open(path: dataDir + "/ledger.sqlite", logger: logger)
+            do {
+                try await serve(ledger: ledger, configuration: configuration, catalog: catalog, services: services,
+                                providerKeys: providerKeys, simulatorURL: simulatorURL, demoAmount: demoAmount, logger: logger)
+            } catch {
+                try? await ledger.close()
+                throw error
+            }
+            try await ledger.close()
+        }
+    }
 
+    func serve(ledger: any LedgerStore, configuration: GatewayConfiguration, catalog: Catalog, services: [any Service],
+               providerKeys: [String: String], simulatorURL: String?, demoAmount: Money, logger: Logger) async throws {
+        var services = services
+        let keys = try await DemoSetup.run(ledger: ledger, dataDir: dataDir, demoCredits: demoAmount)
         let httpClient = AsyncHTTPClientTransport.makeClient(connectTimeout: .seconds(Int64(configuration.timeouts.connect.components.seconds)))
         let gateway = Gateway(GatewayDependencies(
             configuration: configuration, catalog: catalog, ledger: ledger,
@@ -95,11 +124,13 @@ struct Serve: AsyncParsableCommand {
         let host = configuration.host
         let modelCount = catalog.models.count
         let upstreamDescription = simulatorURL.map { "simulated provider at \($0)" } ?? "real providers"
+        let ledgerDescription = ledger is PostgresLedgerStore ? "PostgreSQL" : "SQLite (\(dataDir)/ledger.sqlite)"
         let app = gateway.buildApplication { port in
             print("""
 
             Signalbox is serving at http://\(host):\(port)/api/v1
               models:     \(modelCount) (\(upstreamDescription))
+              ledger:     \(ledgerDescription)
               demo key:   \(keys.demo)     (also in \(dataDir)/demo-key; $\(demoAmount.decimalString) credit at start)
               admin key:  \(keys.admin)    (also in \(dataDir)/admin-key)
 
@@ -121,11 +152,9 @@ struct Serve: AsyncParsableCommand {
             try await group.run()
         } catch {
             try? await httpClient.shutdown()
-            try? await ledger.close()
             throw error
         }
         try await httpClient.shutdown()
-        try await ledger.close()
     }
 }
 
@@ -135,7 +164,7 @@ enum DemoSetup {
     static let adminAccount = "operator"
 
     /// Creates the demo and operator accounts and keys if they do not exist; returns the keys.
-    static func run(ledger: SQLiteLedgerStore, dataDir: String, demoCredits: Money) async throws -> (demo: String, admin: String) {
+    static func run(ledger: any LedgerStore, dataDir: String, demoCredits: Money) async throws -> (demo: String, admin: String) {
         let environment = ProcessInfo.processInfo.environment
         let fresh = try await ledger.account(id: demoAccount) == nil
         try await ledger.createAccount(id: demoAccount, name: "Demo")
@@ -153,7 +182,7 @@ enum DemoSetup {
     }
 
     private static func key(named name: String, file: String, override: String?, account: String, isAdmin: Bool,
-                            ledger: SQLiteLedgerStore) async throws -> String {
+                            ledger: any LedgerStore) async throws -> String {
         let key: String
         if let override, override.hasPrefix("sk-") {
             key = override

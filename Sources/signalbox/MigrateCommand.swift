@@ -1,0 +1,29 @@
+import ArgumentParser
+import Foundation
+import Ledger
+import Logging
+import PostgresNIO
+
+/// `signalbox migrate`: creates or upgrades the PostgreSQL ledger schema (idempotent, safe to
+/// run from several nodes at once).
+struct MigrateCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "migrate", abstract: "Create or upgrade the PostgreSQL ledger schema.")
+
+    @Option(help: "postgres://user:password@host:port/db (default: SIGNALBOX_DATABASE_URL).") var databaseURL: String?
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        guard let url = databaseURL ?? ProcessInfo.processInfo.environment["SIGNALBOX_DATABASE_URL"] else {
+            throw ValidationError("--database-url or SIGNALBOX_DATABASE_URL is required")
+        }
+        let client = PostgresClient(configuration: try PostgresLedgerStore.configuration(url: url))
+        let version = try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await client.run() }
+            defer { group.cancelAll() }
+            let store = PostgresLedgerStore(client: client)
+            try await store.migrate()
+            return try await store.schemaVersion()
+        }
+        print(json ? #"{"schema_version": \#(version)}"# : "Ledger schema is at version \(version).")
+    }
+}
