@@ -320,6 +320,9 @@ public protocol LedgerStore: Sendable {
     func insertKey(_ key: KeyRecord) async throws
     func key(hash: String) async throws -> KeyRecord?
     func keys(account: String) async throws -> [KeyRecord]
+    /// Disables (revokes) or re-enables a key; false when no key has that id.
+    @discardableResult
+    func setKeyDisabled(id: String, disabled: Bool) async throws -> Bool
     func keyUsage(keyID: String, now: Date) async throws -> KeyUsage
 
     func storeGeneration(_ generation: GenerationRecord) async throws

@@ -409,6 +409,12 @@ public final class PostgresLedgerStore: LedgerStore {
             .map(Self.keyRecord)
     }
 
+    public func setKeyDisabled(id: String, disabled: Bool) async throws -> Bool {
+        let updated = try await Self.rows(client.query(
+            "UPDATE api_keys SET disabled = \(disabled) WHERE id = \(id) RETURNING id", logger: logger))
+        return !updated.isEmpty
+    }
+
     public func keyUsage(keyID: String, now: Date) async throws -> KeyUsage {
         let windows = UsageWindows(now: now)
         let (day, week, month) = (Self.millis(windows.day), Self.millis(windows.week), Self.millis(windows.month))

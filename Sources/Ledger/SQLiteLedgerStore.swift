@@ -358,6 +358,13 @@ public final class SQLiteLedgerStore: LedgerStore {
         }
     }
 
+    public func setKeyDisabled(id: String, disabled: Bool) async throws -> Bool {
+        try await database.write { db in
+            try db.cachedStatement(sql: "UPDATE api_keys SET disabled = ? WHERE id = ?").execute(arguments: [disabled, id])
+            return db.changesCount > 0
+        }
+    }
+
     public func keyUsage(keyID: String, now: Date) async throws -> KeyUsage {
         let windows = UsageWindows(now: now)
         return try await database.read { db in

@@ -228,6 +228,9 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
             let tomorrowWeekLater = try await store.keyUsage(keyID: "k1", now: Date().addingTimeInterval(40 * 86400))
             #expect(tomorrowWeekLater.total == usd("0.5") && tomorrowWeekLater.monthly == .zero && tomorrowWeekLater.daily == .zero)
             #expect(try await store.keys(account: "acct").map(\.id) == ["k1"])
+            #expect(try await store.setKeyDisabled(id: "k1", disabled: true))
+            #expect(try await store.key(hash: "abc123")?.disabled == true)
+            #expect(try await store.setKeyDisabled(id: "nope", disabled: true) == false)
         }
     }
 
