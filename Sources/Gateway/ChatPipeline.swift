@@ -72,6 +72,8 @@ struct ChatPipeline: Sendable {
                 + "no API key is configured on this node for \(providers)",
                 metadata: ["providers": .array(Array(Set(planned.map(\.provider.slug))).sorted().map { .string($0) })])
         }
+        try await checkFreeTier(request, key: key)
+        let keyRemaining = try await keyLimitRemaining(key)
         let generationID = Self.makeGenerationID()
         var prepared = PreparedChat(
             request: request, key: key, attempts: attempts, generationID: generationID,
@@ -85,6 +87,9 @@ struct ChatPipeline: Sendable {
             let balance = try await ledger.balance(account: key.accountID)
             guard balance.balance > .zero else { throw Self.noBalance(balance.balance) }
             return prepared
+        }
+        if let keyRemaining, worstCase[0] > keyRemaining {
+            throw Self.cannotAfford(attempts[0], request: request, available: keyRemaining, limitSource: "key")
         }
         // One hold covers every planned attempt, so failover never needs a second reservation.
         // When that is more than the account has, keep the attempts the first one's hold covers.
@@ -111,7 +116,54 @@ struct ChatPipeline: Sendable {
                  metadata: ["available": .decimal(balance.decimalString)])
     }
 
-    static func cannotAfford(_ attempt: PlannedAttempt, request: ChatRequest, available: Money) -> APIError {
+    /// What the key may still spend in its current limit window, nil without a limit; 402 when
+    /// nothing is left.
+    func keyLimitRemaining(_ key: KeyRecord) async throws -> Money? {
+        guard let limit = key.limit else { return nil }
+        let usage = try await ledger.keyUsage(keyID: key.id, now: Date())
+        let spent: Money = switch key.limitReset {
+        case "daily": usage.daily
+        case "weekly": usage.weekly
+        case "monthly": usage.monthly
+        default: usage.total
+        }
+        let remaining = limit - spent
+        guard remaining > .zero else {
+            throw APIError(status: 402, message: "Key limit exceeded: this key may spend \(limit)"
+                + (key.limitReset.map { " per \($0 == "daily" ? "day" : $0 == "weekly" ? "week" : "month")" } ?? "")
+                + " and has spent \(spent).",
+                metadata: ["limit_source": "key", "limit": .decimal(limit.decimalString), "usage": .decimal(spent.decimalString)])
+        }
+        return remaining
+    }
+
+    /// `:free` models: 20 requests a minute, and 50 a day (1,000 once the account has bought $10
+    /// of credit), counted from the ledger's generation records so every node sees the same count.
+    func checkFreeTier(_ request: ChatRequest, key: KeyRecord) async throws {
+        guard request.requestedModel.hasSuffix(":free") else { return }
+        let now = Date()
+        let day = UsageWindows(now: now).day
+        let counts = try await ledger.freeRequestCount(account: key.accountID, since: [now.addingTimeInterval(-60), day])
+        let daily = FreeTier.dailyLimit(purchased: try await ledger.purchasedTotal(account: key.accountID))
+        let (limit, used, reset): (Int, Int, Date) = counts[0] >= FreeTier.requestsPerMinute
+            ? (FreeTier.requestsPerMinute, counts[0], now.addingTimeInterval(60))
+            : (daily, counts[1], day.addingTimeInterval(86_400))
+        guard used >= limit else { return }
+        let resetMillis = Int64(reset.timeIntervalSince1970 * 1000)
+        throw APIError(
+            status: 429,
+            message: limit == FreeTier.requestsPerMinute
+                ? "Rate limit exceeded: free models allow \(limit) requests per minute."
+                : "Rate limit exceeded: free-models-per-day. \(limit) requests a day"
+                    + (limit == FreeTier.smallDailyLimit ? "; buying $10 of credit raises it to \(FreeTier.largeDailyLimit)." : "."),
+            metadata: ["limit": .int(Int64(limit)), "reset": .int(resetMillis)],
+            headers: [("X-RateLimit-Limit", String(limit)), ("X-RateLimit-Remaining", "0"),
+                      ("X-RateLimit-Reset", String(resetMillis)),
+                      ("Retry-After", String(max(1, Int(reset.timeIntervalSince(now).rounded(.up)))))])
+    }
+
+    static func cannotAfford(_ attempt: PlannedAttempt, request: ChatRequest, available: Money,
+                             limitSource: String = "credits") -> APIError {
         let pricing = attempt.endpoint.pricing
         let promptCost = pricing.prompt.attos(for: request.promptTokenEstimate) + pricing.request.attos
         let left = Int128(available.nanos) * 1_000_000_000 - promptCost
@@ -122,7 +174,7 @@ struct ChatPipeline: Sendable {
             message: "This request requires more credits, or fewer max_tokens. You requested up to \(requested) tokens, "
                 + "but can only afford \(affordable). Add credits or lower max_tokens.",
             metadata: ["requested_tokens": .int(Int64(requested)), "affordable_tokens": .int(Int64(affordable)),
-                       "available": .decimal(available.decimalString)])
+                       "available": .decimal(available.decimalString), "limit_source": .string(limitSource)])
     }
 
     static func makeGenerationID() -> String {

@@ -303,7 +303,10 @@ public struct Gateway: Sendable {
         let key = try await authenticator.authenticate(authorization: request.headers[.authorization])
         let ledger = dependencies.ledger
         let usage = try await ledger.keyUsage(keyID: key.id, now: Date())
-        let purchased = try await ledger.purchasedTotal(account: key.accountID) > .zero
+        let purchasedTotal = try await ledger.purchasedTotal(account: key.accountID)
+        let purchased = purchasedTotal > .zero
+        let dailyFree = FreeTier.dailyLimit(purchased: purchasedTotal)
+        let usedFree = try await ledger.freeRequestCount(account: key.accountID, since: [UsageWindows(now: Date()).day])[0]
         let limitUsage: Money = switch key.limitReset {
         case "daily": usage.daily
         case "weekly": usage.weekly
@@ -322,7 +325,8 @@ public struct Gateway: Sendable {
             "expires_at": key.expiresAt.map { .string(ISO8601DateFormatter().string(from: $0)) } ?? nil,
             "creator_user_id": .string(key.accountID), "organization_id": nil, "workspace_id": nil,
             "allowed_data_regions": ["global", "europe", "us"], "budgets": [], "effective_budget": nil,
-            "free_model_daily_requests": ["limit": 50, "remaining": 50, "used": 0],
+            "free_model_daily_requests": ["limit": .int(Int64(dailyFree)), "remaining": .int(Int64(max(dailyFree - usedFree, 0))),
+                                          "used": .int(Int64(usedFree))],
             "rate_limit": ["requests": -1, "interval": "10s", "note": "This field is deprecated and safe to ignore."],
         ]])
     }

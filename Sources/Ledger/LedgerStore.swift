@@ -325,6 +325,10 @@ public protocol LedgerStore: Sendable {
     func setKeyDisabled(id: String, disabled: Bool) async throws -> Bool
     func keyUsage(keyID: String, now: Date) async throws -> KeyUsage
 
+    /// Requests an account made to `:free` models since each point in time (the free tier's
+    /// per-minute and per-day counts).
+    func freeRequestCount(account: String, since: [Date]) async throws -> [Int]
+
     func storeGeneration(_ generation: GenerationRecord) async throws
     func generation(id: String) async throws -> GenerationRecord?
 }

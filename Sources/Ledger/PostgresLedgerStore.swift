@@ -75,6 +75,7 @@ public final class PostgresLedgerStore: LedgerStore {
                 status TEXT NOT NULL, response TEXT, created_at BIGINT NOT NULL, PRIMARY KEY (account_id, key))
             """,
         ]),
+        (2, ["CREATE INDEX generations_account ON generations(account_id, created_at)"]),
     ]
 
     /// Creates or upgrades the schema; safe to run on every start and from several nodes at once.
@@ -430,6 +431,17 @@ public final class PostgresLedgerStore: LedgerStore {
     }
 
     // MARK: Generations
+
+    public func freeRequestCount(account: String, since: [Date]) async throws -> [Int] {
+        var counts: [Int] = []
+        for start in since {
+            counts.append(Int(try await Self.int(client.query("""
+                SELECT COUNT(*)::BIGINT FROM generations WHERE account_id = \(account) AND created_at >= \(Self.millis(start))
+                  AND model LIKE '%:free'
+                """, logger: logger))))
+        }
+        return counts
+    }
 
     public func storeGeneration(_ generation: GenerationRecord) async throws {
         let logger = self.logger

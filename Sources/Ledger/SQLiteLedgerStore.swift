@@ -77,6 +77,7 @@ public final class SQLiteLedgerStore: LedgerStore {
                 status TEXT NOT NULL, response TEXT, created_at INTEGER NOT NULL,
                 PRIMARY KEY (account_id, key));
             """),
+        ("v3", "CREATE INDEX generations_account ON generations(account_id, created_at);"),
     ]
 
     public func migrate() async throws {
@@ -381,6 +382,16 @@ public final class SQLiteLedgerStore: LedgerStore {
     }
 
     // MARK: Generations
+
+    public func freeRequestCount(account: String, since: [Date]) async throws -> [Int] {
+        try await database.read { db in
+            try since.map { start in
+                try Int.fetchOne(db.cachedStatement(sql: """
+                    SELECT COUNT(*) FROM generations WHERE account_id = ? AND created_at >= ? AND model LIKE '%:free'
+                    """), arguments: [account, Self.millis(start)]) ?? 0
+            }
+        }
+    }
 
     public func storeGeneration(_ generation: GenerationRecord) async throws {
         try await database.write { db in try Self.insertGeneration(db, generation) }

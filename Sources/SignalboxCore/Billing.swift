@@ -25,3 +25,17 @@ public enum Billing {
         public static let all = [fees, purchases, grants, insurance]
     }
 }
+
+/// The free tier's request limits on `:free` models (OpenRouter's published numbers).
+public enum FreeTier {
+    public static let requestsPerMinute = 20
+    /// Accounts that bought less than `creditThreshold` in total get `smallDailyLimit` requests a
+    /// day; the others `largeDailyLimit`.
+    public static let creditThreshold = Money(dollars: 10)
+    public static let smallDailyLimit = 50
+    public static let largeDailyLimit = 1000
+
+    public static func dailyLimit(purchased: Money) -> Int {
+        purchased >= creditThreshold ? largeDailyLimit : smallDailyLimit
+    }
+}

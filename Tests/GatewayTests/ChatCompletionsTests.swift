@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import Gateway
 import Ledger
 import NIOCore
 import SignalboxCore
@@ -393,6 +394,48 @@ import Testing
             try await node.fault(#"{"provider": "azure", "kind": "status", "status": 500, "count": 1}"#)
             #expect(try await chat(node, key: "fails-first").status == 502)
             #expect(try await chat(node, key: "fails-first").status == 200)  // the failure released the key
+        }
+    }
+}
+
+@Suite struct LimitsTests {
+    @Test func aKeyNeverSpendsBeyondItsLimit() async throws {
+        try await TestNode.with { node in
+            let secret = APIKeyFormat.generate()
+            try await node.ledger.insertKey(KeyRecord(id: "limited", accountID: node.account, hash: APIKeyFormat.hash(secret),
+                                                      label: APIKeyFormat.label(secret), name: "limited",
+                                                      limit: Money(decimal: "0.0001")!, limitReset: "daily"))
+            var statuses: [Int] = []
+            for _ in 0..<12 {
+                let reply = try await node.request("/api/v1/chat/completions", body: """
+                    {"model": "openai/gpt-4o-mini", "max_tokens": 50, "messages": [{"role": "user", "content": "Spend a little"}]}
+                    """, key: secret)
+                statuses.append(reply.status)
+                if reply.status == 402 {
+                    #expect(reply.json?["error"]?["metadata"]?["limit_source"] == "key")
+                    break
+                }
+            }
+            #expect(statuses.first == 200 && statuses.last == 402)
+            let usage = try await node.ledger.keyUsage(keyID: "limited", now: Date())
+            #expect(usage.daily <= Money(decimal: "0.0001")! && usage.daily > .zero)
+        }
+    }
+
+    @Test func freeModelsAllowTwentyRequestsAMinute() async throws {
+        try await TestNode.with { node in
+            for index in 0..<20 {
+                let reply = try await node.chat(model: "meta-llama/llama-3.3-70b-instruct:free")
+                #expect(reply.status == 200, "request \(index)")
+            }
+            let limited = try await node.chat(model: "meta-llama/llama-3.3-70b-instruct:free")
+            #expect(limited.status == 429)
+            #expect(limited.header("X-RateLimit-Limit") == "20" && limited.header("X-RateLimit-Remaining") == "0")
+            #expect(limited.header("X-RateLimit-Reset") != nil && limited.header("Retry-After") != nil)
+            // paid models are not limited, and /key reports the day's free requests
+            #expect(try await node.chat().status == 200)
+            let key = try await node.request("/api/v1/key", method: .GET)
+            #expect(key.json?["data"]?["free_model_daily_requests"] == ["limit": 50, "used": 20, "remaining": 30])
         }
     }
 }
