@@ -121,12 +121,7 @@ struct ChatPipeline: Sendable {
     func keyLimitRemaining(_ key: KeyRecord) async throws -> Money? {
         guard let limit = key.limit else { return nil }
         let usage = try await ledger.keyUsage(keyID: key.id, now: Date())
-        let spent: Money = switch key.limitReset {
-        case "daily": usage.daily
-        case "weekly": usage.weekly
-        case "monthly": usage.monthly
-        default: usage.total
-        }
+        let spent = usage.spent(resetting: key.limitReset)
         let remaining = limit - spent
         guard remaining > .zero else {
             throw APIError(status: 402, message: "Key limit exceeded: this key may spend \(limit)"

@@ -307,12 +307,7 @@ public struct Gateway: Sendable {
         let purchased = purchasedTotal > .zero
         let dailyFree = FreeTier.dailyLimit(purchased: purchasedTotal)
         let usedFree = try await ledger.freeRequestCount(account: key.accountID, since: [UsageWindows(now: Date()).day])[0]
-        let limitUsage: Money = switch key.limitReset {
-        case "daily": usage.daily
-        case "weekly": usage.weekly
-        case "monthly": usage.monthly
-        default: usage.total
-        }
+        let limitUsage = usage.spent(resetting: key.limitReset)
         let remaining = key.limit.map { max($0 - limitUsage, .zero) }
         return JSONResponse.make(["data": [
             "label": .string(key.label), "name": .string(key.name),

@@ -141,6 +141,16 @@ public struct KeyUsage: Sendable, Hashable {
         self.weekly = weekly
         self.monthly = monthly
     }
+
+    /// Spend in a key limit's window: `daily`, `weekly`, `monthly`, or all time for no reset.
+    public func spent(resetting reset: String?) -> Money {
+        switch reset {
+        case "daily": daily
+        case "weekly": weekly
+        case "monthly": monthly
+        default: total
+        }
+    }
 }
 
 /// One upstream attempt, for `/generation` and error metadata.
