@@ -126,7 +126,7 @@ struct Serve: AsyncParsableCommand {
         let upstreamDescription = simulatorURL.map { "simulated provider at \($0)" } ?? "real providers"
         let ledgerDescription = ledger is PostgresLedgerStore ? "PostgreSQL" : "SQLite (\(dataDir)/ledger.sqlite)"
         let app = gateway.buildApplication { port in
-            print("""
+            let banner = """
 
             Signalbox is serving at http://\(host):\(port)/api/v1
               models:     \(modelCount) (\(upstreamDescription))
@@ -139,7 +139,9 @@ struct Serve: AsyncParsableCommand {
                 -H "Authorization: Bearer \(keys.demo)" -H "Content-Type: application/json" \\
                 -d '{"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]}'
 
-            """)
+            """
+            // Written straight to the file descriptor: print() would sit in a buffer when stdout is a pipe.
+            FileHandle.standardOutput.write(Data((banner + "\n").utf8))
         }
         services.append(app)
         services.append(HoldExpiryService(ledger: ledger, logger: logger))
