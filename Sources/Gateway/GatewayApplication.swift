@@ -70,6 +70,7 @@ public struct Gateway: Sendable {
         ("/api/v1/models/:author/:slug/endpoints", [.get]), ("/api/v1/providers", [.get]),
         ("/api/v1/key", [.get]), ("/api/v1/auth/key", [.get]), ("/api/v1/credits", [.get]),
         ("/api/v1/generation", [.get]), ("/metrics", [.get]),
+        ("/api/v1/keys", [.get, .post]), ("/api/v1/keys/:hash", [.get, .patch, .delete]),
     ]
 
     public func buildRouter() -> Router<BasicRequestContext> {
@@ -104,6 +105,7 @@ public struct Gateway: Sendable {
         api.get("/auth/key") { request, _ in try await keyInfo(request) }
         api.get("/credits") { request, _ in try await credits(request) }
         api.get("/generation") { request, _ in try await generation(request) }
+        registerKeyRoutes(api)
         return router
     }
 

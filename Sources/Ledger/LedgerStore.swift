@@ -330,6 +330,11 @@ public protocol LedgerStore: Sendable {
     func insertKey(_ key: KeyRecord) async throws
     func key(hash: String) async throws -> KeyRecord?
     func keys(account: String) async throws -> [KeyRecord]
+    /// Changes a key's name, disabled flag or limit (nil leaves a field as it is; `limit: .some(nil)`
+    /// removes the limit); returns the updated key, nil when no key has that hash.
+    func updateKey(hash: String, name: String?, disabled: Bool?, limit: Money??, limitReset: String??) async throws -> KeyRecord?
+    /// Deletes a key; its past ledger entries keep its id. False when no key has that hash.
+    func deleteKey(hash: String) async throws -> Bool
     /// Disables (revokes) or re-enables a key; false when no key has that id.
     @discardableResult
     func setKeyDisabled(id: String, disabled: Bool) async throws -> Bool

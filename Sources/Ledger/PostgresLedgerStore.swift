@@ -410,6 +410,27 @@ public final class PostgresLedgerStore: LedgerStore {
             .map(Self.keyRecord)
     }
 
+    public func updateKey(hash: String, name: String?, disabled: Bool?, limit: Money??, limitReset: String??) async throws -> KeyRecord? {
+        let logger = self.logger
+        return try await transaction { connection in
+            if let name { try await connection.query("UPDATE api_keys SET name = \(name) WHERE hash = \(hash)", logger: logger) }
+            if let disabled { try await connection.query("UPDATE api_keys SET disabled = \(disabled) WHERE hash = \(hash)", logger: logger) }
+            if let limit {
+                let nanos = limit?.nanos
+                try await connection.query("UPDATE api_keys SET limit_nanos = \(nanos) WHERE hash = \(hash)", logger: logger)
+            }
+            if let limitReset {
+                try await connection.query("UPDATE api_keys SET limit_reset = \(limitReset) WHERE hash = \(hash)", logger: logger)
+            }
+            return try await Self.rows(connection.query(
+                "SELECT \(unescaped: Self.keyColumns) FROM api_keys WHERE hash = \(hash)", logger: logger)).first.map(Self.keyRecord)
+        }
+    }
+
+    public func deleteKey(hash: String) async throws -> Bool {
+        !(try await Self.rows(client.query("DELETE FROM api_keys WHERE hash = \(hash) RETURNING id", logger: logger))).isEmpty
+    }
+
     public func setKeyDisabled(id: String, disabled: Bool) async throws -> Bool {
         let updated = try await Self.rows(client.query(
             "UPDATE api_keys SET disabled = \(disabled) WHERE id = \(id) RETURNING id", logger: logger))

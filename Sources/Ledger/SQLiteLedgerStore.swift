@@ -359,6 +359,29 @@ public final class SQLiteLedgerStore: LedgerStore {
         }
     }
 
+    public func updateKey(hash: String, name: String?, disabled: Bool?, limit: Money??, limitReset: String??) async throws -> KeyRecord? {
+        try await database.write { db in
+            if let name { try db.cachedStatement(sql: "UPDATE api_keys SET name = ? WHERE hash = ?").execute(arguments: [name, hash]) }
+            if let disabled {
+                try db.cachedStatement(sql: "UPDATE api_keys SET disabled = ? WHERE hash = ?").execute(arguments: [disabled, hash])
+            }
+            if let limit {
+                try db.cachedStatement(sql: "UPDATE api_keys SET limit_nanos = ? WHERE hash = ?").execute(arguments: [limit?.nanos, hash])
+            }
+            if let limitReset {
+                try db.cachedStatement(sql: "UPDATE api_keys SET limit_reset = ? WHERE hash = ?").execute(arguments: [limitReset, hash])
+            }
+            return try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM api_keys WHERE hash = ?"), arguments: [hash]).map(Self.keyRecord)
+        }
+    }
+
+    public func deleteKey(hash: String) async throws -> Bool {
+        try await database.write { db in
+            try db.cachedStatement(sql: "DELETE FROM api_keys WHERE hash = ?").execute(arguments: [hash])
+            return db.changesCount > 0
+        }
+    }
+
     public func setKeyDisabled(id: String, disabled: Bool) async throws -> Bool {
         try await database.write { db in
             try db.cachedStatement(sql: "UPDATE api_keys SET disabled = ? WHERE id = ?").execute(arguments: [disabled, id])

@@ -231,6 +231,12 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
             #expect(try await store.setKeyDisabled(id: "k1", disabled: true))
             #expect(try await store.key(hash: "abc123")?.disabled == true)
             #expect(try await store.setKeyDisabled(id: "nope", disabled: true) == false)
+            let updated = try await store.updateKey(hash: "abc123", name: "renamed", disabled: false, limit: .some(nil), limitReset: nil)
+            #expect(updated?.name == "renamed" && updated?.disabled == false && updated?.limit == nil && updated?.limitReset == "monthly")
+            #expect(try await store.deleteKey(hash: "abc123"))
+            #expect(try await store.key(hash: "abc123") == nil)
+            #expect(try await store.deleteKey(hash: "abc123") == false)
+            #expect(try await store.updateKey(hash: "abc123", name: "x", disabled: nil, limit: nil, limitReset: nil) == nil)
         }
     }
 

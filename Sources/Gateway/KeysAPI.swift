@@ -1,0 +1,125 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Ledger
+import SignalboxCore
+
+/// `/api/v1/keys`: key management with the operator admin key (OpenRouter's management API).
+///
+/// Keys are addressed by `hash` (the SHA-256 of the secret, as OpenRouter does); a new key's
+/// secret is returned once, by the create call. Changes take effect on this node at once and on
+/// every other node within a second (the key cache's lifetime).
+extension Gateway {
+    func registerKeyRoutes(_ api: RouterGroup<BasicRequestContext>) {
+        api.get("/keys") { request, _ in try await listKeys(request) }
+        api.post("/keys") { request, _ in try await createKey(request) }
+        api.get("/keys/:hash") { request, context in
+            _ = try await requireAdmin(request)
+            guard let key = try await dependencies.ledger.key(hash: context.parameters.get("hash") ?? "") else {
+                throw APIError.notFound("Key not found")
+            }
+            return JSONResponse.make(["data": try await keyJSON(key)])
+        }
+        api.patch("/keys/:hash") { request, context in try await updateKey(request, hash: context.parameters.get("hash") ?? "") }
+        api.delete("/keys/:hash") { request, context in
+            _ = try await requireAdmin(request)
+            guard try await dependencies.ledger.deleteKey(hash: context.parameters.get("hash") ?? "") else {
+                throw APIError.notFound("Key not found")
+            }
+            authenticator.invalidate()
+            return JSONResponse.make(["deleted": true])
+        }
+    }
+
+    func requireAdmin(_ request: Request) async throws -> KeyRecord {
+        let key = try await authenticator.authenticate(authorization: request.headers[.authorization])
+        guard key.isAdmin else { throw APIError(status: 403, message: "Key management needs the operator admin key") }
+        return key
+    }
+
+    func body(_ request: Request) async throws -> JSONObject {
+        let bytes = try await request.body.collect(upTo: 1 << 20)
+        guard let object = (try? JSONParser.parse(bytes.readableBytesView))?.objectValue else {
+            throw APIError.badRequest("Request body must be a JSON object")
+        }
+        return object
+    }
+
+    static func limit(_ value: JSONValue?) throws(APIError) -> Money?? {
+        guard let value else { return nil }
+        if value.isNull { return .some(nil) }
+        guard let text = value.decimalText, let amount = Money(decimal: text), amount >= .zero else {
+            throw APIError.badRequest("'limit' must be a non-negative number of USD, or null")
+        }
+        return .some(amount)
+    }
+
+    static func limitReset(_ value: JSONValue?) throws(APIError) -> String?? {
+        guard let value else { return nil }
+        if value.isNull { return .some(nil) }
+        guard let text = value.stringValue, ["daily", "weekly", "monthly"].contains(text) else {
+            throw APIError.badRequest("'limit_reset' must be \"daily\", \"weekly\", \"monthly\" or null")
+        }
+        return .some(text)
+    }
+
+    func keyJSON(_ key: KeyRecord) async throws -> JSONValue {
+        let usage = try await dependencies.ledger.keyUsage(keyID: key.id, now: Date())
+        let formatter = ISO8601DateFormatter()
+        let remaining = key.limit.map { max($0 - usage.spent(resetting: key.limitReset), .zero) }
+        return [
+            "hash": .string(key.hash), "name": .string(key.name), "label": .string(key.label), "disabled": .bool(key.disabled),
+            "limit": key.limit.map { .number($0) } ?? nil, "limit_remaining": remaining.map { .number($0) } ?? nil,
+            "limit_reset": key.limitReset.map { .string($0) } ?? nil, "include_byok_in_limit": false,
+            "usage": .number(usage.total), "usage_daily": .number(usage.daily), "usage_weekly": .number(usage.weekly),
+            "usage_monthly": .number(usage.monthly), "byok_usage": 0, "byok_usage_daily": 0, "byok_usage_weekly": 0,
+            "byok_usage_monthly": 0, "created_at": .string(formatter.string(from: key.createdAt)), "updated_at": nil,
+            "expires_at": key.expiresAt.map { .string(formatter.string(from: $0)) } ?? nil,
+            "creator_user_id": .string(key.accountID), "workspace_id": nil,
+        ]
+    }
+
+    func listKeys(_ request: Request) async throws -> Response {
+        let admin = try await requireAdmin(request)
+        let account = request.uri.queryParameters.get("account") ?? admin.accountID
+        let includeDisabled = request.uri.queryParameters.get("include_disabled") == "true"
+        var keys: [JSONValue] = []
+        for key in try await dependencies.ledger.keys(account: account) where includeDisabled || !key.disabled {
+            keys.append(try await keyJSON(key))
+        }
+        return JSONResponse.make(["data": .array(keys)])
+    }
+
+    func createKey(_ request: Request) async throws -> Response {
+        let admin = try await requireAdmin(request)
+        let object = try await body(request)
+        guard let name = object["name"]?.stringValue, !name.isEmpty else { throw APIError.badRequest("'name' is required") }
+        let account = object["account"]?.stringValue ?? admin.accountID
+        guard try await dependencies.ledger.account(id: account) != nil else { throw APIError.notFound("Account \(account) not found") }
+        var expiresAt: Date?
+        if let text = object["expires_at"]?.stringValue {
+            guard let date = ISO8601DateFormatter().date(from: text) else { throw APIError.badRequest("'expires_at' must be an ISO 8601 time") }
+            expiresAt = date
+        }
+        let secret = APIKeyFormat.generate()
+        let hash = APIKeyFormat.hash(secret)
+        let record = KeyRecord(
+            id: "key-" + String(hash.prefix(16)), accountID: account, hash: hash, label: APIKeyFormat.label(secret), name: name,
+            limit: try Self.limit(object["limit"]) ?? nil, limitReset: try Self.limitReset(object["limit_reset"]) ?? nil,
+            expiresAt: expiresAt)
+        try await dependencies.ledger.insertKey(record)
+        return JSONResponse.make(["data": try await keyJSON(record), "key": .string(secret)], status: .created)
+    }
+
+    func updateKey(_ request: Request, hash: String) async throws -> Response {
+        _ = try await requireAdmin(request)
+        let object = try await body(request)
+        if let disabled = object["disabled"], disabled.boolValue == nil { throw APIError.badRequest("'disabled' must be a boolean") }
+        guard let key = try await dependencies.ledger.updateKey(
+            hash: hash, name: object["name"]?.stringValue, disabled: object["disabled"]?.boolValue,
+            limit: try Self.limit(object["limit"]), limitReset: try Self.limitReset(object["limit_reset"]))
+        else { throw APIError.notFound("Key not found") }
+        authenticator.invalidate()
+        return JSONResponse.make(["data": try await keyJSON(key)])
+    }
+}
