@@ -86,6 +86,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Helpers shared by test targets (throwaway PostgreSQL databases).
+        .target(
+            name: "SignalboxTestKit",
+            dependencies: ["Ledger", .product(name: "PostgresNIO", package: "postgres-nio")]
+        ),
         .testTarget(name: "SignalboxCoreTests", dependencies: ["SignalboxCore"]),
         .testTarget(
             name: "ProvidersTests",
@@ -93,7 +98,7 @@ let package = Package(
         ),
         .testTarget(
             name: "LedgerTests",
-            dependencies: ["Ledger", "SignalboxCore", .product(name: "PostgresNIO", package: "postgres-nio")]
+            dependencies: ["Ledger", "SignalboxCore", "SignalboxTestKit"]
         ),
         .testTarget(
             name: "SimProviderTests",
@@ -106,7 +111,7 @@ let package = Package(
         .testTarget(
             name: "GatewayTests",
             dependencies: [
-                "Gateway", "SimProvider", "Ledger", "Providers", "SignalboxCore",
+                "Gateway", "SimProvider", "Ledger", "Providers", "SignalboxCore", "SignalboxTestKit",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

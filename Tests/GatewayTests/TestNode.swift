@@ -9,6 +9,7 @@ import NIOHTTP1
 import Providers
 import ServiceLifecycle
 import SignalboxCore
+import SignalboxTestKit
 import SimProvider
 import Testing
 
@@ -22,17 +23,41 @@ struct TestNode: Sendable {
     let key: String
     let account = "acct"
 
-    /// Starts a node, runs `body`, and tears everything down.
+    /// Starts a node on an in-memory SQLite ledger (or, with `postgres`, a fresh PostgreSQL
+    /// database), runs `body`, and tears everything down.
     static func with(
         credits: String = "10",
         simulator simulatorConfiguration: SimulatorConfiguration = .init(firstTokenDelay: .milliseconds(5), interTokenDelay: .milliseconds(1)),
         configure: @Sendable (inout GatewayConfiguration) -> Void = { _ in },
         providersWithoutKeys: Set<String> = [],
+        postgres: Bool = false,
+        _ body: @Sendable (TestNode) async throws -> Void
+    ) async throws {
+        if postgres {
+            try await TestDatabase.withFreshLedger { store in
+                try await run(ledger: store, credits: credits, simulatorConfiguration: simulatorConfiguration, configure: configure,
+                              providersWithoutKeys: providersWithoutKeys, body)
+            }
+        } else {
+            let ledger = try await SQLiteLedgerStore.open(path: nil)
+            do {
+                try await run(ledger: ledger, credits: credits, simulatorConfiguration: simulatorConfiguration, configure: configure,
+                              providersWithoutKeys: providersWithoutKeys, body)
+            } catch {
+                try? await ledger.close()
+                throw error
+            }
+            try await ledger.close()
+        }
+    }
+
+    static func run(
+        ledger: any LedgerStore, credits: String, simulatorConfiguration: SimulatorConfiguration,
+        configure: @Sendable (inout GatewayConfiguration) -> Void, providersWithoutKeys: Set<String>,
         _ body: @Sendable (TestNode) async throws -> Void
     ) async throws {
         var logger = Logger(label: "test")
         logger.logLevel = .critical
-        let ledger = try await SQLiteLedgerStore.open(path: nil)
         let key = APIKeyFormat.generate()
         try await ledger.createAccount(id: "acct", name: "Test")
         if let amount = Money(decimal: credits), amount > .zero {
@@ -88,7 +113,6 @@ struct TestNode: Sendable {
         }
         try await http.shutdown()
         try await upstream.shutdown()
-        try await ledger.close()
         if let failure { throw failure }
     }
 

@@ -1,6 +1,6 @@
 import Foundation
 import Ledger
-import PostgresNIO
+import SignalboxTestKit
 import SignalboxCore
 import Testing
 
@@ -14,50 +14,16 @@ enum StoreKind: String, CustomTestStringConvertible, Sendable {
 
     var testDescription: String { rawValue }
 
-    static var databaseURL: String? { ProcessInfo.processInfo.environment["SIGNALBOX_TEST_DATABASE_URL"] }
-
     /// Every store; PostgreSQL whenever a test database is configured — and always in CI, where a
     /// missing database must fail the run rather than skip these tests.
-    static var allCases: [StoreKind] {
-        let ci = ProcessInfo.processInfo.environment["CI"] != nil
-        return [.sqliteFile, .sqliteMemory] + (databaseURL != nil || ci ? [.postgres] : [])
-    }
+    static var allCases: [StoreKind] { [.sqliteFile, .sqliteMemory] + (TestDatabase.required ? [.postgres] : []) }
 
     /// Runs `body` against a fresh store, and closes it afterwards.
     func with(_ body: (any LedgerStore) async throws -> Void) async throws {
-        if self == .postgres { return try await withPostgres(body) }
+        if self == .postgres { return try await TestDatabase.withFreshLedger(body) }
         let store = try await make()
         do { try await body(store) } catch { try await store.close(); throw error }
         try await store.close()
-    }
-
-    func withPostgres(_ body: (any LedgerStore) async throws -> Void) async throws {
-        guard let url = Self.databaseURL else {
-            throw LedgerError.storage("CI runs the ledger contract suite on PostgreSQL: set SIGNALBOX_TEST_DATABASE_URL")
-        }
-        let name = "signalbox_test_\(UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(16))"
-        try await Self.withClient(PostgresLedgerStore.configuration(url: url)) { admin in
-            try await admin.query(PostgresQuery(unsafeSQL: "CREATE DATABASE \(name)"))
-        }
-        var configuration = try PostgresLedgerStore.configuration(url: url)
-        configuration.database = name
-        try await Self.withClient(configuration) { client in
-            let store = PostgresLedgerStore(client: client)
-            try await store.migrate()
-            try await body(store)
-        }
-        try await Self.withClient(PostgresLedgerStore.configuration(url: url)) { admin in
-            try await admin.query(PostgresQuery(unsafeSQL: "DROP DATABASE IF EXISTS \(name) WITH (FORCE)"))
-        }
-    }
-
-    static func withClient(_ configuration: PostgresClient.Configuration, _ body: (PostgresClient) async throws -> Void) async throws {
-        let client = PostgresClient(configuration: configuration)
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { await client.run() }
-            defer { group.cancelAll() }
-            try await body(client)
-        }
     }
 
     func make() async throws -> any LedgerStore {
@@ -68,7 +34,7 @@ enum StoreKind: String, CustomTestStringConvertible, Sendable {
         case .sqliteMemory:
             return try await SQLiteLedgerStore.open(path: nil)
         case .postgres:
-            throw LedgerError.storage("postgres stores are made by withPostgres")
+            throw LedgerError.storage("postgres stores are made by TestDatabase.withFreshLedger")
         }
     }
 }
