@@ -13,11 +13,8 @@ public struct GatewayConfiguration: Sendable {
     public var keepAliveInterval: Duration = .seconds(3)
     /// How long a hold lives if its request never settles (a crashed node): then it is voided.
     public var holdTTL: TimeInterval = 15 * 60
-    /// Whether `/readyz` should report ready; flipped to false while draining.
-    public var nodeID: String = "node-1"
     /// How the first endpoint is chosen when a request sets neither `provider.order` nor `sort`.
     public var loadBalancing: RoutingPlanner.LoadBalancing = .priceWeighted
-    public var region: String = "us"
 
     public init() {}
 }

@@ -344,6 +344,5 @@ public protocol LedgerStore: Sendable {
     /// per-minute and per-day counts).
     func freeRequestCount(account: String, since: [Date]) async throws -> [Int]
 
-    func storeGeneration(_ generation: GenerationRecord) async throws
     func generation(id: String) async throws -> GenerationRecord?
 }

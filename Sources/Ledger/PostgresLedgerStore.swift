@@ -464,11 +464,6 @@ public final class PostgresLedgerStore: LedgerStore {
         return counts
     }
 
-    public func storeGeneration(_ generation: GenerationRecord) async throws {
-        let logger = self.logger
-        try await transaction { try await Self.insertGeneration($0, generation, logger: logger) }
-    }
-
     static func insertGeneration(_ connection: PostgresConnection, _ g: GenerationRecord, logger: Logger) async throws {
         let attempts = String(decoding: try JSONEncoder().encode(g.attempts), as: UTF8.self)
         let usage = g.usage

@@ -416,10 +416,6 @@ public final class SQLiteLedgerStore: LedgerStore {
         }
     }
 
-    public func storeGeneration(_ generation: GenerationRecord) async throws {
-        try await database.write { db in try Self.insertGeneration(db, generation) }
-    }
-
     static func insertGeneration(_ db: Database, _ g: GenerationRecord) throws {
         let attempts = String(decoding: try JSONEncoder().encode(g.attempts), as: UTF8.self)
         try db.cachedStatement(sql: """

@@ -41,14 +41,6 @@ public struct UpstreamBody: AsyncSequence, Sendable {
         self.makeNext = makeNext
     }
 
-    /// A body that yields the given buffers (for tests and for adapters that synthesise bodies).
-    public init(buffers: [ByteBuffer]) {
-        self.makeNext = {
-            let state = BufferList(buffers)
-            return { state.next() }
-        }
-    }
-
     public struct AsyncIterator: AsyncIteratorProtocol {
         let next: @Sendable () async throws -> ByteBuffer?
         public mutating func next() async throws -> ByteBuffer? { try await next() }
@@ -68,13 +60,6 @@ public struct UpstreamBody: AsyncSequence, Sendable {
 }
 
 public struct UpstreamBodyTooLarge: Error {}
-
-private final class BufferList: @unchecked Sendable {
-    // Only touched by the one iterator that owns it.
-    var buffers: [ByteBuffer]
-    init(_ buffers: [ByteBuffer]) { self.buffers = buffers }
-    func next() -> ByteBuffer? { buffers.isEmpty ? nil : buffers.removeFirst() }
-}
 
 /// The seam between the router and the network. AsyncHTTPClient serves today; a lean pooled
 /// SwiftNIO client can replace it without touching adapters or the pipeline (ADR 0001).

@@ -129,9 +129,6 @@ public struct TokenPrice: Sendable, Hashable, Codable, CustomStringConvertible {
     /// The exact cost of `count` units at this price, in atto-dollars.
     public func attos(for count: Int) -> Int128 { attos * Int128(count) }
 
-    /// USD per million tokens, as an exact decimal string (for `max_price` comparisons and display).
-    public var perMillionAttos: Int128 { attos * 1_000_000 }
-
     public var description: String { text }
 
     public init(from decoder: any Decoder) throws {
