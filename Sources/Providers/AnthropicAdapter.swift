@@ -111,15 +111,7 @@ public struct AnthropicAdapter: ProviderAdapter {
     /// Splits OpenAI messages into Anthropic's `system` blocks and alternating user/assistant turns.
     static func translateMessages(_ messages: [JSONValue]) -> (system: [JSONValue], messages: [JSONValue]) {
         var system: [JSONValue] = []
-        var turns: [(role: String, blocks: [JSONValue])] = []
-        func append(_ role: String, _ blocks: [JSONValue]) {
-            guard !blocks.isEmpty else { return }
-            if let last = turns.last, last.role == role {
-                turns[turns.count - 1].blocks += blocks
-            } else {
-                turns.append((role, blocks))
-            }
-        }
+        var conversation = AlternatingTurns()
         for message in messages {
             let role = message["role"]?.stringValue ?? "user"
             switch role {
@@ -134,7 +126,7 @@ public struct AnthropicAdapter: ProviderAdapter {
                         "name": call["function"]?["name"] ?? "tool", "input": input,
                     ])
                 }
-                append("assistant", content)
+                conversation.append("assistant", content)
             case "tool", "function":
                 var result: JSONObject = [
                     "type": "tool_result", "tool_use_id": .string(sanitizeID(message["tool_call_id"]?.stringValue ?? "call")),
@@ -145,19 +137,20 @@ public struct AnthropicAdapter: ProviderAdapter {
                 default: result["content"] = ""
                 }
                 // tool results lead their user turn
-                if let last = turns.last, last.role == "user" {
-                    let firstText = last.blocks.firstIndex { $0["type"] != "tool_result" } ?? last.blocks.count
-                    turns[turns.count - 1].blocks.insert(.object(result), at: firstText)
+                if let last = conversation.turns.last, last.role == "user" {
+                    let firstText = last.items.firstIndex { $0["type"] != "tool_result" } ?? last.items.count
+                    conversation.turns[conversation.turns.count - 1].items.insert(.object(result), at: firstText)
                 } else {
-                    turns.append(("user", [.object(result)]))
+                    conversation.append("user", [.object(result)])
                 }
             default:
-                append("user", blocks(message["content"]))
+                conversation.append("user", blocks(message["content"]))
             }
         }
+        var turns = conversation.turns
         if turns.first?.role == "assistant" { turns.insert(("user", [["type": "text", "text": "…"]]), at: 0) }
         if turns.isEmpty { turns.append(("user", [["type": "text", "text": "…"]])) }
-        return (system, turns.map { ["role": .string($0.role), "content": .array($0.blocks)] })
+        return (system, turns.map { ["role": .string($0.role), "content": .array($0.items)] })
     }
 
     /// Anthropic tool ids must match `^[a-zA-Z0-9_-]+$`; ids from other providers may not.

@@ -112,16 +112,8 @@ public struct GeminiAdapter: ProviderAdapter {
     /// OpenAI messages as Gemini `systemInstruction` parts and alternating user/model contents.
     static func translateMessages(_ messages: [JSONValue]) -> (system: [JSONValue], contents: [JSONValue]) {
         var system: [JSONValue] = []
-        var contents: [(role: String, parts: [JSONValue])] = []
+        var conversation = AlternatingTurns()
         var toolNames: [String: String] = [:]
-        func append(_ role: String, _ parts: [JSONValue]) {
-            guard !parts.isEmpty else { return }
-            if let last = contents.last, last.role == role {
-                contents[contents.count - 1].parts += parts
-            } else {
-                contents.append((role, parts))
-            }
-        }
         for message in messages {
             switch message["role"]?.stringValue ?? "user" {
             case "system", "developer":
@@ -134,7 +126,7 @@ public struct GeminiAdapter: ProviderAdapter {
                     let args = ToolArguments.object(call["function"]?["arguments"]?.stringValue)
                     content.append(["functionCall": ["name": .string(name), "args": args]])
                 }
-                append("model", content)
+                conversation.append("model", content)
             case "tool", "function":
                 let id = message["tool_call_id"]?.stringValue ?? ""
                 let name = toolNames[id] ?? message["name"]?.stringValue ?? "tool"
@@ -145,13 +137,14 @@ public struct GeminiAdapter: ProviderAdapter {
                 }
                 let parsed = try? JSONParser.parse(text)
                 let response: JSONValue = parsed?.objectValue != nil ? parsed! : ["content": .string(text)]
-                append("user", [["functionResponse": ["name": .string(name), "response": response]]])
+                conversation.append("user", [["functionResponse": ["name": .string(name), "response": response]]])
             default:
-                append("user", parts(message["content"]))
+                conversation.append("user", parts(message["content"]))
             }
         }
+        var contents = conversation.turns
         if contents.isEmpty { contents.append(("user", [["text": " "]])) }
-        return (system, contents.map { ["role": .string($0.role), "parts": .array($0.parts)] })
+        return (system, contents.map { ["role": .string($0.role), "parts": .array($0.items)] })
     }
 
     public func makeDecoder(for request: ChatRequest) -> GeminiStreamDecoder {

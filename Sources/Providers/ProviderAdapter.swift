@@ -135,3 +135,18 @@ enum ToolArguments {
         return parsed
     }
 }
+
+/// A conversation as strictly alternating turns: items appended under the role of the last turn
+/// join it. Anthropic and Gemini both reject two consecutive turns of one role.
+struct AlternatingTurns {
+    var turns: [(role: String, items: [JSONValue])] = []
+
+    mutating func append(_ role: String, _ items: [JSONValue]) {
+        guard !items.isEmpty else { return }
+        if let last = turns.last, last.role == role {
+            turns[turns.count - 1].items += items
+        } else {
+            turns.append((role, items))
+        }
+    }
+}
