@@ -8,7 +8,7 @@ public enum TransferKind: String, Sendable, Codable, CaseIterable {
 
 /// A request to move money from one account to another. Balanced by construction: the
 /// debit side loses exactly what the credit side gains.
-public struct TransferRequest: Sendable, Hashable {
+public struct TransferRequest: Sendable, Hashable, Codable {
     /// Replaying a transfer with the same key is a no-op.
     public var idempotencyKey: String
     public var debitAccount: String
@@ -184,7 +184,7 @@ public struct AttemptRecord: Sendable, Hashable, Codable {
 }
 
 /// Everything `/api/v1/generation` reports about one request.
-public struct GenerationRecord: Sendable, Hashable {
+public struct GenerationRecord: Sendable, Hashable, Codable {
     public var id: String
     public var accountID: String
     public var keyID: String?
@@ -240,11 +240,80 @@ public enum IdempotencyClaim: Sendable, Hashable {
 }
 
 /// How a settlement closes the request's `Idempotency-Key` claim, in the same transaction.
-public enum IdempotencyOutcome: Sendable, Hashable {
+public enum IdempotencyOutcome: Sendable, Hashable, Codable {
     /// The request succeeded: keep its response for retries.
     case completed(account: String, key: String, response: String)
     /// The request failed and charged nothing: a retry may run it again.
     case released(account: String, key: String)
+}
+
+/// The reservation a settlement draws on.
+public enum Reservation: Sendable, Hashable, Codable {
+    /// A per-request hold: closed by the settlement (posted when it charged the hold's account,
+    /// voided otherwise).
+    case hold(id: String)
+    /// A node's lease on the account: shrunk by `release` (what the request spent plus any unused
+    /// credit the node gives back), never below zero, and left open for later requests.
+    case lease(id: String, release: Money)
+}
+
+/// Everything one finished request writes to the ledger, in one unit: its charge and insurance
+/// transfers, its generation record, its reservation's release and its idempotency claim.
+public struct Settlement: Sendable, Hashable, Codable {
+    public var reservation: Reservation?
+    public var transfers: [TransferRequest]
+    public var generation: GenerationRecord
+    public var idempotency: IdempotencyOutcome?
+
+    public init(reservation: Reservation?, transfers: [TransferRequest], generation: GenerationRecord,
+                idempotency: IdempotencyOutcome? = nil) {
+        self.reservation = reservation
+        self.transfers = transfers
+        self.generation = generation
+        self.idempotency = idempotency
+    }
+}
+
+/// A node asking to grow its lease on an account's available credit.
+public struct LeaseRequest: Sendable, Hashable {
+    /// The lease's hold id; one per node and account at a time.
+    public var id: String
+    public var account: String
+    /// Less than this is useless to the caller: grant nothing.
+    public var minimum: Money
+    /// What the caller would like; the grant is capped by `shareOfAvailable`.
+    public var desired: Money
+    /// The grant never takes more than this fraction (1/n) of the account's available credit
+    /// beyond `minimum`, so several nodes can lease the same account as it runs low.
+    public var shareDivisor: Int64
+    public var expiresAt: Date
+
+    public init(id: String, account: String, minimum: Money, desired: Money, shareDivisor: Int64 = 4, expiresAt: Date) {
+        self.id = id
+        self.account = account
+        self.minimum = minimum
+        self.desired = desired
+        self.shareDivisor = shareDivisor
+        self.expiresAt = expiresAt
+    }
+
+    /// The grant for an account with `available` credit: nil when even `minimum` is not covered.
+    /// Between `minimum` and `desired`, at most 1/`shareDivisor` of what is available.
+    public func grant(available: Money) -> Money? {
+        guard minimum >= .zero, available >= minimum else { return nil }
+        let share = Money(nanos: available.nanos / max(1, shareDivisor))
+        return min(available, max(minimum, min(desired, share)))
+    }
+}
+
+/// The answer to a `LeaseRequest`.
+public enum LeaseGrant: Sendable, Hashable {
+    /// The lease grew by `added` and now reserves `total`.
+    case granted(added: Money, total: Money)
+    /// The account's available credit does not cover `minimum`.
+    case insufficient(available: Money)
+    /// The lease is no longer open (it expired and was voided): use a new lease id.
+    case closed
 }
 
 /// The result of `LedgerStore.verify()`.
@@ -298,13 +367,23 @@ public protocol LedgerStore: Sendable {
     /// Reserves `amount` if the account's available credit covers it. Idempotent by hold id.
     func placeHold(_ hold: HoldRequest) async throws -> HoldOutcome
 
-    /// Settles a pending hold: posts `transfers` (the charge and any insurance entries), marks the
-    /// hold posted (voided when nothing is charged to its account), and stores the generation record, in
-    /// one transaction. The charge may exceed the hold (the upstream's count decides), and a hold
-    /// that already expired still gets its charge: a charge is never skipped. Replays (same
-    /// generation id) are no-ops.
-    func settle(holdID: String?, transfers: [TransferRequest], generation: GenerationRecord,
-                idempotency: IdempotencyOutcome?) async throws
+    /// Settles finished requests, all in one transaction (group commit): for each, posts its
+    /// transfers (the charge and any insurance entries), releases its reservation (a hold is marked
+    /// posted, or voided when nothing is charged to its account; a lease shrinks), stores the
+    /// generation record and closes the idempotency claim. The charge may exceed the reservation
+    /// (the upstream's count decides), and an expired reservation still gets its charge: a charge
+    /// is never skipped. Replays (a generation id already stored) are no-ops, so a batch may be
+    /// committed twice.
+    func settle(_ batch: [Settlement]) async throws
+
+    /// Grows lease `request.id` (creating it when new) by what `LeaseRequest.grant(available:)`
+    /// allows, in one conditional update, and moves its expiry to `request.expiresAt`.
+    func growLease(_ request: LeaseRequest) async throws -> LeaseGrant
+
+    /// Shrinks an open lease by `amount` (never below zero) and moves its expiry; voids it when
+    /// `close` is set. Returns what the lease still reserves, nil when it is no longer open.
+    @discardableResult
+    func shrinkLease(id: String, by amount: Money, expiresAt: Date, close: Bool) async throws -> Money?
 
     /// Claims an `Idempotency-Key` for a request about to run. A pending claim older than
     /// `staleAfter` (its node died) is taken over.
@@ -345,4 +424,13 @@ public protocol LedgerStore: Sendable {
     func freeRequestCount(account: String, since: [Date]) async throws -> [Int]
 
     func generation(id: String) async throws -> GenerationRecord?
+}
+
+extension LedgerStore {
+    /// Settles one request against a per-request hold (see `settle(_:)`).
+    public func settle(holdID: String?, transfers: [TransferRequest], generation: GenerationRecord,
+                       idempotency: IdempotencyOutcome?) async throws {
+        try await settle([Settlement(reservation: holdID.map { .hold(id: $0) }, transfers: transfers,
+                                     generation: generation, idempotency: idempotency)])
+    }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import PostgresNIO
 import SignalboxCore
 
@@ -12,6 +13,10 @@ import SignalboxCore
 public final class PostgresLedgerStore: LedgerStore {
     public let client: PostgresClient
     let logger: Logger
+    /// Accounts known to exist (accounts are never deleted), so transfers skip the lookup.
+    let knownAccounts = NIOLockedValueBox<Set<String>>([])
+    /// Attempts for a transaction that lost a deadlock or serialization race before giving up.
+    let conflictRetries = 5
 
     public init(client: PostgresClient, logger: Logger = Logger(label: "signalbox.ledger")) {
         self.client = client
@@ -124,61 +129,113 @@ public final class PostgresLedgerStore: LedgerStore {
         try await connection.query("INSERT INTO balances (account_id) VALUES (\(id)) ON CONFLICT DO NOTHING", logger: logger)
     }
 
-    static func requireAccount(_ connection: PostgresConnection, _ id: String, logger: Logger) async throws {
-        if id.hasPrefix("provider:") || id.hasPrefix("platform:") {
-            try await ensureAccount(connection, id: id, name: id, isSystem: true, logger: logger)
-        } else if try await rows(connection.query("SELECT 1 FROM accounts WHERE id = \(id)", logger: logger)).isEmpty {
-            throw LedgerError.unknownAccount(id)
+    /// Balance and held changes made by one transaction, applied at its end in account order:
+    /// every writer locks balance rows in the same order, so concurrent batches from many nodes
+    /// never deadlock, and a hot account (a provider's payables) is updated once per batch.
+    struct BalanceDeltas {
+        var changes: [String: (balance: Int64, held: Int64)] = [:]
+
+        mutating func add(_ account: String, balance: Int64 = 0, held: Int64 = 0) {
+            let current = changes[account] ?? (0, 0)
+            changes[account] = (current.balance + balance, current.held + held)
+        }
+
+        func apply(_ connection: PostgresConnection, logger: Logger) async throws {
+            for (account, change) in changes.sorted(by: { $0.key < $1.key }) where change != (0, 0) {
+                try await connection.query(
+                    "UPDATE balances SET balance = balance + \(change.balance), held = held + \(change.held) WHERE account_id = \(account)",
+                    logger: logger)
+            }
         }
     }
 
-    static func post(_ connection: PostgresConnection, _ transfer: TransferRequest, logger: Logger) async throws {
+    /// Makes sure the accounts exist: system accounts (`platform:…`, `provider:…`) are created on
+    /// first use, outside any batch; an unknown customer account is an error.
+    func requireAccounts(_ ids: some Sequence<String>) async throws {
+        let known = knownAccounts.withLockedValue { $0 }
+        for id in Set(ids) where !known.contains(id) {
+            if id.hasPrefix("provider:") || id.hasPrefix("platform:") {
+                let logger = self.logger
+                try await transaction { try await Self.ensureAccount($0, id: id, name: id, isSystem: true, logger: logger) }
+            } else if try await Self.rows(client.query("SELECT 1 FROM accounts WHERE id = \(id)", logger: logger)).isEmpty {
+                throw LedgerError.unknownAccount(id)
+            }
+            knownAccounts.withLockedValue { _ = $0.insert(id) }
+        }
+    }
+
+    /// Inserts a transfer unless its idempotency key was posted before (then it must match).
+    /// The accounts must exist (`requireAccounts`); balances change through `deltas`.
+    static func post(_ connection: PostgresConnection, _ transfer: TransferRequest, deltas: inout BalanceDeltas,
+                     logger: Logger) async throws {
         guard transfer.amount >= .zero else { throw LedgerError.invalidAmount(transfer.amount) }
-        let existing = try await rows(connection.query(
-            "SELECT debit_account, credit_account, amount FROM transfers WHERE idempotency_key = \(transfer.idempotencyKey)",
-            logger: logger))
-        if let row = existing.first {
+        let now = millis(Date())
+        let inserted = try await rows(connection.query("""
+            INSERT INTO transfers (idempotency_key, debit_account, credit_account, amount, kind, key_id, generation_id, memo, created_at)
+            VALUES (\(transfer.idempotencyKey), \(transfer.debitAccount), \(transfer.creditAccount), \(transfer.amount.nanos),
+                    \(transfer.kind.rawValue), \(transfer.keyID), \(transfer.generationID), \(transfer.memo), \(now))
+            ON CONFLICT (idempotency_key) DO NOTHING RETURNING id
+            """, logger: logger))
+        if inserted.isEmpty {
+            guard let row = try await rows(connection.query(
+                "SELECT debit_account, credit_account, amount FROM transfers WHERE idempotency_key = \(transfer.idempotencyKey)",
+                logger: logger)).first
+            else { throw LedgerError.storage("transfer \(transfer.idempotencyKey) conflicted but is not there") }
             let same = try row["debit_account"].decode(String.self) == transfer.debitAccount
                 && row["credit_account"].decode(String.self) == transfer.creditAccount
                 && row["amount"].decode(Int64.self) == transfer.amount.nanos
             if same { return }
             throw LedgerError.idempotencyConflict(transfer.idempotencyKey)
         }
-        try await requireAccount(connection, transfer.debitAccount, logger: logger)
-        try await requireAccount(connection, transfer.creditAccount, logger: logger)
-        let now = millis(Date())
-        try await connection.query("""
-            INSERT INTO transfers (idempotency_key, debit_account, credit_account, amount, kind, key_id, generation_id, memo, created_at)
-            VALUES (\(transfer.idempotencyKey), \(transfer.debitAccount), \(transfer.creditAccount), \(transfer.amount.nanos),
-                    \(transfer.kind.rawValue), \(transfer.keyID), \(transfer.generationID), \(transfer.memo), \(now))
-            """, logger: logger)
-        // Lock order by account id keeps concurrent transfers between the same accounts deadlock-free.
-        for (account, delta) in [(transfer.debitAccount, -transfer.amount.nanos), (transfer.creditAccount, transfer.amount.nanos)]
-            .sorted(by: { $0.0 < $1.0 }) {
-            try await connection.query("UPDATE balances SET balance = balance + \(delta) WHERE account_id = \(account)", logger: logger)
-        }
+        deltas.add(transfer.debitAccount, balance: -transfer.amount.nanos)
+        deltas.add(transfer.creditAccount, balance: transfer.amount.nanos)
     }
 
+    /// Moves a pending hold to `status`, releasing its reservation. Returns false if it was not pending.
     @discardableResult
-    static func closeHold(_ connection: PostgresConnection, id: String, status: HoldStatus, logger: Logger) async throws -> Bool {
+    static func closeHold(_ connection: PostgresConnection, id: String, status: HoldStatus, deltas: inout BalanceDeltas,
+                          logger: Logger) async throws -> Bool {
         guard let row = try await rows(connection.query(
             "SELECT account_id, amount, status FROM holds WHERE id = \(id) FOR UPDATE", logger: logger)).first
         else { throw LedgerError.unknownHold(id) }
         guard try row["status"].decode(String.self) == HoldStatus.pending.rawValue else { return false }
-        let amount = try row["amount"].decode(Int64.self)
-        let account = try row["account_id"].decode(String.self)
         try await connection.query("UPDATE holds SET status = \(status.rawValue) WHERE id = \(id)", logger: logger)
-        try await connection.query("UPDATE balances SET held = held - \(amount) WHERE account_id = \(account)", logger: logger)
+        deltas.add(try row["account_id"].decode(String.self), held: -(try row["amount"].decode(Int64.self)))
         return true
     }
 
-    /// Runs `body` in a transaction; the ledger's own errors come out unwrapped.
+    /// Shrinks an open lease by up to `amount` in one statement; returns what it still reserves,
+    /// nil when it is not open.
+    static func shrinkLease(_ connection: PostgresConnection, id: String, by amount: Money, deltas: inout BalanceDeltas,
+                            logger: Logger) async throws -> Money? {
+        let release = max(0, amount.nanos)
+        guard let row = try await rows(connection.query("""
+            UPDATE holds h SET amount = h.amount - LEAST(h.amount, \(release))
+            FROM (SELECT amount AS before FROM holds WHERE id = \(id) FOR UPDATE) o
+            WHERE h.id = \(id) AND h.status = 'pending'
+            RETURNING h.account_id, h.amount, o.before - h.amount AS released
+            """, logger: logger)).first
+        else { return nil }
+        deltas.add(try row["account_id"].decode(String.self), held: -(try row["released"].decode(Int64.self)))
+        return Money(nanos: try row["amount"].decode(Int64.self))
+    }
+
+    /// Runs `body` in a transaction; the ledger's own errors come out unwrapped. A transaction
+    /// that loses a deadlock or serialization race is run again.
     func transaction<T: Sendable>(_ body: (PostgresConnection) async throws -> sending T) async throws -> T {
-        do {
-            return try await client.withTransaction(logger: logger) { connection in try await body(connection) }
-        } catch let error as PostgresTransactionError {
-            if let ledgerError = error.closureError as? LedgerError, error.rollbackError == nil { throw ledgerError }
-            throw error
+        var attempt = 0
+        while true {
+            attempt += 1
+            do {
+                return try await client.withTransaction(logger: logger) { connection in try await body(connection) }
+            } catch let error as PostgresTransactionError {
+                if let ledgerError = error.closureError as? LedgerError, error.rollbackError == nil { throw ledgerError }
+                if attempt < conflictRetries, let psql = error.closureError as? PSQLError,
+                   let state = psql.serverInfo?[.sqlState], ["40001", "40P01"].contains(state) {
+                    continue
+                }
+                throw error
+            }
         }
     }
 
@@ -198,9 +255,12 @@ public final class PostgresLedgerStore: LedgerStore {
     }
 
     public func post(_ transfers: [TransferRequest]) async throws {
+        try await requireAccounts(transfers.flatMap { [$0.debitAccount, $0.creditAccount] })
         let logger = self.logger
         try await transaction { connection in
-            for transfer in transfers { try await Self.post(connection, transfer, logger: logger) }
+            var deltas = BalanceDeltas()
+            for transfer in transfers { try await Self.post(connection, transfer, deltas: &deltas, logger: logger) }
+            try await deltas.apply(connection, logger: logger)
         }
     }
 
@@ -228,36 +288,96 @@ public final class PostgresLedgerStore: LedgerStore {
         }
     }
 
-    public func settle(holdID: String?, transfers: [TransferRequest], generation: GenerationRecord,
-                       idempotency: IdempotencyOutcome?) async throws {
+    public func settle(_ batch: [Settlement]) async throws {
+        guard !batch.isEmpty else { return }
+        try await requireAccounts(batch.flatMap { $0.transfers.flatMap { [$0.debitAccount, $0.creditAccount] } })
         let logger = self.logger
         try await transaction { connection in
-            if try await !Self.rows(connection.query("SELECT 1 FROM generations WHERE id = \(generation.id)", logger: logger)).isEmpty {
-                return  // replay
+            var deltas = BalanceDeltas()
+            for settlement in batch { try await Self.settle(connection, settlement, deltas: &deltas, logger: logger) }
+            try await deltas.apply(connection, logger: logger)
+        }
+    }
+
+    static func settle(_ connection: PostgresConnection, _ settlement: Settlement, deltas: inout BalanceDeltas,
+                       logger: Logger) async throws {
+        // The generation row goes first: when it is already there, this settlement is a replay.
+        guard try await insertGeneration(connection, settlement.generation, logger: logger) else { return }
+        switch settlement.reservation {
+        case .hold(let holdID)?:
+            guard let hold = try await rows(connection.query(
+                "SELECT status, account_id FROM holds WHERE id = \(holdID) FOR UPDATE", logger: logger)).first
+            else { throw LedgerError.unknownHold(holdID) }
+            // An expired hold still gets its charge: the tokens were served.
+            if try hold["status"].decode(String.self) == HoldStatus.pending.rawValue {
+                let account = try hold["account_id"].decode(String.self)
+                let charged = settlement.transfers.contains { $0.debitAccount == account }
+                try await closeHold(connection, id: holdID, status: charged ? .posted : .voided, deltas: &deltas, logger: logger)
             }
-            if let holdID {
-                guard let hold = try await Self.rows(connection.query(
-                    "SELECT status, account_id FROM holds WHERE id = \(holdID) FOR UPDATE", logger: logger)).first
-                else { throw LedgerError.unknownHold(holdID) }
-                if try hold["status"].decode(String.self) == HoldStatus.pending.rawValue {
-                    let account = try hold["account_id"].decode(String.self)
-                    let charged = transfers.contains { $0.debitAccount == account }
-                    try await Self.closeHold(connection, id: holdID, status: charged ? .posted : .voided, logger: logger)
-                }
-            }
-            for transfer in transfers { try await Self.post(connection, transfer, logger: logger) }
-            try await Self.insertGeneration(connection, generation, logger: logger)
-            switch idempotency {
-            case .completed(let account, let key, let response)?:
+        case .lease(let leaseID, let release)?:
+            _ = try await shrinkLease(connection, id: leaseID, by: release, deltas: &deltas, logger: logger)
+        case nil:
+            break
+        }
+        for transfer in settlement.transfers { try await post(connection, transfer, deltas: &deltas, logger: logger) }
+        switch settlement.idempotency {
+        case .completed(let account, let key, let response)?:
+            try await connection.query(
+                "UPDATE idempotent_requests SET status = 'done', response = \(response) WHERE account_id = \(account) AND key = \(key)",
+                logger: logger)
+        case .released(let account, let key)?:
+            try await connection.query(
+                "DELETE FROM idempotent_requests WHERE account_id = \(account) AND key = \(key) AND status = 'pending'", logger: logger)
+        case nil:
+            break
+        }
+    }
+
+    public func growLease(_ request: LeaseRequest) async throws -> LeaseGrant {
+        let logger = self.logger
+        return try await transaction { connection in
+            // Lock order: the lease's hold row, then the balance row (as settlements do).
+            let existing = try await Self.rows(connection.query(
+                "SELECT amount, status FROM holds WHERE id = \(request.id) FOR UPDATE", logger: logger)).first
+            if let existing, try existing["status"].decode(String.self) != HoldStatus.pending.rawValue { return .closed }
+            guard let row = try await Self.rows(connection.query(
+                "SELECT balance, held FROM balances WHERE account_id = \(request.account) FOR UPDATE", logger: logger)).first
+            else { throw LedgerError.unknownAccount(request.account) }
+            let available = Money(nanos: try row["balance"].decode(Int64.self) - row["held"].decode(Int64.self))
+            guard let grant = request.grant(available: available) else { return .insufficient(available: available) }
+            let expires = Self.millis(request.expiresAt)
+            if existing == nil {
+                let now = Self.millis(Date())
+                try await connection.query("""
+                    INSERT INTO holds (id, account_id, amount, status, key_id, expires_at, created_at)
+                    VALUES (\(request.id), \(request.account), \(grant.nanos), 'pending', NULL, \(expires), \(now))
+                    """, logger: logger)
+            } else {
                 try await connection.query(
-                    "UPDATE idempotent_requests SET status = 'done', response = \(response) WHERE account_id = \(account) AND key = \(key)",
-                    logger: logger)
-            case .released(let account, let key)?:
-                try await connection.query(
-                    "DELETE FROM idempotent_requests WHERE account_id = \(account) AND key = \(key) AND status = 'pending'", logger: logger)
-            case nil:
-                break
+                    "UPDATE holds SET amount = amount + \(grant.nanos), expires_at = \(expires) WHERE id = \(request.id)", logger: logger)
             }
+            try await connection.query(
+                "UPDATE balances SET held = held + \(grant.nanos) WHERE account_id = \(request.account)", logger: logger)
+            let before = try existing?["amount"].decode(Int64.self) ?? 0
+            return .granted(added: grant, total: Money(nanos: before + grant.nanos))
+        }
+    }
+
+    public func shrinkLease(id: String, by amount: Money, expiresAt: Date, close: Bool) async throws -> Money? {
+        let logger = self.logger
+        return try await transaction { connection in
+            var deltas = BalanceDeltas()
+            guard var left = try await Self.shrinkLease(connection, id: id, by: amount, deltas: &deltas, logger: logger) else {
+                return nil
+            }
+            if close {
+                try await Self.closeHold(connection, id: id, status: .voided, deltas: &deltas, logger: logger)
+                left = .zero
+            } else {
+                try await connection.query("UPDATE holds SET expires_at = \(Self.millis(expiresAt)) WHERE id = \(id)", logger: logger)
+            }
+            try await deltas.apply(connection, logger: logger)
+            return left
         }
     }
 
@@ -290,7 +410,11 @@ public final class PostgresLedgerStore: LedgerStore {
 
     public func voidHold(id: String) async throws {
         let logger = self.logger
-        try await transaction { try await Self.closeHold($0, id: id, status: .voided, logger: logger) }
+        try await transaction { connection in
+            var deltas = BalanceDeltas()
+            try await Self.closeHold(connection, id: id, status: .voided, deltas: &deltas, logger: logger)
+            try await deltas.apply(connection, logger: logger)
+        }
     }
 
     public func holdStatus(id: String) async throws -> HoldStatus? {
@@ -304,7 +428,9 @@ public final class PostgresLedgerStore: LedgerStore {
             let ids = try await Self.rows(connection.query(
                 "SELECT id FROM holds WHERE status = 'pending' AND expires_at < \(Self.millis(now)) FOR UPDATE SKIP LOCKED", logger: logger))
                 .map { try $0["id"].decode(String.self) }
-            for id in ids { try await Self.closeHold(connection, id: id, status: .voided, logger: logger) }
+            var deltas = BalanceDeltas()
+            for id in ids { try await Self.closeHold(connection, id: id, status: .voided, deltas: &deltas, logger: logger) }
+            try await deltas.apply(connection, logger: logger)
             return ids.count
         }
     }
@@ -373,9 +499,9 @@ public final class PostgresLedgerStore: LedgerStore {
     // MARK: Keys
 
     public func insertKey(_ key: KeyRecord) async throws {
+        try await requireAccounts([key.accountID])
         let logger = self.logger
         try await transaction { connection in
-            try await Self.requireAccount(connection, key.accountID, logger: logger)
             let (limit, expires, created) = (key.limit?.nanos, key.expiresAt.map(Self.millis), Self.millis(key.createdAt))
             try await connection.query("""
                 INSERT INTO api_keys (id, account_id, hash, label, name, is_admin, disabled, limit_nanos, limit_reset, expires_at, created_at)
@@ -464,21 +590,23 @@ public final class PostgresLedgerStore: LedgerStore {
         return counts
     }
 
-    static func insertGeneration(_ connection: PostgresConnection, _ g: GenerationRecord, logger: Logger) async throws {
+    /// Stores a generation record; false when one with its id is already there.
+    static func insertGeneration(_ connection: PostgresConnection, _ g: GenerationRecord, logger: Logger) async throws -> Bool {
         let attempts = String(decoding: try JSONEncoder().encode(g.attempts), as: UTF8.self)
         let usage = g.usage
         let (prompt, completion, cached) = (Int64(usage.promptTokens), Int64(usage.completionTokens), Int64(usage.cachedTokens))
         let (written, reasoning) = (Int64(usage.cacheWriteTokens), Int64(usage.reasoningTokens))
         let (latency, generationTime, created) = (Int64(g.latencyMs), Int64(g.generationTimeMs), millis(g.createdAt))
-        try await connection.query("""
+        let inserted = try await connection.query("""
             INSERT INTO generations (id, account_id, key_id, model, provider_name, provider_tag, upstream_id, streamed, cancelled,
               finish_reason, native_finish_reason, tokens_prompt, tokens_completion, tokens_cached, tokens_cache_write,
               tokens_reasoning, cost, latency_ms, generation_time_ms, attempts, created_at)
             VALUES (\(g.id), \(g.accountID), \(g.keyID), \(g.model), \(g.providerName), \(g.providerTag), \(g.upstreamID),
               \(g.streamed), \(g.cancelled), \(g.finishReason), \(g.nativeFinishReason), \(prompt), \(completion), \(cached),
               \(written), \(reasoning), \(g.cost.nanos), \(latency), \(generationTime), \(attempts), \(created))
-            ON CONFLICT (id) DO NOTHING
+            ON CONFLICT (id) DO NOTHING RETURNING 1
             """, logger: logger)
+        return try await !rows(inserted).isEmpty
     }
 
     public func generation(id: String) async throws -> GenerationRecord? {

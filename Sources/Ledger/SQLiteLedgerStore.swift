@@ -183,36 +183,95 @@ public final class SQLiteLedgerStore: LedgerStore {
         }
     }
 
-    public func settle(holdID: String?, transfers: [TransferRequest], generation: GenerationRecord,
-                       idempotency: IdempotencyOutcome?) async throws {
+    public func settle(_ batch: [Settlement]) async throws {
         try await database.write { db in
-            if try Row.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM generations WHERE id = ?"), arguments: [generation.id]) != nil {
-                return  // replay
+            for settlement in batch { try Self.settle(db, settlement) }
+        }
+    }
+
+    static func settle(_ db: Database, _ settlement: Settlement) throws {
+        let generation = settlement.generation
+        if try Row.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM generations WHERE id = ?"), arguments: [generation.id]) != nil {
+            return  // replay
+        }
+        switch settlement.reservation {
+        case .hold(let holdID)?:
+            guard let hold = try Row.fetchOne(db.cachedStatement(sql: "SELECT status, account_id FROM holds WHERE id = ?"), arguments: [holdID]) else {
+                throw LedgerError.unknownHold(holdID)
             }
-            if let holdID {
-                guard let hold = try Row.fetchOne(db.cachedStatement(sql: "SELECT status, account_id FROM holds WHERE id = ?"), arguments: [holdID]) else {
-                    throw LedgerError.unknownHold(holdID)
-                }
-                // A hold that expired before its request finished still gets its charge: the tokens
-                // were served, and a settled charge is never dropped.
-                if hold["status"] as String == HoldStatus.pending.rawValue {
-                    let account: String = hold["account_id"]
-                    let charged = transfers.contains { $0.debitAccount == account }
-                    try Self.closeHold(db, id: holdID, status: charged ? .posted : .voided)
-                }
+            // A hold that expired before its request finished still gets its charge: the tokens
+            // were served, and a settled charge is never dropped.
+            if hold["status"] as String == HoldStatus.pending.rawValue {
+                let account: String = hold["account_id"]
+                let charged = settlement.transfers.contains { $0.debitAccount == account }
+                try closeHold(db, id: holdID, status: charged ? .posted : .voided)
             }
-            for transfer in transfers { try Self.post(db, transfer) }
-            try Self.insertGeneration(db, generation)
-            switch idempotency {
-            case .completed(let account, let key, let response)?:
-                try db.cachedStatement(sql: "UPDATE idempotent_requests SET status = 'done', response = ? WHERE account_id = ? AND key = ?")
-                    .execute(arguments: [response, account, key])
-            case .released(let account, let key)?:
-                try db.cachedStatement(sql: "DELETE FROM idempotent_requests WHERE account_id = ? AND key = ? AND status = 'pending'")
-                    .execute(arguments: [account, key])
-            case nil:
-                break
+        case .lease(let leaseID, let release)?:
+            try shrinkLease(db, id: leaseID, by: release)
+        case nil:
+            break
+        }
+        for transfer in settlement.transfers { try post(db, transfer) }
+        try insertGeneration(db, generation)
+        switch settlement.idempotency {
+        case .completed(let account, let key, let response)?:
+            try db.cachedStatement(sql: "UPDATE idempotent_requests SET status = 'done', response = ? WHERE account_id = ? AND key = ?")
+                .execute(arguments: [response, account, key])
+        case .released(let account, let key)?:
+            try db.cachedStatement(sql: "DELETE FROM idempotent_requests WHERE account_id = ? AND key = ? AND status = 'pending'")
+                .execute(arguments: [account, key])
+        case nil:
+            break
+        }
+    }
+
+    /// Shrinks an open lease by up to `amount`; returns what it still reserves, nil when it is not open.
+    @discardableResult
+    static func shrinkLease(_ db: Database, id: String, by amount: Money) throws -> Money? {
+        guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT account_id, amount, status FROM holds WHERE id = ?"), arguments: [id]),
+              row["status"] as String == HoldStatus.pending.rawValue
+        else { return nil }
+        let current: Int64 = row["amount"]
+        let release = min(max(0, amount.nanos), current)
+        try db.cachedStatement(sql: "UPDATE holds SET amount = amount - ? WHERE id = ?").execute(arguments: [release, id])
+        try db.cachedStatement(sql: "UPDATE balances SET held = held - ? WHERE account_id = ?").execute(arguments: [release, row["account_id"] as String])
+        return Money(nanos: current - release)
+    }
+
+    public func growLease(_ request: LeaseRequest) async throws -> LeaseGrant {
+        try await database.write { db in
+            let existing = try Row.fetchOne(db.cachedStatement(sql: "SELECT amount, status FROM holds WHERE id = ?"), arguments: [request.id])
+            if let existing, existing["status"] as String != HoldStatus.pending.rawValue { return .closed }
+            guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT balance, held FROM balances WHERE account_id = ?"),
+                                             arguments: [request.account]) else {
+                throw LedgerError.unknownAccount(request.account)
             }
+            let available = Money(nanos: (row["balance"] as Int64) - (row["held"] as Int64))
+            guard let grant = request.grant(available: available) else { return .insufficient(available: available) }
+            let expires = Self.millis(request.expiresAt)
+            if existing == nil {
+                try db.cachedStatement(sql: """
+                    INSERT INTO holds (id, account_id, amount, status, key_id, expires_at, created_at) VALUES (?, ?, ?, 'pending', NULL, ?, ?)
+                    """).execute(arguments: [request.id, request.account, grant.nanos, expires, Self.millis(Date())])
+            } else {
+                try db.cachedStatement(sql: "UPDATE holds SET amount = amount + ?, expires_at = ? WHERE id = ?")
+                    .execute(arguments: [grant.nanos, expires, request.id])
+            }
+            try db.cachedStatement(sql: "UPDATE balances SET held = held + ? WHERE account_id = ?").execute(arguments: [grant.nanos, request.account])
+            let total = (existing?["amount"] as Int64? ?? 0) + grant.nanos
+            return .granted(added: grant, total: Money(nanos: total))
+        }
+    }
+
+    public func shrinkLease(id: String, by amount: Money, expiresAt: Date, close: Bool) async throws -> Money? {
+        try await database.write { db in
+            guard let left = try Self.shrinkLease(db, id: id, by: amount) else { return nil }
+            if close {
+                try Self.closeHold(db, id: id, status: .voided)
+                return .zero
+            }
+            try db.cachedStatement(sql: "UPDATE holds SET expires_at = ? WHERE id = ?").execute(arguments: [Self.millis(expiresAt), id])
+            return left
         }
     }
 

@@ -160,6 +160,79 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
     }
 
     @Test(arguments: StoreKind.allCases)
+    func leasesGrowWithinTheAvailableCreditShrinkWithChargesAndCloseWhenExpired(kind: StoreKind) async throws {
+        try await kind.with { store in
+            try await store.createAccount(id: "acct", name: "A")
+            try await grant(store, "acct", "1")
+            let later = Date().addingTimeInterval(600)
+            // A quarter of what is available at most, but never less than the minimum.
+            #expect(try await store.growLease(LeaseRequest(id: "lease-a", account: "acct", minimum: usd("0.1"), desired: usd("5"),
+                                                           expiresAt: later)) == .granted(added: usd("0.25"), total: usd("0.25")))
+            #expect(try await store.growLease(LeaseRequest(id: "lease-a", account: "acct", minimum: usd("0.5"), desired: usd("0.5"),
+                                                           expiresAt: later)) == .granted(added: usd("0.5"), total: usd("0.75")))
+            #expect(try await store.balance(account: "acct") == AccountBalance(balance: usd("1"), available: usd("0.25")))
+            #expect(try await store.growLease(LeaseRequest(id: "lease-b", account: "acct", minimum: usd("0.3"), desired: usd("1"),
+                                                           expiresAt: later)) == .insufficient(available: usd("0.25")))
+            // Two settlements in one batch: each charge comes out of the lease, so available stays put.
+            try await store.settle([
+                Settlement(reservation: .lease(id: "lease-a", release: usd("0.2")), transfers: [charge("g1", account: "acct", "0.2")],
+                           generation: generation("g1", account: "acct", cost: usd("0.2"))),
+                Settlement(reservation: .lease(id: "lease-a", release: usd("0.05")), transfers: [charge("g2", account: "acct", "0.05")],
+                           generation: generation("g2", account: "acct", cost: usd("0.05"))),
+            ])
+            #expect(try await store.balance(account: "acct") == AccountBalance(balance: usd("0.75"), available: usd("0.25")))
+            // Shrinking gives unused credit back; it never goes below zero.
+            #expect(try await store.shrinkLease(id: "lease-a", by: usd("0.4"), expiresAt: later, close: false) == usd("0.1"))
+            #expect(try await store.shrinkLease(id: "lease-a", by: usd("9"), expiresAt: later, close: false) == .zero)
+            #expect(try await store.balance(account: "acct") == AccountBalance(balance: usd("0.75"), available: usd("0.75")))
+            // An expired lease is voided; growing it again says so, and its late charges still post.
+            _ = try await store.growLease(LeaseRequest(id: "lease-c", account: "acct", minimum: usd("0.1"), desired: usd("0.1"),
+                                                       expiresAt: Date().addingTimeInterval(-1)))
+            #expect(try await store.expireHolds(now: Date()) == 1)
+            #expect(try await store.growLease(LeaseRequest(id: "lease-c", account: "acct", minimum: usd("0.1"), desired: usd("0.1"),
+                                                           expiresAt: later)) == .closed)
+            #expect(try await store.shrinkLease(id: "lease-c", by: usd("0.1"), expiresAt: later, close: false) == nil)
+            try await store.settle([Settlement(reservation: .lease(id: "lease-c", release: usd("0.1")),
+                                               transfers: [charge("g3", account: "acct", "0.1")],
+                                               generation: generation("g3", account: "acct", cost: usd("0.1")))])
+            #expect(try await store.shrinkLease(id: "lease-a", by: .zero, expiresAt: later, close: true) == .zero)
+            #expect(try await store.holdStatus(id: "lease-a") == .voided)
+            #expect(try await store.balance(account: "acct") == AccountBalance(balance: usd("0.65"), available: usd("0.65")))
+            #expect(try await store.verify().isConsistent)
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func aReplayedBatchChargesNothingTwiceAndABadSettlementFailsTheWholeBatch(kind: StoreKind) async throws {
+        try await kind.with { store in
+            try await store.createAccount(id: "acct", name: "A")
+            try await grant(store, "acct", "1")
+            _ = try await store.growLease(LeaseRequest(id: "lease", account: "acct", minimum: usd("0.5"), desired: usd("0.5"),
+                                                       shareDivisor: 1, expiresAt: Date().addingTimeInterval(600)))
+            let batch = (1...20).map { index in
+                Settlement(reservation: .lease(id: "lease", release: usd("0.01")), transfers: [charge("b\(index)", account: "acct", "0.01")],
+                           generation: generation("b\(index)", account: "acct", cost: usd("0.01")))
+            }
+            try await store.settle(batch)
+            try await store.settle(batch)  // a spool replayed after a commit that did land
+            try await store.settle(Array(batch.prefix(5)))
+            #expect(try await store.balance(account: "acct") == AccountBalance(balance: usd("0.8"), available: usd("0.5")))
+            #expect(try await store.creditTotals(account: "acct").usage == usd("0.2"))
+            // A settlement naming a customer account that does not exist rolls back its whole batch.
+            var bad = batch[0]
+            bad.generation.id = "bad"
+            bad.transfers = [charge("bad", account: "nobody", "0.01")]
+            var good = batch[1]
+            good.generation.id = "good"
+            good.transfers = [charge("good", account: "acct", "0.01")]
+            await #expect(throws: LedgerError.self) { try await store.settle([good, bad]) }
+            #expect(try await store.generation(id: "good") == nil)
+            #expect(try await store.balance(account: "acct").balance == usd("0.8"))
+            #expect(try await store.verify().isConsistent)
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
     func concurrentHoldsNeverReserveMoreThanTheBalance(kind: StoreKind) async throws {
         try await kind.with { store in
             try await store.createAccount(id: "acct", name: "A")
