@@ -74,8 +74,16 @@ public final class KeyAuthenticator: Sendable {
         if let cached, now.timeIntervalSince(cached.fetched) < ttl {
             record = cached.record
         } else {
-            record = try await ledger.key(hash: hash)
-            cache.withLockedValue { $0[hash] = (record, now) }
+            do {
+                let ledger = self.ledger
+                record = try await withLedgerDeadline(.seconds(3), "a key lookup") { try await ledger.key(hash: hash) }
+                cache.withLockedValue { $0[hash] = (record, now) }
+            } catch {
+                // The ledger is down: a key seen recently still works (its charges are spooled);
+                // an unknown one cannot be checked.
+                guard let cached else { throw ChatPipeline.ledgerUnavailable(error) }
+                record = cached.record
+            }
         }
         guard let record, APIKeyFormat.constantTimeEquals(record.hash, hash) else {
             throw APIError.unauthorized("User not found.")

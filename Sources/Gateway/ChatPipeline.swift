@@ -14,8 +14,8 @@ struct PreparedChat: Sendable {
     var attempts: [PlannedAttempt]
     var generationID: String
     var created: Int64
-    /// The hold placed for the worst case, nil for free requests.
-    var holdID: String?
+    /// Credit reserved (from the node's lease) for the worst case, nil for free requests.
+    var reservation: CreditReservation?
     var startedAt: ContinuousClock.Instant
     var startedDate: Date
     /// The client's `Idempotency-Key`, claimed for this request.
@@ -51,6 +51,7 @@ struct ChatPipeline: Sendable {
     let catalog: Catalog
     let planner: RoutingPlanner
     let ledger: any LedgerStore
+    let credit: CreditLeases
     let transport: any UpstreamTransport
     let configuration: GatewayConfiguration
     /// Provider slug → API key to send upstream.
@@ -77,38 +78,57 @@ struct ChatPipeline: Sendable {
         let generationID = Self.makeGenerationID()
         var prepared = PreparedChat(
             request: request, key: key, attempts: attempts, generationID: generationID,
-            created: Int64(Date().timeIntervalSince1970), holdID: nil, startedAt: clock.now, startedDate: Date(),
+            created: Int64(Date().timeIntervalSince1970), reservation: nil, startedAt: clock.now, startedDate: Date(),
             idempotencyKey: nil)
 
         let worstCase = attempts.map { $0.worstCaseCost(promptTokens: request.promptTokenEstimate, maxTokens: request.maxTokens) }
         let largest = worstCase.max() ?? .zero
         guard largest > .zero else {
             // Free requests hold nothing, but an account with no balance is refused all the same.
-            let balance = try await ledger.balance(account: key.accountID)
+            let (ledger, account) = (self.ledger, key.accountID)
+            let balance = try await ledgerCall { try await ledger.balance(account: account) }
             guard balance.balance > .zero else { throw Self.noBalance(balance.balance) }
             return prepared
         }
         if let keyRemaining, worstCase[0] > keyRemaining {
             throw Self.cannotAfford(attempts[0], request: request, available: keyRemaining, limitSource: "key")
         }
-        // One hold covers every planned attempt, so failover never needs a second reservation.
-        // When that is more than the account has, keep the attempts the first one's hold covers.
-        let holdID = "hold-" + generationID
-        let expiry = Date().addingTimeInterval(configuration.holdTTL)
-        var outcome = try await ledger.placeHold(HoldRequest(
-            id: holdID, account: key.accountID, amount: largest, keyID: key.id, expiresAt: expiry))
+        // One reservation covers every planned attempt, so failover never needs a second one.
+        // When that is more than the account has, keep the attempts the first one's covers.
+        let account = key.accountID
+        var outcome = try await ledgerCall { try await credit.reserve(account: account, amount: largest) }
         if case .insufficient(let available) = outcome, worstCase[0] < largest {
             guard available > .zero else { throw Self.noBalance(available) }
             prepared.attempts = zip(attempts, worstCase).filter { $0.1 <= worstCase[0] }.map(\.0)
-            outcome = try await ledger.placeHold(HoldRequest(
-                id: holdID, account: key.accountID, amount: worstCase[0], keyID: key.id, expiresAt: expiry))
+            outcome = try await ledgerCall { try await credit.reserve(account: account, amount: worstCase[0]) }
         }
-        if case .insufficient(let available) = outcome {
+        switch outcome {
+        case .reserved(let reservation):
+            prepared.reservation = reservation
+            return prepared
+        case .insufficient(let available):
             guard available > .zero else { throw Self.noBalance(available) }
             throw Self.cannotAfford(attempts[0], request: request, available: available)
         }
-        prepared.holdID = holdID
-        return prepared
+    }
+
+    /// Runs a ledger call for the request path. When the ledger cannot be reached the request is
+    /// refused with a 503: the node cannot prove the account can pay.
+    func ledgerCall<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        do {
+            return try await withLedgerDeadline(.seconds(3), "a ledger read", operation: body)
+        } catch let error as LedgerError where error.isRefusal {
+            throw error
+        } catch let error as APIError {
+            throw error
+        } catch {
+            throw Self.ledgerUnavailable(error)
+        }
+    }
+
+    static func ledgerUnavailable(_ error: any Error) -> APIError {
+        APIError(status: 503, message: "The credit ledger cannot be reached, so this node cannot confirm the account can pay "
+                 + "for this request. Retry shortly.", metadata: ["reason": "ledger_unavailable"])
     }
 
     static func noBalance(_ balance: Money) -> APIError {
@@ -120,7 +140,8 @@ struct ChatPipeline: Sendable {
     /// nothing is left.
     func keyLimitRemaining(_ key: KeyRecord) async throws -> Money? {
         guard let limit = key.limit else { return nil }
-        let usage = try await ledger.keyUsage(keyID: key.id, now: Date())
+        let (ledger, keyID) = (self.ledger, key.id)
+        let usage = try await ledgerCall { try await ledger.keyUsage(keyID: keyID, now: Date()) }
         let spent = usage.spent(resetting: key.limitReset)
         let remaining = limit - spent
         guard remaining > .zero else {
@@ -138,8 +159,9 @@ struct ChatPipeline: Sendable {
         guard request.requestedModel.hasSuffix(":free") else { return }
         let now = Date()
         let day = UsageWindows(now: now).day
-        let counts = try await ledger.freeRequestCount(account: key.accountID, since: [now.addingTimeInterval(-60), day])
-        let daily = FreeTier.dailyLimit(purchased: try await ledger.purchasedTotal(account: key.accountID))
+        let (ledger, account) = (self.ledger, key.accountID)
+        let counts = try await ledgerCall { try await ledger.freeRequestCount(account: account, since: [now.addingTimeInterval(-60), day]) }
+        let daily = FreeTier.dailyLimit(purchased: try await ledgerCall { try await ledger.purchasedTotal(account: account) })
         let (limit, used, reset): (Int, Int, Date) = counts[0] >= FreeTier.requestsPerMinute
             ? (FreeTier.requestsPerMinute, counts[0], now.addingTimeInterval(60))
             : (daily, counts[1], day.addingTimeInterval(86_400))
@@ -486,16 +508,17 @@ struct ChatPipeline: Sendable {
     /// the request's cancellation: a client that hangs up must not stop its own settlement.
     private func settle(_ prepared: PreparedChat, transfers: [TransferRequest], generation: GenerationRecord,
                         response: JSONValue? = nil) async {
-        let (ledger, logger) = (self.ledger, self.logger)
+        let (credit, logger) = (self.credit, self.logger)
         let idempotency: IdempotencyOutcome? = prepared.idempotencyKey.map { key in
             response.map { .completed(account: prepared.key.accountID, key: key, response: JSONWriter.string($0)) }
                 ?? .released(account: prepared.key.accountID, key: key)
         }
+        let charged = transfers.filter { $0.debitAccount == prepared.key.accountID }.reduce(Money.zero) { $0 + $1.amount }
         await Task {
-            do {
-                try await ledger.settle(holdID: prepared.holdID, transfers: transfers, generation: generation, idempotency: idempotency)
-            } catch {
-                logger.error("ledger settlement failed", metadata: ["generation": "\(generation.id)", "error": "\(error)"])
+            let receipt = await credit.settle(prepared.reservation, charged: charged, transfers: transfers,
+                                              generation: generation, idempotency: idempotency)
+            if receipt == .rejected {
+                logger.critical("ledger settlement failed", metadata: ["generation": "\(generation.id)"])
             }
         }.value
     }

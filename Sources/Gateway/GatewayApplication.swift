@@ -20,12 +20,27 @@ public struct GatewayDependencies: Sendable {
     public var logger: Logger
     public var metrics: GatewayMetrics
     public var health: HealthTracker
+    /// The node's leases on account credit, and the group commit (with its spool) behind them.
+    public var credit: CreditLeases
+    public var committer: SettlementCommitter
 
+    /// Without `credit`, the node keeps leases with default settings and no spool.
     public init(configuration: GatewayConfiguration, catalog: Catalog, ledger: any LedgerStore,
                 transport: any UpstreamTransport, providerKeys: [String: String], logger: Logger,
-                metrics: GatewayMetrics = GatewayMetrics(), health: HealthTracker = HealthTracker()) {
+                metrics: GatewayMetrics = GatewayMetrics(), health: HealthTracker = HealthTracker(),
+                credit: CreditLeases? = nil) {
         self.metrics = metrics
         self.health = health
+        if let credit {
+            self.credit = credit
+            self.committer = credit.committer
+        } else {
+            let committer = SettlementCommitter(store: ledger, spool: nil, logger: logger,
+                                                onCommit: { [metrics] in metrics.settlementBatch(size: $0) })
+            self.committer = committer
+            self.credit = CreditLeases(store: ledger, committer: committer, nodeID: configuration.nodeID,
+                                       policy: LeasePolicy(ttl: configuration.holdTTL), logger: logger)
+        }
         self.configuration = configuration
         self.catalog = catalog
         self.ledger = ledger
@@ -57,7 +72,8 @@ public struct Gateway: Sendable {
         pipeline = ChatPipeline(
             catalog: dependencies.catalog,
             planner: RoutingPlanner(catalog: dependencies.catalog, loadBalancing: dependencies.configuration.loadBalancing),
-            ledger: dependencies.ledger, transport: dependencies.transport, configuration: dependencies.configuration,
+            ledger: dependencies.ledger, credit: dependencies.credit, transport: dependencies.transport,
+            configuration: dependencies.configuration,
             providerKeys: dependencies.providerKeys, logger: dependencies.logger, metrics: dependencies.metrics,
             health: dependencies.health)
         authenticator = KeyAuthenticator(ledger: dependencies.ledger)
@@ -84,10 +100,18 @@ public struct Gateway: Sendable {
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
                      body: .init(byteBuffer: ByteBuffer(bytes: dependencies.metrics.exposition())))
         }
+        let committer = dependencies.committer
         router.get("/readyz") { _, _ in
-            readiness.isReady
-                ? JSONResponse.make(["status": "ready"])
-                : APIError(status: 503, message: "This node is not ready to serve").jsonResponse()
+            guard readiness.isReady else { return APIError(status: 503, message: "This node is not ready to serve").jsonResponse() }
+            // Still ready while the ledger is down: requests its leases cover are served and
+            // their charges spooled; the body says the node is degraded.
+            let ledger = await committer.currentStatus
+            let healthy = ledger.ledgerReachable && ledger.spooled == 0
+            return JSONResponse.make([
+                "status": healthy ? "ready" : "degraded",
+                "ledger": ledger.ledgerReachable ? (ledger.spooled == 0 ? "ok" : "replaying") : "unreachable",
+                "spooled_settlements": .int(Int64(ledger.spooled)),
+            ])
         }
         let api = router.group("/api/v1")
         api.post("/chat/completions") { request, context in try await chatCompletions(request, context: context) }
@@ -164,11 +188,11 @@ public struct Gateway: Sendable {
             prepared.idempotencyKey = key
             return nil
         case .inProgress(let generationID):
-            if let hold = prepared.holdID { try await ledger.voidHold(id: hold) }
+            if let reservation = prepared.reservation { await dependencies.credit.cancel(reservation) }
             throw APIError(status: 409, message: "A request with this Idempotency-Key is still running",
                            metadata: ["generation_id": .string(generationID)])
         case .completed(let generationID, let stored):
-            if let hold = prepared.holdID { try await ledger.voidHold(id: hold) }
+            if let reservation = prepared.reservation { await dependencies.credit.cancel(reservation) }
             let completion = (try? JSONParser.parse(stored)) ?? [:]
             var response = prepared.request.stream ? Self.replayStream(completion) : JSONResponse.make(completion)
             response.headers[Self.generationHeader] = generationID
@@ -392,28 +416,49 @@ extension Gateway {
     }
 }
 
-/// Voids holds whose request never settled (a crashed node, a lost connection), so they do not
-/// keep credit reserved past their expiry.
-public struct HoldExpiryService: Service {
+/// Keeps the ledger side of a node in order: renews the node's leases and gives idle ones back
+/// (every second), voids holds and leases whose node died (`expireHolds`, every 30 s), and at
+/// shutdown — after the HTTP server has finished its in-flight requests — commits what is queued
+/// and gives every lease back. List it before the HTTP server in the service group so it stops after it.
+public struct LedgerUpkeepService: Service {
     let ledger: any LedgerStore
-    let interval: Duration
+    let credit: CreditLeases
+    let expiryInterval: Duration
+    let leaseInterval: Duration
     let logger: Logger
 
-    public init(ledger: any LedgerStore, interval: Duration = .seconds(30), logger: Logger) {
+    public init(ledger: any LedgerStore, credit: CreditLeases, expiryInterval: Duration = .seconds(30),
+                leaseInterval: Duration = .seconds(1), logger: Logger) {
         self.ledger = ledger
-        self.interval = interval
+        self.credit = credit
+        self.expiryInterval = expiryInterval
+        self.leaseInterval = leaseInterval
         self.logger = logger
     }
 
     public func run() async throws {
+        await credit.committer.start()
+        var lastExpiry = ContinuousClock.now - expiryInterval
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
-            do {
-                let expired = try await ledger.expireHolds(now: Date())
-                if expired > 0 { logger.info("voided expired holds", metadata: ["count": "\(expired)"]) }
-            } catch {
-                logger.error("hold expiry failed", metadata: ["error": "\(error)"])
+            if ContinuousClock.now - lastExpiry >= expiryInterval {
+                lastExpiry = .now
+                do {
+                    let expired = try await withLedgerDeadline(.seconds(10), "hold expiry") { [ledger] in
+                        try await ledger.expireHolds(now: Date())
+                    }
+                    if expired > 0 { logger.info("voided expired holds and leases", metadata: ["count": "\(expired)"]) }
+                } catch {
+                    logger.error("hold expiry failed", metadata: ["error": "\(error)"])
+                }
             }
-            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
+            await credit.committer.probe()
+            await credit.upkeep()
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: leaseInterval) }
+        }
+        await credit.committer.flush()
+        await credit.upkeep(closingAll: true)
+        if await !credit.committer.replaySpool() {
+            logger.warning("stopping with settlements still in the spool; the next start replays them")
         }
     }
 }

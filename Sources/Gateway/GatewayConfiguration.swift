@@ -4,6 +4,8 @@ import SignalboxCore
 /// Everything a router node needs to know to serve. Filled from defaults, the config file,
 /// environment and flags (in that order of precedence) by the `signalbox` executable.
 public struct GatewayConfiguration: Sendable {
+    /// This node's name in the cluster; also part of its lease ids in the ledger.
+    public var nodeID: String = "node-1"
     public var host: String = "127.0.0.1"
     public var port: Int = 8080
     /// Largest accepted request body.
@@ -11,7 +13,8 @@ public struct GatewayConfiguration: Sendable {
     public var timeouts = UpstreamTimeouts()
     /// Interval of `: SIGNALBOX PROCESSING` comments while a stream waits for its first token.
     public var keepAliveInterval: Duration = .seconds(3)
-    /// How long a hold lives if its request never settles (a crashed node): then it is voided.
+    /// How long a hold or lease lives if its node stops renewing it (a crashed node): then the
+    /// ledger voids it and the credit is available again.
     public var holdTTL: TimeInterval = 15 * 60
     /// How the first endpoint is chosen when a request sets neither `provider.order` nor `sort`.
     public var loadBalancing: RoutingPlanner.LoadBalancing = .priceWeighted

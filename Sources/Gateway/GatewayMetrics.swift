@@ -8,9 +8,17 @@ import Prometheus
 public struct GatewayMetrics: Sendable {
     public let registry: PrometheusCollectorRegistry
     let failovers: Counter
+    let settlements: Counter
+    let settlementBatches: Counter
 
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
+        settlements = registry.makeCounter(descriptor: MetricNameDescriptor(
+            namespace: "signalbox", metricName: "ledger_settlements", unitName: "total",
+            helpText: "Request settlements committed to the ledger"))
+        settlementBatches = registry.makeCounter(descriptor: MetricNameDescriptor(
+            namespace: "signalbox", metricName: "ledger_settlement_batches", unitName: "total",
+            helpText: "Ledger transactions that committed settlements (group commit)"))
         failovers = registry.makeCounter(descriptor: MetricNameDescriptor(
             namespace: "signalbox", metricName: "failovers", unitName: "total",
             helpText: "Requests moved to another endpoint after an upstream failure"))
@@ -39,6 +47,12 @@ public struct GatewayMetrics: Sendable {
     }
 
     func failover() { failovers.increment() }
+
+    /// One group-committed batch of `size` settlements.
+    public func settlementBatch(size: Int) {
+        settlements.increment(by: Int64(size))
+        settlementBatches.increment()
+    }
 
     func exposition() -> [UInt8] { registry.emitToBuffer() }
 }

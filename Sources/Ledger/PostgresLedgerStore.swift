@@ -446,18 +446,56 @@ public final class PostgresLedgerStore: LedgerStore {
         return AccountBalance(balance: Money(nanos: balance), available: Money(nanos: balance - held))
     }
 
-    public func entries(account: String, limit: Int) async throws -> [Transfer] {
-        try await Self.rows(client.query("""
-            SELECT id, idempotency_key, debit_account, credit_account, amount, kind, key_id, generation_id, memo, created_at
-            FROM transfers WHERE debit_account = \(account) OR credit_account = \(account) ORDER BY id DESC LIMIT \(limit)
-            """, logger: logger)).map { row in
-            Transfer(
+    static func query(_ sql: String, _ values: [EntryQuery.Value]) throws -> PostgresQuery {
+        var bindings = PostgresBindings()
+        for value in values {
+            switch value {
+            case .text(let text): bindings.append(text)
+            case .integer(let number): bindings.append(number)
+            }
+        }
+        return PostgresQuery(unsafeSQL: sql, binds: bindings)
+    }
+
+    public func entries(_ query: EntryQuery) async throws -> [LedgerEntry] {
+        let (conditions, values) = query.conditions { "$\($0)" }
+        let sql = """
+            SELECT t.id, t.idempotency_key, t.debit_account, t.credit_account, t.amount, t.kind, t.key_id, t.generation_id,
+              t.memo, t.created_at, g.model
+            FROM transfers t LEFT JOIN generations g ON g.id = t.generation_id
+            WHERE \(conditions) ORDER BY t.id DESC LIMIT \(max(0, query.limit))
+            """
+        return try await Self.rows(client.query(Self.query(sql, values), logger: logger)).map { row in
+            LedgerEntry(transfer: Transfer(
                 id: try row["id"].decode(Int64.self), idempotencyKey: try row["idempotency_key"].decode(String.self),
                 debitAccount: try row["debit_account"].decode(String.self), creditAccount: try row["credit_account"].decode(String.self),
                 amount: Money(nanos: try row["amount"].decode(Int64.self)),
                 kind: TransferKind(rawValue: try row["kind"].decode(String.self)) ?? .adjustment,
                 keyID: try row["key_id"].decode(String?.self), generationID: try row["generation_id"].decode(String?.self),
-                memo: try row["memo"].decode(String?.self), createdAt: Self.date(try row["created_at"].decode(Int64.self)))
+                memo: try row["memo"].decode(String?.self), createdAt: Self.date(try row["created_at"].decode(Int64.self))),
+                model: try row["model"].decode(String?.self))
+        }
+    }
+
+    public func spend(_ query: EntryQuery, by grouping: SpendGrouping) async throws -> [SpendRow] {
+        var charges = query
+        charges.kind = .charge
+        let (conditions, values) = charges.conditions { "$\($0)" }
+        let group = switch grouping {
+        case .day: "to_char(to_timestamp(t.created_at / 1000.0) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+        case .model: "COALESCE(g.model, '')"
+        case .provider: "REPLACE(t.credit_account, 'provider:', '')"
+        case .key: "COALESCE(t.key_id, '')"
+        case .account: "t.debit_account"
+        }
+        let sql = """
+            SELECT \(group) AS grp, SUM(t.amount)::BIGINT AS amount, COUNT(*)::BIGINT AS requests
+            FROM transfers t LEFT JOIN generations g ON g.id = t.generation_id
+            WHERE \(conditions) GROUP BY grp ORDER BY amount DESC, grp
+            """
+        return try await Self.rows(client.query(Self.query(sql, values), logger: logger)).map {
+            SpendRow(group: try $0["grp"].decode(String.self), amount: Money(nanos: try $0["amount"].decode(Int64.self)),
+                     requests: Int(try $0["requests"].decode(Int64.self)))
         }
     }
 

@@ -327,15 +327,50 @@ public final class SQLiteLedgerStore: LedgerStore {
         }
     }
 
-    public func entries(account: String, limit: Int) async throws -> [Transfer] {
-        try await database.read { db in
-            try Row.fetchAll(db.cachedStatement(sql: "SELECT * FROM transfers WHERE debit_account = ? OR credit_account = ? ORDER BY id DESC LIMIT ?"),
-                             arguments: [account, account, limit]).map { row in
-                Transfer(
+    static func arguments(_ values: [EntryQuery.Value]) -> StatementArguments {
+        StatementArguments(values.map { value -> (any DatabaseValueConvertible)? in
+            switch value {
+            case .text(let text): text
+            case .integer(let number): number
+            }
+        })
+    }
+
+    public func entries(_ query: EntryQuery) async throws -> [LedgerEntry] {
+        let (conditions, values) = query.conditions { _ in "?" }
+        return try await database.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT t.*, g.model AS model FROM transfers t LEFT JOIN generations g ON g.id = t.generation_id
+                WHERE \(conditions) ORDER BY t.id DESC LIMIT ?
+                """, arguments: Self.arguments(values + [.integer(Int64(max(0, query.limit)))])).map { row in
+                LedgerEntry(transfer: Transfer(
                     id: row["id"], idempotencyKey: row["idempotency_key"], debitAccount: row["debit_account"],
                     creditAccount: row["credit_account"], amount: Money(nanos: row["amount"]),
                     kind: TransferKind(rawValue: row["kind"]) ?? .adjustment, keyID: row["key_id"],
-                    generationID: row["generation_id"], memo: row["memo"], createdAt: Self.date(row["created_at"]))
+                    generationID: row["generation_id"], memo: row["memo"], createdAt: Self.date(row["created_at"])),
+                    model: row["model"])
+            }
+        }
+    }
+
+    public func spend(_ query: EntryQuery, by grouping: SpendGrouping) async throws -> [SpendRow] {
+        var charges = query
+        charges.kind = .charge
+        let (conditions, values) = charges.conditions { _ in "?" }
+        let group = switch grouping {
+        case .day: "strftime('%Y-%m-%d', t.created_at / 1000, 'unixepoch')"
+        case .model: "COALESCE(g.model, '')"
+        case .provider: "REPLACE(t.credit_account, 'provider:', '')"
+        case .key: "COALESCE(t.key_id, '')"
+        case .account: "t.debit_account"
+        }
+        return try await database.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT \(group) AS grp, SUM(t.amount) AS amount, COUNT(*) AS requests
+                FROM transfers t LEFT JOIN generations g ON g.id = t.generation_id
+                WHERE \(conditions) GROUP BY grp ORDER BY amount DESC, grp
+                """, arguments: Self.arguments(values)).map {
+                SpendRow(group: $0["grp"], amount: Money(nanos: $0["amount"]), requests: $0["requests"])
             }
         }
     }

@@ -16,6 +16,7 @@ import SimProvider
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Run a router node.")
 
+    @Option(help: "This node's name in the cluster and in its ledger leases (default: HOST-PORT).") var nodeId: String?
     @Option(help: "Address to listen on.") var host: String?
     @Option(help: "Port to listen on.") var port: Int?
     @Option(help: "Directory for the embedded ledger and the demo/admin key files.") var dataDir: String = ".signalbox"
@@ -33,6 +34,10 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Largest request body in bytes (default 32 MiB).") var maxBodyBytes: Int?
     @Option(help: "Default first pick: price-weighted (random, weighted by 1/price²) or catalog-order.")
     var loadBalancing: String?
+    @Option(help: "Seconds a hold or lease outlives its node before the ledger voids it (default 900).") var holdTtl: Int?
+    @Option(help: "Smallest slice (USD) of an account's credit this node leases at a time (default 1).") var leaseSlice: String?
+    @Option(help: "Settlement spool: where charges wait while the ledger is unreachable (default DATA-DIR/settlements.spool).")
+    var spool: String?
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
 
     func run() async throws {
@@ -48,6 +53,11 @@ struct Serve: AsyncParsableCommand {
         if let seconds = firstTokenTimeout { configuration.timeouts.firstToken = .seconds(seconds) }
         if let seconds = stallTimeout { configuration.timeouts.stall = .seconds(seconds) }
         if let maxBodyBytes { configuration.maxBodyBytes = maxBodyBytes }
+        if let holdTtl {
+            guard holdTtl >= 2 else { throw ValidationError("--hold-ttl must be at least 2 seconds") }
+            configuration.holdTTL = TimeInterval(holdTtl)
+        }
+        configuration.nodeID = nodeId ?? "\(ProcessInfo.processInfo.hostName)-\(configuration.port)"
         if let loadBalancing {
             guard let mode = RoutingPlanner.LoadBalancing(rawValue: loadBalancing) else {
                 throw ValidationError("--load-balancing must be price-weighted or catalog-order")
@@ -117,9 +127,21 @@ struct Serve: AsyncParsableCommand {
         var services = services
         let keys = try await DemoSetup.run(ledger: ledger, dataDir: dataDir, demoCredits: demoAmount)
         let httpClient = AsyncHTTPClientTransport.makeClient(connectTimeout: .seconds(Int64(configuration.timeouts.connect.components.seconds)))
+        var policy = LeasePolicy(ttl: configuration.holdTTL, idleRelease: min(10, configuration.holdTTL / 4))
+        if let leaseSlice {
+            guard let slice = Money(decimal: leaseSlice), slice > .zero else { throw ValidationError("--lease-slice must be a positive amount") }
+            policy.slice = slice
+        }
+        let spoolPath = spool ?? dataDir + "/settlements.spool"
+        let metrics = GatewayMetrics()
+        let committer = SettlementCommitter(
+            store: ledger, spool: try SettlementSpool(path: spoolPath), rejects: try SettlementSpool(path: spoolPath + ".rejected"),
+            logger: logger, onCommit: { metrics.settlementBatch(size: $0) })
+        let credit = CreditLeases(store: ledger, committer: committer, nodeID: configuration.nodeID, policy: policy, logger: logger)
         let gateway = Gateway(GatewayDependencies(
             configuration: configuration, catalog: catalog, ledger: ledger,
-            transport: AsyncHTTPClientTransport(client: httpClient), providerKeys: providerKeys, logger: logger),
+            transport: AsyncHTTPClientTransport(client: httpClient), providerKeys: providerKeys, logger: logger,
+            metrics: metrics, credit: credit),
             readiness: Readiness(ready: false))
         let host = configuration.host
         let modelCount = catalog.models.count
@@ -143,8 +165,10 @@ struct Serve: AsyncParsableCommand {
             // Written straight to the file descriptor: print() would sit in a buffer when stdout is a pipe.
             FileHandle.standardOutput.write(Data((banner + "\n").utf8))
         }
+        // Before the server: it stops after it, once in-flight requests have settled, and gives
+        // the node's leases back.
+        services.append(LedgerUpkeepService(ledger: ledger, credit: credit, logger: logger))
         services.append(app)
-        services.append(HoldExpiryService(ledger: ledger, logger: logger))
         // Last in the group, so the first to hear of a shutdown: readiness turns off before the
         // server stops accepting connections.
         services.append(DrainOnShutdownService(readiness: gateway.readiness))

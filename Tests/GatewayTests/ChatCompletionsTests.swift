@@ -20,7 +20,7 @@ import Testing
             let cost = try #require(try await node.ledger.generation(id: id)?.cost)
             #expect(cost > .zero)
             #expect(json["usage"]?["cost"] == .double(Double(cost.decimalString)!))
-            let balance = try await node.ledger.balance(account: node.account)
+            let balance = try await node.settledBalance()
             #expect(balance.balance == Money(dollars: 10) - cost)
             #expect(balance.available == balance.balance)  // no hold left behind
             let key = try await node.request("/api/v1/key", method: .GET)
@@ -76,7 +76,7 @@ import Testing
                     let label = "\(fault) stream=\(stream) fallbacks=\(fallbacks)"
                     let id = try #require(reply.header("X-Generation-Id"), "\(label)")
                     let record = try #require(try await node.generation(id), "\(label)")
-                    let balance = try await node.ledger.balance(account: node.account)
+                    let balance = try await node.settledBalance()
                     #expect(balance.available == balance.balance, "no hold left behind: \(label)")
                     if stream {
                         let events = TestNode.events(reply.body)
@@ -134,8 +134,7 @@ import Testing
             let id = try #require(reply.header("X-Generation-Id"))
             let record = try #require(try await node.generation(id))
             #expect(record.cost == .zero && record.attempts.map(\.status) == ["500", "503"])
-            #expect(try await node.ledger.holdStatus(id: "hold-" + id) == .voided)
-            #expect(try await node.ledger.balance(account: node.account).balance == Money(dollars: 10))
+            #expect(try await node.settledBalance().balance == Money(dollars: 10))
         }
     }
 
@@ -159,7 +158,7 @@ import Testing
             #expect(error["choices"]?.arrayValue?.first?["finish_reason"] == "error")
             let record = try #require(try await node.generation(reply.header("X-Generation-Id") ?? ""))
             #expect(record.finishReason == "error" && record.cost == .zero)
-            #expect(try await node.ledger.balance(account: node.account) == AccountBalance(balance: Money(dollars: 10), available: Money(dollars: 10)))
+            #expect(try await node.settledBalance() == AccountBalance(balance: Money(dollars: 10), available: Money(dollars: 10)))
         }
     }
 
@@ -187,10 +186,9 @@ import Testing
             #expect(record.cancelled)
             #expect(record.usage.completionTokens > 0 && record.usage.completionTokens < 8)
             #expect(record.cost > .zero)
-            let balance = try await node.ledger.balance(account: node.account)
+            let balance = try await node.settledBalance()
             #expect(balance.balance == Money(dollars: 10) - record.cost)
             #expect(balance.available == balance.balance)
-            #expect(try await node.ledger.holdStatus(id: "hold-" + id) == .posted)
         }
     }
 }
@@ -328,7 +326,7 @@ import Testing
             #expect(insurance.count == 1 && insurance[0].amount == failed.providerCost)
             #expect(insurance[0].creditAccount == "provider:openai" && insurance[0].kind == .insurance)
             // the client pays for Azure's answer only
-            #expect(try await node.ledger.balance(account: node.account).balance == Money(dollars: 10) - record.cost)
+            #expect(try await node.settledBalance().balance == Money(dollars: 10) - record.cost)
             #expect(try await node.ledger.verify().isConsistent)
         }
     }
@@ -376,7 +374,7 @@ import Testing
             #expect(text == first.json?["choices"]?.arrayValue?.first?["message"]?["content"]?.stringValue)
             let charges = try await node.ledger.entries(account: node.account, limit: 10).filter { $0.kind == .charge }
             #expect(charges.count == 1)
-            let balance = try await node.ledger.balance(account: node.account)
+            let balance = try await node.settledBalance()
             #expect(balance.available == balance.balance)  // the retries' holds were released
             #expect(try await node.simulatorRequests("openai") == 1)
         }
@@ -489,7 +487,7 @@ import Testing
             #expect(failedOver.json?["provider"] == "Azure")
             let charges = try await node.ledger.entries(account: node.account, limit: 10).filter { $0.kind == .charge }
             #expect(charges.count == 3)
-            let balance = try await node.ledger.balance(account: node.account)
+            let balance = try await node.settledBalance()
             #expect(balance.available == balance.balance)
             #expect(balance.balance == Money(dollars: 10) - charges.reduce(Money.zero) { $0 + $1.amount })
             #expect(try await node.ledger.verify().isConsistent)

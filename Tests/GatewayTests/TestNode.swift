@@ -21,6 +21,7 @@ struct TestNode: Sendable {
     let ledger: any LedgerStore
     let http: HTTPClient
     let key: String
+    let credit: CreditLeases
     let account = "acct"
 
     /// Starts a node on an in-memory SQLite ledger (or, with `postgres`, a fresh PostgreSQL
@@ -89,11 +90,12 @@ struct TestNode: Sendable {
                 // Tests name the provider they expect to serve: a fixed primary keeps that stable.
                 configuration.loadBalancing = .catalogOrder
                 configure(&configuration)
-                let gateway = Gateway(GatewayDependencies(
+                let dependencies = GatewayDependencies(
                     configuration: configuration, catalog: catalog, ledger: ledger,
                     transport: AsyncHTTPClientTransport(client: upstream),
                     providerKeys: Dictionary(uniqueKeysWithValues: catalog.providers.keys.filter { !providersWithoutKeys.contains($0) }
-                        .map { ($0, "sk-test") }), logger: logger))
+                        .map { ($0, "sk-test") }), logger: logger)
+                let gateway = Gateway(dependencies)
                 let (gatewayPorts, gatewayPort) = AsyncStream<Int>.makeStream()
                 let gatewayGroup = ServiceGroup(configuration: .init(
                     services: [gateway.buildApplication { gatewayPort.yield($0) }], logger: logger))
@@ -101,7 +103,8 @@ struct TestNode: Sendable {
                 var gatewayIterator = gatewayPorts.makeAsyncIterator()
                 let url = "http://127.0.0.1:\(await gatewayIterator.next()!)"
                 do {
-                    try await body(TestNode(url: url, simulatorURL: simulatorURL, ledger: ledger, http: http, key: key))
+                    try await body(TestNode(url: url, simulatorURL: simulatorURL, ledger: ledger, http: http, key: key,
+                                             credit: dependencies.credit))
                 } catch {
                     failure = error
                 }
@@ -167,6 +170,14 @@ struct TestNode: Sendable {
         body.components(separatedBy: "\n\n").compactMap { event in
             event.hasPrefix("data: ") ? String(event.dropFirst(6)) : nil
         }
+    }
+
+    /// The account's balance once the node has nothing reserved and has given its lease back:
+    /// then `available` equals `balance` unless a hold was left behind.
+    func settledBalance() async throws -> AccountBalance {
+        for lease in await credit.leases { #expect(lease.reserved == .zero, "credit still reserved for \(lease.account)") }
+        await credit.upkeep(closingAll: true)
+        return try await ledger.balance(account: account)
     }
 
     func generation(_ id: String) async throws -> GenerationRecord? {

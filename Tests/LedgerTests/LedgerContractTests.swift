@@ -233,6 +233,52 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
     }
 
     @Test(arguments: StoreKind.allCases)
+    func entriesAndSpendAnswerWhoSpentWhatWhereAndWhen(kind: StoreKind) async throws {
+        try await kind.with { store in
+            for account in ["alice", "bob"] {
+                try await store.createAccount(id: account, name: account)
+                try await grant(store, account, "5")
+            }
+            func settled(_ id: String, _ account: String, _ key: String, _ model: String, _ provider: String, _ amount: String) -> Settlement {
+                var record = generation(id, account: account, cost: usd(amount))
+                record.model = model
+                return Settlement(reservation: nil, transfers: [TransferRequest(
+                    idempotencyKey: "charge:" + id, debit: account, credit: Billing.SystemAccount.provider(provider), amount: usd(amount),
+                    kind: .charge, keyID: key, generationID: id)], generation: record)
+            }
+            try await store.settle([
+                settled("g1", "alice", "k-a", "openai/gpt-4o-mini", "openai", "0.10"),
+                settled("g2", "alice", "k-a", "openai/gpt-4o-mini", "azure", "0.20"),
+                settled("g3", "alice", "k-a2", "anthropic/claude", "anthropic", "0.40"),
+                settled("g4", "bob", "k-b", "openai/gpt-4o-mini", "openai", "1.00"),
+            ])
+            let aliceOpenAI = try await store.entries(EntryQuery(account: "alice", model: "openai/gpt-4o-mini"))
+            #expect(aliceOpenAI.map(\.transfer.generationID) == ["g2", "g1"])
+            #expect(aliceOpenAI.map(\.provider) == ["azure", "openai"])
+            #expect(try await store.entries(EntryQuery(keyID: "k-a2")).map(\.model) == ["anthropic/claude"])
+            #expect(try await store.entries(EntryQuery(provider: "openai")).map(\.transfer.generationID) == ["g4", "g1"])
+            #expect(try await store.entries(EntryQuery(account: "bob", kind: .grant)).count == 1)
+            #expect(try await store.entries(EntryQuery(since: Date().addingTimeInterval(60))).isEmpty)
+            #expect(try await store.entries(EntryQuery(until: Date().addingTimeInterval(-3600))).isEmpty)
+            #expect(try await store.entries(EntryQuery(account: "alice", limit: 2)).count == 2)
+
+            #expect(try await store.spend(EntryQuery(account: "alice"), by: .provider) == [
+                SpendRow(group: "anthropic", amount: usd("0.4"), requests: 1), SpendRow(group: "azure", amount: usd("0.2"), requests: 1),
+                SpendRow(group: "openai", amount: usd("0.1"), requests: 1),
+            ])
+            #expect(try await store.spend(EntryQuery(), by: .model) == [
+                SpendRow(group: "openai/gpt-4o-mini", amount: usd("1.3"), requests: 3),
+                SpendRow(group: "anthropic/claude", amount: usd("0.4"), requests: 1),
+            ])
+            #expect(try await store.spend(EntryQuery(model: "openai/gpt-4o-mini"), by: .account).map(\.group) == ["bob", "alice"])
+            let formatter = DateFormatter()
+            formatter.dateFormat = "yyyy-MM-dd"
+            formatter.timeZone = TimeZone(identifier: "UTC")
+            #expect(try await store.spend(EntryQuery(), by: .day) == [SpendRow(group: formatter.string(from: Date()), amount: usd("1.7"), requests: 4)])
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
     func concurrentHoldsNeverReserveMoreThanTheBalance(kind: StoreKind) async throws {
         try await kind.with { store in
             try await store.createAccount(id: "acct", name: "A")

@@ -1,0 +1,109 @@
+import Foundation
+import Logging
+import SignalboxCore
+
+/// A node's credit reservations: requests reserve from the node's lease on their account and
+/// only go to the ledger when the lease runs short, so the hot path usually makes no ledger
+/// round trip before the upstream call. See `LeaseBook` for the rules; this actor does the I/O.
+public actor CreditLeases {
+    /// The result of `reserve`.
+    public enum Outcome: Sendable, Hashable {
+        case reserved(CreditReservation)
+        /// The account cannot cover the amount: what this node could still reserve for it.
+        case insufficient(available: Money)
+    }
+
+    let store: any LedgerStore
+    public nonisolated let committer: SettlementCommitter
+    let timeout: Duration
+    let logger: Logger
+    private var book: LeaseBook
+    private var growing: [String: Task<LeaseGrant, any Error>] = [:]
+
+    public init(store: any LedgerStore, committer: SettlementCommitter, nodeID: String, policy: LeasePolicy = LeasePolicy(),
+                timeout: Duration = .seconds(3), logger: Logger) {
+        self.store = store
+        self.committer = committer
+        self.book = LeaseBook(nodeID: nodeID, policy: policy)
+        self.timeout = timeout
+        self.logger = logger
+    }
+
+    public var policy: LeasePolicy { book.policy }
+    public var leases: [LeaseBook.Lease] { Array(book.leases.values) }
+
+    /// Reserves `amount` of the account's credit. Throws `LedgerError.unreachable` when the lease
+    /// is short and the ledger cannot be asked: the node cannot prove the account can pay.
+    public func reserve(account: String, amount: Money) async throws -> Outcome {
+        while true {
+            if let reservation = book.reserve(account: account, amount: amount, now: Date()) { return .reserved(reservation) }
+            if let growth = growing[account] {
+                _ = try? await growth.value  // someone is already asking; then try again
+                continue
+            }
+            let request = book.growthRequest(account: account, amount: amount, now: Date())
+            let (store, timeout) = (self.store, self.timeout)
+            let growth = Task { try await withLedgerDeadline(timeout, "a lease") { try await store.growLease(request) } }
+            growing[account] = growth
+            let grant: LeaseGrant
+            do {
+                grant = try await growth.value
+                growing[account] = nil
+            } catch {
+                growing[account] = nil
+                throw error
+            }
+            book.apply(grant, to: request, now: Date())
+            if case .insufficient(let available) = grant {
+                return .insufficient(available: available + book.free(account: account))
+            }
+        }
+    }
+
+    /// Ends a reservation and hands its settlement to the committer; returns once the settlement
+    /// is durable (committed, or spooled when the ledger is down).
+    @discardableResult
+    public func settle(_ reservation: CreditReservation?, charged: Money, transfers: [TransferRequest],
+                       generation: GenerationRecord, idempotency: IdempotencyOutcome?) async -> SettlementCommitter.Receipt {
+        let release = reservation.map { book.settle($0, charged: charged, now: Date()) }
+        return await committer.submit(Settlement(reservation: release, transfers: transfers, generation: generation,
+                                                 idempotency: idempotency))
+    }
+
+    /// Ends a reservation whose request will not run.
+    public func cancel(_ reservation: CreditReservation) { book.cancel(reservation) }
+
+    /// Renews leases in use and gives idle ones back (all of them when `closingAll`, at
+    /// shutdown). Settlements already submitted are committed first, so a closed lease's
+    /// charges are in the ledger before its credit is released.
+    public func upkeep(closingAll: Bool = false) async {
+        let work = book.upkeep(now: Date(), closingAll: closingAll)
+        guard !work.isEmpty else { return }
+        await committer.flush()
+        for item in work {
+            do {
+                switch item {
+                case .renew(let id, let account, let expiresAt):
+                    let store = self.store
+                    let left = try await withLedgerDeadline(timeout, "a lease renewal") {
+                        try await store.shrinkLease(id: id, by: .zero, expiresAt: expiresAt, close: false)
+                    }
+                    if left == nil { book.lost(leaseID: id, account: account) } else {
+                        book.renewed(leaseID: id, account: account, expiresAt: expiresAt)
+                    }
+                case .close(let id, _):
+                    let store = self.store
+                    _ = try await withLedgerDeadline(timeout, "a lease release") {
+                        try await store.shrinkLease(id: id, by: .zero, expiresAt: Date(), close: true)
+                    }
+                }
+            } catch {
+                // A lease not given back expires in the ledger after its TTL.
+                logger.warning("lease upkeep failed", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    /// What the node can spend for the account from its lease without asking the ledger.
+    public func free(account: String) -> Money { book.free(account: account) }
+}

@@ -1,0 +1,172 @@
+import Foundation
+import SignalboxCore
+
+/// How a node sizes, keeps and gives back its leases.
+public struct LeasePolicy: Sendable, Hashable {
+    /// The smallest slice a node asks for when it grows a lease.
+    public var slice: Money
+    /// A growth asks for at least this many times the reservation that needed it.
+    public var sliceMultiple: Int64
+    /// A lease never takes more than 1/`shareDivisor` of an account's available credit beyond
+    /// what the request at hand needs, so the other nodes can still lease the rest.
+    public var shareDivisor: Int64
+    /// How long a lease lives without renewal: a dead node's leases are voided after this.
+    public var ttl: TimeInterval
+    /// A lease with nothing reserved for this long is given back.
+    public var idleRelease: TimeInterval
+
+    public init(slice: Money = Money(nanos: 1_000_000_000), sliceMultiple: Int64 = 8, shareDivisor: Int64 = 4,
+                ttl: TimeInterval = 15 * 60, idleRelease: TimeInterval = 10) {
+        self.slice = slice
+        self.sliceMultiple = sliceMultiple
+        self.shareDivisor = shareDivisor
+        self.ttl = ttl
+        self.idleRelease = idleRelease
+    }
+}
+
+/// Credit a request holds until it settles: part of one of this node's leases.
+public struct CreditReservation: Sendable, Hashable {
+    public var account: String
+    public var leaseID: String
+    public var amount: Money
+}
+
+/// A node's own bookkeeping of its leases, one per account: what the ledger granted and what
+/// in-flight requests reserved of it. Pure: the `CreditLeases` actor does the I/O it asks for.
+///
+/// `granted` runs ahead of the ledger by the releases of settlements not yet committed: it only
+/// ever shrinks early, so the node never uses credit the ledger does not hold for it.
+public struct LeaseBook: Sendable {
+    public struct Lease: Sendable, Hashable {
+        public var id: String
+        public var account: String
+        public var granted: Money
+        public var reserved: Money
+        public var expiresAt: Date
+        public var lastUsed: Date
+        /// The last growth got less than asked for: the account is running low, so each
+        /// settlement gives back the unused part and the lease works like per-request holds.
+        public var tight: Bool
+
+        public var free: Money { granted - reserved }
+    }
+
+    /// Work the shell has to do to keep the leases alive or give them back.
+    public enum Upkeep: Sendable, Hashable {
+        case renew(leaseID: String, account: String, expiresAt: Date)
+        case close(leaseID: String, account: String)
+    }
+
+    public let nodeID: String
+    public let policy: LeasePolicy
+    public private(set) var leases: [String: Lease] = [:]
+    private var sequence = 0
+
+    public init(nodeID: String, policy: LeasePolicy) {
+        self.nodeID = nodeID
+        self.policy = policy
+    }
+
+    /// Takes `amount` from the account's lease if it has that much free.
+    public mutating func reserve(account: String, amount: Money, now: Date) -> CreditReservation? {
+        // A lease is not used in the last tenth of its life: the ledger may void it by then.
+        guard var lease = leases[account], lease.free >= amount,
+              lease.expiresAt.addingTimeInterval(-policy.ttl / 10) > now else { return nil }
+        lease.reserved += amount
+        lease.lastUsed = now
+        leases[account] = lease
+        return CreditReservation(account: account, leaseID: lease.id, amount: amount)
+    }
+
+    /// What to ask the ledger for so that `amount` can be reserved: the shortfall at least, a
+    /// slice if the account can spare it.
+    public mutating func growthRequest(account: String, amount: Money, now: Date) -> LeaseRequest {
+        let lease = leases[account] ?? newLease(account: account, now: now)
+        leases[account] = lease
+        let shortfall = max(.zero, amount - max(.zero, lease.free))
+        let desired = max(policy.slice, Money(nanos: amount.nanos.multipliedReportingOverflow(by: policy.sliceMultiple).partialValue))
+        return LeaseRequest(id: lease.id, account: account, minimum: shortfall, desired: max(shortfall, desired),
+                            shareDivisor: policy.shareDivisor, expiresAt: now.addingTimeInterval(policy.ttl))
+    }
+
+    /// Records the ledger's answer to `request`. A closed lease is dropped (the next growth
+    /// opens a new one).
+    public mutating func apply(_ grant: LeaseGrant, to request: LeaseRequest, now: Date) {
+        guard var lease = leases[request.account], lease.id == request.id else { return }
+        switch grant {
+        case .granted(let added, _):
+            lease.granted += added
+            lease.expiresAt = request.expiresAt
+            lease.tight = added < request.desired
+            leases[request.account] = lease
+        case .insufficient:
+            lease.tight = true
+            leases[request.account] = lease
+        case .closed:
+            leases[request.account] = nil
+        }
+    }
+
+    /// Ends a reservation whose request was charged `charged` (zero for a failure): returns how
+    /// the settlement releases the lease. The charge comes out of the lease; when the lease is
+    /// tight, the unused rest of it goes back too.
+    public mutating func settle(_ reservation: CreditReservation, charged: Money, now: Date) -> Reservation {
+        guard var lease = leases[reservation.account], lease.id == reservation.leaseID else {
+            // The lease was closed (expired) meanwhile: the ledger releases nothing more for it.
+            return .lease(id: reservation.leaseID, release: charged)
+        }
+        lease.reserved -= reservation.amount
+        var release = min(max(.zero, charged), lease.granted)
+        if lease.tight { release = max(release, lease.granted - lease.reserved) }
+        lease.granted -= release
+        lease.lastUsed = now
+        leases[reservation.account] = lease
+        return .lease(id: lease.id, release: release)
+    }
+
+    /// Ends a reservation that will not be settled (its request was answered from an earlier
+    /// one); its credit stays in the lease.
+    public mutating func cancel(_ reservation: CreditReservation) {
+        guard var lease = leases[reservation.account], lease.id == reservation.leaseID else { return }
+        lease.reserved -= reservation.amount
+        leases[reservation.account] = lease
+    }
+
+    /// Leases to renew (half their lifetime gone and still in use) and to give back (idle, or
+    /// all of them when `closingAll`). Closed leases leave the book at once, so new requests
+    /// open new ones.
+    public mutating func upkeep(now: Date, closingAll: Bool = false) -> [Upkeep] {
+        var work: [Upkeep] = []
+        for (account, lease) in leases.sorted(by: { $0.key < $1.key }) {
+            if lease.reserved == .zero && (closingAll || now.timeIntervalSince(lease.lastUsed) >= policy.idleRelease) {
+                leases[account] = nil
+                work.append(.close(leaseID: lease.id, account: account))
+            } else if lease.expiresAt.timeIntervalSince(now) < policy.ttl / 2 {
+                work.append(.renew(leaseID: lease.id, account: account, expiresAt: now.addingTimeInterval(policy.ttl)))
+            }
+        }
+        return work
+    }
+
+    /// The ledger moved a lease's expiry.
+    public mutating func renewed(leaseID: String, account: String, expiresAt: Date) {
+        guard leases[account]?.id == leaseID else { return }
+        leases[account]?.expiresAt = expiresAt
+    }
+
+    /// The ledger no longer holds the lease (it expired there): forget it.
+    public mutating func lost(leaseID: String, account: String) {
+        if leases[account]?.id == leaseID { leases[account] = nil }
+    }
+
+    /// What the node can still spend for an account without asking the ledger.
+    public func free(account: String) -> Money { leases[account].map { max(.zero, $0.free) } ?? .zero }
+
+    private mutating func newLease(account: String, now: Date) -> Lease {
+        sequence += 1
+        let id = "lease:\(nodeID):\(account):\(Int(now.timeIntervalSince1970 * 1000)):\(sequence)"
+        return Lease(id: id, account: account, granted: .zero, reserved: .zero,
+                     expiresAt: now.addingTimeInterval(policy.ttl), lastUsed: now, tight: false)
+    }
+}

@@ -1,0 +1,221 @@
+import Foundation
+import Logging
+
+/// Group commit for settlements, with a spool for when the ledger is down.
+///
+/// Requests hand their settlement to `submit` and wait for it to be durable. While one batch is
+/// being committed the next ones queue, and go together in the next transaction, so a busy node
+/// writes one ledger transaction per batch instead of one per request. When the ledger cannot be
+/// reached, the batch is appended to the local spool (fsync'd) instead and replayed, in the same
+/// batches and idempotently, once the ledger answers again.
+public actor SettlementCommitter {
+    /// Where a submitted settlement ended up.
+    public enum Receipt: Sendable, Hashable {
+        case committed
+        /// In the local spool, to be replayed into the ledger.
+        case spooled
+        /// Refused by the ledger (bad data) and kept in the spool's reject file for an operator;
+        /// or, with no spool configured, lost with an error logged.
+        case rejected
+    }
+
+    /// Numbers for `/readyz` and metrics.
+    public struct Status: Sendable, Hashable {
+        public var ledgerReachable: Bool
+        public var spooled: Int
+        public var committedSettlements: Int
+        public var committedBatches: Int
+    }
+
+    let store: any LedgerStore
+    let spool: SettlementSpool?
+    let rejects: SettlementSpool?
+    let maxBatch: Int
+    let timeout: Duration
+    let replayInterval: Duration
+    let logger: Logger
+    /// Called after each committed batch with its size (for metrics).
+    let onCommit: @Sendable (Int) -> Void
+
+    private var queue: [(settlement: Settlement, continuation: CheckedContinuation<Receipt, Never>)] = []
+    private var draining = false
+    private var idleWaiters: [CheckedContinuation<Void, Never>] = []
+    private var replaying: Task<Void, Never>?
+    private var replayInProgress = false
+    private var status = Status(ledgerReachable: true, spooled: 0, committedSettlements: 0, committedBatches: 0)
+
+    /// `spool`: where settlements go while the ledger is down; without one they are logged and lost.
+    public init(store: any LedgerStore, spool: SettlementSpool?, rejects: SettlementSpool? = nil, maxBatch: Int = 256,
+                timeout: Duration = .seconds(5), replayInterval: Duration = .seconds(1), logger: Logger,
+                onCommit: @escaping @Sendable (Int) -> Void = { _ in }) {
+        self.store = store
+        self.spool = spool
+        self.rejects = rejects
+        self.maxBatch = maxBatch
+        self.timeout = timeout
+        self.replayInterval = replayInterval
+        self.logger = logger
+        self.onCommit = onCommit
+    }
+
+    /// Replays what an earlier run left in the spool (call once at start).
+    public func start() async {
+        status.spooled = await spool?.count ?? 0
+        if status.spooled > 0 {
+            logger.warning("replaying spooled settlements", metadata: ["count": "\(status.spooled)"])
+            startReplay()
+        }
+    }
+
+    public var currentStatus: Status { status }
+
+    /// Checks that the ledger answers (a cheap read), so `/readyz` notices an outage even
+    /// without traffic, and starts a replay when the ledger is back and the spool is not empty.
+    public func probe() async {
+        let store = self.store
+        do {
+            _ = try await withLedgerDeadline(timeout, "a ledger probe") { try await store.account(id: "platform:fees") }
+            status.ledgerReachable = true
+            if status.spooled > 0 { startReplay() }
+        } catch {
+            status.ledgerReachable = false
+        }
+    }
+
+    /// Hands over a settlement; returns once it is committed or spooled.
+    public func submit(_ settlement: Settlement) async -> Receipt {
+        await withCheckedContinuation { continuation in
+            queue.append((settlement, continuation))
+            if !draining {
+                draining = true
+                Task { await self.drain() }
+            }
+        }
+    }
+
+    /// Waits until everything submitted so far is committed or spooled.
+    public func flush() async {
+        guard draining else { return }
+        await withCheckedContinuation { idleWaiters.append($0) }
+    }
+
+    /// Commits the spool now (for tests and shutdown); true when it is empty afterwards.
+    @discardableResult
+    public func replaySpool() async -> Bool {
+        guard let spool else { return true }
+        // One replay at a time: two would each drop the lines they read from the spool.
+        guard !replayInProgress else { return false }
+        replayInProgress = true
+        defer { replayInProgress = false }
+        do {
+            while true {
+                let pending = try await spool.pending()
+                guard !pending.isEmpty else { break }
+                let batch = Array(pending.prefix(maxBatch))
+                try await commitToLedger(batch)
+                try await spool.removeFirst(batch.count)
+                status.spooled = max(0, status.spooled - batch.count)
+                logger.info("replayed spooled settlements", metadata: ["count": "\(batch.count)"])
+            }
+            status.spooled = 0
+            return true
+        } catch let error as LedgerError where error.isRefusal {
+            // One bad settlement must not hold the rest back: replay them one by one.
+            return await replayOneByOne(spool)
+        } catch {
+            status.ledgerReachable = false
+            return false
+        }
+    }
+
+    private func replayOneByOne(_ spool: SettlementSpool) async -> Bool {
+        do {
+            for settlement in try await spool.pending() {
+                do {
+                    try await commitToLedger([settlement])
+                } catch let error as LedgerError where error.isRefusal {
+                    await reject(settlement, error)
+                }
+                try await spool.removeFirst(1)
+            }
+            status.spooled = 0
+            return true
+        } catch {
+            status.ledgerReachable = false
+            return false
+        }
+    }
+
+    private func drain() async {
+        while !queue.isEmpty {
+            let batch = Array(queue.prefix(maxBatch))
+            queue.removeFirst(batch.count)
+            let receipts = await commit(batch.map(\.settlement))
+            for (item, receipt) in zip(batch, receipts) { item.continuation.resume(returning: receipt) }
+        }
+        draining = false
+        let waiters = idleWaiters
+        idleWaiters = []
+        for waiter in waiters { waiter.resume() }
+    }
+
+    private func commitToLedger(_ batch: [Settlement]) async throws {
+        let store = self.store
+        try await withLedgerDeadline(timeout, "a settlement batch") { try await store.settle(batch) }
+        status.ledgerReachable = true
+        status.committedSettlements += batch.count
+        status.committedBatches += 1
+        onCommit(batch.count)
+    }
+
+    private func commit(_ batch: [Settlement]) async -> [Receipt] {
+        do {
+            try await commitToLedger(batch)
+            return Array(repeating: .committed, count: batch.count)
+        } catch let error as LedgerError where error.isRefusal {
+            guard batch.count > 1 else {
+                await reject(batch[0], error)
+                return [.rejected]
+            }
+            // Find the bad one; the others still commit.
+            var receipts: [Receipt] = []
+            for settlement in batch { receipts += await commit([settlement]) }
+            return receipts
+        } catch {
+            status.ledgerReachable = false
+            logger.error("ledger unreachable; spooling settlements", metadata: ["count": "\(batch.count)", "error": "\(error)"])
+            guard let spool else { return Array(repeating: .rejected, count: batch.count) }
+            do {
+                try await spool.append(batch)
+                status.spooled += batch.count
+                startReplay()
+                return Array(repeating: .spooled, count: batch.count)
+            } catch {
+                logger.critical("cannot spool settlements", metadata: ["error": "\(error)"])
+                return Array(repeating: .rejected, count: batch.count)
+            }
+        }
+    }
+
+    private func reject(_ settlement: Settlement, _ error: any Error) async {
+        logger.critical("the ledger refused a settlement", metadata: [
+            "generation": "\(settlement.generation.id)", "error": "\(error)",
+        ])
+        try? await rejects?.append([settlement])
+    }
+
+    private func startReplay() {
+        guard replaying == nil else { return }
+        replaying = Task {
+            while await !self.replaySpool() {
+                try? await Task.sleep(for: self.replayInterval)
+            }
+            await self.replayFinished()
+        }
+    }
+
+    private func replayFinished() {
+        replaying = nil
+        if status.spooled > 0 { startReplay() }
+    }
+}

@@ -1,0 +1,71 @@
+import Foundation
+import Ledger
+import NIOConcurrencyHelpers
+import SignalboxCore
+
+/// A ledger that can be cut off: while `isDown`, every call fails the way an unreachable
+/// database does; otherwise each call goes to the wrapped store. Tests use it to take the
+/// ledger away from a running node and give it back.
+public final class UnreachableLedger: LedgerStore {
+    public let store: any LedgerStore
+    private let down = NIOLockedValueBox(false)
+
+    public init(_ store: any LedgerStore) { self.store = store }
+
+    public var isDown: Bool {
+        get { down.withLockedValue { $0 } }
+        set { down.withLockedValue { $0 = newValue } }
+    }
+
+    private func reach() throws {
+        if isDown { throw LedgerError.unreachable("connection refused (test)") }
+    }
+
+    public func migrate() async throws { try reach(); try await store.migrate() }
+    public func close() async throws { try await store.close() }
+    public func createAccount(id: String, name: String) async throws -> Account {
+        try reach(); return try await store.createAccount(id: id, name: name)
+    }
+    public func account(id: String) async throws -> Account? { try reach(); return try await store.account(id: id) }
+    public func post(_ transfers: [TransferRequest]) async throws { try reach(); try await store.post(transfers) }
+    public func placeHold(_ hold: HoldRequest) async throws -> HoldOutcome { try reach(); return try await store.placeHold(hold) }
+    public func settle(_ batch: [Settlement]) async throws { try reach(); try await store.settle(batch) }
+    public func growLease(_ request: LeaseRequest) async throws -> LeaseGrant { try reach(); return try await store.growLease(request) }
+    public func shrinkLease(id: String, by amount: Money, expiresAt: Date, close: Bool) async throws -> Money? {
+        try reach(); return try await store.shrinkLease(id: id, by: amount, expiresAt: expiresAt, close: close)
+    }
+    public func claimIdempotencyKey(account: String, key: String, generationID: String, now: Date,
+                                    staleAfter: TimeInterval) async throws -> IdempotencyClaim {
+        try reach()
+        return try await store.claimIdempotencyKey(account: account, key: key, generationID: generationID, now: now, staleAfter: staleAfter)
+    }
+    public func voidHold(id: String) async throws { try reach(); try await store.voidHold(id: id) }
+    public func holdStatus(id: String) async throws -> HoldStatus? { try reach(); return try await store.holdStatus(id: id) }
+    public func expireHolds(now: Date) async throws -> Int { try reach(); return try await store.expireHolds(now: now) }
+    public func balance(account: String) async throws -> AccountBalance { try reach(); return try await store.balance(account: account) }
+    public func entries(_ query: EntryQuery) async throws -> [LedgerEntry] { try reach(); return try await store.entries(query) }
+    public func spend(_ query: EntryQuery, by grouping: SpendGrouping) async throws -> [SpendRow] {
+        try reach(); return try await store.spend(query, by: grouping)
+    }
+    public func creditTotals(account: String) async throws -> (credits: Money, usage: Money) {
+        try reach(); return try await store.creditTotals(account: account)
+    }
+    public func purchasedTotal(account: String) async throws -> Money { try reach(); return try await store.purchasedTotal(account: account) }
+    public func verify() async throws -> LedgerVerification { try reach(); return try await store.verify() }
+    public func insertKey(_ key: KeyRecord) async throws { try reach(); try await store.insertKey(key) }
+    public func key(hash: String) async throws -> KeyRecord? { try reach(); return try await store.key(hash: hash) }
+    public func keys(account: String) async throws -> [KeyRecord] { try reach(); return try await store.keys(account: account) }
+    public func updateKey(hash: String, name: String?, disabled: Bool?, limit: Money??, limitReset: String??) async throws -> KeyRecord? {
+        try reach()
+        return try await store.updateKey(hash: hash, name: name, disabled: disabled, limit: limit, limitReset: limitReset)
+    }
+    public func deleteKey(hash: String) async throws -> Bool { try reach(); return try await store.deleteKey(hash: hash) }
+    public func setKeyDisabled(id: String, disabled: Bool) async throws -> Bool {
+        try reach(); return try await store.setKeyDisabled(id: id, disabled: disabled)
+    }
+    public func keyUsage(keyID: String, now: Date) async throws -> KeyUsage { try reach(); return try await store.keyUsage(keyID: keyID, now: now) }
+    public func freeRequestCount(account: String, since: [Date]) async throws -> [Int] {
+        try reach(); return try await store.freeRequestCount(account: account, since: since)
+    }
+    public func generation(id: String) async throws -> GenerationRecord? { try reach(); return try await store.generation(id: id) }
+}
