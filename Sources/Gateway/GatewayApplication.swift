@@ -24,7 +24,8 @@ public struct GatewayDependencies: Sendable {
     public var credit: CreditLeases
     public var committer: SettlementCommitter
 
-    /// Without `credit`, the node keeps leases with default settings and no spool.
+    /// Without `credit`, the node keeps leases with default settings and spools to a new
+    /// temporary directory (for tests; `signalbox serve` passes its own).
     public init(configuration: GatewayConfiguration, catalog: Catalog, ledger: any LedgerStore,
                 transport: any UpstreamTransport, providerKeys: [String: String], logger: Logger,
                 metrics: GatewayMetrics = GatewayMetrics(), health: HealthTracker = HealthTracker(),
@@ -35,7 +36,9 @@ public struct GatewayDependencies: Sendable {
             self.credit = credit
             self.committer = credit.committer
         } else {
-            let committer = SettlementCommitter(store: ledger, spool: nil, logger: logger,
+            let spoolPath = FileManager.default.temporaryDirectory
+                .appendingPathComponent("signalbox-\(UUID().uuidString)/settlements.spool").path
+            let committer = SettlementCommitter(store: ledger, spool: try? SettlementSpool(path: spoolPath), logger: logger,
                                                 onCommit: { [metrics] in metrics.settlementBatch(size: $0) })
             self.committer = committer
             self.credit = CreditLeases(store: ledger, committer: committer, nodeID: configuration.nodeID,

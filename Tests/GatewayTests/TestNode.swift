@@ -32,6 +32,8 @@ struct TestNode: Sendable {
         configure: @Sendable (inout GatewayConfiguration) -> Void = { _ in },
         providersWithoutKeys: Set<String> = [],
         postgres: Bool = false,
+        /// Wraps the ledger in an `UnreachableLedger` (as `node.ledger`) that a test can cut off.
+        cuttable: Bool = false,
         _ body: @Sendable (TestNode) async throws -> Void
     ) async throws {
         if postgres {
@@ -40,7 +42,8 @@ struct TestNode: Sendable {
                               providersWithoutKeys: providersWithoutKeys, body)
             }
         } else {
-            let ledger = try await SQLiteLedgerStore.open(path: nil)
+            let sqlite = try await SQLiteLedgerStore.open(path: nil)
+            let ledger: any LedgerStore = cuttable ? UnreachableLedger(sqlite) : sqlite
             do {
                 try await run(ledger: ledger, credits: credits, simulatorConfiguration: simulatorConfiguration, configure: configure,
                               providersWithoutKeys: providersWithoutKeys, body)
@@ -142,11 +145,11 @@ struct TestNode: Sendable {
                      body: String(buffer: collected))
     }
 
-    func chat(model: String = "openai/gpt-4o-mini", stream: Bool = false, extra: String = "") async throws -> Reply {
+    func chat(model: String = "openai/gpt-4o-mini", stream: Bool = false, extra: String = "", key: String? = nil) async throws -> Reply {
         try await request("/api/v1/chat/completions", body: """
             {"model": "\(model)", "stream": \(stream), "max_tokens": 50,
              "messages": [{"role": "user", "content": "Hello from the gateway tests"}]\(extra)}
-            """)
+            """, key: key)
     }
 
     func fault(_ json: String) async throws {
