@@ -90,6 +90,9 @@ public struct Gateway: Sendable {
         ("/api/v1/key", [.get]), ("/api/v1/auth/key", [.get]), ("/api/v1/credits", [.get]),
         ("/api/v1/generation", [.get]), ("/metrics", [.get]),
         ("/api/v1/keys", [.get, .post]), ("/api/v1/keys/:hash", [.get, .patch, .delete]),
+        ("/api/v1/admin/accounts", [.post]), ("/api/v1/admin/accounts/:account/balance", [.get]),
+        ("/api/v1/admin/credits", [.post]), ("/api/v1/admin/ledger/entries", [.get]),
+        ("/api/v1/admin/ledger/spend", [.get]), ("/api/v1/admin/ledger/verify", [.get]),
     ]
 
     public func buildRouter() -> Router<BasicRequestContext> {
@@ -133,6 +136,7 @@ public struct Gateway: Sendable {
         api.get("/credits") { request, _ in try await credits(request) }
         api.get("/generation") { request, _ in try await generation(request) }
         registerKeyRoutes(api)
+        registerAdminLedgerRoutes(api)
         return router
     }
 

@@ -34,6 +34,27 @@ public struct TransferRequest: Sendable, Hashable, Codable {
     }
 }
 
+extension TransferRequest {
+    /// A credit purchase: the account gets `credit`, and the platform's fee (5.5%, $0.80
+    /// minimum) is recorded as fee revenue; both come from `platform:purchases`, the money the
+    /// buyer paid. `reference` (the payment's id) makes a repeat record nothing.
+    public static func purchase(account: String, credit: Money, reference: String) -> [TransferRequest] {
+        [
+            TransferRequest(idempotencyKey: "purchase:\(reference)", debit: Billing.SystemAccount.purchases, credit: account,
+                            amount: credit, kind: .purchase, memo: "credit purchase \(reference)"),
+            TransferRequest(idempotencyKey: "fee:\(reference)", debit: Billing.SystemAccount.purchases,
+                            credit: Billing.SystemAccount.fees, amount: Billing.purchaseFee(for: credit), kind: .fee,
+                            memo: "platform fee \(reference)"),
+        ]
+    }
+
+    /// Promotional credit, without a fee.
+    public static func grant(account: String, credit: Money, reference: String) -> TransferRequest {
+        TransferRequest(idempotencyKey: "grant:\(reference)", debit: Billing.SystemAccount.grants, credit: account,
+                        amount: credit, kind: .grant, memo: "grant \(reference)")
+    }
+}
+
 /// A posted ledger entry.
 public struct Transfer: Sendable, Hashable, Codable {
     public var id: Int64
@@ -59,6 +80,8 @@ public struct EntryQuery: Sendable, Hashable {
     public var provider: String?
     public var kind: TransferKind?
     public var generationID: String?
+    /// One entry by its id.
+    public var transferID: Int64?
     /// Entries created at or after this time.
     public var since: Date?
     /// Entries created before this time.
@@ -67,7 +90,9 @@ public struct EntryQuery: Sendable, Hashable {
     public var limit: Int
 
     public init(account: String? = nil, keyID: String? = nil, model: String? = nil, provider: String? = nil,
-                kind: TransferKind? = nil, generationID: String? = nil, since: Date? = nil, until: Date? = nil, limit: Int = 100) {
+                kind: TransferKind? = nil, generationID: String? = nil, transferID: Int64? = nil, since: Date? = nil,
+                until: Date? = nil, limit: Int = 100) {
+        self.transferID = transferID
         self.account = account
         self.keyID = keyID
         self.model = model
@@ -105,6 +130,7 @@ public struct EntryQuery: Sendable, Hashable {
         }
         if let kind { clauses.append("t.kind = \(bind(.text(kind.rawValue)))") }
         if let generationID { clauses.append("t.generation_id = \(bind(.text(generationID)))") }
+        if let transferID { clauses.append("t.id = \(bind(.integer(transferID)))") }
         if let since { clauses.append("t.created_at >= \(bind(.integer(Int64(since.timeIntervalSince1970 * 1000))))") }
         if let until { clauses.append("t.created_at < \(bind(.integer(Int64(until.timeIntervalSince1970 * 1000))))") }
         return (clauses.isEmpty ? "1 = 1" : clauses.joined(separator: " AND "), values)

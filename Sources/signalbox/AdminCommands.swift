@@ -142,14 +142,7 @@ struct CreditsCommand: AsyncParsableCommand {
             let credit = try parseAmount(amount, option: "--amount")
             let fee = Billing.purchaseFee(for: credit)
             let reference = self.reference ?? UUID().uuidString
-            try await ledger.withLedger { store in
-                try await store.post([
-                    TransferRequest(idempotencyKey: "purchase:\(reference)", debit: Billing.SystemAccount.purchases,
-                                    credit: account, amount: credit, kind: .purchase, memo: "credit purchase \(reference)"),
-                    TransferRequest(idempotencyKey: "fee:\(reference)", debit: Billing.SystemAccount.purchases,
-                                    credit: Billing.SystemAccount.fees, amount: fee, kind: .fee, memo: "platform fee \(reference)"),
-                ])
-            }
+            try await ledger.withLedger { try await $0.post(TransferRequest.purchase(account: account, credit: credit, reference: reference)) }
             ledger.emit(["account": .string(account), "credit": .decimal(credit.decimalString), "fee": .decimal(fee.decimalString),
                          "charged": .decimal((credit + fee).decimalString)],
                         text: "Credited \(credit) to \(account); fee \(fee); the buyer pays \(credit + fee).")
@@ -166,10 +159,7 @@ struct CreditsCommand: AsyncParsableCommand {
         func run() async throws {
             let credit = try parseAmount(amount, option: "--amount")
             let reference = self.reference ?? UUID().uuidString
-            try await ledger.withLedger { store in
-                try await store.post([TransferRequest(idempotencyKey: "grant:\(reference)", debit: Billing.SystemAccount.grants,
-                                                      credit: account, amount: credit, kind: .grant, memo: "grant \(reference)")])
-            }
+            try await ledger.withLedger { try await $0.post([TransferRequest.grant(account: account, credit: credit, reference: reference)]) }
             ledger.emit(["account": .string(account), "credit": .decimal(credit.decimalString)], text: "Granted \(credit) to \(account).")
         }
     }
@@ -177,7 +167,7 @@ struct CreditsCommand: AsyncParsableCommand {
 
 struct LedgerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "ledger", abstract: "Query and check the ledger.",
-                                                    subcommands: [Balance.self, Entries.self, Verify.self])
+                                                    subcommands: [Balance.self, Entries.self, Spend.self, Generation.self, Reverse.self, Verify.self])
 
     struct Balance: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "An account's balance and available credit.")
@@ -192,22 +182,106 @@ struct LedgerCommand: AsyncParsableCommand {
     }
 
     struct Entries: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "An account's latest ledger entries.")
-        @Option(help: "Account.") var account: String
-        @Option(help: "How many, newest first.") var limit: Int = 50
+        static let configuration = CommandConfiguration(
+            abstract: "Ledger entries matching the filters, newest first (text, JSON or CSV).")
+        @OptionGroup var filters: EntryFilters
+        @Option(help: "How many, newest first.") var limit: Int = 100
+        @Option(help: "Output: text, json or csv (--json is the same as --format json).") var format: String?
         @OptionGroup var ledger: LedgerOptions
 
         func run() async throws {
-            let entries = try await ledger.withLedger { try await $0.entries(account: account, limit: limit) }
-            let formatter = ISO8601DateFormatter()
-            ledger.emit(.array(entries.map { entry in
-                ["id": .int(entry.id), "kind": .string(entry.kind.rawValue), "debit": .string(entry.debitAccount),
-                 "credit": .string(entry.creditAccount), "amount": .string(entry.amount.decimalString),
-                 "generation_id": entry.generationID.map { .string($0) } ?? nil, "key_id": entry.keyID.map { .string($0) } ?? nil,
-                 "memo": entry.memo.map { .string($0) } ?? nil, "created_at": .string(formatter.string(from: entry.createdAt))]
-            }), text: entries.map {
-                "\(formatter.string(from: $0.createdAt))  \($0.kind.rawValue)  \($0.debitAccount) → \($0.creditAccount)  \($0.amount)"
-            }.joined(separator: "\n"))
+            var query = try filters.query()
+            query.limit = limit
+            let entries = try await ledger.withLedger { try await $0.entries(query) }
+            switch format ?? (ledger.json ? "json" : "text") {
+            case "json": print(JSONWriter.string(.array(entries.map(EntryFormat.json))))
+            case "csv": print(EntryFormat.csv(entries), terminator: "")
+            case "text":
+                print(entries.map(EntryFormat.text).joined(separator: "\n"))
+            default: throw ValidationError("--format must be text, json or csv")
+            }
+        }
+    }
+
+    struct Spend: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Charges summed per day, model, provider, key or account, over the entries the filters match.")
+        @Option(help: "Group by: day, model, provider, key or account.") var by: String = "day"
+        @OptionGroup var filters: EntryFilters
+        @Option(help: "Output: text, json or csv.") var format: String?
+        @OptionGroup var ledger: LedgerOptions
+
+        func run() async throws {
+            guard let grouping = SpendGrouping(rawValue: by) else {
+                throw ValidationError("--by must be one of \(SpendGrouping.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            let query = try filters.query()
+            let rows = try await ledger.withLedger { try await $0.spend(query, by: grouping) }
+            switch format ?? (ledger.json ? "json" : "text") {
+            case "json":
+                print(JSONWriter.string(.array(rows.map {
+                    [.init(grouping.rawValue): .string($0.group), "amount": .string($0.amount.decimalString), "requests": .int(Int64($0.requests))]
+                })))
+            case "csv":
+                print("\(grouping.rawValue),amount,requests")
+                for row in rows { print("\(EntryFormat.csvField(row.group)),\(row.amount.decimalString),\(row.requests)") }
+            case "text":
+                for row in rows { print("\(row.group.isEmpty ? "(none)" : row.group)  \(row.amount)  \(row.requests) requests") }
+            default: throw ValidationError("--format must be text, json or csv")
+            }
+        }
+    }
+
+    struct Generation: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "One request's generation record and its ledger entries.")
+        @Argument(help: "Generation id (gen-…, the X-Generation-Id header).") var id: String
+        @OptionGroup var ledger: LedgerOptions
+
+        func run() async throws {
+            let (record, entries) = try await ledger.withLedger { store in
+                (try await store.generation(id: id), try await store.entries(EntryQuery(generationID: id)))
+            }
+            guard let record else { throw ValidationError("No generation \(id)") }
+            let value: JSONValue = [
+                "id": .string(record.id), "account": .string(record.accountID), "key_id": record.keyID.map { .string($0) } ?? nil,
+                "model": .string(record.model), "provider": record.providerName.map { .string($0) } ?? nil,
+                "cost": .string(record.cost.decimalString), "tokens_prompt": .int(Int64(record.usage.promptTokens)),
+                "tokens_completion": .int(Int64(record.usage.completionTokens)), "streamed": .bool(record.streamed),
+                "cancelled": .bool(record.cancelled), "finish_reason": record.finishReason.map { .string($0) } ?? nil,
+                "created_at": .string(ISO8601DateFormatter().string(from: record.createdAt)),
+                "attempts": .array(record.attempts.map { ["provider": .string($0.provider), "status": .string($0.status)] }),
+                "entries": .array(entries.map(EntryFormat.json)),
+            ]
+            ledger.emit(value, text: """
+                \(record.id)  \(record.model) via \(record.providerName ?? "-")  cost \(record.cost)  account \(record.accountID)
+                tokens: \(record.usage.promptTokens) prompt, \(record.usage.completionTokens) completion
+                """ + entries.map { "\n  " + EntryFormat.text($0) }.joined())
+        }
+    }
+
+    struct Reverse: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Correct or refund an entry by posting its reversal (the entry itself is never edited).")
+        @Option(help: "Id of the entry to reverse (from `ledger entries`).") var entry: Int64
+        @Option(help: "Why, kept in the reversal's memo.") var reason: String = "reversal"
+        @OptionGroup var ledger: LedgerOptions
+
+        func run() async throws {
+            let reversal = try await ledger.withLedger { store -> TransferRequest in
+                guard let original = try await store.entries(EntryQuery(transferID: entry, limit: 1)).first?.transfer else {
+                    throw ValidationError("No entry \(entry)")
+                }
+                guard original.kind != .reversal else { throw ValidationError("Entry \(entry) is itself a reversal") }
+                let reversal = TransferRequest(
+                    idempotencyKey: "reversal:\(original.id)", debit: original.creditAccount, credit: original.debitAccount,
+                    amount: original.amount, kind: .reversal, keyID: original.keyID, generationID: original.generationID,
+                    memo: "\(reason) (reverses entry \(original.id))")
+                try await store.post([reversal])
+                return reversal
+            }
+            ledger.emit(["reversed": .int(entry), "debit": .string(reversal.debitAccount), "credit": .string(reversal.creditAccount),
+                         "amount": .string(reversal.amount.decimalString)],
+                        text: "Reversed entry \(entry): \(reversal.amount) from \(reversal.debitAccount) back to \(reversal.creditAccount).")
         }
     }
 
@@ -226,3 +300,31 @@ struct LedgerCommand: AsyncParsableCommand {
         }
     }
 }
+
+/// Filters shared by `ledger entries` and `ledger spend`.
+struct EntryFilters: ParsableArguments {
+    @Option(help: "Account on either side (customer or system, e.g. provider:openai).") var account: String?
+    @Option(help: "API key id (from `keys list`).") var key: String?
+    @Option(help: "Model id, e.g. openai/gpt-4o-mini.") var model: String?
+    @Option(help: "Provider slug, e.g. openai.") var provider: String?
+    @Option(help: "Entry kind: purchase, fee, grant, charge, insurance, refund, reversal or adjustment.") var kind: String?
+    @Option(help: "From this time on: 2026-11-25 or 2026-11-25T14:00:00Z (UTC).") var since: String?
+    @Option(help: "Before this time (same forms as --since).") var until: String?
+
+    func query() throws -> EntryQuery {
+        var kind: TransferKind?
+        if let text = self.kind {
+            guard let parsed = TransferKind(rawValue: text) else { throw ValidationError("Unknown --kind \(text)") }
+            kind = parsed
+        }
+        return EntryQuery(account: account, keyID: key, model: model, provider: provider, kind: kind,
+                          since: try since.map { try Self.date($0, option: "--since") },
+                          until: try until.map { try Self.date($0, option: "--until") })
+    }
+
+    static func date(_ text: String, option: String) throws -> Date {
+        if let date = EntryQuery.parseTime(text) { return date }
+        throw ValidationError("\(option) must be a date (2026-11-25) or an ISO 8601 time (2026-11-25T14:00:00Z)")
+    }
+}
+

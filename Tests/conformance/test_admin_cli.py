@@ -61,3 +61,88 @@ def test_migrate_and_admin_commands_on_postgres():
         assert cli("ledger", "verify", ledger=ledger)["consistent"] is True
     finally:
         subprocess.run(["psql", admin, "-q", "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], check=False)
+
+
+def cli_text(*args, ledger):
+    out = subprocess.run([BINARY, *args, *ledger], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_who_spent_what_where_and_when(node):
+    """Entries filtered by account, key, model, provider and time; spend per model and provider;
+    CSV export; a generation's entries; a refund posted as a reversal."""
+    ledger = ["--data-dir", node.data_dir]
+    account = cli("accounts", "create", "--name", "Audit", ledger=ledger)["id"]
+    cli("credits", "grant", "--account", account, "--amount", "5", ledger=ledger)
+    keys = [cli("keys", "create", "--account", account, "--name", name, ledger=ledger) for name in ("one", "two")]
+    calls = [(keys[0], "openai/gpt-4o-mini", ["openai"]), (keys[0], "openai/gpt-4o-mini", ["azure"]),
+             (keys[1], "anthropic/claude-haiku-4.5", ["anthropic"])]
+    ids = []
+    for key, model, order in calls:
+        client = openai.OpenAI(base_url=node.api, api_key=key["key"], max_retries=0)
+        reply = client.chat.completions.create(model=model, max_tokens=10, messages=[{"role": "user", "content": "Audit me"}],
+                                               extra_body={"provider": {"order": order, "allow_fallbacks": False}})
+        ids.append(reply.id)
+
+    charges = cli("ledger", "entries", "--account", account, "--kind", "charge", ledger=ledger)
+    assert [e["generation_id"] for e in charges] == ids[::-1]
+    assert [e["provider"] for e in charges] == ["anthropic", "azure", "openai"]
+    by_key = cli("ledger", "entries", "--key", keys[1]["id"], ledger=ledger)
+    assert [e["model"] for e in by_key] == ["anthropic/claude-haiku-4.5"]
+    assert len(cli("ledger", "entries", "--account", account, "--model", "openai/gpt-4o-mini", ledger=ledger)) == 2
+    assert [e["generation_id"] for e in cli("ledger", "entries", "--account", account, "--provider", "azure", ledger=ledger)] == [ids[1]]
+    assert cli("ledger", "entries", "--account", account, "--since", "2099-01-01", ledger=ledger) == []
+    assert len(cli("ledger", "entries", "--account", account, "--until", "2099-01-01T00:00:00Z", ledger=ledger)) == 4
+
+    per_model = {row["model"]: row for row in cli("ledger", "spend", "--by", "model", "--account", account, ledger=ledger)}
+    assert per_model["openai/gpt-4o-mini"]["requests"] == 2 and per_model["anthropic/claude-haiku-4.5"]["requests"] == 1
+    total = sum(float(e["amount"]) for e in charges)
+    per_provider = cli("ledger", "spend", "--by", "provider", "--account", account, ledger=ledger)
+    assert {row["provider"] for row in per_provider} == {"openai", "azure", "anthropic"}
+    assert abs(sum(float(row["amount"]) for row in per_provider) - total) < 1e-12
+
+    csv_text = cli_text("ledger", "entries", "--account", account, "--format", "csv", ledger=ledger)
+    rows = list(__import__("csv").DictReader(csv_text.splitlines()))
+    assert [r["kind"] for r in rows] == ["charge", "charge", "charge", "grant"] and rows[0]["model"] == "anthropic/claude-haiku-4.5"
+
+    generation = cli("ledger", "generation", ids[0], ledger=ledger)
+    assert generation["model"] == "openai/gpt-4o-mini" and [e["kind"] for e in generation["entries"]] == ["charge"]
+    before = cli("ledger", "balance", "--account", account, ledger=ledger)["balance"]
+    refund = cli("ledger", "reverse", "--entry", str(generation["entries"][0]["id"]), "--reason", "refund", ledger=ledger)
+    assert refund["credit"] == account
+    after = cli("ledger", "balance", "--account", account, ledger=ledger)["balance"]
+    assert abs(float(after) - float(before) - float(generation["cost"])) < 1e-12
+    assert cli("ledger", "verify", ledger=ledger)["consistent"] is True
+
+
+def admin_http(node, method, path, body=None):
+    import urllib.request
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(node.api + path, data=data, method=method,
+                                     headers={"Authorization": f"Bearer {node.admin_key}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        raw = response.read().decode()
+        return json.loads(raw) if response.headers.get("Content-Type", "").startswith("application/json") else raw
+
+
+def test_admin_http_api_answers_the_same_questions(node):
+    import urllib.error
+    account = admin_http(node, "POST", "/admin/accounts", {"name": "Http"})["id"]
+    bought = admin_http(node, "POST", "/admin/credits", {"account": account, "amount": "10", "kind": "purchase", "reference": "inv-9"})
+    assert (bought["fee"], bought["charged"], bought["balance"]) == ("0.8", "10.8", "10")  # the $0.80 minimum fee
+    admin_http(node, "POST", "/admin/credits", {"account": account, "amount": "10", "kind": "purchase", "reference": "inv-9"})
+    assert admin_http(node, "GET", f"/admin/accounts/{account}/balance")["balance"] == "10"  # the retry added nothing
+    entries = admin_http(node, "GET", f"/admin/ledger/entries?account={account}")["data"]
+    assert [e["kind"] for e in entries] == ["purchase"]
+    csv_text = admin_http(node, "GET", f"/admin/ledger/entries?account=platform:fees&format=csv")
+    assert csv_text.startswith("id,created_at,kind,") and "inv-9" in csv_text
+    assert admin_http(node, "GET", "/admin/ledger/spend?by=provider")["by"] == "provider"
+    assert admin_http(node, "GET", "/admin/ledger/verify")["consistent"] is True
+    with pytest.raises(urllib.error.HTTPError) as refused:  # the demo key is not an admin key
+        urllib.request.urlopen(urllib.request.Request(node.api + "/admin/ledger/verify",
+                                                      headers={"Authorization": f"Bearer {node.demo_key}"}), timeout=10)
+    assert refused.value.code == 403
+    with pytest.raises(urllib.error.HTTPError) as bad:
+        admin_http(node, "GET", "/admin/ledger/spend?by=color")
+    assert bad.value.code == 400 and "by" in json.loads(bad.value.read())["error"]["message"]

@@ -1,0 +1,120 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Ledger
+import SignalboxCore
+
+/// `/api/v1/admin/…`: the ledger for operators, with the admin key — the HTTP twin of the
+/// `signalbox accounts|credits|ledger` commands (Docs/admin.md).
+extension Gateway {
+    func registerAdminLedgerRoutes(_ api: RouterGroup<BasicRequestContext>) {
+        api.post("/admin/accounts") { request, _ in
+            _ = try await requireAdmin(request)
+            let body = try await body(request)
+            guard let name = body["name"]?.stringValue, !name.isEmpty else { throw APIError.badRequest("'name' is required") }
+            let id = body["id"]?.stringValue ?? "acct-" + UUID().uuidString.lowercased().prefix(12)
+            let account = try await dependencies.ledger.createAccount(id: id, name: name)
+            return JSONResponse.make(["id": .string(account.id), "name": .string(account.name)], status: .created)
+        }
+        api.get("/admin/accounts/:account/balance") { request, context in
+            _ = try await requireAdmin(request)
+            let account = context.parameters.get("account") ?? ""
+            guard try await dependencies.ledger.account(id: account) != nil else { throw APIError.notFound("Account \(account) not found") }
+            let balance = try await dependencies.ledger.balance(account: account)
+            return JSONResponse.make(["account": .string(account), "balance": .string(balance.balance.decimalString),
+                                      "available": .string(balance.available.decimalString)])
+        }
+        api.post("/admin/credits") { request, _ in try await addCredit(request) }
+        api.get("/admin/ledger/entries") { request, _ in
+            _ = try await requireAdmin(request)
+            let query = try Self.entryQuery(request.uri.queryParameters)
+            let entries = try await dependencies.ledger.entries(query)
+            if request.uri.queryParameters["format"] == "csv" {
+                return Response(status: .ok, headers: [.contentType: "text/csv; charset=utf-8"],
+                                body: .init(byteBuffer: ByteBuffer(string: EntryFormat.csv(entries))))
+            }
+            return JSONResponse.make(["data": .array(entries.map(EntryFormat.json))])
+        }
+        api.get("/admin/ledger/spend") { request, _ in
+            _ = try await requireAdmin(request)
+            let by = request.uri.queryParameters["by"].map(String.init) ?? "day"
+            guard let grouping = SpendGrouping(rawValue: by) else {
+                throw APIError.badRequest("'by' must be one of \(SpendGrouping.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            let rows = try await dependencies.ledger.spend(try Self.entryQuery(request.uri.queryParameters), by: grouping)
+            if request.uri.queryParameters["format"] == "csv" {
+                let csv = "\(grouping.rawValue),amount,requests\r\n"
+                    + rows.map { "\(EntryFormat.csvField($0.group)),\($0.amount.decimalString),\($0.requests)\r\n" }.joined()
+                return Response(status: .ok, headers: [.contentType: "text/csv; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: csv)))
+            }
+            return JSONResponse.make(["by": .string(grouping.rawValue), "data": .array(rows.map {
+                ["group": .string($0.group), "amount": .string($0.amount.decimalString), "requests": .int(Int64($0.requests))]
+            })])
+        }
+        api.get("/admin/ledger/verify") { request, _ in
+            _ = try await requireAdmin(request)
+            let result = try await dependencies.ledger.verify()
+            return JSONResponse.make([
+                "consistent": .bool(result.isConsistent), "transfers": .int(Int64(result.transferCount)),
+                "mismatched_accounts": .array(result.mismatchedAccounts.map { .string($0) }),
+                "sum_of_balances": .string(result.totalOfBalances.decimalString),
+            ])
+        }
+    }
+
+    /// `POST /api/v1/admin/credits` `{"account", "amount", "kind": "purchase"|"grant", "reference"}`:
+    /// a purchase records the platform fee beside the credit; the reference makes retries safe.
+    func addCredit(_ request: Request) async throws -> Response {
+        _ = try await requireAdmin(request)
+        let body = try await body(request)
+        guard let account = body["account"]?.stringValue else { throw APIError.badRequest("'account' is required") }
+        guard let text = body["amount"]?.decimalText ?? body["amount"]?.stringValue, let amount = Money(decimal: text), amount > .zero else {
+            throw APIError.badRequest("'amount' must be a positive number of USD")
+        }
+        guard try await dependencies.ledger.account(id: account) != nil else { throw APIError.notFound("Account \(account) not found") }
+        let reference = body["reference"]?.stringValue ?? UUID().uuidString
+        let kind = body["kind"]?.stringValue ?? "purchase"
+        let transfers: [TransferRequest]
+        switch kind {
+        case "purchase": transfers = TransferRequest.purchase(account: account, credit: amount, reference: reference)
+        case "grant": transfers = [TransferRequest.grant(account: account, credit: amount, reference: reference)]
+        default: throw APIError.badRequest("'kind' must be purchase or grant")
+        }
+        do {
+            try await dependencies.ledger.post(transfers)
+        } catch LedgerError.idempotencyConflict {
+            throw APIError(status: 409, message: "Reference \(reference) was already used for a different amount")
+        }
+        let fee = kind == "purchase" ? Billing.purchaseFee(for: amount) : .zero
+        let balance = try await dependencies.ledger.balance(account: account)
+        return JSONResponse.make([
+            "account": .string(account), "credit": .string(amount.decimalString), "fee": .string(fee.decimalString),
+            "charged": .string((amount + fee).decimalString), "reference": .string(reference),
+            "balance": .string(balance.balance.decimalString),
+        ])
+    }
+
+    static func entryQuery(_ parameters: Parameters) throws -> EntryQuery {
+        func time(_ name: String) throws -> Date? {
+            guard let text = parameters[Substring(name)] else { return nil }
+            guard let date = EntryQuery.parseTime(String(text)) else {
+                throw APIError.badRequest("'\(name)' must be a date (2026-11-25) or an ISO 8601 time")
+            }
+            return date
+        }
+        var kind: TransferKind?
+        if let text = parameters["kind"] {
+            guard let parsed = TransferKind(rawValue: String(text)) else { throw APIError.badRequest("Unknown kind \(text)") }
+            kind = parsed
+        }
+        var limit = 100
+        if let text = parameters["limit"] {
+            guard let parsed = Int(text), (1...100_000).contains(parsed) else { throw APIError.badRequest("'limit' must be 1…100000") }
+            limit = parsed
+        }
+        return EntryQuery(
+            account: parameters["account"].map(String.init), keyID: parameters["key"].map(String.init),
+            model: parameters["model"].map(String.init), provider: parameters["provider"].map(String.init), kind: kind,
+            generationID: parameters["generation"].map(String.init), since: try time("since"), until: try time("until"), limit: limit)
+    }
+}

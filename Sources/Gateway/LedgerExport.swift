@@ -1,0 +1,52 @@
+import Foundation
+import Ledger
+import SignalboxCore
+
+/// How ledger entries are printed and exported.
+public enum EntryFormat {
+    public static let columns = ["id", "created_at", "kind", "debit", "credit", "amount", "key_id", "generation_id", "model", "provider", "memo"]
+
+    public static func fields(_ entry: LedgerEntry) -> [String] {
+        let transfer = entry.transfer
+        return [String(transfer.id), ISO8601DateFormatter().string(from: transfer.createdAt), transfer.kind.rawValue,
+                transfer.debitAccount, transfer.creditAccount, transfer.amount.decimalString, transfer.keyID ?? "",
+                transfer.generationID ?? "", entry.model ?? "", entry.provider ?? "", transfer.memo ?? ""]
+    }
+
+    public static func json(_ entry: LedgerEntry) -> JSONValue {
+        var object = JSONObject()
+        for (column, value) in zip(columns, fields(entry)) {
+            object[column] = column == "id" ? .int(entry.transfer.id) : value.isEmpty && column != "memo" ? nil : .string(value)
+        }
+        return .object(object)
+    }
+
+    public static func text(_ entry: LedgerEntry) -> String {
+        let transfer = entry.transfer
+        return "#\(transfer.id)  \(ISO8601DateFormatter().string(from: transfer.createdAt))  \(transfer.kind.rawValue)  "
+            + "\(transfer.debitAccount) → \(transfer.creditAccount)  \(transfer.amount)"
+            + (entry.model.map { "  \($0)" } ?? "") + (transfer.generationID.map { "  \($0)" } ?? "")
+    }
+
+    /// RFC 4180: a header row, then one row per entry; fields with commas, quotes or newlines quoted.
+    public static func csv(_ entries: [LedgerEntry]) -> String {
+        var output = columns.joined(separator: ",") + "\r\n"
+        for entry in entries { output += fields(entry).map(csvField).joined(separator: ",") + "\r\n" }
+        return output
+    }
+
+    public static func csvField(_ value: String) -> String {
+        guard value.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return value }
+        return "\"" + value.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+    }
+}
+
+extension EntryQuery {
+    /// A time for `since`/`until` filters: a UTC date (`2026-11-25`) or an ISO 8601 time.
+    public static func parseTime(_ text: String) -> Date? {
+        if let date = ISO8601DateFormatter().date(from: text) { return date }
+        let day = ISO8601DateFormatter()
+        day.formatOptions = [.withFullDate]
+        return day.date(from: text)
+    }
+}
