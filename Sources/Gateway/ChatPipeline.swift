@@ -122,6 +122,7 @@ struct ChatPipeline: Sendable {
         } catch let error as APIError {
             throw error
         } catch {
+            logger.warning("ledger call failed", metadata: ["error": "\(String(reflecting: error))"])
             throw Self.ledgerUnavailable(error)
         }
     }

@@ -37,27 +37,37 @@ public actor CreditLeases {
     public func reserve(account: String, amount: Money) async throws -> Outcome {
         while true {
             if let reservation = book.reserve(account: account, amount: amount, now: Date()) { return .reserved(reservation) }
-            if let growth = growing[account] {
-                _ = try? await growth.value  // someone is already asking; then try again
-                continue
-            }
-            let request = book.growthRequest(account: account, amount: amount, now: Date())
-            let (store, timeout) = (self.store, self.timeout)
-            let growth = Task { try await withLedgerDeadline(timeout, "a lease") { try await store.growLease(request) } }
-            growing[account] = growth
-            let grant: LeaseGrant
-            do {
-                grant = try await growth.value
-                growing[account] = nil
-            } catch {
-                growing[account] = nil
-                throw error
-            }
-            book.apply(grant, to: request, now: Date())
-            if case .insufficient(let available) = grant {
+            // One growth per account at a time; everyone short waits for it, then tries again.
+            let growth = growing[account] ?? startGrowth(account: account, amount: amount)
+            if case .insufficient(let available) = try await growth.value {
+                if let reservation = book.reserve(account: account, amount: amount, now: Date()) { return .reserved(reservation) }
                 return .insufficient(available: available + book.free(account: account))
             }
         }
+    }
+
+    /// Asks the ledger to grow the account's lease; the answer is applied to the book on this
+    /// actor before the task completes, so whoever awaits it sees the new lease.
+    private func startGrowth(account: String, amount: Money) -> Task<LeaseGrant, any Error> {
+        let request = book.growthRequest(account: account, amount: amount, now: Date())
+        let (store, timeout) = (self.store, self.timeout)
+        let growth = Task {
+            do {
+                let grant = try await withLedgerDeadline(timeout, "a lease") { try await store.growLease(request) }
+                await self.finishGrowth(request, grant)
+                return grant
+            } catch {
+                await self.finishGrowth(request, nil)
+                throw error
+            }
+        }
+        growing[account] = growth
+        return growth
+    }
+
+    private func finishGrowth(_ request: LeaseRequest, _ grant: LeaseGrant?) {
+        growing[request.account] = nil
+        if let grant { book.apply(grant, to: request, now: Date()) }
     }
 
     /// Ends a reservation and hands its settlement to the committer; returns once the settlement

@@ -167,7 +167,8 @@ struct Serve: AsyncParsableCommand {
         }
         // Before the server: it stops after it, once in-flight requests have settled, and gives
         // the node's leases back.
-        services.append(LedgerUpkeepService(ledger: ledger, credit: credit, logger: logger))
+        let expiryInterval = Duration.seconds(min(30, max(1, configuration.holdTTL / 2)))
+        services.append(LedgerUpkeepService(ledger: ledger, credit: credit, expiryInterval: expiryInterval, logger: logger))
         services.append(app)
         // Last in the group, so the first to hear of a shutdown: readiness turns off before the
         // server stops accepting connections.
