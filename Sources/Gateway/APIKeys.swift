@@ -53,11 +53,16 @@ public enum APIKeyFormat {
 public final class KeyAuthenticator: Sendable {
     let ledger: any LedgerStore
     let ttl: TimeInterval
+    /// Told about a failed lookup, so the node stops waiting on the ledger until it is back.
+    let committer: SettlementCommitter?
+    var reachability: LedgerReachability { committer?.reachability ?? Self.alwaysReachable }
+    static let alwaysReachable = LedgerReachability()
     private let cache = NIOLockedValueBox<[String: (record: KeyRecord?, fetched: Date)]>([:])
 
-    public init(ledger: any LedgerStore, ttl: TimeInterval = 1) {
+    public init(ledger: any LedgerStore, ttl: TimeInterval = 1, committer: SettlementCommitter? = nil) {
         self.ledger = ledger
         self.ttl = ttl
+        self.committer = committer
     }
 
     /// The key record for an `Authorization` header value, or a 401.
@@ -75,10 +80,14 @@ public final class KeyAuthenticator: Sendable {
             record = cached.record
         } else {
             do {
+                guard reachability.isReachable else { throw LedgerError.unreachable("outage in progress") }
                 let ledger = self.ledger
-                record = try await withLedgerDeadline(.seconds(3), "a key lookup") { try await ledger.key(hash: hash) }
+                record = try await withLedgerDeadline(.seconds(2), "a key lookup") { try await ledger.key(hash: hash) }
                 cache.withLockedValue { $0[hash] = (record, now) }
             } catch {
+                if case LedgerError.unreachable(let reason) = error, reason == "outage in progress" {} else {
+                    await committer?.noticeOutage()
+                }
                 // The ledger is down: a key seen recently still works (its charges are spooled);
                 // an unknown one cannot be checked.
                 guard let cached else { throw ChatPipeline.ledgerUnavailable(error) }

@@ -96,11 +96,11 @@ struct ChatPipeline: Sendable {
         // One reservation covers every planned attempt, so failover never needs a second one.
         // When that is more than the account has, keep the attempts the first one's covers.
         let account = key.accountID
-        var outcome = try await ledgerCall { try await credit.reserve(account: account, amount: largest) }
+        var outcome = try await ledgerCall(local: true) { try await credit.reserve(account: account, amount: largest) }
         if case .insufficient(let available) = outcome, worstCase[0] < largest {
             guard available > .zero else { throw Self.noBalance(available) }
             prepared.attempts = zip(attempts, worstCase).filter { $0.1 <= worstCase[0] }.map(\.0)
-            outcome = try await ledgerCall { try await credit.reserve(account: account, amount: worstCase[0]) }
+            outcome = try await ledgerCall(local: true) { try await credit.reserve(account: account, amount: worstCase[0]) }
         }
         switch outcome {
         case .reserved(let reservation):
@@ -114,15 +114,22 @@ struct ChatPipeline: Sendable {
 
     /// Runs a ledger call for the request path. When the ledger cannot be reached the request is
     /// refused with a 503: the node cannot prove the account can pay.
-    func ledgerCall<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    /// `local`: the call may be answered without the ledger (a reservation from the node's
+    /// lease), so it is tried even during a known outage.
+    func ledgerCall<T: Sendable>(local: Bool = false, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        let committer = credit.committer
+        guard local || committer.reachability.isReachable else {
+            throw Self.ledgerUnavailable(LedgerError.unreachable("outage in progress"))
+        }
         do {
-            return try await withLedgerDeadline(.seconds(3), "a ledger read", operation: body)
+            return try await withLedgerDeadline(.seconds(2), "a ledger read", operation: body)
         } catch let error as LedgerError where error.isRefusal {
             throw error
         } catch let error as APIError {
             throw error
         } catch {
             logger.warning("ledger call failed", metadata: ["error": "\(String(reflecting: error))"])
+            if !local { await committer.noticeOutage() }
             throw Self.ledgerUnavailable(error)
         }
     }

@@ -79,7 +79,7 @@ public struct Gateway: Sendable {
             configuration: dependencies.configuration,
             providerKeys: dependencies.providerKeys, logger: dependencies.logger, metrics: dependencies.metrics,
             health: dependencies.health)
-        authenticator = KeyAuthenticator(ledger: dependencies.ledger)
+        authenticator = KeyAuthenticator(ledger: dependencies.ledger, committer: dependencies.committer)
         catalogResponses = CatalogResponses(catalog: dependencies.catalog)
     }
 

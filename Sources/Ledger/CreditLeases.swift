@@ -37,6 +37,8 @@ public actor CreditLeases {
     public func reserve(account: String, amount: Money) async throws -> Outcome {
         while true {
             if let reservation = book.reserve(account: account, amount: amount, now: Date()) { return .reserved(reservation) }
+            // During a known outage the node cannot prove more than its leases hold.
+            guard committer.reachability.isReachable else { throw LedgerError.unreachable("outage in progress") }
             // One growth per account at a time; everyone short waits for it, then tries again.
             let growth = growing[account] ?? startGrowth(account: account, amount: amount)
             if case .insufficient(let available) = try await growth.value {
@@ -58,6 +60,7 @@ public actor CreditLeases {
                 return grant
             } catch {
                 await self.finishGrowth(request, nil)
+                if !((error as? LedgerError)?.isRefusal ?? false) { await self.committer.noticeOutage() }
                 throw error
             }
         }

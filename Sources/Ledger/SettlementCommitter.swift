@@ -28,6 +28,9 @@ public actor SettlementCommitter {
     }
 
     let store: any LedgerStore
+    /// Shared with the rest of the node; the committer turns it off on failures and back on
+    /// once its recovery loop reaches the ledger again.
+    public nonisolated let reachability: LedgerReachability
     let spool: SettlementSpool?
     let rejects: SettlementSpool?
     let maxBatch: Int
@@ -43,12 +46,15 @@ public actor SettlementCommitter {
     private var replaying: Task<Void, Never>?
     private var replayInProgress = false
     private var status = Status(ledgerReachable: true, spooled: 0, committedSettlements: 0, committedBatches: 0)
+    private var recovering: Task<Void, Never>?
 
     /// `spool`: where settlements go while the ledger is down; without one they are logged and lost.
     public init(store: any LedgerStore, spool: SettlementSpool?, rejects: SettlementSpool? = nil, maxBatch: Int = 256,
-                timeout: Duration = .seconds(5), replayInterval: Duration = .seconds(1), logger: Logger,
+                timeout: Duration = .seconds(3), replayInterval: Duration = .seconds(1),
+                reachability: LedgerReachability = LedgerReachability(), logger: Logger,
                 onCommit: @escaping @Sendable (Int) -> Void = { _ in }) {
         self.store = store
+        self.reachability = reachability
         self.spool = spool
         self.rejects = rejects
         self.maxBatch = maxBatch
@@ -63,22 +69,40 @@ public actor SettlementCommitter {
         status.spooled = await spool?.count ?? 0
         if status.spooled > 0 {
             logger.warning("replaying spooled settlements", metadata: ["count": "\(status.spooled)"])
-            startReplay()
+            startRecovery()
         }
     }
 
-    public var currentStatus: Status { status }
+    public var currentStatus: Status {
+        var current = status
+        current.ledgerReachable = reachability.isReachable
+        return current
+    }
+
+    /// Someone on the node saw the ledger fail: stop waiting on it until it answers again.
+    public func noticeOutage() {
+        reachability.set(false)
+        startRecovery()
+    }
 
     /// Checks that the ledger answers (a cheap read), so `/readyz` notices an outage even
-    /// without traffic, and starts a replay when the ledger is back and the spool is not empty.
+    /// without traffic, and replays the spool once the ledger is back.
     public func probe() async {
+        if await reach() {
+            if status.spooled > 0 { startRecovery() }
+        } else {
+            noticeOutage()
+        }
+    }
+
+    private func reach() async -> Bool {
         let store = self.store
         do {
             _ = try await withLedgerDeadline(timeout, "a ledger probe") { try await store.account(id: "platform:fees") }
-            status.ledgerReachable = true
-            if status.spooled > 0 { startReplay() }
+            reachability.set(true)
+            return true
         } catch {
-            status.ledgerReachable = false
+            return false
         }
     }
 
@@ -123,7 +147,7 @@ public actor SettlementCommitter {
             // One bad settlement must not hold the rest back: replay them one by one.
             return await replayOneByOne(spool)
         } catch {
-            status.ledgerReachable = false
+            reachability.set(false)
             return false
         }
     }
@@ -141,7 +165,7 @@ public actor SettlementCommitter {
             status.spooled = 0
             return true
         } catch {
-            status.ledgerReachable = false
+            reachability.set(false)
             return false
         }
     }
@@ -162,7 +186,7 @@ public actor SettlementCommitter {
     private func commitToLedger(_ batch: [Settlement]) async throws {
         let store = self.store
         try await withLedgerDeadline(timeout, "a settlement batch") { try await store.settle(batch) }
-        status.ledgerReachable = true
+        reachability.set(true)
         status.committedSettlements += batch.count
         status.committedBatches += 1
         onCommit(batch.count)
@@ -170,6 +194,8 @@ public actor SettlementCommitter {
 
     private func commit(_ batch: [Settlement]) async -> [Receipt] {
         do {
+            // During a known outage, do not wait for another timeout: spool at once.
+            guard reachability.isReachable else { throw LedgerError.unreachable("outage in progress") }
             try await commitToLedger(batch)
             return Array(repeating: .committed, count: batch.count)
         } catch let error as LedgerError where error.isRefusal {
@@ -182,13 +208,14 @@ public actor SettlementCommitter {
             for settlement in batch { receipts += await commit([settlement]) }
             return receipts
         } catch {
-            status.ledgerReachable = false
-            logger.error("ledger unreachable; spooling settlements", metadata: ["count": "\(batch.count)", "error": "\(error)"])
+            if reachability.isReachable {
+                logger.error("ledger unreachable; spooling settlements", metadata: ["count": "\(batch.count)", "error": "\(error)"])
+            }
+            noticeOutage()
             guard let spool else { return Array(repeating: .rejected, count: batch.count) }
             do {
                 try await spool.append(batch)
                 status.spooled += batch.count
-                startReplay()
                 return Array(repeating: .spooled, count: batch.count)
             } catch {
                 logger.critical("cannot spool settlements", metadata: ["error": "\(error)"])
@@ -204,18 +231,24 @@ public actor SettlementCommitter {
         try? await rejects?.append([settlement])
     }
 
-    private func startReplay() {
-        guard replaying == nil else { return }
-        replaying = Task {
-            while await !self.replaySpool() {
+    /// Until the ledger answers and the spool is empty: probe, then replay, every `replayInterval`.
+    private func startRecovery() {
+        guard recovering == nil else { return }
+        recovering = Task {
+            while await !self.recover() {
                 try? await Task.sleep(for: self.replayInterval)
             }
-            await self.replayFinished()
+            await self.recoveryFinished()
         }
     }
 
-    private func replayFinished() {
-        replaying = nil
-        if status.spooled > 0 { startReplay() }
+    private func recover() async -> Bool {
+        guard await reach() else { return false }
+        return await replaySpool()
+    }
+
+    private func recoveryFinished() {
+        recovering = nil
+        if status.spooled > 0 || !reachability.isReachable { startRecovery() }
     }
 }
