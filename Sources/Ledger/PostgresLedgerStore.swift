@@ -290,47 +290,139 @@ public final class PostgresLedgerStore: LedgerStore {
 
     public func settle(_ batch: [Settlement]) async throws {
         guard !batch.isEmpty else { return }
+        for transfer in batch.flatMap(\.transfers) where transfer.amount < .zero { throw LedgerError.invalidAmount(transfer.amount) }
         try await requireAccounts(batch.flatMap { $0.transfers.flatMap { [$0.debitAccount, $0.creditAccount] } })
         let logger = self.logger
         try await transaction { connection in
             var deltas = BalanceDeltas()
-            for settlement in batch { try await Self.settle(connection, settlement, deltas: &deltas, logger: logger) }
+            try await Self.settleBatch(connection, batch, deltas: &deltas, logger: logger)
             try await deltas.apply(connection, logger: logger)
         }
     }
 
-    static func settle(_ connection: PostgresConnection, _ settlement: Settlement, deltas: inout BalanceDeltas,
-                       logger: Logger) async throws {
-        // The generation row goes first: when it is already there, this settlement is a replay.
-        guard try await insertGeneration(connection, settlement.generation, logger: logger) else { return }
-        switch settlement.reservation {
-        case .hold(let holdID)?:
-            guard let hold = try await rows(connection.query(
-                "SELECT status, account_id FROM holds WHERE id = \(holdID) FOR UPDATE", logger: logger)).first
-            else { throw LedgerError.unknownHold(holdID) }
-            // An expired hold still gets its charge: the tokens were served.
-            if try hold["status"].decode(String.self) == HoldStatus.pending.rawValue {
-                let account = try hold["account_id"].decode(String.self)
-                let charged = settlement.transfers.contains { $0.debitAccount == account }
-                try await closeHold(connection, id: holdID, status: charged ? .posted : .voided, deltas: &deltas, logger: logger)
+    /// A batch in a handful of statements, whatever its size: each kind of row goes in with one
+    /// statement over a JSON array of rows (`json_to_recordset`), instead of one statement per
+    /// settlement. Per-request holds and idempotency claims (rare on the lease path) go one by one.
+    static func settleBatch(_ connection: PostgresConnection, _ batch: [Settlement], deltas: inout BalanceDeltas,
+                            logger: Logger) async throws {
+        // 1. Generation records; a settlement whose record is already there is a replay, skipped whole.
+        var seen = Set<String>()
+        let unique = batch.filter { seen.insert($0.generation.id).inserted }
+        let stored = try await rows(connection.query(PostgresQuery(unsafeSQL: """
+            INSERT INTO generations (id, account_id, key_id, model, provider_name, provider_tag, upstream_id, streamed, cancelled,
+              finish_reason, native_finish_reason, tokens_prompt, tokens_completion, tokens_cached, tokens_cache_write,
+              tokens_reasoning, cost, latency_ms, generation_time_ms, attempts, created_at)
+            SELECT * FROM json_to_recordset($1::json) AS g(id TEXT, account_id TEXT, key_id TEXT, model TEXT, provider_name TEXT,
+              provider_tag TEXT, upstream_id TEXT, streamed BOOLEAN, cancelled BOOLEAN, finish_reason TEXT, native_finish_reason TEXT,
+              tokens_prompt BIGINT, tokens_completion BIGINT, tokens_cached BIGINT, tokens_cache_write BIGINT,
+              tokens_reasoning BIGINT, cost BIGINT, latency_ms BIGINT, generation_time_ms BIGINT, attempts TEXT, created_at BIGINT)
+            ON CONFLICT (id) DO NOTHING RETURNING id
+            """, binds: jsonRows(unique.map { generationRow($0.generation) })), logger: logger))
+        let fresh = Set(try stored.map { try $0["id"].decode(String.self) })
+        let settlements = unique.filter { fresh.contains($0.generation.id) }
+        guard !settlements.isEmpty else { return }
+
+        // 2. Reservations: lease releases summed per lease, in one statement that locks the leases in id order.
+        var releases: [String: Int64] = [:]
+        for settlement in settlements {
+            switch settlement.reservation {
+            case .lease(let id, let release)?:
+                releases[id, default: 0] += max(0, release.nanos)
+            case .hold(let holdID)?:
+                guard let hold = try await rows(connection.query(
+                    "SELECT status, account_id FROM holds WHERE id = \(holdID) FOR UPDATE", logger: logger)).first
+                else { throw LedgerError.unknownHold(holdID) }
+                if try hold["status"].decode(String.self) == HoldStatus.pending.rawValue {
+                    let account = try hold["account_id"].decode(String.self)
+                    let charged = settlement.transfers.contains { $0.debitAccount == account }
+                    try await closeHold(connection, id: holdID, status: charged ? .posted : .voided, deltas: &deltas, logger: logger)
+                }
+            case nil:
+                break
             }
-        case .lease(let leaseID, let release)?:
-            _ = try await shrinkLease(connection, id: leaseID, by: release, deltas: &deltas, logger: logger)
-        case nil:
-            break
         }
-        for transfer in settlement.transfers { try await post(connection, transfer, deltas: &deltas, logger: logger) }
-        switch settlement.idempotency {
-        case .completed(let account, let key, let response)?:
-            try await connection.query(
-                "UPDATE idempotent_requests SET status = 'done', response = \(response) WHERE account_id = \(account) AND key = \(key)",
-                logger: logger)
-        case .released(let account, let key)?:
-            try await connection.query(
-                "DELETE FROM idempotent_requests WHERE account_id = \(account) AND key = \(key) AND status = 'pending'", logger: logger)
-        case nil:
-            break
+        if !releases.isEmpty {
+            let released = try await rows(connection.query(PostgresQuery(unsafeSQL: """
+                WITH r AS (SELECT * FROM json_to_recordset($1::json) AS r(id TEXT, release BIGINT)),
+                locked AS (SELECT h.id, h.amount FROM holds h JOIN r ON r.id = h.id WHERE h.status = 'pending'
+                           ORDER BY h.id FOR UPDATE OF h)
+                UPDATE holds h SET amount = h.amount - LEAST(h.amount, r.release) FROM r, locked l
+                WHERE h.id = r.id AND l.id = h.id
+                RETURNING h.account_id, l.amount - h.amount AS released
+                """, binds: jsonRows(releases.sorted { $0.key < $1.key }.map { ["id": .string($0.key), "release": .int($0.value)] })),
+                logger: logger))
+            for row in released {
+                deltas.add(try row["account_id"].decode(String.self), held: -(try row["released"].decode(Int64.self)))
+            }
         }
+
+        // 3. Transfers; one whose idempotency key is already posted must be the same transfer.
+        let transfers = settlements.flatMap(\.transfers)
+        if !transfers.isEmpty {
+            let now = millis(Date())
+            let inserted = try await rows(connection.query(PostgresQuery(unsafeSQL: """
+                INSERT INTO transfers (idempotency_key, debit_account, credit_account, amount, kind, key_id, generation_id, memo, created_at)
+                SELECT * FROM json_to_recordset($1::json) AS t(idempotency_key TEXT, debit_account TEXT, credit_account TEXT,
+                  amount BIGINT, kind TEXT, key_id TEXT, generation_id TEXT, memo TEXT, created_at BIGINT)
+                ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key
+                """, binds: jsonRows(transfers.map { transferRow($0, createdAt: now) })), logger: logger))
+            let posted = Set(try inserted.map { try $0["idempotency_key"].decode(String.self) })
+            for transfer in transfers {
+                if posted.contains(transfer.idempotencyKey) {
+                    deltas.add(transfer.debitAccount, balance: -transfer.amount.nanos)
+                    deltas.add(transfer.creditAccount, balance: transfer.amount.nanos)
+                } else {
+                    var replay = BalanceDeltas()
+                    try await post(connection, transfer, deltas: &replay, logger: logger)  // checks it is the same
+                    deltas.changes.merge(replay.changes) { ($0.balance + $1.balance, $0.held + $1.held) }
+                }
+            }
+        }
+
+        // 4. Idempotency claims.
+        for settlement in settlements {
+            switch settlement.idempotency {
+            case .completed(let account, let key, let response)?:
+                try await connection.query(
+                    "UPDATE idempotent_requests SET status = 'done', response = \(response) WHERE account_id = \(account) AND key = \(key)",
+                    logger: logger)
+            case .released(let account, let key)?:
+                try await connection.query(
+                    "DELETE FROM idempotent_requests WHERE account_id = \(account) AND key = \(key) AND status = 'pending'", logger: logger)
+            case nil:
+                break
+            }
+        }
+    }
+
+    static func jsonRows(_ rows: [JSONObject]) -> PostgresBindings {
+        var bindings = PostgresBindings()
+        bindings.append(JSONWriter.string(.array(rows.map { .object($0) })))
+        return bindings
+    }
+
+    static func text(_ value: String?) -> JSONValue { value.map { .string($0) } ?? .null }
+
+    static func generationRow(_ g: GenerationRecord) -> JSONObject {
+        let attempts = (try? JSONEncoder().encode(g.attempts)).map { String(decoding: $0, as: UTF8.self) } ?? "[]"
+        return [
+            "id": .string(g.id), "account_id": .string(g.accountID), "key_id": text(g.keyID), "model": .string(g.model),
+            "provider_name": text(g.providerName), "provider_tag": text(g.providerTag), "upstream_id": text(g.upstreamID),
+            "streamed": .bool(g.streamed), "cancelled": .bool(g.cancelled), "finish_reason": text(g.finishReason),
+            "native_finish_reason": text(g.nativeFinishReason), "tokens_prompt": .int(Int64(g.usage.promptTokens)),
+            "tokens_completion": .int(Int64(g.usage.completionTokens)), "tokens_cached": .int(Int64(g.usage.cachedTokens)),
+            "tokens_cache_write": .int(Int64(g.usage.cacheWriteTokens)), "tokens_reasoning": .int(Int64(g.usage.reasoningTokens)),
+            "cost": .int(g.cost.nanos), "latency_ms": .int(Int64(g.latencyMs)), "generation_time_ms": .int(Int64(g.generationTimeMs)),
+            "attempts": .string(attempts), "created_at": .int(millis(g.createdAt)),
+        ]
+    }
+
+    static func transferRow(_ t: TransferRequest, createdAt: Int64) -> JSONObject {
+        [
+            "idempotency_key": .string(t.idempotencyKey), "debit_account": .string(t.debitAccount),
+            "credit_account": .string(t.creditAccount), "amount": .int(t.amount.nanos), "kind": .string(t.kind.rawValue),
+            "key_id": text(t.keyID), "generation_id": text(t.generationID), "memo": text(t.memo), "created_at": .int(createdAt),
+        ]
     }
 
     public func growLease(_ request: LeaseRequest) async throws -> LeaseGrant {
@@ -626,25 +718,6 @@ public final class PostgresLedgerStore: LedgerStore {
                 """, logger: logger))))
         }
         return counts
-    }
-
-    /// Stores a generation record; false when one with its id is already there.
-    static func insertGeneration(_ connection: PostgresConnection, _ g: GenerationRecord, logger: Logger) async throws -> Bool {
-        let attempts = String(decoding: try JSONEncoder().encode(g.attempts), as: UTF8.self)
-        let usage = g.usage
-        let (prompt, completion, cached) = (Int64(usage.promptTokens), Int64(usage.completionTokens), Int64(usage.cachedTokens))
-        let (written, reasoning) = (Int64(usage.cacheWriteTokens), Int64(usage.reasoningTokens))
-        let (latency, generationTime, created) = (Int64(g.latencyMs), Int64(g.generationTimeMs), millis(g.createdAt))
-        let inserted = try await connection.query("""
-            INSERT INTO generations (id, account_id, key_id, model, provider_name, provider_tag, upstream_id, streamed, cancelled,
-              finish_reason, native_finish_reason, tokens_prompt, tokens_completion, tokens_cached, tokens_cache_write,
-              tokens_reasoning, cost, latency_ms, generation_time_ms, attempts, created_at)
-            VALUES (\(g.id), \(g.accountID), \(g.keyID), \(g.model), \(g.providerName), \(g.providerTag), \(g.upstreamID),
-              \(g.streamed), \(g.cancelled), \(g.finishReason), \(g.nativeFinishReason), \(prompt), \(completion), \(cached),
-              \(written), \(reasoning), \(g.cost.nanos), \(latency), \(generationTime), \(attempts), \(created))
-            ON CONFLICT (id) DO NOTHING RETURNING 1
-            """, logger: logger)
-        return try await !rows(inserted).isEmpty
     }
 
     public func generation(id: String) async throws -> GenerationRecord? {

@@ -41,7 +41,9 @@ public actor SettlementCommitter {
     let onCommit: @Sendable (Int) -> Void
 
     private var queue: [(settlement: Settlement, continuation: CheckedContinuation<Receipt, Never>)] = []
-    private var draining = false
+    /// Batches being committed right now (at most `maxInFlight`, each on its own connection).
+    private var inFlight = 0
+    let maxInFlight: Int
     private var idleWaiters: [CheckedContinuation<Void, Never>] = []
     private var replaying: Task<Void, Never>?
     private var replayInProgress = false
@@ -50,7 +52,7 @@ public actor SettlementCommitter {
 
     /// `spool`: where settlements go while the ledger is down; without one they are logged and lost.
     public init(store: any LedgerStore, spool: SettlementSpool?, rejects: SettlementSpool? = nil, maxBatch: Int = 256,
-                timeout: Duration = .seconds(3), replayInterval: Duration = .seconds(1),
+                maxInFlight: Int = 2, timeout: Duration = .seconds(3), replayInterval: Duration = .seconds(1),
                 reachability: LedgerReachability = LedgerReachability(), logger: Logger,
                 onCommit: @escaping @Sendable (Int) -> Void = { _ in }) {
         self.store = store
@@ -58,6 +60,7 @@ public actor SettlementCommitter {
         self.spool = spool
         self.rejects = rejects
         self.maxBatch = maxBatch
+        self.maxInFlight = max(1, maxInFlight)
         self.timeout = timeout
         self.replayInterval = replayInterval
         self.logger = logger
@@ -110,16 +113,13 @@ public actor SettlementCommitter {
     public func submit(_ settlement: Settlement) async -> Receipt {
         await withCheckedContinuation { continuation in
             queue.append((settlement, continuation))
-            if !draining {
-                draining = true
-                Task { await self.drain() }
-            }
+            pump()
         }
     }
 
     /// Waits until everything submitted so far is committed or spooled.
     public func flush() async {
-        guard draining else { return }
+        guard inFlight > 0 || !queue.isEmpty else { return }
         await withCheckedContinuation { idleWaiters.append($0) }
     }
 
@@ -170,17 +170,37 @@ public actor SettlementCommitter {
         }
     }
 
-    private func drain() async {
-        while !queue.isEmpty {
-            let batch = Array(queue.prefix(maxBatch))
+    /// Starts batches while fewer than `maxInFlight` are being committed. Whatever queues while
+    /// they run goes into the next batch: that is the group commit.
+    private func pump() {
+        while inFlight < maxInFlight && !queue.isEmpty {
+            // Leases in a fixed order, so two batches in flight never wait on each other's rows in a cycle.
+            let batch = Array(queue.prefix(maxBatch)).sorted { Self.lockOrder($0.settlement) < Self.lockOrder($1.settlement) }
             queue.removeFirst(batch.count)
-            let receipts = await commit(batch.map(\.settlement))
-            for (item, receipt) in zip(batch, receipts) { item.continuation.resume(returning: receipt) }
+            inFlight += 1
+            Task {
+                let receipts = await self.commit(batch.map(\.settlement))
+                await self.finished(batch.map(\.continuation), receipts)
+            }
         }
-        draining = false
-        let waiters = idleWaiters
-        idleWaiters = []
-        for waiter in waiters { waiter.resume() }
+        if inFlight == 0 && queue.isEmpty {
+            let waiters = idleWaiters
+            idleWaiters = []
+            for waiter in waiters { waiter.resume() }
+        }
+    }
+
+    private func finished(_ continuations: [CheckedContinuation<Receipt, Never>], _ receipts: [Receipt]) {
+        for (continuation, receipt) in zip(continuations, receipts) { continuation.resume(returning: receipt) }
+        inFlight -= 1
+        pump()
+    }
+
+    private static func lockOrder(_ settlement: Settlement) -> String {
+        switch settlement.reservation {
+        case .hold(let id)?, .lease(let id, _)?: id
+        case nil: ""
+        }
     }
 
     private func commitToLedger(_ batch: [Settlement]) async throws {
