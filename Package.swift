@@ -53,6 +53,18 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Cluster membership and replicated state: the SWIM + Lifeguard state machine (pure) and
+        // its encrypted UDP shell.
+        .target(
+            name: "Gossip",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         // The simulated upstream provider with fault injection.
         .target(
             name: "SimProvider",
@@ -92,6 +104,7 @@ let package = Package(
             dependencies: ["Ledger", .product(name: "PostgresNIO", package: "postgres-nio")]
         ),
         .testTarget(name: "SignalboxCoreTests", dependencies: ["SignalboxCore"]),
+        .testTarget(name: "GossipTests", dependencies: ["Gossip"]),
         .testTarget(
             name: "ProvidersTests",
             dependencies: ["Providers", "SignalboxCore", .product(name: "PropertyBased", package: "swift-property-based")]

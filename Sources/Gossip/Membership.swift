@@ -1,0 +1,127 @@
+/// A member's liveness as the cluster agrees on it.
+///
+/// Updates about a member are ordered by incarnation, then by status: `alive(n) < suspect(n) <
+/// dead(n) = left(n) < alive(n+1)`. Only the member itself raises its incarnation — to refute a
+/// suspicion, or when it restarts (a node's first incarnation is its boot time in milliseconds, so
+/// a restarted node with the same id and address outranks its old, dead self).
+public enum MemberStatus: String, Sendable, Hashable, Codable, CaseIterable {
+    case alive, suspect, dead
+    /// Left on purpose (graceful shutdown): gone like `dead`, but never suspected first.
+    case left
+
+    var rank: Int {
+        switch self {
+        case .alive: 0
+        case .suspect: 1
+        case .dead, .left: 2
+        }
+    }
+
+    /// Dead or left: not probed, not a gossip target, not in the routing view.
+    public var isGone: Bool { rank == 2 }
+}
+
+/// Where a member listens for gossip (UDP).
+public struct MemberAddress: Sendable, Hashable, Codable, Comparable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    /// `host:port`; nil when it does not parse.
+    public init?(_ text: String) {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (1...65535).contains(port)
+        else { return nil }
+        let host = String(text[..<colon])
+        guard !host.isEmpty else { return nil }
+        self.init(host: host, port: port)
+    }
+
+    public var description: String { "\(host):\(port)" }
+
+    public static func < (lhs: MemberAddress, rhs: MemberAddress) -> Bool { (lhs.host, lhs.port) < (rhs.host, rhs.port) }
+}
+
+/// One member of the cluster, as gossiped.
+public struct Member: Sendable, Hashable, Codable {
+    /// The node's name (`--node-id`), unique in the cluster.
+    public var id: String
+    public var address: MemberAddress
+    /// The region the node serves (`--region`).
+    public var region: String
+    public var incarnation: UInt64
+    public var status: MemberStatus
+
+    public init(id: String, address: MemberAddress, region: String, incarnation: UInt64, status: MemberStatus = .alive) {
+        self.id = id
+        self.address = address
+        self.region = region
+        self.incarnation = incarnation
+        self.status = status
+    }
+
+    /// Whether this update about a member should replace what is known (`current`).
+    func supersedes(_ current: Member) -> Bool {
+        if incarnation != current.incarnation { return incarnation > current.incarnation }
+        return status.rank > current.status.rank
+    }
+}
+
+/// One entry of the replicated key-value state that rides along with membership gossip: provider
+/// health per node, regional routing tables, counters. Last writer wins by `(version, writer)`;
+/// keys that only one node writes (its own health, its own counters) never conflict.
+public struct StateEntry: Sendable, Hashable, Codable {
+    public var key: String
+    /// Monotonic per key: writers use a hybrid clock (milliseconds, then +1), see `SwimNode.publish`.
+    public var version: UInt64
+    /// The node that wrote this version; breaks version ties deterministically.
+    public var writer: String
+    public var value: String
+
+    public init(key: String, version: UInt64, writer: String, value: String) {
+        self.key = key
+        self.version = version
+        self.writer = writer
+        self.value = value
+    }
+
+    func supersedes(_ current: StateEntry) -> Bool {
+        (version, writer) > (current.version, current.writer)
+    }
+}
+
+/// A piece of news carried on gossip messages.
+public enum GossipUpdate: Sendable, Hashable, Codable {
+    /// A member's status; `accuser` is who suspected it (counts as a confirmation of suspicion).
+    case member(Member, accuser: String?)
+    case state(StateEntry)
+}
+
+/// The SWIM wire protocol. Every message carries piggybacked updates.
+public enum GossipMessage: Sendable, Hashable, Codable {
+    /// Are you alive? `target` lets a restarted node at the same address tell it was meant for its old self.
+    case ping(sequence: UInt32, from: String, target: String, updates: [GossipUpdate])
+    /// Please ping `target` for me (an indirect probe).
+    case pingRequest(sequence: UInt32, from: String, target: Member, updates: [GossipUpdate])
+    /// Alive: the answer to a ping, or relayed from an indirect probe.
+    case ack(sequence: UInt32, from: String, updates: [GossipUpdate])
+    /// A helper of an indirect probe did not hear from the target (Lifeguard): the asker's own
+    /// network is fine.
+    case nack(sequence: UInt32, from: String, updates: [GossipUpdate])
+    /// Updates alone (the gossip round between probes).
+    case gossip(from: String, updates: [GossipUpdate])
+    /// Full state exchange (join and periodic anti-entropy); a reply is not answered again.
+    case sync(from: Member, members: [Member], state: [StateEntry], isReply: Bool)
+
+    public var sender: String {
+        switch self {
+        case .ping(_, let from, _, _), .pingRequest(_, let from, _, _), .ack(_, let from, _), .nack(_, let from, _),
+             .gossip(let from, _):
+            from
+        case .sync(let from, _, _, _): from.id
+        }
+    }
+}

@@ -1,0 +1,195 @@
+import Gossip
+
+/// Runs many `SwimNode`s against each other in virtual time, with a network that loses, delays and
+/// partitions messages — deterministic for a given seed, so figures repeat exactly.
+struct ClusterSimulation {
+    struct Network {
+        /// Probability that any one message is lost.
+        var loss = 0.0
+        /// One-way delay, uniform in this range.
+        var delay: ClosedRange<Duration> = .microseconds(500) ... .milliseconds(5)
+        /// Extra delay on everything a slow member receives and sends (a CPU-starved process).
+        var slowDelay: Duration = .milliseconds(800)
+    }
+
+    private struct Envelope {
+        var deliverAt: Duration
+        var order: UInt64
+        var to: Int
+        var from: MemberAddress
+        var message: GossipMessage
+    }
+
+    var nodes: [SwimNode] = []
+    var network: Network
+    var now: Duration = .zero
+    /// Members that stopped (crashed): they neither receive nor send.
+    var crashed: Set<Int> = []
+    var slow: Set<Int> = []
+    /// Pairs of members that cannot reach each other directly (either way).
+    var cut: Set<[Int]> = []
+    /// Every status a node saw another member take, with when: (observer, member id, status, time).
+    var observations: [(observer: Int, member: String, status: MemberStatus, incarnation: UInt64, at: Duration)] = []
+    /// When each node first saw each state key at each version.
+    var stateSeen: [String: [Int: Duration]] = [:]
+    var messagesSent = 0
+    let tickStep: Duration = .milliseconds(20)
+
+    private var queue = Heap<Envelope> { ($0.deliverAt, $0.order) < ($1.deliverAt, $1.order) }
+    private var order: UInt64 = 0
+    private var random: SplitMix64
+    private var indexByAddress: [MemberAddress: Int] = [:]
+
+    init(size: Int, network: Network = Network(), settings: SwimSettings = SwimSettings(), seed: UInt64 = 1) {
+        self.network = network
+        random = SplitMix64(seed: seed)
+        for index in 0..<size {
+            let address = MemberAddress(host: "10.0.\(index / 250).\(index % 250 + 1)", port: 7946)
+            indexByAddress[address] = index
+            nodes.append(SwimNode(myself: Member(id: "node-\(index)", address: address, region: index % 2 == 0 ? "eu" : "us",
+                                                 incarnation: 1),
+                                  settings: settings, seed: seed &+ UInt64(index) &* 7919))
+        }
+    }
+
+    func address(_ index: Int) -> MemberAddress { nodes[index].myself.address }
+
+    /// Every node joins through node 0, then the cluster runs until every node knows every other.
+    mutating func formCluster(timeout: Duration = .seconds(60)) -> Duration {
+        let seed = address(0)
+        for index in nodes.indices { perform(index, nodes[index].join(seeds: [seed], now: now)) }
+        let start = now
+        run(until: { sim in sim.nodes.allSatisfy { $0.liveCount == sim.nodes.count } }, timeout: timeout)
+        return now - start
+    }
+
+    /// Advances virtual time, delivering messages and ticking every live node every `tickStep`.
+    mutating func run(for duration: Duration) {
+        let end = now + duration
+        run(until: { sim in sim.now >= end }, timeout: duration + .seconds(1))
+    }
+
+    /// Runs until `done` holds or `timeout` passes; returns whether `done` held.
+    @discardableResult
+    mutating func run(until done: (ClusterSimulation) -> Bool, timeout: Duration) -> Bool {
+        let end = now + timeout
+        var nextTick = now
+        while now < end {
+            if done(self) { return true }
+            while let next = queue.peek(), next.deliverAt <= nextTick {
+                _ = queue.pop()
+                now = max(now, next.deliverAt)
+                guard !crashed.contains(next.to) else { continue }
+                perform(next.to, nodes[next.to].receive(next.message, from: next.from, now: now))
+            }
+            now = nextTick
+            for index in nodes.indices where !crashed.contains(index) {
+                perform(index, nodes[index].tick(now: now))
+            }
+            nextTick = now + tickStep
+        }
+        return done(self)
+    }
+
+    mutating func publish(_ index: Int, key: String, value: String) {
+        perform(index, nodes[index].publish(key: key, value: value, wallClockMillis: UInt64(now / .milliseconds(1)) + 1_000_000))
+    }
+
+    mutating func leave(_ index: Int) {
+        perform(index, nodes[index].leave(now: now))
+        crashed.insert(index)
+    }
+
+    /// Delivers directives a test produced by calling a node directly.
+    mutating func resend(from index: Int, _ directives: [SwimDirective]) { perform(index, directives) }
+
+    private mutating func perform(_ index: Int, _ directives: [SwimDirective]) {
+        for directive in directives {
+            switch directive {
+            case .send(let message, let to):
+                send(message, from: index, to: to)
+            case .memberChanged(let member):
+                observations.append((index, member.id, member.status, member.incarnation, now))
+            case .stateChanged(let entry):
+                let key = "\(entry.key)@\(entry.version)"
+                if stateSeen[key]?[index] == nil { stateSeen[key, default: [:]][index] = now }
+            }
+        }
+    }
+
+    private mutating func send(_ message: GossipMessage, from: Int, to address: MemberAddress) {
+        guard let to = indexByAddress[address], !crashed.contains(from) else { return }
+        messagesSent += 1
+        if cut.contains([min(from, to), max(from, to)]) { return }
+        if network.loss > 0 && Double.random(in: 0..<1, using: &random) < network.loss { return }
+        let span = network.delay.upperBound - network.delay.lowerBound
+        var delay = network.delay.lowerBound + span * Double.random(in: 0...1, using: &random)
+        if slow.contains(from) { delay += network.slowDelay }
+        if slow.contains(to) { delay += network.slowDelay }
+        order += 1
+        queue.push(Envelope(deliverAt: now + delay, order: order, to: to, from: nodes[from].myself.address, message: message))
+    }
+
+    // MARK: Questions
+
+    /// When each live observer first saw `member` dead (or left), after `since`.
+    func deathSightings(of member: String, since: Duration) -> [Int: Duration] {
+        var first: [Int: Duration] = [:]
+        for observation in observations where observation.member == member && observation.status.isGone && observation.at >= since {
+            if first[observation.observer] == nil { first[observation.observer] = observation.at }
+        }
+        return first
+    }
+
+    /// Healthy members (not crashed, not leaving) that some node declared dead after `since`.
+    func falseDeaths(since: Duration) -> [String] {
+        let healthy = Set(nodes.indices.filter { !crashed.contains($0) }.map { nodes[$0].myself.id })
+        return Array(Set(observations.filter { $0.at >= since && $0.status == .dead && healthy.contains($0.member) }.map(\.member))).sorted()
+    }
+
+    /// How many times healthy members were suspected after `since`: distinct (member, incarnation)
+    /// suspicions, each refuted by a new incarnation.
+    func suspicions(since: Duration) -> Int {
+        let healthy = Set(nodes.indices.filter { !crashed.contains($0) }.map { nodes[$0].myself.id })
+        return Set(observations.filter { $0.at >= since && $0.status == .suspect && healthy.contains($0.member) }
+            .map { "\($0.member)@\($0.incarnation)" }).count
+    }
+}
+
+/// A binary min-heap ordered by `less`.
+struct Heap<Element> {
+    private var items: [Element] = []
+    private let less: (Element, Element) -> Bool
+
+    init(less: @escaping (Element, Element) -> Bool) { self.less = less }
+
+    func peek() -> Element? { items.first }
+
+    mutating func push(_ item: Element) {
+        items.append(item)
+        var child = items.count - 1
+        while child > 0 {
+            let parent = (child - 1) / 2
+            guard less(items[child], items[parent]) else { break }
+            items.swapAt(child, parent)
+            child = parent
+        }
+    }
+
+    mutating func pop() -> Element? {
+        guard !items.isEmpty else { return nil }
+        items.swapAt(0, items.count - 1)
+        let top = items.removeLast()
+        var parent = 0
+        while true {
+            let left = 2 * parent + 1, right = left + 1
+            var smallest = parent
+            if left < items.count && less(items[left], items[smallest]) { smallest = left }
+            if right < items.count && less(items[right], items[smallest]) { smallest = right }
+            if smallest == parent { break }
+            items.swapAt(parent, smallest)
+            parent = smallest
+        }
+        return top
+    }
+}

@@ -1,0 +1,126 @@
+import Gossip
+import Testing
+
+/// Whole clusters in virtual time. Each test prints the figures it measured (Docs/cluster.md
+/// quotes them); the assertions are the bounds a user would notice.
+@Suite struct SimulationTests {
+    func seconds(_ duration: Duration) -> String {
+        let (s, attos) = duration.components
+        return String(format: "%.2f s", Double(s) + Double(attos) / 1e18)
+    }
+
+    @Test(arguments: [5, 50, 200])
+    func everyMemberSeesACrashWithinSeconds(size: Int) {
+        var cluster = ClusterSimulation(size: size, seed: UInt64(size))
+        let formed = cluster.formCluster()
+        cluster.run(for: .seconds(2))
+        let victim = size / 2
+        let crashAt = cluster.now
+        cluster.crashed.insert(victim)
+        let id = cluster.nodes[victim].myself.id
+        let sentBefore = cluster.messagesSent
+        let everyone = cluster.run(until: { $0.deathSightings(of: id, since: crashAt).count == size - 1 }, timeout: .seconds(60))
+        let sightings = cluster.deathSightings(of: id, since: crashAt).values.sorted()
+        #expect(everyone)
+        let first = sightings.first.map { $0 - crashAt } ?? .zero
+        let last = sightings.last.map { $0 - crashAt } ?? .zero
+        let perNodePerSecond = Double(cluster.messagesSent - sentBefore) / Double(size) / (Double((cluster.now - crashAt).components.seconds) + 1)
+        print("swim n=\(size): formed in \(seconds(formed)); crash seen dead first after \(seconds(first)), by all after \(seconds(last)); "
+              + "≈\(Int(perNodePerSecond)) messages/node/s; false deaths \(cluster.falseDeaths(since: .zero).count)")
+        #expect(last < (size <= 5 ? .seconds(5) : .seconds(10)))
+        #expect(cluster.falseDeaths(since: .zero).isEmpty)
+    }
+
+    @Test(arguments: [0.05, 0.15])
+    func lossDoesNotKillHealthyMembers(loss: Double) {
+        var cluster = ClusterSimulation(size: 100, network: .init(loss: loss), seed: 7)
+        _ = cluster.formCluster(timeout: .seconds(120))
+        let start = cluster.now
+        cluster.run(for: .seconds(60))
+        let falseDeaths = cluster.falseDeaths(since: start)
+        print("swim n=100, \(Int(loss * 100))% loss, 60 s: \(cluster.suspicions(since: start)) suspicions of healthy members (all refuted), "
+              + "\(falseDeaths.count) declared dead")
+        #expect(falseDeaths.isEmpty)
+    }
+
+    @Test func slowMembersDoNotTakeHealthyOnesDown() {
+        var cluster = ClusterSimulation(size: 100, network: .init(loss: 0.01, slowDelay: .milliseconds(400)), seed: 11)
+        _ = cluster.formCluster(timeout: .seconds(120))
+        cluster.slow = [3, 17, 42, 64, 88]
+        let start = cluster.now
+        cluster.run(for: .seconds(60))
+        let slowIDs = Set(cluster.slow.map { cluster.nodes[$0].myself.id })
+        let healthyDead = cluster.falseDeaths(since: start).filter { !slowIDs.contains($0) }
+        let slowDead = cluster.falseDeaths(since: start).filter { slowIDs.contains($0) }
+        let maxAwareness = cluster.slow.map { cluster.nodes[$0].awareness }.max() ?? 0
+        print("swim n=100 with 5 members 400 ms slow, 60 s: healthy declared dead \(healthyDead.count), slow declared dead "
+              + "\(slowDead.count), slow members' local health multiplier up to \(maxAwareness + 1)")
+        #expect(healthyDead.isEmpty)
+    }
+
+    @Test func aStateChangeReachesEveryMemberQuickly() {
+        var cluster = ClusterSimulation(size: 200, seed: 3)
+        _ = cluster.formCluster(timeout: .seconds(120))
+        cluster.run(for: .seconds(1))
+        let start = cluster.now
+        cluster.publish(17, key: "health/node-17", value: "openai:open")
+        let key = cluster.nodes[17].state["health/node-17"].map { "\($0.key)@\($0.version)" } ?? ""
+        let converged = cluster.run(until: { ($0.stateSeen[key]?.count ?? 0) == 200 }, timeout: .seconds(30))
+        let times = (cluster.stateSeen[key] ?? [:]).values.map { $0 - start }.sorted()
+        #expect(converged)
+        let half = times.isEmpty ? .zero : times[times.count / 2]
+        print("swim n=200: a state change reached half the members after \(seconds(half)), all after \(seconds(times.last ?? .zero))")
+        #expect((times.last ?? .seconds(99)) < .seconds(3))
+    }
+
+    @Test func aMemberCutOffFromSomePeersButReachableThroughOthersIsNotDeclaredDead() {
+        var cluster = ClusterSimulation(size: 12, network: .init(loss: 0.01), seed: 5)
+        _ = cluster.formCluster()
+        // node-5 cannot talk to nodes 0–3 (either way); the other seven reach both sides.
+        for peer in 0...3 { cluster.cut.insert([peer, 5]) }
+        let start = cluster.now
+        cluster.run(for: .seconds(60))
+        print("swim n=12, node-5 cut off from 4 peers for 60 s: suspected \(cluster.suspicions(since: start)) times, "
+              + "declared dead \(cluster.falseDeaths(since: start).count) times")
+        #expect(cluster.falseDeaths(since: start).isEmpty)
+        #expect(cluster.nodes.allSatisfy { $0.liveCount == 12 })
+    }
+
+    @Test func aGracefulLeaveIsNeverSuspected() {
+        var cluster = ClusterSimulation(size: 20, seed: 9)
+        _ = cluster.formCluster()
+        let start = cluster.now
+        cluster.leave(4)
+        let id = cluster.nodes[4].myself.id
+        cluster.run(until: { $0.deathSightings(of: id, since: start).count == 20 }, timeout: .seconds(5))
+        let seen = cluster.deathSightings(of: id, since: start).filter { $0.key != 4 }
+        #expect(seen.count == 19)
+        #expect(cluster.observations.filter { $0.member == id && $0.at >= start }.allSatisfy { $0.status == .left })
+        print("swim n=20: a graceful leave was known to all after \(seconds((seen.values.max() ?? start) - start)), never suspected")
+    }
+
+    @Test func aRestartedMemberRejoinsUnderANewIncarnation() {
+        var cluster = ClusterSimulation(size: 8, seed: 13)
+        _ = cluster.formCluster()
+        cluster.crashed.insert(6)
+        let id = cluster.nodes[6].myself.id
+        let crashAt = cluster.now
+        cluster.run(until: { $0.deathSightings(of: id, since: crashAt).count == 7 }, timeout: .seconds(30))
+        // Same id and address, booted later: its incarnation is its boot time.
+        let old = cluster.nodes[6].myself
+        cluster.nodes[6] = SwimNode(myself: Member(id: id, address: old.address, region: old.region, incarnation: 1_000_000),
+                                    seed: 99)
+        cluster.crashed.remove(6)
+        let rejoinAt = cluster.now
+        var restarted = cluster.nodes[6]
+        let hello = restarted.join(seeds: [cluster.address(0)], now: cluster.now)
+        cluster.nodes[6] = restarted
+        for case .send(let message, let to) in hello { _ = (message, to) }
+        cluster.resend(from: 6, hello)
+        let back = cluster.run(until: { sim in (0..<8).filter { $0 != 6 }.allSatisfy { sim.nodes[$0].members[id]?.status == .alive } },
+                               timeout: .seconds(10))
+        #expect(back)
+        #expect(cluster.nodes[0].members[id]?.incarnation == 1_000_000)
+        print("swim n=8: a restarted member was alive again everywhere after \(seconds(cluster.now - rejoinAt))")
+    }
+}
