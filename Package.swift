@@ -78,7 +78,7 @@ let package = Package(
         .target(
             name: "Gateway",
             dependencies: [
-                "SignalboxCore", "Providers", "Ledger",
+                "SignalboxCore", "Providers", "Ledger", "Gossip",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
@@ -90,7 +90,7 @@ let package = Package(
         .executableTarget(
             name: "signalbox",
             dependencies: [
-                "SignalboxCore", "Gateway", "SimProvider", "Ledger", "Providers",
+                "SignalboxCore", "Gateway", "SimProvider", "Ledger", "Providers", "Gossip",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),

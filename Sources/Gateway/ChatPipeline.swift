@@ -59,12 +59,23 @@ struct ChatPipeline: Sendable {
     let logger: Logger
     let metrics: GatewayMetrics
     let health: HealthTracker
+    let cluster: ClusterNode?
     let clock = ContinuousClock()
 
     // MARK: Prepare
 
     func prepare(_ request: ChatRequest, key: KeyRecord) async throws -> PreparedChat {
-        let planned = try planner.plan(request, health: health.snapshot(), now: health.now)
+        var planned = try planner.plan(request, health: health.snapshot(), now: health.now)
+        if let cluster, cluster.tableIsSet(for: configuration.region) {
+            let table = cluster.table(for: configuration.region)
+            let allowed = table.apply(to: planned, explicitOrder: !(request.provider.order ?? []).isEmpty)
+            guard !allowed.isEmpty else {
+                throw APIError(status: 404, message: "No endpoint for \(request.requestedModel) is allowed in region "
+                    + "\(configuration.region) by its routing table",
+                    metadata: ["region": .string(configuration.region), "allowed": .array(table.allowed.map { .string($0) })])
+            }
+            planned = allowed
+        }
         // An endpoint whose provider has no credentials on this node cannot be attempted.
         let attempts = planned.filter { providerKeys[$0.provider.slug] != nil }
         guard !attempts.isEmpty else {

@@ -23,13 +23,16 @@ public struct GatewayDependencies: Sendable {
     /// The node's leases on account credit, and the group commit (with its spool) behind them.
     public var credit: CreditLeases
     public var committer: SettlementCommitter
+    /// The node's gossip membership; nil for a node running alone.
+    public var cluster: ClusterNode?
 
     /// Without `credit`, the node keeps leases with default settings and spools to a new
     /// temporary directory (for tests; `signalbox serve` passes its own).
     public init(configuration: GatewayConfiguration, catalog: Catalog, ledger: any LedgerStore,
                 transport: any UpstreamTransport, providerKeys: [String: String], logger: Logger,
                 metrics: GatewayMetrics = GatewayMetrics(), health: HealthTracker = HealthTracker(),
-                credit: CreditLeases? = nil) {
+                credit: CreditLeases? = nil, cluster: ClusterNode? = nil) {
+        self.cluster = cluster
         self.metrics = metrics
         self.health = health
         if let credit {
@@ -78,7 +81,7 @@ public struct Gateway: Sendable {
             ledger: dependencies.ledger, credit: dependencies.credit, transport: dependencies.transport,
             configuration: dependencies.configuration,
             providerKeys: dependencies.providerKeys, logger: dependencies.logger, metrics: dependencies.metrics,
-            health: dependencies.health)
+            health: dependencies.health, cluster: dependencies.cluster)
         authenticator = KeyAuthenticator(ledger: dependencies.ledger, committer: dependencies.committer)
         catalogResponses = CatalogResponses(catalog: dependencies.catalog)
     }
@@ -93,6 +96,8 @@ public struct Gateway: Sendable {
         ("/api/v1/admin/accounts", [.post]), ("/api/v1/admin/accounts/:account/balance", [.get]),
         ("/api/v1/admin/credits", [.post]), ("/api/v1/admin/ledger/entries", [.get]),
         ("/api/v1/admin/ledger/spend", [.get]), ("/api/v1/admin/ledger/verify", [.get]),
+        ("/api/v1/admin/cluster/members", [.get]), ("/api/v1/admin/cluster/health", [.get]),
+        ("/api/v1/admin/routing/:region", [.get, .put]),
     ]
 
     public func buildRouter() -> Router<BasicRequestContext> {
@@ -107,8 +112,12 @@ public struct Gateway: Sendable {
                      body: .init(byteBuffer: ByteBuffer(bytes: dependencies.metrics.exposition())))
         }
         let committer = dependencies.committer
+        let cluster = dependencies.cluster
         router.get("/readyz") { _, _ in
             guard readiness.isReady else { return APIError(status: 503, message: "This node is not ready to serve").jsonResponse() }
+            guard cluster?.agent.isJoined ?? true else {
+                return APIError(status: 503, message: "This node has not joined the cluster yet").jsonResponse()
+            }
             // Still ready while the ledger is down: requests its leases cover are served and
             // their charges spooled; the body says the node is degraded.
             let ledger = await committer.currentStatus
@@ -137,6 +146,7 @@ public struct Gateway: Sendable {
         api.get("/generation") { request, _ in try await generation(request) }
         registerKeyRoutes(api)
         registerAdminLedgerRoutes(api)
+        registerClusterRoutes(api)
         return router
     }
 

@@ -6,6 +6,8 @@ import SignalboxCore
 public struct GatewayConfiguration: Sendable {
     /// This node's name in the cluster; also part of its lease ids in the ledger.
     public var nodeID: String = "node-1"
+    /// The region this node serves (`--region`); its routing table applies here.
+    public var region: String = "local"
     public var host: String = "127.0.0.1"
     public var port: Int = 8080
     /// Largest accepted request body.

@@ -75,6 +75,11 @@ public actor GossipAgent: Service {
         await perform(node.publish(key: key, value: value, wallClockMillis: millis))
     }
 
+    /// Loads state saved by an earlier run (see `SwimNode.restore`).
+    public func restore(_ entries: [StateEntry]) async {
+        await perform(node.restore(entries))
+    }
+
     // MARK: Running
 
     public func run() async throws {

@@ -182,6 +182,12 @@ public struct SwimNode: Sendable {
         return [.stateChanged(entry)]
     }
 
+    /// Loads state entries saved by an earlier run (they keep their versions, so newer news from
+    /// the cluster still wins).
+    public mutating func restore(_ entries: [StateEntry]) -> [SwimDirective] {
+        apply(entries.map { .state($0) }, now: .zero)
+    }
+
     /// Drives every timer: probes, indirect probes, suspicion timeouts, relays, gossip rounds,
     /// push-pull and join retries. Call it often (every ~10–50 ms) or at least by `nextDeadline`.
     public mutating func tick(now: Duration) -> [SwimDirective] {

@@ -159,3 +159,114 @@ public struct HealthView: Sendable, Hashable, Codable {
         change(&endpoints[Self.key(model: model, tag: tag), default: EndpointHealth()])
     }
 }
+
+/// One endpoint's health as a node reports it to the cluster: counts over the last 5 minutes and
+/// over the 25 before, and whether it is routing around the endpoint now. Small enough that a
+/// node's whole report fits a datagram.
+public struct EndpointHealthSummary: Sendable, Hashable, Codable {
+    public struct Counts: Sendable, Hashable, Codable {
+        public var successes = 0
+        public var failures = 0
+        public var rateLimited = 0
+        public var firstTokenMillis = 0
+        public var firstTokenSamples = 0
+        public var throughputMilli = 0
+        public var throughputSamples = 0
+
+        public init() {}
+
+        mutating func add(_ bucket: EndpointHealth.Bucket) {
+            successes += bucket.successes
+            failures += bucket.failures
+            rateLimited += bucket.rateLimited
+            firstTokenMillis += bucket.firstTokenMillis
+            firstTokenSamples += bucket.firstTokenSamples
+            throughputMilli += bucket.throughputMilli
+            throughputSamples += bucket.throughputSamples
+        }
+
+        func bucket(start: Double) -> EndpointHealth.Bucket {
+            var bucket = EndpointHealth.Bucket(start: start)
+            bucket.successes = successes
+            bucket.failures = failures
+            bucket.rateLimited = rateLimited
+            bucket.firstTokenMillis = firstTokenMillis
+            bucket.firstTokenSamples = firstTokenSamples
+            bucket.throughputMilli = throughputMilli
+            bucket.throughputSamples = throughputSamples
+            return bucket
+        }
+    }
+
+    /// The last 5 minutes.
+    public var recent = Counts()
+    /// From 30 to 5 minutes ago.
+    public var earlier = Counts()
+    public var lastFailureAt: Double?
+    /// The reporting node routes around this endpoint (open circuit or a failure in the last 30 s).
+    public var degraded = false
+
+    public init() {}
+}
+
+extension EndpointHealth {
+    /// This node's view of the endpoint, for the cluster.
+    public func summary(now: Double) -> EndpointHealthSummary {
+        var summary = EndpointHealthSummary()
+        for bucket in window(1800, now: now) {
+            if bucket.start > now - 300 - Self.bucketSeconds { summary.recent.add(bucket) } else { summary.earlier.add(bucket) }
+        }
+        summary.lastFailureAt = lastFailureAt
+        summary.degraded = isDegraded(at: now)
+        return summary
+    }
+
+    /// Folds in another node's report, made at `reportedAt`: its counts join the uptime and
+    /// latency windows, and an endpoint it routes around is routed around here too, for as long
+    /// as a local failure would be (its report is refreshed while that lasts).
+    public mutating func absorb(_ summary: EndpointHealthSummary, reportedAt: Double, now: Double) {
+        buckets.append(summary.recent.bucket(start: now - Self.bucketSeconds))
+        buckets.append(summary.earlier.bucket(start: now - 900))
+        let failure = summary.degraded ? max(reportedAt, summary.lastFailureAt ?? reportedAt) : summary.lastFailureAt
+        if let failure { lastFailureAt = max(lastFailureAt ?? failure, failure) }
+    }
+}
+
+/// A node's report of every endpoint it has seen lately (`health/<node>` in the gossiped state).
+public struct NodeHealthReport: Sendable, Hashable, Codable {
+    /// Unix seconds when it was made.
+    public var at: Double
+    /// By `HealthView.key(model:tag:)`.
+    public var endpoints: [String: EndpointHealthSummary]
+
+    public init(at: Double, endpoints: [String: EndpointHealthSummary]) {
+        self.at = at
+        self.endpoints = endpoints
+    }
+
+    /// Keys of the endpoints the node routes around.
+    public var degradedKeys: Set<String> { Set(endpoints.filter { $0.value.degraded }.keys) }
+}
+
+extension HealthView {
+    /// This node's report: every endpoint with data in the last 30 minutes.
+    public func report(now: Double) -> NodeHealthReport {
+        var endpoints: [String: EndpointHealthSummary] = [:]
+        for (key, health) in self.endpoints {
+            let summary = health.summary(now: now)
+            if summary.recent != .init() || summary.earlier != .init() || summary.degraded { endpoints[key] = summary }
+        }
+        return NodeHealthReport(at: now, endpoints: endpoints)
+    }
+
+    /// This view with other nodes' reports folded in (see `EndpointHealth.absorb`).
+    public func merging(_ reports: some Sequence<NodeHealthReport>, now: Double) -> HealthView {
+        var merged = self
+        for report in reports {
+            for (key, summary) in report.endpoints {
+                merged.endpoints[key, default: EndpointHealth()].absorb(summary, reportedAt: report.at, now: now)
+            }
+        }
+        return merged
+    }
+}

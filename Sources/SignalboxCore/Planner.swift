@@ -270,3 +270,30 @@ public struct RoutingPlanner: Sendable {
         return .notFound(message, metadata: metadata)
     }
 }
+
+/// An operator's routing rules for one region (`/api/v1/admin/routing/{region}`), gossiped to every
+/// node. Entries name a provider slug (`openai`) or an endpoint tag (`openai/default`).
+public struct RegionRoutingTable: Sendable, Hashable, Codable {
+    /// Only these endpoints may serve requests in the region; empty allows every endpoint.
+    public var allowed: [String]
+    /// These go first (in this order) unless the request gave `provider.order`.
+    public var preferred: [String]
+
+    public init(allowed: [String] = [], preferred: [String] = []) {
+        self.allowed = allowed
+        self.preferred = preferred
+    }
+
+    static func matches(_ entry: String, _ attempt: PlannedAttempt) -> Bool {
+        entry == attempt.provider.slug || entry == attempt.endpoint.tag
+    }
+
+    /// The planned attempts this region may make, preferred ones first (a stable reorder).
+    public func apply(to attempts: [PlannedAttempt], explicitOrder: Bool) -> [PlannedAttempt] {
+        var kept = allowed.isEmpty ? attempts : attempts.filter { attempt in allowed.contains { Self.matches($0, attempt) } }
+        guard !explicitOrder, !preferred.isEmpty else { return kept }
+        func rank(_ attempt: PlannedAttempt) -> Int { preferred.firstIndex { Self.matches($0, attempt) } ?? preferred.count }
+        kept = kept.enumerated().sorted { (rank($0.element), $0.offset) < (rank($1.element), $1.offset) }.map(\.element)
+        return kept
+    }
+}

@@ -7,6 +7,7 @@ import Ledger
 import Logging
 import PostgresNIO
 import Providers
+import Gossip
 import ServiceLifecycle
 import SignalboxCore
 import SimProvider
@@ -17,6 +18,11 @@ struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Run a router node.")
 
     @Option(help: "This node's name in the cluster and in its ledger leases (default: HOST-PORT).") var nodeId: String?
+    @Option(help: "The region this node serves (default: local).") var region: String?
+    @Option(help: "Gossip with other nodes: UDP HOST:PORT to listen on (turns cluster mode on).") var gossipBind: String?
+    @Option(help: "HOST:PORT other nodes reach this node's gossip at (default: --gossip-bind).") var gossipAdvertise: String?
+    @Option(help: "Comma-separated gossip HOST:PORT of nodes to join through.") var seeds: String?
+    @Option(help: "Cluster key file (signalbox cluster keygen); required with --gossip-bind.") var clusterKeyFile: String?
     @Option(help: "Address to listen on.") var host: String?
     @Option(help: "Port to listen on.") var port: Int?
     @Option(help: "Directory for the embedded ledger and the demo/admin key files.") var dataDir: String = ".signalbox"
@@ -58,6 +64,7 @@ struct Serve: AsyncParsableCommand {
             configuration.holdTTL = TimeInterval(holdTtl)
         }
         configuration.nodeID = nodeId ?? "\(ProcessInfo.processInfo.hostName)-\(configuration.port)"
+        if let region { configuration.region = region }
         if let loadBalancing {
             guard let mode = RoutingPlanner.LoadBalancing(rawValue: loadBalancing) else {
                 throw ValidationError("--load-balancing must be price-weighted or catalog-order")
@@ -138,10 +145,12 @@ struct Serve: AsyncParsableCommand {
             store: ledger, spool: try SettlementSpool(path: spoolPath), rejects: try SettlementSpool(path: spoolPath + ".rejected"),
             logger: logger, onCommit: { metrics.settlementBatch(size: $0) })
         let credit = CreditLeases(store: ledger, committer: committer, nodeID: configuration.nodeID, policy: policy, logger: logger)
+        let health = HealthTracker()
+        let cluster = try makeCluster(configuration: configuration, health: health, logger: logger)
         let gateway = Gateway(GatewayDependencies(
             configuration: configuration, catalog: catalog, ledger: ledger,
             transport: AsyncHTTPClientTransport(client: httpClient), providerKeys: providerKeys, logger: logger,
-            metrics: metrics, credit: credit),
+            metrics: metrics, health: health, credit: credit, cluster: cluster),
             readiness: Readiness(ready: false))
         let host = configuration.host
         let modelCount = catalog.models.count
@@ -169,6 +178,8 @@ struct Serve: AsyncParsableCommand {
         // the node's leases back.
         let expiryInterval = Duration.seconds(min(30, max(1, configuration.holdTTL / 2)))
         services.append(LedgerUpkeepService(ledger: ledger, credit: credit, expiryInterval: expiryInterval, logger: logger))
+        // Before the server too: the node announces it leaves only after its requests finished.
+        if let cluster { services.append(cluster) }
         services.append(app)
         // Last in the group, so the first to hear of a shutdown: readiness turns off before the
         // server stops accepting connections.
@@ -186,6 +197,33 @@ struct Serve: AsyncParsableCommand {
 }
 
 /// The demo account and keys of the embedded default.
+extension Serve {
+    /// The node's gossip membership when `--gossip-bind` is given.
+    func makeCluster(configuration: GatewayConfiguration, health: HealthTracker, logger: Logger) throws -> ClusterNode? {
+        guard let gossipBind else {
+            guard seeds == nil, clusterKeyFile == nil else { throw ValidationError("--seeds and --cluster-key-file need --gossip-bind") }
+            return nil
+        }
+        guard let bind = MemberAddress(gossipBind) else { throw ValidationError("--gossip-bind must be HOST:PORT") }
+        guard let advertised = MemberAddress(gossipAdvertise ?? gossipBind), !["0.0.0.0", "::"].contains(advertised.host) else {
+            throw ValidationError("give --gossip-advertise HOST:PORT when --gossip-bind listens on every address")
+        }
+        guard let clusterKeyFile else { throw ValidationError("--gossip-bind needs --cluster-key-file (signalbox cluster keygen --out FILE)") }
+        let keyring = try ClusterKeyring(contentsOfFile: clusterKeyFile)
+        let seedList = try (seeds ?? "").split(separator: ",").map { text -> MemberAddress in
+            guard let address = MemberAddress(text.trimmingCharacters(in: .whitespaces)) else {
+                throw ValidationError("--seeds must be HOST:PORT,HOST:PORT,…; got \(text)")
+            }
+            return address
+        }
+        // The boot time as the first incarnation: a restarted node outranks its old self.
+        let myself = Member(id: configuration.nodeID, address: advertised, region: configuration.region,
+                            incarnation: UInt64(Date().timeIntervalSince1970 * 1000))
+        return ClusterNode(myself: myself, bind: bind, seeds: seedList, keyring: keyring, keyringPath: clusterKeyFile,
+                           health: health, tablesPath: dataDir + "/routing-tables.json", logger: logger)
+    }
+}
+
 enum DemoSetup {
     static let demoAccount = "demo"
     static let adminAccount = "operator"

@@ -1,0 +1,88 @@
+import Foundation
+import Gossip
+import Hummingbird
+import SignalboxCore
+
+/// `/api/v1/admin/cluster/…` and `/api/v1/admin/routing/{region}`, with the admin key.
+extension Gateway {
+    func registerClusterRoutes(_ api: RouterGroup<BasicRequestContext>) {
+        api.get("/admin/cluster/members") { request, _ in
+            _ = try await requireAdmin(request)
+            return JSONResponse.make(["data": .array(try await clusterMembers())])
+        }
+        api.get("/admin/cluster/health") { request, _ in
+            _ = try await requireAdmin(request)
+            var nodes: JSONObject = [dependencies.configuration.nodeID: Self.reportJSON(dependencies.health.localReport())]
+            for (node, report) in dependencies.health.remoteReports() { nodes[node] = Self.reportJSON(report) }
+            let merged = dependencies.health.snapshot()
+            let now = dependencies.health.now
+            let routedAround = merged.endpoints.filter { $0.value.isDegraded(at: now) }.keys.sorted()
+            return JSONResponse.make(["data": ["nodes": .object(nodes), "routed_around": .array(routedAround.map { .string($0) })]])
+        }
+        api.get("/admin/routing/:region") { request, context in
+            _ = try await requireAdmin(request)
+            let region = context.parameters.get("region") ?? ""
+            let table = dependencies.cluster?.table(for: region) ?? RegionRoutingTable()
+            return JSONResponse.make(Self.tableJSON(region: region, table, isSet: dependencies.cluster?.tableIsSet(for: region) ?? false))
+        }
+        api.put("/admin/routing/:region") { request, context in
+            _ = try await requireAdmin(request)
+            guard let cluster = dependencies.cluster else {
+                throw APIError(status: 409, message: "Routing tables are shared through the cluster; start the node with --gossip-bind")
+            }
+            let region = context.parameters.get("region") ?? ""
+            guard !region.isEmpty, region.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) else {
+                throw APIError.badRequest("A region name is letters, digits, '-' and '_'")
+            }
+            let body = try await body(request)
+            func list(_ name: String) throws -> [String] {
+                guard let value = body[name] else { return [] }
+                guard let items = value.arrayValue?.compactMap(\.stringValue), items.count == value.arrayValue?.count else {
+                    throw APIError.badRequest("'\(name)' must be an array of provider slugs or endpoint tags")
+                }
+                let known = Set(dependencies.catalog.providers.keys).union(dependencies.catalog.models.flatMap { $0.endpoints.map(\.tag) })
+                if let unknown = items.first(where: { !known.contains($0) }) {
+                    throw APIError.badRequest("'\(unknown)' in '\(name)' is neither a provider slug nor an endpoint tag")
+                }
+                return items
+            }
+            let table = RegionRoutingTable(allowed: try list("allowed"), preferred: try list("preferred"))
+            try await cluster.setTable(table, for: region)
+            return JSONResponse.make(Self.tableJSON(region: region, table, isSet: true))
+        }
+    }
+
+    /// Every member including this node (`self: true`); just this node when it runs alone.
+    func clusterMembers() async throws -> [JSONValue] {
+        guard let cluster = dependencies.cluster else {
+            return [["id": .string(dependencies.configuration.nodeID), "region": .string(dependencies.configuration.region),
+                     "address": nil, "state": "alive", "incarnation": 0, "self": true]]
+        }
+        let myself = await cluster.agent.myself
+        return await cluster.agent.members.map { member in
+            ["id": .string(member.id), "region": .string(member.region), "address": .string(member.address.description),
+             "state": .string(member.status.rawValue), "incarnation": .int(Int64(clamping: member.incarnation)),
+             "self": .bool(member.id == myself.id)]
+        }
+    }
+
+    static func reportJSON(_ report: NodeHealthReport) -> JSONValue {
+        var endpoints: JSONObject = [:]
+        for (key, summary) in report.endpoints.sorted(by: { $0.key < $1.key }) {
+            let recent = summary.recent
+            let attempts = recent.successes + recent.failures
+            endpoints[key] = [
+                "routed_around": .bool(summary.degraded),
+                "uptime_last_5m": attempts > 0 ? .double((Double(recent.successes) * 10_000 / Double(attempts)).rounded() / 100) : nil,
+                "latency_last_5m_ms": recent.firstTokenSamples > 0 ? .int(Int64(recent.firstTokenMillis / recent.firstTokenSamples)) : nil,
+                "requests_last_5m": .int(Int64(attempts + recent.rateLimited)),
+            ]
+        }
+        return ["reported_at": .double(report.at), "endpoints": .object(endpoints)]
+    }
+
+    static func tableJSON(region: String, _ table: RegionRoutingTable, isSet: Bool) -> JSONValue {
+        ["region": .string(region), "allowed": .array(table.allowed.map { .string($0) }),
+         "preferred": .array(table.preferred.map { .string($0) }), "set": .bool(isSet)]
+    }
+}

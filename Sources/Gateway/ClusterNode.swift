@@ -1,0 +1,107 @@
+import Foundation
+import Gossip
+import Logging
+import NIOConcurrencyHelpers
+import ServiceLifecycle
+import SignalboxCore
+
+/// A router node's place in the cluster: its gossip agent and what the node shares through it.
+///
+/// Replicated state keys:
+/// - `health/<node>`: the node's `NodeHealthReport`, published when the set of endpoints it routes
+///   around changes (checked every 200 ms) and at least every 5 s; other nodes fold it into their
+///   routing view (`HealthTracker.absorb`). A dead or departed node's report is dropped.
+/// - `routing/<region>`: a `RegionRoutingTable`, set through the admin API on any node; every node
+///   keeps the latest in `<data-dir>/routing-tables.json` and loads it at start.
+public final class ClusterNode: Service, Sendable {
+    public let agent: GossipAgent
+    public let nodeID: String
+    public let region: String
+    let health: HealthTracker
+    private let tables: NIOLockedValueBox<[String: RegionRoutingTable]>
+    private let savedState: NIOLockedValueBox<[String: StateEntry]>
+    private let tablesPath: String?
+    private let logger: Logger
+
+    public init(myself: Member, bind: MemberAddress, seeds: [MemberAddress], keyring: ClusterKeyring, keyringPath: String?,
+                settings: SwimSettings = SwimSettings(), health: HealthTracker, tablesPath: String?, logger: Logger) {
+        let tables = NIOLockedValueBox<[String: RegionRoutingTable]>([:])
+        let saved = NIOLockedValueBox<[String: StateEntry]>([:])
+        let selfID = myself.id
+        self.nodeID = myself.id
+        self.region = myself.region
+        self.health = health
+        self.tables = tables
+        self.savedState = saved
+        self.tablesPath = tablesPath
+        self.logger = logger
+        agent = GossipAgent(
+            myself: myself, bind: bind, seeds: seeds, keyring: keyring, keyringPath: keyringPath, settings: settings, logger: logger,
+            onMemberChange: { member in
+                if member.status.isGone && member.id != selfID { health.absorb(node: member.id, report: nil) }
+            },
+            onStateChange: { entry in
+                if entry.key.hasPrefix("health/") {
+                    let node = String(entry.key.dropFirst("health/".count))
+                    guard node != selfID else { return }
+                    health.absorb(node: node, report: try? JSONDecoder().decode(NodeHealthReport.self, from: Data(entry.value.utf8)))
+                } else if entry.key.hasPrefix("routing/") {
+                    let region = String(entry.key.dropFirst("routing/".count))
+                    if let table = try? JSONDecoder().decode(RegionRoutingTable.self, from: Data(entry.value.utf8)) {
+                        tables.withLockedValue { $0[region] = table }
+                        saved.withLockedValue { $0[entry.key] = entry }
+                        if let tablesPath { Self.save(saved.withLockedValue { $0 }, to: tablesPath, logger: logger) }
+                    }
+                }
+            })
+    }
+
+    /// The routing table of a region; an empty one (everything allowed) when none was set.
+    public func table(for region: String) -> RegionRoutingTable { tables.withLockedValue { $0[region] } ?? RegionRoutingTable() }
+
+    public func tableIsSet(for region: String) -> Bool { tables.withLockedValue { $0[region] != nil } }
+
+    /// Sets a region's table cluster-wide.
+    public func setTable(_ table: RegionRoutingTable, for region: String) async throws {
+        let value = String(decoding: try JSONEncoder().encode(table), as: UTF8.self)
+        await agent.publish(key: "routing/" + region, value: value)
+    }
+
+    public func run() async throws {
+        if let tablesPath, let data = FileManager.default.contents(atPath: tablesPath),
+           let entries = try? JSONDecoder().decode([StateEntry].self, from: data) {
+            await agent.restore(entries)
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await self.agent.run() }
+            group.addTask { await self.publishHealth() }
+            try await group.next()
+            group.cancelAll()
+        }
+    }
+
+    /// Publishes this node's health report when what it routes around changes, and every 5 s.
+    private func publishHealth() async {
+        var lastDegraded: Set<String>?
+        var lastPublished = ContinuousClock.now
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            try? await Task.sleep(for: .milliseconds(200))
+            let report = health.localReport()
+            let degraded = report.degradedKeys
+            guard degraded != lastDegraded || ContinuousClock.now - lastPublished >= .seconds(5) else { continue }
+            guard let value = try? JSONEncoder().encode(report) else { continue }
+            await agent.publish(key: "health/" + nodeID, value: String(decoding: value, as: UTF8.self))
+            lastDegraded = degraded
+            lastPublished = .now
+        }
+    }
+
+    private static func save(_ entries: [String: StateEntry], to path: String, logger: Logger) {
+        do {
+            let data = try JSONEncoder().encode(entries.values.sorted { $0.key < $1.key })
+            try data.write(to: URL(fileURLWithPath: path), options: .atomic)
+        } catch {
+            logger.error("cannot save routing tables", metadata: ["path": "\(path)", "error": "\(error)"])
+        }
+    }
+}
