@@ -1,0 +1,200 @@
+"""Real router processes gossiping over UDP on loopback: membership, failure detection, shared
+provider health and routing tables. Each node runs its own in-process simulator, so a provider
+can fail "behind" one node only."""
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from cluster import ADMIN_KEY, BINARY, Process, wait_until
+from conftest import free_port
+
+
+def keygen(path):
+    subprocess.run([BINARY, "cluster", "keygen", "--out", path], check=True, capture_output=True)
+    return path
+
+
+class GossipNode(Process):
+    def __init__(self, name, workdir, key_file, seeds, gossip_port=None, region="eu", extra=()):
+        self.name, self.workdir, self.key_file, self.seeds, self.region = name, workdir, key_file, seeds, region
+        self.port, self.sim_port = free_port(), free_port()
+        self.gossip_port = gossip_port or free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.data_dir = os.path.join(workdir, name)
+        os.makedirs(self.data_dir, exist_ok=True)
+        self.extra = extra
+        self.start()
+
+    def start(self):
+        super().__init__([BINARY, "serve", "--node-id", self.name, "--region", self.region, "--port", str(self.port),
+                          "--sim-port", str(self.sim_port), "--data-dir", self.data_dir, "--load-balancing", "catalog-order",
+                          "--gossip-bind", f"127.0.0.1:{self.gossip_port}", "--seeds", self.seeds,
+                          "--cluster-key-file", self.key_file, *self.extra],
+                         os.path.join(self.workdir, self.name + ".log"), env={"SIGNALBOX_ADMIN_KEY": ADMIN_KEY})
+
+    @property
+    def gossip(self):
+        return f"127.0.0.1:{self.gossip_port}"
+
+    def get(self, path, key=ADMIN_KEY):
+        request = urllib.request.Request(self.base + "/api/v1" + path, headers={"Authorization": f"Bearer {key}"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.loads(response.read())
+
+    def put(self, path, body):
+        request = urllib.request.Request(self.base + "/api/v1" + path, data=json.dumps(body).encode(), method="PUT",
+                                         headers={"Authorization": f"Bearer {ADMIN_KEY}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.loads(response.read())
+
+    def members(self):
+        return {m["id"]: m for m in self.get("/admin/cluster/members")["data"]}
+
+    def ready(self):
+        try:
+            with urllib.request.urlopen(self.base + "/readyz", timeout=2) as response:
+                return response.status == 200
+        except Exception:
+            return False
+
+    def chat(self, extra=None):
+        key = open(os.path.join(self.data_dir, "demo-key")).read().strip()
+        body = dict({"model": "openai/gpt-4o-mini", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}, **(extra or {}))
+        request = urllib.request.Request(self.base + "/api/v1/chat/completions", data=json.dumps(body).encode(),
+                                         headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+
+    def fault(self, **fault):
+        request = urllib.request.Request(f"http://127.0.0.1:{self.sim_port}/_sim/faults", data=json.dumps(fault).encode(),
+                                         headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(request, timeout=5).read()
+
+
+@pytest.fixture
+def cluster():
+    workdir = tempfile.mkdtemp(prefix="signalbox-gossip-")
+    key = keygen(os.path.join(workdir, "cluster.key"))
+    seed_port = free_port()
+    seeds = f"127.0.0.1:{seed_port}"
+    nodes = [GossipNode("n0", workdir, key, seeds, gossip_port=seed_port)]
+    nodes += [GossipNode(f"n{i}", workdir, key, seeds) for i in range(1, 5)]
+    wait_until(lambda: all(node.ready() for node in nodes), 60, "every node to join")
+    wait_until(lambda: all(len([m for m in node.members().values() if m["state"] == "alive"]) == 5 for node in nodes),
+               20, "every node to see five members")
+    yield nodes, workdir, key
+    for node in nodes:
+        node.stop(signal.SIGKILL)
+
+
+def test_five_nodes_form_a_cluster_from_one_seed(cluster):
+    nodes, _, _ = cluster
+    for node in nodes:
+        members = node.members()
+        assert sorted(members) == ["n0", "n1", "n2", "n3", "n4"]
+        assert [m["id"] for m in members.values() if m["self"]] == [node.name]
+        assert all(m["region"] == "eu" and m["address"].startswith("127.0.0.1:") and m["incarnation"] > 0 for m in members.values())
+
+
+def test_a_killed_node_is_seen_dead_by_all_others(cluster):
+    nodes, _, _ = cluster
+    victim, others = nodes[3], [n for n in nodes if n is not nodes[3]]
+    killed_at = time.time()
+    victim.stop(signal.SIGKILL)
+    seen = {}
+    while len(seen) < len(others) and time.time() - killed_at < 15:
+        for node in others:
+            if node.name not in seen and node.members()["n3"]["state"] == "dead":
+                seen[node.name] = time.time() - killed_at
+        time.sleep(0.05)
+    print(f"\nSIGKILL detection: first {min(seen.values()):.2f} s, all {max(seen.values()):.2f} s" if seen else "")
+    assert len(seen) == len(others), f"not everyone saw n3 dead within 15 s: {seen}"
+
+
+def test_a_provider_failing_behind_one_node_is_avoided_by_every_node_within_two_seconds(cluster):
+    nodes, _, _ = cluster
+    assert all(node.chat()["provider"] == "OpenAI" for node in nodes)  # catalog order: OpenAI first
+    nodes[0].fault(provider="openai", kind="status", status=503)  # only n0's simulator fails
+    assert nodes[0].chat()["provider"] == "Azure"  # n0 fails over, and now routes around OpenAI
+    failed_at = time.time()
+    avoided = {}
+    while len(avoided) < 4 and time.time() - failed_at < 5:
+        for node in nodes[1:]:
+            if node.name not in avoided and "openai/gpt-4o-mini|openai" in node.get("/admin/cluster/health")["data"]["routed_around"]:
+                avoided[node.name] = time.time() - failed_at
+        time.sleep(0.02)
+    print(f"\nhealth propagation: routed around on every node after {max(avoided.values()):.2f} s" if avoided else "")
+    assert len(avoided) == 4 and max(avoided.values()) < 2
+    # Their own simulators are healthy, yet they now start with Azure.
+    assert all(node.chat()["provider"] == "Azure" for node in nodes[1:])
+    # And the endpoints page reports the cluster's view.
+    endpoints = nodes[2].get("/models/openai/gpt-4o-mini/endpoints")["data"]["endpoints"]
+    assert [e["status"] for e in endpoints if e["tag"] == "openai/default" or e["provider_name"] == "OpenAI"] == [-1]
+
+
+def test_a_gracefully_stopped_node_leaves_without_suspicion(cluster):
+    nodes, _, _ = cluster
+    watcher_states = []
+    stop = threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            for node in nodes[:3]:
+                try:
+                    watcher_states.append(node.members()["n4"]["state"])
+                except Exception:
+                    pass
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    nodes[4].stop(signal.SIGTERM)
+    wait_until(lambda: all(node.members()["n4"]["state"] == "left" for node in nodes[:4]), 5, "everyone to see n4 leave")
+    stop.set()
+    thread.join()
+    assert "suspect" not in watcher_states and "dead" not in watcher_states
+
+
+def test_a_node_restarted_at_the_same_address_rejoins_under_a_new_incarnation(cluster):
+    nodes, _, _ = cluster
+    node = nodes[2]
+    before = nodes[0].members()["n2"]["incarnation"]
+    node.stop(signal.SIGKILL)
+    wait_until(lambda: nodes[0].members()["n2"]["state"] in ("suspect", "dead"), 15, "n2 to be suspected")
+    node.start()
+    wait_until(lambda: all(n.members()["n2"]["state"] == "alive" and n.members()["n2"]["incarnation"] > before
+                           for n in nodes if n is not node), 15, "n2 to be alive again under a new incarnation")
+    assert node.ready()
+
+
+def test_routing_tables_set_on_one_node_apply_on_every_node_and_persist(cluster):
+    nodes, _, _ = cluster
+    assert nodes[1].get("/admin/routing/eu")["set"] is False
+    nodes[1].put("/admin/routing/eu", {"allowed": ["azure", "openai"], "preferred": ["azure"]})
+    wait_until(lambda: all(node.get("/admin/routing/eu")["preferred"] == ["azure"] for node in nodes), 3, "the table everywhere")
+    assert all(node.chat()["provider"] == "Azure" for node in nodes)  # preferred first
+    assert nodes[3].chat({"provider": {"order": ["openai"]}})["provider"] == "OpenAI"  # an explicit order still wins
+    saved = json.load(open(os.path.join(nodes[4].data_dir, "routing-tables.json")))
+    assert [entry["key"] for entry in saved] == ["routing/eu"]
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        nodes[0].put("/admin/routing/eu", {"allowed": ["no-such-provider"]})
+    assert refused.value.code == 400
+
+
+def test_a_node_with_another_cluster_key_never_joins(cluster):
+    nodes, workdir, _ = cluster
+    stranger = GossipNode("stranger", workdir, keygen(os.path.join(workdir, "other.key")), nodes[0].gossip)
+    try:
+        time.sleep(3)
+        assert not stranger.ready()
+        assert "stranger" not in nodes[0].members()
+    finally:
+        stranger.stop(signal.SIGKILL)
