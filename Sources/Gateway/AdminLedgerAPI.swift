@@ -13,8 +13,22 @@ extension Gateway {
             let body = try await body(request)
             guard let name = body["name"]?.stringValue, !name.isEmpty else { throw APIError.badRequest("'name' is required") }
             let id = body["id"]?.stringValue ?? "acct-" + UUID().uuidString.lowercased().prefix(12)
+            let region = try Self.region(body["region"]) ?? nil
             let account = try await dependencies.ledger.createAccount(id: id, name: name)
-            return JSONResponse.make(["id": .string(account.id), "name": .string(account.name)], status: .created)
+            if let region { try await dependencies.ledger.setRegion(account: id, region: region) }
+            return JSONResponse.make(["id": .string(account.id), "name": .string(account.name),
+                                      "region": region.map { .string($0) } ?? nil], status: .created)
+        }
+        api.patch("/admin/accounts/:account") { request, context in
+            _ = try await requireAdmin(request)
+            let account = context.parameters.get("account") ?? ""
+            let body = try await body(request)
+            guard let region = try Self.region(body["region"]) else { throw APIError.badRequest("Give 'region' (a name, or null to unpin)") }
+            guard try await dependencies.ledger.setRegion(account: account, region: region) else {
+                throw APIError.notFound("Account \(account) not found")
+            }
+            authenticator.invalidate()
+            return JSONResponse.make(["id": .string(account), "region": region.map { .string($0) } ?? nil])
         }
         api.get("/admin/accounts/:account/balance") { request, context in
             _ = try await requireAdmin(request)

@@ -76,6 +76,14 @@ struct ChatPipeline: Sendable {
             }
             planned = allowed
         }
+        // Data residency: a pinned key's requests use only its region's endpoints.
+        if let region = key.pinnedRegion {
+            planned = planned.filter { catalog.region(of: $0.endpoint) == region }
+            guard !planned.isEmpty else {
+                throw APIError(status: 404, message: "No endpoint for \(request.requestedModel) is in region \(region), "
+                    + "where this key's requests must be served", metadata: ["region": .string(region)])
+            }
+        }
         // An endpoint whose provider has no credentials on this node cannot be attempted.
         let attempts = planned.filter { providerKeys[$0.provider.slug] != nil }
         guard !attempts.isEmpty else {

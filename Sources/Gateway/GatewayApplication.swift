@@ -93,7 +93,8 @@ public struct Gateway: Sendable {
         ("/api/v1/key", [.get]), ("/api/v1/auth/key", [.get]), ("/api/v1/credits", [.get]),
         ("/api/v1/generation", [.get]), ("/metrics", [.get]),
         ("/api/v1/keys", [.get, .post]), ("/api/v1/keys/:hash", [.get, .patch, .delete]),
-        ("/api/v1/admin/accounts", [.post]), ("/api/v1/admin/accounts/:account/balance", [.get]),
+        ("/api/v1/admin/accounts", [.post]), ("/api/v1/admin/accounts/:account", [.patch]),
+        ("/api/v1/admin/accounts/:account/balance", [.get]),
         ("/api/v1/admin/credits", [.post]), ("/api/v1/admin/ledger/entries", [.get]),
         ("/api/v1/admin/ledger/spend", [.get]), ("/api/v1/admin/ledger/verify", [.get]),
         ("/api/v1/admin/cluster/members", [.get]), ("/api/v1/admin/cluster/health", [.get]),
@@ -162,6 +163,9 @@ public struct Gateway: Sendable {
             body = try await request.body.collect(upTo: dependencies.configuration.maxBodyBytes)
         } catch let error as HTTPError where error.status == .contentTooLarge {
             throw APIError(status: 413, message: "Request body is larger than \(dependencies.configuration.maxBodyBytes) bytes")
+        }
+        if let region = key.pinnedRegion, region != dependencies.configuration.region {
+            return try await forwardToRegion(region, request: request, body: body)
         }
         let json: JSONValue
         do {

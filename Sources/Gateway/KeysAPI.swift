@@ -63,6 +63,17 @@ extension Gateway {
         return .some(text)
     }
 
+    /// A `region` field: a region name, or null to unpin; nil when absent.
+    static func region(_ value: JSONValue?) throws(APIError) -> String?? {
+        guard let value else { return nil }
+        if value.isNull { return .some(nil) }
+        guard let text = value.stringValue, !text.isEmpty,
+              text.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) else {
+            throw APIError.badRequest("'region' must be a region name (letters, digits, '-', '_') or null")
+        }
+        return .some(text)
+    }
+
     func keyJSON(_ key: KeyRecord) async throws -> JSONValue {
         let usage = try await dependencies.ledger.keyUsage(keyID: key.id, now: Date())
         let formatter = ISO8601DateFormatter()
@@ -76,6 +87,7 @@ extension Gateway {
             "byok_usage_monthly": 0, "created_at": .string(formatter.string(from: key.createdAt)), "updated_at": nil,
             "expires_at": key.expiresAt.map { .string(formatter.string(from: $0)) } ?? nil,
             "creator_user_id": .string(key.accountID), "workspace_id": nil,
+            "region": key.region.map { .string($0) } ?? nil, "pinned_region": key.pinnedRegion.map { .string($0) } ?? nil,
         ]
     }
 
@@ -106,7 +118,7 @@ extension Gateway {
         let record = KeyRecord(
             id: "key-" + String(hash.prefix(16)), accountID: account, hash: hash, label: APIKeyFormat.label(secret), name: name,
             limit: try Self.limit(object["limit"]) ?? nil, limitReset: try Self.limitReset(object["limit_reset"]) ?? nil,
-            expiresAt: expiresAt)
+            expiresAt: expiresAt, region: try Self.region(object["region"]) ?? nil)
         try await dependencies.ledger.insertKey(record)
         return JSONResponse.make(["data": try await keyJSON(record), "key": .string(secret)], status: .created)
     }
@@ -115,10 +127,12 @@ extension Gateway {
         _ = try await requireAdmin(request)
         let object = try await body(request)
         if let disabled = object["disabled"], disabled.boolValue == nil { throw APIError.badRequest("'disabled' must be a boolean") }
-        guard let key = try await dependencies.ledger.updateKey(
+        let region = try Self.region(object["region"])
+        guard var key = try await dependencies.ledger.updateKey(
             hash: hash, name: object["name"]?.stringValue, disabled: object["disabled"]?.boolValue,
             limit: try Self.limit(object["limit"]), limitReset: try Self.limitReset(object["limit_reset"]))
         else { throw APIError.notFound("Key not found") }
+        if let region, let pinned = try await dependencies.ledger.setRegion(keyHash: hash, region: region) { key = pinned }
         authenticator.invalidate()
         return JSONResponse.make(["data": try await keyJSON(key)])
     }

@@ -54,8 +54,12 @@ public struct Member: Sendable, Hashable, Codable {
     public var region: String
     public var incarnation: UInt64
     public var status: MemberStatus
+    /// Where the node's HTTP API is reached (for forwarding region-pinned requests).
+    public var apiURL: String?
 
-    public init(id: String, address: MemberAddress, region: String, incarnation: UInt64, status: MemberStatus = .alive) {
+    public init(id: String, address: MemberAddress, region: String, incarnation: UInt64, status: MemberStatus = .alive,
+                apiURL: String? = nil) {
+        self.apiURL = apiURL
         self.id = id
         self.address = address
         self.region = region

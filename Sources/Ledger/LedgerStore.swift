@@ -197,6 +197,8 @@ public struct Account: Sendable, Hashable {
     public var name: String
     public var isSystem: Bool
     public var createdAt: Date
+    /// The region the account's requests are pinned to (data residency), nil for none.
+    public var region: String?
 }
 
 /// A two-phase reservation of credit: pending until posted (charged) or voided.
@@ -242,12 +244,21 @@ public struct KeyRecord: Sendable, Hashable {
     public var limitReset: String?
     public var expiresAt: Date?
     public var createdAt: Date
+    /// The region this key's requests are pinned to, nil for none.
+    public var region: String?
+    /// The key's account's region (read with the key).
+    public var accountRegion: String?
+
+    /// Where requests with this key must be served: the key's region, else its account's.
+    public var pinnedRegion: String? { region ?? accountRegion }
 
     public init(
         id: String, accountID: String, hash: String, label: String, name: String, isAdmin: Bool = false,
         disabled: Bool = false, limit: Money? = nil, limitReset: String? = nil, expiresAt: Date? = nil,
-        createdAt: Date = Date()
+        createdAt: Date = Date(), region: String? = nil, accountRegion: String? = nil
     ) {
+        self.region = region
+        self.accountRegion = accountRegion
         self.id = id
         self.accountID = accountID
         self.hash = hash
@@ -560,6 +571,11 @@ public protocol LedgerStore: Sendable {
     /// Changes a key's name, disabled flag or limit (nil leaves a field as it is; `limit: .some(nil)`
     /// removes the limit); returns the updated key, nil when no key has that hash.
     func updateKey(hash: String, name: String?, disabled: Bool?, limit: Money??, limitReset: String??) async throws -> KeyRecord?
+    /// Pins an account's requests to a region (nil unpins); false when there is no such account.
+    @discardableResult
+    func setRegion(account: String, region: String?) async throws -> Bool
+    /// Pins a key's requests to a region (nil unpins); the updated key, nil when no key has that hash.
+    func setRegion(keyHash: String, region: String?) async throws -> KeyRecord?
     /// Deletes a key; its past ledger entries keep its id. False when no key has that hash.
     func deleteKey(hash: String) async throws -> Bool
     /// Disables (revokes) or re-enables a key; false when no key has that id.

@@ -81,6 +81,7 @@ public final class PostgresLedgerStore: LedgerStore {
             """,
         ]),
         (2, ["CREATE INDEX generations_account ON generations(account_id, created_at)"]),
+        (3, ["ALTER TABLE accounts ADD COLUMN region TEXT", "ALTER TABLE api_keys ADD COLUMN region TEXT"]),
     ]
 
     /// Creates or upgrades the schema; safe to run on every start and from several nodes at once.
@@ -248,9 +249,10 @@ public final class PostgresLedgerStore: LedgerStore {
     }
 
     public func account(id: String) async throws -> Account? {
-        try await Self.rows(client.query("SELECT id, name, is_system, created_at FROM accounts WHERE id = \(id)", logger: logger)).first.map {
+        try await Self.rows(client.query("SELECT id, name, is_system, created_at, region FROM accounts WHERE id = \(id)", logger: logger)).first.map {
             Account(id: try $0["id"].decode(String.self), name: try $0["name"].decode(String.self),
-                    isSystem: try $0["is_system"].decode(Bool.self), createdAt: Self.date(try $0["created_at"].decode(Int64.self)))
+                    isSystem: try $0["is_system"].decode(Bool.self), createdAt: Self.date(try $0["created_at"].decode(Int64.self)),
+                    region: try $0["region"].decode(String?.self))
         }
     }
 
@@ -634,15 +636,20 @@ public final class PostgresLedgerStore: LedgerStore {
         try await transaction { connection in
             let (limit, expires, created) = (key.limit?.nanos, key.expiresAt.map(Self.millis), Self.millis(key.createdAt))
             try await connection.query("""
-                INSERT INTO api_keys (id, account_id, hash, label, name, is_admin, disabled, limit_nanos, limit_reset, expires_at, created_at)
+                INSERT INTO api_keys (id, account_id, hash, label, name, is_admin, disabled, limit_nanos, limit_reset, expires_at,
+                                      created_at, region)
                 VALUES (\(key.id), \(key.accountID), \(key.hash), \(key.label), \(key.name), \(key.isAdmin), \(key.disabled),
-                        \(limit), \(key.limitReset), \(expires), \(created))
+                        \(limit), \(key.limitReset), \(expires), \(created), \(key.region))
                 ON CONFLICT (hash) DO NOTHING
                 """, logger: logger)
         }
     }
 
-    static let keyColumns = "id, account_id, hash, label, name, is_admin, disabled, limit_nanos, limit_reset, expires_at, created_at"
+    static let keyColumns = """
+        k.id, k.account_id, k.hash, k.label, k.name, k.is_admin, k.disabled, k.limit_nanos, k.limit_reset, k.expires_at, k.created_at,
+        k.region, a.region AS account_region
+        """
+    static let keyFrom = "api_keys k JOIN accounts a ON a.id = k.account_id"
 
     static func keyRecord(_ row: PostgresRandomAccessRow) throws -> KeyRecord {
         KeyRecord(
@@ -652,17 +659,18 @@ public final class PostgresLedgerStore: LedgerStore {
             disabled: try row["disabled"].decode(Bool.self),
             limit: try row["limit_nanos"].decode(Int64?.self).map { Money(nanos: $0) },
             limitReset: try row["limit_reset"].decode(String?.self),
-            expiresAt: try row["expires_at"].decode(Int64?.self).map(date), createdAt: date(try row["created_at"].decode(Int64.self)))
+            expiresAt: try row["expires_at"].decode(Int64?.self).map(date), createdAt: date(try row["created_at"].decode(Int64.self)),
+            region: try row["region"].decode(String?.self), accountRegion: try row["account_region"].decode(String?.self))
     }
 
     public func key(hash: String) async throws -> KeyRecord? {
         try await Self.rows(client.query(
-            "SELECT \(unescaped: Self.keyColumns) FROM api_keys WHERE hash = \(hash)", logger: logger)).first.map(Self.keyRecord)
+            "SELECT \(unescaped: Self.keyColumns) FROM \(unescaped: Self.keyFrom) WHERE k.hash = \(hash)", logger: logger)).first.map(Self.keyRecord)
     }
 
     public func keys(account: String) async throws -> [KeyRecord] {
         try await Self.rows(client.query(
-            "SELECT \(unescaped: Self.keyColumns) FROM api_keys WHERE account_id = \(account) ORDER BY created_at", logger: logger))
+            "SELECT \(unescaped: Self.keyColumns) FROM \(unescaped: Self.keyFrom) WHERE k.account_id = \(account) ORDER BY k.created_at", logger: logger))
             .map(Self.keyRecord)
     }
 
@@ -679,8 +687,18 @@ public final class PostgresLedgerStore: LedgerStore {
                 try await connection.query("UPDATE api_keys SET limit_reset = \(limitReset) WHERE hash = \(hash)", logger: logger)
             }
             return try await Self.rows(connection.query(
-                "SELECT \(unescaped: Self.keyColumns) FROM api_keys WHERE hash = \(hash)", logger: logger)).first.map(Self.keyRecord)
+                "SELECT \(unescaped: Self.keyColumns) FROM \(unescaped: Self.keyFrom) WHERE k.hash = \(hash)", logger: logger)).first.map(Self.keyRecord)
         }
+    }
+
+    public func setRegion(account: String, region: String?) async throws -> Bool {
+        !(try await Self.rows(client.query(
+            "UPDATE accounts SET region = \(region) WHERE id = \(account) AND NOT is_system RETURNING id", logger: logger))).isEmpty
+    }
+
+    public func setRegion(keyHash: String, region: String?) async throws -> KeyRecord? {
+        try await client.query("UPDATE api_keys SET region = \(region) WHERE hash = \(keyHash)", logger: logger)
+        return try await key(hash: keyHash)
     }
 
     public func deleteKey(hash: String) async throws -> Bool {

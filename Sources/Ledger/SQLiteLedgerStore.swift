@@ -78,6 +78,7 @@ public final class SQLiteLedgerStore: LedgerStore {
                 PRIMARY KEY (account_id, key));
             """),
         ("v3", "CREATE INDEX generations_account ON generations(account_id, created_at);"),
+        ("v4", "ALTER TABLE accounts ADD COLUMN region TEXT; ALTER TABLE api_keys ADD COLUMN region TEXT;"),
     ]
 
     public func migrate() async throws {
@@ -153,7 +154,8 @@ public final class SQLiteLedgerStore: LedgerStore {
     public func account(id: String) async throws -> Account? {
         try await database.read { db in
             try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM accounts WHERE id = ?"), arguments: [id]).map {
-                Account(id: $0["id"], name: $0["name"], isSystem: $0["is_system"], createdAt: Self.date($0["created_at"]))
+                Account(id: $0["id"], name: $0["name"], isSystem: $0["is_system"], createdAt: Self.date($0["created_at"]),
+                        region: $0["region"])
             }
         }
     }
@@ -424,31 +426,36 @@ public final class SQLiteLedgerStore: LedgerStore {
         try await database.write { db in
             try Self.requireAccount(db, key.accountID)
             try db.cachedStatement(sql: """
-                INSERT INTO api_keys (id, account_id, hash, label, name, is_admin, disabled, limit_nanos, limit_reset, expires_at, created_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                INSERT INTO api_keys (id, account_id, hash, label, name, is_admin, disabled, limit_nanos, limit_reset, expires_at,
+                                      created_at, region)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT(hash) DO NOTHING
                 """).execute(arguments: [key.id, key.accountID, key.hash, key.label, key.name, key.isAdmin, key.disabled,
-                                 key.limit?.nanos, key.limitReset, key.expiresAt.map(Self.millis), Self.millis(key.createdAt)])
+                                 key.limit?.nanos, key.limitReset, key.expiresAt.map(Self.millis), Self.millis(key.createdAt),
+                                 key.region])
         }
     }
+
+    static let keySelect = "SELECT k.*, a.region AS account_region FROM api_keys k JOIN accounts a ON a.id = k.account_id "
 
     static func keyRecord(_ row: Row) -> KeyRecord {
         KeyRecord(
             id: row["id"], accountID: row["account_id"], hash: row["hash"], label: row["label"], name: row["name"],
             isAdmin: row["is_admin"], disabled: row["disabled"],
             limit: (row["limit_nanos"] as Int64?).map { Money(nanos: $0) }, limitReset: row["limit_reset"],
-            expiresAt: (row["expires_at"] as Int64?).map(date), createdAt: date(row["created_at"]))
+            expiresAt: (row["expires_at"] as Int64?).map(date), createdAt: date(row["created_at"]), region: row["region"],
+            accountRegion: row["account_region"])
     }
 
     public func key(hash: String) async throws -> KeyRecord? {
         try await database.read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM api_keys WHERE hash = ?", arguments: [hash]).map(Self.keyRecord)
+            try Row.fetchOne(db, sql: Self.keySelect + "WHERE k.hash = ?", arguments: [hash]).map(Self.keyRecord)
         }
     }
 
     public func keys(account: String) async throws -> [KeyRecord] {
         try await database.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM api_keys WHERE account_id = ? ORDER BY created_at", arguments: [account])
+            try Row.fetchAll(db, sql: Self.keySelect + "WHERE k.account_id = ? ORDER BY k.created_at", arguments: [account])
                 .map(Self.keyRecord)
         }
     }
@@ -465,7 +472,21 @@ public final class SQLiteLedgerStore: LedgerStore {
             if let limitReset {
                 try db.cachedStatement(sql: "UPDATE api_keys SET limit_reset = ? WHERE hash = ?").execute(arguments: [limitReset, hash])
             }
-            return try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM api_keys WHERE hash = ?"), arguments: [hash]).map(Self.keyRecord)
+            return try Row.fetchOne(db.cachedStatement(sql: Self.keySelect + "WHERE k.hash = ?"), arguments: [hash]).map(Self.keyRecord)
+        }
+    }
+
+    public func setRegion(account: String, region: String?) async throws -> Bool {
+        try await database.write { db in
+            try db.cachedStatement(sql: "UPDATE accounts SET region = ? WHERE id = ? AND is_system = 0").execute(arguments: [region, account])
+            return db.changesCount > 0
+        }
+    }
+
+    public func setRegion(keyHash: String, region: String?) async throws -> KeyRecord? {
+        try await database.write { db in
+            try db.cachedStatement(sql: "UPDATE api_keys SET region = ? WHERE hash = ?").execute(arguments: [region, keyHash])
+            return try Row.fetchOne(db.cachedStatement(sql: Self.keySelect + "WHERE k.hash = ?"), arguments: [keyHash]).map(Self.keyRecord)
         }
     }
 

@@ -59,6 +59,12 @@ public final class UnreachableLedger: LedgerStore {
         try reach()
         return try await store.updateKey(hash: hash, name: name, disabled: disabled, limit: limit, limitReset: limitReset)
     }
+    public func setRegion(account: String, region: String?) async throws -> Bool {
+        try reach(); return try await store.setRegion(account: account, region: region)
+    }
+    public func setRegion(keyHash: String, region: String?) async throws -> KeyRecord? {
+        try reach(); return try await store.setRegion(keyHash: keyHash, region: region)
+    }
     public func deleteKey(hash: String) async throws -> Bool { try reach(); return try await store.deleteKey(hash: hash) }
     public func setKeyDisabled(id: String, disabled: Bool) async throws -> Bool {
         try reach(); return try await store.setKeyDisabled(id: id, disabled: disabled)

@@ -53,18 +53,41 @@ func parseAmount(_ text: String, option: String) throws -> Money {
 
 struct AccountsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "accounts", abstract: "Manage customer accounts.",
-                                                    subcommands: [Create.self])
+                                                    subcommands: [Create.self, Pin.self])
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create an account (prints its id).")
         @Option(help: "Display name.") var name: String
         @Option(help: "Account id (default: a new acct-… id).") var id: String?
+        @Option(help: "Pin the account's requests to this region (data residency).") var region: String?
         @OptionGroup var ledger: LedgerOptions
 
         func run() async throws {
             let id = self.id ?? "acct-" + UUID().uuidString.lowercased().prefix(12)
-            let account = try await ledger.withLedger { try await $0.createAccount(id: id, name: name) }
-            ledger.emit(["id": .string(account.id), "name": .string(account.name)], text: account.id)
+            let account = try await ledger.withLedger { store in
+                let account = try await store.createAccount(id: id, name: name)
+                if let region { try await store.setRegion(account: id, region: region) }
+                return account
+            }
+            ledger.emit(["id": .string(account.id), "name": .string(account.name), "region": region.map { .string($0) } ?? nil],
+                        text: account.id)
+        }
+    }
+
+    struct Pin: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Pin an account's requests to a region (served only there, by that region's endpoints), or unpin it.")
+        @Option(help: "Account.") var account: String
+        @Option(help: "Region, or 'none' to unpin.") var region: String
+        @OptionGroup var ledger: LedgerOptions
+
+        func run() async throws {
+            let region = self.region == "none" ? nil : self.region
+            guard try await ledger.withLedger({ try await $0.setRegion(account: account, region: region) }) else {
+                throw ValidationError("No customer account \(account)")
+            }
+            ledger.emit(["account": .string(account), "region": region.map { .string($0) } ?? nil],
+                        text: region.map { "Pinned \(account) to \($0)." } ?? "Unpinned \(account).")
         }
     }
 }
@@ -79,6 +102,7 @@ struct KeysCommand: AsyncParsableCommand {
         @Option(help: "Key name.") var name: String = "default"
         @Option(help: "Spending limit in USD.") var limit: String?
         @Option(help: "When the limit resets: daily, weekly or monthly.") var limitReset: String?
+        @Option(help: "Pin this key's requests to a region (overrides the account's).") var region: String?
         @OptionGroup var ledger: LedgerOptions
 
         func run() async throws {
@@ -89,7 +113,8 @@ struct KeysCommand: AsyncParsableCommand {
             let secret = APIKeyFormat.generate()
             let hash = APIKeyFormat.hash(secret)
             let record = KeyRecord(id: "key-" + String(hash.prefix(16)), accountID: account, hash: hash,
-                                   label: APIKeyFormat.label(secret), name: name, limit: limit, limitReset: limitReset)
+                                   label: APIKeyFormat.label(secret), name: name, limit: limit, limitReset: limitReset,
+                                   region: region)
             try await ledger.withLedger { store in
                 guard try await store.account(id: account) != nil else { throw ValidationError("No account \(account)") }
                 try await store.insertKey(record)

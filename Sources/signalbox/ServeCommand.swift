@@ -23,6 +23,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "HOST:PORT other nodes reach this node's gossip at (default: --gossip-bind).") var gossipAdvertise: String?
     @Option(help: "Comma-separated gossip HOST:PORT of nodes to join through.") var seeds: String?
     @Option(help: "Cluster key file (signalbox cluster keygen); required with --gossip-bind.") var clusterKeyFile: String?
+    @Option(help: "This node's API base URL for other nodes (default: http://HOST:PORT, with the gossip host for 0.0.0.0).")
+    var advertiseUrl: String?
     @Option(help: "Address to listen on.") var host: String?
     @Option(help: "Port to listen on.") var port: Int?
     @Option(help: "Directory for the embedded ledger and the demo/admin key files.") var dataDir: String = ".signalbox"
@@ -217,8 +219,9 @@ extension Serve {
             return address
         }
         // The boot time as the first incarnation: a restarted node outranks its old self.
+        let apiURL = advertiseUrl ?? "http://\(["0.0.0.0", "::"].contains(configuration.host) ? advertised.host : configuration.host):\(configuration.port)"
         let myself = Member(id: configuration.nodeID, address: advertised, region: configuration.region,
-                            incarnation: UInt64(Date().timeIntervalSince1970 * 1000))
+                            incarnation: UInt64(Date().timeIntervalSince1970 * 1000), apiURL: apiURL)
         return ClusterNode(myself: myself, bind: bind, seeds: seedList, keyring: keyring, keyringPath: clusterKeyFile,
                            health: health, tablesPath: dataDir + "/routing-tables.json", logger: logger)
     }

@@ -279,6 +279,24 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
     }
 
     @Test(arguments: StoreKind.allCases)
+    func accountsAndKeysCanBePinnedToARegion(kind: StoreKind) async throws {
+        try await kind.with { store in
+            try await store.createAccount(id: "acct", name: "A")
+            try await store.insertKey(KeyRecord(id: "k1", accountID: "acct", hash: "h1", label: "l1", name: "one"))
+            try await store.insertKey(KeyRecord(id: "k2", accountID: "acct", hash: "h2", label: "l2", name: "two", region: "us"))
+            #expect(try await store.key(hash: "h1")?.pinnedRegion == nil)
+            #expect(try await store.setRegion(account: "acct", region: "eu"))
+            #expect(try await store.account(id: "acct")?.region == "eu")
+            #expect(try await store.key(hash: "h1")?.pinnedRegion == "eu")  // from its account
+            #expect(try await store.key(hash: "h2")?.pinnedRegion == "us")  // its own pin wins
+            #expect(try await store.setRegion(keyHash: "h2", region: nil)?.pinnedRegion == "eu")
+            #expect(try await store.keys(account: "acct").map(\.pinnedRegion) == ["eu", "eu"])
+            #expect(try await !store.setRegion(account: "nobody", region: "eu"))
+            #expect(try await !store.setRegion(account: "platform:fees", region: "eu"))
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
     func concurrentHoldsNeverReserveMoreThanTheBalance(kind: StoreKind) async throws {
         try await kind.with { store in
             try await store.createAccount(id: "acct", name: "A")

@@ -1,0 +1,58 @@
+import AsyncHTTPClient
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import NIOHTTP1
+import SignalboxCore
+
+/// Requests pinned to another region are passed, unchanged and streamed, to a live node of that
+/// region found through gossip — never served here.
+extension Gateway {
+    static let forwardedHeader = HTTPField.Name("X-Signalbox-Forwarded-By")!
+
+    /// The process-wide client (pooled connections to the other nodes; never shut down).
+    var forwardingClient: HTTPClient { HTTPClient.shared }
+
+    func forwardToRegion(_ region: String, request: Request, body: ByteBuffer) async throws -> Response {
+        let here = dependencies.configuration.region
+        // A forwarded request that still is not in its region would loop: refuse it.
+        guard request.headers[Self.forwardedHeader] == nil else {
+            throw Self.outOfRegion(region, here: here, detail: "it was forwarded here by another node")
+        }
+        guard let cluster = dependencies.cluster else {
+            throw Self.outOfRegion(region, here: here, detail: "this node is not in a cluster")
+        }
+        let candidates = await cluster.agent.members.filter { $0.region == region && $0.status == .alive && $0.apiURL != nil }
+        guard let target = candidates.randomElement(), let base = target.apiURL else {
+            throw Self.outOfRegion(region, here: here, detail: "no live node of \(region) is known")
+        }
+        var outbound = HTTPClientRequest(url: base + "/api/v1/chat/completions")
+        outbound.method = .POST
+        for field in request.headers where ![.contentLength, .connection, .transferEncoding].contains(field.name) {
+            outbound.headers.add(name: field.name.rawName, value: field.value)
+        }
+        outbound.headers.add(name: Self.forwardedHeader.rawName, value: dependencies.configuration.nodeID)
+        outbound.body = .bytes(body)
+        let response: HTTPClientResponse
+        do {
+            response = try await forwardingClient.execute(outbound, timeout: .seconds(600))
+        } catch {
+            throw APIError(status: 502, message: "Forwarding to \(target.id) in region \(region) failed: \(error)",
+                           metadata: ["region": .string(region), "node": .string(target.id)])
+        }
+        var headers = HTTPFields()
+        for header in response.headers where !["content-length", "connection", "transfer-encoding"].contains(header.name.lowercased()) {
+            if let name = HTTPField.Name(header.name) { headers.append(HTTPField(name: name, value: header.value)) }
+        }
+        headers[HTTPField.Name("X-Signalbox-Served-By")!] = target.id
+        return Response(status: .init(code: Int(response.status.code)), headers: headers,
+                        body: ResponseBody(asyncSequence: response.body))
+    }
+
+    static func outOfRegion(_ region: String, here: String, detail: String) -> APIError {
+        APIError(status: 503, message: "This key's requests must be served in region \(region); this node serves \(here) and "
+                 + "\(detail). The request was not served out of region.",
+                 metadata: ["reason": "region_unavailable", "region": .string(region)])
+    }
+}

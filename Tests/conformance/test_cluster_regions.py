@@ -1,0 +1,87 @@
+"""Regions and data residency with real processes: two regions on one PostgreSQL ledger. A pinned
+request is served only by its region's endpoints, forwarded to a live node of its region, or
+refused — never served out of region. Runs where PostgreSQL is configured (always in CI)."""
+import json
+import os
+import signal
+import tempfile
+import urllib.error
+import urllib.request
+
+import pytest
+
+from cluster import cli, fresh_database, wait_until
+from test_cluster_gossip import GossipNode, keygen
+from conftest import free_port
+
+pytestmark = pytest.mark.skipif(not os.environ.get("SIGNALBOX_TEST_DATABASE_URL") and not os.environ.get("CI"),
+                                reason="no PostgreSQL configured for this run")
+
+
+def chat(node, key, model="mistralai/ministral-14b-2512"):
+    body = {"model": model, "max_tokens": 10, "messages": [{"role": "user", "content": "Where am I served?"}]}
+    request = urllib.request.Request(node.base + "/api/v1/chat/completions", data=json.dumps(body).encode(),
+                                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, dict(response.headers), json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), json.loads(error.read())
+
+
+@pytest.fixture
+def regions():
+    workdir = tempfile.mkdtemp(prefix="signalbox-regions-")
+    database_url = fresh_database(os.environ["SIGNALBOX_TEST_DATABASE_URL"])
+    cli("migrate", database_url=database_url)
+    key_file = keygen(os.path.join(workdir, "cluster.key"))
+    seed_port = free_port()
+    extra = ("--database-url", database_url)
+    eu = GossipNode("eu-1", workdir, key_file, f"127.0.0.1:{seed_port}", gossip_port=seed_port, region="eu", extra=extra)
+    us = GossipNode("us-1", workdir, key_file, f"127.0.0.1:{seed_port}", region="us", extra=extra)
+    wait_until(lambda: eu.ready() and us.ready() and len(us.members()) == 2, 60, "both regions to join")
+    yield eu, us, database_url
+    for node in (eu, us):
+        node.stop(signal.SIGKILL)
+
+
+def account(database_url, region=None):
+    args = ["accounts", "create", "--name", "Resident"] + (["--region", region] if region else [])
+    account = cli(*args, database_url=database_url)["id"]
+    cli("credits", "grant", "--account", account, "--amount", "5", database_url=database_url)
+    return account
+
+
+def test_a_pinned_request_is_forwarded_to_its_region_and_served_only_there(regions):
+    eu, us, database_url = regions
+    resident = account(database_url, region="eu")
+    key = cli("keys", "create", "--account", resident, database_url=database_url)["key"]
+
+    status, headers, body = chat(us, key)  # arrives in us, belongs in eu
+    assert status == 200, body
+    assert headers.get("X-Signalbox-Served-By") == "eu-1"
+    assert body["provider"] == "Mistral"  # the eu endpoint; Together and Fireworks (us) are never used
+    status, _, body = chat(eu, key)
+    assert status == 200 and body["provider"] == "Mistral"
+    # A model with no endpoint in the region is refused, not served elsewhere.
+    status, _, body = chat(eu, key, model="openai/gpt-4o-mini")
+    assert status == 404 and body["error"]["metadata"]["region"] == "eu"
+
+    # Unpinned accounts are served where they arrive.
+    free = cli("keys", "create", "--account", account(database_url), database_url=database_url)["key"]
+    status, headers, body = chat(us, free, model="openai/gpt-4o-mini")
+    assert status == 200 and "X-Signalbox-Served-By" not in headers
+
+    # A key's own pin overrides its account's.
+    us_key = cli("keys", "create", "--account", resident, "--region", "us", database_url=database_url)["key"]
+    status, headers, body = chat(eu, us_key)
+    assert status == 200 and headers.get("X-Signalbox-Served-By") == "us-1" and body["provider"] in ("Together", "Fireworks")
+
+    # With no live node in eu, the request is refused with a clear error.
+    eu.stop(signal.SIGTERM)
+    wait_until(lambda: us.members()["eu-1"]["state"] == "left", 10, "eu-1 to leave")
+    status, _, body = chat(us, key)
+    assert status == 503 and body["error"]["metadata"]["reason"] == "region_unavailable"
+    served = cli("ledger", "entries", "--account", resident, "--kind", "charge", database_url=database_url)
+    assert {entry["provider"] for entry in served} <= {"mistral", "together", "fireworks"}
+    assert [e for e in served if e["provider"] == "mistral"] and len(served) == 3
