@@ -187,12 +187,20 @@ struct ChatPipeline: Sendable {
         let now = Date()
         let day = UsageWindows(now: now).day
         let (ledger, account) = (self.ledger, key.accountID)
-        let counts = try await ledgerCall { try await ledger.freeRequestCount(account: account, since: [now.addingTimeInterval(-60), day]) }
         let daily = FreeTier.dailyLimit(purchased: try await ledgerCall { try await ledger.purchasedTotal(account: account) })
-        let (limit, used, reset): (Int, Int, Date) = counts[0] >= FreeTier.requestsPerMinute
-            ? (FreeTier.requestsPerMinute, counts[0], now.addingTimeInterval(60))
-            : (daily, counts[1], day.addingTimeInterval(86_400))
-        guard used >= limit else { return }
+        let limit: Int, used: Int, reset: Date
+        if let cluster {
+            // Cluster-wide counters gossiped between nodes: no ledger query, a small overshoot.
+            guard let refusal = await cluster.admitFree(account: account, dailyLimit: daily, now: now.timeIntervalSince1970) else { return }
+            let minuteEnd = Date(timeIntervalSince1970: (now.timeIntervalSince1970 / 60).rounded(.down) * 60 + 60)
+            (limit, used, reset) = (refusal.limit, refusal.used, refusal.perMinute ? minuteEnd : day.addingTimeInterval(86_400))
+        } else {
+            let counts = try await ledgerCall { try await ledger.freeRequestCount(account: account, since: [now.addingTimeInterval(-60), day]) }
+            (limit, used, reset) = counts[0] >= FreeTier.requestsPerMinute
+                ? (FreeTier.requestsPerMinute, counts[0], now.addingTimeInterval(60))
+                : (daily, counts[1], day.addingTimeInterval(86_400))
+            guard used >= limit else { return }
+        }
         let resetMillis = Int64(reset.timeIntervalSince1970 * 1000)
         throw APIError(
             status: 429,

@@ -13,12 +13,15 @@ import SignalboxCore
 ///   routing view (`HealthTracker.absorb`). A dead or departed node's report is dropped.
 /// - `routing/<region>`: a `RegionRoutingTable`, set through the admin API on any node; every node
 ///   keeps the latest in `<data-dir>/routing-tables.json` and loads it at start.
+/// - `rate/<node>/<account>`: the node's free-tier counts for the account this minute and day
+///   (`FreeTierCounters`), pushed to every live member at once when they change.
 public final class ClusterNode: Service, Sendable {
     public let agent: GossipAgent
     public let nodeID: String
     public let region: String
     let health: HealthTracker
     private let tables: NIOLockedValueBox<[String: RegionRoutingTable]>
+    private let counters: NIOLockedValueBox<FreeTierCounters>
     private let savedState: NIOLockedValueBox<[String: StateEntry]>
     private let tablesPath: String?
     private let logger: Logger
@@ -27,6 +30,8 @@ public final class ClusterNode: Service, Sendable {
                 settings: SwimSettings = SwimSettings(), health: HealthTracker, tablesPath: String?, logger: Logger) {
         let tables = NIOLockedValueBox<[String: RegionRoutingTable]>([:])
         let saved = NIOLockedValueBox<[String: StateEntry]>([:])
+        let counters = NIOLockedValueBox(FreeTierCounters())
+        self.counters = counters
         let selfID = myself.id
         self.nodeID = myself.id
         self.region = myself.region
@@ -45,6 +50,10 @@ public final class ClusterNode: Service, Sendable {
                     let node = String(entry.key.dropFirst("health/".count))
                     guard node != selfID else { return }
                     health.absorb(node: node, report: try? JSONDecoder().decode(NodeHealthReport.self, from: Data(entry.value.utf8)))
+                } else if entry.key.hasPrefix("rate/") {
+                    let parts = entry.key.split(separator: "/", maxSplits: 2).map(String.init)
+                    guard parts.count == 3, parts[1] != selfID, let counts = FreeTierCounters.Counts(text: entry.value) else { return }
+                    counters.withLockedValue { $0.absorb(node: parts[1], account: parts[2], counts: counts) }
                 } else if entry.key.hasPrefix("routing/") {
                     let region = String(entry.key.dropFirst("routing/".count))
                     if let table = try? JSONDecoder().decode(RegionRoutingTable.self, from: Data(entry.value.utf8)) {
@@ -67,6 +76,32 @@ public final class ClusterNode: Service, Sendable {
         await agent.publish(key: "routing/" + region, value: value)
     }
 
+    /// Admits a free-tier request if the cluster-wide counts allow it, counting it at once and
+    /// pushing the new count to every live member. Returns the limit it hit, if any.
+    public func admitFree(account: String, dailyLimit: Int, now: Double) async -> (limit: Int, used: Int, perMinute: Bool)? {
+        let outcome: Result<FreeTierCounters.Counts, FreeTierRefusal> = counters.withLockedValue { counters in
+            let used = counters.used(account: account, now: now)
+            if used.minute >= FreeTier.requestsPerMinute {
+                return .failure(FreeTierRefusal(limit: FreeTier.requestsPerMinute, used: used.minute, perMinute: true))
+            }
+            if used.day >= dailyLimit { return .failure(FreeTierRefusal(limit: dailyLimit, used: used.day, perMinute: false)) }
+            return .success(counters.admit(account: account, now: now))
+        }
+        switch outcome {
+        case .success(let counts):
+            await agent.publish(key: "rate/\(nodeID)/\(account)", value: counts.text, urgent: true)
+            return nil
+        case .failure(let refusal):
+            return (refusal.limit, refusal.used, refusal.perMinute)
+        }
+    }
+
+    struct FreeTierRefusal: Error {
+        var limit: Int
+        var used: Int
+        var perMinute: Bool
+    }
+
     public func run() async throws {
         if let tablesPath, let data = FileManager.default.contents(atPath: tablesPath),
            let entries = try? JSONDecoder().decode([StateEntry].self, from: data) {
@@ -86,6 +121,7 @@ public final class ClusterNode: Service, Sendable {
         var lastPublished = ContinuousClock.now
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             try? await Task.sleep(for: .milliseconds(200))
+            counters.withLockedValue { $0.forgetEnded(now: Date().timeIntervalSince1970) }
             let report = health.localReport()
             let degraded = report.degradedKeys
             guard degraded != lastDegraded || ContinuousClock.now - lastPublished >= .seconds(5) else { continue }

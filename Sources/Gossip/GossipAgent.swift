@@ -70,9 +70,9 @@ public actor GossipAgent: Service {
     public var awareness: Int { node.awareness }
 
     /// Sets a replicated state entry (health, a routing table, a counter) and gossips it.
-    public func publish(key: String, value: String) async {
+    public func publish(key: String, value: String, urgent: Bool = false) async {
         let millis = UInt64(Date().timeIntervalSince1970 * 1000)
-        await perform(node.publish(key: key, value: value, wallClockMillis: millis))
+        await perform(node.publish(key: key, value: value, wallClockMillis: millis, urgent: urgent))
     }
 
     /// Loads state saved by an earlier run (see `SwimNode.restore`).

@@ -29,6 +29,11 @@ public struct SwimSettings: Sendable, Hashable {
     public var maxUpdatesPerMessage = 16
     /// How often a node that has not joined yet asks its seeds again.
     public var joinRetryInterval: Duration = .seconds(1)
+    /// State keys with these prefixes expire this many milliseconds after they were written
+    /// (versions are wall-clock milliseconds): windowed counters must not pile up forever.
+    public var stateTTL: [String: UInt64] = ["rate/": 26 * 3600 * 1000]
+    /// An urgent publication is also sent at once to this many live members (all, in small clusters).
+    public var urgentFanout = 16
 
     public init() {}
 }
@@ -173,13 +178,31 @@ public struct SwimNode: Sendable {
 
     /// Writes a replicated state entry owned by (or set through) this node. `wallClockMillis`
     /// seeds the version so later writes from any node outrank earlier ones.
-    public mutating func publish(key: String, value: String, wallClockMillis: UInt64) -> [SwimDirective] {
+    ///
+    /// `urgent` (counters that limit requests) also sends the entry straight to live members
+    /// instead of waiting for the next gossip round, so other nodes see it within a round trip.
+    public mutating func publish(key: String, value: String, wallClockMillis: UInt64, urgent: Bool = false) -> [SwimDirective] {
         let version = max(lastVersion + 1, wallClockMillis, (state[key]?.version ?? 0) + 1)
         lastVersion = version
         let entry = StateEntry(key: key, version: version, writer: myself.id, value: value)
         state[key] = entry
         enqueue(.state(entry), key: "s:" + key)
-        return [.stateChanged(entry)]
+        var directives: [SwimDirective] = [.stateChanged(entry)]
+        if urgent {
+            for member in pick(from: liveMembers(excluding: []), count: settings.urgentFanout) {
+                directives.append(.send(.gossip(from: myself.id, updates: [.state(entry)]), to: member.address))
+            }
+        }
+        return directives
+    }
+
+    /// Whether an entry is past its prefix's lifetime (judged by the newest version seen, which
+    /// tracks the writers' wall clocks).
+    private func isExpired(_ entry: StateEntry) -> Bool {
+        for (prefix, ttl) in settings.stateTTL where entry.key.hasPrefix(prefix) {
+            return entry.version &+ ttl < lastVersion
+        }
+        return false
     }
 
     /// Loads state entries saved by an earlier run (they keep their versions, so newer news from
@@ -206,6 +229,10 @@ public struct SwimNode: Sendable {
         }
         if now >= nextPushPullAt {
             nextPushPullAt = now + settings.pushPullInterval
+            for (key, entry) in state where isExpired(entry) {
+                state[key] = nil
+                broadcasts["s:" + key] = nil
+            }
             if let partner = pick(from: liveMembers(excluding: []), count: 1).first {
                 directives.append(.send(syncMessage(isReply: false), to: partner.address))
             }
@@ -366,6 +393,7 @@ public struct SwimNode: Sendable {
                 directives += applyMember(member, accuser: accuser, now: now)
             case .state(let entry):
                 if let current = state[entry.key], !entry.supersedes(current) { continue }
+                if isExpired(entry) { continue }
                 state[entry.key] = entry
                 lastVersion = max(lastVersion, entry.version)
                 enqueue(.state(entry), key: "s:" + entry.key)

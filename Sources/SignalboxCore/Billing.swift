@@ -39,3 +39,83 @@ public enum FreeTier {
         purchased >= creditThreshold ? largeDailyLimit : smallDailyLimit
     }
 }
+
+/// Free-tier request counts shared by a cluster as grow-only counters: each node counts the
+/// requests it admitted per account in the current minute and UTC day and gossips its counts;
+/// an account's total is its own count plus the latest count every other node reported for the
+/// same window. Pure: the gateway does the gossiping.
+public struct FreeTierCounters: Sendable, Hashable {
+    /// One node's counts for one account.
+    public struct Counts: Sendable, Hashable, Codable {
+        public var minute: Int64
+        public var inMinute: Int
+        public var day: Int64
+        public var inDay: Int
+
+        public init(minute: Int64, inMinute: Int, day: Int64, inDay: Int) {
+            self.minute = minute
+            self.inMinute = inMinute
+            self.day = day
+            self.inDay = inDay
+        }
+
+        /// `minute:count:day:count`, the gossiped value.
+        public var text: String { "\(minute):\(inMinute):\(day):\(inDay)" }
+
+        public init?(text: String) {
+            let parts = text.split(separator: ":").compactMap { Int64($0) }
+            guard parts.count == 4 else { return nil }
+            self.init(minute: parts[0], inMinute: Int(parts[1]), day: parts[2], inDay: Int(parts[3]))
+        }
+    }
+
+    public private(set) var local: [String: Counts] = [:]
+    /// By account, then node.
+    public private(set) var remote: [String: [String: Counts]] = [:]
+
+    public init() {}
+
+    static func windows(_ unixSeconds: Double) -> (minute: Int64, day: Int64) {
+        (Int64(unixSeconds / 60), Int64(unixSeconds / 86_400))
+    }
+
+    /// Requests admitted for the account in the current minute and day, cluster-wide as far as
+    /// this node knows.
+    public func used(account: String, now: Double) -> (minute: Int, day: Int) {
+        let (minute, day) = Self.windows(now)
+        var counts = (0, 0)
+        for entry in [local[account]].compactMap({ $0 }) + (remote[account].map { Array($0.values) } ?? []) {
+            if entry.minute == minute { counts.0 += entry.inMinute }
+            if entry.day == day { counts.1 += entry.inDay }
+        }
+        return counts
+    }
+
+    /// Counts one admitted request; returns the node's new counts for the account (to gossip).
+    public mutating func admit(account: String, now: Double) -> Counts {
+        let (minute, day) = Self.windows(now)
+        var counts = local[account] ?? Counts(minute: minute, inMinute: 0, day: day, inDay: 0)
+        if counts.minute != minute { (counts.minute, counts.inMinute) = (minute, 0) }
+        if counts.day != day { (counts.day, counts.inDay) = (day, 0) }
+        counts.inMinute += 1
+        counts.inDay += 1
+        local[account] = counts
+        return counts
+    }
+
+    /// Another node's counts for an account.
+    public mutating func absorb(node: String, account: String, counts: Counts) {
+        remote[account, default: [:]][node] = counts
+    }
+
+    /// Forgets a node (dead or left): its counts stop counting only when their window ends, so
+    /// they are kept; this is for nodes that will never report again and whose windows ended.
+    public mutating func forgetEnded(now: Double) {
+        let (_, day) = Self.windows(now)
+        local = local.filter { $0.value.day == day }
+        remote = remote.compactMapValues { nodes in
+            let current = nodes.filter { $0.value.day == day }
+            return current.isEmpty ? nil : current
+        }
+    }
+}

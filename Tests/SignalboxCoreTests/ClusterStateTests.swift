@@ -1,0 +1,54 @@
+import Foundation
+import SignalboxCore
+import Testing
+
+@Suite struct ClusterStateTests {
+    @Test func freeTierCountersAddEveryNodesCountsForTheCurrentWindowsOnly() {
+        var counters = FreeTierCounters()
+        let now = 1_800_000_030.0  // 30 s into a minute
+        for _ in 0..<3 { _ = counters.admit(account: "a", now: now) }
+        let (minute, day) = (Int64(now / 60), Int64(now / 86_400))
+        counters.absorb(node: "n2", account: "a", counts: .init(minute: minute, inMinute: 5, day: day, inDay: 9))
+        counters.absorb(node: "n3", account: "a", counts: .init(minute: minute - 1, inMinute: 7, day: day, inDay: 7))  // last minute
+        #expect(counters.used(account: "a", now: now) == (minute: 8, day: 19))
+        #expect(counters.used(account: "b", now: now) == (minute: 0, day: 0))
+        // the next minute starts from zero here, while the day keeps counting
+        let next = counters.admit(account: "a", now: now + 60)
+        #expect(next == .init(minute: minute + 1, inMinute: 1, day: day, inDay: 4))
+        #expect(FreeTierCounters.Counts(text: next.text) == next)
+        #expect(FreeTierCounters.Counts(text: "1:2:3") == nil)
+        counters.forgetEnded(now: now + 86_400)
+        #expect(counters.used(account: "a", now: now + 86_400) == (minute: 0, day: 0))
+    }
+
+    @Test func aRegionTableFiltersAndReordersPlannedEndpoints() throws {
+        let catalog = try Catalog.shipped()
+        let planner = RoutingPlanner(catalog: catalog, loadBalancing: .catalogOrder)
+        let request = try ChatRequest(json: ["model": "openai/gpt-4o-mini", "messages": [["role": "user", "content": "hi"]]])
+        let planned = try planner.plan(request)
+        #expect(planned.map(\.provider.slug).prefix(2) == ["openai", "azure"])
+        let table = RegionRoutingTable(allowed: ["azure", "openai"], preferred: ["azure"])
+        #expect(table.apply(to: planned, explicitOrder: false).map(\.provider.slug) == ["azure", "openai"])
+        #expect(table.apply(to: planned, explicitOrder: true).map(\.provider.slug) == ["openai", "azure"])
+        #expect(RegionRoutingTable(allowed: ["groq"]).apply(to: planned, explicitOrder: false).isEmpty)
+        #expect(RegionRoutingTable().apply(to: planned, explicitOrder: false) == planned)
+    }
+
+    @Test func anotherNodesReportDemotesWhatItRoutesAround() {
+        let now = 1_800_000_000.0
+        var failing = HealthView()
+        failing.update(model: "m", tag: "p/default") { $0.recordFailure(at: now - 1, rateLimited: false) }
+        failing.update(model: "m", tag: "q/default") { $0.recordSuccess(at: now - 1, firstTokenMillis: 200, tokensPerSecond: 50) }
+        let report = failing.report(now: now)
+        #expect(report.degradedKeys == ["m|p/default"])
+        var healthy = HealthView()
+        healthy.update(model: "m", tag: "p/default") { $0.recordSuccess(at: now - 2, firstTokenMillis: 100, tokensPerSecond: 40) }
+        #expect(healthy.health(model: "m", tag: "p/default")?.isDegraded(at: now) == false)
+        let merged = healthy.merging([report], now: now)
+        #expect(merged.health(model: "m", tag: "p/default")?.isDegraded(at: now) == true)
+        #expect(merged.health(model: "m", tag: "p/default")?.uptime(lastSeconds: 300, now: now) == 50)  // 1 of 2 cluster-wide
+        #expect(merged.health(model: "m", tag: "q/default")?.meanFirstTokenMillis(lastSeconds: 300, now: now) == 200)
+        // 30 s later, without a fresher report, the demotion is over
+        #expect(merged.health(model: "m", tag: "p/default")?.isDegraded(at: now + 31) == false)
+    }
+}
