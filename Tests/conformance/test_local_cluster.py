@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(not os.environ.get("SIGNALBOX_TEST_DATABASE_URL"
 def test_local_cluster_routes_fails_over_and_charges_one_ledger():
     workdir = tempfile.mkdtemp(prefix="signalbox-local-cluster-")
     database_url = fresh_database(os.environ["SIGNALBOX_TEST_DATABASE_URL"])
-    base = random.randrange(20000, 40000, 100)
+    base = random.randrange(20000, 32000, 100)  # below the ephemeral port range
     env = dict(os.environ, SIGNALBOX_BIN=os.path.abspath(BINARY), SIGNALBOX_DATABASE_URL=database_url,
                LB_EU_PORT=str(base + 81), LB_US_PORT=str(base + 82), BASE_PORT=str(base))
     log = open(os.path.join(workdir, "script.log"), "w")
@@ -51,8 +51,12 @@ def test_local_cluster_routes_fails_over_and_charges_one_ledger():
         subprocess.run(["curl", "-fs", "-X", "POST", settings["SIM_URL"] + "/_sim/faults", "-H", "Content-Type: application/json",
                         "-d", '{"provider": "openai", "kind": "status", "status": 503}'], check=True, capture_output=True)
         eu = openai.OpenAI(base_url=settings["EU_URL"], api_key=settings["DEMO_KEY"], max_retries=0)
-        failed_over = eu.chat.completions.create(model="openai/gpt-4o-mini", max_tokens=10,
-                                                 messages=[{"role": "user", "content": "OpenAI is down"}])
+        try:
+            failed_over = eu.chat.completions.create(model="openai/gpt-4o-mini", max_tokens=10,
+                                                     messages=[{"role": "user", "content": "OpenAI is down"}],
+                                                     extra_body={"provider": {"order": ["openai", "azure"]}})
+        except openai.APIStatusError as error:
+            raise AssertionError(f"{error.status_code} {dict(error.response.headers)} {error.response.text}")
         assert failed_over.provider == "Azure"
         served.append(failed_over)
 
