@@ -51,6 +51,17 @@ public struct CircuitBreaker: Sendable, Hashable, Codable {
 public struct EndpointHealth: Sendable, Hashable, Codable {
     /// One bucket of outcomes, per `bucketSeconds` of wall time.
     public struct Bucket: Sendable, Hashable, Codable {
+        /// Adds another bucket's counts to this one's (its start is kept).
+        mutating func add(_ other: Bucket) {
+            successes += other.successes
+            failures += other.failures
+            rateLimited += other.rateLimited
+            firstTokenMillis += other.firstTokenMillis
+            firstTokenSamples += other.firstTokenSamples
+            throughputMilli += other.throughputMilli
+            throughputSamples += other.throughputSamples
+        }
+
         public var start: Double
         public var successes = 0
         public var failures = 0
@@ -164,44 +175,10 @@ public struct HealthView: Sendable, Hashable, Codable {
 /// over the 25 before, and whether it is routing around the endpoint now. Small enough that a
 /// node's whole report fits a datagram.
 public struct EndpointHealthSummary: Sendable, Hashable, Codable {
-    public struct Counts: Sendable, Hashable, Codable {
-        public var successes = 0
-        public var failures = 0
-        public var rateLimited = 0
-        public var firstTokenMillis = 0
-        public var firstTokenSamples = 0
-        public var throughputMilli = 0
-        public var throughputSamples = 0
-
-        public init() {}
-
-        mutating func add(_ bucket: EndpointHealth.Bucket) {
-            successes += bucket.successes
-            failures += bucket.failures
-            rateLimited += bucket.rateLimited
-            firstTokenMillis += bucket.firstTokenMillis
-            firstTokenSamples += bucket.firstTokenSamples
-            throughputMilli += bucket.throughputMilli
-            throughputSamples += bucket.throughputSamples
-        }
-
-        func bucket(start: Double) -> EndpointHealth.Bucket {
-            var bucket = EndpointHealth.Bucket(start: start)
-            bucket.successes = successes
-            bucket.failures = failures
-            bucket.rateLimited = rateLimited
-            bucket.firstTokenMillis = firstTokenMillis
-            bucket.firstTokenSamples = firstTokenSamples
-            bucket.throughputMilli = throughputMilli
-            bucket.throughputSamples = throughputSamples
-            return bucket
-        }
-    }
-
-    /// The last 5 minutes.
-    public var recent = Counts()
+    /// The last 5 minutes (`start` unused).
+    public var recent = EndpointHealth.Bucket(start: 0)
     /// From 30 to 5 minutes ago.
-    public var earlier = Counts()
+    public var earlier = EndpointHealth.Bucket(start: 0)
     public var lastFailureAt: Double?
     /// The reporting node routes around this endpoint (open circuit or a failure in the last 30 s).
     public var degraded = false
@@ -225,8 +202,11 @@ extension EndpointHealth {
     /// latency windows, and an endpoint it routes around is routed around here too, for as long
     /// as a local failure would be (its report is refreshed while that lasts).
     public mutating func absorb(_ summary: EndpointHealthSummary, reportedAt: Double, now: Double) {
-        buckets.append(summary.recent.bucket(start: now - Self.bucketSeconds))
-        buckets.append(summary.earlier.bucket(start: now - 900))
+        for (counts, start) in [(summary.recent, now - Self.bucketSeconds), (summary.earlier, now - 900)] {
+            var bucket = counts
+            bucket.start = start
+            buckets.append(bucket)
+        }
         let failure = summary.degraded ? max(reportedAt, summary.lastFailureAt ?? reportedAt) : summary.lastFailureAt
         if let failure { lastFailureAt = max(lastFailureAt ?? failure, failure) }
     }
@@ -254,7 +234,8 @@ extension HealthView {
         var endpoints: [String: EndpointHealthSummary] = [:]
         for (key, health) in self.endpoints {
             let summary = health.summary(now: now)
-            if summary.recent != .init() || summary.earlier != .init() || summary.degraded { endpoints[key] = summary }
+            let empty = EndpointHealth.Bucket(start: 0)
+            if summary.recent != empty || summary.earlier != empty || summary.degraded { endpoints[key] = summary }
         }
         return NodeHealthReport(at: now, endpoints: endpoints)
     }
