@@ -109,8 +109,12 @@ public struct Gateway: Sendable {
         router.middlewares.add(MetricsMiddleware(metrics: dependencies.metrics))
         router.get("/healthz") { _, _ in JSONResponse.make(["status": "ok"]) }
         router.get("/metrics") { _, _ in
-            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
-                     body: .init(byteBuffer: ByteBuffer(bytes: dependencies.metrics.exposition())))
+            if let cluster = dependencies.cluster {
+                dependencies.metrics.gossip(stats: await cluster.agent.stats, members: await cluster.agent.members,
+                                            awareness: await cluster.agent.awareness)
+            }
+            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                            body: .init(byteBuffer: ByteBuffer(bytes: dependencies.metrics.exposition())))
         }
         let committer = dependencies.committer
         let cluster = dependencies.cluster

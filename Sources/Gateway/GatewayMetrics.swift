@@ -1,3 +1,4 @@
+import Gossip
 import Hummingbird
 import Prometheus
 
@@ -52,6 +53,24 @@ public struct GatewayMetrics: Sendable {
     public func settlementBatch(size: Int) {
         settlements.increment(by: Int64(size))
         settlementBatches.increment()
+    }
+
+    /// Gossip figures, read from the agent when `/metrics` is scraped.
+    func gossip(stats: GossipAgent.Stats, members: [Member], awareness: Int) {
+        let datagrams = MetricNameDescriptor(namespace: "signalbox", metricName: "gossip_datagrams",
+                                             helpText: "Gossip datagrams since start: received, sent, and dropped (no cluster key opened them, or they did not decode)")
+        for (kind, value) in [("received", stats.received), ("sent", stats.sent), ("dropped", stats.dropped)] {
+            registry.makeGauge(descriptor: datagrams, labels: [("kind", kind)]).set(Int64(value))
+        }
+        let memberGauge = MetricNameDescriptor(namespace: "signalbox", metricName: "gossip_members",
+                                               helpText: "Cluster members by state, as this node sees them")
+        for status in MemberStatus.allCases {
+            registry.makeGauge(descriptor: memberGauge, labels: [("state", status.rawValue)])
+                .set(Int64(members.filter { $0.status == status }.count))
+        }
+        registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "signalbox", metricName: "gossip_local_health",
+                                                            helpText: "Lifeguard local health multiplier minus one (0: healthy)"))
+            .set(Int64(awareness))
     }
 
     func exposition() -> [UInt8] { registry.emitToBuffer() }

@@ -196,5 +196,9 @@ def test_a_node_with_another_cluster_key_never_joins(cluster):
         time.sleep(3)
         assert not stranger.ready()
         assert "stranger" not in nodes[0].members()
+        metrics = urllib.request.urlopen(nodes[0].base + "/metrics", timeout=5).read().decode()
+        dropped = [line for line in metrics.splitlines() if line.startswith('signalbox_gossip_datagrams{kind="dropped"}')]
+        assert dropped and int(float(dropped[0].split()[-1])) > 0  # the stranger's datagrams, counted
+        assert 'signalbox_gossip_members{state="alive"} 5' in metrics
     finally:
         stranger.stop(signal.SIGKILL)
