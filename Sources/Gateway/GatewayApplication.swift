@@ -273,7 +273,7 @@ public struct Gateway: Sendable {
                 try await writer.write(header)
                 let (events, continuation) = AsyncStream<ByteBuffer>.makeStream()
                 let firstData = NIOLockedValueBox(false)
-                try await withThrowingTaskGroup(of: Void.self) { group in
+                await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask {
                         let outcome = await pipeline.run(prepared) { delta, attempt in
                             firstData.withLockedValue { $0 = true }
@@ -335,7 +335,7 @@ public struct Gateway: Sendable {
             guard case .object(let errorBody)? = error.body["error"] else { return [] }
             return [
                 sse([
-                    "id": .string(prepared.generationID), "provider": provider ?? nil,
+                    "id": .string(prepared.generationID), "provider": provider,
                     "model": .string(prepared.request.requestedModel), "object": "chat.completion.chunk",
                     "created": .int(prepared.created), "error": .object(errorBody),
                     "choices": [["index": 0, "delta": ["content": ""], "finish_reason": "error",
