@@ -117,7 +117,8 @@ public enum GossipMessage: Sendable, Hashable, Codable {
     case nack(sequence: UInt32, from: String, updates: [GossipUpdate])
     /// Updates alone (the gossip round between probes).
     case gossip(from: String, updates: [GossipUpdate])
-    /// Full state exchange (join and periodic anti-entropy); a reply is not answered again.
+    /// Full state exchange (join and periodic anti-entropy), split over several datagrams when
+    /// large; a part marked `isReply` is not answered (only a request's first part is).
     case sync(from: Member, members: [Member], state: [StateEntry], isReply: Bool)
 
     public var sender: String {

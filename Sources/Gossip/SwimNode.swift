@@ -34,6 +34,8 @@ public struct SwimSettings: Sendable, Hashable {
     public var stateTTL: [String: UInt64] = ["rate/": 26 * 3600 * 1000]
     /// An urgent publication is also sent at once to this many live members (all, in small clusters).
     public var urgentFanout = 16
+    /// Estimated encoded size at which a full state exchange is split into another datagram.
+    public var maxSyncBytes = 32 * 1024
 
     public init() {}
 }
@@ -159,7 +161,7 @@ public struct SwimNode: Sendable {
             return []
         }
         nextJoinAt = now + settings.joinRetryInterval
-        return self.seeds.map { .send(syncMessage(isReply: false), to: $0) }
+        return self.seeds.flatMap { seed in syncMessages(isReply: false).map { .send($0, to: seed) } }
     }
 
     /// Leaves the cluster gracefully: announces `left` to every live member directly (and in
@@ -218,7 +220,7 @@ public struct SwimNode: Sendable {
         var directives: [SwimDirective] = []
         if !joined && now >= nextJoinAt {
             nextJoinAt = now + settings.joinRetryInterval
-            directives += seeds.map { .send(syncMessage(isReply: false), to: $0) }
+            directives += seeds.flatMap { seed in syncMessages(isReply: false).map { .send($0, to: seed) } }
         }
         directives += tickRelays(now: now)
         directives += tickProbe(now: now)
@@ -234,7 +236,7 @@ public struct SwimNode: Sendable {
                 broadcasts["s:" + key] = nil
             }
             if let partner = pick(from: liveMembers(excluding: []), count: 1).first {
-                directives.append(.send(syncMessage(isReply: false), to: partner.address))
+                directives += syncMessages(isReply: false).map { .send($0, to: partner.address) }
             }
         }
         return directives
@@ -274,7 +276,7 @@ public struct SwimNode: Sendable {
             directives += apply([.member(from, accuser: nil)] + remoteMembers.map { .member($0, accuser: nil) }
                                 + remoteState.map { .state($0) }, now: now)
             joined = true
-            if !isReply { directives.append(.send(syncMessage(isReply: true), to: address)) }
+            if !isReply { directives += syncMessages(isReply: true).map { .send($0, to: address) } }
         }
         // Anything from a member we know means we are in the cluster.
         if !joined && members[message.sender] != nil { joined = true }
@@ -493,9 +495,34 @@ public struct SwimNode: Sendable {
         return directives
     }
 
-    private func syncMessage(isReply: Bool) -> GossipMessage {
-        .sync(from: myself, members: members.values.sorted { $0.id < $1.id }, state: state.values.sorted { $0.key < $1.key },
-              isReply: isReply)
+    /// The full state, split so that each datagram stays well under UDP's 64 KB: members and
+    /// state entries are packed until an estimate of their encoded size reaches
+    /// `settings.maxSyncBytes`. Only the first part of a request asks for an answer; merging is
+    /// idempotent, so parts may arrive in any order or twice.
+    func syncMessages(isReply: Bool) -> [GossipMessage] {
+        var messages: [GossipMessage] = []
+        var members: [Member] = []
+        var entries: [StateEntry] = []
+        var size = 0
+        func flush() {
+            messages.append(.sync(from: myself, members: members, state: entries, isReply: isReply || !messages.isEmpty))
+            (members, entries, size) = ([], [], 0)
+        }
+        for member in self.members.values.sorted(by: { $0.id < $1.id }) {
+            let estimate = 160 + member.id.utf8.count + member.address.host.utf8.count + member.region.utf8.count + (member.apiURL?.utf8.count ?? 0)
+            if size + estimate > settings.maxSyncBytes && (!members.isEmpty || !entries.isEmpty) { flush() }
+            members.append(member)
+            size += estimate
+        }
+        for entry in state.values.sorted(by: { $0.key < $1.key }) {
+            // JSON escaping can double a value's size (quotes in nested JSON).
+            let estimate = 80 + entry.key.utf8.count + entry.writer.utf8.count + 2 * entry.value.utf8.count
+            if size + estimate > settings.maxSyncBytes && (!members.isEmpty || !entries.isEmpty) { flush() }
+            entries.append(entry)
+            size += estimate
+        }
+        if !members.isEmpty || !entries.isEmpty || messages.isEmpty { flush() }
+        return messages
     }
 
     // MARK: Helpers

@@ -1,3 +1,4 @@
+import Foundation
 @testable import Gossip
 import Testing
 
@@ -110,5 +111,35 @@ import Testing
         }
         #expect(failProbe(nacking: true) == 0)   // the helper could not reach the target either
         #expect(failProbe(nacking: false) == 1)  // nobody answered: maybe it is us
+    }
+}
+
+@Suite struct SyncSplittingTests {
+    @Test func aLargeStateIsExchangedInDatagramsUnderTheUDPLimit() throws {
+        let a = MemberAddress(host: "10.0.0.1", port: 7946), b = MemberAddress(host: "10.0.0.2", port: 7946)
+        var big = SwimNode(myself: Member(id: "a", address: a, region: "eu", incarnation: 1), seed: 1)
+        _ = big.join(seeds: [], now: .zero)
+        // 120 nodes' worth of health reports with nested JSON values: ~250 KB in all.
+        let report = String(repeating: #"{"openai/gpt-4o-mini|openai/default":{"degraded":false,"recent":{"successes":12}}}"#, count: 20)
+        for index in 0..<120 { _ = big.publish(key: "health/node-\(index)", value: report, wallClockMillis: 1_000) }
+        for index in 0..<200 {
+            let member = Member(id: "m\(index)", address: MemberAddress(host: "10.1.0.\(index % 250)", port: 7946), region: "us",
+                                incarnation: 5, apiURL: "http://10.1.0.\(index % 250):8080")
+            _ = big.receive(.gossip(from: member.id, updates: [.member(member, accuser: nil)]), from: member.address, now: .zero)
+        }
+        let parts = big.syncMessages(isReply: false)
+        #expect(parts.count > 4)
+        let encoder = JSONEncoder()
+        for part in parts { #expect(try encoder.encode(part).count < 60_000) }
+        // only the first part asks for an answer
+        #expect(parts.map { if case .sync(_, _, _, let isReply) = $0 { isReply } else { false } } == [false] + Array(repeating: true, count: parts.count - 1))
+        var peer = SwimNode(myself: Member(id: "b", address: b, region: "eu", incarnation: 1), seed: 2)
+        _ = peer.join(seeds: [], now: .zero)
+        var answers = 0
+        for part in parts.reversed() {  // any order
+            answers += peer.receive(part, from: a, now: .zero).filter { if case .send = $0 { true } else { false } }.count
+        }
+        #expect(peer.state.count == 120 && peer.members.count == 201)
+        #expect(answers == peer.syncMessages(isReply: true).count)  // one full answer, to the first part
     }
 }
