@@ -16,6 +16,8 @@ struct PreparedChat: Sendable {
     var created: Int64
     /// Credit reserved (from the node's lease) for the worst case, nil for free requests.
     var reservation: CreditReservation?
+    /// Reserved against the key's spending limit (zero without a limit).
+    var keyReservation = Money.zero
     var startedAt: ContinuousClock.Instant
     var startedDate: Date
     /// The client's `Idempotency-Key`, claimed for this request.
@@ -60,6 +62,7 @@ struct ChatPipeline: Sendable {
     let metrics: GatewayMetrics
     let health: HealthTracker
     let cluster: ClusterNode?
+    let keyLimits = KeyLimits()
     let clock = ContinuousClock()
 
     // MARK: Prepare
@@ -109,8 +112,11 @@ struct ChatPipeline: Sendable {
             guard balance.balance > .zero else { throw Self.noBalance(balance.balance) }
             return prepared
         }
-        if let keyRemaining, worstCase[0] > keyRemaining {
-            throw Self.cannotAfford(attempts[0], request: request, available: keyRemaining, limitSource: "key")
+        if keyRemaining != nil {
+            if let left = keyLimits.reserve(key, amount: worstCase[0]) {
+                throw Self.cannotAfford(attempts[0], request: request, available: left, limitSource: "key")
+            }
+            prepared.keyReservation = worstCase[0]
         }
         // One reservation covers every planned attempt, so failover never needs a second one.
         // When that is more than the account has, keep the attempts the first one's covers.
@@ -126,8 +132,16 @@ struct ChatPipeline: Sendable {
             prepared.reservation = reservation
             return prepared
         case .insufficient(let available):
+            release(prepared)
             guard available > .zero else { throw Self.noBalance(available) }
             throw Self.cannotAfford(attempts[0], request: request, available: available)
+        }
+    }
+
+    /// Gives back what a request reserved that will not be settled (it was answered otherwise).
+    func release(_ prepared: PreparedChat) {
+        if prepared.keyReservation > .zero {
+            keyLimits.release(prepared.key.id, reserved: prepared.keyReservation, charged: .zero)
         }
     }
 
@@ -167,11 +181,14 @@ struct ChatPipeline: Sendable {
     /// nothing is left.
     func keyLimitRemaining(_ key: KeyRecord) async throws -> Money? {
         guard let limit = key.limit else { return nil }
-        let (ledger, keyID) = (self.ledger, key.id)
-        let usage = try await ledgerCall { try await ledger.keyUsage(keyID: keyID, now: Date()) }
-        let spent = usage.spent(resetting: key.limitReset)
-        let remaining = limit - spent
+        if keyLimits.needsRefresh(key.id, now: Date()) {
+            let (ledger, keyID) = (self.ledger, key.id)
+            let usage = try await ledgerCall { try await ledger.keyUsage(keyID: keyID, now: Date()) }
+            keyLimits.refreshed(key.id, usage: usage, at: Date())
+        }
+        let remaining = keyLimits.remaining(key) ?? limit
         guard remaining > .zero else {
+            let spent = limit - remaining
             throw APIError(status: 402, message: "Key limit exceeded: this key may spend \(limit)"
                 + (key.limitReset.map { " per \($0 == "daily" ? "day" : $0 == "weekly" ? "week" : "month")" } ?? "")
                 + " and has spent \(spent).",
@@ -549,6 +566,9 @@ struct ChatPipeline: Sendable {
                 ?? .released(account: prepared.key.accountID, key: key)
         }
         let charged = transfers.filter { $0.debitAccount == prepared.key.accountID }.reduce(Money.zero) { $0 + $1.amount }
+        if prepared.keyReservation > .zero {
+            keyLimits.release(prepared.key.id, reserved: prepared.keyReservation, charged: charged)
+        }
         await Task {
             let receipt = await credit.settle(prepared.reservation, charged: charged, transfers: transfers,
                                               generation: generation, idempotency: idempotency)

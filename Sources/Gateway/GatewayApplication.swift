@@ -178,10 +178,20 @@ public struct Gateway: Sendable {
             throw APIError.badRequest("Request body is not valid JSON")
         }
         let chat = try ChatRequest(json: json)
+        let idempotencyKey = request.headers[Self.idempotencyHeader].flatMap { $0.isEmpty ? nil : $0 }
+        if let idempotencyKey, idempotencyKey.utf8.count > 256 {
+            throw APIError.badRequest("Idempotency-Key is longer than 256 bytes")
+        }
         var prepared = try await pipeline.prepare(chat, key: key)
-        if let idempotencyKey = request.headers[Self.idempotencyHeader], !idempotencyKey.isEmpty {
-            guard idempotencyKey.utf8.count <= 256 else { throw APIError.badRequest("Idempotency-Key is longer than 256 bytes") }
-            if let stored = try await claimIdempotencyKey(&prepared, key: idempotencyKey) { return stored }
+        if let idempotencyKey {
+            do {
+                if let stored = try await claimIdempotencyKey(&prepared, key: idempotencyKey) { return stored }
+            } catch {
+                // The claim failed (the ledger is down): nothing will settle this request.
+                if let reservation = prepared.reservation { await dependencies.credit.cancel(reservation) }
+                pipeline.release(prepared)
+                throw error
+            }
         }
         if chat.stream { return streamResponse(prepared) }
 
@@ -213,11 +223,11 @@ public struct Gateway: Sendable {
             prepared.idempotencyKey = key
             return nil
         case .inProgress(let generationID):
-            if let reservation = prepared.reservation { await dependencies.credit.cancel(reservation) }
             throw APIError(status: 409, message: "A request with this Idempotency-Key is still running",
                            metadata: ["generation_id": .string(generationID)])
         case .completed(let generationID, let stored):
             if let reservation = prepared.reservation { await dependencies.credit.cancel(reservation) }
+            pipeline.release(prepared)
             let completion = (try? JSONParser.parse(stored)) ?? [:]
             var response = prepared.request.stream ? Self.replayStream(completion) : JSONResponse.make(completion)
             response.headers[Self.generationHeader] = generationID

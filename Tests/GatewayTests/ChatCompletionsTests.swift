@@ -421,6 +421,28 @@ import Testing
         }
     }
 
+    @Test func concurrentRequestsOnALimitedKeyNeverSpendBeyondItsLimit() async throws {
+        try await TestNode.with { node in
+            let secret = APIKeyFormat.generate()
+            let limit = Money(decimal: "0.0002")!
+            try await node.ledger.insertKey(KeyRecord(id: "burst", accountID: node.account, hash: APIKeyFormat.hash(secret),
+                                                      label: APIKeyFormat.label(secret), name: "burst", limit: limit))
+            let body = """
+                {"model": "openai/gpt-4o-mini", "max_tokens": 50, "provider": {"order": ["openai"]},
+                 "messages": [{"role": "user", "content": "Everyone at once"}]}
+                """
+            let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+                for _ in 0..<24 { group.addTask { try await node.request("/api/v1/chat/completions", body: body, key: secret).status } }
+                return try await group.reduce(into: [Int]()) { $0.append($1) }
+            }
+            #expect(statuses.contains(200) && statuses.contains(402))
+            #expect(Set(statuses).isSubset(of: [200, 402]))
+            let usage = try await node.ledger.keyUsage(keyID: "burst", now: Date())
+            #expect(usage.total > .zero && usage.total <= limit, "spent \(usage.total) of \(limit)")
+            _ = try await node.settledBalance()  // and nothing stays reserved
+        }
+    }
+
     @Test func freeModelsAllowTwentyRequestsAMinute() async throws {
         try await TestNode.with { node in
             for index in 0..<20 {
