@@ -57,18 +57,18 @@ public struct GatewayMetrics: Sendable {
 
     /// Gossip figures, read from the agent when `/metrics` is scraped.
     func gossip(stats: GossipAgent.Stats, members: [Member], awareness: Int) {
-        let datagrams = MetricNameDescriptor(namespace: "signalbox", metricName: "gossip_datagrams",
+        let datagrams = MetricNameDescriptor(namespace: "signalbox", metricName: "gossip_datagrams", unitName: "",
                                              helpText: "Gossip datagrams since start: received, sent, and dropped (no cluster key opened them, or they did not decode)")
         for (kind, value) in [("received", stats.received), ("sent", stats.sent), ("dropped", stats.dropped)] {
             registry.makeGauge(descriptor: datagrams, labels: [("kind", kind)]).set(Int64(value))
         }
-        let memberGauge = MetricNameDescriptor(namespace: "signalbox", metricName: "gossip_members",
+        let memberGauge = MetricNameDescriptor(namespace: "signalbox", metricName: "gossip_members", unitName: "",
                                                helpText: "Cluster members by state, as this node sees them")
         for status in MemberStatus.allCases {
             registry.makeGauge(descriptor: memberGauge, labels: [("state", status.rawValue)])
                 .set(Int64(members.filter { $0.status == status }.count))
         }
-        registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "signalbox", metricName: "gossip_local_health",
+        registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "signalbox", metricName: "gossip_local_health", unitName: "",
                                                             helpText: "Lifeguard local health multiplier minus one (0: healthy)"))
             .set(Int64(awareness))
     }

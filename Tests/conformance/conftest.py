@@ -2,6 +2,7 @@
 client-conformance tests, on free loopback ports, and stops it afterwards."""
 import json
 import os
+import random
 import socket
 import subprocess
 import tempfile
@@ -14,10 +15,24 @@ DEMO_KEY = "sk-sb-v1-conformance-demo-000000000000000000000000000000000000000000
 ADMIN_KEY = "sk-sb-v1-conformance-admin-000000000000000000000000000000000000000000000000000"
 
 
+_handed_out = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free for both TCP and UDP, below the kernel's ephemeral range (32768+), so a port
+    handed to a process is not taken meanwhile by some outgoing connection."""
+    while True:
+        port = random.randrange(20000, 32000)
+        if port in _handed_out:
+            continue
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                tcp.bind(("127.0.0.1", port))
+                udp.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        _handed_out.add(port)
+        return port
 
 
 class Node:
