@@ -79,20 +79,7 @@ public final class KeyAuthenticator: Sendable {
         if let cached, now.timeIntervalSince(cached.fetched) < ttl {
             record = cached.record
         } else {
-            do {
-                guard reachability.isReachable else { throw LedgerError.unreachable("outage in progress") }
-                let ledger = self.ledger
-                record = try await withLedgerDeadline(.seconds(2), "a key lookup") { try await ledger.key(hash: hash) }
-                cache.withLockedValue { $0[hash] = (record, now) }
-            } catch {
-                if case LedgerError.unreachable(let reason) = error, reason == "outage in progress" {} else {
-                    await committer?.noticeOutage()
-                }
-                // The ledger is down: a key seen recently still works (its charges are spooled);
-                // an unknown one cannot be checked.
-                guard let cached else { throw ChatPipeline.ledgerUnavailable(error) }
-                record = cached.record
-            }
+            record = try await lookUp(hash: hash, now: now, cached: cached)
         }
         guard let record, APIKeyFormat.constantTimeEquals(record.hash, hash) else {
             throw APIError.unauthorized("User not found.")
@@ -100,6 +87,25 @@ public final class KeyAuthenticator: Sendable {
         if record.disabled { throw APIError.unauthorized("This API key is disabled") }
         if let expiry = record.expiresAt, expiry <= now { throw APIError.unauthorized("This API key has expired") }
         return record
+    }
+
+    /// Reads a key from the ledger. While the ledger is down, a key seen recently still works (its
+    /// charges are spooled); an unknown one cannot be checked.
+    private func lookUp(hash: String, now: Date, cached: (record: KeyRecord?, fetched: Date)?) async throws -> KeyRecord? {
+        if reachability.isReachable {
+            do {
+                let ledger = self.ledger
+                let record = try await withLedgerDeadline(.seconds(2), "a key lookup") { try await ledger.key(hash: hash) }
+                cache.withLockedValue { $0[hash] = (record, now) }
+                return record
+            } catch {
+                await committer?.noticeOutage()
+                guard let cached else { throw ChatPipeline.ledgerUnavailable(error) }
+                return cached.record
+            }
+        }
+        guard let cached else { throw ChatPipeline.ledgerUnavailable(LedgerError.unreachable("outage in progress")) }
+        return cached.record
     }
 
     /// Forgets cached keys, so a change made through the ledger shows at once on this node.
