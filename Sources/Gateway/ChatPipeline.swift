@@ -118,23 +118,31 @@ struct ChatPipeline: Sendable {
             }
             prepared.keyReservation = worstCase[0]
         }
-        // One reservation covers every planned attempt, so failover never needs a second one.
-        // When that is more than the account has, keep the attempts the first one's covers.
-        let account = key.accountID
+        do {
+            prepared.reservation = try await reserveCredit(&prepared, worstCase: worstCase, largest: largest)
+            return prepared
+        } catch {
+            release(prepared)  // the key's reservation, when the account's could not be made
+            throw error
+        }
+    }
+
+    /// One reservation covers every planned attempt, so failover never needs a second one. When
+    /// that is more than the account has, keep the attempts the first one's covers.
+    private func reserveCredit(_ prepared: inout PreparedChat, worstCase: [Money], largest: Money) async throws -> CreditReservation {
+        let (credit, account, request) = (self.credit, prepared.key.accountID, prepared.request)
         var outcome = try await ledgerCall(local: true) { try await credit.reserve(account: account, amount: largest) }
         if case .insufficient(let available) = outcome, worstCase[0] < largest {
             guard available > .zero else { throw Self.noBalance(available) }
-            prepared.attempts = zip(attempts, worstCase).filter { $0.1 <= worstCase[0] }.map(\.0)
+            prepared.attempts = zip(prepared.attempts, worstCase).filter { $0.1 <= worstCase[0] }.map(\.0)
             outcome = try await ledgerCall(local: true) { try await credit.reserve(account: account, amount: worstCase[0]) }
         }
         switch outcome {
         case .reserved(let reservation):
-            prepared.reservation = reservation
-            return prepared
+            return reservation
         case .insufficient(let available):
-            release(prepared)
             guard available > .zero else { throw Self.noBalance(available) }
-            throw Self.cannotAfford(attempts[0], request: request, available: available)
+            throw Self.cannotAfford(prepared.attempts[0], request: request, available: available)
         }
     }
 
@@ -155,6 +163,9 @@ struct ChatPipeline: Sendable {
             throw Self.ledgerUnavailable(LedgerError.unreachable("outage in progress"))
         }
         do {
+            // A reservation keeps its own deadline for the ledger: abandoning one midway could
+            // leave credit reserved in the lease with nobody to release it.
+            if local { return try await body() }
             return try await withLedgerDeadline(.seconds(2), "a ledger read", operation: body)
         } catch let error as LedgerError where error.isRefusal {
             throw error
