@@ -146,7 +146,14 @@ struct ChatPipeline: Sendable {
         }
     }
 
-    /// Gives back what a request reserved that will not be settled (it was answered otherwise).
+    /// Gives back everything a request reserved that will never run (its client left before it
+    /// started). Its `Idempotency-Key` claim, if any, goes stale after the hold TTL.
+    func abandon(_ prepared: PreparedChat) async {
+        if let reservation = prepared.reservation { await credit.cancel(reservation) }
+        release(prepared)
+    }
+
+    /// Gives back what a request reserved against its key that will not be settled.
     func release(_ prepared: PreparedChat) {
         if prepared.keyReservation > .zero {
             keyLimits.release(prepared.key.id, reserved: prepared.keyReservation, charged: .zero)

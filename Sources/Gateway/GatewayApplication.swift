@@ -188,8 +188,7 @@ public struct Gateway: Sendable {
                 if let stored = try await claimIdempotencyKey(&prepared, key: idempotencyKey) { return stored }
             } catch {
                 // The claim failed (the ledger is down): nothing will settle this request.
-                if let reservation = prepared.reservation { await dependencies.credit.cancel(reservation) }
-                pipeline.release(prepared)
+                await pipeline.abandon(prepared)
                 throw error
             }
         }
@@ -226,8 +225,7 @@ public struct Gateway: Sendable {
             throw APIError(status: 409, message: "A request with this Idempotency-Key is still running",
                            metadata: ["generation_id": .string(generationID)])
         case .completed(let generationID, let stored):
-            if let reservation = prepared.reservation { await dependencies.credit.cancel(reservation) }
-            pipeline.release(prepared)
+            await pipeline.abandon(prepared)
             let completion = (try? JSONParser.parse(stored)) ?? [:]
             var response = prepared.request.stream ? Self.replayStream(completion) : JSONResponse.make(completion)
             response.headers[Self.generationHeader] = generationID
@@ -280,7 +278,12 @@ public struct Gateway: Sendable {
             status: .ok,
             headers: [.contentType: "text/event-stream", .cacheControl: "no-cache", Self.generationHeader: prepared.generationID],
             body: ResponseBody { writer in
-                try await writer.write(header)
+                do {
+                    try await writer.write(header)
+                } catch {
+                    await pipeline.abandon(prepared)  // the client left before anything ran
+                    throw error
+                }
                 let (events, continuation) = AsyncStream<ByteBuffer>.makeStream()
                 let firstData = NIOLockedValueBox(false)
                 await withThrowingTaskGroup(of: Void.self) { group in
