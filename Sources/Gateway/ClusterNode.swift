@@ -107,10 +107,13 @@ public final class ClusterNode: Service, Sendable {
            let entries = try? JSONDecoder().decode([StateEntry].self, from: data) {
             await agent.restore(entries)
         }
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await self.agent.run() }
-            group.addTask { await self.publishHealth() }
-            try await group.next()
+        // The agent leaves the cluster by itself on graceful shutdown; run until it has.
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            group.addTask { try await self.agent.run(); return true }
+            group.addTask { await self.publishHealth(); return false }
+            while let agentFinished = try await group.next() {
+                if agentFinished { break }
+            }
             group.cancelAll()
         }
     }

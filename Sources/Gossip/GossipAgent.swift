@@ -96,22 +96,21 @@ public actor GossipAgent: Service {
             self.setOutbound(outbound)
             await self.perform(self.node.join(seeds: self.seeds, now: self.now))
             self.joinedBox.withLockedValue { $0 = self.node.joined }
-            await withTaskGroup(of: Void.self) { group in
-                group.addTask {
-                    do {
-                        for try await envelope in inbound { await self.handle(envelope) }
-                    } catch {}
+            // On graceful shutdown: leave (so nobody suspects us), then stop; on cancellation: stop.
+            await withGracefulShutdownHandler {
+                await withTaskGroup(of: Void.self) { group in
+                    group.addTask {
+                        do {
+                            for try await envelope in inbound { await self.handle(envelope) }
+                        } catch {}
+                    }
+                    group.addTask { await self.tickLoop() }
+                    group.addTask { await self.keyringLoop() }
+                    await self.waitUntilLeft()
+                    group.cancelAll()
                 }
-                group.addTask { await self.tickLoop() }
-                group.addTask { await self.keyringLoop() }
-                // Stop on graceful shutdown or cancellation; leave first, so nobody suspects us.
-                await withGracefulShutdownHandler {
-                    while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }
-                } onGracefulShutdown: {
-                    Task { await self.leave() }
-                }
-                await self.waitUntilLeft()
-                group.cancelAll()
+            } onGracefulShutdown: {
+                Task { await self.leave() }
             }
         }
     }
