@@ -493,11 +493,12 @@ public struct LedgerUpkeepService: Service {
             await credit.upkeep()
             try? await cancelWhenGracefulShutdown { try await Task.sleep(for: leaseInterval) }
         }
+        // Charges first (queued, then spooled), then the leases: their credit is released last.
         await credit.committer.flush()
-        await credit.upkeep(closingAll: true)
         if await !credit.committer.replaySpool() {
             logger.warning("stopping with settlements still in the spool; the next start replays them")
         }
+        await credit.upkeep(closingAll: true)
     }
 }
 

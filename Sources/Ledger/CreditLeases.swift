@@ -87,12 +87,14 @@ public actor CreditLeases {
     public func cancel(_ reservation: CreditReservation) { book.cancel(reservation) }
 
     /// Renews leases in use and gives idle ones back (all of them when `closingAll`, at
-    /// shutdown). Settlements already submitted are committed first, so a closed lease's
-    /// charges are in the ledger before its credit is released.
+    /// shutdown). Settlements already submitted are committed first, and no lease is given back
+    /// while settlements wait in the spool, so a closed lease's charges are in the ledger before
+    /// its credit is released.
     public func upkeep(closingAll: Bool = false) async {
-        let work = book.upkeep(now: Date(), closingAll: closingAll)
-        guard !work.isEmpty else { return }
         await committer.flush()
+        let spooled = await committer.currentStatus.spooled
+        let work = book.upkeep(now: Date(), closingAll: closingAll, mayClose: spooled == 0)
+        guard !work.isEmpty else { return }
         for item in work {
             do {
                 switch item {

@@ -136,10 +136,13 @@ public struct LeaseBook: Sendable {
     /// Leases to renew (half their lifetime gone and still in use) and to give back (idle, or
     /// all of them when `closingAll`). Closed leases leave the book at once, so new requests
     /// open new ones.
-    public mutating func upkeep(now: Date, closingAll: Bool = false) -> [Upkeep] {
+    ///
+    /// `mayClose` is false while settlements wait in the spool: closing a lease releases its whole
+    /// amount in the ledger, including what those settlements will charge once replayed.
+    public mutating func upkeep(now: Date, closingAll: Bool = false, mayClose: Bool = true) -> [Upkeep] {
         var work: [Upkeep] = []
         for (account, lease) in leases.sorted(by: { $0.key < $1.key }) {
-            if lease.reserved == .zero && (closingAll || now.timeIntervalSince(lease.lastUsed) >= policy.idleRelease) {
+            if mayClose && lease.reserved == .zero && (closingAll || now.timeIntervalSince(lease.lastUsed) >= policy.idleRelease) {
                 leases[account] = nil
                 work.append(.close(leaseID: lease.id, account: account))
             } else if lease.expiresAt.timeIntervalSince(now) < policy.ttl / 2 {

@@ -69,6 +69,7 @@ import Testing
         _ = book.settle(held, charged: usd("0.1"), now: later)
         #expect(book.upkeep(now: later, closingAll: true).isEmpty)  // one request still runs
         _ = book.settle(second, charged: usd("0.1"), now: later)
+        #expect(book.upkeep(now: later, closingAll: true, mayClose: false).isEmpty)  // charges still in the spool
         #expect(book.upkeep(now: later, closingAll: true) == [.close(leaseID: held.leaseID, account: "busy")])
     }
 }
