@@ -42,10 +42,7 @@ final class KeyLimits: Sendable {
     /// What the key may still spend, counting requests in flight on this node.
     func remaining(_ key: KeyRecord) -> Money? {
         guard let limit = key.limit else { return nil }
-        return entries.withLockedValue { entries in
-            let entry = entries[key.id] ?? Entry()
-            return limit - entry.usage.spent(resetting: key.limitReset) - entry.chargedSince - entry.inFlight
-        }
+        return entries.withLockedValue { Self.left(in: $0[key.id] ?? Entry(), key: key, limit: limit) }
     }
 
     /// Reserves `amount` against the key's limit if it fits; otherwise returns what is left.
@@ -53,12 +50,16 @@ final class KeyLimits: Sendable {
         guard let limit = key.limit else { return nil }
         return entries.withLockedValue { entries in
             var entry = entries[key.id] ?? Entry()
-            let left = limit - entry.usage.spent(resetting: key.limitReset) - entry.chargedSince - entry.inFlight
+            let left = Self.left(in: entry, key: key, limit: limit)
             guard amount <= left else { return max(.zero, left) }
             entry.inFlight += amount
             entries[key.id] = entry
             return nil
         }
+    }
+
+    private static func left(in entry: Entry, key: KeyRecord, limit: Money) -> Money {
+        limit - entry.usage.spent(resetting: key.limitReset) - entry.chargedSince - entry.inFlight
     }
 
     /// Ends a reservation: `charged` now counts as spent.

@@ -145,8 +145,6 @@ public struct SwimNode: Sendable {
         settings.retransmitMultiplier * max(1, Int(log10(Double(liveCount + 1)).rounded(.up)))
     }
 
-    public var pendingBroadcasts: Int { broadcasts.count }
-
     // MARK: Events
 
     /// Starts joining through `seeds` (their addresses; this node's own is skipped). With no

@@ -29,7 +29,6 @@ public actor CreditLeases {
         self.logger = logger
     }
 
-    public var policy: LeasePolicy { book.policy }
     public var leases: [LeaseBook.Lease] { Array(book.leases.values) }
 
     /// Reserves `amount` of the account's credit. Throws `LedgerError.unreachable` when the lease
@@ -118,7 +117,4 @@ public actor CreditLeases {
             }
         }
     }
-
-    /// What the node can spend for the account from its lease without asking the ledger.
-    public func free(account: String) -> Money { book.free(account: account) }
 }
