@@ -80,6 +80,7 @@ let package = Package(
             dependencies: [
                 "SignalboxCore", "Providers", "Ledger", "Gossip",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),

@@ -12,12 +12,25 @@ extension Gateway {
         }
         api.get("/admin/cluster/health") { request, _ in
             _ = try await requireAdmin(request)
-            var nodes: JSONObject = [dependencies.configuration.nodeID: Self.reportJSON(dependencies.health.localReport())]
-            for (node, report) in dependencies.health.remoteReports() { nodes[node] = Self.reportJSON(report) }
-            let merged = dependencies.health.snapshot()
             let now = dependencies.health.now
+            var nodes: JSONObject = [dependencies.configuration.nodeID: Self.reportJSON(dependencies.health.localReport(), now: now)]
+            for (node, report) in dependencies.health.remoteReports() { nodes[node] = Self.reportJSON(report, now: now) }
+            let merged = dependencies.health.snapshot()
             let routedAround = merged.endpoints.filter { $0.value.isDegraded(at: now) }.keys.sorted()
             return JSONResponse.make(["data": ["nodes": .object(nodes), "routed_around": .array(routedAround.map { .string($0) })]])
+        }
+        api.get("/admin/cluster/keyring") { request, _ in
+            _ = try await requireAdmin(request)
+            guard let cluster = dependencies.cluster else {
+                throw APIError(status: 409, message: "This node is not in a cluster; start it with --gossip-bind")
+            }
+            let status = await cluster.agent.keyringStatus
+            var peers: JSONObject = [:]
+            for (node, key) in status.peers.sorted(by: { $0.key < $1.key }) { peers[node] = .string(key) }
+            return JSONResponse.make(["data": [
+                "node": .string(cluster.nodeID), "sends_with": .string(status.primary),
+                "accepts": .array(status.accepted.map { .string($0) }), "peers_send_with": .object(peers),
+            ]])
         }
         api.get("/admin/routing/:region") { request, context in
             _ = try await requireAdmin(request)
@@ -59,14 +72,19 @@ extension Gateway {
                      "address": nil, "state": "alive", "incarnation": 0, "self": true]]
         }
         let myself = await cluster.agent.myself
+        let offsets = await cluster.agent.clockOffsets()
+        let keys = await cluster.agent.keyringStatus
         return await cluster.agent.members.map { member in
-            ["id": .string(member.id), "region": .string(member.region), "address": .string(member.address.description),
-             "state": .string(member.status.rawValue), "incarnation": .int(Int64(clamping: member.incarnation)),
-             "self": .bool(member.id == myself.id)]
+            let isSelf = member.id == myself.id
+            return ["id": .string(member.id), "region": .string(member.region), "address": .string(member.address.description),
+                    "state": .string(member.status.rawValue), "incarnation": .int(Int64(clamping: member.incarnation)),
+                    "self": .bool(isSelf),
+                    "clock_offset_ms": isSelf ? .int(0) : offsets[member.id].map { .int($0) } ?? nil,
+                    "sends_with_key": .string(isSelf ? keys.primary : keys.peers[member.id] ?? "") ]
         }
     }
 
-    static func reportJSON(_ report: NodeHealthReport) -> JSONValue {
+    static func reportJSON(_ report: NodeHealthReport, now: Double) -> JSONValue {
         var endpoints: JSONObject = [:]
         for (key, summary) in report.endpoints.sorted(by: { $0.key < $1.key }) {
             let recent = summary.recent
@@ -78,7 +96,8 @@ extension Gateway {
                 "requests_last_5m": .int(Int64(attempts + recent.rateLimited)),
             ]
         }
-        return ["reported_at": .double(report.at), "endpoints": .object(endpoints)]
+        return ["reported_at": .double(report.at), "age_seconds": .double(((now - report.at) * 1000).rounded() / 1000),
+                "endpoints": .object(endpoints)]
     }
 
     static func tableJSON(region: String, _ table: RegionRoutingTable, isSet: Bool) -> JSONValue {

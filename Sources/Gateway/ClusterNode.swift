@@ -8,9 +8,11 @@ import SignalboxCore
 /// A router node's place in the cluster: its gossip agent and what the node shares through it.
 ///
 /// Replicated state keys:
-/// - `health/<node>`: the node's `NodeHealthReport`, published when the set of endpoints it routes
-///   around changes (checked every 200 ms) and at least every 5 s; other nodes fold it into their
-///   routing view (`HealthTracker.absorb`). A dead or departed node's report is dropped.
+/// - `health/<node>`: the node's `NodeHealthReport` (compact text). Published at once when the set
+///   of endpoints it routes around changes (checked every 100 ms, sent straight to every live
+///   member), when its counts changed and 5 s passed, and otherwise re-announced every 10 s
+///   (a notice with an unchanged digest: nothing to fetch). Other nodes fold it into their routing
+///   view for `HealthTracker.reportLifetime` after it was made, dated by the age gossip carries.
 /// - `routing/<region>`: a `RegionRoutingTable`, set through the admin API on any node; every node
 ///   keeps the latest in `<data-dir>/routing-tables.json` and loads it at start.
 /// - `rate/<node>/<account>`: the node's free-tier counts for the account this minute and day
@@ -45,15 +47,21 @@ public final class ClusterNode: Service, Sendable {
             onMemberChange: { member in
                 if member.status.isGone && member.id != selfID { health.absorb(node: member.id, report: nil) }
             },
-            onStateChange: { entry in
+            onStateChange: { entry, ageMillis in
                 if entry.key.hasPrefix("health/") {
                     let node = String(entry.key.dropFirst("health/".count))
                     guard node != selfID else { return }
-                    health.absorb(node: node, report: try? JSONDecoder().decode(NodeHealthReport.self, from: Data(entry.value.utf8)))
+                    let madeAt = health.now - Double(ageMillis) / 1000
+                    health.absorb(node: node, report: NodeHealthReport(text: entry.value, at: madeAt))
                 } else if entry.key.hasPrefix("rate/") {
                     let parts = entry.key.split(separator: "/", maxSplits: 2).map(String.init)
-                    guard parts.count == 3, parts[1] != selfID, let counts = FreeTierCounters.Counts(text: entry.value) else { return }
-                    counters.withLockedValue { $0.absorb(node: parts[1], account: parts[2], counts: counts) }
+                    guard parts.count == 3, let counts = FreeTierCounters.Counts(text: entry.value) else { return }
+                    if parts[1] == selfID {
+                        // Written by this node's previous run: resume from it.
+                        counters.withLockedValue { $0.resume(account: parts[2], counts: counts) }
+                    } else {
+                        counters.withLockedValue { $0.absorb(node: parts[1], account: parts[2], counts: counts) }
+                    }
                 } else if entry.key.hasPrefix("routing/") {
                     let region = String(entry.key.dropFirst("routing/".count))
                     if let table = try? JSONDecoder().decode(RegionRoutingTable.self, from: Data(entry.value.utf8)) {
@@ -61,6 +69,14 @@ public final class ClusterNode: Service, Sendable {
                         saved.withLockedValue { $0[entry.key] = entry }
                         if let tablesPath { Self.save(saved.withLockedValue { $0 }, to: tablesPath, logger: logger) }
                     }
+                }
+            },
+            onStateRemoved: { key in
+                if key.hasPrefix("health/") {
+                    health.absorb(node: String(key.dropFirst("health/".count)), report: nil)
+                } else if key.hasPrefix("rate/") {
+                    let parts = key.split(separator: "/", maxSplits: 2).map(String.init)
+                    if parts.count == 3 { counters.withLockedValue { $0.forget(node: parts[1], account: parts[2]) } }
                 }
             })
     }
@@ -118,20 +134,37 @@ public final class ClusterNode: Service, Sendable {
         }
     }
 
-    /// Publishes this node's health report when what it routes around changes, and every 5 s.
+    /// Announces that this node drains (peers stop forwarding to it; it ends `left`, never `dead`).
+    public func startDraining() async {
+        await agent.startLeaving()
+    }
+
+    /// Publishes this node's health report: at once (to every live member) when what it routes
+    /// around changes; when its counts changed and 5 s passed; else a refresh every 10 s. Also
+    /// expires other nodes' reports and ended free-tier windows.
     private func publishHealth() async {
         var lastDegraded: Set<String>?
+        var lastText = ""
         var lastPublished = ContinuousClock.now
+        var lastUpkeep = ContinuousClock.now
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
-            try? await Task.sleep(for: .milliseconds(200))
-            counters.withLockedValue { $0.forgetEnded(now: Date().timeIntervalSince1970) }
+            try? await Task.sleep(for: .milliseconds(100))
+            let now = ContinuousClock.now
+            if now - lastUpkeep >= .seconds(1) {
+                lastUpkeep = now
+                counters.withLockedValue { $0.forgetEnded(now: Date().timeIntervalSince1970) }
+                health.expireReports()
+            }
             let report = health.localReport()
             let degraded = report.degradedKeys
-            guard degraded != lastDegraded || ContinuousClock.now - lastPublished >= .seconds(5) else { continue }
-            guard let value = try? JSONEncoder().encode(report) else { continue }
-            await agent.publish(key: "health/" + nodeID, value: String(decoding: value, as: UTF8.self))
+            let text = report.text
+            let changedRouting = degraded != lastDegraded
+            let since = now - lastPublished
+            guard changedRouting || (text != lastText && since >= .seconds(5)) || since >= .seconds(10) else { continue }
+            await agent.publish(key: "health/" + nodeID, value: text, urgent: changedRouting)
             lastDegraded = degraded
-            lastPublished = .now
+            lastText = text
+            lastPublished = now
         }
     }
 

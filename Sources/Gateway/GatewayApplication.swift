@@ -97,7 +97,7 @@ public struct Gateway: Sendable {
         ("/api/v1/admin/accounts/:account/balance", [.get]),
         ("/api/v1/admin/credits", [.post]), ("/api/v1/admin/ledger/entries", [.get]),
         ("/api/v1/admin/ledger/spend", [.get]), ("/api/v1/admin/ledger/verify", [.get]),
-        ("/api/v1/admin/cluster/members", [.get]), ("/api/v1/admin/cluster/health", [.get]),
+        ("/api/v1/admin/cluster/members", [.get]), ("/api/v1/admin/cluster/health", [.get]), ("/api/v1/admin/cluster/keyring", [.get]),
         ("/api/v1/admin/routing/:region", [.get, .put]),
     ]
 
@@ -111,7 +111,8 @@ public struct Gateway: Sendable {
         router.get("/metrics") { _, _ in
             if let cluster = dependencies.cluster {
                 dependencies.metrics.gossip(stats: await cluster.agent.stats, members: await cluster.agent.members,
-                                            awareness: await cluster.agent.awareness)
+                                            awareness: await cluster.agent.awareness, socketUp: cluster.agent.isSocketUp,
+                                            queued: await cluster.agent.queuedUpdates)
             }
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
                             body: .init(byteBuffer: ByteBuffer(bytes: dependencies.metrics.exposition())))
@@ -120,18 +121,28 @@ public struct Gateway: Sendable {
         let cluster = dependencies.cluster
         router.get("/readyz") { _, _ in
             guard readiness.isReady else { return APIError(status: 503, message: "This node is not ready to serve").jsonResponse() }
-            guard cluster?.agent.isJoined ?? true else {
-                return APIError(status: 503, message: "This node has not joined the cluster yet").jsonResponse()
+            if let cluster, !cluster.agent.isJoined {
+                if let other = cluster.agent.conflict {
+                    return APIError(status: 503, message: "This node has not joined the cluster: another live node already uses the id "
+                                    + "'\(other.id)' (at \(other.address)); give this node its own --node-id",
+                                    metadata: ["reason": "node_id_conflict"]).jsonResponse()
+                }
+                return APIError(status: 503, message: "This node has not joined the cluster yet: no seed has answered a state exchange "
+                                + "(a seed that closes the connection without answering holds a different cluster key; see the log)",
+                                metadata: ["reason": "not_joined"]).jsonResponse()
             }
             // Still ready while the ledger is down: requests its leases cover are served and
             // their charges spooled; the body says the node is degraded.
             let ledger = await committer.currentStatus
-            let healthy = ledger.ledgerReachable && ledger.spooled == 0
-            return JSONResponse.make([
+            let gossipUp = cluster?.agent.isSocketUp ?? true
+            let healthy = ledger.ledgerReachable && ledger.spooled == 0 && gossipUp
+            var body: JSONObject = [
                 "status": healthy ? "ready" : "degraded",
                 "ledger": ledger.ledgerReachable ? (ledger.spooled == 0 ? "ok" : "replaying") : "unreachable",
                 "spooled_settlements": .int(Int64(ledger.spooled)),
-            ])
+            ]
+            if cluster != nil { body["gossip"] = gossipUp ? "ok" : "down" }
+            return JSONResponse.make(.object(body))
         }
         let api = router.group("/api/v1")
         api.post("/chat/completions") { request, context in try await chatCompletions(request, context: context) }
@@ -506,11 +517,17 @@ public struct LedgerUpkeepService: Service {
 /// stop sending new requests while in-flight streams finish.
 public struct DrainOnShutdownService: Service {
     let readiness: Readiness
+    let onDrain: @Sendable () async -> Void
 
-    public init(readiness: Readiness) { self.readiness = readiness }
+    /// `onDrain` runs once readiness is off (a cluster node announces it is leaving).
+    public init(readiness: Readiness, onDrain: @escaping @Sendable () async -> Void = {}) {
+        self.readiness = readiness
+        self.onDrain = onDrain
+    }
 
     public func run() async throws {
         try? await gracefulShutdown()
         readiness.set(false)
+        await onDrain()
     }
 }

@@ -56,11 +56,36 @@ public struct GatewayMetrics: Sendable {
     }
 
     /// Gossip figures, read from the agent when `/metrics` is scraped.
-    func gossip(stats: GossipAgent.Stats, members: [Member], awareness: Int) {
+    func gossip(stats: GossipAgent.Stats, members: [Member], awareness: Int, socketUp: Bool, queued: Int) {
         let datagrams = MetricNameDescriptor(namespace: "signalbox", metricName: "gossip_datagrams", unitName: "",
-                                             helpText: "Gossip datagrams since start: received, sent, and dropped (no cluster key opened them, or they did not decode)")
+                                             helpText: "Gossip frames since start (datagrams and TCP requests): received, sent, and dropped for any reason")
         for (kind, value) in [("received", stats.received), ("sent", stats.sent), ("dropped", stats.dropped)] {
             registry.makeGauge(descriptor: datagrams, labels: [("kind", kind)]).set(Int64(value))
+        }
+        let dropped = MetricNameDescriptor(namespace: "signalbox", metricName: "gossip_dropped", unitName: "",
+                                           helpText: "Gossip frames dropped since start, by reason (truncated, forged, malformed, replayed, stale)")
+        for reason in GossipAgent.DropReason.allCases {
+            registry.makeGauge(descriptor: dropped, labels: [("reason", reason.rawValue)]).set(Int64(stats.droppedByReason[reason] ?? 0))
+        }
+        let bySender = MetricNameDescriptor(namespace: "signalbox", metricName: "gossip_dropped_by_sender", unitName: "",
+                                            helpText: "Gossip frames dropped since start, by sender address (at most 256 senders, then 'other')")
+        for (sender, count) in stats.droppedBySender {
+            registry.makeGauge(descriptor: bySender, labels: [("sender", sender)]).set(Int64(count))
+        }
+        let plain: [(String, String, Int)] = [
+            ("gossip_send_errors", "Gossip datagrams the socket refused to send (a firewall's EPERM, an unreachable network, …)", stats.sendErrors),
+            ("gossip_socket_failures", "Times the gossip UDP socket failed or closed and was bound again", stats.socketFailures),
+            ("gossip_socket_up", "1 while the gossip UDP socket is bound, 0 while it is down", socketUp ? 1 : 0),
+            ("gossip_queued_updates", "Membership and state updates waiting to be gossiped", queued),
+        ]
+        for (name, help, value) in plain {
+            registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "signalbox", metricName: name, unitName: "", helpText: help))
+                .set(Int64(value))
+        }
+        let streams = MetricNameDescriptor(namespace: "signalbox", metricName: "gossip_streams", unitName: "",
+                                           helpText: "Gossip TCP state transfers since start: served, opened, failed")
+        for (kind, value) in [("served", stats.streamsServed), ("opened", stats.streamsOpened), ("failed", stats.streamFailures)] {
+            registry.makeGauge(descriptor: streams, labels: [("kind", kind)]).set(Int64(value))
         }
         let memberGauge = MetricNameDescriptor(namespace: "signalbox", metricName: "gossip_members", unitName: "",
                                                helpText: "Cluster members by state, as this node sees them")

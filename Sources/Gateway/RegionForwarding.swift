@@ -4,6 +4,7 @@ import HTTPTypes
 import Hummingbird
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 import SignalboxCore
 
 /// Requests pinned to another region are passed, unchanged and streamed, to a live node of that
@@ -23,22 +24,37 @@ extension Gateway {
         guard let cluster = dependencies.cluster else {
             throw Self.outOfRegion(region, here: here, detail: "this node is not in a cluster")
         }
-        let candidates = await cluster.agent.members.filter { $0.region == region && $0.status == .alive && $0.apiURL != nil }
-        guard let target = candidates.randomElement(), let base = target.apiURL else {
+        // Live nodes only: `leaving` ones announced a drain and take nothing new.
+        let candidates = await cluster.agent.members.filter { $0.region == region && $0.status == .alive && $0.apiURL != nil }.shuffled()
+        guard !candidates.isEmpty else {
             throw Self.outOfRegion(region, here: here, detail: "no live node of \(region) is known")
         }
-        var outbound = HTTPClientRequest(url: base + "/api/v1/chat/completions")
-        outbound.method = .POST
-        for field in request.headers where ![.contentLength, .connection, .transferEncoding].contains(field.name) {
-            outbound.headers.add(name: field.name.rawName, value: field.value)
+        // A node that cannot be reached is skipped for the next (at most three tries); an answer,
+        // even an error, is passed on as it is.
+        var target = candidates[0]
+        var response: HTTPClientResponse?
+        var failures: [String] = []
+        for candidate in candidates.prefix(3) {
+            guard let base = candidate.apiURL else { continue }
+            target = candidate
+            var outbound = HTTPClientRequest(url: base + "/api/v1/chat/completions")
+            outbound.method = .POST
+            for field in request.headers where ![.contentLength, .connection, .transferEncoding].contains(field.name) {
+                outbound.headers.add(name: field.name.rawName, value: field.value)
+            }
+            outbound.headers.add(name: Self.forwardedHeader.rawName, value: dependencies.configuration.nodeID)
+            outbound.body = .bytes(body)
+            do {
+                response = try await forwardingClient.execute(outbound, timeout: .seconds(600))
+                break
+            } catch where Self.neverReached(error) {
+                failures.append("\(candidate.id): \(error)")
+                dependencies.logger.warning("cannot forward to a node of the request's region; trying another",
+                                            metadata: ["region": "\(region)", "node": "\(candidate.id)", "error": "\(error)"])
+            }
         }
-        outbound.headers.add(name: Self.forwardedHeader.rawName, value: dependencies.configuration.nodeID)
-        outbound.body = .bytes(body)
-        let response: HTTPClientResponse
-        do {
-            response = try await forwardingClient.execute(outbound, timeout: .seconds(600))
-        } catch {
-            throw APIError(status: 502, message: "Forwarding to \(target.id) in region \(region) failed: \(error)",
+        guard let response else {
+            throw APIError(status: 502, message: "Forwarding to region \(region) failed: \(failures.joined(separator: "; "))",
                            metadata: ["region": .string(region), "node": .string(target.id)])
         }
         var headers = HTTPFields()
@@ -48,6 +64,15 @@ extension Gateway {
         headers[HTTPField.Name("X-Signalbox-Served-By")!] = target.id
         return Response(status: .init(code: Int(response.status.code)), headers: headers,
                         body: ResponseBody(asyncSequence: response.body))
+    }
+
+    /// Whether the request certainly did not reach the node (so another node may take it).
+    static func neverReached(_ error: any Error) -> Bool {
+        if error is NIOConnectionError { return true }
+        if let error = error as? HTTPClientError, error == .connectTimeout { return true }
+        if let error = error as? ChannelError, case .connectTimeout = error { return true }
+        if let error = error as? IOError, [ECONNREFUSED, EHOSTUNREACH, ENETUNREACH].contains(error.errnoCode) { return true }
+        return false
     }
 
     static func outOfRegion(_ region: String, here: String, detail: String) -> APIError {

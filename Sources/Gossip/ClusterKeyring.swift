@@ -56,6 +56,28 @@ public struct ClusterKeyring: Sendable {
 
     private static let format: UInt8 = 1
 
+    /// Bytes sealing adds to a frame: format, key id, nonce and tag.
+    public static let sealOverhead = 1 + 4 + 12 + 16
+
+    /// The primary (sending) key's id, as hex.
+    public var primaryKeyID: String { Self.hex(keyIDs[0]) }
+
+    /// Every key's id, as hex, primary first.
+    public var keyIDStrings: [String] { keyIDs.map(Self.hex) }
+
+    /// The key id a sealed datagram names (whether or not any key opens it), as hex.
+    public static func keyID(ofSealed datagram: [UInt8]) -> String? {
+        guard datagram.count >= 5 else { return nil }
+        return hex(Array(datagram[1..<5]))
+    }
+
+    static func hex(_ bytes: [UInt8]) -> String {
+        bytes.map { byte in
+            let text = String(byte, radix: 16)
+            return byte < 16 ? "0" + text : text
+        }.joined()
+    }
+
     public func seal(_ plaintext: [UInt8]) throws -> [UInt8] {
         let box = try AES.GCM.seal(plaintext, using: SymmetricKey(data: keyBytes[0]))
         return [Self.format] + keyIDs[0] + Array(box.nonce) + Array(box.ciphertext) + Array(box.tag)

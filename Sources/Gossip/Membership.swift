@@ -1,24 +1,29 @@
 /// A member's liveness as the cluster agrees on it.
 ///
-/// Updates about a member are ordered by incarnation, then by status: `alive(n) < suspect(n) <
-/// dead(n) = left(n) < alive(n+1)`. Only the member itself raises its incarnation — to refute a
+/// Updates about a member are ordered by incarnation, then by status: `alive(n) < leaving(n) <
+/// suspect(n) < dead(n) = left(n) < alive(n+1)`. Only the member itself raises its incarnation — to refute a
 /// suspicion, or when it restarts (a node's first incarnation is its boot time in milliseconds, so
 /// a restarted node with the same id and address outranks its old, dead self).
 public enum MemberStatus: String, Sendable, Hashable, Codable, CaseIterable {
-    case alive, suspect, dead
+    case alive
+    /// Draining after SIGTERM: still answers probes, but takes no forwarded requests; if it stops
+    /// answering it is `left`, never suspected.
+    case leaving
+    case suspect, dead
     /// Left on purpose (graceful shutdown): gone like `dead`, but never suspected first.
     case left
 
     var rank: Int {
         switch self {
         case .alive: 0
-        case .suspect: 1
-        case .dead, .left: 2
+        case .leaving: 1
+        case .suspect: 2
+        case .dead, .left: 3
         }
     }
 
     /// Dead or left: not probed, not a gossip target, not in the routing view.
-    public var isGone: Bool { rank == 2 }
+    public var isGone: Bool { rank == 3 }
 }
 
 /// Where a member listens for gossip (UDP).
@@ -95,17 +100,54 @@ public struct StateEntry: Sendable, Hashable, Codable {
     func supersedes(_ current: StateEntry) -> Bool {
         (version, writer) > (current.version, current.writer)
     }
+
+    /// FNV-1a over the value: tells a peer holding an older version whether the value changed
+    /// (not a security measure; every datagram is authenticated).
+    public var digest: UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in value.utf8 {
+            hash ^= UInt64(byte)
+            hash &*= 0x0000_0100_0000_01b3
+        }
+        return hash
+    }
+}
+
+/// Announces a state entry too large to ride on a datagram: peers holding an older version
+/// fetch it over TCP from whoever sent the notice. A notice whose digest matches the value a
+/// peer already holds only refreshes its version and age (nothing to fetch).
+public struct StateNotice: Sendable, Hashable {
+    public var key: String
+    public var version: UInt64
+    public var writer: String
+    public var digest: UInt64
+    /// How long ago the entry was written, as the sender measured it.
+    public var ageMillis: UInt64
+
+    public init(key: String, version: UInt64, writer: String, digest: UInt64, ageMillis: UInt64) {
+        self.key = key
+        self.version = version
+        self.writer = writer
+        self.digest = digest
+        self.ageMillis = ageMillis
+    }
 }
 
 /// A piece of news carried on gossip messages.
-public enum GossipUpdate: Sendable, Hashable, Codable {
+public enum GossipUpdate: Sendable, Hashable {
     /// A member's status; `accuser` is who suspected it (counts as a confirmation of suspicion).
     case member(Member, accuser: String?)
-    case state(StateEntry)
+    /// A state entry and how long ago it was written, as the sender measured it (each holder
+    /// adds the time it kept the entry, so no wall clock is trusted for freshness).
+    case state(StateEntry, ageMillis: UInt64)
+    /// A large entry, announced without its value.
+    case notice(StateNotice)
 }
 
-/// The SWIM wire protocol. Every message carries piggybacked updates.
-public enum GossipMessage: Sendable, Hashable, Codable {
+/// The SWIM wire protocol. Probes and gossip travel in datagrams of at most the configured size
+/// (every one carries piggybacked updates, packed by bytes); full state exchanges and fetches of
+/// large entries travel over TCP on the same port.
+public enum GossipMessage: Sendable, Hashable {
     /// Are you alive? `target` lets a restarted node at the same address tell it was meant for its old self.
     case ping(sequence: UInt32, from: String, target: String, updates: [GossipUpdate])
     /// Please ping `target` for me (an indirect probe).
@@ -117,16 +159,28 @@ public enum GossipMessage: Sendable, Hashable, Codable {
     case nack(sequence: UInt32, from: String, updates: [GossipUpdate])
     /// Updates alone (the gossip round between probes).
     case gossip(from: String, updates: [GossipUpdate])
-    /// Full state exchange (join and periodic anti-entropy), split over several datagrams when
-    /// large; a part marked `isReply` is not answered (only a request's first part is).
-    case sync(from: Member, members: [Member], state: [StateEntry], isReply: Bool)
+    /// TCP: full state exchange (join, anti-entropy, reconnection). Large entries appear as
+    /// notices. A request is answered with the responder's own state (`isReply`).
+    case sync(from: Member, members: [Member], state: [GossipUpdate], isReply: Bool)
+    /// TCP: send me these entries (announced by notices).
+    case fetch(from: String, keys: [String])
+    /// TCP: the answer to `fetch`: the entries held, whole.
+    case entries(from: String, updates: [GossipUpdate])
 
     public var sender: String {
         switch self {
         case .ping(_, let from, _, _), .pingRequest(_, let from, _, _), .ack(_, let from, _), .nack(_, let from, _),
-             .gossip(let from, _):
+             .gossip(let from, _), .fetch(let from, _), .entries(let from, _):
             from
         case .sync(let from, _, _, _): from.id
+        }
+    }
+
+    /// Whether this message travels over TCP (state transfers) rather than UDP.
+    public var isStream: Bool {
+        switch self {
+        case .sync, .fetch, .entries: true
+        default: false
         }
     }
 }

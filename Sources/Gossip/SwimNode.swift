@@ -1,18 +1,18 @@
 import Foundation
 
 /// Tuning of the failure detector and dissemination. The defaults suit nodes in one data
-/// centre or region (sub-millisecond to few-millisecond round trips): a crashed node is declared
-/// dead in about 3–4 s in a small cluster. Every duration is scaled by the local health
-/// multiplier (Lifeguard) while this node itself seems slow.
+/// centre or region (sub-millisecond to few-millisecond round trips). Every duration of the
+/// failure detector is scaled by the local health multiplier (Lifeguard) while this node itself
+/// seems slow.
 public struct SwimSettings: Sendable, Hashable {
     /// One protocol period: a probe of one member.
-    public var probeInterval: Duration = .milliseconds(500)
+    public var probeInterval: Duration = .milliseconds(400)
     /// Waiting for a direct ack before asking others to probe (indirect probe).
-    public var probeTimeout: Duration = .milliseconds(200)
+    public var probeTimeout: Duration = .milliseconds(150)
     /// Members asked to probe indirectly (k).
     public var indirectChecks = 3
     /// Suspicion timeout floor: `suspicionMultiplier × max(1, log10 n) × probeInterval`.
-    public var suspicionMultiplier = 4
+    public var suspicionMultiplier = 3
     /// Suspicion timeout ceiling as a multiple of the floor; confirmations shrink it toward the floor.
     public var suspicionMaxTimeoutMultiplier = 6
     /// An update is piggybacked `retransmitMultiplier × ceil(log10(n + 1))` times (λ·log n).
@@ -22,61 +22,94 @@ public struct SwimSettings: Sendable, Hashable {
     /// Gossip rounds between probes, to `gossipFanout` random members.
     public var gossipInterval: Duration = .milliseconds(200)
     public var gossipFanout = 3
-    /// Full state exchange with one random member (anti-entropy, heals partitions).
+    /// Full state exchange over TCP with one random member (anti-entropy). Above 32 members the
+    /// interval grows with `log2(n / 32)` (memberlist's scaling), so the cluster's total stays flat.
     public var pushPullInterval: Duration = .seconds(15)
     /// Dead members are still gossiped to this long, so a falsely accused node hears it and refutes.
     public var gossipToTheDead: Duration = .seconds(30)
-    public var maxUpdatesPerMessage = 16
+    /// Every interval, one dead member (or a seed that is not a live member) is sent a full state
+    /// exchange, so partitions heal by themselves.
+    public var reconnectInterval: Duration = .seconds(3)
+    /// Dead members are kept (and re-contacted) this long, then forgotten with their node-scoped state.
+    public var reapDeadAfter: Duration = .seconds(3600)
+    /// Left members are forgotten after this long (they left on purpose; nothing to reconnect to).
+    public var reapLeftAfter: Duration = .seconds(600)
+    /// Payload limit of a sealed datagram, header and seal included (`--gossip-max-datagram`).
+    public var maxDatagramBytes = 1400
     /// How often a node that has not joined yet asks its seeds again.
     public var joinRetryInterval: Duration = .seconds(1)
-    /// State keys with these prefixes expire this many milliseconds after they were written
-    /// (versions are wall-clock milliseconds): windowed counters must not pile up forever.
-    public var stateTTL: [String: UInt64] = ["rate/": 26 * 3600 * 1000]
-    /// An urgent publication is also sent at once to this many live members (all, in small clusters).
-    public var urgentFanout = 16
-    /// Estimated encoded size at which a full state exchange is split into another datagram.
-    public var maxSyncBytes = 32 * 1024
+    /// Entries under these prefixes are forgotten once their age (as carried with them, see
+    /// `GossipUpdate.state`) passes the lifetime.
+    public var stateTTL: [String: Duration] = ["rate/": .seconds(26 * 3600), "health/": .seconds(30)]
+    /// Keys `<prefix><node>` or `<prefix><node>/…` belong to that node and go when it is reaped.
+    public var nodeScopedPrefixes: [String] = ["health/", "rate/"]
+    /// A fetch of announced entries not answered in this time may be asked again.
+    public var fetchTimeout: Duration = .seconds(2)
+    /// Largest TCP frame (a full state exchange or a fetch answer) sent or accepted.
+    public var maxStreamBytes = 32 * 1024 * 1024
+    /// Frames older than this by their sender's clock are dropped, as are repeats within it.
+    public var replayWindow: Duration = .seconds(30)
 
     public init() {}
+
+    /// Bytes of a message body that fit in one datagram sent by `sender`.
+    public func messageBudget(sender: String) -> Int {
+        maxDatagramBytes - ClusterKeyring.sealOverhead - WireCodec.headerSize(sender: sender)
+    }
+
+    /// Entries larger than this (encoded) are announced by notice and fetched over TCP.
+    public var maxInlineStateBytes: Int { maxDatagramBytes / 2 }
 }
 
 /// What the shell must do after an event.
 public enum SwimDirective: Sendable, Hashable {
+    /// A datagram (UDP); the message fits `SwimSettings.maxDatagramBytes` once framed and sealed.
     case send(GossipMessage, to: MemberAddress)
+    /// A request over TCP to the member's gossip port; the answer goes to `receive`.
+    case exchange(GossipMessage, with: MemberAddress)
     /// A member joined or changed status (including this node being refuted or leaving).
     case memberChanged(Member)
-    /// A replicated state entry changed (published here or learnt from others).
-    case stateChanged(StateEntry)
+    /// A replicated state entry changed (published here or learnt from others); `ageMillis` is how
+    /// long ago it was written.
+    case stateChanged(StateEntry, ageMillis: UInt64)
+    /// An entry expired or belonged to a reaped member.
+    case stateRemoved(key: String)
+    /// Two processes claim one node id: `claimant` was refused because `existing` is alive.
+    case conflict(existing: Member, claimant: Member)
 }
 
 /// SWIM with the Lifeguard refinements, as a pure state machine: events in (`tick`, `receive`,
-/// `join`, `leave`, `publish`), directives out. Time (`now`, a monotonic duration since any fixed
-/// point) and randomness (a seed) are injected, so a simulation can run hundreds of members
-/// deterministically; the UDP shell (`GossipService`) does the I/O.
+/// `answer`, `join`, `leave`, `publish`), directives out. Time (`now`, a monotonic duration since
+/// any fixed point) and randomness (a seed) are injected, so a simulation can run a thousand
+/// members deterministically; `GossipAgent` does the I/O.
 ///
 /// - Probing: one member per period, round-robin over a shuffled list; no ack within the probe
 ///   timeout → `pingRequest` to k others, who relay an ack or answer with a nack; no ack by the end
-///   of the period → suspect.
+///   of the period → suspect (a member announced as `leaving` becomes `left` instead).
 /// - Suspicion: a suspect is declared dead after a timeout that starts at the ceiling and falls
 ///   logarithmically toward the floor as independent confirmations arrive; the member refutes by
-///   raising its incarnation. Pings to a suspect carry the suspicion (buddy system).
+///   raising its incarnation. A ping to a suspect carries the suspicion to it alone (buddy system).
 /// - Local health: failed probes without nacks and having to refute raise a multiplier that
 ///   stretches this node's own timeouts; successful probes lower it.
-/// - Dissemination: updates ride on every message, fewest-sent first, each up to λ·log n times;
-///   between probes a gossip round sends them to a few members; a periodic full `sync` with one
-///   member repairs whatever was missed.
+/// - Dissemination: updates ride on every datagram, membership before state, fewest-sent first,
+///   packed to the byte, each sent up to λ·log n times. Entries too large for a datagram travel
+///   as notices; peers fetch them over TCP. A periodic full exchange over TCP repairs whatever was
+///   missed, and dead members and seeds are re-contacted so partitions heal.
 public struct SwimNode: Sendable {
     public let settings: SwimSettings
     public private(set) var myself: Member
-    /// Every other member ever heard of, including dead and left ones (tombstones).
+    /// Every other member heard of, including dead and left ones until they are reaped.
     public private(set) var members: [String: Member] = [:]
     /// The replicated state, by key.
     public private(set) var state: [String: StateEntry] = [:]
     /// Lifeguard's local health multiplier: 0 when healthy.
     public private(set) var awareness = 0
-    /// False until a seed answered (or there were no seeds).
+    /// False until a state exchange with a member succeeded (or there were no seeds).
     public private(set) var joined = false
-    public private(set) var leaving = false
+    /// Announced `left`: nothing more is sent or handled.
+    public private(set) var hasLeft = false
+    /// A live member with this node's id at another address, if one was seen.
+    public private(set) var conflict: Member?
 
     private struct Probe: Sendable {
         var target: String
@@ -100,10 +133,18 @@ public struct SwimNode: Sendable {
         var confirmations: Set<String> = []
     }
 
+    private enum Queued: Sendable {
+        case member(Member, accuser: String?)
+        case state(key: String)
+    }
+
     private struct Broadcast: Sendable {
-        var update: GossipUpdate
+        var item: Queued
         var transmits: Int
         var order: UInt64
+        var isMembership: Bool {
+            if case .member = item { true } else { false }
+        }
     }
 
     private var random: SplitMix64
@@ -117,8 +158,16 @@ public struct SwimNode: Sendable {
     private var broadcasts: [String: Broadcast] = [:]
     private var broadcastOrder: UInt64 = 0
     private var goneAt: [String: Duration] = [:]
+    /// When each entry was written, on this node's clock (now − its age at receipt).
+    private var bornAt: [String: Duration] = [:]
+    /// Keys asked for by fetch, with the version wanted and when the ask lapses.
+    private var pendingFetches: [String: (version: UInt64, until: Duration)] = [:]
+    /// Members reaped recently: stale news of their death does not bring them back.
+    private var reaped: [String: Duration] = [:]
     private var nextGossipAt: Duration = .zero
     private var nextPushPullAt: Duration
+    private var nextReconnectAt: Duration = .zero
+    private var nextHousekeepingAt: Duration = .zero
     private var seeds: [MemberAddress] = []
     private var nextJoinAt: Duration = .zero
     private var lastVersion: UInt64 = 0
@@ -145,29 +194,62 @@ public struct SwimNode: Sendable {
         settings.retransmitMultiplier * max(1, Int(log10(Double(liveCount + 1)).rounded(.up)))
     }
 
+    /// The push-pull interval at the current size (memberlist's `pushPullScale`).
+    public var scaledPushPullInterval: Duration {
+        let n = liveCount
+        guard n > 32 else { return settings.pushPullInterval }
+        let factor = Int((log2(Double(n)) - log2(32)).rounded(.up)) + 1
+        return settings.pushPullInterval * factor
+    }
+
+    /// How long ago an entry was written, on this node's clock.
+    public func ageMillis(of key: String, now: Duration) -> UInt64? {
+        bornAt[key].map { Self.millis(max(.zero, now - $0)) }
+    }
+
+    /// Updates waiting to be gossiped (membership and state).
+    public var queuedUpdates: Int { broadcasts.count }
+
     // MARK: Events
 
-    /// Starts joining through `seeds` (their addresses; this node's own is skipped). With no
-    /// other seed this node starts a new cluster.
+    /// Starts joining through `seeds` (their addresses; this node's own is skipped) with a full
+    /// state exchange over TCP. With no other seed this node starts a new cluster.
     public mutating func join(seeds: [MemberAddress], now: Duration) -> [SwimDirective] {
         self.seeds = seeds.filter { $0 != myself.address }
         nextProbeAt = now + settings.probeInterval
         nextGossipAt = now + settings.gossipInterval
-        nextPushPullAt = now + settings.pushPullInterval
+        nextPushPullAt = now + scaledPushPullInterval
+        nextReconnectAt = now + settings.reconnectInterval
+        nextHousekeepingAt = now + .seconds(1)
         guard !self.seeds.isEmpty else {
             joined = true
             return []
         }
         nextJoinAt = now + settings.joinRetryInterval
-        return self.seeds.flatMap { seed in syncMessages(isReply: false).map { .send($0, to: seed) } }
+        return self.seeds.map { .exchange(syncMessage(isReply: false, now: now), with: $0) }
+    }
+
+    /// Announces that this node is draining: it keeps answering probes, peers stop forwarding to
+    /// it, and if it stops answering before it leaves it is `left`, never suspected.
+    public mutating func startLeaving(now: Duration) -> [SwimDirective] {
+        guard !hasLeft, myself.status != .leaving else { return [] }
+        myself.incarnation += 1
+        myself.status = .leaving
+        return announceMyself()
     }
 
     /// Leaves the cluster gracefully: announces `left` to every live member directly (and in
-    /// later gossip), so no one suspects this node. Stop calling `tick` afterwards.
+    /// later gossip), so no one suspects this node. Nothing is sent or handled afterwards.
     public mutating func leave(now: Duration) -> [SwimDirective] {
-        leaving = true
+        guard !hasLeft else { return [] }
         myself.incarnation += 1
         myself.status = .left
+        let directives = announceMyself()
+        hasLeft = true
+        return directives
+    }
+
+    private mutating func announceMyself() -> [SwimDirective] {
         enqueue(.member(myself, accuser: nil), key: "m:" + myself.id)
         var directives: [SwimDirective] = [.memberChanged(myself)]
         for member in liveMembers(excluding: []) {
@@ -177,48 +259,42 @@ public struct SwimNode: Sendable {
     }
 
     /// Writes a replicated state entry owned by (or set through) this node. `wallClockMillis`
-    /// seeds the version so later writes from any node outrank earlier ones.
+    /// seeds the version (a hybrid clock: never below what this node has seen), so later writes
+    /// from any node outrank earlier ones.
     ///
-    /// `urgent` (counters that limit requests) also sends the entry straight to live members
-    /// instead of waiting for the next gossip round, so other nodes see it within a round trip.
-    public mutating func publish(key: String, value: String, wallClockMillis: UInt64, urgent: Bool = false) -> [SwimDirective] {
+    /// `urgent` (counters that limit requests, a change in what the node routes around) also
+    /// sends the entry, or its notice, straight to every live member.
+    public mutating func publish(key: String, value: String, wallClockMillis: UInt64, now: Duration, urgent: Bool = false)
+        -> [SwimDirective] {
         let version = max(lastVersion + 1, wallClockMillis, (state[key]?.version ?? 0) + 1)
         lastVersion = version
         let entry = StateEntry(key: key, version: version, writer: myself.id, value: value)
         state[key] = entry
-        enqueue(.state(entry), key: "s:" + key)
-        var directives: [SwimDirective] = [.stateChanged(entry)]
-        if urgent {
-            for member in pick(from: liveMembers(excluding: []), count: settings.urgentFanout) {
-                directives.append(.send(.gossip(from: myself.id, updates: [.state(entry)]), to: member.address))
+        bornAt[key] = now
+        enqueue(.state(key: key), key: "s:" + key)
+        var directives: [SwimDirective] = [.stateChanged(entry, ageMillis: 0)]
+        if urgent, let update = wireUpdate(forKey: key, now: now) {
+            for member in liveMembers(excluding: []) {
+                directives.append(.send(.gossip(from: myself.id, updates: [update]), to: member.address))
             }
         }
         return directives
     }
 
-    /// Whether an entry is past its prefix's lifetime (judged by the newest version seen, which
-    /// tracks the writers' wall clocks).
-    private func isExpired(_ entry: StateEntry) -> Bool {
-        for (prefix, ttl) in settings.stateTTL where entry.key.hasPrefix(prefix) {
-            return entry.version &+ ttl < lastVersion
-        }
-        return false
-    }
-
     /// Loads state entries saved by an earlier run (they keep their versions, so newer news from
     /// the cluster still wins).
-    public mutating func restore(_ entries: [StateEntry]) -> [SwimDirective] {
-        apply(entries.map { .state($0) }, now: .zero)
+    public mutating func restore(_ entries: [StateEntry], now: Duration) -> [SwimDirective] {
+        apply(entries.map { .state($0, ageMillis: 0) }, from: nil, now: now)
     }
 
     /// Drives every timer: probes, indirect probes, suspicion timeouts, relays, gossip rounds,
-    /// push-pull and join retries. Call it often (every ~10–50 ms) or at least by `nextDeadline`.
+    /// push-pull, reconnection, reaping and join retries. Call it often (every ~10–50 ms).
     public mutating func tick(now: Duration) -> [SwimDirective] {
-        guard !leaving else { return [] }
+        guard !hasLeft else { return [] }
         var directives: [SwimDirective] = []
         if !joined && now >= nextJoinAt {
             nextJoinAt = now + settings.joinRetryInterval
-            directives += seeds.flatMap { seed in syncMessages(isReply: false).map { .send($0, to: seed) } }
+            directives += seeds.map { .exchange(syncMessage(isReply: false, now: now), with: $0) }
         }
         directives += tickRelays(now: now)
         directives += tickProbe(now: now)
@@ -228,57 +304,84 @@ public struct SwimNode: Sendable {
             directives += gossipRound(now: now)
         }
         if now >= nextPushPullAt {
-            nextPushPullAt = now + settings.pushPullInterval
-            for (key, entry) in state where isExpired(entry) {
-                state[key] = nil
-                broadcasts["s:" + key] = nil
-            }
+            nextPushPullAt = now + scaledPushPullInterval
             if let partner = pick(from: liveMembers(excluding: []), count: 1).first {
-                directives += syncMessages(isReply: false).map { .send($0, to: partner.address) }
+                directives.append(.exchange(syncMessage(isReply: false, now: now), with: partner.address))
             }
+        }
+        if joined && now >= nextReconnectAt {
+            nextReconnectAt = now + settings.reconnectInterval
+            if let address = reconnectTarget() {
+                directives.append(.exchange(syncMessage(isReply: false, now: now), with: address))
+            }
+        }
+        if now >= nextHousekeepingAt {
+            nextHousekeepingAt = now + .seconds(1)
+            directives += housekeeping(now: now)
         }
         return directives
     }
 
-    /// Handles a datagram from `address`.
+    /// Handles a datagram, or the answer to an `exchange`, from `address` (a member's gossip address).
     public mutating func receive(_ message: GossipMessage, from address: MemberAddress, now: Duration) -> [SwimDirective] {
-        guard !leaving else { return [] }
+        guard !hasLeft else { return [] }
         var directives: [SwimDirective] = []
         switch message {
         case .ping(let sequence, _, let target, let updates):
-            directives += apply(updates, now: now)
+            directives += apply(updates, from: address, now: now)
             // A ping meant for an earlier node at this address is not ours to answer.
             if target == myself.id {
-                directives.append(.send(.ack(sequence: sequence, from: myself.id, updates: takeUpdates(for: nil)), to: address))
+                directives.append(.send(packed(.ack(sequence: sequence, from: myself.id, updates: []), for: nil, now: now), to: address))
             }
         case .pingRequest(let originSequence, _, let target, let updates):
-            directives += apply(updates, now: now)
+            directives += apply(updates, from: address, now: now)
             let sequence = nextSequence()
             relays[sequence] = Relay(origin: address, originSequence: originSequence, deadline: now + scaled(settings.probeTimeout))
-            directives.append(.send(.ping(sequence: sequence, from: myself.id, target: target.id,
-                                          updates: takeUpdates(for: target.id)), to: target.address))
+            directives.append(.send(packed(.ping(sequence: sequence, from: myself.id, target: target.id, updates: []), for: target.id, now: now),
+                                    to: target.address))
         case .ack(let sequence, let from, let updates):
-            directives += apply(updates, now: now)
+            directives += apply(updates, from: address, now: now)
             if let relay = relays.removeValue(forKey: sequence) {
-                directives.append(.send(.ack(sequence: relay.originSequence, from: from, updates: takeUpdates(for: nil)), to: relay.origin))
+                directives.append(.send(packed(.ack(sequence: relay.originSequence, from: from, updates: []), for: nil, now: now),
+                                        to: relay.origin))
             } else if probe?.sequence == sequence {
                 probe = nil
                 awareness = max(0, awareness - 1)
             }
         case .nack(let sequence, _, let updates):
-            directives += apply(updates, now: now)
+            directives += apply(updates, from: address, now: now)
             if probe?.sequence == sequence { probe?.nacks += 1 }
         case .gossip(_, let updates):
-            directives += apply(updates, now: now)
+            directives += apply(updates, from: address, now: now)
         case .sync(let from, let remoteMembers, let remoteState, let isReply):
-            directives += apply([.member(from, accuser: nil)] + remoteMembers.map { .member($0, accuser: nil) }
-                                + remoteState.map { .state($0) }, now: now)
-            joined = true
-            if !isReply { directives += syncMessages(isReply: true).map { .send($0, to: address) } }
+            directives += absorbSync(from: from, members: remoteMembers, state: remoteState, address: from.address, now: now)
+            if isReply && conflict == nil { joined = true }
+        case .entries(_, let updates):
+            directives += apply(updates, from: address, now: now)
+        case .fetch:
+            break  // only over TCP, through `answer`
         }
         // Anything from a member we know means we are in the cluster.
-        if !joined && members[message.sender] != nil { joined = true }
+        if !joined && conflict == nil && members[message.sender].map({ !$0.status.isGone }) == true { joined = true }
         return directives
+    }
+
+    /// Answers a request that arrived over TCP: a state exchange is answered with this node's
+    /// state, a fetch with the entries asked for. Datagrams never get state back.
+    public mutating func answer(_ request: GossipMessage, now: Duration) -> (reply: GossipMessage?, directives: [SwimDirective]) {
+        guard !hasLeft else { return (nil, []) }
+        switch request {
+        case .sync(let from, let remoteMembers, let remoteState, false):
+            let directives = absorbSync(from: from, members: remoteMembers, state: remoteState, address: from.address, now: now)
+            return (syncMessage(isReply: true, now: now), directives)
+        case .fetch(_, let keys):
+            let updates = keys.prefix(4096).compactMap { key in
+                state[key].map { GossipUpdate.state($0, ageMillis: ageMillis(of: key, now: now) ?? 0) }
+            }
+            return (.entries(from: myself.id, updates: updates), [])
+        default:
+            return (nil, [])
+        }
     }
 
     // MARK: Probing
@@ -292,8 +395,8 @@ public struct SwimNode: Sendable {
                     let helpers = pick(from: liveMembers(excluding: [target.id]), count: settings.indirectChecks)
                     current.helpers = helpers.count
                     for helper in helpers {
-                        directives.append(.send(.pingRequest(sequence: current.sequence, from: myself.id, target: target,
-                                                             updates: takeUpdates(for: helper.id)), to: helper.address))
+                        let request = GossipMessage.pingRequest(sequence: current.sequence, from: myself.id, target: target, updates: [])
+                        directives.append(.send(packed(request, for: helper.id, now: now), to: helper.address))
                     }
                 }
                 probe = current
@@ -304,7 +407,13 @@ public struct SwimNode: Sendable {
                 let missing = current.helpers > 0 ? current.helpers - current.nacks : 1
                 awareness = min(settings.maxAwareness - 1, awareness + max(0, missing))
                 if let target = members[current.target], !target.status.isGone {
-                    directives += suspect(target, accuser: myself.id, now: now)
+                    if target.status == .leaving {
+                        var gone = target
+                        gone.status = .left
+                        directives += apply([.member(gone, accuser: nil)], from: nil, now: now)
+                    } else {
+                        directives += suspect(target, accuser: myself.id, now: now)
+                    }
                 }
             }
         }
@@ -313,7 +422,7 @@ public struct SwimNode: Sendable {
         guard let target = nextProbeTarget() else { return directives }
         let sequence = nextSequence()
         probe = Probe(target: target.id, sequence: sequence, sentAt: now)
-        directives.append(.send(.ping(sequence: sequence, from: myself.id, target: target.id, updates: takeUpdates(for: target.id)),
+        directives.append(.send(packed(.ping(sequence: sequence, from: myself.id, target: target.id, updates: []), for: target.id, now: now),
                                 to: target.address))
         return directives
     }
@@ -338,7 +447,7 @@ public struct SwimNode: Sendable {
         var directives: [SwimDirective] = []
         for (sequence, relay) in relays.sorted(by: { $0.key < $1.key }) where now >= relay.deadline {
             relays[sequence] = nil
-            directives.append(.send(.nack(sequence: relay.originSequence, from: myself.id, updates: takeUpdates(for: nil)),
+            directives.append(.send(packed(.nack(sequence: relay.originSequence, from: myself.id, updates: []), for: nil, now: now),
                                     to: relay.origin))
         }
         return directives
@@ -357,7 +466,7 @@ public struct SwimNode: Sendable {
             }
             return []
         }
-        return apply([.member(suspected, accuser: accuser)], now: now)
+        return apply([.member(suspected, accuser: accuser)], from: nil, now: now)
     }
 
     /// Lifeguard: `max(min, max − (max − min) · log(C + 1) / log(K + 1))`.
@@ -378,41 +487,118 @@ public struct SwimNode: Sendable {
                   var member = members[id], member.status == .suspect, member.incarnation == suspicion.incarnation
             else { continue }
             member.status = .dead
-            directives += apply([.member(member, accuser: nil)], now: now)
+            directives += apply([.member(member, accuser: nil)], from: nil, now: now)
         }
         return directives
     }
 
     // MARK: Applying news
 
-    private mutating func apply(_ updates: [GossipUpdate], now: Duration) -> [SwimDirective] {
+    /// Merges a peer's full state. Its dead members become suspects here (as memberlist does), so
+    /// a stale view from the other side of a healed partition gives them time to refute.
+    private mutating func absorbSync(from: Member, members remoteMembers: [Member], state remoteState: [GossipUpdate],
+                                     address: MemberAddress, now: Duration) -> [SwimDirective] {
+        var updates: [GossipUpdate] = [.member(from, accuser: nil)]
+        for var member in remoteMembers {
+            if member.status == .dead && member.id != myself.id { member.status = .suspect }
+            updates.append(.member(member, accuser: nil))
+        }
+        return apply(updates + remoteState, from: address, now: now)
+    }
+
+    private mutating func apply(_ updates: [GossipUpdate], from address: MemberAddress?, now: Duration) -> [SwimDirective] {
         var directives: [SwimDirective] = []
+        var wanted: [String] = []
         for update in updates {
             switch update {
             case .member(let member, let accuser):
                 directives += applyMember(member, accuser: accuser, now: now)
-            case .state(let entry):
-                if let current = state[entry.key], !entry.supersedes(current) { continue }
-                if isExpired(entry) { continue }
-                state[entry.key] = entry
-                lastVersion = max(lastVersion, entry.version)
-                enqueue(.state(entry), key: "s:" + entry.key)
-                directives.append(.stateChanged(entry))
+            case .state(let entry, let age):
+                directives += applyState(entry, ageMillis: age, now: now)
+            case .notice(let notice):
+                guard !isExpired(key: notice.key, ageMillis: notice.ageMillis), ownerAllows(notice.key) else { continue }
+                if let current = state[notice.key] {
+                    guard (notice.version, notice.writer) > (current.version, current.writer) else { continue }
+                    if current.digest == notice.digest {
+                        // Same value, newer version: a refresh, nothing to fetch.
+                        let refreshed = StateEntry(key: notice.key, version: notice.version, writer: notice.writer, value: current.value)
+                        directives += applyState(refreshed, ageMillis: notice.ageMillis, now: now)
+                        continue
+                    }
+                }
+                if let pending = pendingFetches[notice.key], pending.version >= notice.version, now < pending.until { continue }
+                guard address != nil else { continue }
+                pendingFetches[notice.key] = (notice.version, now + settings.fetchTimeout)
+                wanted.append(notice.key)
             }
+        }
+        if let address, !wanted.isEmpty {
+            directives.append(.exchange(.fetch(from: myself.id, keys: wanted), with: address))
         }
         return directives
     }
 
+    private mutating func applyState(_ entry: StateEntry, ageMillis: UInt64, now: Duration) -> [SwimDirective] {
+        if let current = state[entry.key], !entry.supersedes(current) { return [] }
+        guard !isExpired(key: entry.key, ageMillis: ageMillis), ownerAllows(entry.key) else { return [] }
+        state[entry.key] = entry
+        bornAt[entry.key] = now - .milliseconds(Int64(clamping: ageMillis))
+        if let pending = pendingFetches[entry.key], pending.version <= entry.version { pendingFetches[entry.key] = nil }
+        lastVersion = max(lastVersion, entry.version)
+        enqueue(.state(key: entry.key), key: "s:" + entry.key)
+        return [.stateChanged(entry, ageMillis: ageMillis)]
+    }
+
+    /// Node-scoped keys of members reaped or never heard of are refused, so a peer that has not
+    /// reaped yet cannot bring them back. This node's own keys are always taken: a restarted node
+    /// resumes from what the cluster holds for it.
+    private func ownerAllows(_ key: String) -> Bool {
+        guard let owner = owner(of: key) else { return true }
+        return owner == myself.id || members[owner] != nil
+    }
+
+    private func owner(of key: String) -> String? {
+        for prefix in settings.nodeScopedPrefixes where key.hasPrefix(prefix) {
+            let rest = key.dropFirst(prefix.count)
+            return String(rest.prefix { $0 != "/" })
+        }
+        return nil
+    }
+
+    private func isExpired(key: String, ageMillis: UInt64) -> Bool {
+        for (prefix, ttl) in settings.stateTTL where key.hasPrefix(prefix) {
+            return ageMillis >= Self.millis(ttl)
+        }
+        return false
+    }
+
     private mutating func applyMember(_ member: Member, accuser: String?, now: Duration) -> [SwimDirective] {
         if member.id == myself.id {
-            // News that I am suspect or dead: refute with a higher incarnation (unless leaving).
-            guard member.status != .alive, member.incarnation >= myself.incarnation, !leaving else { return [] }
+            if member.address != myself.address && !member.status.isGone && member.status != .suspect {
+                // Another process claims this node's id: refuse and say so; do not join through it.
+                let isNew = conflict != member
+                conflict = member
+                joined = false
+                return isNew ? [.conflict(existing: member, claimant: myself)] : []
+            }
+            // News that I am suspect or dead: refute with a higher incarnation (unless I left).
+            guard member.status == .suspect || member.status == .dead, member.incarnation >= myself.incarnation else { return [] }
             myself.incarnation = max(myself.incarnation + 1, member.incarnation + 1)
-            if member.status == .suspect { awareness = min(settings.maxAwareness - 1, awareness + 1) }
+            // Lifeguard: being accused (suspected or declared dead) means this node may be the slow one.
+            awareness = min(settings.maxAwareness - 1, awareness + 1)
             enqueue(.member(myself, accuser: nil), key: "m:" + myself.id)
             return [.memberChanged(myself)]
         }
+        var member = member
         if let current = members[member.id] {
+            if current.address != member.address && !current.status.isGone && !member.status.isGone {
+                // Two live processes with one id: the one known first keeps it.
+                return [.conflict(existing: current, claimant: member)]
+            }
+            // A suspicion of a member that announced it is leaving: it left.
+            if current.status == .leaving && member.status == .suspect && member.incarnation == current.incarnation {
+                member.status = .left
+            }
             guard member.supersedes(current) else {
                 // Same suspicion from someone else: a confirmation.
                 if member.status == .suspect, current.status == .suspect, member.incarnation == current.incarnation,
@@ -423,13 +609,16 @@ public struct SwimNode: Sendable {
                 }
                 return []
             }
+        } else if member.status.isGone && reaped[member.id] != nil {
+            return []  // reaped already; stale news of its end
         }
         let isNew = members[member.id] == nil
         members[member.id] = member
+        reaped[member.id] = nil
         switch member.status {
         case .suspect:
             suspicions[member.id] = Suspicion(incarnation: member.incarnation, startedAt: now, accuser: accuser)
-        case .alive:
+        case .alive, .leaving:
             suspicions[member.id] = nil
             goneAt[member.id] = nil
             if isNew, probeOrder.count >= probeIndex {
@@ -445,36 +634,104 @@ public struct SwimNode: Sendable {
         return [.memberChanged(member)]
     }
 
-    // MARK: Dissemination
+    // MARK: Reconnection and reaping
 
-    private mutating func enqueue(_ update: GossipUpdate, key: String) {
-        broadcastOrder += 1
-        broadcasts[key] = Broadcast(update: update, transmits: 0, order: broadcastOrder)
+    /// A dead member or a seed that is not a live member, at random.
+    private mutating func reconnectTarget() -> MemberAddress? {
+        let live = Set(liveMembers(excluding: []).map(\.address))
+        var candidates = members.values.filter { $0.status == .dead }.sorted { $0.id < $1.id }.map(\.address)
+        candidates += seeds.filter { !live.contains($0) }
+        candidates = candidates.filter { !live.contains($0) && $0 != myself.address }
+        guard !candidates.isEmpty else { return nil }
+        return candidates[Int.random(in: 0..<candidates.count, using: &random)]
     }
 
-    /// Updates for one outgoing message: fewest-sent first, newest first among equals. A ping to a
-    /// suspect starts with its suspicion (buddy system), so it can refute at once.
-    private mutating func takeUpdates(for recipient: String?) -> [GossipUpdate] {
-        guard !broadcasts.isEmpty else { return [] }
-        var chosen: [String] = []
-        if let recipient, let member = members[recipient], member.status == .suspect, broadcasts["m:" + recipient] == nil {
-            broadcastOrder += 1
-            broadcasts["m:" + recipient] = Broadcast(update: .member(member, accuser: myself.id), transmits: 0, order: broadcastOrder)
+    private mutating func housekeeping(now: Duration) -> [SwimDirective] {
+        var directives: [SwimDirective] = []
+        for (id, since) in goneAt.sorted(by: { $0.key < $1.key }) {
+            guard let member = members[id] else { continue }
+            let limit = member.status == .left ? settings.reapLeftAfter : settings.reapDeadAfter
+            guard now - since >= limit else { continue }
+            members[id] = nil
+            goneAt[id] = nil
+            broadcasts["m:" + id] = nil
+            reaped[id] = now
+            for key in state.keys.sorted() where owner(of: key) == id {
+                directives += removeEntry(key)
+            }
         }
-        if let recipient, broadcasts["m:" + recipient] != nil { chosen.append("m:" + recipient) }
-        let rest = broadcasts.filter { $0.key != chosen.first }
-            .sorted { ($0.value.transmits, -Int64($0.value.order)) < ($1.value.transmits, -Int64($1.value.order)) }
-            .prefix(settings.maxUpdatesPerMessage - chosen.count).map(\.key)
-        chosen += rest
-        let limit = retransmitLimit
+        reaped = reaped.filter { now - $0.value < settings.reapLeftAfter }
+        for key in state.keys.sorted() {
+            if let age = ageMillis(of: key, now: now), isExpired(key: key, ageMillis: age) { directives += removeEntry(key) }
+        }
+        pendingFetches = pendingFetches.filter { now < $0.value.until }
+        return directives
+    }
+
+    private mutating func removeEntry(_ key: String) -> [SwimDirective] {
+        state[key] = nil
+        bornAt[key] = nil
+        broadcasts["s:" + key] = nil
+        return [.stateRemoved(key: key)]
+    }
+
+    // MARK: Dissemination
+
+    private mutating func enqueue(_ item: Queued, key: String) {
+        broadcastOrder += 1
+        broadcasts[key] = Broadcast(item: item, transmits: 0, order: broadcastOrder)
+    }
+
+    /// A state entry as it travels now: whole, or as a notice when it is too large for a datagram.
+    private func wireUpdate(forKey key: String, now: Duration) -> GossipUpdate? {
+        guard let entry = state[key] else { return nil }
+        let age = ageMillis(of: key, now: now) ?? 0
+        let whole = GossipUpdate.state(entry, ageMillis: age)
+        if WireCodec.size(of: whole) <= settings.maxInlineStateBytes { return whole }
+        return .notice(StateNotice(key: key, version: entry.version, writer: entry.writer, digest: entry.digest, ageMillis: age))
+    }
+
+    /// Fills `message` with queued updates up to the datagram budget: membership before state,
+    /// fewest-sent first, newest first among equals. A ping to a suspect starts with its suspicion,
+    /// meant for it alone (buddy system: not queued, so it is neither broadcast nor a confirmation).
+    private mutating func packed(_ message: GossipMessage, for recipient: String?, now: Duration) -> GossipMessage {
+        var budget = settings.messageBudget(sender: myself.id) - WireCodec.size(of: message) - 2  // room for the count to grow
         var updates: [GossipUpdate] = []
-        for key in chosen {
-            guard var broadcast = broadcasts[key] else { continue }
-            updates.append(broadcast.update)
-            broadcast.transmits += 1
-            broadcasts[key] = broadcast.transmits >= limit ? nil : broadcast
+        if let recipient, let member = members[recipient], member.status == .suspect {
+            let buddy = GossipUpdate.member(member, accuser: myself.id)
+            let size = WireCodec.size(of: buddy)
+            if size <= budget {
+                updates.append(buddy)
+                budget -= size
+            }
         }
-        return updates
+        if !broadcasts.isEmpty {
+            let ordered = broadcasts.sorted { lhs, rhs in
+                (lhs.value.isMembership ? 0 : 1, lhs.value.transmits, -Int64(lhs.value.order))
+                    < (rhs.value.isMembership ? 0 : 1, rhs.value.transmits, -Int64(rhs.value.order))
+            }
+            let limit = retransmitLimit
+            for (key, var broadcast) in ordered {
+                guard budget >= 8 else { break }
+                let update: GossipUpdate
+                switch broadcast.item {
+                case .member(let member, let accuser): update = .member(member, accuser: accuser)
+                case .state(let stateKey):
+                    guard let wire = wireUpdate(forKey: stateKey, now: now) else {
+                        broadcasts[key] = nil
+                        continue
+                    }
+                    update = wire
+                }
+                let size = WireCodec.size(of: update)
+                guard size <= budget else { continue }
+                updates.append(update)
+                budget -= size
+                broadcast.transmits += 1
+                broadcasts[key] = broadcast.transmits >= limit ? nil : broadcast
+            }
+        }
+        return message.withUpdates(updates)
     }
 
     private mutating func gossipRound(now: Duration) -> [SwimDirective] {
@@ -486,41 +743,18 @@ public struct SwimNode: Sendable {
         let targets = pick(from: liveMembers(excluding: []) + recentlyGone.sorted { $0.id < $1.id }, count: settings.gossipFanout)
         var directives: [SwimDirective] = []
         for target in targets {
-            let updates = takeUpdates(for: target.id)
-            if updates.isEmpty { break }
-            directives.append(.send(.gossip(from: myself.id, updates: updates), to: target.address))
+            let message = packed(.gossip(from: myself.id, updates: []), for: target.id, now: now)
+            guard case .gossip(_, let updates) = message, !updates.isEmpty else { break }
+            directives.append(.send(message, to: target.address))
         }
         return directives
     }
 
-    /// The full state, split so that each datagram stays well under UDP's 64 KB: members and
-    /// state entries are packed until an estimate of their encoded size reaches
-    /// `settings.maxSyncBytes`. Only the first part of a request asks for an answer; merging is
-    /// idempotent, so parts may arrive in any order or twice.
-    func syncMessages(isReply: Bool) -> [GossipMessage] {
-        var messages: [GossipMessage] = []
-        var members: [Member] = []
-        var entries: [StateEntry] = []
-        var size = 0
-        func flush() {
-            messages.append(.sync(from: myself, members: members, state: entries, isReply: isReply || !messages.isEmpty))
-            (members, entries, size) = ([], [], 0)
-        }
-        for member in self.members.values.sorted(by: { $0.id < $1.id }) {
-            let estimate = 160 + member.id.utf8.count + member.address.host.utf8.count + member.region.utf8.count + (member.apiURL?.utf8.count ?? 0)
-            if size + estimate > settings.maxSyncBytes && (!members.isEmpty || !entries.isEmpty) { flush() }
-            members.append(member)
-            size += estimate
-        }
-        for entry in state.values.sorted(by: { $0.key < $1.key }) {
-            // JSON escaping can double a value's size (quotes in nested JSON).
-            let estimate = 80 + entry.key.utf8.count + entry.writer.utf8.count + 2 * entry.value.utf8.count
-            if size + estimate > settings.maxSyncBytes && (!members.isEmpty || !entries.isEmpty) { flush() }
-            entries.append(entry)
-            size += estimate
-        }
-        if !members.isEmpty || !entries.isEmpty || messages.isEmpty { flush() }
-        return messages
+    /// The full state for a TCP exchange: every member known and every entry, large ones as notices.
+    func syncMessage(isReply: Bool, now: Duration) -> GossipMessage {
+        let known = members.values.sorted { $0.id < $1.id }
+        let entries = state.keys.sorted().compactMap { wireUpdate(forKey: $0, now: now) }
+        return .sync(from: myself, members: known, state: entries, isReply: isReply)
     }
 
     // MARK: Helpers
@@ -541,6 +775,25 @@ public struct SwimNode: Sendable {
     }
 
     private func scaled(_ duration: Duration) -> Duration { duration * (awareness + 1) }
+
+    static func millis(_ duration: Duration) -> UInt64 {
+        let (seconds, attoseconds) = duration.components
+        return UInt64(max(0, seconds)) * 1000 + UInt64(max(0, attoseconds)) / 1_000_000_000_000_000
+    }
+}
+
+extension GossipMessage {
+    /// The same message with `updates` piggybacked (messages without updates are returned as they are).
+    func withUpdates(_ updates: [GossipUpdate]) -> GossipMessage {
+        switch self {
+        case .ping(let sequence, let from, let target, _): .ping(sequence: sequence, from: from, target: target, updates: updates)
+        case .pingRequest(let sequence, let from, let target, _): .pingRequest(sequence: sequence, from: from, target: target, updates: updates)
+        case .ack(let sequence, let from, _): .ack(sequence: sequence, from: from, updates: updates)
+        case .nack(let sequence, let from, _): .nack(sequence: sequence, from: from, updates: updates)
+        case .gossip(let from, _): .gossip(from: from, updates: updates)
+        case .sync, .fetch, .entries: self
+        }
+    }
 }
 
 /// A small, fast, seedable generator (SplitMix64), so simulations repeat exactly.

@@ -108,6 +108,26 @@ public struct FreeTierCounters: Sendable, Hashable {
         remote[account, default: [:]][node] = counts
     }
 
+    /// This node's own counts as the cluster still holds them from its previous run (same node
+    /// id): a restarted node resumes from the higher count instead of starting at zero.
+    public mutating func resume(account: String, counts: Counts) {
+        guard var mine = local[account] else {
+            local[account] = counts
+            return
+        }
+        if counts.minute > mine.minute { (mine.minute, mine.inMinute) = (counts.minute, counts.inMinute) }
+        else if counts.minute == mine.minute { mine.inMinute = max(mine.inMinute, counts.inMinute) }
+        if counts.day > mine.day { (mine.day, mine.inDay) = (counts.day, counts.inDay) }
+        else if counts.day == mine.day { mine.inDay = max(mine.inDay, counts.inDay) }
+        local[account] = mine
+    }
+
+    /// Forgets a node's counts for an account (the node was reaped from the cluster).
+    public mutating func forget(node: String, account: String) {
+        remote[account]?[node] = nil
+        if remote[account]?.isEmpty == true { remote[account] = nil }
+    }
+
     /// Forgets a node (dead or left): its counts stop counting only when their window ends, so
     /// they are kept; this is for nodes that will never report again and whose windows ended.
     public mutating func forgetEnded(now: Double) {

@@ -147,11 +147,15 @@ public struct EndpointHealth: Sendable, Hashable, Codable {
         return Double(recent.reduce(0) { $0 + $1.throughputMilli }) / 1000 / Double(samples)
     }
 
-    /// An outage the planner should route around: an open circuit, or a failure in the last
-    /// `recentOutageSeconds` (OpenRouter's 30 s).
+    /// Until when (caller's clock) another node's fresh report says it routes around this endpoint.
+    public var routedAroundElsewhereUntil: Double?
+
+    /// An outage the planner should route around: an open circuit, a failure in the last
+    /// `recentOutageSeconds` (OpenRouter's 30 s), or another node routing around it now.
     public func isDegraded(at now: Double, recentOutageSeconds: Double = 30) -> Bool {
         if breaker.state(at: now) == .open { return true }
         if let lastFailureAt, now - lastFailureAt < recentOutageSeconds { return true }
+        if let until = routedAroundElsewhereUntil, now < until { return true }
         return false
     }
 }
@@ -172,14 +176,13 @@ public struct HealthView: Sendable, Hashable, Codable {
 }
 
 /// One endpoint's health as a node reports it to the cluster: counts over the last 5 minutes and
-/// over the 25 before, and whether it is routing around the endpoint now. Small enough that a
-/// node's whole report fits a datagram.
-public struct EndpointHealthSummary: Sendable, Hashable, Codable {
+/// over the 25 before, and whether it is routing around the endpoint now. No timestamps: a
+/// report is dated by its receiver (see `NodeHealthReport`).
+public struct EndpointHealthSummary: Sendable, Hashable {
     /// The last 5 minutes (`start` unused).
     public var recent = EndpointHealth.Bucket(start: 0)
     /// From 30 to 5 minutes ago.
     public var earlier = EndpointHealth.Bucket(start: 0)
-    public var lastFailureAt: Double?
     /// The reporting node routes around this endpoint (open circuit or a failure in the last 30 s).
     public var degraded = false
 
@@ -193,28 +196,40 @@ extension EndpointHealth {
         for bucket in window(1800, now: now) {
             if bucket.start > now - 300 - Self.bucketSeconds { summary.recent.add(bucket) } else { summary.earlier.add(bucket) }
         }
-        summary.lastFailureAt = lastFailureAt
         summary.degraded = isDegraded(at: now)
         return summary
     }
 
-    /// Folds in another node's report, made at `reportedAt`: its counts join the uptime and
-    /// latency windows, and an endpoint it routes around is routed around here too, for as long
-    /// as a local failure would be (its report is refreshed while that lasts).
-    public mutating func absorb(_ summary: EndpointHealthSummary, reportedAt: Double, now: Double) {
+    /// Folds in another node's report, dated `reportedAt` on this node's clock and valid until
+    /// `validUntil`: its counts join the uptime and latency windows, and an endpoint it routes
+    /// around is routed around here until the report lapses or a newer one says otherwise.
+    public mutating func absorb(_ summary: EndpointHealthSummary, validUntil: Double, now: Double) {
         for (counts, start) in [(summary.recent, now - Self.bucketSeconds), (summary.earlier, now - 900)] {
             var bucket = counts
             bucket.start = start
             buckets.append(bucket)
         }
-        let failure = summary.degraded ? max(reportedAt, summary.lastFailureAt ?? reportedAt) : summary.lastFailureAt
-        if let failure { lastFailureAt = max(lastFailureAt ?? failure, failure) }
+        if summary.degraded { routedAroundElsewhereUntil = max(routedAroundElsewhereUntil ?? validUntil, validUntil) }
+    }
+
+    /// This node's own observations with the other nodes' aggregate (`absorb`ed) folded in.
+    public func merged(with remote: EndpointHealth?) -> EndpointHealth {
+        guard let remote else { return self }
+        var merged = self
+        merged.buckets += remote.buckets
+        merged.routedAroundElsewhereUntil = remote.routedAroundElsewhereUntil
+        return merged
     }
 }
 
 /// A node's report of every endpoint it has seen lately (`health/<node>` in the gossiped state).
-public struct NodeHealthReport: Sendable, Hashable, Codable {
-    /// Unix seconds when it was made.
+///
+/// On the wire it is compact text, one line per endpoint (`model|tag`, degraded 0/1, then the
+/// seven counts of the last 5 minutes and of the 25 before, `-` for all zero): a node that has
+/// served all 155 endpoints of the catalog reports in about 10 KB. It carries no clock reading;
+/// the receiver dates it by the age gossip carries with it (`at`, on the receiver's clock).
+public struct NodeHealthReport: Sendable, Hashable {
+    /// When it was made, in Unix seconds on the holder's clock.
     public var at: Double
     /// By `HealthView.key(model:tag:)`.
     public var endpoints: [String: EndpointHealthSummary]
@@ -226,6 +241,49 @@ public struct NodeHealthReport: Sendable, Hashable, Codable {
 
     /// Keys of the endpoints the node routes around.
     public var degradedKeys: Set<String> { Set(endpoints.filter { $0.value.degraded }.keys) }
+
+    /// The gossiped value (without `at`).
+    public var text: String {
+        var lines = ["h1"]
+        for (key, summary) in endpoints.sorted(by: { $0.key < $1.key }) {
+            lines.append("\(key) \(summary.degraded ? 1 : 0) \(Self.encode(summary.recent)) \(Self.encode(summary.earlier))")
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    /// Parses a gossiped value, dating it `at`; nil when it is not a report.
+    public init?(text: String, at: Double) {
+        var lines = text.split(separator: "\n", omittingEmptySubsequences: true)
+        guard lines.first == "h1" else { return nil }
+        lines.removeFirst()
+        var endpoints: [String: EndpointHealthSummary] = [:]
+        for line in lines {
+            let fields = line.split(separator: " ")
+            guard fields.count == 4, let recent = Self.decode(fields[2]), let earlier = Self.decode(fields[3]) else { return nil }
+            var summary = EndpointHealthSummary()
+            summary.degraded = fields[1] == "1"
+            summary.recent = recent
+            summary.earlier = earlier
+            endpoints[String(fields[0])] = summary
+        }
+        self.init(at: at, endpoints: endpoints)
+    }
+
+    private static func encode(_ bucket: EndpointHealth.Bucket) -> String {
+        let values = [bucket.successes, bucket.failures, bucket.rateLimited, bucket.firstTokenMillis, bucket.firstTokenSamples,
+                      bucket.throughputMilli, bucket.throughputSamples]
+        return values.allSatisfy { $0 == 0 } ? "-" : values.map(String.init).joined(separator: ",")
+    }
+
+    private static func decode(_ field: Substring) -> EndpointHealth.Bucket? {
+        var bucket = EndpointHealth.Bucket(start: 0)
+        if field == "-" { return bucket }
+        let values = field.split(separator: ",").compactMap { Int($0) }
+        guard values.count == 7, values.allSatisfy({ $0 >= 0 }) else { return nil }
+        (bucket.successes, bucket.failures, bucket.rateLimited, bucket.firstTokenMillis) = (values[0], values[1], values[2], values[3])
+        (bucket.firstTokenSamples, bucket.throughputMilli, bucket.throughputSamples) = (values[4], values[5], values[6])
+        return bucket
+    }
 }
 
 extension HealthView {
@@ -240,13 +298,23 @@ extension HealthView {
         return NodeHealthReport(at: now, endpoints: endpoints)
     }
 
-    /// This view with other nodes' reports folded in (see `EndpointHealth.absorb`).
-    public func merging(_ reports: some Sequence<NodeHealthReport>, now: Double) -> HealthView {
-        var merged = self
-        for report in reports {
+    /// Other nodes' reports summed per endpoint: only reports younger than `lifetime` count,
+    /// and each routes around what it marks degraded until it lapses.
+    public static func aggregate(_ reports: some Sequence<NodeHealthReport>, lifetime: Double, now: Double) -> [String: EndpointHealth] {
+        var aggregate: [String: EndpointHealth] = [:]
+        for report in reports where now - report.at < lifetime {
             for (key, summary) in report.endpoints {
-                merged.endpoints[key, default: EndpointHealth()].absorb(summary, reportedAt: report.at, now: now)
+                aggregate[key, default: EndpointHealth()].absorb(summary, validUntil: report.at + lifetime, now: now)
             }
+        }
+        return aggregate
+    }
+
+    /// This view with another nodes' aggregate folded in (see `EndpointHealth.merged`).
+    public func merging(_ aggregate: [String: EndpointHealth]) -> HealthView {
+        var merged = self
+        for (key, remote) in aggregate {
+            merged.endpoints[key] = (endpoints[key] ?? EndpointHealth()).merged(with: remote)
         }
         return merged
     }

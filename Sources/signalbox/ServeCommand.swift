@@ -23,6 +23,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "HOST:PORT other nodes reach this node's gossip at (default: --gossip-bind).") var gossipAdvertise: String?
     @Option(help: "Comma-separated gossip HOST:PORT of nodes to join through.") var seeds: String?
     @Option(help: "Cluster key file (signalbox cluster keygen); required with --gossip-bind.") var clusterKeyFile: String?
+    @Option(help: "Largest gossip datagram in bytes, header and seal included (512–65000, default 1400; the same on every node).")
+    var gossipMaxDatagram: Int?
     @Option(help: "This node's API base URL for other nodes (default: http://HOST:PORT, with the gossip host for 0.0.0.0).")
     var advertiseUrl: String?
     @Option(help: "Address to listen on.") var host: String?
@@ -185,7 +187,7 @@ struct Serve: AsyncParsableCommand {
         services.append(app)
         // Last in the group, so the first to hear of a shutdown: readiness turns off before the
         // server stops accepting connections.
-        services.append(DrainOnShutdownService(readiness: gateway.readiness))
+        services.append(DrainOnShutdownService(readiness: gateway.readiness, onDrain: { await cluster?.startDraining() }))
         let group = ServiceGroup(configuration: .init(
             services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         do {
@@ -212,6 +214,13 @@ extension Serve {
         }
         guard let clusterKeyFile else { throw ValidationError("--gossip-bind needs --cluster-key-file (signalbox cluster keygen --out FILE)") }
         let keyring = try ClusterKeyring(contentsOfFile: clusterKeyFile)
+        var settings = SwimSettings()
+        if let gossipMaxDatagram {
+            guard (512...65_000).contains(gossipMaxDatagram) else {
+                throw ValidationError("--gossip-max-datagram must be between 512 and 65000 bytes; got \(gossipMaxDatagram)")
+            }
+            settings.maxDatagramBytes = gossipMaxDatagram
+        }
         let seedList = try (seeds ?? "").split(separator: ",").map { text -> MemberAddress in
             guard let address = MemberAddress(text.trimmingCharacters(in: .whitespaces)) else {
                 throw ValidationError("--seeds must be HOST:PORT,HOST:PORT,…; got \(text)")
@@ -223,7 +232,7 @@ extension Serve {
         let myself = Member(id: configuration.nodeID, address: advertised, region: configuration.region,
                             incarnation: UInt64(Date().timeIntervalSince1970 * 1000), apiURL: apiURL)
         return ClusterNode(myself: myself, bind: bind, seeds: seedList, keyring: keyring, keyringPath: clusterKeyFile,
-                           health: health, tablesPath: dataDir + "/routing-tables.json", logger: logger)
+                           settings: settings, health: health, tablesPath: dataDir + "/routing-tables.json", logger: logger)
     }
 }
 

@@ -12,12 +12,16 @@ struct ClusterSimulation {
         var slowDelay: Duration = .milliseconds(800)
     }
 
+    private enum Kind { case datagram, request, reply }
+
     private struct Envelope {
         var deliverAt: Duration
         var order: UInt64
         var to: Int
         var from: MemberAddress
+        var fromIndex: Int
         var message: GossipMessage
+        var kind: Kind
     }
 
     var nodes: [SwimNode] = []
@@ -33,6 +37,13 @@ struct ClusterSimulation {
     /// When each node first saw each state key at each version.
     var stateSeen: [String: [Int: Duration]] = [:]
     var messagesSent = 0
+    /// Bytes on the wire (framed and sealed) per node: datagrams, and TCP requests and answers.
+    var datagramBytes: [Int] = []
+    var streamBytes: [Int] = []
+    var streamsOpened = 0
+    /// Datagrams that would not fit the limit (must stay 0: the state machine packs to the byte).
+    var oversizeDatagrams = 0
+    var largestDatagram = 0
     let tickStep: Duration = .milliseconds(20)
 
     private var queue = Heap<Envelope> { ($0.deliverAt, $0.order) < ($1.deliverAt, $1.order) }
@@ -43,6 +54,8 @@ struct ClusterSimulation {
     init(size: Int, network: Network = Network(), settings: SwimSettings = SwimSettings(), seed: UInt64 = 1) {
         self.network = network
         random = SplitMix64(seed: seed)
+        datagramBytes = Array(repeating: 0, count: size)
+        streamBytes = Array(repeating: 0, count: size)
         for index in 0..<size {
             let address = MemberAddress(host: "10.0.\(index / 250).\(index % 250 + 1)", port: 7946)
             indexByAddress[address] = index
@@ -80,7 +93,14 @@ struct ClusterSimulation {
                 _ = queue.pop()
                 now = max(now, next.deliverAt)
                 guard !crashed.contains(next.to) else { continue }
-                perform(next.to, nodes[next.to].receive(next.message, from: next.from, now: now))
+                switch next.kind {
+                case .datagram, .reply:
+                    perform(next.to, nodes[next.to].receive(next.message, from: next.from, now: now))
+                case .request:
+                    let (reply, directives) = nodes[next.to].answer(next.message, now: now)
+                    perform(next.to, directives)
+                    if let reply { stream(reply, from: next.to, to: next.fromIndex, kind: .reply) }
+                }
             }
             now = nextTick
             for index in nodes.indices where !crashed.contains(index) {
@@ -91,8 +111,9 @@ struct ClusterSimulation {
         return done(self)
     }
 
-    mutating func publish(_ index: Int, key: String, value: String) {
-        perform(index, nodes[index].publish(key: key, value: value, wallClockMillis: UInt64(now / .milliseconds(1)) + 1_000_000))
+    mutating func publish(_ index: Int, key: String, value: String, urgent: Bool = false) {
+        perform(index, nodes[index].publish(key: key, value: value, wallClockMillis: UInt64(now / .milliseconds(1)) + 1_000_000,
+                                            now: now, urgent: urgent))
     }
 
     mutating func leave(_ index: Int) {
@@ -108,18 +129,48 @@ struct ClusterSimulation {
             switch directive {
             case .send(let message, let to):
                 send(message, from: index, to: to)
+            case .exchange(let message, let to):
+                if let target = indexByAddress[to] {
+                    streamsOpened += 1
+                    stream(message, from: index, to: target, kind: .request)
+                }
             case .memberChanged(let member):
                 observations.append((index, member.id, member.status, member.incarnation, now))
-            case .stateChanged(let entry):
+            case .stateChanged(let entry, _):
                 let key = "\(entry.key)@\(entry.version)"
                 if stateSeen[key]?[index] == nil { stateSeen[key, default: [:]][index] = now }
+            case .stateRemoved, .conflict:
+                break
             }
         }
+    }
+
+    /// A framed, sealed size as the agent would send it (header varints at their widest).
+    func wireSize(_ message: GossipMessage, from: Int) -> Int {
+        WireCodec.size(of: message) + WireCodec.headerSize(sender: nodes[from].myself.id) + ClusterKeyring.sealOverhead
+    }
+
+    /// A TCP request or answer: lost only to a crash or a cut, never to random loss.
+    private mutating func stream(_ message: GossipMessage, from: Int, to: Int, kind: Kind) {
+        guard !crashed.contains(from) else { return }
+        streamBytes[from] += wireSize(message, from: from) + 4
+        if cut.contains([min(from, to), max(from, to)]) { return }
+        let span = network.delay.upperBound - network.delay.lowerBound
+        var delay = network.delay.lowerBound * 2 + span * Double.random(in: 0...1, using: &random)  // connect, then send
+        if slow.contains(from) { delay += network.slowDelay }
+        if slow.contains(to) { delay += network.slowDelay }
+        order += 1
+        queue.push(Envelope(deliverAt: now + delay, order: order, to: to, from: nodes[from].myself.address, fromIndex: from,
+                            message: message, kind: kind))
     }
 
     private mutating func send(_ message: GossipMessage, from: Int, to address: MemberAddress) {
         guard let to = indexByAddress[address], !crashed.contains(from) else { return }
         messagesSent += 1
+        let size = wireSize(message, from: from)
+        datagramBytes[from] += size
+        largestDatagram = max(largestDatagram, size)
+        if size > nodes[from].settings.maxDatagramBytes { oversizeDatagrams += 1 }
         if cut.contains([min(from, to), max(from, to)]) { return }
         if network.loss > 0 && Double.random(in: 0..<1, using: &random) < network.loss { return }
         let span = network.delay.upperBound - network.delay.lowerBound
@@ -127,7 +178,8 @@ struct ClusterSimulation {
         if slow.contains(from) { delay += network.slowDelay }
         if slow.contains(to) { delay += network.slowDelay }
         order += 1
-        queue.push(Envelope(deliverAt: now + delay, order: order, to: to, from: nodes[from].myself.address, message: message))
+        queue.push(Envelope(deliverAt: now + delay, order: order, to: to, from: nodes[from].myself.address, fromIndex: from,
+                            message: message, kind: .datagram))
     }
 
     // MARK: Questions

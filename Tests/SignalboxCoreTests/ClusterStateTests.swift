@@ -34,7 +34,7 @@ import Testing
         #expect(RegionRoutingTable().apply(to: planned, explicitOrder: false) == planned)
     }
 
-    @Test func anotherNodesReportDemotesWhatItRoutesAround() {
+    @Test func anotherNodesReportDemotesWhatItRoutesAround() throws {
         let now = 1_800_000_000.0
         var failing = HealthView()
         failing.update(model: "m", tag: "p/default") { $0.recordFailure(at: now - 1, rateLimited: false) }
@@ -44,11 +44,17 @@ import Testing
         var healthy = HealthView()
         healthy.update(model: "m", tag: "p/default") { $0.recordSuccess(at: now - 2, firstTokenMillis: 100, tokensPerSecond: 40) }
         #expect(healthy.health(model: "m", tag: "p/default")?.isDegraded(at: now) == false)
-        let merged = healthy.merging([report], now: now)
+        let wire = NodeHealthReport(text: report.text, at: now)
+        #expect(wire == report)  // the compact text carries everything but the date
+        let merged = healthy.merging(HealthView.aggregate([try #require(wire)], lifetime: 30, now: now))
         #expect(merged.health(model: "m", tag: "p/default")?.isDegraded(at: now) == true)
         #expect(merged.health(model: "m", tag: "p/default")?.uptime(lastSeconds: 300, now: now) == 50)  // 1 of 2 cluster-wide
         #expect(merged.health(model: "m", tag: "q/default")?.meanFirstTokenMillis(lastSeconds: 300, now: now) == 200)
         // 30 s later, without a fresher report, the demotion is over
         #expect(merged.health(model: "m", tag: "p/default")?.isDegraded(at: now + 31) == false)
+        // and a report already past its lifetime (its node went quiet) counts for nothing
+        let stale = healthy.merging(HealthView.aggregate([NodeHealthReport(at: now - 31, endpoints: report.endpoints)], lifetime: 30, now: now))
+        #expect(stale.health(model: "m", tag: "p/default")?.isDegraded(at: now) == false)
+        #expect(stale.health(model: "m", tag: "p/default")?.uptime(lastSeconds: 300, now: now) == 100)
     }
 }
