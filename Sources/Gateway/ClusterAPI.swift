@@ -19,6 +19,18 @@ extension Gateway {
             let routedAround = merged.endpoints.filter { $0.value.isDegraded(at: now) }.keys.sorted()
             return JSONResponse.make(["data": ["nodes": .object(nodes), "routed_around": .array(routedAround.map { .string($0) })]])
         }
+        api.get("/admin/cluster/state") { request, _ in
+            _ = try await requireAdmin(request)
+            guard let cluster = dependencies.cluster else {
+                throw APIError(status: 409, message: "This node is not in a cluster; start it with --gossip-bind")
+            }
+            let ages = await cluster.agent.stateAges()
+            let entries: [JSONValue] = await cluster.agent.stateEntries.map { entry in
+                ["key": .string(entry.key), "version": .int(Int64(clamping: entry.version)), "writer": .string(entry.writer),
+                 "bytes": .int(Int64(entry.value.utf8.count)), "age_ms": ages[entry.key].map { .int(Int64(clamping: $0)) } ?? nil]
+            }
+            return JSONResponse.make(["data": .array(entries), "clock_skew_ms": .int(await cluster.agent.clockSkewMillis())])
+        }
         api.get("/admin/cluster/keyring") { request, _ in
             _ = try await requireAdmin(request)
             guard let cluster = dependencies.cluster else {

@@ -140,11 +140,13 @@ public final class ClusterNode: Service, Sendable {
     }
 
     /// Publishes this node's health report: at once (to every live member) when what it routes
-    /// around changes; when its counts changed and 5 s passed; else a refresh every 10 s. Also
+    /// around changes; at once when it reports on a new endpoint; when only its counts changed,
+    /// after 5 s; else a refresh every 10 s (unchanged: a notice, nothing to fetch). Also
     /// expires other nodes' reports and ended free-tier windows.
     private func publishHealth() async {
         var lastDegraded: Set<String>?
         var lastText = ""
+        var lastEndpoints: Set<String> = []
         var lastPublished = ContinuousClock.now
         var lastUpkeep = ContinuousClock.now
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
@@ -159,10 +161,13 @@ public final class ClusterNode: Service, Sendable {
             let degraded = report.degradedKeys
             let text = report.text
             let changedRouting = degraded != lastDegraded
+            let endpoints = Set(report.endpoints.keys)
             let since = now - lastPublished
-            guard changedRouting || (text != lastText && since >= .seconds(5)) || since >= .seconds(10) else { continue }
+            guard changedRouting || endpoints != lastEndpoints || (text != lastText && since >= .seconds(5)) || since >= .seconds(10)
+            else { continue }
             await agent.publish(key: "health/" + nodeID, value: text, urgent: changedRouting)
             lastDegraded = degraded
+            lastEndpoints = endpoints
             lastText = text
             lastPublished = now
         }

@@ -98,6 +98,7 @@ public struct Gateway: Sendable {
         ("/api/v1/admin/credits", [.post]), ("/api/v1/admin/ledger/entries", [.get]),
         ("/api/v1/admin/ledger/spend", [.get]), ("/api/v1/admin/ledger/verify", [.get]),
         ("/api/v1/admin/cluster/members", [.get]), ("/api/v1/admin/cluster/health", [.get]), ("/api/v1/admin/cluster/keyring", [.get]),
+        ("/api/v1/admin/cluster/state", [.get]),
         ("/api/v1/admin/routing/:region", [.get, .put]),
     ]
 

@@ -77,7 +77,8 @@ public actor GossipAgent: Service {
     private let epoch: UInt64
     private var frameSequence: UInt64 = 0
     private var replayGuard: ReplayGuard
-    private var outbound: NIOAsyncChannelOutboundWriter<AddressedEnvelope<ByteBuffer>>?
+    private var udp: GossipSocket?
+    private var udpChannel: (any Channel)?
     private var resolved: [MemberAddress: SocketAddress] = [:]
     private var peerKeys: [String: String] = [:]
     private var lastLogged: [String: ContinuousClock.Instant] = [:]
@@ -177,8 +178,8 @@ public actor GossipAgent: Service {
 
     public func run() async throws {
         let firstSocket = try await bindDatagram()
-        let listener = try await bindStream()
         boundPortBox.withLockedValue { $0 = firstSocket.channel.localAddress?.port }
+        let listener = try await bindStream()
         logger.info("gossip listening", metadata: [
             "address": "\(bind.host):\(boundPort ?? bind.port)", "node": "\(node.myself.id)",
             "max_datagram": "\(settings.maxDatagramBytes)",
@@ -247,11 +248,17 @@ public actor GossipAgent: Service {
         conflictBox.withLockedValue { $0 = node.conflict }
     }
 
+    private var lastSocketCheck = ContinuousClock.now
+
     private func tickLoop() async {
         while !Task.isCancelled && !left {
             try? await Task.sleep(for: .milliseconds(10))
             await perform(node.tick(now: now))
             publishViews()
+            if clock.now - lastSocketCheck >= .seconds(1) {
+                lastSocketCheck = clock.now
+                await checkSocket()
+            }
         }
     }
 
@@ -278,13 +285,32 @@ public actor GossipAgent: Service {
     private typealias DatagramChannel = NIOAsyncChannel<AddressedEnvelope<ByteBuffer>, AddressedEnvelope<ByteBuffer>>
 
     private func bindDatagram() async throws -> DatagramChannel {
-        try await DatagramBootstrap(group: group)
-            .channelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
-            // One byte more than the limit: a longer datagram shows up as truncated instead of being cut silently.
-            .channelOption(ChannelOptions.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: settings.maxDatagramBytes + 1))
-            .bind(host: bind.host, port: boundPort ?? bind.port) { channel in
-                channel.eventLoop.makeCompletedFuture { try DatagramChannel(wrappingChannelSynchronously: channel) }
-            }
+        let address = try SocketAddress.makeAddressResolvingHost(bind.host, port: boundPort ?? bind.port)
+        let socket = try GossipSocket(binding: address)
+        let channel: DatagramChannel
+        do {
+            let plain = try await DatagramBootstrap(group: group)
+                // One byte more than the limit: a longer datagram shows up as truncated instead of being cut silently.
+                .channelOption(ChannelOptions.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: settings.maxDatagramBytes + 1))
+                .withBoundSocket(socket.readDescriptor).get()  // (the async variant fails to register an adopted socket)
+            channel = try await plain.eventLoop.submit { try DatagramChannel(wrappingChannelSynchronously: plain) }.get()
+        } catch {
+            socket.close()
+            throw error
+        }
+        udp = socket
+        udpChannel = channel.channel
+        return channel
+    }
+
+    /// Closes the socket when its send descriptor no longer names it (closed under the process):
+    /// the read loop then logs the failure and binds again.
+    private func checkSocket() async {
+        guard let udp, !udp.isIntact else { return }
+        logger.error("the gossip socket was closed under the node", metadata: ["port": "\(boundPort ?? bind.port)"])
+        socketUpBox.withLockedValue { $0 = false }
+        self.udp = nil
+        try? await udpChannel?.close()
     }
 
     /// Reads datagrams; when the socket fails or closes, logs it, counts it and binds the same
@@ -297,14 +323,15 @@ public actor GossipAgent: Service {
                 socketUpBox.withLockedValue { $0 = true }
                 var failure: (any Error)?
                 do {
-                    try await current.executeThenClose { inbound, outbound in
-                        self.setOutbound(outbound)
+                    try await current.executeThenClose { inbound, _ in
                         for try await envelope in inbound { await self.handle(envelope) }
                     }
                 } catch {
                     failure = error
                 }
-                setOutbound(nil)
+                udp?.close()
+                udp = nil
+                udpChannel = nil
                 channel = nil
                 if Task.isCancelled || left { break }
                 socketUpBox.withLockedValue { $0 = false }
@@ -325,8 +352,6 @@ public actor GossipAgent: Service {
         }
         socketUpBox.withLockedValue { $0 = false }
     }
-
-    private func setOutbound(_ writer: NIOAsyncChannelOutboundWriter<AddressedEnvelope<ByteBuffer>>?) { outbound = writer }
 
     private func handle(_ envelope: AddressedEnvelope<ByteBuffer>) async {
         stats.received += 1
@@ -361,18 +386,30 @@ public actor GossipAgent: Service {
             logger.error("gossip datagram over the limit not sent", metadata: ["bytes": "\(sealed.count)", "limit": "\(settings.maxDatagramBytes)"])
             return
         }
-        guard let outbound else {
+        guard let udp else {
             stats.sendErrors += 1
             return
         }
+        let socketAddress: SocketAddress
         do {
-            let socketAddress = try resolve(address)
-            try await outbound.write(AddressedEnvelope(remoteAddress: socketAddress, data: ByteBuffer(bytes: sealed)))
-            stats.sent += 1
+            socketAddress = try resolve(address)
         } catch {
             stats.sendErrors += 1
-            logRateLimited("send:\(address)", "gossip datagram not sent", level: .warning,
+            logRateLimited("resolve:\(address)", "cannot resolve a gossip address", level: .warning,
                            metadata: ["to": "\(address)", "error": "\(error)"])
+            return
+        }
+        switch udp.send(sealed, to: socketAddress) {
+        case .sent:
+            stats.sent += 1
+        case .refused(let code):
+            // A firewall's EPERM, a full buffer, an unreachable network: the datagram is lost, the socket stays.
+            stats.sendErrors += 1
+            logRateLimited("send:\(address)", "gossip datagram not sent", level: .warning,
+                           metadata: ["to": "\(address)", "error": "\(GossipSocket.SocketError(call: "sendto", code: code))"])
+        case .broken:
+            stats.sendErrors += 1
+            await checkSocket()
         }
     }
 
@@ -475,10 +512,13 @@ public actor GossipAgent: Service {
         guard !left, let request = try? seal(message) else { return }
         stats.streamsOpened += 1
         let maxFrame = settings.maxStreamBytes
+        // From the gossip address when it is a specific one, so a peer (and a firewall) sees one address per node.
+        let local = ["0.0.0.0", "::"].contains(bind.host) ? nil : try? SocketAddress(ipAddress: bind.host, port: 0)
         do {
             let replyBytes: [UInt8]? = try await withDeadline(.seconds(5)) {
-                let channel = try await ClientBootstrap(group: self.group)
-                    .connectTimeout(.seconds(2))
+                var bootstrap = ClientBootstrap(group: self.group).connectTimeout(.seconds(2))
+                if let local { bootstrap = bootstrap.bind(to: local) }
+                let channel = try await bootstrap
                     .connect(host: address.host, port: address.port) { channel in
                         channel.eventLoop.makeCompletedFuture {
                             try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LengthPrefixedFrameDecoder(maxFrameBytes: maxFrame)))
@@ -494,6 +534,10 @@ public actor GossipAgent: Service {
             }
             guard let replyBytes, let frame = open(replyBytes, from: address) else {
                 stats.streamFailures += 1
+                if !node.joined, case .sync = message {
+                    logRateLimited("join:\(address)", "cannot join through a seed: it closed the connection without an answer", level: .warning,
+                                   metadata: ["seed": "\(address)", "hint": "it probably holds a different cluster key; compare `signalbox cluster keyring status`"])
+                }
                 return
             }
             await perform(node.receive(frame.message, from: address, now: now))
@@ -501,6 +545,12 @@ public actor GossipAgent: Service {
         } catch {
             stats.streamFailures += 1
             logger.debug("gossip TCP exchange failed", metadata: ["with": "\(address)", "error": "\(error)"])
+            if !node.joined, case .sync = message {
+                logRateLimited("join:\(address)", "cannot join through a seed", level: .warning, metadata: [
+                    "seed": "\(address)", "error": "\(error)",
+                    "hint": "a seed that closes the connection without answering holds a different cluster key",
+                ])
+            }
         }
     }
 

@@ -6,9 +6,9 @@ import Foundation
 /// seems slow.
 public struct SwimSettings: Sendable, Hashable {
     /// One protocol period: a probe of one member.
-    public var probeInterval: Duration = .milliseconds(400)
+    public var probeInterval: Duration = .milliseconds(300)
     /// Waiting for a direct ack before asking others to probe (indirect probe).
-    public var probeTimeout: Duration = .milliseconds(150)
+    public var probeTimeout: Duration = .milliseconds(100)
     /// Members asked to probe indirectly (k).
     public var indirectChecks = 3
     /// Suspicion timeout floor: `suspicionMultiplier × max(1, log10 n) × probeInterval`.

@@ -32,6 +32,8 @@ struct ClusterSimulation {
     var slow: Set<Int> = []
     /// Pairs of members that cannot reach each other directly (either way).
     var cut: Set<[Int]> = []
+    /// Pairs `[from, to]`: `from` cannot reach `to`, though `to` reaches `from`.
+    var oneWay: Set<[Int]> = []
     /// Every status a node saw another member take, with when: (observer, member id, status, time).
     var observations: [(observer: Int, member: String, status: MemberStatus, incarnation: UInt64, at: Duration)] = []
     /// When each node first saw each state key at each version.
@@ -154,7 +156,7 @@ struct ClusterSimulation {
     private mutating func stream(_ message: GossipMessage, from: Int, to: Int, kind: Kind) {
         guard !crashed.contains(from) else { return }
         streamBytes[from] += wireSize(message, from: from) + 4
-        if cut.contains([min(from, to), max(from, to)]) { return }
+        if cut.contains([min(from, to), max(from, to)]) || oneWay.contains([from, to]) { return }
         let span = network.delay.upperBound - network.delay.lowerBound
         var delay = network.delay.lowerBound * 2 + span * Double.random(in: 0...1, using: &random)  // connect, then send
         if slow.contains(from) { delay += network.slowDelay }
@@ -171,7 +173,7 @@ struct ClusterSimulation {
         datagramBytes[from] += size
         largestDatagram = max(largestDatagram, size)
         if size > nodes[from].settings.maxDatagramBytes { oversizeDatagrams += 1 }
-        if cut.contains([min(from, to), max(from, to)]) { return }
+        if cut.contains([min(from, to), max(from, to)]) || oneWay.contains([from, to]) { return }
         if network.loss > 0 && Double.random(in: 0..<1, using: &random) < network.loss { return }
         let span = network.delay.upperBound - network.delay.lowerBound
         var delay = network.delay.lowerBound + span * Double.random(in: 0...1, using: &random)

@@ -86,6 +86,17 @@ import Testing
         #expect(cluster.nodes.allSatisfy { $0.liveCount == 12 })
     }
 
+    @Test func anAsymmetricPartitionTakesNoOneDown() {
+        var cluster = ClusterSimulation(size: 5, seed: 21)
+        _ = cluster.formCluster()
+        cluster.oneWay = [[1, 3], [1, 4]]  // node-1 cannot send to nodes 3 and 4; they still reach it
+        let start = cluster.now
+        cluster.run(for: .seconds(60))
+        print("swim n=5, node-1 unable to send to 2 peers for 60 s: suspected \(cluster.suspicions(since: start)) times, "
+              + "declared dead \(cluster.falseDeaths(since: start).count) times")
+        #expect(cluster.falseDeaths(since: start).isEmpty)
+    }
+
     @Test func aGracefulLeaveIsNeverSuspected() {
         var cluster = ClusterSimulation(size: 20, seed: 9)
         _ = cluster.formCluster()

@@ -143,3 +143,103 @@ class RouterNode(Process):
                 return response.status, json.loads(response.read())
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read() or b"{}")
+
+
+def keygen(path):
+    subprocess.run([BINARY, "cluster", "keygen", "--out", path], check=True, capture_output=True)
+    return path
+
+
+class GossipNode(Process):
+    """A router node in cluster mode with its own in-process simulator, so a provider can fail
+    behind one node only. `ip` puts its gossip (UDP and TCP) on an address of its own in
+    127.0.0.0/8, so firewall rules can tell nodes apart; its HTTP API stays on 127.0.0.1."""
+
+    def __init__(self, name, workdir, key_file, seeds, gossip_port=None, region="eu", extra=(), ip="127.0.0.1", wrapper=(),
+                 env=None):
+        self.name, self.workdir, self.key_file, self.seeds, self.region = name, workdir, key_file, seeds, region
+        self.ip, self.wrapper, self.env = ip, list(wrapper), dict(env or {})
+        self.port, self.sim_port = free_port(), free_port()
+        self.gossip_port = gossip_port or free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.data_dir = os.path.join(workdir, name)
+        os.makedirs(self.data_dir, exist_ok=True)
+        self.extra = extra
+        self.start()
+
+    def start(self):
+        super().__init__([*self.wrapper, BINARY, "serve", "--node-id", self.name, "--region", self.region, "--port", str(self.port),
+                          "--sim-port", str(self.sim_port), "--data-dir", self.data_dir, "--load-balancing", "catalog-order",
+                          "--gossip-bind", f"{self.ip}:{self.gossip_port}", "--seeds", self.seeds,
+                          "--cluster-key-file", self.key_file, *self.extra],
+                         os.path.join(self.workdir, self.name + ".log"), env=dict({"SIGNALBOX_ADMIN_KEY": ADMIN_KEY}, **self.env))
+        self.started_at = time.time()
+
+    @property
+    def gossip(self):
+        return f"{self.ip}:{self.gossip_port}"
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def get(self, path, key=ADMIN_KEY, timeout=5):
+        request = urllib.request.Request(self.base + "/api/v1" + path, headers={"Authorization": f"Bearer {key}"})
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.loads(response.read())
+
+    def put(self, path, body):
+        request = urllib.request.Request(self.base + "/api/v1" + path, data=json.dumps(body).encode(), method="PUT",
+                                         headers={"Authorization": f"Bearer {ADMIN_KEY}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.loads(response.read())
+
+    def members(self):
+        return {m["id"]: m for m in self.get("/admin/cluster/members")["data"]}
+
+    def states(self):
+        """Member id → state, as this node sees them."""
+        return {m["id"]: m["state"] for m in self.get("/admin/cluster/members")["data"]}
+
+    def ready(self):
+        try:
+            with urllib.request.urlopen(self.base + "/readyz", timeout=2) as response:
+                return response.status == 200
+        except Exception:
+            return False
+
+    def readyz(self):
+        """(status code, body) of /readyz."""
+        try:
+            with urllib.request.urlopen(self.base + "/readyz", timeout=2) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"{}")
+
+    def demo_key(self):
+        return open(os.path.join(self.data_dir, "demo-key")).read().strip()
+
+    def chat(self, extra=None, timeout=30):
+        body = dict({"model": "openai/gpt-4o-mini", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}, **(extra or {}))
+        request = urllib.request.Request(self.base + "/api/v1/chat/completions", data=json.dumps(body).encode(),
+                                         headers={"Authorization": f"Bearer {self.demo_key()}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.loads(response.read())
+
+    def fault(self, **fault):
+        request = urllib.request.Request(f"http://127.0.0.1:{self.sim_port}/_sim/faults", data=json.dumps(fault).encode(),
+                                         headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(request, timeout=5).read()
+
+    def metrics(self):
+        """Prometheus samples as {'name{labels}': value}."""
+        text = urllib.request.urlopen(self.base + "/metrics", timeout=5).read().decode()
+        samples = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                samples[name] = float(value)
+        return samples
+
+    def metric(self, name, default=0.0):
+        return self.metrics().get(name, default)

@@ -13,70 +13,8 @@ import urllib.request
 
 import pytest
 
-from cluster import ADMIN_KEY, BINARY, Process, wait_until
+from cluster import ADMIN_KEY, BINARY, GossipNode, Process, keygen, wait_until
 from conftest import free_port
-
-
-def keygen(path):
-    subprocess.run([BINARY, "cluster", "keygen", "--out", path], check=True, capture_output=True)
-    return path
-
-
-class GossipNode(Process):
-    def __init__(self, name, workdir, key_file, seeds, gossip_port=None, region="eu", extra=()):
-        self.name, self.workdir, self.key_file, self.seeds, self.region = name, workdir, key_file, seeds, region
-        self.port, self.sim_port = free_port(), free_port()
-        self.gossip_port = gossip_port or free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.data_dir = os.path.join(workdir, name)
-        os.makedirs(self.data_dir, exist_ok=True)
-        self.extra = extra
-        self.start()
-
-    def start(self):
-        super().__init__([BINARY, "serve", "--node-id", self.name, "--region", self.region, "--port", str(self.port),
-                          "--sim-port", str(self.sim_port), "--data-dir", self.data_dir, "--load-balancing", "catalog-order",
-                          "--gossip-bind", f"127.0.0.1:{self.gossip_port}", "--seeds", self.seeds,
-                          "--cluster-key-file", self.key_file, *self.extra],
-                         os.path.join(self.workdir, self.name + ".log"), env={"SIGNALBOX_ADMIN_KEY": ADMIN_KEY})
-
-    @property
-    def gossip(self):
-        return f"127.0.0.1:{self.gossip_port}"
-
-    def get(self, path, key=ADMIN_KEY):
-        request = urllib.request.Request(self.base + "/api/v1" + path, headers={"Authorization": f"Bearer {key}"})
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return json.loads(response.read())
-
-    def put(self, path, body):
-        request = urllib.request.Request(self.base + "/api/v1" + path, data=json.dumps(body).encode(), method="PUT",
-                                         headers={"Authorization": f"Bearer {ADMIN_KEY}", "Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return json.loads(response.read())
-
-    def members(self):
-        return {m["id"]: m for m in self.get("/admin/cluster/members")["data"]}
-
-    def ready(self):
-        try:
-            with urllib.request.urlopen(self.base + "/readyz", timeout=2) as response:
-                return response.status == 200
-        except Exception:
-            return False
-
-    def chat(self, extra=None):
-        key = open(os.path.join(self.data_dir, "demo-key")).read().strip()
-        body = dict({"model": "openai/gpt-4o-mini", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}, **(extra or {}))
-        request = urllib.request.Request(self.base + "/api/v1/chat/completions", data=json.dumps(body).encode(),
-                                         headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read())
-
-    def fault(self, **fault):
-        request = urllib.request.Request(f"http://127.0.0.1:{self.sim_port}/_sim/faults", data=json.dumps(fault).encode(),
-                                         headers={"Content-Type": "application/json"})
-        urllib.request.urlopen(request, timeout=5).read()
 
 
 @pytest.fixture
