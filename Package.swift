@@ -23,6 +23,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
     ],
     targets: [
@@ -65,6 +66,10 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // Many `SwimNode`s in virtual time over a lossy, byte-counting network (tests and gossip-sim).
+        .target(name: "GossipSimulation", dependencies: ["Gossip"]),
+        // The 1,000-member simulation, built in release by Tests/run.sh.
+        .executableTarget(name: "gossip-sim", dependencies: ["GossipSimulation"], path: "Benchmarks/gossip-sim"),
         // The simulated upstream provider with fault injection.
         .target(
             name: "SimProvider",
@@ -80,6 +85,9 @@ let package = Package(
             dependencies: [
                 "SignalboxCore", "Providers", "Ledger", "Gossip",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
@@ -93,6 +101,8 @@ let package = Package(
             dependencies: [
                 "SignalboxCore", "Gateway", "SimProvider", "Ledger", "Providers", "Gossip",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -105,7 +115,7 @@ let package = Package(
             dependencies: ["Ledger", .product(name: "PostgresNIO", package: "postgres-nio")]
         ),
         .testTarget(name: "SignalboxCoreTests", dependencies: ["SignalboxCore"]),
-        .testTarget(name: "GossipTests", dependencies: ["Gossip"]),
+        .testTarget(name: "GossipTests", dependencies: ["Gossip", "GossipSimulation"]),
         .testTarget(
             name: "ProvidersTests",
             dependencies: ["Providers", "SignalboxCore", .product(name: "PropertyBased", package: "swift-property-based")]

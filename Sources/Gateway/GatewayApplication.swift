@@ -1,6 +1,9 @@
 import Foundation
 import HTTPTypes
+import AsyncHTTPClient
 import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
 import Ledger
 import Logging
 import NIOConcurrencyHelpers
@@ -25,14 +28,18 @@ public struct GatewayDependencies: Sendable {
     public var committer: SettlementCommitter
     /// The node's gossip membership; nil for a node running alone.
     public var cluster: ClusterNode?
+    /// The client that forwards region-pinned requests to other nodes (one trusting the peers' CA
+    /// when they serve HTTPS); nil uses the process-wide plain client.
+    public var forwardingClient: HTTPClient?
 
     /// Without `credit`, the node keeps leases with default settings and spools to a new
     /// temporary directory (for tests; `signalbox serve` passes its own).
     public init(configuration: GatewayConfiguration, catalog: Catalog, ledger: any LedgerStore,
                 transport: any UpstreamTransport, providerKeys: [String: String], logger: Logger,
                 metrics: GatewayMetrics = GatewayMetrics(), health: HealthTracker = HealthTracker(),
-                credit: CreditLeases? = nil, cluster: ClusterNode? = nil) {
+                credit: CreditLeases? = nil, cluster: ClusterNode? = nil, forwardingClient: HTTPClient? = nil) {
         self.cluster = cluster
+        self.forwardingClient = forwardingClient
         self.metrics = metrics
         self.health = health
         if let credit {
@@ -452,11 +459,13 @@ public struct Gateway: Sendable {
 extension Gateway {
     /// The Hummingbird application of a node: the executable and the tests both build it here.
     /// `onRunning` receives the bound port (useful with port 0).
-    public func buildApplication(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
+    public func buildApplication(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) throws -> some ApplicationProtocol {
         let configuration = dependencies.configuration
         let readiness = self.readiness
+        let server: HTTPServerBuilder = try configuration.serverTLS.map { try .tls(.http1(), tlsConfiguration: $0) } ?? .http1()
         return Application(
             router: buildRouter(),
+            server: server,
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "signalbox"),
             onServerRunning: { channel in
                 readiness.set(true)

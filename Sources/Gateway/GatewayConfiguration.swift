@@ -1,4 +1,5 @@
 import Foundation
+import NIOSSL
 import SignalboxCore
 
 /// Everything a router node needs to know to serve. Filled from defaults, the config file,
@@ -20,6 +21,8 @@ public struct GatewayConfiguration: Sendable {
     public var holdTTL: TimeInterval = 15 * 60
     /// How the first endpoint is chosen when a request sets neither `provider.order` nor `sort`.
     public var loadBalancing: RoutingPlanner.LoadBalancing = .priceWeighted
+    /// Serve HTTPS with this certificate and key (`--tls-cert`, `--tls-key`) instead of plain HTTP.
+    public var serverTLS: TLSConfiguration?
 
     public init() {}
 }

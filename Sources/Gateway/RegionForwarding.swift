@@ -12,8 +12,8 @@ import SignalboxCore
 extension Gateway {
     static let forwardedHeader = HTTPField.Name("X-Signalbox-Forwarded-By")!
 
-    /// The process-wide client (pooled connections to the other nodes; never shut down).
-    var forwardingClient: HTTPClient { HTTPClient.shared }
+    /// The node's forwarding client, or the process-wide one (pooled connections to the other nodes).
+    var forwardingClient: HTTPClient { dependencies.forwardingClient ?? HTTPClient.shared }
 
     func forwardToRegion(_ region: String, request: Request, body: ByteBuffer) async throws -> Response {
         let here = dependencies.configuration.region

@@ -258,6 +258,11 @@ public actor GossipAgent: Service {
             if clock.now - lastSocketCheck >= .seconds(1) {
                 lastSocketCheck = clock.now
                 await checkSocket()
+                let skew = clockSkewMillis()
+                if abs(skew) > 5_000 {
+                    logRateLimited("skew", "this node's clock differs from the cluster's; shared entries are stamped with the cluster's time, but fix the clock (NTP)",
+                                   level: .warning, metadata: ["ahead_ms": "\(skew)"])
+                }
             }
         }
     }
@@ -317,7 +322,7 @@ public actor GossipAgent: Service {
     /// port again (backing off to 1 s while binding fails).
     private func datagramLoop(first: DatagramChannel) async {
         var channel: DatagramChannel? = first
-        var backoff = Duration.milliseconds(50)
+        var backoff = Duration.milliseconds(200)
         while !Task.isCancelled && !left {
             if let current = channel {
                 socketUpBox.withLockedValue { $0 = true }
@@ -343,7 +348,7 @@ public actor GossipAgent: Service {
             try? await Task.sleep(for: backoff)
             do {
                 channel = try await bindDatagram()
-                backoff = .milliseconds(50)
+                backoff = .milliseconds(200)
                 logger.notice("gossip socket bound again", metadata: ["port": "\(boundPort ?? bind.port)"])
             } catch {
                 backoff = min(backoff * 2, .seconds(1))
@@ -607,7 +612,7 @@ public actor GossipAgent: Service {
                        metadata: ["reason": "\(reason.rawValue)", "from": "\(sender)", "detail": "\(detail)"])
     }
 
-    /// Logs at most once per 10 s per topic (a flood of bad datagrams must not flood the log).
+    /// Logs at most once per 10 s per topic (60 s for clock skew) (a flood of bad datagrams must not flood the log).
     private func logRateLimited(_ topic: String, _ message: Logger.Message, level: Logger.Level, metadata: Logger.Metadata) {
         let current = clock.now
         if let last = lastLogged[topic], current - last < .seconds(10) { return }

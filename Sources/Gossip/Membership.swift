@@ -104,12 +104,16 @@ public struct StateEntry: Sendable, Hashable, Codable {
     /// FNV-1a over the value: tells a peer holding an older version whether the value changed
     /// (not a security measure; every datagram is authenticated).
     public var digest: UInt64 {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in value.utf8 {
-            hash ^= UInt64(byte)
-            hash &*= 0x0000_0100_0000_01b3
+        func fnv(_ bytes: UnsafeBufferPointer<UInt8>) -> UInt64 {
+            var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+            for byte in bytes {
+                hash ^= UInt64(byte)
+                hash &*= 0x0000_0100_0000_01b3
+            }
+            return hash
         }
-        return hash
+        var value = self.value
+        return value.withUTF8(fnv)
     }
 }
 

@@ -13,6 +13,8 @@ public struct SwimSettings: Sendable, Hashable {
     public var indirectChecks = 3
     /// Suspicion timeout floor: `suspicionMultiplier × max(1, log10 n) × probeInterval`.
     public var suspicionMultiplier = 3
+    /// Lifeguard's K: independent confirmations of a suspicion that shrink its timeout to the floor.
+    public var suspicionConfirmations = 2
     /// Suspicion timeout ceiling as a multiple of the floor; confirmations shrink it toward the floor.
     public var suspicionMaxTimeoutMultiplier = 6
     /// An update is piggybacked `retransmitMultiplier × ceil(log10(n + 1))` times (λ·log n).
@@ -45,6 +47,10 @@ public struct SwimSettings: Sendable, Hashable {
     public var nodeScopedPrefixes: [String] = ["health/", "rate/"]
     /// A fetch of announced entries not answered in this time may be asked again.
     public var fetchTimeout: Duration = .seconds(2)
+    /// A refutation is sent at once to this many live members, besides being gossiped.
+    public var refutationFanout = 64
+    /// An urgent large entry's notice is sent at once to this many live members (small entries: to all).
+    public var urgentNoticeFanout = 16
     /// Largest TCP frame (a full state exchange or a fetch answer) sent or accepted.
     public var maxStreamBytes = 32 * 1024 * 1024
     /// Frames older than this by their sender's clock are dropped, as are repeats within it.
@@ -100,6 +106,8 @@ public struct SwimNode: Sendable {
     public private(set) var myself: Member
     /// Every other member heard of, including dead and left ones until they are reaped.
     public private(set) var members: [String: Member] = [:]
+    /// Live members other than this node, sorted by id; kept in step with `members` by `setMember`.
+    private var liveCache: [Member]?
     /// The replicated state, by key.
     public private(set) var state: [String: StateEntry] = [:]
     /// Lifeguard's local health multiplier: 0 when healthy.
@@ -134,17 +142,9 @@ public struct SwimNode: Sendable {
     }
 
     private enum Queued: Sendable {
-        case member(Member, accuser: String?)
+        /// A membership update with its encoded size (members do not change while queued).
+        case member(Member, accuser: String?, size: Int)
         case state(key: String)
-    }
-
-    private struct Broadcast: Sendable {
-        var item: Queued
-        var transmits: Int
-        var order: UInt64
-        var isMembership: Bool {
-            if case .member = item { true } else { false }
-        }
     }
 
     private var random: SplitMix64
@@ -155,15 +155,27 @@ public struct SwimNode: Sendable {
     private var probeIndex = 0
     private var relays: [UInt32: Relay] = [:]
     private var suspicions: [String: Suspicion] = [:]
-    private var broadcasts: [String: Broadcast] = [:]
-    private var broadcastOrder: UInt64 = 0
+    /// Membership updates (group 0) go before state updates (group 1).
+    private var queue = BroadcastQueue<Queued>(groups: 2)
     private var goneAt: [String: Duration] = [:]
+    /// Each entry's encoded size (without its age) and digest, computed once per version.
+    private struct EntryMeta: Sendable {
+        var sizeWithoutAge: Int
+        var digest: UInt64
+        init(_ entry: StateEntry) {
+            // kind, key, version, writer, value (the age's varint is added when sent)
+            sizeWithoutAge = 1 + WireCodec.stringSize(entry.key) + WireCodec.varintSize(entry.version) + WireCodec.stringSize(entry.writer)
+                + WireCodec.stringSize(entry.value)
+            digest = entry.digest
+        }
+    }
+    private var entryMeta: [String: EntryMeta] = [:]
     /// When each entry was written, on this node's clock (now − its age at receipt).
     private var bornAt: [String: Duration] = [:]
     /// Keys asked for by fetch, with the version wanted and when the ask lapses.
     private var pendingFetches: [String: (version: UInt64, until: Duration)] = [:]
-    /// Members reaped recently: stale news of their death does not bring them back.
-    private var reaped: [String: Duration] = [:]
+    /// Members reaped recently, with their last incarnation: stale news does not bring them back.
+    private var reaped: [String: (incarnation: UInt64, at: Duration)] = [:]
     private var nextGossipAt: Duration = .zero
     private var nextPushPullAt: Duration
     private var nextReconnectAt: Duration = .zero
@@ -184,7 +196,7 @@ public struct SwimNode: Sendable {
     // MARK: Views
 
     /// Members that are not dead or left, this node included.
-    public var liveCount: Int { 1 + members.values.filter { !$0.status.isGone }.count }
+    public var liveCount: Int { 1 + (liveCache?.count ?? members.values.filter { !$0.status.isGone }.count) }
 
     /// Every member including this node, sorted by id.
     public var allMembers: [Member] { ([myself] + members.values).sorted { $0.id < $1.id } }
@@ -208,7 +220,7 @@ public struct SwimNode: Sendable {
     }
 
     /// Updates waiting to be gossiped (membership and state).
-    public var queuedUpdates: Int { broadcasts.count }
+    public var queuedUpdates: Int { queue.count }
 
     // MARK: Events
 
@@ -250,7 +262,7 @@ public struct SwimNode: Sendable {
     }
 
     private mutating func announceMyself() -> [SwimDirective] {
-        enqueue(.member(myself, accuser: nil), key: "m:" + myself.id)
+        enqueue(member: myself, accuser: nil)
         var directives: [SwimDirective] = [.memberChanged(myself)]
         for member in liveMembers(excluding: []) {
             directives.append(.send(.gossip(from: myself.id, updates: [.member(myself, accuser: nil)]), to: member.address))
@@ -270,11 +282,17 @@ public struct SwimNode: Sendable {
         lastVersion = version
         let entry = StateEntry(key: key, version: version, writer: myself.id, value: value)
         state[key] = entry
+        entryMeta[key] = EntryMeta(entry)
         bornAt[key] = now
         enqueue(.state(key: key), key: "s:" + key)
         var directives: [SwimDirective] = [.stateChanged(entry, ageMillis: 0)]
-        if urgent, let update = wireUpdate(forKey: key, now: now) {
-            for member in liveMembers(excluding: []) {
+        if urgent, let update = wireUpdate(forKey: key, now: now)?.update {
+            // A small entry goes to every live member; a large one's notice to a few, who fetch it
+            // and pass the notice on (every member fetching from this node at once would be a stampede).
+            let live = liveMembers(excluding: [])
+            let targets: [Member]
+            if case .notice = update { targets = pick(from: live, count: settings.urgentNoticeFanout) } else { targets = live }
+            for member in targets {
                 directives.append(.send(.gossip(from: myself.id, updates: [update]), to: member.address))
             }
         }
@@ -291,6 +309,7 @@ public struct SwimNode: Sendable {
     /// push-pull, reconnection, reaping and join retries. Call it often (every ~10–50 ms).
     public mutating func tick(now: Duration) -> [SwimDirective] {
         guard !hasLeft else { return [] }
+        _ = liveMembers(excluding: [])  // keeps `liveCount` O(1)
         var directives: [SwimDirective] = []
         if !joined && now >= nextJoinAt {
             nextJoinAt = now + settings.joinRetryInterval
@@ -325,6 +344,7 @@ public struct SwimNode: Sendable {
     /// Handles a datagram, or the answer to an `exchange`, from `address` (a member's gossip address).
     public mutating func receive(_ message: GossipMessage, from address: MemberAddress, now: Duration) -> [SwimDirective] {
         guard !hasLeft else { return [] }
+        _ = liveMembers(excluding: [])
         var directives: [SwimDirective] = []
         switch message {
         case .ping(let sequence, _, let target, let updates):
@@ -392,7 +412,7 @@ public struct SwimNode: Sendable {
             if !current.indirectSent && now >= current.sentAt + scaled(settings.probeTimeout) {
                 current.indirectSent = true
                 if let target = members[current.target] {
-                    let helpers = pick(from: liveMembers(excluding: [target.id]), count: settings.indirectChecks)
+                    let helpers = pick(from: liveMembers(excluding: []), count: settings.indirectChecks, skipping: target.id)
                     current.helpers = helpers.count
                     for helper in helpers {
                         let request = GossipMessage.pingRequest(sequence: current.sequence, from: myself.id, target: target, updates: [])
@@ -422,8 +442,8 @@ public struct SwimNode: Sendable {
         guard let target = nextProbeTarget() else { return directives }
         let sequence = nextSequence()
         probe = Probe(target: target.id, sequence: sequence, sentAt: now)
-        directives.append(.send(packed(.ping(sequence: sequence, from: myself.id, target: target.id, updates: []), for: target.id, now: now),
-                                to: target.address))
+        directives.append(.send(packed(.ping(sequence: sequence, from: myself.id, target: target.id, updates: []), for: target.id, now: now,
+                                       counted: true), to: target.address))
         return directives
     }
 
@@ -462,7 +482,7 @@ public struct SwimNode: Sendable {
             // Already suspected: this is one more independent confirmation.
             if accuser != suspicion.accuser && suspicion.confirmations.insert(accuser).inserted {
                 suspicions[member.id] = suspicion
-                enqueue(.member(suspected, accuser: accuser), key: "m:" + member.id)
+                enqueue(member: suspected, accuser: accuser)
             }
             return []
         }
@@ -474,7 +494,8 @@ public struct SwimNode: Sendable {
         let n = Double(liveCount)
         let floor = settings.probeInterval * (Double(settings.suspicionMultiplier) * max(1, log10(n)))
         let ceiling = floor * Double(settings.suspicionMaxTimeoutMultiplier)
-        let wanted = liveCount - 2 >= settings.suspicionMultiplier - 2 ? settings.suspicionMultiplier - 2 : 0
+        // K: independent confirmations that bring the timeout to the floor (never more than the others can give).
+        let wanted = min(settings.suspicionConfirmations, max(0, liveCount - 2))
         guard wanted >= 1 else { return floor }
         let fraction = log(Double(confirmations + 1)) / log(Double(wanted + 1))
         return max(floor, ceiling - (ceiling - floor) * min(1, fraction))
@@ -483,7 +504,8 @@ public struct SwimNode: Sendable {
     private mutating func tickSuspicions(now: Duration) -> [SwimDirective] {
         var directives: [SwimDirective] = []
         for (id, suspicion) in suspicions.sorted(by: { $0.key < $1.key }) {
-            guard now - suspicion.startedAt >= suspicionTimeout(confirmations: suspicion.confirmations.count),
+            // Stretched by local health too: a node that is itself slow hears refutations late.
+            guard now - suspicion.startedAt >= scaled(suspicionTimeout(confirmations: suspicion.confirmations.count)),
                   var member = members[id], member.status == .suspect, member.incarnation == suspicion.incarnation
             else { continue }
             member.status = .dead
@@ -519,7 +541,7 @@ public struct SwimNode: Sendable {
                 guard !isExpired(key: notice.key, ageMillis: notice.ageMillis), ownerAllows(notice.key) else { continue }
                 if let current = state[notice.key] {
                     guard (notice.version, notice.writer) > (current.version, current.writer) else { continue }
-                    if current.digest == notice.digest {
+                    if entryMeta[notice.key]?.digest == notice.digest {
                         // Same value, newer version: a refresh, nothing to fetch.
                         let refreshed = StateEntry(key: notice.key, version: notice.version, writer: notice.writer, value: current.value)
                         directives += applyState(refreshed, ageMillis: notice.ageMillis, now: now)
@@ -542,6 +564,7 @@ public struct SwimNode: Sendable {
         if let current = state[entry.key], !entry.supersedes(current) { return [] }
         guard !isExpired(key: entry.key, ageMillis: ageMillis), ownerAllows(entry.key) else { return [] }
         state[entry.key] = entry
+        entryMeta[entry.key] = EntryMeta(entry)
         bornAt[entry.key] = now - .milliseconds(Int64(clamping: ageMillis))
         if let pending = pendingFetches[entry.key], pending.version <= entry.version { pendingFetches[entry.key] = nil }
         lastVersion = max(lastVersion, entry.version)
@@ -586,8 +609,15 @@ public struct SwimNode: Sendable {
             myself.incarnation = max(myself.incarnation + 1, member.incarnation + 1)
             // Lifeguard: being accused (suspected or declared dead) means this node may be the slow one.
             awareness = min(settings.maxAwareness - 1, awareness + 1)
-            enqueue(.member(myself, accuser: nil), key: "m:" + myself.id)
-            return [.memberChanged(myself)]
+            enqueue(member: myself, accuser: nil)
+            // The refutation also goes straight to up to `refutationFanout` live members: the
+            // accusers' timers are running, and gossip alone may miss one of them on a lossy network.
+            var directives: [SwimDirective] = [.memberChanged(myself)]
+            let refutation = GossipMessage.gossip(from: myself.id, updates: [.member(myself, accuser: nil)])
+            for target in pick(from: liveMembers(excluding: []), count: settings.refutationFanout) {
+                directives.append(.send(refutation, to: target.address))
+            }
+            return directives
         }
         var member = member
         if let current = members[member.id] {
@@ -605,15 +635,19 @@ public struct SwimNode: Sendable {
                    let accuser, var suspicion = suspicions[member.id], accuser != suspicion.accuser,
                    suspicion.confirmations.insert(accuser).inserted {
                     suspicions[member.id] = suspicion
-                    enqueue(.member(member, accuser: accuser), key: "m:" + member.id)
+                    enqueue(member: member, accuser: accuser)
                 }
                 return []
             }
-        } else if member.status.isGone && reaped[member.id] != nil {
-            return []  // reaped already; stale news of its end
+        } else {
+            // A member not known here: only its own announcement (alive or leaving) makes it known —
+            // news of its suspicion or end is stale (memberlist ignores it too), and after it was
+            // reaped only a newer life (a higher incarnation) counts.
+            guard member.status == .alive || member.status == .leaving else { return [] }
+            if let last = reaped[member.id], member.incarnation <= last.incarnation { return [] }
         }
         let isNew = members[member.id] == nil
-        members[member.id] = member
+        setMember(member)
         reaped[member.id] = nil
         switch member.status {
         case .suspect:
@@ -630,7 +664,7 @@ public struct SwimNode: Sendable {
             suspicions[member.id] = nil
             goneAt[member.id] = now
         }
-        enqueue(.member(member, accuser: accuser), key: "m:" + member.id)
+        enqueue(member: member, accuser: accuser)
         return [.memberChanged(member)]
     }
 
@@ -652,15 +686,15 @@ public struct SwimNode: Sendable {
             guard let member = members[id] else { continue }
             let limit = member.status == .left ? settings.reapLeftAfter : settings.reapDeadAfter
             guard now - since >= limit else { continue }
-            members[id] = nil
+            setMember(nil, id: id)
             goneAt[id] = nil
-            broadcasts["m:" + id] = nil
-            reaped[id] = now
+            queue.remove("m:" + id)
+            reaped[id] = (member.incarnation, now)
             for key in state.keys.sorted() where owner(of: key) == id {
                 directives += removeEntry(key)
             }
         }
-        reaped = reaped.filter { now - $0.value < settings.reapLeftAfter }
+        reaped = reaped.filter { now - $0.value.at < settings.reapLeftAfter }
         for key in state.keys.sorted() {
             if let age = ageMillis(of: key, now: now), isExpired(key: key, ageMillis: age) { directives += removeEntry(key) }
         }
@@ -670,31 +704,41 @@ public struct SwimNode: Sendable {
 
     private mutating func removeEntry(_ key: String) -> [SwimDirective] {
         state[key] = nil
+        entryMeta[key] = nil
         bornAt[key] = nil
-        broadcasts["s:" + key] = nil
+        queue.remove("s:" + key)
         return [.stateRemoved(key: key)]
     }
 
     // MARK: Dissemination
 
     private mutating func enqueue(_ item: Queued, key: String) {
-        broadcastOrder += 1
-        broadcasts[key] = Broadcast(item: item, transmits: 0, order: broadcastOrder)
+        if case .member = item { queue.enqueue(item, key: key, group: 0) } else { queue.enqueue(item, key: key, group: 1) }
+    }
+
+    private mutating func enqueue(member: Member, accuser: String?) {
+        let update = GossipUpdate.member(member, accuser: accuser)
+        enqueue(.member(member, accuser: accuser, size: WireCodec.size(of: update)), key: "m:" + member.id)
     }
 
     /// A state entry as it travels now: whole, or as a notice when it is too large for a datagram.
-    private func wireUpdate(forKey key: String, now: Duration) -> GossipUpdate? {
-        guard let entry = state[key] else { return nil }
+    private func wireUpdate(forKey key: String, now: Duration) -> (update: GossipUpdate, size: Int)? {
+        guard let entry = state[key], let meta = entryMeta[key] else { return nil }
         let age = ageMillis(of: key, now: now) ?? 0
-        let whole = GossipUpdate.state(entry, ageMillis: age)
-        if WireCodec.size(of: whole) <= settings.maxInlineStateBytes { return whole }
-        return .notice(StateNotice(key: key, version: entry.version, writer: entry.writer, digest: entry.digest, ageMillis: age))
+        let wholeSize = meta.sizeWithoutAge + WireCodec.varintSize(age)
+        if wholeSize <= settings.maxInlineStateBytes { return (.state(entry, ageMillis: age), wholeSize) }
+        let notice = GossipUpdate.notice(StateNotice(key: key, version: entry.version, writer: entry.writer, digest: meta.digest, ageMillis: age))
+        return (notice, WireCodec.size(of: notice))
     }
 
     /// Fills `message` with queued updates up to the datagram budget: membership before state,
     /// fewest-sent first, newest first among equals. A ping to a suspect starts with its suspicion,
     /// meant for it alone (buddy system: not queued, so it is neither broadcast nor a confirmation).
-    private mutating func packed(_ message: GossipMessage, for recipient: String?, now: Duration) -> GossipMessage {
+    /// Only transmissions to random members — gossip rounds and probes — count toward an update's
+    /// λ·log n: acks, relays and indirect probes go to whoever is busy probing, and counting them
+    /// would spend an update on the few members involved in failing probes (measured: at 15 % loss
+    /// a refutation then missed one member for its whole suspicion timeout).
+    private mutating func packed(_ message: GossipMessage, for recipient: String?, now: Duration, counted: Bool = false) -> GossipMessage {
         var budget = settings.messageBudget(sender: myself.id) - WireCodec.size(of: message) - 2  // room for the count to grow
         var updates: [GossipUpdate] = []
         if let recipient, let member = members[recipient], member.status == .suspect {
@@ -705,45 +749,47 @@ public struct SwimNode: Sendable {
                 budget -= size
             }
         }
-        if !broadcasts.isEmpty {
-            let ordered = broadcasts.sorted { lhs, rhs in
-                (lhs.value.isMembership ? 0 : 1, lhs.value.transmits, -Int64(lhs.value.order))
-                    < (rhs.value.isMembership ? 0 : 1, rhs.value.transmits, -Int64(rhs.value.order))
-            }
+        if !queue.isEmpty {
             let limit = retransmitLimit
-            for (key, var broadcast) in ordered {
-                guard budget >= 8 else { break }
+            var stale: [String] = []
+            // Moved out while visiting (the visit reads the rest of the node); moved back after, uncopied.
+            var pending = queue
+            queue = BroadcastQueue(groups: 2)
+            defer { queue = pending }
+            pending.visit(limit: limit, counting: counted) { key, item in
+                guard budget >= 8 else { return .stop }
                 let update: GossipUpdate
-                switch broadcast.item {
-                case .member(let member, let accuser): update = .member(member, accuser: accuser)
+                let size: Int
+                switch item {
+                case .member(let member, let accuser, let memberSize):
+                    (update, size) = (.member(member, accuser: accuser), memberSize)
                 case .state(let stateKey):
                     guard let wire = wireUpdate(forKey: stateKey, now: now) else {
-                        broadcasts[key] = nil
-                        continue
+                        stale.append(key)
+                        return .skip
                     }
-                    update = wire
+                    (update, size) = wire
                 }
-                let size = WireCodec.size(of: update)
-                guard size <= budget else { continue }
+                guard size <= budget else { return .skip }
                 updates.append(update)
                 budget -= size
-                broadcast.transmits += 1
-                broadcasts[key] = broadcast.transmits >= limit ? nil : broadcast
+                return .take
             }
+            for key in stale { pending.remove(key) }
         }
         return message.withUpdates(updates)
     }
 
     private mutating func gossipRound(now: Duration) -> [SwimDirective] {
-        guard !broadcasts.isEmpty else { return [] }
+        guard !queue.isEmpty else { return [] }
         // Recently dead members too: a node wrongly declared dead learns it and refutes.
-        let recentlyGone = members.values.filter { member in
-            member.status == .dead && (goneAt[member.id].map { now - $0 < settings.gossipToTheDead } ?? false)
+        let recentlyGone = goneAt.compactMap { id, since in
+            now - since < settings.gossipToTheDead ? members[id].flatMap { $0.status == .dead ? $0 : nil } : nil
         }
         let targets = pick(from: liveMembers(excluding: []) + recentlyGone.sorted { $0.id < $1.id }, count: settings.gossipFanout)
         var directives: [SwimDirective] = []
         for target in targets {
-            let message = packed(.gossip(from: myself.id, updates: []), for: target.id, now: now)
+            let message = packed(.gossip(from: myself.id, updates: []), for: target.id, now: now, counted: true)
             guard case .gossip(_, let updates) = message, !updates.isEmpty else { break }
             directives.append(.send(message, to: target.address))
         }
@@ -753,20 +799,55 @@ public struct SwimNode: Sendable {
     /// The full state for a TCP exchange: every member known and every entry, large ones as notices.
     func syncMessage(isReply: Bool, now: Duration) -> GossipMessage {
         let known = members.values.sorted { $0.id < $1.id }
-        let entries = state.keys.sorted().compactMap { wireUpdate(forKey: $0, now: now) }
+        let entries = state.keys.sorted().compactMap { wireUpdate(forKey: $0, now: now)?.update }
         return .sync(from: myself, members: known, state: entries, isReply: isReply)
     }
 
     // MARK: Helpers
 
-    private func liveMembers(excluding excluded: Set<String>) -> [Member] {
-        members.values.filter { !$0.status.isGone && !excluded.contains($0.id) }.sorted { $0.id < $1.id }
+    /// Writes (or, with nil, removes) a member and keeps the sorted live list in step: O(log n) to
+    /// find its place, no re-sort.
+    private mutating func setMember(_ member: Member?, id: String? = nil) {
+        let id = member?.id ?? id ?? ""
+        members[id] = member
+        guard var live = liveCache else { return }
+        liveCache = nil  // uniquely referenced while edited
+        var low = 0, high = live.count
+        while low < high {
+            let middle = (low + high) / 2
+            if live[middle].id < id { low = middle + 1 } else { high = middle }
+        }
+        let present = low < live.count && live[low].id == id
+        switch (member.map { !$0.status.isGone } ?? false, present) {
+        case (true, true): live[low] = member!
+        case (true, false): live.insert(member!, at: low)
+        case (false, true): live.remove(at: low)
+        case (false, false): break
+        }
+        liveCache = live
     }
 
-    private mutating func pick(from candidates: [Member], count: Int) -> [Member] {
-        var pool = candidates
-        pool.shuffle(using: &random)
-        return Array(pool.prefix(count))
+    private mutating func liveMembers(excluding excluded: Set<String>) -> [Member] {
+        let live: [Member]
+        if let liveCache {
+            live = liveCache
+        } else {
+            live = members.values.filter { !$0.status.isGone }.sorted { $0.id < $1.id }
+            liveCache = live
+        }
+        return excluded.isEmpty ? live : live.filter { !excluded.contains($0.id) }
+    }
+
+    /// `count` distinct candidates at random (other than `skipping`), in O(count): no copy of the candidates.
+    private mutating func pick(from candidates: [Member], count: Int, skipping: String? = nil) -> [Member] {
+        let eligible = candidates.count - (skipping.map { id in candidates.contains { $0.id == id } ? 1 : 0 } ?? 0)
+        guard count < eligible else { return candidates.filter { $0.id != skipping }.shuffled(using: &random) }
+        var chosen: [Int] = []
+        while chosen.count < count {
+            let index = Int.random(in: 0..<candidates.count, using: &random)
+            if !chosen.contains(index) && candidates[index].id != skipping { chosen.append(index) }
+        }
+        return chosen.map { candidates[$0] }
     }
 
     private mutating func nextSequence() -> UInt32 {

@@ -53,9 +53,9 @@ public enum WireCodec {
         return writer.bytes.count
     }
 
-    static func stringSize(_ text: String) -> Int { varintSize(UInt64(text.utf8.count)) + text.utf8.count }
+    public static func stringSize(_ text: String) -> Int { varintSize(UInt64(text.utf8.count)) + text.utf8.count }
 
-    static func varintSize(_ value: UInt64) -> Int {
+    public static func varintSize(_ value: UInt64) -> Int {
         var value = value, size = 1
         while value >= 0x80 { value >>= 7; size += 1 }
         return size

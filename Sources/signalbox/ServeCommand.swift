@@ -8,6 +8,7 @@ import Logging
 import PostgresNIO
 import Providers
 import Gossip
+import NIOSSL
 import ServiceLifecycle
 import SignalboxCore
 import SimProvider
@@ -25,8 +26,12 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Cluster key file (signalbox cluster keygen); required with --gossip-bind.") var clusterKeyFile: String?
     @Option(help: "Largest gossip datagram in bytes, header and seal included (512–65000, default 1400; the same on every node).")
     var gossipMaxDatagram: Int?
-    @Option(help: "This node's API base URL for other nodes (default: http://HOST:PORT, with the gossip host for 0.0.0.0).")
+    @Option(help: "This node's API base URL for other nodes (default: http(s)://HOST:PORT, with the gossip host for 0.0.0.0).")
     var advertiseUrl: String?
+    @Option(help: "Serve HTTPS with this PEM certificate (chain); needs --tls-key.") var tlsCert: String?
+    @Option(help: "The PEM private key of --tls-cert.") var tlsKey: String?
+    @Option(help: "PEM CA certificate(s) that sign the other nodes' certificates, for forwarding to them over HTTPS.")
+    var peerCaFile: String?
     @Option(help: "Address to listen on.") var host: String?
     @Option(help: "Port to listen on.") var port: Int?
     @Option(help: "Directory for the embedded ledger and the demo/admin key files.") var dataDir: String = ".signalbox"
@@ -63,6 +68,7 @@ struct Serve: AsyncParsableCommand {
         if let seconds = firstTokenTimeout { configuration.timeouts.firstToken = .seconds(seconds) }
         if let seconds = stallTimeout { configuration.timeouts.stall = .seconds(seconds) }
         if let maxBodyBytes { configuration.maxBodyBytes = maxBodyBytes }
+        configuration.serverTLS = try serverTLS()
         if let holdTtl {
             guard holdTtl >= 2 else { throw ValidationError("--hold-ttl must be at least 2 seconds") }
             configuration.holdTTL = TimeInterval(holdTtl)
@@ -151,19 +157,21 @@ struct Serve: AsyncParsableCommand {
         let credit = CreditLeases(store: ledger, committer: committer, nodeID: configuration.nodeID, policy: policy, logger: logger)
         let health = HealthTracker()
         let cluster = try makeCluster(configuration: configuration, health: health, logger: logger)
+        let forwardingClient = try makeForwardingClient()
         let gateway = Gateway(GatewayDependencies(
             configuration: configuration, catalog: catalog, ledger: ledger,
             transport: AsyncHTTPClientTransport(client: httpClient), providerKeys: providerKeys, logger: logger,
-            metrics: metrics, health: health, credit: credit, cluster: cluster),
+            metrics: metrics, health: health, credit: credit, cluster: cluster, forwardingClient: forwardingClient),
             readiness: Readiness(ready: false))
         let host = configuration.host
         let modelCount = catalog.models.count
         let upstreamDescription = simulatorURL.map { "simulated provider at \($0)" } ?? "real providers"
         let ledgerDescription = ledger is PostgresLedgerStore ? "PostgreSQL" : "SQLite (\(dataDir)/ledger.sqlite)"
-        let app = gateway.buildApplication { port in
+        let scheme = configuration.serverTLS == nil ? "http" : "https"
+        let app = try gateway.buildApplication { port in
             let banner = """
 
-            Signalbox is serving at http://\(host):\(port)/api/v1
+            Signalbox is serving at \(scheme)://\(host):\(port)/api/v1
               models:     \(modelCount) (\(upstreamDescription))
               ledger:     \(ledgerDescription)
               demo key:   \(keys.demo)     (also in \(dataDir)/demo-key; $\(demoAmount.decimalString) credit at start)
@@ -194,9 +202,44 @@ struct Serve: AsyncParsableCommand {
             try await group.run()
         } catch {
             try? await httpClient.shutdown()
+            try? await forwardingClient?.shutdown()
             throw error
         }
         try await httpClient.shutdown()
+        try await forwardingClient?.shutdown()
+    }
+
+    /// The HTTPS listener's configuration, when --tls-cert and --tls-key are given.
+    func serverTLS() throws -> TLSConfiguration? {
+        switch (tlsCert, tlsKey) {
+        case (nil, nil): return nil
+        case (.some, nil), (nil, .some): throw ValidationError("--tls-cert and --tls-key go together")
+        case (let cert?, let key?):
+            let chain: [NIOSSLCertificate]
+            let privateKey: NIOSSLPrivateKey
+            do { chain = try NIOSSLCertificate.fromPEMFile(cert) } catch {
+                throw ValidationError("--tls-cert \(cert): not a readable PEM certificate (\(error))")
+            }
+            do { privateKey = try NIOSSLPrivateKey(file: key, format: .pem) } catch {
+                throw ValidationError("--tls-key \(key): not a readable PEM private key (\(error))")
+            }
+            guard !chain.isEmpty else { throw ValidationError("--tls-cert \(cert) holds no certificate") }
+            return TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(privateKey))
+        }
+    }
+
+    /// A client that trusts the peers' CA, for forwarding to nodes that serve HTTPS.
+    func makeForwardingClient() throws -> HTTPClient? {
+        guard let peerCaFile else { return nil }
+        let roots: [NIOSSLCertificate]
+        do { roots = try NIOSSLCertificate.fromPEMFile(peerCaFile) } catch {
+            throw ValidationError("--peer-ca-file \(peerCaFile): not a readable PEM certificate (\(error))")
+        }
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.trustRoots = .certificates(roots)
+        var configuration = HTTPClient.Configuration(tlsConfiguration: tls)
+        configuration.timeout.connect = .seconds(5)
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }
 }
 
@@ -228,7 +271,8 @@ extension Serve {
             return address
         }
         // The boot time as the first incarnation: a restarted node outranks its old self.
-        let apiURL = advertiseUrl ?? "http://\(["0.0.0.0", "::"].contains(configuration.host) ? advertised.host : configuration.host):\(configuration.port)"
+        let scheme = configuration.serverTLS == nil ? "http" : "https"
+        let apiURL = advertiseUrl ?? "\(scheme)://\(["0.0.0.0", "::"].contains(configuration.host) ? advertised.host : configuration.host):\(configuration.port)"
         let myself = Member(id: configuration.nodeID, address: advertised, region: configuration.region,
                             incarnation: UInt64(Date().timeIntervalSince1970 * 1000), apiURL: apiURL)
         return ClusterNode(myself: myself, bind: bind, seeds: seedList, keyring: keyring, keyringPath: clusterKeyFile,

@@ -101,7 +101,7 @@ struct TestNode: Sendable {
                 let gateway = Gateway(dependencies)
                 let (gatewayPorts, gatewayPort) = AsyncStream<Int>.makeStream()
                 let gatewayGroup = ServiceGroup(configuration: .init(
-                    services: [gateway.buildApplication { gatewayPort.yield($0) }], logger: logger))
+                    services: [try gateway.buildApplication { gatewayPort.yield($0) }], logger: logger))
                 group.addTask { try? await gatewayGroup.run() }
                 var gatewayIterator = gatewayPorts.makeAsyncIterator()
                 let url = "http://127.0.0.1:\(await gatewayIterator.next()!)"

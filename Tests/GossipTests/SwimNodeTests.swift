@@ -1,5 +1,6 @@
 import Foundation
 @testable import Gossip
+import GossipSimulation
 import Testing
 
 /// The state machine driven by hand: one event at a time, asserting the directives.
@@ -56,6 +57,9 @@ import Testing
         #expect(b.myself.incarnation == 9 && b.myself.status == .alive && b.awareness == 2)
         // the refutation beats the suspicion everywhere: alive(8) > suspect(7)
         var c = node("c", self.c)
+        var known = accused
+        known.status = .alive
+        _ = c.receive(.gossip(from: "b", updates: [.member(known, accuser: nil)]), from: self.b, now: .seconds(1))
         _ = c.receive(.gossip(from: "a", updates: [.member(accused, accuser: "a")]), from: a, now: .seconds(1))
         #expect(c.members["b"]?.status == .suspect)
         _ = c.receive(.gossip(from: "b", updates: [.member(b.myself, accuser: nil)]), from: self.b, now: .seconds(2))
@@ -78,6 +82,7 @@ import Testing
         var settings = SwimSettings()
         settings.probeInterval = .seconds(1)
         settings.suspicionMultiplier = 4
+        settings.suspicionConfirmations = 2
         var cluster = ClusterSimulation(size: 10, settings: settings)
         _ = cluster.formCluster()
         let n = cluster.nodes[0]
@@ -93,6 +98,8 @@ import Testing
         var a = node("a", self.a)
         _ = a.join(seeds: [], now: .zero)
         let suspect = Member(id: "b", address: b, region: "eu", incarnation: 3, status: .suspect)
+        _ = a.receive(.gossip(from: "b", updates: [.member(Member(id: "b", address: b, region: "eu", incarnation: 3), accuser: nil)]),
+                      from: b, now: .zero)
         _ = a.receive(.gossip(from: "c", updates: [.member(suspect, accuser: "c")]), from: c, now: .zero)
         var ping: GossipMessage?
         var now = Duration.zero
@@ -267,6 +274,11 @@ import Testing
         var node = SwimNode(myself: Member(id: "a", address: a, region: "eu", incarnation: 1), settings: settings, seed: 9)
         _ = node.join(seeds: [], now: .zero)
         let dead = Member(id: "b", address: b, region: "eu", incarnation: 3, status: .dead)
+        // News of an unknown member's death is stale: it is not taken.
+        _ = node.receive(.gossip(from: "c", updates: [.member(dead, accuser: nil)]), from: b, now: .zero)
+        #expect(node.members["b"] == nil)
+        _ = node.receive(.gossip(from: "b", updates: [.member(Member(id: "b", address: b, region: "eu", incarnation: 3), accuser: nil)]),
+                         from: b, now: .zero)
         _ = node.receive(.gossip(from: "c", updates: [.member(dead, accuser: nil)]), from: b, now: .zero)
         _ = node.receive(.gossip(from: "c", updates: [.state(StateEntry(key: "rate/b/acct", version: 1, writer: "b", value: "1:1:1:1"), ageMillis: 0)]),
                          from: b, now: .zero)

@@ -125,16 +125,22 @@ class CPUHog:
 class Cluster:
     """`size` gossip nodes n0…, each on 127.X.Y.(i+2), all joining through n0."""
 
-    def __init__(self, size, workdir=None, extra=(), wrappers=None, envs=None):
+    def __init__(self, size, workdir=None, extra=(), wrappers=None, envs=None, key_per_node=False):
         self.workdir = workdir or tempfile.mkdtemp(prefix="signalbox-faults-")
         self.key = keygen(os.path.join(self.workdir, "cluster.key"))
+        self.key_files = [self.key] * size
+        if key_per_node:
+            self.key_files = [os.path.join(self.workdir, f"n{i}.key") for i in range(size)]
+            for path in self.key_files:
+                shutil.copyfile(self.key, path)
         base = f"127.{20 + os.getpid() % 200}.{(os.getpid() // 200) % 250}"
         self.ips = [f"{base}.{i + 2}" for i in range(size)]
         seed_port = free_port()
-        seed = GossipNode("n0", self.workdir, self.key, f"{self.ips[0]}:{seed_port}", gossip_port=seed_port, ip=self.ips[0], extra=extra)
+        seed = GossipNode("n0", self.workdir, self.key_files[0], f"{self.ips[0]}:{seed_port}", gossip_port=seed_port, ip=self.ips[0],
+                          extra=extra, wrapper=(wrappers or {}).get(0, ()), env=(envs or {}).get(0))
         self.nodes = [seed]
         for i in range(1, size):
-            self.nodes.append(GossipNode(f"n{i}", self.workdir, self.key, seed.gossip, ip=self.ips[i], extra=extra,
+            self.nodes.append(GossipNode(f"n{i}", self.workdir, self.key_files[i], seed.gossip, ip=self.ips[i], extra=extra,
                                          wrapper=(wrappers or {}).get(i, ()), env=(envs or {}).get(i)))
         wait_until(lambda: all(node.ready() for node in self.nodes), 60, "every node to join")
         self.wait_all_alive(20)
@@ -177,3 +183,24 @@ def watch_states(cluster, nodes, member, stop, seen):
             except Exception:
                 pass
         time.sleep(0.05)
+
+
+def udp_socket_descriptors(node):
+    """The node's descriptors of its gossip UDP socket (by inode, from /proc/net/udp)."""
+    ip_hex = "".join(f"{int(part):02X}" for part in reversed(node.ip.split(".")))
+    local = f"{ip_hex}:{node.gossip_port:04X}"
+    inodes = set()
+    with open("/proc/net/udp") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            if fields[1] == local:
+                inodes.add(fields[9])
+    descriptors = []
+    for fd in os.listdir(f"/proc/{node.pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{node.pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target[8:-1] in inodes:
+            descriptors.append(int(fd))
+    return sorted(descriptors)

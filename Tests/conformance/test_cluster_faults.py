@@ -6,6 +6,7 @@ import concurrent.futures
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -14,7 +15,7 @@ import urllib.request
 import pytest
 
 from cluster import wait_until
-from faults import Cluster, CPUHog, Firewall, LoopbackCapture, require, watch_states
+from faults import Cluster, CPUHog, Firewall, LoopbackCapture, require, udp_socket_descriptors, watch_states
 
 
 @pytest.fixture
@@ -133,9 +134,8 @@ def test_an_asymmetric_partition_does_not_take_anyone_down(five, firewall):
     firewall.block(nodes[1], nodes[4])
     started = time.time()
     seen = set()
-    import threading as _threading
-    stop = _threading.Event()
-    watcher = _threading.Thread(target=watch_states, args=(five, [nodes[0], nodes[2]], "n1", stop, seen))
+    stop = threading.Event()
+    watcher = threading.Thread(target=watch_states, args=(five, [nodes[0], nodes[2]], "n1", stop, seen))
     watcher.start()
     time.sleep(30)
     stop.set()
@@ -218,3 +218,211 @@ def test_a_node_whose_outgoing_gossip_is_dropped_keeps_its_socket_and_rejoins(fi
           f"{int(victim.metric('signalbox_gossip_socket_failures'))}; every member alive everywhere {took:.2f} s after the rule went")
     assert status == 200 and body.get("gossip") == "ok"
     assert time.time() - removed_at < 10
+
+
+def test_a_node_ten_minutes_ahead_demotes_nothing_and_its_table_writes_do_not_win(firewall):
+    require("faketime")
+    cluster = Cluster(3, wrappers={2: ("faketime", "-f", "+10m")}, envs={2: {"FAKETIME_DONT_FAKE_MONOTONIC": "1"}})
+    try:
+        n0, n1, fast = cluster.nodes
+        offset = n0.members()["n2"]["clock_offset_ms"]
+        assert -610_000 < offset < -590_000, offset  # the fast clock is real, and seen
+        # Traffic everywhere; nothing failed, so nothing may be routed around anywhere.
+        for _ in range(5):
+            for node in cluster.nodes:
+                assert node.chat()["provider"] == "OpenAI"
+        time.sleep(2)
+        for node in cluster.nodes:
+            health = node.get("/admin/cluster/health")["data"]
+            assert health["routed_around"] == [], (node.name, health["routed_around"])
+            assert health["nodes"].get("n2", {}).get("endpoints"), node.name  # n2's report did arrive
+        # Concurrent writes of one region's table while n2 is cut off: n2 writes first, n0 later.
+        firewall.cut([fast], [n0, n1])
+        wait_until(lambda: n0.states()["n2"] == "dead" and fast.states()["n0"] == "dead", 30, "n2 cut off")
+        fast.put("/admin/routing/eu", {"allowed": [], "preferred": ["openai"]})
+        time.sleep(1.5)
+        n0.put("/admin/routing/eu", {"allowed": [], "preferred": ["azure"]})
+        firewall.clear()
+        cluster.wait_all_alive(15)
+        wait_until(lambda: all(table(node)["preferred"] == ["azure"] for node in cluster.nodes), 10,
+                   "the later write (n0's) on every node, n2 included")
+        skew = fast.get("/admin/cluster/state")["clock_skew_ms"]
+        print(f"\nnode 10 min ahead: offset seen by n0 {offset} ms, its own skew estimate {skew} ms; nothing routed around; "
+              f"the later table won everywhere")
+        assert 590_000 < skew < 610_000
+        assert "clock differs from the cluster" in fast.output()
+    finally:
+        firewall.clear()
+        cluster.close()
+
+
+def test_a_replayed_datagram_is_dropped_and_a_spoofed_state_request_gets_nothing(three):
+    n0, n1, n2 = three.nodes
+    capture = LoopbackCapture()
+    try:
+        datagram = capture.next(17, n1.ip, n1.gossip_port, min_payload=40)
+        before = n1.metric('signalbox_gossip_dropped{reason="replayed"}')
+        attacker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        attacker.bind((three.ips[0].rsplit(".", 1)[0] + ".250", 0))
+        attacker.sendto(datagram, (n1.ip, n1.gossip_port))
+        wait_until(lambda: n1.metric('signalbox_gossip_dropped{reason="replayed"}') == before + 1, 5, "the replay to be counted")
+        # A state exchange: n2 restarts and joins through n0 over TCP; its request is captured.
+        n2.stop(signal.SIGKILL)
+        n2.start()
+        request = capture.next(6, n0.ip, n0.gossip_port, min_payload=200)
+    finally:
+        capture.close()
+    sealed = request[4:]
+    victim = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    victim.bind((three.ips[0].rsplit(".", 1)[0] + ".251", 0))
+    victim.settimeout(2)
+    dropped_before = n0.metric('signalbox_gossip_datagrams{kind="dropped"}')
+    victim.sendto(sealed, (n0.ip, n0.gossip_port))  # as if its source were spoofed to the victim's address
+    with pytest.raises(socket.timeout):
+        victim.recv(65536)
+    # Replayed over TCP, the same request is closed without an answer.
+    with socket.create_connection((n0.ip, n0.gossip_port), timeout=5) as connection:
+        connection.sendall(request)
+        assert connection.recv(65536) == b""
+    dropped = n0.metric('signalbox_gossip_datagrams{kind="dropped"}') - dropped_before
+    print(f"\nreplays: a captured datagram was dropped as replayed; a captured state request replayed by UDP and TCP got "
+          f"nothing back ({int(dropped)} frames dropped)")
+    assert dropped == 2
+    assert n0.metric(f'signalbox_gossip_dropped_by_sender{{sender="{victim.getsockname()[0]}:{victim.getsockname()[1]}"}}') == 1
+
+
+def test_the_gossip_socket_closed_under_a_running_node_is_reported_and_bound_again(three):
+    require("gdb")
+    node = three.nodes[1]
+    descriptors = udp_socket_descriptors(node)
+    assert len(descriptors) == 2, descriptors  # read by SwiftNIO, and its duplicate that datagrams leave through
+    seen = []
+    stop = threading.Event()
+
+    def poll():
+        while not stop.is_set():
+            try:
+                seen.append(node.readyz()[1].get("gossip"))
+            except Exception:
+                pass
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=poll)
+    watcher.start()
+    # Close the send descriptor inside the running process.
+    subprocess.run(["gdb", "-p", str(node.pid), "-batch", "-ex", f"call (int)close({descriptors[-1]})"],
+                   check=True, capture_output=True, timeout=60)
+    closed_at = time.time()
+    wait_until(lambda: node.metric("signalbox_gossip_socket_failures") == 1 and node.readyz()[1].get("gossip") == "ok", 10,
+               "the socket to be bound again")
+    stop.set()
+    watcher.join()
+    print(f"\nsocket closed under the node: noticed and bound again within {time.time() - closed_at:.2f} s; readyz said "
+          f"{sorted(set(s for s in seen if s))}")
+    assert "down" in seen and seen[-1] == "ok"
+    assert "gossip socket was closed under the node" in node.output() and "gossip socket bound again" in node.output()
+    assert len(udp_socket_descriptors(node)) == 2
+    three.wait_all_alive(10)
+
+
+def test_a_node_restarted_twice_under_traffic_is_ready_within_five_seconds_and_views_converge(five):
+    nodes = five.nodes
+    stop = threading.Event()
+    served = []
+
+    def traffic():
+        while not stop.is_set():
+            for node in nodes:
+                try:
+                    node.chat(timeout=5)
+                    served.append(node.name)
+                except Exception:
+                    pass
+
+    thread = threading.Thread(target=traffic)
+    thread.start()
+    victim = nodes[3]
+    ready_after = []
+    try:
+        for _ in range(2):
+            victim.stop(signal.SIGKILL)
+            victim.start()
+            wait_until(victim.ready, 15, "the restarted node to be ready")
+            ready_after.append(time.time() - victim.started_at)
+        took = five.wait_all_alive(10)
+    finally:
+        stop.set()
+        thread.join()
+    incarnations = {n.name: n.members()["n3"]["incarnation"] for n in nodes}
+    print(f"\nrestarted twice under traffic: ready {', '.join(f'{t:.2f} s' for t in ready_after)} after start; one view "
+          f"everywhere {took:.2f} s after the second start's readiness; {len(served)} requests served meanwhile")
+    assert max(ready_after) <= 5.0
+    assert len(set(incarnations.values())) == 1
+
+
+def test_sigterm_with_a_ten_second_stream_in_flight_ends_left_never_suspect_or_dead(five):
+    nodes = five.nodes
+    leaving, peers = nodes[4], nodes[:4]
+    leaving.fault(provider="openai", kind="slow", delay_ms=10_000, count=1)
+    result = {}
+
+    def stream():
+        body = json.dumps({"model": "openai/gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "hi"}]}).encode()
+        request = urllib.request.Request(leaving.base + "/api/v1/chat/completions", data=body,
+                                         headers={"Authorization": f"Bearer {leaving.demo_key()}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            result["body"] = response.read().decode()
+
+    streamer = threading.Thread(target=stream)
+    streamer.start()
+    time.sleep(1)
+    seen = set()
+    stop = threading.Event()
+    watcher = threading.Thread(target=watch_states, args=(five, peers, "n4", stop, seen))
+    watcher.start()
+    terminated_at = time.time()
+    leaving.proc.send_signal(signal.SIGTERM)
+    wait_until(lambda: all(p.states()["n4"] == "leaving" for p in peers), 3, "peers to hear n4 is leaving")
+    streamer.join(60)
+    leaving.proc.wait(60)
+    exited_after = time.time() - terminated_at
+    wait_until(lambda: all(p.states()["n4"] == "left" for p in peers), 5, "every peer to see n4 left")
+    time.sleep(2)
+    stop.set()
+    watcher.join()
+    print(f"\nSIGTERM with a 10 s stream in flight: the node drained for {exited_after:.1f} s; peers saw {sorted(seen)}")
+    assert "[DONE]" in result.get("body", "")
+    assert exited_after >= 8
+    assert seen <= {"alive", "leaving", "left"} and "leaving" in seen and "left" in seen
+    assert all(p.states()["n4"] == "left" for p in peers)
+
+
+def test_rotating_the_key_out_of_order_recovers_by_itself_once_the_keys_match():
+    cluster = Cluster(3, key_per_node=True)
+    try:
+        n0, n1, n2 = cluster.nodes
+        old = [line for line in open(cluster.key).read().splitlines() if line and not line.startswith("#")][0]
+        fresh_path = os.path.join(cluster.workdir, "fresh.key")
+        subprocess.run([os.environ.get("SIGNALBOX_BIN", ".build/debug/signalbox"), "cluster", "keygen", "--out", fresh_path],
+                       check=True, capture_output=True)
+        fresh = [line for line in open(fresh_path).read().splitlines() if line and not line.startswith("#")][0]
+        # Out of order: n0 starts sending with the new key before the others accept it.
+        open(cluster.key_files[0], "w").write(f"{fresh}\n{old}\n")
+        wait_until(lambda: n1.states()["n0"] == "dead" and n2.states()["n0"] == "dead", 40, "n0 to be unheard by n1 and n2")
+        assert "gossip frame dropped" in n1.output() and f"from={n0.ip}:{n0.gossip_port}" in n1.output()
+        assert n1.metric(f'signalbox_gossip_dropped_by_sender{{sender="{n0.ip}:{n0.gossip_port}"}}') > 0
+        # The others take the new key too: the keys match again.
+        for path in cluster.key_files[1:]:
+            open(path, "w").write(f"{fresh}\n{old}\n")
+        fresh_id = n0.get("/admin/cluster/keyring")["data"]["sends_with"]
+        wait_until(lambda: all(node.get("/admin/cluster/keyring")["data"]["sends_with"] == fresh_id for node in cluster.nodes), 15,
+                   "every node to reload its key file")
+        matched_at = time.time()
+        took = cluster.wait_all_alive(10)
+        peers = n1.get("/admin/cluster/keyring")["data"]["peers_send_with"]
+        print(f"\nkey rotated out of order: n0 was unheard (dead) on n1 and n2; every member alive {took:.2f} s after the keys "
+              f"matched; n1 sees peers sending with {peers}")
+        assert time.time() - matched_at < 10
+        assert peers == {"n0": fresh_id, "n2": fresh_id}
+    finally:
+        cluster.close()

@@ -1,15 +1,22 @@
+import Foundation
 import Gossip
 
 /// Runs many `SwimNode`s against each other in virtual time, with a network that loses, delays and
 /// partitions messages — deterministic for a given seed, so figures repeat exactly.
-struct ClusterSimulation {
-    struct Network {
+public struct ClusterSimulation {
+    public struct Network: Sendable {
+        public init(loss: Double = 0, delay: ClosedRange<Duration> = .microseconds(500) ... .milliseconds(5), slowDelay: Duration = .milliseconds(800)) {
+            self.loss = loss
+            self.delay = delay
+            self.slowDelay = slowDelay
+        }
+
         /// Probability that any one message is lost.
-        var loss = 0.0
+        public var loss = 0.0
         /// One-way delay, uniform in this range.
-        var delay: ClosedRange<Duration> = .microseconds(500) ... .milliseconds(5)
+        public var delay: ClosedRange<Duration> = .microseconds(500) ... .milliseconds(5)
         /// Extra delay on everything a slow member receives and sends (a CPU-starved process).
-        var slowDelay: Duration = .milliseconds(800)
+        public var slowDelay: Duration = .milliseconds(800)
     }
 
     private enum Kind { case datagram, request, reply }
@@ -24,36 +31,42 @@ struct ClusterSimulation {
         var kind: Kind
     }
 
-    var nodes: [SwimNode] = []
-    var network: Network
-    var now: Duration = .zero
+    public var nodes: [SwimNode] = []
+    public var network: Network
+    public var now: Duration = .zero
     /// Members that stopped (crashed): they neither receive nor send.
-    var crashed: Set<Int> = []
-    var slow: Set<Int> = []
+    public var crashed: Set<Int> = []
+    public var slow: Set<Int> = []
     /// Pairs of members that cannot reach each other directly (either way).
-    var cut: Set<[Int]> = []
+    public var cut: Set<[Int]> = []
     /// Pairs `[from, to]`: `from` cannot reach `to`, though `to` reaches `from`.
-    var oneWay: Set<[Int]> = []
+    public var oneWay: Set<[Int]> = []
     /// Every status a node saw another member take, with when: (observer, member id, status, time).
-    var observations: [(observer: Int, member: String, status: MemberStatus, incarnation: UInt64, at: Duration)] = []
+    public var observations: [(observer: Int, member: String, status: MemberStatus, incarnation: UInt64, at: Duration)] = []
+    /// Gone sightings by member: (observer, time), in order.
+    private var goneSightings: [String: [(observer: Int, at: Duration)]] = [:]
     /// When each node first saw each state key at each version.
-    var stateSeen: [String: [Int: Duration]] = [:]
-    var messagesSent = 0
+    public var stateSeen: [String: [Int: Duration]] = [:]
+    public var messagesSent = 0
     /// Bytes on the wire (framed and sealed) per node: datagrams, and TCP requests and answers.
-    var datagramBytes: [Int] = []
-    var streamBytes: [Int] = []
-    var streamsOpened = 0
+    public var datagramBytes: [Int] = []
+    public var streamBytes: [Int] = []
+    public var streamsOpened = 0
     /// Datagrams that would not fit the limit (must stay 0: the state machine packs to the byte).
-    var oversizeDatagrams = 0
-    var largestDatagram = 0
-    let tickStep: Duration = .milliseconds(20)
+    public var oversizeDatagrams = 0
+    public var largestDatagram = 0
+    public let tickStep: Duration = .milliseconds(20)
+    /// Health reports as production publishes them: every node republishes `health/<id>` every
+    /// `interval` (staggered), `bytes` long, with new content each time when `changing`.
+    public var health: (interval: Duration, bytes: Int, changing: Bool)?
+    private var healthRound: [Int] = []
 
     private var queue = Heap<Envelope> { ($0.deliverAt, $0.order) < ($1.deliverAt, $1.order) }
     private var order: UInt64 = 0
     private var random: SplitMix64
     private var indexByAddress: [MemberAddress: Int] = [:]
 
-    init(size: Int, network: Network = Network(), settings: SwimSettings = SwimSettings(), seed: UInt64 = 1) {
+    public init(size: Int, network: Network = Network(), settings: SwimSettings = SwimSettings(), seed: UInt64 = 1) {
         self.network = network
         random = SplitMix64(seed: seed)
         datagramBytes = Array(repeating: 0, count: size)
@@ -67,10 +80,10 @@ struct ClusterSimulation {
         }
     }
 
-    func address(_ index: Int) -> MemberAddress { nodes[index].myself.address }
+    public func address(_ index: Int) -> MemberAddress { nodes[index].myself.address }
 
     /// Every node joins through node 0, then the cluster runs until every node knows every other.
-    mutating func formCluster(timeout: Duration = .seconds(60)) -> Duration {
+    public mutating func formCluster(timeout: Duration = .seconds(60)) -> Duration {
         let seed = address(0)
         for index in nodes.indices { perform(index, nodes[index].join(seeds: [seed], now: now)) }
         let start = now
@@ -79,14 +92,14 @@ struct ClusterSimulation {
     }
 
     /// Advances virtual time, delivering messages and ticking every live node every `tickStep`.
-    mutating func run(for duration: Duration) {
+    public mutating func run(for duration: Duration) {
         let end = now + duration
         run(until: { sim in sim.now >= end }, timeout: duration + .seconds(1))
     }
 
     /// Runs until `done` holds or `timeout` passes; returns whether `done` held.
     @discardableResult
-    mutating func run(until done: (ClusterSimulation) -> Bool, timeout: Duration) -> Bool {
+    public mutating func run(until done: (ClusterSimulation) -> Bool, timeout: Duration) -> Bool {
         let end = now + timeout
         var nextTick = now
         while now < end {
@@ -108,23 +121,40 @@ struct ClusterSimulation {
             for index in nodes.indices where !crashed.contains(index) {
                 perform(index, nodes[index].tick(now: now))
             }
+            if let health { publishHealth(health) }
             nextTick = now + tickStep
         }
         return done(self)
     }
 
-    mutating func publish(_ index: Int, key: String, value: String, urgent: Bool = false) {
+    public mutating func publish(_ index: Int, key: String, value: String, urgent: Bool = false) {
         perform(index, nodes[index].publish(key: key, value: value, wallClockMillis: UInt64(now / .milliseconds(1)) + 1_000_000,
                                             now: now, urgent: urgent))
     }
 
-    mutating func leave(_ index: Int) {
+    public mutating func leave(_ index: Int) {
         perform(index, nodes[index].leave(now: now))
         crashed.insert(index)
     }
 
+    private mutating func publishHealth(_ health: (interval: Duration, bytes: Int, changing: Bool)) {
+        if healthRound.count != nodes.count { healthRound = Array(repeating: -1, count: nodes.count) }
+        let step = health.interval / nodes.count
+        for index in nodes.indices where !crashed.contains(index) {
+            // Node i publishes at i·step into each interval.
+            let round = Int((now - step * index) / health.interval)
+            guard now >= step * index, round > healthRound[index] else { continue }
+            healthRound[index] = round
+            let id = nodes[index].myself.id
+            let stamp = health.changing ? "\(round)" : "0"
+            let line = "vendor/model|provider/default 0 12,1,0,5400,12,480000,\(stamp) -\n"
+            let value = String(repeating: line, count: max(1, health.bytes / line.utf8.count))
+            publish(index, key: "health/" + id, value: value)
+        }
+    }
+
     /// Delivers directives a test produced by calling a node directly.
-    mutating func resend(from index: Int, _ directives: [SwimDirective]) { perform(index, directives) }
+    public mutating func resend(from index: Int, _ directives: [SwimDirective]) { perform(index, directives) }
 
     private mutating func perform(_ index: Int, _ directives: [SwimDirective]) {
         for directive in directives {
@@ -138,6 +168,7 @@ struct ClusterSimulation {
                 }
             case .memberChanged(let member):
                 observations.append((index, member.id, member.status, member.incarnation, now))
+                if member.status.isGone { goneSightings[member.id, default: []].append((index, now)) }
             case .stateChanged(let entry, _):
                 let key = "\(entry.key)@\(entry.version)"
                 if stateSeen[key]?[index] == nil { stateSeen[key, default: [:]][index] = now }
@@ -148,7 +179,7 @@ struct ClusterSimulation {
     }
 
     /// A framed, sealed size as the agent would send it (header varints at their widest).
-    func wireSize(_ message: GossipMessage, from: Int) -> Int {
+    public func wireSize(_ message: GossipMessage, from: Int) -> Int {
         WireCodec.size(of: message) + WireCodec.headerSize(sender: nodes[from].myself.id) + ClusterKeyring.sealOverhead
     }
 
@@ -187,23 +218,23 @@ struct ClusterSimulation {
     // MARK: Questions
 
     /// When each live observer first saw `member` dead (or left), after `since`.
-    func deathSightings(of member: String, since: Duration) -> [Int: Duration] {
+    public func deathSightings(of member: String, since: Duration) -> [Int: Duration] {
         var first: [Int: Duration] = [:]
-        for observation in observations where observation.member == member && observation.status.isGone && observation.at >= since {
-            if first[observation.observer] == nil { first[observation.observer] = observation.at }
+        for sighting in goneSightings[member] ?? [] where sighting.at >= since {
+            if first[sighting.observer] == nil { first[sighting.observer] = sighting.at }
         }
         return first
     }
 
     /// Healthy members (not crashed, not leaving) that some node declared dead after `since`.
-    func falseDeaths(since: Duration) -> [String] {
+    public func falseDeaths(since: Duration) -> [String] {
         let healthy = Set(nodes.indices.filter { !crashed.contains($0) }.map { nodes[$0].myself.id })
         return Array(Set(observations.filter { $0.at >= since && $0.status == .dead && healthy.contains($0.member) }.map(\.member))).sorted()
     }
 
     /// How many times healthy members were suspected after `since`: distinct (member, incarnation)
     /// suspicions, each refuted by a new incarnation.
-    func suspicions(since: Duration) -> Int {
+    public func suspicions(since: Duration) -> Int {
         let healthy = Set(nodes.indices.filter { !crashed.contains($0) }.map { nodes[$0].myself.id })
         return Set(observations.filter { $0.at >= since && $0.status == .suspect && healthy.contains($0.member) }
             .map { "\($0.member)@\($0.incarnation)" }).count
