@@ -12,6 +12,9 @@ echo "== swift test"
 swift build --build-tests
 swift test --skip-build
 
+echo "== gossip at 1,000 members (byte-accurate simulation, release build)"
+swift run -c release gossip-sim 1000
+
 echo "== client conformance (OpenAI and OpenRouter Python SDKs)"
 swift build --product signalbox
 SIGNALBOX_BIN="$(swift build --show-bin-path)/signalbox" python3 -m pytest -q Tests/conformance

@@ -51,10 +51,14 @@ struct BroadcastQueue<Item: Sendable>: Sendable {
     /// counts one transmission and leaves the queue after `limit`.
     mutating func visit(limit: Int, counting: Bool = true, _ decide: (String, Item) -> Decision) {
         var taken: [String] = []
+        var staleSeen = 0
         visiting: for group in 0..<groups {
             for level in levels[group].indices {
                 for slot in levels[group][level].reversed() {
-                    guard let entry = entries[slot.key], entry.order == slot.order, entry.transmits == level else { continue }
+                    guard let entry = entries[slot.key], entry.order == slot.order, entry.transmits == level else {
+                        staleSeen += 1
+                        continue
+                    }
                     switch decide(slot.key, entry.item) {
                     case .take: if counting { taken.append(slot.key) }
                     case .skip: continue
@@ -73,7 +77,8 @@ struct BroadcastQueue<Item: Sendable>: Sendable {
                 place(key: key, group: entry.group, level: entry.transmits, order: entry.order)
             }
         }
-        if slots > 2 * entries.count + 64 { compact() }
+        // Sweep when stale slots cost this visit more than a few lookups, or pile up.
+        if staleSeen > 16 || slots > 4 * entries.count + 256 { compact() }
     }
 
     private mutating func place(key: String, group: Int, level: Int, order: UInt64) {
@@ -82,12 +87,17 @@ struct BroadcastQueue<Item: Sendable>: Sendable {
         slots += 1
     }
 
-    /// Drops stale slots: rebuilds every list from the live entries, oldest first.
+    /// Drops stale slots, keeping each list's order (oldest first).
     private mutating func compact() {
-        levels = Array(repeating: [], count: groups)
         slots = 0
-        for (key, entry) in entries.sorted(by: { $0.value.order < $1.value.order }) {
-            place(key: key, group: entry.group, level: entry.transmits, order: entry.order)
+        for group in levels.indices {
+            for level in levels[group].indices {
+                levels[group][level].removeAll { slot in
+                    guard let entry = entries[slot.key] else { return true }
+                    return entry.order != slot.order || entry.transmits != level
+                }
+                slots += levels[group][level].count
+            }
         }
     }
 }

@@ -504,13 +504,26 @@ public actor GossipAgent: Service {
         return sealed
     }
 
+    /// Runs the state machine's TCP requests, at most 32 at a time (more are dropped and counted:
+    /// the state machine asks again on its next timer).
     private func exchangeLoop(_ jobs: AsyncStream<(GossipMessage, MemberAddress)>) async {
         await withDiscardingTaskGroup { group in
             for await (message, address) in jobs {
-                group.addTask { await self.exchange(message, with: address) }
+                guard activeExchanges < 32 else {
+                    stats.streamFailures += 1
+                    continue
+                }
+                activeExchanges += 1
+                group.addTask {
+                    await self.exchange(message, with: address)
+                    await self.exchangeFinished()
+                }
             }
         }
     }
+
+    private var activeExchanges = 0
+    private func exchangeFinished() { activeExchanges -= 1 }
 
     /// One TCP request and its answer, fed back to the state machine.
     private func exchange(_ message: GossipMessage, with address: MemberAddress) async {

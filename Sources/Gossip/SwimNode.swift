@@ -756,8 +756,10 @@ public struct SwimNode: Sendable {
             var pending = queue
             queue = BroadcastQueue(groups: 2)
             defer { queue = pending }
+            var misses = 0
             pending.visit(limit: limit, counting: counted) { key, item in
-                guard budget >= 8 else { return .stop }
+                // Full, or nearly: a few entries in a row that do not fit end the search.
+                guard budget >= 8, misses < 8 else { return .stop }
                 let update: GossipUpdate
                 let size: Int
                 switch item {
@@ -770,7 +772,11 @@ public struct SwimNode: Sendable {
                     }
                     (update, size) = wire
                 }
-                guard size <= budget else { return .skip }
+                guard size <= budget else {
+                    misses += 1
+                    return .skip
+                }
+                misses = 0
                 updates.append(update)
                 budget -= size
                 return .take

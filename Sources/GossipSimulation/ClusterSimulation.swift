@@ -47,6 +47,19 @@ public struct ClusterSimulation {
     private var goneSightings: [String: [(observer: Int, at: Duration)]] = [:]
     /// When each node first saw each state key at each version.
     public var stateSeen: [String: [Int: Duration]] = [:]
+    /// Keys whose sightings `stateSeen` records (nil: every key; large runs name the few they ask about).
+    public var trackedStateKeys: Set<String>?
+    /// Every change of a tracked key on every node: (observer, version, time).
+    public var stateSightings: [String: [(observer: Int, version: UInt64, at: Duration)]] = [:]
+
+    /// When each node first held `key` at `version` or newer (tracked keys only).
+    public func firstHeld(_ key: String, atLeast version: UInt64) -> [Int: Duration] {
+        var first: [Int: Duration] = [:]
+        for sighting in stateSightings[key] ?? [] where sighting.version >= version && first[sighting.observer] == nil {
+            first[sighting.observer] = sighting.at
+        }
+        return first
+    }
     public var messagesSent = 0
     /// Bytes on the wire (framed and sealed) per node: datagrams, and TCP requests and answers.
     public var datagramBytes: [Int] = []
@@ -170,6 +183,8 @@ public struct ClusterSimulation {
                 observations.append((index, member.id, member.status, member.incarnation, now))
                 if member.status.isGone { goneSightings[member.id, default: []].append((index, now)) }
             case .stateChanged(let entry, _):
+                if let trackedStateKeys, !trackedStateKeys.contains(entry.key) { continue }
+                if trackedStateKeys != nil { stateSightings[entry.key, default: []].append((index, entry.version, now)) }
                 let key = "\(entry.key)@\(entry.version)"
                 if stateSeen[key]?[index] == nil { stateSeen[key, default: [:]][index] = now }
             case .stateRemoved, .conflict:

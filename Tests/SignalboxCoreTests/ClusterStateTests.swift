@@ -21,6 +21,24 @@ import Testing
         #expect(counters.used(account: "a", now: now + 86_400) == (minute: 0, day: 0))
     }
 
+    @Test func aRestartedNodeResumesFromTheCountTheClusterHoldsForIt() {
+        let now = 1_800_000_030.0
+        let (minute, day) = (Int64(now / 60), Int64(now / 86_400))
+        var restarted = FreeTierCounters()
+        _ = restarted.admit(account: "a", now: now)  // one request since the restart
+        // Its previous life's entry, still gossiped: 12 this minute, 40 today.
+        restarted.resume(account: "a", counts: .init(minute: minute, inMinute: 12, day: day, inDay: 40))
+        #expect(restarted.used(account: "a", now: now) == (minute: 12, day: 40))
+        #expect(restarted.admit(account: "a", now: now) == .init(minute: minute, inMinute: 13, day: day, inDay: 41))
+        // an older window from the previous life does not lower what it counts now
+        restarted.resume(account: "a", counts: .init(minute: minute - 5, inMinute: 19, day: day - 1, inDay: 900))
+        #expect(restarted.used(account: "a", now: now) == (minute: 13, day: 41))
+        // a node reaped from the cluster stops counting
+        restarted.absorb(node: "gone", account: "a", counts: .init(minute: minute, inMinute: 3, day: day, inDay: 3))
+        restarted.forget(node: "gone", account: "a")
+        #expect(restarted.used(account: "a", now: now) == (minute: 13, day: 41))
+    }
+
     @Test func aRegionTableFiltersAndReordersPlannedEndpoints() throws {
         let catalog = try Catalog.shipped()
         let planner = RoutingPlanner(catalog: catalog, loadBalancing: .catalogOrder)

@@ -161,7 +161,12 @@ class GossipNode(Process):
         self.ip, self.wrapper, self.env = ip, list(wrapper), dict(env or {})
         self.port, self.sim_port = free_port(), free_port()
         self.gossip_port = gossip_port or free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
+        # HTTPS when the node is given a certificate: clients trust the test CA (`--peer-ca-file`).
+        self.context = None
+        if "--tls-cert" in extra:
+            import ssl
+            self.context = ssl.create_default_context(cafile=extra[list(extra).index("--peer-ca-file") + 1])
+        self.base = f"{'https' if self.context else 'http'}://127.0.0.1:{self.port}"
         self.data_dir = os.path.join(workdir, name)
         os.makedirs(self.data_dir, exist_ok=True)
         self.extra = extra
@@ -185,13 +190,13 @@ class GossipNode(Process):
 
     def get(self, path, key=ADMIN_KEY, timeout=5):
         request = urllib.request.Request(self.base + "/api/v1" + path, headers={"Authorization": f"Bearer {key}"})
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout, context=self.context) as response:
             return json.loads(response.read())
 
     def put(self, path, body):
         request = urllib.request.Request(self.base + "/api/v1" + path, data=json.dumps(body).encode(), method="PUT",
                                          headers={"Authorization": f"Bearer {ADMIN_KEY}", "Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=5) as response:
+        with urllib.request.urlopen(request, timeout=5, context=self.context) as response:
             return json.loads(response.read())
 
     def members(self):
@@ -203,7 +208,7 @@ class GossipNode(Process):
 
     def ready(self):
         try:
-            with urllib.request.urlopen(self.base + "/readyz", timeout=2) as response:
+            with urllib.request.urlopen(self.base + "/readyz", timeout=2, context=self.context) as response:
                 return response.status == 200
         except Exception:
             return False
@@ -211,7 +216,7 @@ class GossipNode(Process):
     def readyz(self):
         """(status code, body) of /readyz."""
         try:
-            with urllib.request.urlopen(self.base + "/readyz", timeout=2) as response:
+            with urllib.request.urlopen(self.base + "/readyz", timeout=2, context=self.context) as response:
                 return response.status, json.loads(response.read())
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read() or b"{}")
@@ -223,7 +228,7 @@ class GossipNode(Process):
         body = dict({"model": "openai/gpt-4o-mini", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}, **(extra or {}))
         request = urllib.request.Request(self.base + "/api/v1/chat/completions", data=json.dumps(body).encode(),
                                          headers={"Authorization": f"Bearer {self.demo_key()}", "Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout, context=self.context) as response:
             return json.loads(response.read())
 
     def fault(self, **fault):
@@ -233,7 +238,7 @@ class GossipNode(Process):
 
     def metrics(self):
         """Prometheus samples as {'name{labels}': value}."""
-        text = urllib.request.urlopen(self.base + "/metrics", timeout=5).read().decode()
+        text = urllib.request.urlopen(self.base + "/metrics", timeout=5, context=self.context).read().decode()
         samples = {}
         for line in text.splitlines():
             if line and not line.startswith("#"):

@@ -55,6 +55,8 @@ def test_a_killed_node_is_seen_dead_by_all_others(cluster):
         time.sleep(0.05)
     print(f"\nSIGKILL detection: first {min(seen.values()):.2f} s, all {max(seen.values()):.2f} s" if seen else "")
     assert len(seen) == len(others), f"not everyone saw n3 dead within 15 s: {seen}"
+    # The default settings aim at 2 s; a debug build on a loaded CI machine gets a little slack.
+    assert max(seen.values()) <= 3.0, seen
 
 
 def test_a_provider_failing_behind_one_node_is_avoided_by_every_node_within_two_seconds(cluster):
@@ -127,16 +129,46 @@ def test_routing_tables_set_on_one_node_apply_on_every_node_and_persist(cluster)
     assert refused.value.code == 400
 
 
-def test_a_node_with_another_cluster_key_never_joins(cluster):
+def test_a_node_with_another_cluster_key_never_joins_and_says_why(cluster):
     nodes, workdir, _ = cluster
     stranger = GossipNode("stranger", workdir, keygen(os.path.join(workdir, "other.key")), nodes[0].gossip)
     try:
         time.sleep(3)
         assert not stranger.ready()
+        status, body = stranger.readyz()
+        assert status == 503 and body["error"]["metadata"]["reason"] == "not_joined"
+        assert "different cluster key" in body["error"]["message"]
+        assert "cannot join through a seed" in stranger.output()
         assert "stranger" not in nodes[0].members()
         metrics = urllib.request.urlopen(nodes[0].base + "/metrics", timeout=5).read().decode()
         dropped = [line for line in metrics.splitlines() if line.startswith('signalbox_gossip_datagrams{kind="dropped"}')]
-        assert dropped and int(float(dropped[0].split()[-1])) > 0  # the stranger's datagrams, counted
+        assert dropped and int(float(dropped[0].split()[-1])) > 0  # the stranger's frames, counted
+        assert 'signalbox_gossip_dropped{reason="forged"}' in metrics
         assert 'signalbox_gossip_members{state="alive"} 5' in metrics
+        # The seed logged the mismatch with the sender's address.
+        assert "gossip frame dropped" in nodes[0].output() and "reason=forged" in nodes[0].output()
     finally:
         stranger.stop(signal.SIGKILL)
+
+
+def test_keygen_refuses_to_overwrite_a_key_file_without_force(cluster):
+    _, workdir, key = cluster
+    before = open(key).read()
+    refused = subprocess.run([BINARY, "cluster", "keygen", "--out", key], capture_output=True, text=True)
+    assert refused.returncode != 0 and "--force" in refused.stderr and open(key).read() == before
+    forced = subprocess.run([BINARY, "cluster", "keygen", "--out", key, "--force"], capture_output=True, text=True)
+    assert forced.returncode == 0 and open(key).read() != before
+
+
+def test_the_cli_shows_each_nodes_view_and_keys(cluster):
+    nodes, _, key = cluster
+    env = dict(os.environ, SIGNALBOX_ADMIN_KEY=ADMIN_KEY)
+    members = subprocess.run([BINARY, "cluster", "members", "--url", nodes[0].base, "--url", nodes[3].base], capture_output=True,
+                             text=True, env=env)
+    assert members.returncode == 0, members.stderr
+    assert "(node n0) sees 5 members" in members.stdout and "(node n3) sees 5 members" in members.stdout
+    assert members.stdout.count("alive") == 10
+    status = subprocess.run([BINARY, "cluster", "keyring", "status", "--url", nodes[1].base], capture_output=True, text=True, env=env)
+    assert status.returncode == 0, status.stderr
+    primary = nodes[1].get("/admin/cluster/keyring")["data"]["sends_with"]
+    assert f"sends with {primary}" in status.stdout and status.stdout.count(primary) >= 5  # itself and four peers

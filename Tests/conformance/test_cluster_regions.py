@@ -4,14 +4,14 @@ refused — never served out of region. Runs where PostgreSQL is configured (alw
 import json
 import os
 import signal
+import subprocess
 import tempfile
 import urllib.error
 import urllib.request
 
 import pytest
 
-from cluster import cli, fresh_database, wait_until
-from test_cluster_gossip import GossipNode, keygen
+from cluster import GossipNode, cli, fresh_database, keygen, wait_until
 from conftest import free_port
 
 pytestmark = pytest.mark.skipif(not os.environ.get("SIGNALBOX_TEST_DATABASE_URL") and not os.environ.get("CI"),
@@ -23,7 +23,7 @@ def chat(node, key, model="mistralai/ministral-14b-2512"):
     request = urllib.request.Request(node.base + "/api/v1/chat/completions", data=json.dumps(body).encode(),
                                      headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with urllib.request.urlopen(request, timeout=30, context=node.context) as response:
             return response.status, dict(response.headers), json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, dict(error.headers), json.loads(error.read())
@@ -118,3 +118,42 @@ def test_the_free_tier_limit_holds_across_three_nodes(regions):
         assert "20 requests per minute" in limited[0]["error"]["message"]
     finally:
         third.stop(signal.SIGKILL)
+
+
+def make_ca_and_certificate(workdir):
+    """A throwaway CA and a certificate for 127.0.0.1 signed by it (openssl)."""
+    def run(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+    ca_key, ca, key, csr, cert = (os.path.join(workdir, name) for name in ("ca.key", "ca.pem", "node.key", "node.csr", "node.pem"))
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca, "-days", "1", "-subj", "/CN=signalbox test CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1")
+    extensions = os.path.join(workdir, "san.cnf")
+    open(extensions, "w").write("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert, "-days", "1", "-extfile", extensions)
+    return ca, cert, key
+
+
+def test_forwarding_between_nodes_runs_over_tls():
+    workdir = tempfile.mkdtemp(prefix="signalbox-tls-")
+    ca, cert, key = make_ca_and_certificate(workdir)
+    database_url = fresh_database(os.environ["SIGNALBOX_TEST_DATABASE_URL"])
+    cli("migrate", database_url=database_url)
+    key_file = keygen(os.path.join(workdir, "cluster.key"))
+    seed_port = free_port()
+    extra = ("--database-url", database_url, "--tls-cert", cert, "--tls-key", key, "--peer-ca-file", ca)
+    eu = GossipNode("eu-1", workdir, key_file, f"127.0.0.1:{seed_port}", gossip_port=seed_port, region="eu", extra=extra)
+    us = GossipNode("us-1", workdir, key_file, f"127.0.0.1:{seed_port}", region="us", extra=extra)
+    try:
+        wait_until(lambda: eu.ready() and us.ready() and len(us.members()) == 2, 60, "both regions to join over HTTPS")
+        assert eu.base.startswith("https://")
+        resident = account(database_url, region="eu")
+        api_key = cli("keys", "create", "--account", resident, database_url=database_url)["key"]
+        status, headers, body = chat(us, api_key)
+        assert status == 200, body
+        assert headers.get("X-Signalbox-Served-By") == "eu-1"
+        # Plain HTTP to a TLS node gets nowhere: the key would otherwise cross in cleartext.
+        with pytest.raises(Exception):
+            urllib.request.urlopen(f"http://127.0.0.1:{eu.port}/readyz", timeout=5).read()
+    finally:
+        for node in (eu, us):
+            node.stop(signal.SIGKILL)
