@@ -127,13 +127,16 @@ public struct StateNotice: Sendable, Hashable {
     public var digest: UInt64
     /// How long ago the entry was written, as the sender measured it.
     public var ageMillis: UInt64
+    /// Published as urgent (a change in what its node routes around): gossiped before routine state.
+    public var urgent: Bool
 
-    public init(key: String, version: UInt64, writer: String, digest: UInt64, ageMillis: UInt64) {
+    public init(key: String, version: UInt64, writer: String, digest: UInt64, ageMillis: UInt64, urgent: Bool = false) {
         self.key = key
         self.version = version
         self.writer = writer
         self.digest = digest
         self.ageMillis = ageMillis
+        self.urgent = urgent
     }
 }
 

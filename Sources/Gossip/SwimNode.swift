@@ -155,8 +155,10 @@ public struct SwimNode: Sendable {
     private var probeIndex = 0
     private var relays: [UInt32: Relay] = [:]
     private var suspicions: [String: Suspicion] = [:]
-    /// Membership updates (group 0) go before state updates (group 1).
-    private var queue = BroadcastQueue<Queued>(groups: 2)
+    /// Membership updates (group 0) go before urgent state (group 1), which goes before routine state (group 2).
+    private var queue = BroadcastQueue<Queued>(groups: 3)
+    /// Versions of entries published as urgent, by key: their notices say so and travel first.
+    private var urgentVersions: [String: UInt64] = [:]
     private var goneAt: [String: Duration] = [:]
     /// Each entry's encoded size (without its age) and digest, computed once per version.
     private struct EntryMeta: Sendable {
@@ -284,6 +286,7 @@ public struct SwimNode: Sendable {
         state[key] = entry
         entryMeta[key] = EntryMeta(entry)
         bornAt[key] = now
+        if urgent { urgentVersions[key] = version } else { urgentVersions[key] = nil }
         enqueue(.state(key: key), key: "s:" + key)
         var directives: [SwimDirective] = [.stateChanged(entry, ageMillis: 0)]
         if urgent, let update = wireUpdate(forKey: key, now: now)?.update {
@@ -539,6 +542,7 @@ public struct SwimNode: Sendable {
                 directives += applyState(entry, ageMillis: age, now: now)
             case .notice(let notice):
                 guard !isExpired(key: notice.key, ageMillis: notice.ageMillis), ownerAllows(notice.key) else { continue }
+                if notice.urgent, (urgentVersions[notice.key] ?? 0) < notice.version { urgentVersions[notice.key] = notice.version }
                 if let current = state[notice.key] {
                     guard (notice.version, notice.writer) > (current.version, current.writer) else { continue }
                     if entryMeta[notice.key]?.digest == notice.digest {
@@ -705,6 +709,7 @@ public struct SwimNode: Sendable {
     private mutating func removeEntry(_ key: String) -> [SwimDirective] {
         state[key] = nil
         entryMeta[key] = nil
+        urgentVersions[key] = nil
         bornAt[key] = nil
         queue.remove("s:" + key)
         return [.stateRemoved(key: key)]
@@ -713,7 +718,12 @@ public struct SwimNode: Sendable {
     // MARK: Dissemination
 
     private mutating func enqueue(_ item: Queued, key: String) {
-        if case .member = item { queue.enqueue(item, key: key, group: 0) } else { queue.enqueue(item, key: key, group: 1) }
+        switch item {
+        case .member: queue.enqueue(item, key: key, group: 0)
+        case .state(let stateKey):
+            let urgent = state[stateKey].map { urgentVersions[stateKey] == $0.version } ?? false
+            queue.enqueue(item, key: key, group: urgent ? 1 : 2)
+        }
     }
 
     private mutating func enqueue(member: Member, accuser: String?) {
@@ -727,7 +737,8 @@ public struct SwimNode: Sendable {
         let age = ageMillis(of: key, now: now) ?? 0
         let wholeSize = meta.sizeWithoutAge + WireCodec.varintSize(age)
         if wholeSize <= settings.maxInlineStateBytes { return (.state(entry, ageMillis: age), wholeSize) }
-        let notice = GossipUpdate.notice(StateNotice(key: key, version: entry.version, writer: entry.writer, digest: meta.digest, ageMillis: age))
+        let notice = GossipUpdate.notice(StateNotice(key: key, version: entry.version, writer: entry.writer, digest: meta.digest, ageMillis: age,
+                                                     urgent: urgentVersions[key] == entry.version))
         return (notice, WireCodec.size(of: notice))
     }
 
@@ -754,7 +765,7 @@ public struct SwimNode: Sendable {
             var stale: [String] = []
             // Moved out while visiting (the visit reads the rest of the node); moved back after, uncopied.
             var pending = queue
-            queue = BroadcastQueue(groups: 2)
+            queue = BroadcastQueue(groups: 3)
             defer { queue = pending }
             var misses = 0
             pending.visit(limit: limit, counting: counted) { key, item in

@@ -163,6 +163,7 @@ struct WireWriter {
             string(notice.writer)
             fixed64(notice.digest)
             varint(notice.ageMillis)
+            byte(notice.urgent ? 1 : 0)
         }
     }
 
@@ -308,7 +309,7 @@ struct WireReader {
         case .state: return .state(try entry(), ageMillis: try varint())
         case .notice:
             return .notice(StateNotice(key: try string(), version: try varint(), writer: try string(), digest: try fixed64(),
-                                       ageMillis: try varint()))
+                                       ageMillis: try varint(), urgent: try byte() == 1))
         case nil: throw .unknownKind(bytes[index - 1])
         }
     }

@@ -238,7 +238,7 @@ def test_a_node_ten_minutes_ahead_demotes_nothing_and_its_table_writes_do_not_wi
             assert health["nodes"].get("n2", {}).get("endpoints"), node.name  # n2's report did arrive
         # Concurrent writes of one region's table while n2 is cut off: n2 writes first, n0 later.
         firewall.cut([fast], [n0, n1])
-        wait_until(lambda: n0.states()["n2"] == "dead" and fast.states()["n0"] == "dead", 30, "n2 cut off")
+        wait_until(lambda: n0.states()["n2"] == "dead", 30, "n2 cut off")
         fast.put("/admin/routing/eu", {"allowed": [], "preferred": ["openai"]})
         time.sleep(1.5)
         n0.put("/admin/routing/eu", {"allowed": [], "preferred": ["azure"]})
@@ -269,7 +269,8 @@ def test_a_replayed_datagram_is_dropped_and_a_spoofed_state_request_gets_nothing
         # A state exchange: n2 restarts and joins through n0 over TCP; its request is captured.
         n2.stop(signal.SIGKILL)
         n2.start()
-        request = capture.next(6, n0.ip, n0.gossip_port, min_payload=200)
+        request = capture.next(6, n0.ip, n0.gossip_port, min_payload=60)
+        assert int.from_bytes(request[:4], "big") == len(request) - 4 and request[4] == 1  # one length-prefixed sealed frame
     finally:
         capture.close()
     sealed = request[4:]
