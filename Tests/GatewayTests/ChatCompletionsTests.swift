@@ -382,9 +382,12 @@ import Testing
 
     @Test func aDuplicateWhileTheFirstRunsIsAConflictAndAFailureCanBeRetried() async throws {
         try await TestNode.with { node in
-            try await node.fault(#"{"provider": "openai", "kind": "slow", "delay_ms": 600, "count": 1}"#)
+            try await node.fault(#"{"provider": "openai", "kind": "slow", "delay_ms": 1500, "count": 1}"#)
             async let first = chat(node, key: "dup")
-            try await Task.sleep(for: .milliseconds(200))
+            // The first has claimed the key once it reached the upstream (a fixed sleep raced a loaded machine).
+            for _ in 0..<100 where try await node.simulatorRequests("openai") == 0 {
+                try await Task.sleep(for: .milliseconds(20))
+            }
             let duplicate = try await chat(node, key: "dup")
             #expect(duplicate.status == 409)
             #expect(try await first.status == 200)
