@@ -382,7 +382,8 @@ import Testing
 
     @Test func aDuplicateWhileTheFirstRunsIsAConflictAndAFailureCanBeRetried() async throws {
         try await TestNode.with { node in
-            try await node.fault(#"{"provider": "openai", "kind": "slow", "delay_ms": 1500, "count": 1}"#)
+            // Slow enough that the first is still running on a loaded machine when the duplicate arrives.
+            try await node.fault(#"{"provider": "openai", "kind": "slow", "delay_ms": 5000, "count": 1}"#)
             async let first = chat(node, key: "dup")
             // The first has claimed the key once it reached the upstream (a fixed sleep raced a loaded machine).
             for _ in 0..<100 where try await node.simulatorRequests("openai") == 0 {
