@@ -146,13 +146,14 @@ import Testing
         return String(format: "%.2f s", Double(s) + Double(attos) / 1e18)
     }
 
-    /// At 100 members here (the debug build); `gossip-sim` runs the same scenario at 1,000 in release.
-    @Test func aHundredMembersKeepEveryDatagramUnderTheLimit() {
-        let report = ScaleScenario(size: 100).run()
+    /// At 50 members here (the debug build, beside the other suites); `gossip-sim` runs the same
+    /// scenario at 1,000 in release.
+    @Test func fiftyMembersKeepEveryDatagramUnderTheLimit() {
+        let report = ScaleScenario(size: 50).run()
         print(report)
         #expect(report.oversizeDatagrams == 0 && report.largestDatagram <= 1400 && report.largestDatagram > 1200)
         #expect(report.healthChangeReachedAll.map { $0 < .seconds(5) } == true)
-        #expect(report.crashSeenBy == 99 && report.crashSeenByAll.map { $0 < .seconds(10) } == true)
+        #expect(report.crashSeenBy == 49 && report.crashSeenByAll.map { $0 < .seconds(10) } == true)
         #expect(report.falseDeathsAtTenPercentLoss == 0)
         #expect(ScaleScenario.acceptable(report))
     }
