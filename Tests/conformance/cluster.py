@@ -79,6 +79,8 @@ class Process:
         return open(self.log_path).read()
 
     def stop(self, sig=signal.SIGTERM, timeout=20):
+        # A wrapper (faketime, taskset) may have started the node as its child: signal the children too.
+        subprocess.run(["pkill", f"-{int(sig)}", "-P", str(self.proc.pid)], capture_output=True)
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
