@@ -146,6 +146,8 @@ def test_an_asymmetric_partition_does_not_take_anyone_down(five, firewall):
     print(f"\nasymmetric partition, 30 s: n1 as n0/n2 saw it: {sorted(seen)}; views after: "
           f"{ {name: sorted(set(v.values())) for name, v in views.items()} }")
     assert "dead" not in seen
+    # The rules did bite: n1's datagrams to n3 and n4 were refused (EPERM), so it lived through indirect probes.
+    assert nodes[1].metric("signalbox_gossip_send_errors") > 0
     firewall.clear()
     five.wait_all_alive(10)
 
@@ -180,6 +182,8 @@ def test_ten_percent_loss_for_two_minutes_with_a_cpu_starved_member_declares_no_
               f"declared dead: {sorted(m for m, s in seen.items() if 'dead' in s)}; datagrams received in all: {int(dropped)}")
         assert all("dead" not in states for states in seen.values()), seen
         assert all(seen.values())  # the watchers did see every member
+        # The loss was real: every node had datagrams refused by the random-drop rule.
+        assert all(node.metric("signalbox_gossip_send_errors") > 0 for node in nodes)
     finally:
         hog.close()
         firewall.clear()
