@@ -371,7 +371,8 @@ public actor GossipAgent: Service {
             drop(.malformed, from: from, detail: "a state transfer sent as a datagram")
             return
         }
-        // Replies go to where the datagram came from.
+        // Replies go to where the datagram came from (the cache is bounded like `resolve`'s).
+        if resolved[from] == nil && resolved.count >= 4096 { resolved.removeAll() }
         resolved[from] = envelope.remoteAddress
         await perform(node.receive(frame.message, from: from, now: now))
         publishViews()
