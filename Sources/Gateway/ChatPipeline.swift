@@ -103,7 +103,7 @@ struct ChatPipeline: Sendable {
             created: Int64(Date().timeIntervalSince1970), reservation: nil, startedAt: clock.now, startedDate: Date(),
             idempotencyKey: nil)
 
-        let worstCase = attempts.map { $0.worstCaseCost(promptTokens: request.promptTokenEstimate, maxTokens: request.maxTokens) }
+        let worstCase = attempts.map { $0.worstCaseCost(for: request) }
         let largest = worstCase.max() ?? .zero
         guard largest > .zero else {
             // Free requests hold nothing, but an account with no balance is refused all the same.
@@ -112,14 +112,23 @@ struct ChatPipeline: Sendable {
             guard balance.balance > .zero else { throw Self.noBalance(balance.balance) }
             return prepared
         }
+        var covered = largest
         if keyRemaining != nil {
-            if let left = keyLimits.reserve(key, amount: worstCase[0]) {
-                throw Self.cannotAfford(attempts[0], request: request, available: left, limitSource: "key")
+            // The key reserves what the dearest attempt may cost, so failover never charges the
+            // key more than it reserved; when that is more than the key has left, keep the
+            // attempts the first one's worst case covers.
+            if keyLimits.reserve(key, amount: largest) != nil {
+                if let left = keyLimits.reserve(key, amount: worstCase[0]) {
+                    throw Self.cannotAfford(attempts[0], request: request, available: left, limitSource: "key")
+                }
+                covered = worstCase[0]
+                prepared.attempts = zip(attempts, worstCase).filter { $0.1 <= covered }.map(\.0)
             }
-            prepared.keyReservation = worstCase[0]
+            prepared.keyReservation = covered
         }
         do {
-            prepared.reservation = try await reserveCredit(&prepared, worstCase: worstCase, largest: largest)
+            let kept = zip(attempts, worstCase).filter { $0.1 <= covered }.map(\.1)
+            prepared.reservation = try await reserveCredit(&prepared, worstCase: kept, largest: kept.max() ?? covered)
             return prepared
         } catch {
             release(prepared)  // the key's reservation, when the account's could not be made
@@ -252,10 +261,12 @@ struct ChatPipeline: Sendable {
     static func cannotAfford(_ attempt: PlannedAttempt, request: ChatRequest, available: Money,
                              limitSource: String = "credits") -> APIError {
         let pricing = attempt.endpoint.pricing
-        let promptCost = pricing.prompt.attos(for: request.promptTokenEstimate) + pricing.request.attos
+        let promptPrice = max(pricing.prompt.attos, pricing.inputCacheWrite.attos)
+        let promptCost = promptPrice * Int128(attempt.promptTokenBound(for: request)) + pricing.request.attos
         let left = Int128(available.nanos) * 1_000_000_000 - promptCost
-        let affordable = pricing.completion.isZero ? 0 : max(0, Int(left / pricing.completion.attos))
-        let requested = request.maxTokens ?? attempt.endpoint.maxOutputTokens
+        let perToken = pricing.completion.attos * Int128(request.choices)
+        let affordable = perToken == 0 ? 0 : max(0, Int(clamping: left / perToken))
+        let requested = attempt.completionLimit(for: request)
         return APIError(
             status: 402,
             message: "This request requires more credits, or fewer max_tokens. You requested up to \(requested) tokens, "
@@ -494,13 +505,26 @@ struct ChatPipeline: Sendable {
         var done = false
         var delivered = 0
         var held: [CompletionDelta] = []
+        // Each output piece is at least one token: more pieces than the reservation's completion
+        // tokens means the upstream ignored the `max_tokens` it was sent.
+        let completionBound = attempt.completionLimit(for: prepared.request) * prepared.request.choices
+        var overshot = false
 
         func handle(_ events: [SSEEvent]) throws {
-            for event in events {
+            for event in events where !done {
                 for output in try decoder.decode(event) {
                     switch output {
-                    case .delta(let delta):
-                        let pieces = delta.outputPieces
+                    case .delta(var delta):
+                        var pieces = delta.outputPieces
+                        if delivered + pieces > completionBound {
+                            // Stop relaying (and billing) at the bound; dropping the body cancels the upstream.
+                            overshot = true
+                            done = true
+                            delta = CompletionDelta(
+                                choices: [["index": 0, "delta": [:], "finish_reason": "length", "native_finish_reason": "length"]],
+                                upstreamID: delta.upstreamID, systemFingerprint: delta.systemFingerprint)
+                            pieces = 0
+                        }
                         delivered += pieces
                         progress.withLockedValue { state in
                             state.delivered += pieces
@@ -519,6 +543,7 @@ struct ChatPipeline: Sendable {
                             }
                         }
                         accumulator.add(delta)
+                        if overshot { return }
                     case .usage(let reported):
                         usage = reported
                         progress.withLockedValue { $0.usage = reported }
@@ -535,6 +560,11 @@ struct ChatPipeline: Sendable {
             if done { break }
         }
         if !done, let last = parser.finish() { try handle([last]) }
+        if overshot {
+            logger.warning("the provider went past max_tokens; relaying stopped at the reserved bound", metadata: [
+                "generation": "\(prepared.generationID)", "provider": "\(attempt.endpoint.tag)", "bound": "\(completionBound)"])
+            usage = nil  // a count from before the cut is not the whole answer; the pieces relayed are
+        }
         guard done || accumulator.finishReason != nil else {
             throw UpstreamFailure(.disconnected, "The provider closed the stream before it ended")
         }
@@ -564,13 +594,39 @@ struct ChatPipeline: Sendable {
             cost: cost, latencyMs: latency, generationTimeMs: generation, attempts: records, createdAt: prepared.startedDate)
     }
 
+    /// The request's charge, at most what was reserved for it: an upstream that reports more
+    /// than the reservation covers (its tokenizer disagrees, it overshot `max_tokens`) is paid in
+    /// full, and the part beyond the reservation is the operator's overage, never the client's.
     private func chargeTransfers(_ prepared: PreparedChat, attempt: PlannedAttempt, cost: Money) -> [TransferRequest] {
         guard cost > .zero else { return [] }
-        return [TransferRequest(
-            idempotencyKey: "charge:" + prepared.generationID, debit: prepared.key.accountID,
-            credit: Billing.SystemAccount.provider(attempt.provider.slug), amount: cost, kind: .charge,
-            keyID: prepared.key.id, generationID: prepared.generationID,
-            memo: "\(attempt.model.id) via \(attempt.endpoint.tag)")]
+        let reserved = prepared.reservation?.amount ?? .zero
+        let charge = min(cost, reserved)
+        let memo = "\(attempt.model.id) via \(attempt.endpoint.tag)"
+        let provider = Billing.SystemAccount.provider(attempt.provider.slug)
+        var transfers: [TransferRequest] = []
+        if charge > .zero {
+            transfers.append(TransferRequest(
+                idempotencyKey: "charge:" + prepared.generationID, debit: prepared.key.accountID, credit: provider,
+                amount: charge, kind: .charge, keyID: prepared.key.id, generationID: prepared.generationID, memo: memo))
+        }
+        if cost > charge {
+            // Above `Money.maximumAmount` the upstream's report is absurd; the entry is capped and
+            // the log says so.
+            let overage = min(cost - charge, .maximumAmount)
+            if overage < cost - charge {
+                logger.error("upstream usage implies a cost beyond the ledger's largest entry", metadata: [
+                    "generation": "\(prepared.generationID)", "provider": "\(attempt.endpoint.tag)", "cost": "\(cost)"])
+            }
+            metrics.overage(provider: attempt.provider.slug, amount: overage)
+            logger.warning("upstream charged more than the reservation; the excess is overage", metadata: [
+                "generation": "\(prepared.generationID)", "provider": "\(attempt.endpoint.tag)",
+                "reserved": "\(reserved)", "cost": "\(cost)"])
+            transfers.append(TransferRequest(
+                idempotencyKey: "overage:" + prepared.generationID, debit: Billing.SystemAccount.overage, credit: provider,
+                amount: overage, kind: .overage, keyID: prepared.key.id, generationID: prepared.generationID,
+                memo: "beyond the reservation: " + memo))
+        }
+        return transfers
     }
 
     /// Posts a request's charges (none for a failure) and insurance entries, stores its generation
@@ -583,7 +639,7 @@ struct ChatPipeline: Sendable {
             response.map { .completed(account: prepared.key.accountID, key: key, response: JSONWriter.string($0)) }
                 ?? .released(account: prepared.key.accountID, key: key)
         }
-        let charged = transfers.filter { $0.debitAccount == prepared.key.accountID }.reduce(Money.zero) { $0 + $1.amount }
+        let charged = Self.charged(prepared, transfers)
         if prepared.keyReservation > .zero {
             keyLimits.release(prepared.key.id, reserved: prepared.keyReservation, charged: charged)
         }
@@ -631,16 +687,30 @@ struct ChatPipeline: Sendable {
             promptTokens: prepared.request.promptTokenEstimate / 2, completionTokens: result.delivered)
         // Zero completion insurance: an empty answer with no finish reason costs nothing.
         let insured = result.finishReason == nil && usage.completionTokens == 0
-        let cost = insured ? CostBreakdown.zero : CostBreakdown(usage: usage, pricing: result.attempt.endpoint.pricing)
+        let upstreamCost = insured ? CostBreakdown.zero : CostBreakdown(usage: usage, pricing: result.attempt.endpoint.pricing)
+        let transfers = chargeTransfers(prepared, attempt: result.attempt, cost: upstreamCost.total)
+        let cost = upstreamCost.charged(Self.charged(prepared, transfers))
         let native = result.accumulator.completedChoices().first?["native_finish_reason"]?.stringValue
         let record = generationRecord(
             prepared, attempt: result.attempt, usage: usage, cost: cost.total, finishReason: result.finishReason,
             nativeFinishReason: native, upstreamID: result.accumulator.upstreamID, cancelled: false,
-            firstToken: result.firstTokenAt, records: records)
-        let transfers = chargeTransfers(prepared, attempt: result.attempt, cost: cost.total)
+            firstToken: result.firstTokenAt, records: Self.withProviderCost(records, transfers))
         let response = prepared.idempotencyKey == nil ? nil : Self.completion(prepared, result: result, cost: cost)
         await settle(prepared, transfers: transfers + insurance, generation: record, response: response)
         return cost
+    }
+
+    /// What the client pays of `transfers`: the debits of its account.
+    static func charged(_ prepared: PreparedChat, _ transfers: [TransferRequest]) -> Money {
+        transfers.filter { $0.debitAccount == prepared.key.accountID }.reduce(Money.zero) { $0 + $1.amount }
+    }
+
+    /// The last attempt's record with what the provider is owed for it (charge and overage), so
+    /// a generation's attempts add up to its provider payables.
+    static func withProviderCost(_ records: [AttemptRecord], _ transfers: [TransferRequest]) -> [AttemptRecord] {
+        guard var last = records.last else { return records }
+        last.providerCost = transfers.filter { $0.kind == .charge || $0.kind == .overage }.reduce(Money.zero) { $0 + $1.amount }
+        return records.dropLast() + [last]
     }
 
     /// A failed request costs the client nothing; the generation record keeps the attempts.
@@ -660,16 +730,17 @@ struct ChatPipeline: Sendable {
         let usage = progress.usage ?? TokenUsage(
             promptTokens: progress.delivered > 0 ? prepared.request.promptTokenEstimate / 2 : 0,
             completionTokens: progress.delivered)
-        let cost = progress.delivered == 0 && progress.usage == nil
+        let upstreamCost = progress.delivered == 0 && progress.usage == nil
             ? CostBreakdown.zero : CostBreakdown(usage: usage, pricing: attempt.endpoint.pricing)
+        let transfers = chargeTransfers(prepared, attempt: attempt, cost: upstreamCost.total)
         var all = records
         all.append(AttemptRecord(provider: attempt.endpoint.tag, providerName: attempt.provider.name,
                                  model: attempt.model.id, status: "cancelled", latencyMs: 0,
                                  error: "The client closed the connection"))
         let record = generationRecord(
-            prepared, attempt: attempt, usage: usage, cost: cost.total, finishReason: nil, nativeFinishReason: nil,
-            upstreamID: progress.upstreamID, cancelled: true, firstToken: progress.firstToken, records: all)
-        let transfers = chargeTransfers(prepared, attempt: attempt, cost: cost.total)
+            prepared, attempt: attempt, usage: usage, cost: Self.charged(prepared, transfers), finishReason: nil,
+            nativeFinishReason: nil, upstreamID: progress.upstreamID, cancelled: true, firstToken: progress.firstToken,
+            records: Self.withProviderCost(all, transfers))
         await settle(prepared, transfers: transfers + insurance, generation: record)
     }
 }

@@ -1,6 +1,7 @@
 import Gossip
 import Hummingbird
 import Prometheus
+import SignalboxCore
 
 /// The node's Prometheus metrics, served at `/metrics`.
 ///
@@ -48,6 +49,16 @@ public struct GatewayMetrics: Sendable {
     }
 
     func failover() { failovers.increment() }
+
+    static var overage: MetricNameDescriptor { MetricNameDescriptor(namespace: "signalbox", metricName: "ledger_overage_usd", unitName: "total",
+                                              helpText: "USD providers billed beyond requests' reservations, booked to platform:overage") }
+
+    /// An upstream charged more than its request's reservation; the ledger keeps the exact amount,
+    /// the counter a float for dashboards.
+    func overage(provider: String, amount: Money) {
+        registry.makeCounter(descriptor: Self.overage, labels: [("provider", provider)])
+            .increment(by: Double(amount.nanos) / Double(Money.scale))
+    }
 
     /// One group-committed batch of `size` settlements.
     public func settlementBatch(size: Int) {

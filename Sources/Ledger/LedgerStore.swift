@@ -3,7 +3,7 @@ import SignalboxCore
 
 /// What a transfer is for; stored with every ledger entry so admins can query by it.
 public enum TransferKind: String, Sendable, Codable, CaseIterable {
-    case purchase, fee, grant, charge, insurance, refund, reversal, adjustment
+    case purchase, fee, grant, charge, insurance, overage, refund, reversal, adjustment
 }
 
 /// A request to move money from one account to another. Balanced by construction: the
@@ -35,6 +35,10 @@ public struct TransferRequest: Sendable, Hashable, Codable {
 }
 
 extension TransferRequest {
+    /// Every entry moves a positive amount of at most `Money.maximumAmount` (zero is allowed for
+    /// a record that moves nothing).
+    public var hasValidAmount: Bool { amount >= .zero && amount <= .maximumAmount }
+
     /// A credit purchase: the account gets `credit`, and the platform's fee (5.5%, $0.80
     /// minimum) is recorded as fee revenue; both come from `platform:purchases`, the money the
     /// buyer paid. `reference` (the payment's id) makes a repeat record nothing.
@@ -418,6 +422,35 @@ public struct Settlement: Sendable, Hashable, Codable {
     }
 }
 
+extension Settlement {
+    /// The transfers of a settlement whose reservation no longer backs it (its lease or hold
+    /// expired and the credit may back other requests now): each customer debit is cut to what
+    /// the account still has available, and the rest is booked as the operator's overage, so the
+    /// provider is still paid in full and no customer goes below what it holds.
+    /// `available` is updated with what the cut transfers take.
+    public static func coveringShortfall(_ transfers: [TransferRequest], available: inout [String: Money]) -> [TransferRequest] {
+        var result: [TransferRequest] = []
+        for transfer in transfers {
+            let payer = transfer.debitAccount
+            guard !Billing.SystemAccount.isSystem(payer), let left = available[payer], transfer.amount > left else {
+                if let left = available[payer] { available[payer] = left - transfer.amount }
+                result.append(transfer)
+                continue
+            }
+            let covered = max(.zero, left)
+            var cut = transfer
+            cut.amount = covered
+            result.append(cut)
+            available[payer] = left - covered
+            result.append(TransferRequest(
+                idempotencyKey: "overage:" + transfer.idempotencyKey, debit: Billing.SystemAccount.overage,
+                credit: transfer.creditAccount, amount: transfer.amount - covered, kind: .overage, keyID: transfer.keyID,
+                generationID: transfer.generationID, memo: "beyond an expired reservation: " + (transfer.memo ?? transfer.kind.rawValue)))
+        }
+        return result
+    }
+}
+
 /// A node asking to grow its lease on an account's available credit.
 public struct LeaseRequest: Sendable, Hashable {
     /// The lease's hold id; one per node and account at a time.
@@ -476,6 +509,10 @@ public enum LedgerError: Error, Sendable, Hashable, CustomStringConvertible {
     case holdNotPending(String, HoldStatus)
     case idempotencyConflict(String)
     case invalidAmount(Money)
+    /// The entry would take a customer's balance below zero or below what it holds.
+    case overdrawn(String)
+    /// The entry would take a balance outside the 64-bit range.
+    case balanceOutOfRange(String)
     case storage(String)
     /// The ledger did not answer in time (PostgreSQL down or unreachable).
     case unreachable(String)
@@ -484,7 +521,8 @@ public enum LedgerError: Error, Sendable, Hashable, CustomStringConvertible {
     /// same write can never succeed.
     public var isRefusal: Bool {
         switch self {
-        case .unknownAccount, .unknownHold, .holdNotPending, .idempotencyConflict, .invalidAmount: true
+        case .unknownAccount, .unknownHold, .holdNotPending, .idempotencyConflict, .invalidAmount, .overdrawn,
+             .balanceOutOfRange: true
         case .storage, .unreachable: false
         }
     }
@@ -495,7 +533,9 @@ public enum LedgerError: Error, Sendable, Hashable, CustomStringConvertible {
         case .unknownHold(let id): return "unknown hold \(id)"
         case .holdNotPending(let id, let status): return "hold \(id) is already \(status.rawValue)"
         case .idempotencyConflict(let key): return "idempotency key \(key) was used for a different transfer"
-        case .invalidAmount(let amount): return "invalid amount \(amount)"
+        case .invalidAmount(let amount): return "invalid amount \(amount) (every entry is positive and at most \(Money.maximumAmount))"
+        case .overdrawn(let account): return "account \(account) cannot go below zero or below what it holds"
+        case .balanceOutOfRange(let account): return "the balance of \(account) would leave the ledger's range"
         case .storage(let message): return "ledger storage error: \(message)"
         case .unreachable(let message): return "ledger unreachable: \(message)"
         }

@@ -82,6 +82,17 @@ public final class PostgresLedgerStore: LedgerStore {
         ]),
         (2, ["CREATE INDEX generations_account ON generations(account_id, created_at)"]),
         (3, ["ALTER TABLE accounts ADD COLUMN region TEXT", "ALTER TABLE api_keys ADD COLUMN region TEXT"]),
+        (4, [
+            // No customer balance below zero or below what it holds (Docs/ledger.md). NOT VALID:
+            // rows from before the rule are reported by `verify`, not refused at upgrade.
+            """
+            ALTER TABLE balances ADD CONSTRAINT customer_within_credit CHECK (
+                account_id LIKE 'platform:%' OR account_id LIKE 'provider:%' OR (balance >= 0 AND held >= 0 AND held <= balance)
+            ) NOT VALID
+            """,
+            "ALTER TABLE holds ADD CONSTRAINT hold_amount_non_negative CHECK (amount >= 0) NOT VALID",
+            "ALTER TABLE transfers ADD CONSTRAINT transfer_amount_bounded CHECK (amount <= \(Money.maximumAmount.nanos)) NOT VALID",
+        ]),
     ]
 
     /// Creates or upgrades the schema; safe to run on every start and from several nodes at once.
@@ -169,7 +180,7 @@ public final class PostgresLedgerStore: LedgerStore {
     /// The accounts must exist (`requireAccounts`); balances change through `deltas`.
     static func post(_ connection: PostgresConnection, _ transfer: TransferRequest, deltas: inout BalanceDeltas,
                      logger: Logger) async throws {
-        guard transfer.amount >= .zero else { throw LedgerError.invalidAmount(transfer.amount) }
+        guard transfer.hasValidAmount else { throw LedgerError.invalidAmount(transfer.amount) }
         let now = millis(Date())
         let inserted = try await rows(connection.query("""
             INSERT INTO transfers (idempotency_key, debit_account, credit_account, amount, kind, key_id, generation_id, memo, created_at)
@@ -235,8 +246,27 @@ public final class PostgresLedgerStore: LedgerStore {
                    let state = psql.serverInfo?[.sqlState], ["40001", "40P01"].contains(state) {
                     continue
                 }
+                if let psql = error.closureError as? PSQLError, let refusal = Self.refusal(psql) { throw refusal }
+                throw error
+            } catch let error as PSQLError {
+                if let refusal = Self.refusal(error) { throw refusal }
                 throw error
             }
+        }
+    }
+
+    /// The ledger's own rules broken by a statement, as the refusal they are: a customer
+    /// overdrawn (the `customer_within_credit` check) or a balance leaving BIGINT's range.
+    static func refusal(_ error: PSQLError) -> LedgerError? {
+        guard let state = error.serverInfo?[.sqlState] else { return nil }
+        switch state {
+        case "23514":
+            // "Failing row contains (alice, -5, 0)." names the account.
+            let detail = error.serverInfo?[.detail] ?? ""
+            let account = detail.split(separator: "(", maxSplits: 1).dropFirst().first?.split(separator: ",").first
+            return .overdrawn(account.map(String.init) ?? "a customer account")
+        case "22003": return .balanceOutOfRange(error.serverInfo?[.message] ?? "a balance")
+        default: return nil
         }
     }
 
@@ -269,7 +299,7 @@ public final class PostgresLedgerStore: LedgerStore {
     // MARK: Holds
 
     public func placeHold(_ hold: HoldRequest) async throws -> HoldOutcome {
-        guard hold.amount >= .zero else { throw LedgerError.invalidAmount(hold.amount) }
+        guard hold.amount >= .zero, hold.amount <= .maximumAmount else { throw LedgerError.invalidAmount(hold.amount) }
         let logger = self.logger
         return try await transaction { connection in
             guard let row = try await Self.rows(connection.query(
@@ -292,7 +322,7 @@ public final class PostgresLedgerStore: LedgerStore {
 
     public func settle(_ batch: [Settlement]) async throws {
         guard !batch.isEmpty else { return }
-        for transfer in batch.flatMap(\.transfers) where transfer.amount < .zero { throw LedgerError.invalidAmount(transfer.amount) }
+        for transfer in batch.flatMap(\.transfers) where !transfer.hasValidAmount { throw LedgerError.invalidAmount(transfer.amount) }
         try await requireAccounts(batch.flatMap { $0.transfers.flatMap { [$0.debitAccount, $0.creditAccount] } })
         let logger = self.logger
         try await transaction { connection in
@@ -321,11 +351,12 @@ public final class PostgresLedgerStore: LedgerStore {
             ON CONFLICT (id) DO NOTHING RETURNING id
             """, binds: jsonRows(unique.map { generationRow($0.generation) })), logger: logger))
         let fresh = Set(try stored.map { try $0["id"].decode(String.self) })
-        let settlements = unique.filter { fresh.contains($0.generation.id) }
+        var settlements = unique.filter { fresh.contains($0.generation.id) }
         guard !settlements.isEmpty else { return }
 
         // 2. Reservations: lease releases summed per lease, in one statement that locks the leases in id order.
         var releases: [String: Int64] = [:]
+        var unbacked = Set<String>()  // generation ids whose reservation expired before they settled
         for settlement in settlements {
             switch settlement.reservation {
             case .lease(let id, let release)?:
@@ -338,9 +369,11 @@ public final class PostgresLedgerStore: LedgerStore {
                     let account = try hold["account_id"].decode(String.self)
                     let charged = settlement.transfers.contains { $0.debitAccount == account }
                     try await closeHold(connection, id: holdID, status: charged ? .posted : .voided, deltas: &deltas, logger: logger)
+                } else {
+                    unbacked.insert(settlement.generation.id)
                 }
             case nil:
-                break
+                unbacked.insert(settlement.generation.id)
             }
         }
         if !releases.isEmpty {
@@ -350,11 +383,36 @@ public final class PostgresLedgerStore: LedgerStore {
                            ORDER BY h.id FOR UPDATE OF h)
                 UPDATE holds h SET amount = h.amount - LEAST(h.amount, r.release) FROM r, locked l
                 WHERE h.id = r.id AND l.id = h.id
-                RETURNING h.account_id, l.amount - h.amount AS released
+                RETURNING h.id, h.account_id, l.amount - h.amount AS released
                 """, binds: jsonRows(releases.sorted { $0.key < $1.key }.map { ["id": .string($0.key), "release": .int($0.value)] })),
                 logger: logger))
+            var open = Set<String>()
             for row in released {
+                open.insert(try row["id"].decode(String.self))
                 deltas.add(try row["account_id"].decode(String.self), held: -(try row["released"].decode(Int64.self)))
+            }
+            for settlement in settlements {
+                if case .lease(let id, _)? = settlement.reservation, !open.contains(id) { unbacked.insert(settlement.generation.id) }
+            }
+        }
+        // A settlement whose reservation expired: the customer pays only what it still has
+        // available, the operator the rest (`Settlement.coveringShortfall`).
+        if !unbacked.isEmpty {
+            let payers = Set(settlements.filter { unbacked.contains($0.generation.id) }.flatMap(\.transfers).map(\.debitAccount))
+                .filter { !Billing.SystemAccount.isSystem($0) }.sorted()
+            var available: [String: Money] = [:]
+            if !payers.isEmpty {
+                for row in try await rows(connection.query(
+                    "SELECT account_id, balance, held FROM balances WHERE account_id = ANY(\(payers)) ORDER BY account_id FOR UPDATE",
+                    logger: logger)) {
+                    let account = try row["account_id"].decode(String.self)
+                    let pending = deltas.changes[account] ?? (0, 0)
+                    available[account] = Money(nanos: try row["balance"].decode(Int64.self) + pending.balance
+                                                   - row["held"].decode(Int64.self) - pending.held)
+                }
+            }
+            for index in settlements.indices where unbacked.contains(settlements[index].generation.id) {
+                settlements[index].transfers = Settlement.coveringShortfall(settlements[index].transfers, available: &available)
             }
         }
 

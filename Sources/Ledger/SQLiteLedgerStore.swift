@@ -79,6 +79,24 @@ public final class SQLiteLedgerStore: LedgerStore {
             """),
         ("v3", "CREATE INDEX generations_account ON generations(account_id, created_at);"),
         ("v4", "ALTER TABLE accounts ADD COLUMN region TEXT; ALTER TABLE api_keys ADD COLUMN region TEXT;"),
+        // No customer balance below zero or below what it holds, and no balance that SQLite's
+        // integer overflow turned into a REAL (Docs/ledger.md). Triggers, because SQLite cannot
+        // add a CHECK to an existing table; `verify` reports rows from before the rule.
+        ("v5", """
+            CREATE TRIGGER balances_customer_within_credit_update BEFORE UPDATE ON balances
+            WHEN NEW.account_id NOT LIKE 'platform:%' AND NEW.account_id NOT LIKE 'provider:%'
+              AND (NEW.balance < 0 OR NEW.held < 0 OR NEW.held > NEW.balance)
+            BEGIN SELECT RAISE(ABORT, 'signalbox:overdrawn'); END;
+            CREATE TRIGGER balances_integer_update BEFORE UPDATE ON balances
+            WHEN typeof(NEW.balance) != 'integer' OR typeof(NEW.held) != 'integer'
+            BEGIN SELECT RAISE(ABORT, 'signalbox:out-of-range'); END;
+            CREATE TRIGGER transfers_amount_bounded BEFORE INSERT ON transfers
+            WHEN typeof(NEW.amount) != 'integer' OR NEW.amount < 0 OR NEW.amount > \(Money.maximumAmount.nanos)
+            BEGIN SELECT RAISE(ABORT, 'signalbox:amount'); END;
+            CREATE TRIGGER holds_amount_non_negative BEFORE UPDATE ON holds
+            WHEN NEW.amount < 0 OR typeof(NEW.amount) != 'integer'
+            BEGIN SELECT RAISE(ABORT, 'signalbox:out-of-range'); END;
+            """),
     ]
 
     public func migrate() async throws {
@@ -87,8 +105,25 @@ public final class SQLiteLedgerStore: LedgerStore {
             migrator.registerMigration(name) { db in try db.execute(sql: sql) }
         }
         try migrator.migrate(database)
-        try await database.write { db in
+        try await write { db in
             for id in Billing.SystemAccount.all { try Self.ensureAccount(db, id: id, name: id, isSystem: true) }
+        }
+    }
+
+    /// A write transaction whose broken ledger rules come out as the refusals they are.
+    func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        do {
+            return try await database.write(body)
+        } catch let error as DatabaseError {
+            switch error.message {
+            case "signalbox:overdrawn"?: throw LedgerError.overdrawn("a customer account")
+            case "signalbox:out-of-range"?: throw LedgerError.balanceOutOfRange("a balance")
+            case "signalbox:amount"?: throw LedgerError.invalidAmount(.zero)
+            default:
+                // SUM() and integer arithmetic in SQL refuse to overflow with this message.
+                if error.message?.contains("integer overflow") == true { throw LedgerError.balanceOutOfRange("a balance") }
+                throw error
+            }
         }
     }
 
@@ -112,7 +147,7 @@ public final class SQLiteLedgerStore: LedgerStore {
     }
 
     static func post(_ db: Database, _ transfer: TransferRequest) throws {
-        guard transfer.amount >= .zero else { throw LedgerError.invalidAmount(transfer.amount) }
+        guard transfer.hasValidAmount else { throw LedgerError.invalidAmount(transfer.amount) }
         if let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT debit_account, credit_account, amount FROM transfers WHERE idempotency_key = ?"),
                                       arguments: [transfer.idempotencyKey]) {
             let same = row["debit_account"] as String == transfer.debitAccount
@@ -147,7 +182,7 @@ public final class SQLiteLedgerStore: LedgerStore {
     // MARK: Accounts and transfers
 
     public func createAccount(id: String, name: String) async throws -> Account {
-        try await database.write { db in try Self.ensureAccount(db, id: id, name: name, isSystem: false) }
+        try await write { db in try Self.ensureAccount(db, id: id, name: name, isSystem: false) }
         return try await account(id: id)!
     }
 
@@ -161,7 +196,7 @@ public final class SQLiteLedgerStore: LedgerStore {
     }
 
     public func post(_ transfers: [TransferRequest]) async throws {
-        try await database.write { db in
+        try await write { db in
             for transfer in transfers { try Self.post(db, transfer) }
         }
     }
@@ -169,8 +204,8 @@ public final class SQLiteLedgerStore: LedgerStore {
     // MARK: Holds
 
     public func placeHold(_ hold: HoldRequest) async throws -> HoldOutcome {
-        guard hold.amount >= .zero else { throw LedgerError.invalidAmount(hold.amount) }
-        return try await database.write { db in
+        guard hold.amount >= .zero, hold.amount <= .maximumAmount else { throw LedgerError.invalidAmount(hold.amount) }
+        return try await write { db in
             if try Row.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM holds WHERE id = ?"), arguments: [hold.id]) != nil { return .placed }
             guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT balance, held FROM balances WHERE account_id = ?"), arguments: [hold.account]) else {
                 throw LedgerError.unknownAccount(hold.account)
@@ -186,7 +221,7 @@ public final class SQLiteLedgerStore: LedgerStore {
     }
 
     public func settle(_ batch: [Settlement]) async throws {
-        try await database.write { db in
+        try await write { db in
             for settlement in batch { try Self.settle(db, settlement) }
         }
     }
@@ -196,24 +231,37 @@ public final class SQLiteLedgerStore: LedgerStore {
         if try Row.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM generations WHERE id = ?"), arguments: [generation.id]) != nil {
             return  // replay
         }
+        var backed = true
         switch settlement.reservation {
         case .hold(let holdID)?:
             guard let hold = try Row.fetchOne(db.cachedStatement(sql: "SELECT status, account_id FROM holds WHERE id = ?"), arguments: [holdID]) else {
                 throw LedgerError.unknownHold(holdID)
             }
-            // A hold that expired before its request finished still gets its charge: the tokens
-            // were served, and a settled charge is never dropped.
             if hold["status"] as String == HoldStatus.pending.rawValue {
                 let account: String = hold["account_id"]
                 let charged = settlement.transfers.contains { $0.debitAccount == account }
                 try closeHold(db, id: holdID, status: charged ? .posted : .voided)
+            } else {
+                backed = false
             }
         case .lease(let leaseID, let release)?:
-            try shrinkLease(db, id: leaseID, by: release)
+            backed = try shrinkLease(db, id: leaseID, by: release) != nil
         case nil:
-            break
+            backed = false
         }
-        for transfer in settlement.transfers { try post(db, transfer) }
+        var transfers = settlement.transfers
+        if !backed {
+            // The reservation expired before its request settled: the tokens were served and the
+            // provider is paid, but the customer pays only what it still has available.
+            var available: [String: Money] = [:]
+            for account in Set(transfers.map(\.debitAccount)) where !Billing.SystemAccount.isSystem(account) {
+                if let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT balance, held FROM balances WHERE account_id = ?"), arguments: [account]) {
+                    available[account] = Money(nanos: (row["balance"] as Int64) - (row["held"] as Int64))
+                }
+            }
+            transfers = Settlement.coveringShortfall(transfers, available: &available)
+        }
+        for transfer in transfers { try post(db, transfer) }
         try insertGeneration(db, generation)
         switch settlement.idempotency {
         case .completed(let account, let key, let response)?:
@@ -241,7 +289,7 @@ public final class SQLiteLedgerStore: LedgerStore {
     }
 
     public func growLease(_ request: LeaseRequest) async throws -> LeaseGrant {
-        try await database.write { db in
+        try await write { db in
             let existing = try Row.fetchOne(db.cachedStatement(sql: "SELECT amount, status FROM holds WHERE id = ?"), arguments: [request.id])
             if let existing, existing["status"] as String != HoldStatus.pending.rawValue { return .closed }
             guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT balance, held FROM balances WHERE account_id = ?"),
@@ -266,7 +314,7 @@ public final class SQLiteLedgerStore: LedgerStore {
     }
 
     public func shrinkLease(id: String, by amount: Money, expiresAt: Date, close: Bool) async throws -> Money? {
-        try await database.write { db in
+        try await write { db in
             guard let left = try Self.shrinkLease(db, id: id, by: amount) else { return nil }
             if close {
                 try Self.closeHold(db, id: id, status: .voided)
@@ -279,7 +327,7 @@ public final class SQLiteLedgerStore: LedgerStore {
 
     public func claimIdempotencyKey(account: String, key: String, generationID: String, now: Date,
                                     staleAfter: TimeInterval) async throws -> IdempotencyClaim {
-        try await database.write { db in
+        try await write { db in
             if let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM idempotent_requests WHERE account_id = ? AND key = ?"),
                                           arguments: [account, key]) {
                 if row["status"] as String == "done" {
@@ -298,7 +346,7 @@ public final class SQLiteLedgerStore: LedgerStore {
     }
 
     public func voidHold(id: String) async throws {
-        try await database.write { db in try Self.closeHold(db, id: id, status: .voided) }
+        try await write { db in try Self.closeHold(db, id: id, status: .voided) }
     }
 
     public func holdStatus(id: String) async throws -> HoldStatus? {
@@ -308,7 +356,7 @@ public final class SQLiteLedgerStore: LedgerStore {
     }
 
     public func expireHolds(now: Date) async throws -> Int {
-        try await database.write { db in
+        try await write { db in
             let ids = try String.fetchAll(db.cachedStatement(sql: "SELECT id FROM holds WHERE status = 'pending' AND expires_at < ?"),
                                           arguments: [Self.millis(now)])
             for id in ids { try Self.closeHold(db, id: id, status: .voided) }
@@ -423,7 +471,7 @@ public final class SQLiteLedgerStore: LedgerStore {
     // MARK: Keys
 
     public func insertKey(_ key: KeyRecord) async throws {
-        try await database.write { db in
+        try await write { db in
             try Self.requireAccount(db, key.accountID)
             try db.cachedStatement(sql: """
                 INSERT INTO api_keys (id, account_id, hash, label, name, is_admin, disabled, limit_nanos, limit_reset, expires_at,
@@ -461,7 +509,7 @@ public final class SQLiteLedgerStore: LedgerStore {
     }
 
     public func updateKey(hash: String, name: String?, disabled: Bool?, limit: Money??, limitReset: String??) async throws -> KeyRecord? {
-        try await database.write { db in
+        try await write { db in
             if let name { try db.cachedStatement(sql: "UPDATE api_keys SET name = ? WHERE hash = ?").execute(arguments: [name, hash]) }
             if let disabled {
                 try db.cachedStatement(sql: "UPDATE api_keys SET disabled = ? WHERE hash = ?").execute(arguments: [disabled, hash])
@@ -477,28 +525,28 @@ public final class SQLiteLedgerStore: LedgerStore {
     }
 
     public func setRegion(account: String, region: String?) async throws -> Bool {
-        try await database.write { db in
+        try await write { db in
             try db.cachedStatement(sql: "UPDATE accounts SET region = ? WHERE id = ? AND is_system = 0").execute(arguments: [region, account])
             return db.changesCount > 0
         }
     }
 
     public func setRegion(keyHash: String, region: String?) async throws -> KeyRecord? {
-        try await database.write { db in
+        try await write { db in
             try db.cachedStatement(sql: "UPDATE api_keys SET region = ? WHERE hash = ?").execute(arguments: [region, keyHash])
             return try Row.fetchOne(db.cachedStatement(sql: Self.keySelect + "WHERE k.hash = ?"), arguments: [keyHash]).map(Self.keyRecord)
         }
     }
 
     public func deleteKey(hash: String) async throws -> Bool {
-        try await database.write { db in
+        try await write { db in
             try db.cachedStatement(sql: "DELETE FROM api_keys WHERE hash = ?").execute(arguments: [hash])
             return db.changesCount > 0
         }
     }
 
     public func setKeyDisabled(id: String, disabled: Bool) async throws -> Bool {
-        try await database.write { db in
+        try await write { db in
             try db.cachedStatement(sql: "UPDATE api_keys SET disabled = ? WHERE id = ?").execute(arguments: [disabled, id])
             return db.changesCount > 0
         }

@@ -18,8 +18,7 @@ public struct AnthropicAdapter: ProviderAdapter {
         let source = request.body
         var body = JSONObject()
         body["model"] = .string(attempt.endpoint.upstreamModel)
-        let maxTokens = min(request.maxTokens ?? attempt.endpoint.maxOutputTokens, attempt.endpoint.maxOutputTokens)
-        body["max_tokens"] = .int(Int64(maxTokens))
+        body["max_tokens"] = .int(Int64(attempt.completionLimit(for: request)))
         let (system, messages) = Self.translateMessages(source["messages"]?.arrayValue ?? [])
         if !system.isEmpty { body["system"] = .array(system) }
         body["messages"] = .array(messages)
@@ -47,7 +46,7 @@ public struct AnthropicAdapter: ProviderAdapter {
                 body["tool_choice"] = choice
             }
         }
-        if let budget = request.reasoning?.budget(outputLimit: maxTokens), !dropped.contains("reasoning") {
+        if let budget = request.reasoning?.budget(outputLimit: attempt.completionLimit(for: request)), !dropped.contains("reasoning") {
             // Extended thinking fixes temperature at 1 and allows no top_k.
             body["thinking"] = ["type": "enabled", "budget_tokens": .int(Int64(budget))]
             body["temperature"] = nil

@@ -20,7 +20,8 @@ public struct GeminiAdapter: ProviderAdapter {
         let dropped = Set(unsupportedParameters(request, attempt.endpoint))
 
         var generation = JSONObject()
-        if let maxTokens = request.maxTokens { generation["maxOutputTokens"] = .int(Int64(maxTokens)) }
+        // The reservation covers `completionLimit` tokens per candidate: the upstream is told so.
+        generation["maxOutputTokens"] = .int(Int64(attempt.completionLimit(for: request)))
         let mapping: [(String, String)] = [
             ("temperature", "temperature"), ("top_p", "topP"), ("top_k", "topK"), ("seed", "seed"),
             ("presence_penalty", "presencePenalty"), ("frequency_penalty", "frequencyPenalty"), ("n", "candidateCount"),

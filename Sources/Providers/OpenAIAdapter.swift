@@ -29,6 +29,15 @@ public struct OpenAIAdapter: ProviderAdapter {
             }
             body["reasoning_effort"] = .string(effort)
         }
+        // The reservation covers `completionLimit` tokens per choice: the upstream is told so, in
+        // the field the client used (`max_completion_tokens` for OpenAI's reasoning models).
+        let limit = JSONValue.int(Int64(attempt.completionLimit(for: request)))
+        if body["max_completion_tokens"].map({ !$0.isNull }) ?? false {
+            body["max_completion_tokens"] = limit
+            body["max_tokens"] = nil
+        } else {
+            body["max_tokens"] = limit
+        }
         body["stream"] = true
         var options = body["stream_options"]?.objectValue ?? JSONObject()
         options["include_usage"] = true

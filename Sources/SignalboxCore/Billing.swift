@@ -19,10 +19,18 @@ public enum Billing {
         public static let grants = "platform:grants"
         /// What failed attempts cost the operator at providers (zero completion insurance).
         public static let insurance = "platform:insurance"
+        /// What providers billed beyond a request's reservation (an upstream that counted more
+        /// tokens than the router could foresee, or overshot `max_tokens`), and charges refused
+        /// after an idempotency takeover: the operator's expense, never the client's.
+        public static let overage = "platform:overage"
         /// Payables owed to a provider for the tokens it served.
         public static func provider(_ slug: String) -> String { "provider:\(slug)" }
 
-        public static let all = [fees, purchases, grants, insurance]
+        public static let all = [fees, purchases, grants, insurance, overage]
+
+        /// System accounts may go negative (they are the other side of customer money);
+        /// customer accounts never may.
+        public static func isSystem(_ id: String) -> Bool { id.hasPrefix("platform:") || id.hasPrefix("provider:") }
     }
 }
 

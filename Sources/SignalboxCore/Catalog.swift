@@ -129,6 +129,17 @@ public struct ModelEndpoint: Sendable, Codable, Hashable {
     public var region: String?
     /// Overrides the provider's data policy for this endpoint (free variants log and train).
     public var dataPolicy: DataPolicy?
+    /// The most prompt tokens one image may count at this endpoint (catalog `image_tokens`),
+    /// nil for `defaultImageTokens`.
+    public var imageTokens: Int?
+
+    /// The largest per-image count documented for the shipped formats' current models: OpenAI's
+    /// patch-based models cap an image at 1,536 patches (×1.62 for the mini models: 2,489);
+    /// Anthropic's at ~1,600 (1.15 megapixels); Gemini's high resolution at 1,120.
+    public static let defaultImageTokens = 2_500
+
+    /// What one image part adds to the prompt bound at this endpoint.
+    public var imageTokenAllowance: Int { imageTokens ?? Self.defaultImageTokens }
 
     public init(
         provider: String, tag: String? = nil, upstreamModel: String, pricing: EndpointPricing,
@@ -154,6 +165,7 @@ public struct ModelEndpoint: Sendable, Codable, Hashable {
         case maxOutputTokens = "max_output_tokens"
         case supportedParameters = "supported_parameters"
         case dataPolicy = "data_policy"
+        case imageTokens = "image_tokens"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -168,6 +180,7 @@ public struct ModelEndpoint: Sendable, Codable, Hashable {
         supportedParameters = try c.decodeIfPresent([String].self, forKey: .supportedParameters) ?? []
         region = try c.decodeIfPresent(String.self, forKey: .region)
         dataPolicy = try c.decodeIfPresent(DataPolicy.self, forKey: .dataPolicy)
+        imageTokens = try c.decodeIfPresent(Int.self, forKey: .imageTokens)
     }
 }
 

@@ -9,8 +9,13 @@ public struct ChatRequest: Sendable {
     /// `max_completion_tokens` or `max_tokens`, when given.
     public var maxTokens: Int?
     public var provider: ProviderPreferences
-    /// Upper-bound estimate of prompt tokens, for holds and the affordability check.
-    public var promptTokenEstimate: Int
+    /// An upper bound on the prompt's text tokens (one per UTF-8 byte plus per-message
+    /// allowances), for reservations; media parts are counted in `prompt`.
+    public var promptTokenEstimate: Int { prompt.textTokens }
+    /// What bounds the prompt's size, whatever the endpoint (see `PlannedAttempt.promptTokenBound`).
+    public var prompt: PromptBound
+    /// Completions asked for (`n`): each may be `maxTokens` long, so reservations multiply by it.
+    public var choices: Int
     /// Request parameters that some endpoints may not support (`tools`, `response_format`, …).
     public var usedParameters: [String]
     /// What the client asked of the model's reasoning, from `reasoning`, `reasoning_effort` or
@@ -53,7 +58,7 @@ public struct ChatRequest: Sendable {
         guard !models.isEmpty else { throw .badRequest("'model' is required") }
         self.models = models
 
-        var estimate = 0
+        var prompt = PromptBound()
         if let messages = body["messages"] {
             guard let array = messages.arrayValue, !array.isEmpty else {
                 throw .badRequest("'messages' must be a non-empty array")
@@ -64,29 +69,34 @@ public struct ChatRequest: Sendable {
                     throw .badRequest("messages[\(index)].role must be one of system, developer, user, assistant, tool")
                 }
                 switch object["content"] {
-                case .string(let text)?: estimate += ChatRequest.tokenUpperBound(text)
+                case .string(let text)?: prompt.textTokens += ChatRequest.tokenUpperBound(text)
                 case .array(let parts)?:
-                    for part in parts {
-                        if let text = part["text"]?.stringValue { estimate += ChatRequest.tokenUpperBound(text) }
-                        else { estimate += 1_000 }  // an image or file part: a generous flat allowance
-                    }
+                    for part in parts { prompt.add(part: part) }
                 case nil, .null?:
                     guard role == "assistant" else { throw .badRequest("messages[\(index)].content is required") }
                 default: throw .badRequest("messages[\(index)].content must be a string or an array of content parts")
                 }
-                if let calls = object["tool_calls"] { estimate += ChatRequest.tokenUpperBound(calls) }
-                estimate += 4
+                if let calls = object["tool_calls"] { prompt.textTokens += ChatRequest.tokenUpperBound(calls) }
+                for field in ["name", "tool_call_id"] {
+                    if let text = object[field]?.stringValue { prompt.textTokens += ChatRequest.tokenUpperBound(text) }
+                }
+                prompt.textTokens += PromptBound.perMessage
             }
-        } else if let prompt = body["prompt"]?.stringValue {
-            estimate += ChatRequest.tokenUpperBound(prompt)
+        } else if let text = body["prompt"]?.stringValue {
+            prompt.textTokens += ChatRequest.tokenUpperBound(text)
         } else {
             throw .badRequest("'messages' is required")
         }
         if let tools = body["tools"] {
-            guard tools.arrayValue != nil || tools.isNull else { throw .badRequest("'tools' must be an array") }
-            estimate += ChatRequest.tokenUpperBound(tools)
+            guard let list = tools.arrayValue ?? (tools.isNull ? [] : nil) else { throw .badRequest("'tools' must be an array") }
+            prompt.textTokens += ChatRequest.tokenUpperBound(tools) + PromptBound.perTool * list.count
         }
-        self.promptTokenEstimate = estimate
+        // A schema or tool choice is rendered into the prompt by the provider.
+        for field in ["response_format", "tool_choice"] {
+            if let value = body[field], !value.isNull { prompt.textTokens += ChatRequest.tokenUpperBound(value) }
+        }
+        prompt.textTokens += PromptBound.perRequest
+        self.prompt = prompt
 
         switch body["stream"] {
         case nil, .null?: stream = false
@@ -100,6 +110,14 @@ public struct ChatRequest: Sendable {
             guard let count = value.intValue, count >= 1 else { throw .badRequest("'\(key)' must be an integer ≥ 1") }
             maxTokens = count
             break
+        }
+        switch body["n"] {
+        case nil, .null?: choices = 1
+        case let value?:
+            guard let count = value.intValue, (1...ChatRequest.maximumChoices).contains(count) else {
+                throw .badRequest("'n' must be an integer from 1 to \(ChatRequest.maximumChoices)")
+            }
+            choices = count
         }
         for key in ["temperature", "top_p", "frequency_penalty", "presence_penalty"] {
             guard let value = body[key], !value.isNull else { continue }
@@ -121,11 +139,14 @@ public struct ChatRequest: Sendable {
     /// The first model asked for.
     public var requestedModel: String { models[0] }
 
-    /// A generous upper bound on the tokens in a text: half its UTF-8 byte count, plus one.
-    /// Real tokenizers average three to four bytes per token on ordinary text; the bound only
-    /// sizes holds, and the charge always uses the upstream's own count.
+    /// The most completions one request may ask for (`n`), as OpenAI allows.
+    public static let maximumChoices = 128
+
+    /// An upper bound on the tokens in a text: byte-level BPE tokenizers (every major provider's)
+    /// emit at most one token per UTF-8 byte, plus one for a boundary. Reservations are sized with
+    /// it; the charge uses the upstream's own count, capped at the reservation.
     static func tokenUpperBound(_ text: String) -> Int {
-        text.utf8.count / 2 + 1
+        text.utf8.count + 1
     }
 
     static func tokenUpperBound(_ value: JSONValue) -> Int {
@@ -311,5 +332,50 @@ public struct ReasoningRequest: Sendable, Hashable {
         let wanted = maxTokens ?? outputLimit * share.numerator / share.denominator
         let budget = min(max(wanted, 1024), 32_000)
         return budget < outputLimit ? budget : nil
+    }
+}
+
+/// What bounds a prompt's token count before it reaches a provider: text (one token per byte)
+/// and counts of media parts, whose cost depends on the endpoint (see
+/// `ModelEndpoint.imageTokenAllowance`).
+public struct PromptBound: Sendable, Hashable {
+    /// Tokens of text, message framing, tool definitions and schemas.
+    public var textTokens = 0
+    /// Image parts (`image_url`, `input_image`, Anthropic `image`).
+    public var images = 0
+    /// File, document and audio parts, with an allowance each on top of their bytes.
+    public var files = 0
+
+    public init(textTokens: Int = 0, images: Int = 0, files: Int = 0) {
+        self.textTokens = textTokens
+        self.images = images
+        self.files = files
+    }
+
+    /// Chat-template tokens around each message (role markers, separators): OpenAI documents 3–4,
+    /// Anthropic and Gemini a few more.
+    public static let perMessage = 8
+    /// Template tokens around each tool definition, beyond its JSON text.
+    public static let perTool = 16
+    /// Template tokens around the whole conversation (the assistant's opening marker).
+    public static let perRequest = 8
+    /// Tokens one file or document part may add beyond its own bytes: a rendered PDF page is
+    /// charged as an image plus its text (Anthropic: up to ~3,000 tokens a page).
+    public static let perFile = 3_000
+
+    mutating func add(part: JSONValue) {
+        if let text = part["text"]?.stringValue {
+            textTokens += ChatRequest.tokenUpperBound(text)
+            return
+        }
+        switch part["type"]?.stringValue {
+        case "image_url"?, "input_image"?, "image"?:
+            images += 1
+        default:
+            // A file, document or audio part: its bytes (base64 or a URL) bound any text in it,
+            // and the allowance covers what rendering adds.
+            files += 1
+            textTokens += ChatRequest.tokenUpperBound(part)
+        }
     }
 }

@@ -20,7 +20,11 @@ public struct CompletionDelta: Sendable, Hashable {
             var pieces = 0
             if let text = delta["content"]?.stringValue, !text.isEmpty { pieces += 1 }
             if let text = delta["reasoning"]?.stringValue, !text.isEmpty { pieces += 1 }
-            if let calls = delta["tool_calls"]?.arrayValue { pieces += calls.count }
+            // A tool call's opening delta (id and name, empty arguments) is framing; its argument
+            // fragments are the output.
+            for call in delta["tool_calls"]?.arrayValue ?? [] {
+                if let arguments = call["function"]?["arguments"]?.stringValue, !arguments.isEmpty { pieces += 1 }
+            }
             return count + pieces
         }
     }

@@ -6,6 +6,10 @@ public struct Money: Sendable, Hashable, Comparable, Codable, CustomStringConver
     /// Nano-dollars per dollar.
     public static let scale: Int64 = 1_000_000_000
     public static let zero = Money(nanos: 0)
+    /// The largest amount one ledger entry may move: purchases, grants, reversals and charges
+    /// above it are refused. With it, a balance needs over 9,000 maximal entries to leave the
+    /// 64-bit range, and the ledger refuses the entry that would (it never wraps or rounds).
+    public static let maximumAmount = Money(dollars: 1_000_000)
 
     public var nanos: Int64
 
@@ -41,6 +45,18 @@ public struct Money: Sendable, Hashable, Comparable, Codable, CustomStringConver
     }
 
     public var description: String { "$" + decimalString }
+
+    /// The sum, or nil when it leaves the 64-bit range.
+    public func adding(_ other: Money) -> Money? {
+        let (sum, overflow) = nanos.addingReportingOverflow(other.nanos)
+        return overflow ? nil : Money(nanos: sum)
+    }
+
+    /// The product, or nil when it leaves the 64-bit range.
+    public func multiplied(by factor: Int64) -> Money? {
+        let (product, overflow) = nanos.multipliedReportingOverflow(by: factor)
+        return overflow ? nil : Money(nanos: product)
+    }
 
     public static func < (lhs: Money, rhs: Money) -> Bool { lhs.nanos < rhs.nanos }
     public static func + (lhs: Money, rhs: Money) -> Money { Money(nanos: lhs.nanos + rhs.nanos) }

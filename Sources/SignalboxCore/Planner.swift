@@ -10,14 +10,28 @@ public struct PlannedAttempt: Sendable, Hashable {
         self.provider = provider
     }
 
-    /// The worst-case cost of this attempt: the estimated prompt plus every completion token
-    /// it may produce, rounded up. Holds are sized with it.
-    public func worstCaseCost(promptTokens: Int, maxTokens: Int?) -> Money {
-        let completion = min(maxTokens ?? endpoint.maxOutputTokens, endpoint.maxOutputTokens)
+    /// The most completion tokens this attempt may produce per choice: the client's
+    /// `max_tokens`, else the endpoint's output limit. The adapters send it upstream, so the
+    /// reservation covers what the provider is allowed to generate.
+    public func completionLimit(for request: ChatRequest) -> Int {
+        min(request.maxTokens ?? endpoint.maxOutputTokens, endpoint.maxOutputTokens)
+    }
+
+    /// An upper bound on the prompt tokens this endpoint will count for the request.
+    public func promptTokenBound(for request: ChatRequest) -> Int {
+        let prompt = request.prompt
+        return prompt.textTokens + prompt.images * endpoint.imageTokenAllowance + prompt.files * PromptBound.perFile
+    }
+
+    /// The worst-case cost of this attempt, rounded up: every prompt token at the dearer of the
+    /// prompt and cache-write prices, plus `completionLimit` tokens for each of the request's
+    /// choices. Reservations are sized with it, and a charge never exceeds the reservation.
+    public func worstCaseCost(for request: ChatRequest) -> Money {
         let pricing = endpoint.pricing
-        return Money(ceilingAttos: pricing.prompt.attos(for: promptTokens)
-            + pricing.completion.attos(for: max(completion, maxTokens ?? 0))
-            + pricing.request.attos)
+        let promptPrice = max(pricing.prompt.attos, pricing.inputCacheWrite.attos)
+        let completion = Int128(completionLimit(for: request)) * Int128(request.choices)
+        return Money(ceilingAttos: promptPrice * Int128(promptTokenBound(for: request))
+            + pricing.completion.attos * completion + pricing.request.attos)
     }
 }
 

@@ -48,6 +48,14 @@ public struct CostBreakdown: Sendable, Hashable {
         total = Money(roundingAttos: promptAttos + completionAttos + pricing.request.attos)
     }
 
+    /// The breakdown as the client is charged it: `total` is `charged` (at most the reservation),
+    /// the parts stay what the upstream's counts cost.
+    public func charged(_ charged: Money) -> CostBreakdown {
+        var copy = self
+        copy.total = charged
+        return copy
+    }
+
     public static let zero = CostBreakdown()
     private init() { prompt = .zero; completion = .zero; total = .zero }
 }

@@ -22,6 +22,11 @@ public struct Fault: Sendable, Hashable, Codable {
         /// Stream `after_chunks` chunks, then the provider's own mid-stream error event
         /// (Anthropic `overloaded_error`), then end.
         case streamError = "stream_error"
+        /// Answer normally but report usage `factor` times too large (prompt and completion), as
+        /// a provider whose tokenizer or billing disagrees with the router's bound would.
+        case usage
+        /// Ignore `max_tokens`: the answer runs to about twice the limit (plus 8 tokens).
+        case overshoot
     }
 
     public var provider: String
@@ -30,11 +35,14 @@ public struct Fault: Sendable, Hashable, Codable {
     public var status: Int?
     public var afterChunks: Int?
     public var delayMs: Int?
+    /// The `usage` fault's multiplier (default 10).
+    public var factor: Int?
     /// How many requests it affects; nil = until cleared.
     public var count: Int?
 
     public init(provider: String, model: String? = nil, kind: Kind, status: Int? = nil, afterChunks: Int? = nil,
-                delayMs: Int? = nil, count: Int? = nil) {
+                delayMs: Int? = nil, factor: Int? = nil, count: Int? = nil) {
+        self.factor = factor
         self.provider = provider
         self.model = model
         self.kind = kind
@@ -45,7 +53,7 @@ public struct Fault: Sendable, Hashable, Codable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case provider, model, kind, status, count
+        case provider, model, kind, status, count, factor
         case afterChunks = "after_chunks"
         case delayMs = "delay_ms"
     }

@@ -74,6 +74,7 @@ struct OpenAIPersonality: Personality {
             wantsJSON: format == "json_object" || format == "json_schema", jsonSchema: body["response_format"]?["json_schema"]?["schema"],
             reasons: body["reasoning_effort"]?.stringValue.map { $0 != "none" } ?? false)
         request.cachePrefix = SimulatedModel.automaticCachePrefix(history: history, promptTokens: SimulatedModel.countTokens(prompt))
+        request.choices = max(1, min(body["n"]?.intValue ?? 1, 128))
         return (request, body["stream"]?.boolValue ?? false, body["stream_options"]?["include_usage"]?.boolValue ?? false)
     }
 
@@ -93,48 +94,53 @@ struct OpenAIPersonality: Personality {
 
     func usage(_ completion: SimulatedModel.Completion) -> JSONValue {
         [
-            "prompt_tokens": .int(Int64(completion.promptTokens)), "completion_tokens": .int(Int64(completion.completionTokens)),
-            "total_tokens": .int(Int64(completion.promptTokens + completion.completionTokens)),
+            "prompt_tokens": .int(Int64(completion.reportedPromptTokens)), "completion_tokens": .int(Int64(completion.completionTokens)),
+            "total_tokens": .int(Int64(completion.reportedPromptTokens + completion.completionTokens)),
             "prompt_tokens_details": ["cached_tokens": .int(Int64(completion.cacheRead))],
             "completion_tokens_details": ["reasoning_tokens": .int(Int64(completion.reasoning.count))],
         ]
     }
 
     func response(_ completion: SimulatedModel.Completion, model: String, id: String) -> JSONValue {
-        var message: JSONObject = ["role": "assistant", "content": completion.toolCall == nil ? .string(completion.text) : nil, "refusal": nil]
-        if !completion.reasoning.isEmpty { message["reasoning_content"] = .string(completion.reasoning.joined()) }
-        if let call = completion.toolCall {
-            message["tool_calls"] = [["id": .string(call.id), "type": "function",
-                                      "function": ["name": .string(call.name), "arguments": .string(call.arguments)]]]
+        let choices: [JSONValue] = ([completion] + completion.alternatives).enumerated().map { index, choice in
+            var message: JSONObject = ["role": "assistant", "content": choice.toolCall == nil ? .string(choice.text) : nil, "refusal": nil]
+            if !choice.reasoning.isEmpty { message["reasoning_content"] = .string(choice.reasoning.joined()) }
+            if let call = choice.toolCall {
+                message["tool_calls"] = [["id": .string(call.id), "type": "function",
+                                          "function": ["name": .string(call.name), "arguments": .string(call.arguments)]]]
+            }
+            return ["index": .int(Int64(index)), "message": .object(message), "logprobs": nil, "finish_reason": .string(choice.finishReason)]
         }
         return [
             "id": .string(id), "object": "chat.completion", "created": .int(Int64(Date().timeIntervalSince1970)),
-            "model": .string(model), "system_fingerprint": "fp_sim",
-            "choices": [["index": 0, "message": .object(message), "logprobs": nil, "finish_reason": .string(completion.finishReason)]],
-            "usage": usage(completion),
+            "model": .string(model), "system_fingerprint": "fp_sim", "choices": .array(choices), "usage": usage(completion),
         ]
     }
 
     func events(_ completion: SimulatedModel.Completion, model: String, id: String, includeUsage: Bool) -> [ByteBuffer] {
         let created = Int64(Date().timeIntervalSince1970)
-        func chunk(_ delta: JSONValue, finish: String? = nil) -> ByteBuffer {
-            Self.data([
-                "id": .string(id), "object": "chat.completion.chunk", "created": .int(created), "model": .string(model),
-                "system_fingerprint": "fp_sim",
-                "choices": [["index": 0, "delta": delta, "logprobs": nil, "finish_reason": finish.map { .string($0) } ?? nil]],
-            ])
-        }
-        var events = [chunk(["role": "assistant", "content": ""])]
-        events += completion.reasoning.map { chunk(["reasoning_content": .string($0)]) }
-        events += completion.tokens.map { chunk(["content": .string($0)]) }
-        if let call = completion.toolCall {
-            events.append(chunk(["tool_calls": [["index": 0, "id": .string(call.id), "type": "function",
-                                                 "function": ["name": .string(call.name), "arguments": ""]]]]))
-            for piece in ArgumentPieces.split(call.arguments) {
-                events.append(chunk(["tool_calls": [["index": 0, "function": ["arguments": .string(piece)]]]]))
+        var events: [ByteBuffer] = []
+        // With `n` > 1 each choice streams in turn, told apart by its index.
+        for (index, choice) in ([completion] + completion.alternatives).enumerated() {
+            func chunk(_ delta: JSONValue, finish: String? = nil) -> ByteBuffer {
+                Self.data([
+                    "id": .string(id), "object": "chat.completion.chunk", "created": .int(created), "model": .string(model),
+                    "system_fingerprint": "fp_sim",
+                    "choices": [["index": .int(Int64(index)), "delta": delta, "logprobs": nil, "finish_reason": finish.map { .string($0) } ?? nil]],
+                ])
             }
+            events.append(chunk(["role": "assistant", "content": ""]))
+            events += choice.reasoning.map { chunk(["reasoning_content": .string($0)]) }
+            events += choice.tokens.map { chunk(["content": .string($0)]) }
+            if let call = choice.toolCall {
+                events.append(chunk(["tool_calls": [["index": 0, "id": .string(call.id), "type": "function",
+                                                     "function": ["name": .string(call.name), "arguments": ""]]]]))
+                for piece in ArgumentPieces.split(call.arguments) {
+                    events.append(chunk(["tool_calls": [["index": 0, "function": ["arguments": .string(piece)]]]]))
+                }
+            }
+            events.append(chunk([:], finish: choice.finishReason))
         }
-        events.append(chunk([:], finish: completion.finishReason))
         if includeUsage {
             events.append(Self.data(["id": .string(id), "object": "chat.completion.chunk", "created": .int(created),
                                      "model": .string(model), "choices": [], "usage": usage(completion)]))
@@ -146,10 +152,16 @@ struct OpenAIPersonality: Personality {
 
 /// Splits tool-call arguments into a few fragments, as providers stream them.
 enum ArgumentPieces {
+    /// Pieces of about one token (four bytes) each, as providers stream arguments token by token.
     static func split(_ text: String) -> [String] {
-        let characters = Array(text)
-        let size = max(1, characters.count / 3)
-        return stride(from: 0, to: characters.count, by: size).map { String(characters[$0..<min($0 + size, characters.count)]) }
+        var pieces: [String] = []
+        var current = ""
+        for character in text {
+            current.append(character)
+            if current.utf8.count >= 4 { pieces.append(current); current = "" }
+        }
+        if !current.isEmpty { pieces.append(current) }
+        return pieces
     }
 }
 
@@ -220,7 +232,7 @@ struct AnthropicPersonality: Personality {
 
     func usage(_ completion: SimulatedModel.Completion, output: Int) -> JSONValue {
         // Anthropic's input_tokens leave out the cached and cache-written ones.
-        ["input_tokens": .int(Int64(completion.promptTokens - completion.cacheRead - completion.cacheWrite)),
+        ["input_tokens": .int(Int64(completion.reportedPromptTokens - completion.cacheRead - completion.cacheWrite)),
          "output_tokens": .int(Int64(output)),
          "cache_creation_input_tokens": .int(Int64(completion.cacheWrite)), "cache_read_input_tokens": .int(Int64(completion.cacheRead))]
     }
@@ -369,9 +381,9 @@ struct GeminiPersonality: Personality {
     func usage(_ completion: SimulatedModel.Completion, output: Int) -> JSONValue {
         // candidatesTokenCount excludes thoughts, which Gemini reports apart.
         let thoughts = completion.reasoning.count
-        var usage: JSONObject = ["promptTokenCount": .int(Int64(completion.promptTokens)),
+        var usage: JSONObject = ["promptTokenCount": .int(Int64(completion.reportedPromptTokens)),
                                  "candidatesTokenCount": .int(Int64(max(output - thoughts, 0))),
-                                 "totalTokenCount": .int(Int64(completion.promptTokens + output))]
+                                 "totalTokenCount": .int(Int64(completion.reportedPromptTokens + output))]
         if thoughts > 0 { usage["thoughtsTokenCount"] = .int(Int64(thoughts)) }
         if completion.cacheRead > 0 { usage["cachedContentTokenCount"] = .int(Int64(completion.cacheRead)) }
         return .object(usage)

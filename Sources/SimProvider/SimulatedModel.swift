@@ -25,6 +25,10 @@ public struct SimulatedRequest: Sendable {
     /// Set by the simulator once it knows whether the prefix was seen before.
     public var cacheRead = 0
     public var cacheWrite = 0
+    /// Completions asked for (`n`); each is a different answer.
+    public var choices = 1
+    /// The `overshoot` fault: the text answer is at least this long, whatever `max_tokens` says.
+    public var minimumTokens: Int?
 
     public init(model: String, promptText: String, messageCount: Int, maxTokens: Int? = nil,
                 tools: [(name: String, schema: JSONValue)] = [], forcedTool: String? = nil,
@@ -84,16 +88,38 @@ public struct SimulatedModel: Sendable {
         public var promptTokens: Int
         /// `stop`, `length` when `max_tokens` cut the answer short, or `tool_calls`.
         public var finishReason: String
+        /// The further answers when `n` > 1 (choices 1, 2, …).
+        public var alternatives: [Completion] = []
+        /// The `usage` fault: token counts are reported this many times too large.
+        public var usageFactor = 1
         public var text: String { tokens.joined() }
-        /// Completion tokens: the answer, the tool call's arguments and the reasoning.
-        public var completionTokens: Int {
+        /// Completion tokens of this choice: the answer, the tool call's arguments and the reasoning.
+        var ownCompletionTokens: Int {
             tokens.count + reasoning.count + (toolCall.map { SimulatedModel.countTokens($0.arguments) } ?? 0)
         }
+        /// Completion tokens as reported: every choice's, times the usage fault's factor.
+        public var completionTokens: Int {
+            (ownCompletionTokens + alternatives.reduce(0) { $0 + $1.ownCompletionTokens }) * usageFactor
+        }
+        /// Prompt tokens as reported (times the usage fault's factor).
+        public var reportedPromptTokens: Int { promptTokens * usageFactor }
     }
 
     public init() {}
 
     public func complete(_ request: SimulatedRequest) -> Completion {
+        var completion = choice(request)
+        if request.choices > 1 {
+            completion.alternatives = (1..<request.choices).map { index in
+                var other = request
+                other.promptText += "\u{0}choice \(index)"
+                return choice(other)
+            }
+        }
+        return completion
+    }
+
+    func choice(_ request: SimulatedRequest) -> Completion {
         var completion = answer(request)
         completion.cacheRead = min(request.cacheRead, completion.promptTokens)
         completion.cacheWrite = min(request.cacheWrite, completion.promptTokens - completion.cacheRead)
@@ -109,9 +135,16 @@ public struct SimulatedModel: Sendable {
         let seed = SimulatedModel.fnv1a(request.model + "\u{0}" + request.promptText)
         let promptTokens = SimulatedModel.countTokens(request.promptText) + 3 * request.messageCount + 3
         if let forced = request.forcedTool, let tool = request.tools.first(where: { $0.name == forced }) ?? request.tools.first {
-            let arguments = JSONWriter.string(SchemaExample.value(for: tool.schema, seed: seed))
+            var arguments = JSONWriter.string(SchemaExample.value(for: tool.schema, seed: seed))
+            var finish = "tool_calls"
+            // `max_tokens` cuts the arguments short, as providers do (the JSON is then incomplete).
+            if let limit = request.maxTokens, request.minimumTokens == nil, SimulatedModel.countTokens(arguments) > limit {
+                arguments = String(decoding: arguments.utf8.prefix(max(0, limit * 4 - 3)), as: UTF8.self)
+                while SimulatedModel.countTokens(arguments) > limit { arguments.removeLast() }
+                finish = "length"
+            }
             return Completion(tokens: [], toolCall: ToolCall(id: "call_sim\(String(seed % 1_000_000, radix: 36))", name: tool.name, arguments: arguments),
-                              promptTokens: promptTokens, finishReason: "tool_calls")
+                              promptTokens: promptTokens, finishReason: finish)
         }
         if request.wantsJSON {
             let value = request.jsonSchema.map { SchemaExample.value(for: $0, seed: seed) }
@@ -125,10 +158,13 @@ public struct SimulatedModel: Sendable {
                 if current.utf8.count >= 4 { tokens.append(current); current = "" }
             }
             if !current.isEmpty { tokens.append(current) }
+            if let limit = request.maxTokens, request.minimumTokens == nil, tokens.count > limit {
+                return Completion(tokens: Array(tokens.prefix(limit)), toolCall: nil, promptTokens: promptTokens, finishReason: "length")
+            }
             return Completion(tokens: tokens, toolCall: nil, promptTokens: promptTokens, finishReason: "stop")
         }
-        let natural = 8 + Int(seed % 24)
-        let count = min(natural, request.maxTokens ?? natural)
+        let natural = max(8 + Int(seed % 24), request.minimumTokens ?? 0)
+        let count = request.minimumTokens != nil ? natural : min(natural, request.maxTokens ?? natural)
         var tokens = words(seed: seed, count: count)
         if count == natural, !tokens.isEmpty { tokens[tokens.count - 1] += "." }
         return Completion(tokens: tokens, toolCall: nil, promptTokens: promptTokens,

@@ -162,7 +162,9 @@ public struct Simulator: Sendable {
             break
         }
 
-        let completion = model.complete(simulated)
+        if fault?.kind == .overshoot { simulated.minimumTokens = (simulated.maxTokens ?? 16) * 2 + 8 }
+        var completion = model.complete(simulated)
+        if fault?.kind == .usage { completion.usageFactor = max(1, min(fault?.factor ?? 10, 1_000_000)) }
         let id = "sim" + String(SimulatedModel.fnv1a(String(buffer: raw)), radix: 36)
         guard stream else {
             try await Task.sleep(for: configuration.firstTokenDelay)

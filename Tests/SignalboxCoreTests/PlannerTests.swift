@@ -126,12 +126,65 @@ struct SplitMix64: RandomNumberGenerator {
         }
     }
 
-    @Test func holdCoversThePromptEstimateAndEveryPossibleCompletionToken() {
-        let attempt = PlannedAttempt(model: Fixture.catalog.models[0], endpoint: Fixture.catalog.models[0].endpoints[0],
-                                     provider: Fixture.catalog.provider("alpha")!)
+    static func chat(_ body: JSONValue) throws -> ChatRequest { try ChatRequest(json: body) }
+
+    /// One user message of `bytes` ASCII bytes: bytes + 1 + 8 (message) + 8 (request) tokens.
+    static func chat(promptBytes bytes: Int, maxTokens: Int?, n: Int? = nil) throws -> ChatRequest {
+        var body: JSONObject = ["model": "acme/big", "messages": [["role": "user", "content": .string(String(repeating: "x", count: bytes))]]]
+        if let maxTokens { body["max_tokens"] = .int(Int64(maxTokens)) }
+        if let n { body["n"] = .int(Int64(n)) }
+        return try ChatRequest(json: .object(body))
+    }
+
+    var attempt: PlannedAttempt {
+        PlannedAttempt(model: Fixture.catalog.models[0], endpoint: Fixture.catalog.models[0].endpoints[0],
+                       provider: Fixture.catalog.provider("alpha")!)
+    }
+
+    @Test func reservationCoversThePromptBoundAndEveryPossibleCompletionToken() throws {
+        let request = try Self.chat(promptBytes: 83, maxTokens: nil)
+        #expect(attempt.promptTokenBound(for: request) == 100)
         // 100 × $3/M + 4096 × $6/M = 0.0003 + 0.024576
-        #expect(attempt.worstCaseCost(promptTokens: 100, maxTokens: nil).decimalString == "0.024876")
-        #expect(attempt.worstCaseCost(promptTokens: 100, maxTokens: 10).decimalString == "0.00036")
+        #expect(attempt.worstCaseCost(for: request).decimalString == "0.024876")
+        #expect(attempt.worstCaseCost(for: try Self.chat(promptBytes: 83, maxTokens: 10)).decimalString == "0.00036")
+    }
+
+    @Test func everyChoiceIsReserved() throws {
+        // 100 × $3/M + 64 × 10 × $6/M
+        #expect(attempt.worstCaseCost(for: try Self.chat(promptBytes: 83, maxTokens: 10, n: 64)).decimalString == "0.00414")
+        #expect(throws: APIError.self) { try Self.chat(promptBytes: 1, maxTokens: 10, n: ChatRequest.maximumChoices + 1) }
+        #expect(throws: APIError.self) { try Self.chat(promptBytes: 1, maxTokens: 10, n: 0) }
+    }
+
+    @Test func promptBoundIsOneTokenPerByteWhateverTheScript() throws {
+        // Emoji and CJK are 4 and 3 bytes each: a tokenizer falling back to bytes emits one token per byte.
+        let emoji = try Self.chat(["model": "acme/big", "messages": [["role": "user", "content": "😀😀😀"]]])
+        #expect(emoji.prompt.textTokens == 12 + 1 + 8 + 8)
+        let cjk = try Self.chat(["model": "acme/big", "messages": [["role": "user", "content": "漢字"]]])
+        #expect(cjk.prompt.textTokens == 6 + 1 + 8 + 8)
+    }
+
+    @Test func imagesCountTheEndpointsAllowanceAndFilesTheirBytesPlusAPage() throws {
+        let request = try Self.chat(["model": "acme/big", "messages": [["role": "user", "content": [
+            ["type": "text", "text": "look"],
+            ["type": "image_url", "image_url": ["url": "https://example.com/a.png"]],
+            ["type": "image_url", "image_url": ["url": "https://example.com/b.png"]],
+            ["type": "file", "file": ["filename": "a.pdf", "file_data": "data:application/pdf;base64,AAAA"]],
+        ]]]])
+        #expect(request.prompt.images == 2)
+        #expect(request.prompt.files == 1)
+        var endpoint = attempt
+        #expect(endpoint.promptTokenBound(for: request)
+            == request.prompt.textTokens + 2 * ModelEndpoint.defaultImageTokens + PromptBound.perFile)
+        endpoint.endpoint.imageTokens = 48_169
+        #expect(endpoint.promptTokenBound(for: request) == request.prompt.textTokens + 2 * 48_169 + PromptBound.perFile)
+    }
+
+    @Test func promptTokensArePricedAtTheCacheWritePriceWhenItIsDearer() throws {
+        var cached = attempt
+        cached.endpoint.pricing.inputCacheWrite = TokenPrice("0.00000375")!  // 1.25 × $3/M
+        // 100 × $3.75/M + 10 × $6/M
+        #expect(cached.worstCaseCost(for: try Self.chat(promptBytes: 83, maxTokens: 10)).decimalString == "0.000435")
     }
 }
 
