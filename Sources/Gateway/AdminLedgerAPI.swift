@@ -82,9 +82,7 @@ extension Gateway {
         _ = try await requireAdmin(request)
         let body = try await body(request)
         guard let account = body["account"]?.stringValue else { throw APIError.badRequest("'account' is required") }
-        guard let text = body["amount"]?.decimalText ?? body["amount"]?.stringValue, let amount = Money(decimal: text), amount > .zero else {
-            throw APIError.badRequest("'amount' must be a positive number of USD")
-        }
+        let amount = try Self.amount(body["amount"], field: "amount")
         guard try await dependencies.ledger.account(id: account) != nil else { throw APIError.notFound("Account \(account) not found") }
         let reference = body["reference"]?.stringValue ?? UUID().uuidString
         let kind = body["kind"]?.stringValue ?? "purchase"
@@ -98,6 +96,8 @@ extension Gateway {
             try await dependencies.ledger.post(transfers)
         } catch LedgerError.idempotencyConflict {
             throw APIError(status: 409, message: "Reference \(reference) was already used for a different amount")
+        } catch LedgerError.balanceOutOfRange {
+            throw APIError(status: 409, message: "Crediting \(amount) would take a balance beyond what the ledger can hold")
         }
         let fee = kind == "purchase" ? Billing.purchaseFee(for: amount) : .zero
         let balance = try await dependencies.ledger.balance(account: account)
@@ -106,6 +106,19 @@ extension Gateway {
             "charged": .string((amount + fee).decimalString), "reference": .string(reference),
             "balance": .string(balance.balance.decimalString),
         ])
+    }
+
+    /// A positive USD amount of at most `Money.maximumAmount`, as a JSON number or decimal string,
+    /// with no more than nine decimal places; anything else is a 400 naming the field.
+    static func amount(_ value: JSONValue?, field: String) throws -> Money {
+        guard let text = value?.decimalText ?? value?.stringValue, let parsed = ExactDecimal(text), parsed.significand > 0 else {
+            throw APIError.badRequest("'\(field)' must be a positive number of USD")
+        }
+        guard let amount = Money(decimal: text), amount <= .maximumAmount else {
+            guard parsed.fractionDigits <= 9 else { throw APIError.badRequest("'\(field)' has more than nine decimal places") }
+            throw APIError.badRequest("'\(field)' must be at most \(Money.maximumAmount.decimalString) USD")
+        }
+        return amount
     }
 
     static func entryQuery(_ parameters: Parameters) throws -> EntryQuery {

@@ -48,8 +48,8 @@ extension Gateway {
     static func limit(_ value: JSONValue?) throws(APIError) -> Money?? {
         guard let value else { return nil }
         if value.isNull { return .some(nil) }
-        guard let text = value.decimalText, let amount = Money(decimal: text), amount >= .zero else {
-            throw APIError.badRequest("'limit' must be a non-negative number of USD, or null")
+        guard let text = value.decimalText, let amount = Money(decimal: text), amount >= .zero, amount <= .maximumAmount else {
+            throw APIError.badRequest("'limit' must be a non-negative number of USD up to \(Money.maximumAmount.decimalString), or null")
         }
         return .some(amount)
     }

@@ -147,9 +147,13 @@ public final class PostgresLedgerStore: LedgerStore {
     struct BalanceDeltas {
         var changes: [String: (balance: Int64, held: Int64)] = [:]
 
-        mutating func add(_ account: String, balance: Int64 = 0, held: Int64 = 0) {
+        /// Sums in checked arithmetic: a batch whose changes leave the 64-bit range is refused.
+        mutating func add(_ account: String, balance: Int64 = 0, held: Int64 = 0) throws {
             let current = changes[account] ?? (0, 0)
-            changes[account] = (current.balance + balance, current.held + held)
+            let (newBalance, balanceOverflow) = current.balance.addingReportingOverflow(balance)
+            let (newHeld, heldOverflow) = current.held.addingReportingOverflow(held)
+            guard !balanceOverflow, !heldOverflow else { throw LedgerError.balanceOutOfRange(account) }
+            changes[account] = (newBalance, newHeld)
         }
 
         func apply(_ connection: PostgresConnection, logger: Logger) async throws {
@@ -199,8 +203,8 @@ public final class PostgresLedgerStore: LedgerStore {
             if same { return }
             throw LedgerError.idempotencyConflict(transfer.idempotencyKey)
         }
-        deltas.add(transfer.debitAccount, balance: -transfer.amount.nanos)
-        deltas.add(transfer.creditAccount, balance: transfer.amount.nanos)
+        try deltas.add(transfer.debitAccount, balance: -transfer.amount.nanos)
+        try deltas.add(transfer.creditAccount, balance: transfer.amount.nanos)
     }
 
     /// Moves a pending hold to `status`, releasing its reservation. Returns false if it was not pending.
@@ -212,7 +216,7 @@ public final class PostgresLedgerStore: LedgerStore {
         else { throw LedgerError.unknownHold(id) }
         guard try row["status"].decode(String.self) == HoldStatus.pending.rawValue else { return false }
         try await connection.query("UPDATE holds SET status = \(status.rawValue) WHERE id = \(id)", logger: logger)
-        deltas.add(try row["account_id"].decode(String.self), held: -(try row["amount"].decode(Int64.self)))
+        try deltas.add(try row["account_id"].decode(String.self), held: -(try row["amount"].decode(Int64.self)))
         return true
     }
 
@@ -228,7 +232,7 @@ public final class PostgresLedgerStore: LedgerStore {
             RETURNING h.account_id, h.amount, o.before - h.amount AS released
             """, logger: logger)).first
         else { return nil }
-        deltas.add(try row["account_id"].decode(String.self), held: -(try row["released"].decode(Int64.self)))
+        try deltas.add(try row["account_id"].decode(String.self), held: -(try row["released"].decode(Int64.self)))
         return Money(nanos: try row["amount"].decode(Int64.self))
     }
 
@@ -389,7 +393,7 @@ public final class PostgresLedgerStore: LedgerStore {
             var open = Set<String>()
             for row in released {
                 open.insert(try row["id"].decode(String.self))
-                deltas.add(try row["account_id"].decode(String.self), held: -(try row["released"].decode(Int64.self)))
+                try deltas.add(try row["account_id"].decode(String.self), held: -(try row["released"].decode(Int64.self)))
             }
             for settlement in settlements {
                 if case .lease(let id, _)? = settlement.reservation, !open.contains(id) { unbacked.insert(settlement.generation.id) }
@@ -429,12 +433,14 @@ public final class PostgresLedgerStore: LedgerStore {
             let posted = Set(try inserted.map { try $0["idempotency_key"].decode(String.self) })
             for transfer in transfers {
                 if posted.contains(transfer.idempotencyKey) {
-                    deltas.add(transfer.debitAccount, balance: -transfer.amount.nanos)
-                    deltas.add(transfer.creditAccount, balance: transfer.amount.nanos)
+                    try deltas.add(transfer.debitAccount, balance: -transfer.amount.nanos)
+                    try deltas.add(transfer.creditAccount, balance: transfer.amount.nanos)
                 } else {
                     var replay = BalanceDeltas()
                     try await post(connection, transfer, deltas: &replay, logger: logger)  // checks it is the same
-                    deltas.changes.merge(replay.changes) { ($0.balance + $1.balance, $0.held + $1.held) }
+                    for (account, change) in replay.changes {
+                        try deltas.add(account, balance: change.balance, held: change.held)
+                    }
                 }
             }
         }

@@ -45,8 +45,12 @@ struct LedgerOptions: ParsableArguments {
 }
 
 func parseAmount(_ text: String, option: String) throws -> Money {
-    guard let amount = Money(decimal: text), amount > .zero else {
+    guard let parsed = ExactDecimal(text), parsed.significand > 0 else {
         throw ValidationError("\(option) must be a positive decimal amount in USD, e.g. 25 or 0.5")
+    }
+    guard let amount = Money(decimal: text), amount <= .maximumAmount else {
+        guard parsed.fractionDigits <= 9 else { throw ValidationError("\(option) has more than nine decimal places") }
+        throw ValidationError("\(option) must be at most \(Money.maximumAmount.decimalString) USD")
     }
     return amount
 }

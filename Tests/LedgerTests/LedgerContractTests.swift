@@ -203,6 +203,79 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
     }
 
     @Test(arguments: StoreKind.allCases)
+    func noCustomerGoesBelowZeroOrBelowWhatItHolds(kind: StoreKind) async throws {
+        try await kind.with { store in
+            try await store.createAccount(id: "acct", name: "A")
+            try await grant(store, "acct", "1")
+            _ = try await store.growLease(LeaseRequest(id: "lease", account: "acct", minimum: usd("0.5"), desired: usd("0.5"),
+                                                       shareDivisor: 1, expiresAt: Date().addingTimeInterval(600)))
+            func debit(_ amount: String, _ key: String) -> TransferRequest {
+                TransferRequest(idempotencyKey: key, debit: "acct", credit: Billing.SystemAccount.grants, amount: usd(amount), kind: .reversal)
+            }
+            // 0.6 would leave 0.4 under a 0.5 lease; 2 would go below zero.
+            await #expect(throws: LedgerError.self) { try await store.post([debit("0.6", "r1")]) }
+            await #expect(throws: LedgerError.self) { try await store.post([debit("2", "r2")]) }
+            do { try await store.post([debit("0.6", "r3")]) } catch let error as LedgerError {
+                guard case .overdrawn = error else { Issue.record("expected overdrawn, got \(error)"); return }
+                #expect(error.isRefusal)
+            }
+            try await store.post([debit("0.5", "r4")])
+            #expect(try await store.balance(account: "acct") == AccountBalance(balance: usd("0.5"), available: .zero))
+            #expect(try await store.verify().isConsistent)
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func aSettlementWhoseLeaseExpiredChargesOnlyWhatIsAvailableAndBooksTheRestAsOverage(kind: StoreKind) async throws {
+        try await kind.with { store in
+            try await store.createAccount(id: "acct", name: "A")
+            try await grant(store, "acct", "1")
+            _ = try await store.growLease(LeaseRequest(id: "old", account: "acct", minimum: usd("0.5"), desired: usd("0.5"),
+                                                       shareDivisor: 1, expiresAt: Date().addingTimeInterval(-1)))
+            #expect(try await store.expireHolds(now: Date()) == 1)
+            // Meanwhile another node leased 0.8 of the account's 1.
+            _ = try await store.growLease(LeaseRequest(id: "new", account: "acct", minimum: usd("0.8"), desired: usd("0.8"),
+                                                       shareDivisor: 1, expiresAt: Date().addingTimeInterval(600)))
+            try await store.settle([Settlement(reservation: .lease(id: "old", release: usd("0.5")),
+                                               transfers: [charge("late", account: "acct", "0.5")],
+                                               generation: generation("late", account: "acct", cost: usd("0.5")))])
+            #expect(try await store.balance(account: "acct") == AccountBalance(balance: usd("0.8"), available: .zero))
+            let overage = try await store.entries(EntryQuery(account: Billing.SystemAccount.overage, limit: 10))
+            #expect(overage.map(\.transfer.amount) == [usd("0.3")])
+            #expect(overage.first?.transfer.kind == .overage)
+            #expect(try await store.balance(account: Billing.SystemAccount.provider("alpha")).balance == usd("0.5"))
+            #expect(try await store.verify().isConsistent)
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func amountsAreBoundedAndBalancesNeverLeaveTheIntegerRange(kind: StoreKind) async throws {
+        try await kind.with { store in
+            try await store.createAccount(id: "rich", name: "R")
+            try await store.post([TransferRequest(idempotencyKey: "max", debit: Billing.SystemAccount.grants, credit: "rich",
+                                                  amount: .maximumAmount, kind: .grant)])
+            await #expect(throws: LedgerError.invalidAmount(.maximumAmount + Money(nanos: 1))) {
+                try await store.post([TransferRequest(idempotencyKey: "max+1", debit: Billing.SystemAccount.grants, credit: "rich",
+                                                      amount: .maximumAmount + Money(nanos: 1), kind: .grant)])
+            }
+            // Enough maximal entries to take a balance past 2^63 nano-dollars: refused, never wrapped or rounded.
+            let count = Int(Int64.max / Money.maximumAmount.nanos) + 1
+            let flood = (0..<count).map { index in
+                TransferRequest(idempotencyKey: "flood-\(index)", debit: Billing.SystemAccount.grants, credit: Billing.SystemAccount.fees,
+                                amount: .maximumAmount, kind: .adjustment)
+            }
+            do {
+                try await store.post(flood)
+                Issue.record("a balance past the 64-bit range was accepted")
+            } catch let error as LedgerError {
+                guard case .balanceOutOfRange = error else { Issue.record("expected balanceOutOfRange, got \(error)"); return }
+            }
+            #expect(try await store.balance(account: "rich").balance == .maximumAmount)
+            #expect(try await store.verify().isConsistent)
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
     func aReplayedBatchChargesNothingTwiceAndABadSettlementFailsTheWholeBatch(kind: StoreKind) async throws {
         try await kind.with { store in
             try await store.createAccount(id: "acct", name: "A")
