@@ -67,7 +67,8 @@ struct ChatPipeline: Sendable {
 
     // MARK: Prepare
 
-    func prepare(_ request: ChatRequest, key: KeyRecord) async throws -> PreparedChat {
+    func prepare(_ request: ChatRequest, key: KeyRecord, generationID: String = makeGenerationID(),
+                 idempotencyKey: String? = nil) async throws -> PreparedChat {
         var planned = try planner.plan(request, health: health.snapshot(), now: health.now)
         if let cluster, cluster.tableIsSet(for: configuration.region) {
             let table = cluster.table(for: configuration.region)
@@ -97,11 +98,10 @@ struct ChatPipeline: Sendable {
         }
         try await checkFreeTier(request, key: key)
         let keyRemaining = try await keyLimitRemaining(key)
-        let generationID = Self.makeGenerationID()
         var prepared = PreparedChat(
             request: request, key: key, attempts: attempts, generationID: generationID,
             created: Int64(Date().timeIntervalSince1970), reservation: nil, startedAt: clock.now, startedDate: Date(),
-            idempotencyKey: nil)
+            idempotencyKey: idempotencyKey)
 
         let worstCase = attempts.map { $0.worstCaseCost(for: request) }
         let largest = worstCase.max() ?? .zero
@@ -296,6 +296,35 @@ struct ChatPipeline: Sendable {
     /// Runs the attempts in order. `emit`, when given, receives each delta as it arrives (a
     /// streaming client); once one has been emitted, the request can no longer fail over.
     func run(_ prepared: PreparedChat, emit: (@Sendable (CompletionDelta, PlannedAttempt) -> Void)?) async -> Outcome {
+        let heartbeat = idempotencyHeartbeat(prepared)
+        defer { heartbeat?.cancel() }
+        return await runAttempts(prepared, emit: emit)
+    }
+
+    /// Keeps a running request's `Idempotency-Key` claim fresh, so a request that runs longer
+    /// than the stale window is not taken over by a retry on another node.
+    func idempotencyHeartbeat(_ prepared: PreparedChat) -> Task<Void, Never>? {
+        guard let key = prepared.idempotencyKey else { return nil }
+        let (ledger, logger, interval) = (self.ledger, self.logger, configuration.holdTTL / 3)
+        let (account, generationID) = (prepared.key.accountID, prepared.generationID)
+        return Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(interval))
+                guard !Task.isCancelled else { return }
+                do {
+                    if try await !ledger.renewIdempotencyClaim(account: account, key: key, generationID: generationID) {
+                        logger.warning("a retry took over this request's Idempotency-Key; its charge will be refused",
+                                       metadata: ["generation": "\(generationID)"])
+                        return
+                    }
+                } catch {
+                    logger.warning("could not renew an Idempotency-Key claim", metadata: ["generation": "\(generationID)", "error": "\(error)"])
+                }
+            }
+        }
+    }
+
+    func runAttempts(_ prepared: PreparedChat, emit: (@Sendable (CompletionDelta, PlannedAttempt) -> Void)?) async -> Outcome {
         var records: [AttemptRecord] = []
         var failures: [UpstreamFailure] = []
         var insurance: [TransferRequest] = []

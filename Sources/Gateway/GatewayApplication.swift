@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import HTTPTypes
 import AsyncHTTPClient
@@ -201,15 +202,25 @@ public struct Gateway: Sendable {
         if let idempotencyKey, idempotencyKey.utf8.count > 256 {
             throw APIError.badRequest("Idempotency-Key is longer than 256 bytes")
         }
-        var prepared = try await pipeline.prepare(chat, key: key)
-        if let idempotencyKey {
-            do {
-                if let stored = try await claimIdempotencyKey(&prepared, key: idempotencyKey) { return stored }
-            } catch {
-                // The claim failed (the ledger is down): nothing will settle this request.
-                await pipeline.abandon(prepared)
-                throw error
+        // The Idempotency-Key is claimed before any credit is reserved: a replay or a conflict
+        // touches no money.
+        let generationID = ChatPipeline.makeGenerationID()
+        if let idempotencyKey, let stored = try await claimIdempotencyKey(
+            idempotencyKey, key: key, generationID: generationID, request: chat, body: json) {
+            return stored
+        }
+        let prepared: PreparedChat
+        do {
+            prepared = try await pipeline.prepare(chat, key: key, generationID: generationID, idempotencyKey: idempotencyKey)
+        } catch {
+            if let idempotencyKey {
+                // Nothing ran: a retry may claim the key again.
+                let (ledger, account) = (dependencies.ledger, key.accountID)
+                try? await pipeline.ledgerCall {
+                    try await ledger.releaseIdempotencyClaim(account: account, key: idempotencyKey, generationID: generationID)
+                }
             }
+            throw error
         }
         if chat.stream { return streamResponse(prepared) }
 
@@ -230,27 +241,42 @@ public struct Gateway: Sendable {
     static let idempotencyHeader = HTTPField.Name("Idempotency-Key")!
 
     /// Claims the request's `Idempotency-Key`. Returns the first result's response when a request
-    /// with the key already succeeded; refuses with 409 while one is running.
-    func claimIdempotencyKey(_ prepared: inout PreparedChat, key: String) async throws -> Response? {
+    /// with the key already succeeded; refuses with 409 while one is running, and with 422 when
+    /// the key was used for a different request (another body or API key), as Stripe does.
+    func claimIdempotencyKey(_ idempotencyKey: String, key: KeyRecord, generationID: String, request: ChatRequest,
+                             body: JSONValue) async throws -> Response? {
         let ledger = dependencies.ledger
-        let claim = try await ledger.claimIdempotencyKey(
-            account: prepared.key.accountID, key: key, generationID: prepared.generationID, now: Date(),
-            staleAfter: dependencies.configuration.holdTTL)
+        let claimRequest = IdempotencyClaimRequest(
+            account: key.accountID, key: idempotencyKey, generationID: generationID,
+            fingerprint: Self.fingerprint(apiKey: key, body: body), staleAfter: dependencies.configuration.holdTTL)
+        let claim = try await pipeline.ledgerCall { try await ledger.claimIdempotencyKey(claimRequest) }
         switch claim {
         case .claimed:
-            prepared.idempotencyKey = key
             return nil
         case .inProgress(let generationID):
             throw APIError(status: 409, message: "A request with this Idempotency-Key is still running",
                            metadata: ["generation_id": .string(generationID)])
+        case .reused(let generationID):
+            throw APIError(status: 422, message: "This Idempotency-Key was already used for a different request "
+                + "(another body or API key). Use a new key for a new request.",
+                metadata: ["error_type": "idempotency_key_reused", "generation_id": .string(generationID)])
         case .completed(let generationID, let stored):
-            await pipeline.abandon(prepared)
             let completion = (try? JSONParser.parse(stored)) ?? [:]
-            var response = prepared.request.stream ? Self.replayStream(completion) : JSONResponse.make(completion)
+            var response = request.stream ? Self.replayStream(completion) : JSONResponse.make(completion)
             response.headers[Self.generationHeader] = generationID
-            response.headers[Self.idempotencyHeader] = key
+            response.headers[Self.idempotencyHeader] = idempotencyKey
             return response
         }
+    }
+
+    /// What identifies a request for its `Idempotency-Key`: the API key and the body as parsed
+    /// (so whitespace does not matter, but every field and the `stream` flag do).
+    static func fingerprint(apiKey: KeyRecord, body: JSONValue) -> String {
+        var hasher = SHA256()
+        hasher.update(data: Array(apiKey.id.utf8))
+        hasher.update(data: [0])
+        hasher.update(data: JSONWriter.bytes(body))
+        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
     }
 
     /// A stored completion, streamed as if it were new: its message in one chunk, the finish

@@ -377,6 +377,26 @@ public struct GenerationRecord: Sendable, Hashable, Codable {
     }
 }
 
+/// A request about to run claims its `Idempotency-Key` with this.
+public struct IdempotencyClaimRequest: Sendable, Hashable {
+    public var account: String
+    public var key: String
+    /// The request's generation id: the claim's owner, the only one that may complete or release it.
+    public var generationID: String
+    /// A digest of what was asked (the API key and the body): a reuse with another request is refused.
+    public var fingerprint: String
+    /// A pending claim not renewed for this long (its node died) is taken over, by the ledger's clock.
+    public var staleAfter: TimeInterval
+
+    public init(account: String, key: String, generationID: String, fingerprint: String, staleAfter: TimeInterval) {
+        self.account = account
+        self.key = key
+        self.generationID = generationID
+        self.fingerprint = fingerprint
+        self.staleAfter = staleAfter
+    }
+}
+
 /// What a request's `Idempotency-Key` claim found.
 public enum IdempotencyClaim: Sendable, Hashable {
     /// The key is now this request's.
@@ -385,14 +405,30 @@ public enum IdempotencyClaim: Sendable, Hashable {
     case inProgress(generationID: String)
     /// A request with the key already succeeded: its generation and response.
     case completed(generationID: String, response: String)
+    /// The key was used for a different request (another body or API key).
+    case reused(generationID: String)
 }
 
-/// How a settlement closes the request's `Idempotency-Key` claim, in the same transaction.
+/// How a settlement closes the request's `Idempotency-Key` claim, in the same transaction. Only
+/// the claim's owner (the settlement's generation) closes it: a settlement whose claim was taken
+/// over meanwhile is a conflict, its charge refused and booked as overage (`Settlement.refusingCharges`).
 public enum IdempotencyOutcome: Sendable, Hashable, Codable {
     /// The request succeeded: keep its response for retries.
     case completed(account: String, key: String, response: String)
     /// The request failed and charged nothing: a retry may run it again.
     case released(account: String, key: String)
+
+    public var account: String {
+        switch self {
+        case .completed(let account, _, _), .released(let account, _): account
+        }
+    }
+
+    public var key: String {
+        switch self {
+        case .completed(_, let key, _), .released(_, let key): key
+        }
+    }
 }
 
 /// The reservation a settlement draws on.
@@ -423,6 +459,24 @@ public struct Settlement: Sendable, Hashable, Codable {
 }
 
 extension Settlement {
+    /// The settlement of a request whose `Idempotency-Key` another request took over while it
+    /// ran (its node was thought dead): the retry is the one the client pays for, so this one's
+    /// customer charges become the operator's overage, its recorded cost zero, and the claim is
+    /// left to its new owner. The provider is still paid for the tokens it served.
+    public func refusingCharges() -> Settlement {
+        var copy = self
+        copy.idempotency = nil
+        copy.generation.cost = .zero
+        copy.transfers = transfers.map { transfer in
+            guard !Billing.SystemAccount.isSystem(transfer.debitAccount) else { return transfer }
+            return TransferRequest(
+                idempotencyKey: "conflict:" + transfer.idempotencyKey, debit: Billing.SystemAccount.overage,
+                credit: transfer.creditAccount, amount: transfer.amount, kind: .overage, keyID: transfer.keyID,
+                generationID: transfer.generationID, memo: "Idempotency-Key taken over; charge refused: " + (transfer.memo ?? ""))
+        }
+        return copy
+    }
+
     /// The transfers of a settlement whose reservation no longer backs it (its lease or hold
     /// expired and the credit may back other requests now): each customer debit is cut to what
     /// the account still has available, and the rest is booked as the operator's overage, so the
@@ -581,10 +635,17 @@ public protocol LedgerStore: Sendable {
     @discardableResult
     func shrinkLease(id: String, by amount: Money, expiresAt: Date, close: Bool) async throws -> Money?
 
-    /// Claims an `Idempotency-Key` for a request about to run. A pending claim older than
-    /// `staleAfter` (its node died) is taken over.
-    func claimIdempotencyKey(account: String, key: String, generationID: String, now: Date,
-                             staleAfter: TimeInterval) async throws -> IdempotencyClaim
+    /// Claims an `Idempotency-Key` for a request about to run. A pending claim not renewed within
+    /// `staleAfter` by the ledger's clock (its node died) is taken over.
+    func claimIdempotencyKey(_ request: IdempotencyClaimRequest) async throws -> IdempotencyClaim
+
+    /// Keeps a long-running request's claim from going stale; false when it is no longer this
+    /// generation's (taken over, or released).
+    func renewIdempotencyClaim(account: String, key: String, generationID: String) async throws -> Bool
+
+    /// Gives up a pending claim whose request never ran (refused before its first attempt).
+    /// Only the owner's release counts.
+    func releaseIdempotencyClaim(account: String, key: String, generationID: String) async throws
 
     /// Releases a pending hold without charging. Replays are no-ops.
     func voidHold(id: String) async throws

@@ -92,6 +92,10 @@ public final class PostgresLedgerStore: LedgerStore {
             """,
             "ALTER TABLE holds ADD CONSTRAINT hold_amount_non_negative CHECK (amount >= 0) NOT VALID",
             "ALTER TABLE transfers ADD CONSTRAINT transfer_amount_bounded CHECK (amount <= \(Money.maximumAmount.nanos)) NOT VALID",
+            // Idempotency claims remember what was asked and when their owner last said it was alive.
+            "ALTER TABLE idempotent_requests ADD COLUMN fingerprint TEXT",
+            "ALTER TABLE idempotent_requests ADD COLUMN renewed_at BIGINT",
+            "UPDATE idempotent_requests SET renewed_at = created_at",
         ]),
     ]
 
@@ -343,7 +347,24 @@ public final class PostgresLedgerStore: LedgerStore {
                             logger: Logger) async throws {
         // 1. Generation records; a settlement whose record is already there is a replay, skipped whole.
         var seen = Set<String>()
-        let unique = batch.filter { seen.insert($0.generation.id).inserted }
+        var unique = batch.filter { seen.insert($0.generation.id).inserted }
+        // 0. Fencing: a claim another request took over is not this settlement's to close or charge for.
+        let claims = unique.compactMap { settlement in settlement.idempotency.map { ($0.account, $0.key) } }
+        if !claims.isEmpty {
+            var owners: [String: String] = [:]
+            for row in try await rows(connection.query(PostgresQuery(unsafeSQL: """
+                SELECT i.account_id, i.key, i.generation_id FROM idempotent_requests i
+                JOIN json_to_recordset($1::json) AS c(account_id TEXT, key TEXT) ON c.account_id = i.account_id AND c.key = i.key
+                ORDER BY i.account_id, i.key FOR UPDATE OF i
+                """, binds: jsonRows(claims.map { ["account_id": .string($0.0), "key": .string($0.1)] })), logger: logger)) {
+                owners[try row["account_id"].decode(String.self) + "\u{0}" + row["key"].decode(String.self)] = try row["generation_id"].decode(String.self)
+            }
+            for index in unique.indices {
+                guard let outcome = unique[index].idempotency,
+                      let owner = owners[outcome.account + "\u{0}" + outcome.key], owner != unique[index].generation.id else { continue }
+                unique[index] = unique[index].refusingCharges()
+            }
+        }
         let stored = try await rows(connection.query(PostgresQuery(unsafeSQL: """
             INSERT INTO generations (id, account_id, key_id, model, provider_name, provider_tag, upstream_id, streamed, cancelled,
               finish_reason, native_finish_reason, tokens_prompt, tokens_completion, tokens_cached, tokens_cache_write,
@@ -449,12 +470,17 @@ public final class PostgresLedgerStore: LedgerStore {
         for settlement in settlements {
             switch settlement.idempotency {
             case .completed(let account, let key, let response)?:
-                try await connection.query(
-                    "UPDATE idempotent_requests SET status = 'done', response = \(response) WHERE account_id = \(account) AND key = \(key)",
-                    logger: logger)
+                let owner = settlement.generation.id
+                try await connection.query("""
+                    UPDATE idempotent_requests SET status = 'done', response = \(response)
+                    WHERE account_id = \(account) AND key = \(key) AND generation_id = \(owner)
+                    """, logger: logger)
             case .released(let account, let key)?:
-                try await connection.query(
-                    "DELETE FROM idempotent_requests WHERE account_id = \(account) AND key = \(key) AND status = 'pending'", logger: logger)
+                let owner = settlement.generation.id
+                try await connection.query("""
+                    DELETE FROM idempotent_requests WHERE account_id = \(account) AND key = \(key) AND generation_id = \(owner)
+                      AND status = 'pending'
+                    """, logger: logger)
             case nil:
                 break
             }
@@ -539,31 +565,55 @@ public final class PostgresLedgerStore: LedgerStore {
         }
     }
 
-    public func claimIdempotencyKey(account: String, key: String, generationID: String, now: Date,
-                                    staleAfter: TimeInterval) async throws -> IdempotencyClaim {
+    /// The database's clock in milliseconds: every node compares claim and lease times with it,
+    /// never with its own.
+    static let databaseNow = "(extract(epoch from clock_timestamp()) * 1000)::bigint"
+
+    public func claimIdempotencyKey(_ request: IdempotencyClaimRequest) async throws -> IdempotencyClaim {
         let logger = self.logger
         return try await transaction { connection in
-            let nowMillis = Self.millis(now)
             try await connection.query("""
-                INSERT INTO idempotent_requests (account_id, key, generation_id, status, created_at)
-                VALUES (\(account), \(key), \(generationID), 'pending', \(nowMillis)) ON CONFLICT DO NOTHING
+                INSERT INTO idempotent_requests (account_id, key, generation_id, status, created_at, fingerprint, renewed_at)
+                VALUES (\(request.account), \(request.key), \(request.generationID), 'pending', \(unescaped: Self.databaseNow),
+                        \(request.fingerprint), \(unescaped: Self.databaseNow))
+                ON CONFLICT DO NOTHING
                 """, logger: logger)
-            guard let row = try await Self.rows(connection.query(
-                "SELECT generation_id, status, response, created_at FROM idempotent_requests WHERE account_id = \(account) AND key = \(key) FOR UPDATE",
-                logger: logger)).first
+            guard let row = try await Self.rows(connection.query("""
+                SELECT generation_id, status, response, fingerprint,
+                  COALESCE(renewed_at, created_at) < \(unescaped: Self.databaseNow) - \(Int64(request.staleAfter * 1000)) AS stale
+                FROM idempotent_requests WHERE account_id = \(request.account) AND key = \(request.key) FOR UPDATE
+                """, logger: logger)).first
             else { throw LedgerError.storage("idempotency claim vanished") }
             let owner = try row["generation_id"].decode(String.self)
-            if owner == generationID { return .claimed }
+            if owner == request.generationID { return .claimed }
+            if let fingerprint = try row["fingerprint"].decode(String?.self), fingerprint != request.fingerprint {
+                return .reused(generationID: owner)
+            }
             if try row["status"].decode(String.self) == "done" {
                 return .completed(generationID: owner, response: try row["response"].decode(String?.self) ?? "")
             }
-            let created = Self.date(try row["created_at"].decode(Int64.self))
-            if created > now.addingTimeInterval(-staleAfter) { return .inProgress(generationID: owner) }
-            try await connection.query(
-                "UPDATE idempotent_requests SET generation_id = \(generationID), created_at = \(nowMillis) WHERE account_id = \(account) AND key = \(key)",
-                logger: logger)
+            guard try row["stale"].decode(Bool.self) else { return .inProgress(generationID: owner) }
+            try await connection.query("""
+                UPDATE idempotent_requests SET generation_id = \(request.generationID), fingerprint = \(request.fingerprint),
+                  renewed_at = \(unescaped: Self.databaseNow)
+                WHERE account_id = \(request.account) AND key = \(request.key)
+                """, logger: logger)
             return .claimed
         }
+    }
+
+    public func renewIdempotencyClaim(account: String, key: String, generationID: String) async throws -> Bool {
+        !(try await Self.rows(client.query("""
+            UPDATE idempotent_requests SET renewed_at = \(unescaped: Self.databaseNow)
+            WHERE account_id = \(account) AND key = \(key) AND generation_id = \(generationID) AND status = 'pending' RETURNING 1
+            """, logger: logger))).isEmpty
+    }
+
+    public func releaseIdempotencyClaim(account: String, key: String, generationID: String) async throws {
+        try await client.query("""
+            DELETE FROM idempotent_requests
+            WHERE account_id = \(account) AND key = \(key) AND generation_id = \(generationID) AND status = 'pending'
+            """, logger: logger)
     }
 
     public func voidHold(id: String) async throws {

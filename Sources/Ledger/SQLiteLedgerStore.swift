@@ -97,6 +97,12 @@ public final class SQLiteLedgerStore: LedgerStore {
             WHEN NEW.amount < 0 OR typeof(NEW.amount) != 'integer'
             BEGIN SELECT RAISE(ABORT, 'signalbox:out-of-range'); END;
             """),
+        // Idempotency claims remember what was asked and when their owner last said it was alive.
+        ("v6", """
+            ALTER TABLE idempotent_requests ADD COLUMN fingerprint TEXT;
+            ALTER TABLE idempotent_requests ADD COLUMN renewed_at INTEGER;
+            UPDATE idempotent_requests SET renewed_at = created_at;
+            """),
     ]
 
     public func migrate() async throws {
@@ -227,10 +233,18 @@ public final class SQLiteLedgerStore: LedgerStore {
     }
 
     static func settle(_ db: Database, _ settlement: Settlement) throws {
-        let generation = settlement.generation
-        if try Row.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM generations WHERE id = ?"), arguments: [generation.id]) != nil {
+        var settlement = settlement
+        if try Row.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM generations WHERE id = ?"), arguments: [settlement.generation.id]) != nil {
             return  // replay
         }
+        // Fencing: a claim another request took over is not this settlement's to close or charge for.
+        if let outcome = settlement.idempotency,
+           let owner = try String.fetchOne(db.cachedStatement(sql: "SELECT generation_id FROM idempotent_requests WHERE account_id = ? AND key = ?"),
+                                           arguments: [outcome.account, outcome.key]),
+           owner != settlement.generation.id {
+            settlement = settlement.refusingCharges()
+        }
+        let generation = settlement.generation
         var backed = true
         switch settlement.reservation {
         case .hold(let holdID)?:
@@ -265,11 +279,11 @@ public final class SQLiteLedgerStore: LedgerStore {
         try insertGeneration(db, generation)
         switch settlement.idempotency {
         case .completed(let account, let key, let response)?:
-            try db.cachedStatement(sql: "UPDATE idempotent_requests SET status = 'done', response = ? WHERE account_id = ? AND key = ?")
-                .execute(arguments: [response, account, key])
+            try db.cachedStatement(sql: "UPDATE idempotent_requests SET status = 'done', response = ? WHERE account_id = ? AND key = ? AND generation_id = ?")
+                .execute(arguments: [response, account, key, generation.id])
         case .released(let account, let key)?:
-            try db.cachedStatement(sql: "DELETE FROM idempotent_requests WHERE account_id = ? AND key = ? AND status = 'pending'")
-                .execute(arguments: [account, key])
+            try db.cachedStatement(sql: "DELETE FROM idempotent_requests WHERE account_id = ? AND key = ? AND generation_id = ? AND status = 'pending'")
+                .execute(arguments: [account, key, generation.id])
         case nil:
             break
         }
@@ -325,23 +339,41 @@ public final class SQLiteLedgerStore: LedgerStore {
         }
     }
 
-    public func claimIdempotencyKey(account: String, key: String, generationID: String, now: Date,
-                                    staleAfter: TimeInterval) async throws -> IdempotencyClaim {
+    public func claimIdempotencyKey(_ request: IdempotencyClaimRequest) async throws -> IdempotencyClaim {
         try await write { db in
+            let now = Self.millis(Date())
             if let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM idempotent_requests WHERE account_id = ? AND key = ?"),
-                                          arguments: [account, key]) {
-                if row["status"] as String == "done" {
-                    return .completed(generationID: row["generation_id"], response: row["response"] ?? "")
-                }
-                if Self.date(row["created_at"]) > now.addingTimeInterval(-staleAfter) {
-                    return .inProgress(generationID: row["generation_id"])
-                }
+                                          arguments: [request.account, request.key]) {
+                let owner: String = row["generation_id"]
+                if owner == request.generationID { return .claimed }
+                if let fingerprint: String = row["fingerprint"], fingerprint != request.fingerprint { return .reused(generationID: owner) }
+                if row["status"] as String == "done" { return .completed(generationID: owner, response: row["response"] ?? "") }
+                let renewed: Int64 = row["renewed_at"] ?? row["created_at"]
+                if renewed > now - Int64(request.staleAfter * 1000) { return .inProgress(generationID: owner) }
             }
             try db.cachedStatement(sql: """
-                INSERT INTO idempotent_requests (account_id, key, generation_id, status, created_at) VALUES (?, ?, ?, 'pending', ?)
-                ON CONFLICT (account_id, key) DO UPDATE SET generation_id = excluded.generation_id, created_at = excluded.created_at
-                """).execute(arguments: [account, key, generationID, Self.millis(now)])
+                INSERT INTO idempotent_requests (account_id, key, generation_id, status, created_at, fingerprint, renewed_at)
+                VALUES (?, ?, ?, 'pending', ?, ?, ?)
+                ON CONFLICT (account_id, key) DO UPDATE SET generation_id = excluded.generation_id, renewed_at = excluded.renewed_at,
+                  fingerprint = excluded.fingerprint
+                """).execute(arguments: [request.account, request.key, request.generationID, now, request.fingerprint, now])
             return .claimed
+        }
+    }
+
+    public func renewIdempotencyClaim(account: String, key: String, generationID: String) async throws -> Bool {
+        try await write { db in
+            try db.cachedStatement(sql: """
+                UPDATE idempotent_requests SET renewed_at = ? WHERE account_id = ? AND key = ? AND generation_id = ? AND status = 'pending'
+                """).execute(arguments: [Self.millis(Date()), account, key, generationID])
+            return db.changesCount > 0
+        }
+    }
+
+    public func releaseIdempotencyClaim(account: String, key: String, generationID: String) async throws {
+        try await write { db in
+            try db.cachedStatement(sql: "DELETE FROM idempotent_requests WHERE account_id = ? AND key = ? AND generation_id = ? AND status = 'pending'")
+                .execute(arguments: [account, key, generationID])
         }
     }
 

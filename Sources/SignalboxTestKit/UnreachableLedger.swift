@@ -34,10 +34,17 @@ public final class UnreachableLedger: LedgerStore {
     public func shrinkLease(id: String, by amount: Money, expiresAt: Date, close: Bool) async throws -> Money? {
         try reach(); return try await store.shrinkLease(id: id, by: amount, expiresAt: expiresAt, close: close)
     }
-    public func claimIdempotencyKey(account: String, key: String, generationID: String, now: Date,
-                                    staleAfter: TimeInterval) async throws -> IdempotencyClaim {
+    public func claimIdempotencyKey(_ request: IdempotencyClaimRequest) async throws -> IdempotencyClaim {
         try reach()
-        return try await store.claimIdempotencyKey(account: account, key: key, generationID: generationID, now: now, staleAfter: staleAfter)
+        return try await store.claimIdempotencyKey(request)
+    }
+    public func renewIdempotencyClaim(account: String, key: String, generationID: String) async throws -> Bool {
+        try reach()
+        return try await store.renewIdempotencyClaim(account: account, key: key, generationID: generationID)
+    }
+    public func releaseIdempotencyClaim(account: String, key: String, generationID: String) async throws {
+        try reach()
+        try await store.releaseIdempotencyClaim(account: account, key: key, generationID: generationID)
     }
     public func voidHold(id: String) async throws { try reach(); try await store.voidHold(id: id) }
     public func holdStatus(id: String) async throws -> HoldStatus? { try reach(); return try await store.holdStatus(id: id) }

@@ -364,18 +364,49 @@ import Testing
         try await TestNode.with { node in
             let first = try await chat(node, key: "retry-1")
             let again = try await chat(node, key: "retry-1")
-            let streamed = try await chat(node, key: "retry-1", stream: true)
             let id = try #require(first.json?["id"]?.stringValue)
             #expect(again.json?["id"]?.stringValue == id && again.header("X-Generation-Id") == id)
             #expect(again.json?["choices"] == first.json?["choices"])
+            let streamedFirst = try await chat(node, key: "retry-stream", stream: true)
+            let streamed = try await chat(node, key: "retry-stream", stream: true)
+            let streamedID = try #require(streamedFirst.header("X-Generation-Id"))
             let events = TestNode.events(streamed.body)
-            #expect(events.last == "[DONE]" && streamed.header("X-Generation-Id") == id)
-            let text = events.dropLast().compactMap { try? JSONParser.parse($0)["choices"]?.arrayValue?.first?["delta"]?["content"]?.stringValue }.joined()
-            #expect(text == first.json?["choices"]?.arrayValue?.first?["message"]?["content"]?.stringValue)
+            #expect(events.last == "[DONE]" && streamed.header("X-Generation-Id") == streamedID)
+            func text(_ body: String) -> String {
+                TestNode.events(body).dropLast().compactMap {
+                    try? JSONParser.parse($0)["choices"]?.arrayValue?.first?["delta"]?["content"]?.stringValue
+                }.joined()
+            }
+            #expect(text(streamed.body) == text(streamedFirst.body))
+            let charges = try await node.ledger.entries(account: node.account, limit: 10).filter { $0.kind == .charge }
+            #expect(charges.count == 2)
+            let balance = try await node.settledBalance()
+            #expect(balance.available == balance.balance)  // the retries reserved nothing
+            #expect(try await node.simulatorRequests("openai") == 2)
+        }
+    }
+
+    @Test func aKeyReusedForADifferentRequestIs422AndChargesNothing() async throws {
+        try await TestNode.with { node in
+            #expect(try await chat(node, key: "mine").status == 200)
+            // Another stream flag, body or API key with the same Idempotency-Key.
+            let streamed = try await chat(node, key: "mine", stream: true)
+            #expect(streamed.status == 422)
+            #expect(streamed.json?["error"]?["metadata"]?["error_type"] == "idempotency_key_reused")
+            var request = HTTPClientRequest(url: node.url + "/api/v1/chat/completions")
+            request.method = .POST
+            request.headers.add(name: "Authorization", value: "Bearer \(node.key)")
+            request.headers.add(name: "Idempotency-Key", value: "mine")
+            request.body = .bytes(ByteBuffer(string: #"{"model": "openai/gpt-4o-mini", "max_tokens": 30, "messages": [{"role": "user", "content": "Something else"}]}"#))
+            #expect(try await node.http.execute(request, timeout: .seconds(30)).status.code == 422)
+            let other = APIKeyFormat.generate()
+            try await node.ledger.insertKey(KeyRecord(id: "key-2", accountID: node.account, hash: APIKeyFormat.hash(other),
+                                                      label: APIKeyFormat.label(other), name: "second"))
+            request.headers.replaceOrAdd(name: "Authorization", value: "Bearer \(other)")
+            request.body = .bytes(ByteBuffer(string: #"{"model": "openai/gpt-4o-mini", "max_tokens": 30, "stream": false, "messages": [{"role": "user", "content": "Once only"}]}"#))
+            #expect(try await node.http.execute(request, timeout: .seconds(30)).status.code == 422)
             let charges = try await node.ledger.entries(account: node.account, limit: 10).filter { $0.kind == .charge }
             #expect(charges.count == 1)
-            let balance = try await node.settledBalance()
-            #expect(balance.available == balance.balance)  // the retries' holds were released
             #expect(try await node.simulatorRequests("openai") == 1)
         }
     }

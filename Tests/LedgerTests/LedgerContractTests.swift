@@ -421,24 +421,61 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
         try await kind.with { store in
             try await store.createAccount(id: "acct", name: "A")
             try await grant(store, "acct", "1")
-            let now = Date()
-            #expect(try await store.claimIdempotencyKey(account: "acct", key: "k", generationID: "g1", now: now, staleAfter: 60) == .claimed)
-            #expect(try await store.claimIdempotencyKey(account: "acct", key: "k", generationID: "g2", now: now, staleAfter: 60)
-                    == .inProgress(generationID: "g1"))
+            func claim(_ account: String, _ id: String, fingerprint: String = "f", staleAfter: TimeInterval = 60) async throws -> IdempotencyClaim {
+                try await store.claimIdempotencyKey(IdempotencyClaimRequest(
+                    account: account, key: "k", generationID: id, fingerprint: fingerprint, staleAfter: staleAfter))
+            }
+            #expect(try await claim("acct", "g1") == .claimed)
+            #expect(try await claim("acct", "g2") == .inProgress(generationID: "g1"))
+            #expect(try await claim("acct", "g2", fingerprint: "other body") == .reused(generationID: "g1"))
             // another account's key of the same name is its own
             try await store.createAccount(id: "other", name: "B")
-            #expect(try await store.claimIdempotencyKey(account: "other", key: "k", generationID: "g3", now: now, staleAfter: 60) == .claimed)
+            #expect(try await claim("other", "g3") == .claimed)
             try await store.settle(holdID: nil, transfers: [charge("g1", account: "acct", "0.1")],
                                    generation: generation("g1", account: "acct", cost: usd("0.1")),
                                    idempotency: .completed(account: "acct", key: "k", response: #"{"id":"g1"}"#))
-            #expect(try await store.claimIdempotencyKey(account: "acct", key: "k", generationID: "g4", now: now, staleAfter: 60)
-                    == .completed(generationID: "g1", response: #"{"id":"g1"}"#))
-            // a failed request releases its key; a dead node's claim is taken over once stale
+            #expect(try await claim("acct", "g4") == .completed(generationID: "g1", response: #"{"id":"g1"}"#))
+            #expect(try await claim("acct", "g4", fingerprint: "other body") == .reused(generationID: "g1"))
+            // a failed request releases its key; only the owner's release counts
+            try await store.releaseIdempotencyClaim(account: "other", key: "k", generationID: "not-the-owner")
+            #expect(try await claim("other", "g5") == .inProgress(generationID: "g3"))
             try await store.settle(holdID: nil, transfers: [], generation: generation("g3", account: "other"),
                                    idempotency: .released(account: "other", key: "k"))
-            #expect(try await store.claimIdempotencyKey(account: "other", key: "k", generationID: "g5", now: now, staleAfter: 60) == .claimed)
-            #expect(try await store.claimIdempotencyKey(account: "other", key: "k", generationID: "g6", now: now.addingTimeInterval(61), staleAfter: 60) == .claimed)
+            #expect(try await claim("other", "g5") == .claimed)
             #expect(try await store.balance(account: "acct").balance == usd("0.9"))
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func aTakenOverClaimTurnsTheFirstOwnersLateSettlementIntoOverageNeverASecondCharge(kind: StoreKind) async throws {
+        try await kind.with { store in
+            try await store.createAccount(id: "acct", name: "A")
+            try await grant(store, "acct", "1")
+            let request = { (id: String) in
+                IdempotencyClaimRequest(account: "acct", key: "k", generationID: id, fingerprint: "f", staleAfter: 0.3)
+            }
+            #expect(try await store.claimIdempotencyKey(request("first")) == .claimed)
+            // A renewed claim stays its owner's; one left alone past the stale window (by the ledger's clock) is taken over.
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(try await store.renewIdempotencyClaim(account: "acct", key: "k", generationID: "first"))
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(try await store.claimIdempotencyKey(request("retry")) == .inProgress(generationID: "first"))
+            try await Task.sleep(for: .milliseconds(400))
+            #expect(try await store.claimIdempotencyKey(request("retry")) == .claimed)
+            #expect(try await store.renewIdempotencyClaim(account: "acct", key: "k", generationID: "first") == false)
+            try await store.settle(holdID: nil, transfers: [charge("retry", account: "acct", "0.1")],
+                                   generation: generation("retry", account: "acct", cost: usd("0.1")),
+                                   idempotency: .completed(account: "acct", key: "k", response: #"{"id":"retry"}"#))
+            // The first owner's settlement arrives late (its spool replayed): no second charge, the provider still paid.
+            try await store.settle(holdID: nil, transfers: [charge("first", account: "acct", "0.1")],
+                                   generation: generation("first", account: "acct", cost: usd("0.1")),
+                                   idempotency: .completed(account: "acct", key: "k", response: #"{"id":"first"}"#))
+            #expect(try await store.balance(account: "acct").balance == usd("0.9"))
+            #expect(try await store.generation(id: "first")?.cost == .zero)
+            #expect(try await store.balance(account: Billing.SystemAccount.overage).balance == usd("-0.1"))
+            #expect(try await store.balance(account: Billing.SystemAccount.provider("alpha")).balance == usd("0.2"))
+            #expect(try await store.claimIdempotencyKey(request("again")) == .completed(generationID: "retry", response: #"{"id":"retry"}"#))
+            #expect(try await store.verify().isConsistent)
         }
     }
 
