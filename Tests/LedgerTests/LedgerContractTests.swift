@@ -452,15 +452,15 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
             try await store.createAccount(id: "acct", name: "A")
             try await grant(store, "acct", "1")
             let request = { (id: String) in
-                IdempotencyClaimRequest(account: "acct", key: "k", generationID: id, fingerprint: "f", staleAfter: 0.3)
+                IdempotencyClaimRequest(account: "acct", key: "k", generationID: id, fingerprint: "f", staleAfter: 2)
             }
             #expect(try await store.claimIdempotencyKey(request("first")) == .claimed)
             // A renewed claim stays its owner's; one left alone past the stale window (by the ledger's clock) is taken over.
-            try await Task.sleep(for: .milliseconds(200))
+            try await Task.sleep(for: .milliseconds(1500))
             #expect(try await store.renewIdempotencyClaim(account: "acct", key: "k", generationID: "first"))
-            try await Task.sleep(for: .milliseconds(200))
+            try await Task.sleep(for: .milliseconds(700))  // 2.2 s after the claim, 0.7 s after the renewal
             #expect(try await store.claimIdempotencyKey(request("retry")) == .inProgress(generationID: "first"))
-            try await Task.sleep(for: .milliseconds(400))
+            try await Task.sleep(for: .milliseconds(2500))
             #expect(try await store.claimIdempotencyKey(request("retry")) == .claimed)
             #expect(try await store.renewIdempotencyClaim(account: "acct", key: "k", generationID: "first") == false)
             try await store.settle(holdID: nil, transfers: [charge("retry", account: "acct", "0.1")],
