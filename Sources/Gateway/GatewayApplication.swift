@@ -529,7 +529,7 @@ public struct LedgerUpkeepService: Service {
                 lastExpiry = .now
                 do {
                     let expired = try await withLedgerDeadline(.seconds(10), "hold expiry") { [ledger] in
-                        try await ledger.expireHolds(now: Date())
+                        try await ledger.expireHolds()
                     }
                     if expired > 0 { logger.info("voided expired holds and leases", metadata: ["count": "\(expired)"]) }
                 } catch {

@@ -34,6 +34,8 @@ public actor CreditLeases {
     /// Reserves `amount` of the account's credit. Throws `LedgerError.unreachable` when the lease
     /// is short and the ledger cannot be asked: the node cannot prove the account can pay.
     public func reserve(account: String, amount: Money) async throws -> Outcome {
+        // Leases the ledger found closed while settling are not used again.
+        for (leaseID, leaseAccount) in committer.takeClosedReservations() { book.lost(leaseID: leaseID, account: leaseAccount) }
         while true {
             if let reservation = book.reserve(account: account, amount: amount, now: Date()) { return .reserved(reservation) }
             // During a known outage the node cannot prove more than its leases hold.
@@ -50,15 +52,16 @@ public actor CreditLeases {
     /// Asks the ledger to grow the account's lease; the answer is applied to the book on this
     /// actor before the task completes, so whoever awaits it sees the new lease.
     private func startGrowth(account: String, amount: Money) -> Task<LeaseGrant, any Error> {
-        let request = book.growthRequest(account: account, amount: amount, now: Date())
+        let requestedAt = Date()
+        let request = book.growthRequest(account: account, amount: amount, now: requestedAt)
         let (store, timeout) = (self.store, self.timeout)
         let growth = Task {
             do {
                 let grant = try await withLedgerDeadline(timeout, "a lease") { try await store.growLease(request) }
-                await self.finishGrowth(request, grant)
+                await self.finishGrowth(request, grant, requestedAt: requestedAt)
                 return grant
             } catch {
-                await self.finishGrowth(request, nil)
+                await self.finishGrowth(request, nil, requestedAt: requestedAt)
                 if !((error as? LedgerError)?.isRefusal ?? false) { await self.committer.noticeOutage() }
                 throw error
             }
@@ -67,9 +70,9 @@ public actor CreditLeases {
         return growth
     }
 
-    private func finishGrowth(_ request: LeaseRequest, _ grant: LeaseGrant?) {
+    private func finishGrowth(_ request: LeaseRequest, _ grant: LeaseGrant?, requestedAt: Date) {
         growing[request.account] = nil
-        if let grant { book.apply(grant, to: request, now: Date()) }
+        if let grant { book.apply(grant, to: request, requestedAt: requestedAt) }
     }
 
     /// Ends a reservation and hands its settlement to the committer; returns once the settlement
@@ -78,19 +81,21 @@ public actor CreditLeases {
     public func settle(_ reservation: CreditReservation?, charged: Money, transfers: [TransferRequest],
                        generation: GenerationRecord, idempotency: IdempotencyOutcome?) async -> SettlementCommitter.Receipt {
         let release = reservation.map { book.settle($0, charged: charged, now: Date()) }
-        return await committer.submit(Settlement(reservation: release, transfers: transfers, generation: generation,
-                                                 idempotency: idempotency))
+        let receipt = await committer.submit(Settlement(reservation: release, transfers: transfers, generation: generation,
+                                                        idempotency: idempotency))
+        if let reservation { book.committed(reservation) }
+        return receipt
     }
 
     /// Ends a reservation whose request will not run.
     public func cancel(_ reservation: CreditReservation) { book.cancel(reservation) }
 
     /// Renews leases in use and gives idle ones back (all of them when `closingAll`, at
-    /// shutdown). Settlements already submitted are committed first, and no lease is given back
-    /// while settlements wait in the spool, so a closed lease's charges are in the ledger before
-    /// its credit is released.
+    /// shutdown). A lease with settlements on their way to the ledger, or any while settlements
+    /// wait in the spool, is not given back, so a closed lease's charges are in the ledger before
+    /// its credit is released. It never waits for the committer: under sustained load renewals
+    /// and idle returns still happen.
     public func upkeep(closingAll: Bool = false) async {
-        await committer.flush()
         let spooled = await committer.currentStatus.spooled
         let work = book.upkeep(now: Date(), closingAll: closingAll, mayClose: spooled == 0)
         guard !work.isEmpty else { return }
@@ -98,9 +103,9 @@ public actor CreditLeases {
             do {
                 switch item {
                 case .renew(let id, let account, let expiresAt):
-                    let store = self.store
+                    let (store, ttl) = (self.store, book.policy.ttl)
                     let left = try await withLedgerDeadline(timeout, "a lease renewal") {
-                        try await store.shrinkLease(id: id, by: .zero, expiresAt: expiresAt, close: false)
+                        try await store.shrinkLease(id: id, by: .zero, ttl: ttl, close: false)
                     }
                     if left == nil { book.lost(leaseID: id, account: account) } else {
                         book.renewed(leaseID: id, account: account, expiresAt: expiresAt)
@@ -108,7 +113,7 @@ public actor CreditLeases {
                 case .close(let id, _):
                     let store = self.store
                     _ = try await withLedgerDeadline(timeout, "a lease release") {
-                        try await store.shrinkLease(id: id, by: .zero, expiresAt: Date(), close: true)
+                        try await store.shrinkLease(id: id, by: .zero, ttl: 0, close: true)
                     }
                 }
             } catch {

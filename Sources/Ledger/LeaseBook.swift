@@ -48,6 +48,9 @@ public struct LeaseBook: Sendable {
         /// The last growth got less than asked for: the account is running low, so each
         /// settlement gives back the unused part and the lease works like per-request holds.
         public var tight: Bool
+        /// Settlements on this lease handed to the committer and not yet committed: the lease is
+        /// not given back while any are, since closing it releases what they will charge.
+        public var unsettled = 0
 
         public var free: Money { granted - reserved }
     }
@@ -87,17 +90,19 @@ public struct LeaseBook: Sendable {
         let shortfall = max(.zero, amount - max(.zero, lease.free))
         let desired = max(policy.slice, Money(nanos: amount.nanos.multipliedReportingOverflow(by: policy.sliceMultiple).partialValue))
         return LeaseRequest(id: lease.id, account: account, minimum: shortfall, desired: max(shortfall, desired),
-                            shareDivisor: policy.shareDivisor, expiresAt: now.addingTimeInterval(policy.ttl))
+                            shareDivisor: policy.shareDivisor, ttl: policy.ttl)
     }
 
-    /// Records the ledger's answer to `request`. A closed lease is dropped (the next growth
-    /// opens a new one).
-    public mutating func apply(_ grant: LeaseGrant, to request: LeaseRequest, now: Date) {
+    /// Records the ledger's answer to `request`, asked at `requestedAt` by this node's clock. A
+    /// closed lease is dropped (the next growth opens a new one). The ledger dates the expiry by
+    /// its own clock when it receives the request, so counting the TTL from `requestedAt` here
+    /// ends the lease's use before the ledger ends the lease, whatever the offset between clocks.
+    public mutating func apply(_ grant: LeaseGrant, to request: LeaseRequest, requestedAt: Date) {
         guard var lease = leases[request.account], lease.id == request.id else { return }
         switch grant {
         case .granted(let added, _):
             lease.granted += added
-            lease.expiresAt = request.expiresAt
+            lease.expiresAt = requestedAt.addingTimeInterval(request.ttl)
             lease.tight = added < request.desired
             leases[request.account] = lease
         case .insufficient:
@@ -121,8 +126,16 @@ public struct LeaseBook: Sendable {
         if lease.tight { release = max(release, lease.granted - lease.reserved) }
         lease.granted -= release
         lease.lastUsed = now
+        lease.unsettled += 1
         leases[reservation.account] = lease
         return .lease(id: lease.id, release: release)
+    }
+
+    /// A settlement on the lease reached the ledger (or the spool).
+    public mutating func committed(_ reservation: CreditReservation) {
+        guard var lease = leases[reservation.account], lease.id == reservation.leaseID else { return }
+        lease.unsettled = max(0, lease.unsettled - 1)
+        leases[reservation.account] = lease
     }
 
     /// Ends a reservation that will not be settled (its request was answered from an earlier
@@ -138,11 +151,14 @@ public struct LeaseBook: Sendable {
     /// open new ones.
     ///
     /// `mayClose` is false while settlements wait in the spool: closing a lease releases its whole
-    /// amount in the ledger, including what those settlements will charge once replayed.
+    /// amount in the ledger, including what those settlements will charge once replayed. For the
+    /// same reason a lease with settlements on their way to the ledger (`unsettled`) stays open;
+    /// nothing here waits for the committer, so upkeep runs whatever the load.
     public mutating func upkeep(now: Date, closingAll: Bool = false, mayClose: Bool = true) -> [Upkeep] {
         var work: [Upkeep] = []
         for (account, lease) in leases.sorted(by: { $0.key < $1.key }) {
-            if mayClose && lease.reserved == .zero && (closingAll || now.timeIntervalSince(lease.lastUsed) >= policy.idleRelease) {
+            if mayClose && lease.reserved == .zero && lease.unsettled == 0
+                && (closingAll || now.timeIntervalSince(lease.lastUsed) >= policy.idleRelease) {
                 leases[account] = nil
                 work.append(.close(leaseID: lease.id, account: account))
             } else if lease.expiresAt.timeIntervalSince(now) < policy.ttl / 2 {

@@ -211,14 +211,15 @@ public struct HoldRequest: Sendable, Hashable {
     public var account: String
     public var amount: Money
     public var keyID: String?
-    public var expiresAt: Date
+    /// The hold expires this long after the ledger placed it, by the ledger's clock.
+    public var ttl: TimeInterval
 
-    public init(id: String, account: String, amount: Money, keyID: String? = nil, expiresAt: Date) {
+    public init(id: String, account: String, amount: Money, keyID: String? = nil, ttl: TimeInterval) {
         self.id = id
         self.account = account
         self.amount = amount
         self.keyID = keyID
-        self.expiresAt = expiresAt
+        self.ttl = ttl
     }
 }
 
@@ -505,6 +506,15 @@ extension Settlement {
     }
 }
 
+/// What a settlement batch found.
+public struct SettlementResult: Sendable, Hashable {
+    /// Reservations (lease or hold ids) that were no longer open: the settlements on them were
+    /// charged only what the account had available (`Settlement.coveringShortfall`).
+    public var closedReservations: Set<String>
+
+    public init(closedReservations: Set<String> = []) { self.closedReservations = closedReservations }
+}
+
 /// A node asking to grow its lease on an account's available credit.
 public struct LeaseRequest: Sendable, Hashable {
     /// The lease's hold id; one per node and account at a time.
@@ -517,15 +527,17 @@ public struct LeaseRequest: Sendable, Hashable {
     /// The grant never takes more than this fraction (1/n) of the account's available credit
     /// beyond `minimum`, so several nodes can lease the same account as it runs low.
     public var shareDivisor: Int64
-    public var expiresAt: Date
+    /// The lease expires this long after the ledger grew it, by the ledger's clock: no node's
+    /// clock decides when another node's lease ends.
+    public var ttl: TimeInterval
 
-    public init(id: String, account: String, minimum: Money, desired: Money, shareDivisor: Int64 = 4, expiresAt: Date) {
+    public init(id: String, account: String, minimum: Money, desired: Money, shareDivisor: Int64 = 4, ttl: TimeInterval) {
         self.id = id
         self.account = account
         self.minimum = minimum
         self.desired = desired
         self.shareDivisor = shareDivisor
-        self.expiresAt = expiresAt
+        self.ttl = ttl
     }
 
     /// The grant for an account with `available` credit: nil when even `minimum` is not covered.
@@ -623,17 +635,21 @@ public protocol LedgerStore: Sendable {
     /// generation record and closes the idempotency claim. The charge may exceed the reservation
     /// (the upstream's count decides), and an expired reservation still gets its charge: a charge
     /// is never skipped. Replays (a generation id already stored) are no-ops, so a batch may be
-    /// committed twice.
-    func settle(_ batch: [Settlement]) async throws
+    /// committed twice. Returns the leases (and holds) the batch found no longer open, so their
+    /// owner stops using them at once.
+    @discardableResult
+    func settle(_ batch: [Settlement]) async throws -> SettlementResult
 
     /// Grows lease `request.id` (creating it when new) by what `LeaseRequest.grant(available:)`
-    /// allows, in one conditional update, and moves its expiry to `request.expiresAt`.
+    /// allows, in one conditional update, and moves its expiry to `request.ttl` from now by the
+    /// ledger's clock.
     func growLease(_ request: LeaseRequest) async throws -> LeaseGrant
 
-    /// Shrinks an open lease by `amount` (never below zero) and moves its expiry; voids it when
-    /// `close` is set. Returns what the lease still reserves, nil when it is no longer open.
+    /// Shrinks an open lease by `amount` (never below zero) and moves its expiry to `ttl` from now
+    /// by the ledger's clock; voids it when `close` is set. Returns what the lease still reserves,
+    /// nil when it is no longer open.
     @discardableResult
-    func shrinkLease(id: String, by amount: Money, expiresAt: Date, close: Bool) async throws -> Money?
+    func shrinkLease(id: String, by amount: Money, ttl: TimeInterval, close: Bool) async throws -> Money?
 
     /// Claims an `Idempotency-Key` for a request about to run. A pending claim not renewed within
     /// `staleAfter` by the ledger's clock (its node died) is taken over.
@@ -651,9 +667,9 @@ public protocol LedgerStore: Sendable {
     func voidHold(id: String) async throws
     func holdStatus(id: String) async throws -> HoldStatus?
 
-    /// Voids every pending hold that expired before `now`; returns how many.
+    /// Voids every pending hold and lease that expired, by the ledger's clock; returns how many.
     @discardableResult
-    func expireHolds(now: Date) async throws -> Int
+    func expireHolds() async throws -> Int
 
     func balance(account: String) async throws -> AccountBalance
     /// Entries matching `query`, most recent first.
@@ -700,7 +716,7 @@ extension LedgerStore {
     /// Settles one request against a per-request hold (see `settle(_:)`).
     public func settle(holdID: String?, transfers: [TransferRequest], generation: GenerationRecord,
                        idempotency: IdempotencyOutcome?) async throws {
-        try await settle([Settlement(reservation: holdID.map { .hold(id: $0) }, transfers: transfers,
+        _ = try await settle([Settlement(reservation: holdID.map { .hold(id: $0) }, transfers: transfers,
                                      generation: generation, idempotency: idempotency)])
     }
 }

@@ -318,25 +318,27 @@ public final class PostgresLedgerStore: LedgerStore {
             }
             let available = try row["balance"].decode(Int64.self) - row["held"].decode(Int64.self)
             guard available >= hold.amount.nanos else { return .insufficient(available: Money(nanos: available)) }
-            let (expires, now) = (Self.millis(hold.expiresAt), Self.millis(Date()))
+            let (ttl, now) = (Int64(hold.ttl * 1000), Self.millis(Date()))
             try await connection.query("""
                 INSERT INTO holds (id, account_id, amount, status, key_id, expires_at, created_at)
-                VALUES (\(hold.id), \(hold.account), \(hold.amount.nanos), 'pending', \(hold.keyID), \(expires), \(now))
+                VALUES (\(hold.id), \(hold.account), \(hold.amount.nanos), 'pending', \(hold.keyID),
+                        \(unescaped: Self.databaseNow) + \(ttl), \(now))
                 """, logger: logger)
             try await connection.query("UPDATE balances SET held = held + \(hold.amount.nanos) WHERE account_id = \(hold.account)", logger: logger)
             return .placed
         }
     }
 
-    public func settle(_ batch: [Settlement]) async throws {
-        guard !batch.isEmpty else { return }
+    public func settle(_ batch: [Settlement]) async throws -> SettlementResult {
+        guard !batch.isEmpty else { return SettlementResult() }
         for transfer in batch.flatMap(\.transfers) where !transfer.hasValidAmount { throw LedgerError.invalidAmount(transfer.amount) }
         try await requireAccounts(batch.flatMap { $0.transfers.flatMap { [$0.debitAccount, $0.creditAccount] } })
         let logger = self.logger
-        try await transaction { connection in
+        return try await transaction { connection in
             var deltas = BalanceDeltas()
-            try await Self.settleBatch(connection, batch, deltas: &deltas, logger: logger)
+            let result = try await Self.settleBatch(connection, batch, deltas: &deltas, logger: logger)
             try await deltas.apply(connection, logger: logger)
+            return result
         }
     }
 
@@ -344,7 +346,8 @@ public final class PostgresLedgerStore: LedgerStore {
     /// statement over a JSON array of rows (`json_to_recordset`), instead of one statement per
     /// settlement. Per-request holds and idempotency claims (rare on the lease path) go one by one.
     static func settleBatch(_ connection: PostgresConnection, _ batch: [Settlement], deltas: inout BalanceDeltas,
-                            logger: Logger) async throws {
+                            logger: Logger) async throws -> SettlementResult {
+        var result = SettlementResult()
         // 1. Generation records; a settlement whose record is already there is a replay, skipped whole.
         var seen = Set<String>()
         var unique = batch.filter { seen.insert($0.generation.id).inserted }
@@ -377,7 +380,7 @@ public final class PostgresLedgerStore: LedgerStore {
             """, binds: jsonRows(unique.map { generationRow($0.generation) })), logger: logger))
         let fresh = Set(try stored.map { try $0["id"].decode(String.self) })
         var settlements = unique.filter { fresh.contains($0.generation.id) }
-        guard !settlements.isEmpty else { return }
+        guard !settlements.isEmpty else { return result }
 
         // 2. Reservations: lease releases summed per lease, in one statement that locks the leases in id order.
         var releases: [String: Int64] = [:]
@@ -438,6 +441,10 @@ public final class PostgresLedgerStore: LedgerStore {
             }
             for index in settlements.indices where unbacked.contains(settlements[index].generation.id) {
                 settlements[index].transfers = Settlement.coveringShortfall(settlements[index].transfers, available: &available)
+                switch settlements[index].reservation {
+                case .hold(let id)?, .lease(let id, _)?: result.closedReservations.insert(id)
+                case nil: break
+                }
             }
         }
 
@@ -485,6 +492,7 @@ public final class PostgresLedgerStore: LedgerStore {
                 break
             }
         }
+        return result
     }
 
     static func jsonRows(_ rows: [JSONObject]) -> PostgresBindings {
@@ -529,16 +537,18 @@ public final class PostgresLedgerStore: LedgerStore {
             else { throw LedgerError.unknownAccount(request.account) }
             let available = Money(nanos: try row["balance"].decode(Int64.self) - row["held"].decode(Int64.self))
             guard let grant = request.grant(available: available) else { return .insufficient(available: available) }
-            let expires = Self.millis(request.expiresAt)
+            let ttl = Int64(request.ttl * 1000)
             if existing == nil {
                 let now = Self.millis(Date())
                 try await connection.query("""
                     INSERT INTO holds (id, account_id, amount, status, key_id, expires_at, created_at)
-                    VALUES (\(request.id), \(request.account), \(grant.nanos), 'pending', NULL, \(expires), \(now))
+                    VALUES (\(request.id), \(request.account), \(grant.nanos), 'pending', NULL, \(unescaped: Self.databaseNow) + \(ttl), \(now))
                     """, logger: logger)
             } else {
-                try await connection.query(
-                    "UPDATE holds SET amount = amount + \(grant.nanos), expires_at = \(expires) WHERE id = \(request.id)", logger: logger)
+                try await connection.query("""
+                    UPDATE holds SET amount = amount + \(grant.nanos), expires_at = \(unescaped: Self.databaseNow) + \(ttl)
+                    WHERE id = \(request.id)
+                    """, logger: logger)
             }
             try await connection.query(
                 "UPDATE balances SET held = held + \(grant.nanos) WHERE account_id = \(request.account)", logger: logger)
@@ -547,7 +557,7 @@ public final class PostgresLedgerStore: LedgerStore {
         }
     }
 
-    public func shrinkLease(id: String, by amount: Money, expiresAt: Date, close: Bool) async throws -> Money? {
+    public func shrinkLease(id: String, by amount: Money, ttl: TimeInterval, close: Bool) async throws -> Money? {
         let logger = self.logger
         return try await transaction { connection in
             var deltas = BalanceDeltas()
@@ -558,7 +568,9 @@ public final class PostgresLedgerStore: LedgerStore {
                 try await Self.closeHold(connection, id: id, status: .voided, deltas: &deltas, logger: logger)
                 left = .zero
             } else {
-                try await connection.query("UPDATE holds SET expires_at = \(Self.millis(expiresAt)) WHERE id = \(id)", logger: logger)
+                let ttl = Int64(ttl * 1000)
+                try await connection.query(
+                    "UPDATE holds SET expires_at = \(unescaped: Self.databaseNow) + \(ttl) WHERE id = \(id)", logger: logger)
             }
             try await deltas.apply(connection, logger: logger)
             return left
@@ -630,11 +642,12 @@ public final class PostgresLedgerStore: LedgerStore {
             .flatMap { HoldStatus(rawValue: try $0["status"].decode(String.self)) }
     }
 
-    public func expireHolds(now: Date) async throws -> Int {
+    public func expireHolds() async throws -> Int {
         let logger = self.logger
         return try await transaction { connection in
             let ids = try await Self.rows(connection.query(
-                "SELECT id FROM holds WHERE status = 'pending' AND expires_at < \(Self.millis(now)) FOR UPDATE SKIP LOCKED", logger: logger))
+                "SELECT id FROM holds WHERE status = 'pending' AND expires_at < \(unescaped: Self.databaseNow) FOR UPDATE SKIP LOCKED",
+                logger: logger))
                 .map { try $0["id"].decode(String.self) }
             var deltas = BalanceDeltas()
             for id in ids { try await Self.closeHold(connection, id: id, status: .voided, deltas: &deltas, logger: logger) }

@@ -136,6 +136,8 @@ public final class SQLiteLedgerStore: LedgerStore {
     // MARK: Helpers (run inside a transaction)
 
     static func millis(_ date: Date) -> Int64 { Int64(date.timeIntervalSince1970 * 1000) }
+    /// `ttl` from now: the embedded ledger serves one node, whose clock is the ledger's.
+    static func expiry(_ ttl: TimeInterval) -> Int64 { millis(Date()) + Int64(ttl * 1000) }
     static func date(_ millis: Int64) -> Date { Date(timeIntervalSince1970: TimeInterval(millis) / 1000) }
 
     static func ensureAccount(_ db: Database, id: String, name: String, isSystem: Bool) throws {
@@ -220,19 +222,21 @@ public final class SQLiteLedgerStore: LedgerStore {
             guard available >= hold.amount.nanos else { return .insufficient(available: Money(nanos: available)) }
             try db.cachedStatement(sql: """
                 INSERT INTO holds (id, account_id, amount, status, key_id, expires_at, created_at) VALUES (?, ?, ?, 'pending', ?, ?, ?)
-                """).execute(arguments: [hold.id, hold.account, hold.amount.nanos, hold.keyID, Self.millis(hold.expiresAt), Self.millis(Date())])
+                """).execute(arguments: [hold.id, hold.account, hold.amount.nanos, hold.keyID, Self.expiry(hold.ttl), Self.millis(Date())])
             try db.cachedStatement(sql: "UPDATE balances SET held = held + ? WHERE account_id = ?").execute(arguments: [hold.amount.nanos, hold.account])
             return .placed
         }
     }
 
-    public func settle(_ batch: [Settlement]) async throws {
+    public func settle(_ batch: [Settlement]) async throws -> SettlementResult {
         try await write { db in
-            for settlement in batch { try Self.settle(db, settlement) }
+            var result = SettlementResult()
+            for settlement in batch { try Self.settle(db, settlement, into: &result) }
+            return result
         }
     }
 
-    static func settle(_ db: Database, _ settlement: Settlement) throws {
+    static func settle(_ db: Database, _ settlement: Settlement, into result: inout SettlementResult) throws {
         var settlement = settlement
         if try Row.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM generations WHERE id = ?"), arguments: [settlement.generation.id]) != nil {
             return  // replay
@@ -265,6 +269,10 @@ public final class SQLiteLedgerStore: LedgerStore {
         }
         var transfers = settlement.transfers
         if !backed {
+            switch settlement.reservation {
+            case .hold(let id)?, .lease(let id, _)?: result.closedReservations.insert(id)
+            case nil: break
+            }
             // The reservation expired before its request settled: the tokens were served and the
             // provider is paid, but the customer pays only what it still has available.
             var available: [String: Money] = [:]
@@ -312,7 +320,7 @@ public final class SQLiteLedgerStore: LedgerStore {
             }
             let available = Money(nanos: (row["balance"] as Int64) - (row["held"] as Int64))
             guard let grant = request.grant(available: available) else { return .insufficient(available: available) }
-            let expires = Self.millis(request.expiresAt)
+            let expires = Self.expiry(request.ttl)
             if existing == nil {
                 try db.cachedStatement(sql: """
                     INSERT INTO holds (id, account_id, amount, status, key_id, expires_at, created_at) VALUES (?, ?, ?, 'pending', NULL, ?, ?)
@@ -327,14 +335,14 @@ public final class SQLiteLedgerStore: LedgerStore {
         }
     }
 
-    public func shrinkLease(id: String, by amount: Money, expiresAt: Date, close: Bool) async throws -> Money? {
+    public func shrinkLease(id: String, by amount: Money, ttl: TimeInterval, close: Bool) async throws -> Money? {
         try await write { db in
             guard let left = try Self.shrinkLease(db, id: id, by: amount) else { return nil }
             if close {
                 try Self.closeHold(db, id: id, status: .voided)
                 return .zero
             }
-            try db.cachedStatement(sql: "UPDATE holds SET expires_at = ? WHERE id = ?").execute(arguments: [Self.millis(expiresAt), id])
+            try db.cachedStatement(sql: "UPDATE holds SET expires_at = ? WHERE id = ?").execute(arguments: [Self.expiry(ttl), id])
             return left
         }
     }
@@ -387,10 +395,10 @@ public final class SQLiteLedgerStore: LedgerStore {
         }
     }
 
-    public func expireHolds(now: Date) async throws -> Int {
+    public func expireHolds() async throws -> Int {
         try await write { db in
             let ids = try String.fetchAll(db.cachedStatement(sql: "SELECT id FROM holds WHERE status = 'pending' AND expires_at < ?"),
-                                          arguments: [Self.millis(now)])
+                                          arguments: [Self.millis(Date())])
             for id in ids { try Self.closeHold(db, id: id, status: .voided) }
             return ids.count
         }

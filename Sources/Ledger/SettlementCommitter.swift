@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 
 /// Group commit for settlements, with a spool for when the ledger is down.
 ///
@@ -49,6 +50,17 @@ public actor SettlementCommitter {
     private var replayInProgress = false
     private var status = Status(ledgerReachable: true, spooled: 0, committedSettlements: 0, committedBatches: 0)
     private var recovering: Task<Void, Never>?
+    /// Reservations committed settlements found closed (lease id → account), for their owner.
+    private nonisolated let closedReservations = NIOLockedValueBox<[String: String]>([:])
+
+    /// Leases (id → account) the ledger found no longer open while settling, since the last call:
+    /// their owner must stop reserving from them.
+    public nonisolated func takeClosedReservations() -> [String: String] {
+        closedReservations.withLockedValue { closed in
+            defer { closed.removeAll() }
+            return closed
+        }
+    }
 
     /// `spool`: where settlements go while the ledger is down; without one they are logged and lost.
     public init(store: any LedgerStore, spool: SettlementSpool?, rejects: SettlementSpool? = nil, maxBatch: Int = 256,
@@ -205,7 +217,17 @@ public actor SettlementCommitter {
 
     private func commitToLedger(_ batch: [Settlement]) async throws {
         let store = self.store
-        try await withLedgerDeadline(timeout, "a settlement batch") { try await store.settle(batch) }
+        let result = try await withLedgerDeadline(timeout, "a settlement batch") { try await store.settle(batch) }
+        if !result.closedReservations.isEmpty {
+            var accounts: [String: String] = [:]
+            for settlement in batch {
+                if case .lease(let id, _)? = settlement.reservation, result.closedReservations.contains(id) {
+                    accounts[id] = settlement.generation.accountID
+                }
+            }
+            closedReservations.withLockedValue { $0.merge(accounts) { $1 } }
+            logger.warning("settlements landed on leases the ledger had already closed", metadata: ["leases": "\(accounts.count)"])
+        }
         reachability.set(true)
         status.committedSettlements += batch.count
         status.committedBatches += 1

@@ -29,10 +29,10 @@ public final class UnreachableLedger: LedgerStore {
     public func account(id: String) async throws -> Account? { try reach(); return try await store.account(id: id) }
     public func post(_ transfers: [TransferRequest]) async throws { try reach(); try await store.post(transfers) }
     public func placeHold(_ hold: HoldRequest) async throws -> HoldOutcome { try reach(); return try await store.placeHold(hold) }
-    public func settle(_ batch: [Settlement]) async throws { try reach(); try await store.settle(batch) }
+    public func settle(_ batch: [Settlement]) async throws -> SettlementResult { try reach(); return try await store.settle(batch) }
     public func growLease(_ request: LeaseRequest) async throws -> LeaseGrant { try reach(); return try await store.growLease(request) }
-    public func shrinkLease(id: String, by amount: Money, expiresAt: Date, close: Bool) async throws -> Money? {
-        try reach(); return try await store.shrinkLease(id: id, by: amount, expiresAt: expiresAt, close: close)
+    public func shrinkLease(id: String, by amount: Money, ttl: TimeInterval, close: Bool) async throws -> Money? {
+        try reach(); return try await store.shrinkLease(id: id, by: amount, ttl: ttl, close: close)
     }
     public func claimIdempotencyKey(_ request: IdempotencyClaimRequest) async throws -> IdempotencyClaim {
         try reach()
@@ -48,7 +48,7 @@ public final class UnreachableLedger: LedgerStore {
     }
     public func voidHold(id: String) async throws { try reach(); try await store.voidHold(id: id) }
     public func holdStatus(id: String) async throws -> HoldStatus? { try reach(); return try await store.holdStatus(id: id) }
-    public func expireHolds(now: Date) async throws -> Int { try reach(); return try await store.expireHolds(now: now) }
+    public func expireHolds() async throws -> Int { try reach(); return try await store.expireHolds() }
     public func balance(account: String) async throws -> AccountBalance { try reach(); return try await store.balance(account: account) }
     public func entries(_ query: EntryQuery) async throws -> [LedgerEntry] { try reach(); return try await store.entries(query) }
     public func spend(_ query: EntryQuery, by grouping: SpendGrouping) async throws -> [SpendRow] {

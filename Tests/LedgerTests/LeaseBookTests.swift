@@ -14,7 +14,7 @@ import Testing
         #expect(request.minimum == usd("0.2"))
         #expect(request.desired == usd("1.6"))  // 8 × the reservation, more than the $1 slice
         #expect(request.shareDivisor == 4)
-        book.apply(.granted(added: usd("1.6"), total: usd("1.6")), to: request, now: start)
+        book.apply(.granted(added: usd("1.6"), total: usd("1.6")), to: request, requestedAt: start)
         let reservations = (0..<8).compactMap { _ in book.reserve(account: "a", amount: usd("0.2"), now: start) }
         #expect(reservations.count == 8)
         #expect(book.reserve(account: "a", amount: usd("0.2"), now: start) == nil)
@@ -27,7 +27,7 @@ import Testing
         var book = LeaseBook(nodeID: "n1", policy: policy)
         let request = book.growthRequest(account: "a", amount: usd("0.2"), now: start)
         // the account is running low: only a quarter of what it has
-        book.apply(.granted(added: usd("0.3"), total: usd("0.3")), to: request, now: start)
+        book.apply(.granted(added: usd("0.3"), total: usd("0.3")), to: request, requestedAt: start)
         let reserved = book.reserve(account: "a", amount: usd("0.2"), now: start)
         let first = try! #require(reserved)
         #expect(book.reserve(account: "a", amount: usd("0.2"), now: start) == nil)
@@ -38,10 +38,10 @@ import Testing
     @Test func aRefusedGrowthMarksTheLeaseTightAndAClosedLeaseIsReplaced() {
         var book = LeaseBook(nodeID: "n1", policy: policy)
         let request = book.growthRequest(account: "a", amount: usd("0.2"), now: start)
-        book.apply(.closed, to: request, now: start)
+        book.apply(.closed, to: request, requestedAt: start)
         let next = book.growthRequest(account: "a", amount: usd("0.2"), now: start)
         #expect(next.id != request.id)
-        book.apply(.insufficient(available: usd("0.1")), to: next, now: start)
+        book.apply(.insufficient(available: usd("0.1")), to: next, requestedAt: start)
         #expect(book.leases["a"]?.tight == true)
     }
 
@@ -49,7 +49,7 @@ import Testing
         var book = LeaseBook(nodeID: "n1", policy: policy)
         for account in ["busy", "idle"] {
             let request = book.growthRequest(account: account, amount: usd("0.1"), now: start)
-            book.apply(.granted(added: usd("1"), total: usd("1")), to: request, now: start)
+            book.apply(.granted(added: usd("1"), total: usd("1")), to: request, requestedAt: start)
         }
         let idleLease = try #require(book.leases["idle"]?.id)
         let reserved = book.reserve(account: "busy", amount: usd("0.1"), now: start)
@@ -70,6 +70,10 @@ import Testing
         #expect(book.upkeep(now: later, closingAll: true).isEmpty)  // one request still runs
         _ = book.settle(second, charged: usd("0.1"), now: later)
         #expect(book.upkeep(now: later, closingAll: true, mayClose: false).isEmpty)  // charges still in the spool
+        #expect(book.upkeep(now: later, closingAll: true).isEmpty)  // two settlements on their way to the ledger
+        book.committed(held)
+        #expect(book.upkeep(now: later, closingAll: true).isEmpty)
+        book.committed(second)
         #expect(book.upkeep(now: later, closingAll: true) == [.close(leaseID: held.leaseID, account: "busy")])
     }
 }

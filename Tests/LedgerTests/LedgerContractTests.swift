@@ -104,13 +104,12 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
         try await kind.with { store in
             try await store.createAccount(id: "acct", name: "A")
             try await grant(store, "acct", "1")
-            let expiry = Date().addingTimeInterval(600)
-            #expect(try await store.placeHold(HoldRequest(id: "h1", account: "acct", amount: usd("0.6"), expiresAt: expiry)) == .placed)
+            #expect(try await store.placeHold(HoldRequest(id: "h1", account: "acct", amount: usd("0.6"), ttl: 600)) == .placed)
             #expect(try await store.balance(account: "acct") == AccountBalance(balance: usd("1"), available: usd("0.4")))
-            #expect(try await store.placeHold(HoldRequest(id: "h2", account: "acct", amount: usd("0.5"), expiresAt: expiry))
+            #expect(try await store.placeHold(HoldRequest(id: "h2", account: "acct", amount: usd("0.5"), ttl: 600))
                     == .insufficient(available: usd("0.4")))
             // placing the same hold again is a no-op
-            #expect(try await store.placeHold(HoldRequest(id: "h1", account: "acct", amount: usd("0.6"), expiresAt: expiry)) == .placed)
+            #expect(try await store.placeHold(HoldRequest(id: "h1", account: "acct", amount: usd("0.6"), ttl: 600)) == .placed)
             #expect(try await store.balance(account: "acct").available == usd("0.4"))
         }
     }
@@ -120,7 +119,7 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
         try await kind.with { store in
             try await store.createAccount(id: "acct", name: "A")
             try await grant(store, "acct", "1")
-            _ = try await store.placeHold(HoldRequest(id: "h1", account: "acct", amount: usd("0.5"), expiresAt: Date().addingTimeInterval(600)))
+            _ = try await store.placeHold(HoldRequest(id: "h1", account: "acct", amount: usd("0.5"), ttl: 600))
             try await store.settle(holdID: "h1", transfers: [charge("g1", account: "acct", "0.123")], generation: generation("g1", account: "acct", cost: usd("0.123")), idempotency: nil)
             // a replayed settlement charges nothing more
             try await store.settle(holdID: "h1", transfers: [charge("g1", account: "acct", "0.123")], generation: generation("g1", account: "acct", cost: usd("0.123")), idempotency: nil)
@@ -143,11 +142,11 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
         try await kind.with { store in
             try await store.createAccount(id: "acct", name: "A")
             try await grant(store, "acct", "1")
-            _ = try await store.placeHold(HoldRequest(id: "void-me", account: "acct", amount: usd("0.3"), expiresAt: Date().addingTimeInterval(600)))
-            _ = try await store.placeHold(HoldRequest(id: "stale", account: "acct", amount: usd("0.3"), expiresAt: Date().addingTimeInterval(-1)))
+            _ = try await store.placeHold(HoldRequest(id: "void-me", account: "acct", amount: usd("0.3"), ttl: 600))
+            _ = try await store.placeHold(HoldRequest(id: "stale", account: "acct", amount: usd("0.3"), ttl: -1))
             try await store.voidHold(id: "void-me")
             try await store.voidHold(id: "void-me")
-            #expect(try await store.expireHolds(now: Date()) == 1)
+            #expect(try await store.expireHolds() == 1)
             #expect(try await store.holdStatus(id: "void-me") == .voided)
             #expect(try await store.holdStatus(id: "stale") == .voided)
             #expect(try await store.balance(account: "acct") == AccountBalance(balance: usd("1"), available: usd("1")))
@@ -167,12 +166,12 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
             let later = Date().addingTimeInterval(600)
             // A quarter of what is available at most, but never less than the minimum.
             #expect(try await store.growLease(LeaseRequest(id: "lease-a", account: "acct", minimum: usd("0.1"), desired: usd("5"),
-                                                           expiresAt: later)) == .granted(added: usd("0.25"), total: usd("0.25")))
+                                                           ttl: 600)) == .granted(added: usd("0.25"), total: usd("0.25")))
             #expect(try await store.growLease(LeaseRequest(id: "lease-a", account: "acct", minimum: usd("0.5"), desired: usd("0.5"),
-                                                           expiresAt: later)) == .granted(added: usd("0.5"), total: usd("0.75")))
+                                                           ttl: 600)) == .granted(added: usd("0.5"), total: usd("0.75")))
             #expect(try await store.balance(account: "acct") == AccountBalance(balance: usd("1"), available: usd("0.25")))
             #expect(try await store.growLease(LeaseRequest(id: "lease-b", account: "acct", minimum: usd("0.3"), desired: usd("1"),
-                                                           expiresAt: later)) == .insufficient(available: usd("0.25")))
+                                                           ttl: 600)) == .insufficient(available: usd("0.25")))
             // Two settlements in one batch: each charge comes out of the lease, so available stays put.
             try await store.settle([
                 Settlement(reservation: .lease(id: "lease-a", release: usd("0.2")), transfers: [charge("g1", account: "acct", "0.2")],
@@ -182,20 +181,20 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
             ])
             #expect(try await store.balance(account: "acct") == AccountBalance(balance: usd("0.75"), available: usd("0.25")))
             // Shrinking gives unused credit back; it never goes below zero.
-            #expect(try await store.shrinkLease(id: "lease-a", by: usd("0.4"), expiresAt: later, close: false) == usd("0.1"))
-            #expect(try await store.shrinkLease(id: "lease-a", by: usd("9"), expiresAt: later, close: false) == .zero)
+            #expect(try await store.shrinkLease(id: "lease-a", by: usd("0.4"), ttl: 600, close: false) == usd("0.1"))
+            #expect(try await store.shrinkLease(id: "lease-a", by: usd("9"), ttl: 600, close: false) == .zero)
             #expect(try await store.balance(account: "acct") == AccountBalance(balance: usd("0.75"), available: usd("0.75")))
             // An expired lease is voided; growing it again says so, and its late charges still post.
             _ = try await store.growLease(LeaseRequest(id: "lease-c", account: "acct", minimum: usd("0.1"), desired: usd("0.1"),
-                                                       expiresAt: Date().addingTimeInterval(-1)))
-            #expect(try await store.expireHolds(now: Date()) == 1)
+                                                       ttl: -1))
+            #expect(try await store.expireHolds() == 1)
             #expect(try await store.growLease(LeaseRequest(id: "lease-c", account: "acct", minimum: usd("0.1"), desired: usd("0.1"),
-                                                           expiresAt: later)) == .closed)
-            #expect(try await store.shrinkLease(id: "lease-c", by: usd("0.1"), expiresAt: later, close: false) == nil)
+                                                           ttl: 600)) == .closed)
+            #expect(try await store.shrinkLease(id: "lease-c", by: usd("0.1"), ttl: 600, close: false) == nil)
             try await store.settle([Settlement(reservation: .lease(id: "lease-c", release: usd("0.1")),
                                                transfers: [charge("g3", account: "acct", "0.1")],
                                                generation: generation("g3", account: "acct", cost: usd("0.1")))])
-            #expect(try await store.shrinkLease(id: "lease-a", by: .zero, expiresAt: later, close: true) == .zero)
+            #expect(try await store.shrinkLease(id: "lease-a", by: .zero, ttl: 600, close: true) == .zero)
             #expect(try await store.holdStatus(id: "lease-a") == .voided)
             #expect(try await store.balance(account: "acct") == AccountBalance(balance: usd("0.65"), available: usd("0.65")))
             #expect(try await store.verify().isConsistent)
@@ -208,7 +207,7 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
             try await store.createAccount(id: "acct", name: "A")
             try await grant(store, "acct", "1")
             _ = try await store.growLease(LeaseRequest(id: "lease", account: "acct", minimum: usd("0.5"), desired: usd("0.5"),
-                                                       shareDivisor: 1, expiresAt: Date().addingTimeInterval(600)))
+                                                       shareDivisor: 1, ttl: 600))
             func debit(_ amount: String, _ key: String) -> TransferRequest {
                 TransferRequest(idempotencyKey: key, debit: "acct", credit: Billing.SystemAccount.grants, amount: usd(amount), kind: .reversal)
             }
@@ -231,11 +230,11 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
             try await store.createAccount(id: "acct", name: "A")
             try await grant(store, "acct", "1")
             _ = try await store.growLease(LeaseRequest(id: "old", account: "acct", minimum: usd("0.5"), desired: usd("0.5"),
-                                                       shareDivisor: 1, expiresAt: Date().addingTimeInterval(-1)))
-            #expect(try await store.expireHolds(now: Date()) == 1)
+                                                       shareDivisor: 1, ttl: -1))
+            #expect(try await store.expireHolds() == 1)
             // Meanwhile another node leased 0.8 of the account's 1.
             _ = try await store.growLease(LeaseRequest(id: "new", account: "acct", minimum: usd("0.8"), desired: usd("0.8"),
-                                                       shareDivisor: 1, expiresAt: Date().addingTimeInterval(600)))
+                                                       shareDivisor: 1, ttl: 600))
             try await store.settle([Settlement(reservation: .lease(id: "old", release: usd("0.5")),
                                                transfers: [charge("late", account: "acct", "0.5")],
                                                generation: generation("late", account: "acct", cost: usd("0.5")))])
@@ -281,7 +280,7 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
             try await store.createAccount(id: "acct", name: "A")
             try await grant(store, "acct", "1")
             _ = try await store.growLease(LeaseRequest(id: "lease", account: "acct", minimum: usd("0.5"), desired: usd("0.5"),
-                                                       shareDivisor: 1, expiresAt: Date().addingTimeInterval(600)))
+                                                       shareDivisor: 1, ttl: 600))
             let batch = (1...20).map { index in
                 Settlement(reservation: .lease(id: "lease", release: usd("0.01")), transfers: [charge("b\(index)", account: "acct", "0.01")],
                            generation: generation("b\(index)", account: "acct", cost: usd("0.01")))
@@ -378,7 +377,7 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
                 for index in 0..<50 {
                     group.addTask {
                         try await store.placeHold(HoldRequest(id: "h\(index)", account: "acct", amount: usd("0.07"),
-                                                              expiresAt: Date().addingTimeInterval(600))) == .placed
+                                                              ttl: 600)) == .placed
                     }
                 }
                 return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }

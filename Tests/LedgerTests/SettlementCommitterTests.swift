@@ -20,7 +20,7 @@ import Testing
         try await store.createAccount(id: "acct", name: "A")
         try await grant(store, "acct", "10")
         _ = try await store.growLease(LeaseRequest(id: "lease", account: "acct", minimum: usd("5"), desired: usd("5"), shareDivisor: 1,
-                                                   expiresAt: Date().addingTimeInterval(600)))
+                                                   ttl: 600))
         let committer = SettlementCommitter(store: store, spool: nil, logger: Logger(label: "test"))
         await withTaskGroup(of: SettlementCommitter.Receipt.self) { group in
             for index in 0..<200 { group.addTask { await committer.submit(self.settlement("g\(index)", lease: "lease", "0.01")) } }
@@ -33,12 +33,33 @@ import Testing
         #expect(try await store.verify().isConsistent)
     }
 
+    @Test func aLeaseTheLedgerClosedIsDroppedByItsOwnerAtTheNextSettlement() async throws {
+        let store = try await SQLiteLedgerStore.open(path: nil)
+        try await store.createAccount(id: "acct", name: "A")
+        try await grant(store, "acct", "10")
+        let committer = SettlementCommitter(store: store, spool: nil, logger: Logger(label: "test"))
+        let credit = CreditLeases(store: store, committer: committer, nodeID: "n1", logger: Logger(label: "test"))
+        guard case .reserved(let first) = try await credit.reserve(account: "acct", amount: usd("0.1")) else {
+            Issue.record("no reservation"); return
+        }
+        // Another node voids the lease (its TTL ran out by the ledger's clock while this node was paused).
+        _ = try await store.shrinkLease(id: first.leaseID, by: .zero, ttl: 0, close: true)
+        await credit.settle(first, charged: usd("0.1"), transfers: [charge("g1", account: "acct", "0.1")],
+                            generation: generation("g1", account: "acct", cost: usd("0.1")), idempotency: nil)
+        guard case .reserved(let second) = try await credit.reserve(account: "acct", amount: usd("0.1")) else {
+            Issue.record("no reservation"); return
+        }
+        #expect(second.leaseID != first.leaseID)
+        #expect(try await store.holdStatus(id: second.leaseID) == .pending)
+        #expect(try await store.verify().isConsistent)
+    }
+
     @Test func whileTheLedgerIsDownSettlementsAreSpooledThenReplayedExactlyOnce() async throws {
         let ledger = UnreachableLedger(try await SQLiteLedgerStore.open(path: nil))
         try await ledger.createAccount(id: "acct", name: "A")
         try await grant(ledger, "acct", "10")
         _ = try await ledger.growLease(LeaseRequest(id: "lease", account: "acct", minimum: usd("5"), desired: usd("5"), shareDivisor: 1,
-                                                    expiresAt: Date().addingTimeInterval(600)))
+                                                    ttl: 600))
         let path = spoolPath()
         let committer = SettlementCommitter(store: ledger, spool: try SettlementSpool(path: path), timeout: .seconds(1),
                                             replayInterval: .milliseconds(50), logger: Logger(label: "test"))
