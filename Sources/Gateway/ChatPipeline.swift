@@ -126,6 +126,12 @@ struct ChatPipeline: Sendable {
             }
             prepared.keyReservation = covered
         }
+        if credit.committer.reachability.isBacklogged {
+            release(prepared)
+            throw APIError(status: 503, message: "This node's charges have waited too long for the credit ledger, so it takes "
+                + "no paid requests until they are recorded. Retry shortly or on another node.",
+                metadata: ["reason": "settlement_backlog", "error_type": "ledger_unavailable"])
+        }
         do {
             let kept = zip(attempts, worstCase).filter { $0.1 <= covered }.map(\.1)
             prepared.reservation = try await reserveCredit(&prepared, worstCase: kept, largest: kept.max() ?? covered)

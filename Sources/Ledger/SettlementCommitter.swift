@@ -15,6 +15,9 @@ public actor SettlementCommitter {
         case committed
         /// In the local spool, to be replayed into the ledger.
         case spooled
+        /// The ledger is down and the spool cannot be written: kept in memory and retried; the
+        /// node refuses paid requests until it is durable.
+        case held
         /// Refused by the ledger (bad data) and kept in the spool's reject file for an operator;
         /// or, with no spool configured, lost with an error logged.
         case rejected
@@ -24,6 +27,10 @@ public actor SettlementCommitter {
     public struct Status: Sendable, Hashable {
         public var ledgerReachable: Bool
         public var spooled: Int
+        /// Settlements neither committed nor spooled (the spool could not be written).
+        public var held = 0
+        /// Settlements set aside in the reject file since start.
+        public var rejected = 0
         public var committedSettlements: Int
         public var committedBatches: Int
     }
@@ -37,6 +44,10 @@ public actor SettlementCommitter {
     let maxBatch: Int
     let timeout: Duration
     let replayInterval: Duration
+    /// A spooled settlement older than this makes the node refuse paid requests.
+    let maxSpoolAge: TimeInterval
+    /// A settlement whose commit fails this many times with the ledger reachable is set aside.
+    let poisonThreshold = 3
     let logger: Logger
     /// Called after each committed batch with its size (for metrics).
     let onCommit: @Sendable (Int) -> Void
@@ -50,6 +61,10 @@ public actor SettlementCommitter {
     private var replayInProgress = false
     private var status = Status(ledgerReachable: true, spooled: 0, committedSettlements: 0, committedBatches: 0)
     private var recovering: Task<Void, Never>?
+    /// Settlements the spool could not take (disk full, read-only): retried before anything else.
+    private var held: [Settlement] = []
+    /// Failures of single settlements with the ledger reachable, by generation id.
+    private var strikes: [String: Int] = [:]
     /// Reservations committed settlements found closed (lease id → account), for their owner.
     private nonisolated let closedReservations = NIOLockedValueBox<[String: String]>([:])
 
@@ -65,7 +80,7 @@ public actor SettlementCommitter {
     /// `spool`: where settlements go while the ledger is down; without one they are logged and lost.
     public init(store: any LedgerStore, spool: SettlementSpool?, rejects: SettlementSpool? = nil, maxBatch: Int = 256,
                 maxInFlight: Int = 2, timeout: Duration = .seconds(3), replayInterval: Duration = .seconds(1),
-                reachability: LedgerReachability = LedgerReachability(), logger: Logger,
+                maxSpoolAge: TimeInterval = 3600, reachability: LedgerReachability = LedgerReachability(), logger: Logger,
                 onCommit: @escaping @Sendable (Int) -> Void = { _ in }) {
         self.store = store
         self.reachability = reachability
@@ -75,13 +90,23 @@ public actor SettlementCommitter {
         self.maxInFlight = max(1, maxInFlight)
         self.timeout = timeout
         self.replayInterval = replayInterval
+        self.maxSpoolAge = maxSpoolAge
         self.logger = logger
         self.onCommit = onCommit
     }
 
     /// Replays what an earlier run left in the spool (call once at start).
     public func start() async {
+        if let spool {
+            let recovery = await spool.recovery
+            if recovery != SettlementSpool.Recovery() {
+                logger.warning("the settlement spool was damaged; recovered what it held", metadata: [
+                    "torn_tail_bytes": "\(recovery.truncatedBytes)", "corrupt_records": "\(recovery.corruptRecords)",
+                    "converted_legacy_records": "\(recovery.convertedLegacyRecords)"])
+            }
+        }
         status.spooled = await spool?.count ?? 0
+        await updateBacklog()
         if status.spooled > 0 {
             logger.warning("replaying spooled settlements", metadata: ["count": "\(status.spooled)"])
             startRecovery()
@@ -91,7 +116,23 @@ public actor SettlementCommitter {
     public var currentStatus: Status {
         var current = status
         current.ledgerReachable = reachability.isReachable
+        current.held = held.count
         return current
+    }
+
+    /// Paid requests stop while settlements are held in memory or the spool's oldest is too old.
+    private func updateBacklog() async {
+        var backlogged = !held.isEmpty
+        if let oldest = await spool?.oldest, Date().timeIntervalSince(oldest) > maxSpoolAge { backlogged = true }
+        if backlogged != reachability.isBacklogged {
+            reachability.setBacklogged(backlogged)
+            if backlogged {
+                logger.critical("settlements are waiting outside the ledger too long; refusing paid requests", metadata: [
+                    "held_in_memory": "\(held.count)", "max_spool_age_seconds": "\(Int(maxSpoolAge))"])
+            } else {
+                logger.notice("settlement backlog cleared; admitting paid requests again")
+            }
+        }
     }
 
     /// Someone on the node saw the ledger fail: stop waiting on it until it answers again.
@@ -135,49 +176,88 @@ public actor SettlementCommitter {
         await withCheckedContinuation { idleWaiters.append($0) }
     }
 
-    /// Commits the spool now (for tests and shutdown); true when it is empty afterwards.
+    /// Commits what waits outside the ledger now — settlements held in memory, then the spool,
+    /// read forward in batches from its checkpoint (for tests and shutdown); true when nothing
+    /// is left. A batch that fails with the ledger reachable is retried one settlement at a time;
+    /// one the ledger refuses, or that fails `poisonThreshold` times, is set aside in the reject
+    /// file with its reason, so it never blocks the rest.
     @discardableResult
     public func replaySpool() async -> Bool {
-        guard let spool else { return true }
-        // One replay at a time: two would each drop the lines they read from the spool.
+        // One replay at a time: two would each commit the records they read.
         guard !replayInProgress else { return false }
         replayInProgress = true
         defer { replayInProgress = false }
-        do {
-            while true {
-                let pending = try await spool.pending()
-                guard !pending.isEmpty else { break }
-                let batch = Array(pending.prefix(maxBatch))
-                try await commitToLedger(batch)
-                try await spool.removeFirst(batch.count)
-                status.spooled = max(0, status.spooled - batch.count)
-                logger.info("replayed spooled settlements", metadata: ["count": "\(batch.count)"])
+        defer { Task { await self.updateBacklog() } }
+        guard await commitHeld() else { return false }
+        guard let spool else { return true }
+        while true {
+            let records: [SettlementSpool.Record]
+            do {
+                records = try await spool.next(maxBatch)
+            } catch {
+                logger.critical("cannot read the settlement spool", metadata: ["error": "\(error)"])
+                return false
             }
-            status.spooled = 0
+            guard let last = records.last else { break }
+            do {
+                try await commitToLedger(records.map(\.settlement))
+                try await spool.advance(past: last, replayed: records.count)
+                status.spooled = await spool.count
+                logger.info("replayed spooled settlements", metadata: ["count": "\(records.count)"])
+                continue
+            } catch {
+                guard await reach() else { return false }
+            }
+            for record in records {
+                guard await commitOrSetAside(record.settlement) else { return false }
+                do {
+                    try await spool.advance(past: record, replayed: 1)
+                } catch {
+                    logger.critical("cannot checkpoint the settlement spool", metadata: ["error": "\(error)"])
+                    return false
+                }
+            }
+            status.spooled = await spool.count
+        }
+        status.spooled = 0
+        return true
+    }
+
+    /// Commits one settlement, or sets it aside when the ledger refuses it or it keeps failing
+    /// with the ledger reachable. False when the ledger is out of reach (try again later).
+    private func commitOrSetAside(_ settlement: Settlement) async -> Bool {
+        do {
+            try await commitToLedger([settlement])
+            strikes[settlement.generation.id] = nil
             return true
         } catch let error as LedgerError where error.isRefusal {
-            // One bad settlement must not hold the rest back: replay them one by one.
-            return await replayOneByOne(spool)
+            await reject(settlement, error)
+            return true
         } catch {
-            reachability.set(false)
-            return false
+            guard await reach() else { return false }
+            let count = (strikes[settlement.generation.id] ?? 0) + 1
+            strikes[settlement.generation.id] = count
+            guard count >= poisonThreshold else { return false }
+            strikes[settlement.generation.id] = nil
+            await reject(settlement, error)
+            return true
         }
     }
 
-    private func replayOneByOne(_ spool: SettlementSpool) async -> Bool {
+    /// Settlements the spool could not take: to the ledger if it answers, else to the spool.
+    private func commitHeld() async -> Bool {
+        guard !held.isEmpty else { return true }
+        let waiting = held
+        held = []
         do {
-            for settlement in try await spool.pending() {
-                do {
-                    try await commitToLedger([settlement])
-                } catch let error as LedgerError where error.isRefusal {
-                    await reject(settlement, error)
-                }
-                try await spool.removeFirst(1)
-            }
-            status.spooled = 0
+            try await commitToLedger(waiting)
             return true
         } catch {
-            reachability.set(false)
+            if let spool, (try? await spool.append(waiting)) != nil {
+                status.spooled += waiting.count
+                return false
+            }
+            held = waiting + held
             return false
         }
     }
@@ -258,19 +338,24 @@ public actor SettlementCommitter {
             do {
                 try await spool.append(batch)
                 status.spooled += batch.count
+                await updateBacklog()
                 return Array(repeating: .spooled, count: batch.count)
             } catch {
-                logger.critical("cannot spool settlements", metadata: ["error": "\(error)"])
-                return Array(repeating: .rejected, count: batch.count)
+                // Never dropped: kept in memory and retried, and paid requests stop until it is durable.
+                logger.critical("cannot spool settlements; holding them in memory", metadata: ["error": "\(error)"])
+                held += batch
+                await updateBacklog()
+                return Array(repeating: .held, count: batch.count)
             }
         }
     }
 
     private func reject(_ settlement: Settlement, _ error: any Error) async {
-        logger.critical("the ledger refused a settlement", metadata: [
+        logger.critical("a settlement was set aside in the reject file", metadata: [
             "generation": "\(settlement.generation.id)", "error": "\(error)",
         ])
-        try? await rejects?.append([settlement])
+        status.rejected += 1
+        try? await rejects?.append([settlement], reason: "\(error)")
     }
 
     /// Until the ledger answers and the spool is empty: probe, then replay, every `replayInterval`.
@@ -285,12 +370,16 @@ public actor SettlementCommitter {
     }
 
     private func recover() async -> Bool {
-        guard await reach() else { return false }
+        guard await reach() else {
+            _ = await commitHeld()  // the ledger is down: at least get held settlements onto disk
+            await updateBacklog()
+            return false
+        }
         return await replaySpool()
     }
 
     private func recoveryFinished() {
         recovering = nil
-        if status.spooled > 0 || !reachability.isReachable { startRecovery() }
+        if status.spooled > 0 || !held.isEmpty || !reachability.isReachable { startRecovery() }
     }
 }

@@ -9,12 +9,20 @@ import SignalboxCore
 public final class UnreachableLedger: LedgerStore {
     public let store: any LedgerStore
     private let down = NIOLockedValueBox(false)
+    private let poisoned = NIOLockedValueBox<Set<String>>([])
 
     public init(_ store: any LedgerStore) { self.store = store }
 
     public var isDown: Bool {
         get { down.withLockedValue { $0 } }
         set { down.withLockedValue { $0 = newValue } }
+    }
+
+    /// Settlements of these generations fail every commit with a storage error (not a refusal),
+    /// as a record the database chokes on would.
+    public var poison: Set<String> {
+        get { poisoned.withLockedValue { $0 } }
+        set { poisoned.withLockedValue { $0 = newValue } }
     }
 
     private func reach() throws {
@@ -29,7 +37,14 @@ public final class UnreachableLedger: LedgerStore {
     public func account(id: String) async throws -> Account? { try reach(); return try await store.account(id: id) }
     public func post(_ transfers: [TransferRequest]) async throws { try reach(); try await store.post(transfers) }
     public func placeHold(_ hold: HoldRequest) async throws -> HoldOutcome { try reach(); return try await store.placeHold(hold) }
-    public func settle(_ batch: [Settlement]) async throws -> SettlementResult { try reach(); return try await store.settle(batch) }
+    public func settle(_ batch: [Settlement]) async throws -> SettlementResult {
+        try reach()
+        let poison = self.poison
+        if let bad = batch.first(where: { poison.contains($0.generation.id) }) {
+            throw LedgerError.storage("simulated: the database cannot store \(bad.generation.id)")
+        }
+        return try await store.settle(batch)
+    }
     public func growLease(_ request: LeaseRequest) async throws -> LeaseGrant { try reach(); return try await store.growLease(request) }
     public func shrinkLease(id: String, by amount: Money, ttl: TimeInterval, close: Bool) async throws -> Money? {
         try reach(); return try await store.shrinkLease(id: id, by: amount, ttl: ttl, close: close)

@@ -53,6 +53,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Smallest slice (USD) of an account's credit this node leases at a time (default 1).") var leaseSlice: String?
     @Option(help: "Settlement spool: where charges wait while the ledger is unreachable (default DATA-DIR/settlements.spool).")
     var spool: String?
+    @Option(help: "Seconds a settlement may wait in the spool before the node refuses paid requests (default 3600).")
+    var maxSpoolAge: Int?
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
 
     func run() async throws {
@@ -139,6 +141,12 @@ struct Serve: AsyncParsableCommand {
         }
     }
 
+    func maxSpoolAgeSeconds() throws -> TimeInterval {
+        guard let maxSpoolAge else { return 3600 }
+        guard maxSpoolAge >= 1 else { throw ValidationError("--max-spool-age must be at least 1 second") }
+        return TimeInterval(maxSpoolAge)
+    }
+
     func serve(ledger: any LedgerStore, configuration: GatewayConfiguration, catalog: Catalog, services: [any Service],
                providerKeys: [String: String], simulatorURL: String?, demoAmount: Money, logger: Logger) async throws {
         var services = services
@@ -153,7 +161,7 @@ struct Serve: AsyncParsableCommand {
         let metrics = GatewayMetrics()
         let committer = SettlementCommitter(
             store: ledger, spool: try SettlementSpool(path: spoolPath), rejects: try SettlementSpool(path: spoolPath + ".rejected"),
-            logger: logger, onCommit: { metrics.settlementBatch(size: $0) })
+            maxSpoolAge: try maxSpoolAgeSeconds(), logger: logger, onCommit: { metrics.settlementBatch(size: $0) })
         let credit = CreditLeases(store: ledger, committer: committer, nodeID: configuration.nodeID, policy: policy, logger: logger)
         let health = HealthTracker()
         let cluster = try makeCluster(configuration: configuration, health: health, logger: logger)

@@ -96,4 +96,131 @@ import Testing
         #expect(try await store.creditTotals(account: "acct").usage == usd("0.2"))
         #expect(try await SettlementSpool(path: path + ".rejected").pending().map(\.generation.id) == ["bad"])
     }
+
+    @Test func aPoisonSettlementAtTheHeadOfTheSpoolIsSetAsideAndTheRestReplay() async throws {
+        let ledger = UnreachableLedger(try await SQLiteLedgerStore.open(path: nil))
+        try await ledger.createAccount(id: "acct", name: "A")
+        try await grant(ledger, "acct", "10")
+        let path = spoolPath()
+        let committer = SettlementCommitter(store: ledger, spool: try SettlementSpool(path: path),
+                                            rejects: try SettlementSpool(path: path + ".rejected"), timeout: .seconds(1),
+                                            replayInterval: .milliseconds(20), logger: Logger(label: "test"))
+        ledger.isDown = true
+        #expect(await committer.submit(settlement("poison", lease: "none", "0.1")) == .spooled)
+        for index in 0..<5 { #expect(await committer.submit(settlement("after\(index)", lease: "none", "0.1")) == .spooled) }
+        ledger.poison = ["poison"]
+        ledger.isDown = false
+        for _ in 0..<200 where await committer.currentStatus.spooled > 0 { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(await committer.currentStatus.spooled == 0)
+        #expect(await committer.currentStatus.rejected == 1)
+        #expect(try await ledger.creditTotals(account: "acct").usage == usd("0.5"))
+        let rejected = try await SettlementSpool(path: path + ".rejected").pendingRecords()
+        #expect(rejected.map(\.settlement.generation.id) == ["poison"])
+        #expect(rejected.first?.reason?.contains("cannot store poison") == true)
+    }
+
+    @Test func aSpoolThatCannotBeWrittenHoldsChargesInMemoryAndStopsPaidRequests() async throws {
+        let ledger = UnreachableLedger(try await SQLiteLedgerStore.open(path: nil))
+        try await ledger.createAccount(id: "acct", name: "A")
+        try await grant(ledger, "acct", "10")
+        // Every write to /dev/full fails with ENOSPC: a full disk.
+        let committer = SettlementCommitter(store: ledger, spool: try SettlementSpool(path: "/dev/full"), timeout: .seconds(1),
+                                            replayInterval: .milliseconds(20), logger: Logger(label: "test"))
+        ledger.isDown = true
+        #expect(await committer.submit(settlement("kept", lease: "none", "0.1")) == .held)
+        #expect(committer.reachability.isBacklogged)
+        #expect(await committer.currentStatus.held == 1)
+        ledger.isDown = false
+        for _ in 0..<200 where await committer.currentStatus.held > 0 { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(await committer.currentStatus.held == 0)
+        for _ in 0..<50 where committer.reachability.isBacklogged { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(!committer.reachability.isBacklogged)
+        #expect(try await ledger.creditTotals(account: "acct").usage == usd("0.1"))
+    }
+
+    @Test func spooledSettlementsOlderThanTheMaximumAgeStopPaidRequests() async throws {
+        let ledger = UnreachableLedger(try await SQLiteLedgerStore.open(path: nil))
+        try await ledger.createAccount(id: "acct", name: "A")
+        try await grant(ledger, "acct", "10")
+        let committer = SettlementCommitter(store: ledger, spool: try SettlementSpool(path: spoolPath()), timeout: .seconds(1),
+                                            replayInterval: .milliseconds(50), maxSpoolAge: 0.3, logger: Logger(label: "test"))
+        ledger.isDown = true
+        #expect(await committer.submit(settlement("waiting", lease: "none", "0.1")) == .spooled)
+        #expect(!committer.reachability.isBacklogged)
+        for _ in 0..<100 where !committer.reachability.isBacklogged { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(committer.reachability.isBacklogged)
+        ledger.isDown = false
+        for _ in 0..<100 where committer.reachability.isBacklogged { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(!committer.reachability.isBacklogged)
+    }
+}
+
+@Suite struct SettlementSpoolTests {
+    func settlement(_ id: String) -> Settlement {
+        Settlement(reservation: .lease(id: "lease", release: usd("0.1")), transfers: [charge(id, account: "acct", "0.1")],
+                   generation: generation(id, account: "acct", cost: usd("0.1")))
+    }
+
+    func path() -> String {
+        FileManager.default.temporaryDirectory.appendingPathComponent("spool-\(UUID().uuidString)/settlements.spool").path
+    }
+
+    func size(_ path: String) -> Int { (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? -1 }
+
+    @Test func aTornLastRecordIsCutOnOpenAndTheRestKept() async throws {
+        let path = path()
+        try await SettlementSpool(path: path).append((0..<3).map { settlement("g\($0)") })
+        let whole = size(path)
+        // A crash mid-write: half of a fourth record.
+        let fourth = SpoolFile.frame(Array(try JSONEncoder().encode(["x": String(repeating: "y", count: 400)])))
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        try handle.seekToEnd()
+        try handle.write(contentsOf: Data(fourth.prefix(fourth.count / 2)))
+        try handle.close()
+        let reopened = try SettlementSpool(path: path)
+        #expect(try await reopened.pending().map(\.generation.id) == ["g0", "g1", "g2"])
+        #expect(await reopened.recovery.truncatedBytes == fourth.count / 2)
+        #expect(size(path) == whole)
+        try await reopened.append([settlement("g3")])
+        #expect(try await SettlementSpool(path: path).pending().map(\.generation.id) == ["g0", "g1", "g2", "g3"])
+    }
+
+    @Test func aDamagedRecordInTheMiddleIsSkippedWithoutLosingLaterOnes() async throws {
+        let path = path()
+        try await SettlementSpool(path: path).append((0..<4).map { settlement("g\($0)") })
+        var bytes = Array(try Data(contentsOf: URL(fileURLWithPath: path)))
+        let second = try #require(SpoolFile.recordStarts(bytes).dropFirst().first)
+        bytes[second + SpoolFile.headerSize + 10] ^= 0xff  // one flipped byte in the second record's JSON
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        let reopened = try SettlementSpool(path: path)
+        #expect(try await reopened.pending().map(\.generation.id) == ["g0", "g2", "g3"])
+        #expect(await reopened.recovery.corruptRecords == 1)
+    }
+
+    @Test func replayAdvancesACheckpointInsteadOfRewritingAndEmptiesTheFileAtTheEnd() async throws {
+        let path = path()
+        let spool = try SettlementSpool(path: path)
+        try await spool.append((0..<5).map { settlement("g\($0)") })
+        let whole = size(path)
+        let first = try await spool.next(2)
+        try await spool.advance(past: try #require(first.last), replayed: 2)
+        #expect(size(path) == whole)  // not rewritten
+        #expect(await spool.count == 3)
+        #expect(try await SettlementSpool(path: path).pending().map(\.generation.id) == ["g2", "g3", "g4"])
+        let rest = try await spool.next(10)
+        try await spool.advance(past: try #require(rest.last), replayed: rest.count)
+        let (count, oldest) = (await spool.count, await spool.oldest)
+        #expect(size(path) == 0 && count == 0 && oldest == nil)
+        #expect(try await SettlementSpool(path: path).pending().isEmpty)
+    }
+
+    @Test func aSpoolOfTheOldLineFormatIsConverted() async throws {
+        let path = path()
+        try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        let lines = try (0..<2).map { String(decoding: try JSONEncoder().encode(settlement("old\($0)")), as: UTF8.self) }
+        try (lines.joined(separator: "\n") + "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        let spool = try SettlementSpool(path: path)
+        #expect(await spool.recovery.convertedLegacyRecords == 2)
+        #expect(try await spool.pending().map(\.generation.id) == ["old0", "old1"])
+    }
 }

@@ -21,6 +21,10 @@ def test_docker_compose_file_is_valid_and_has_two_regions_of_two_nodes():
         assert command[command.index("--region") + 1] == name[:2]
         assert "--gossip-bind" in command and "--cluster-key-file" in command
         assert spec["depends_on"]["cluster-key"]["condition"] == "service_completed_successfully"
+        # Each node's data directory (its settlement spool) is a named volume, so a restart keeps spooled charges.
+        data_dir = command[command.index("--data-dir") + 1]
+        mounts = [volume for volume in spec.get("volumes", []) if (volume.get("target") if isinstance(volume, dict) else volume.split(":")[1]) == data_dir]
+        assert mounts, f"{name} keeps its spool ({data_dir}) inside the container"
     for region in ("eu", "us"):
         config = open(f"Deploy/nginx/{region}.conf").read()
         assert f"server {region}-1:8080" in config and f"server {region}-2:8080" in config
