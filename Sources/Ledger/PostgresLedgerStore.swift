@@ -23,6 +23,11 @@ public final class PostgresLedgerStore: LedgerStore {
         self.logger = logger
     }
 
+    /// The server cancels any statement running longer, and ends any transaction left idle this
+    /// long: the settlement deadline, so a batch the node gave up on (and spooled) holds no row
+    /// locks after it. Migrations lift it for themselves; queries page to stay well under it.
+    public static let statementTimeout: TimeInterval = 3
+
     /// A client configuration from a `postgres://user:password@host:port/database` URL.
     public static func configuration(url: String) throws -> PostgresClient.Configuration {
         guard let components = URLComponents(string: url), ["postgres", "postgresql"].contains(components.scheme ?? ""),
@@ -33,6 +38,12 @@ public final class PostgresLedgerStore: LedgerStore {
             host: host, port: components.port ?? 5432, username: components.user ?? "postgres",
             password: components.password, database: database.isEmpty ? nil : database, tls: .disable)
         configuration.options.maximumConnections = 20
+        // A statement or an abandoned transaction outlives no client deadline (settlements give
+        // up after 3 s): the server cancels it and frees its row locks instead of holding them.
+        configuration.options.additionalStartupParameters = [
+            ("statement_timeout", String(Int(statementTimeout * 1000))),
+            ("idle_in_transaction_session_timeout", String(Int(statementTimeout * 1000))),
+        ]
         return configuration
     }
 
@@ -97,12 +108,90 @@ public final class PostgresLedgerStore: LedgerStore {
             "ALTER TABLE idempotent_requests ADD COLUMN renewed_at BIGINT",
             "UPDATE idempotent_requests SET renewed_at = created_at",
         ]),
+        (5, [settleFunction]),
     ]
+
+    /// A whole settlement batch in one statement, so it costs one round trip whatever accounts
+    /// and idempotency keys it touches. It handles the common case — every settlement new, on an
+    /// open lease, its claim still its own, its transfers new — and answers `slow` without
+    /// writing anything otherwise; the store then runs the general path (`settleBatch`).
+    /// Row locks are taken in a fixed order (leases by id, then balances by account), as the
+    /// general path does, so concurrent batches from any number of nodes never deadlock.
+    static let settleFunction = """
+        CREATE OR REPLACE FUNCTION signalbox_settle(batch jsonb) RETURNS text LANGUAGE plpgsql AS $fn$
+        DECLARE
+          lease_count int := jsonb_array_length(batch->'leases');
+          locked_count int;
+          lease_releases jsonb;
+        BEGIN
+          IF jsonb_array_length(batch->'holds') > 0 THEN RETURN 'slow'; END IF;
+          IF EXISTS (SELECT 1 FROM generations g JOIN jsonb_to_recordset(batch->'generations') AS n(id text) ON n.id = g.id) THEN
+            RETURN 'slow';
+          END IF;
+          IF EXISTS (SELECT 1 FROM transfers t JOIN jsonb_to_recordset(batch->'transfers') AS n(idempotency_key text)
+                     ON n.idempotency_key = t.idempotency_key) THEN
+            RETURN 'slow';
+          END IF;
+          SELECT count(*) INTO locked_count FROM (
+            SELECT h.id FROM holds h JOIN jsonb_to_recordset(batch->'leases') AS r(id text) ON r.id = h.id
+            WHERE h.status = 'pending' ORDER BY h.id FOR UPDATE OF h) l;
+          IF locked_count <> lease_count THEN RETURN 'slow'; END IF;
+          IF EXISTS (SELECT 1 FROM idempotent_requests i
+                     JOIN jsonb_to_recordset(batch->'claims') AS c(account_id text, key text, generation_id text)
+                     ON c.account_id = i.account_id AND c.key = i.key WHERE i.generation_id <> c.generation_id) THEN
+            RETURN 'slow';
+          END IF;
+
+          INSERT INTO generations (id, account_id, key_id, model, provider_name, provider_tag, upstream_id, streamed, cancelled,
+            finish_reason, native_finish_reason, tokens_prompt, tokens_completion, tokens_cached, tokens_cache_write,
+            tokens_reasoning, cost, latency_ms, generation_time_ms, attempts, created_at)
+          SELECT * FROM jsonb_to_recordset(batch->'generations') AS g(id TEXT, account_id TEXT, key_id TEXT, model TEXT,
+            provider_name TEXT, provider_tag TEXT, upstream_id TEXT, streamed BOOLEAN, cancelled BOOLEAN, finish_reason TEXT,
+            native_finish_reason TEXT, tokens_prompt BIGINT, tokens_completion BIGINT, tokens_cached BIGINT,
+            tokens_cache_write BIGINT, tokens_reasoning BIGINT, cost BIGINT, latency_ms BIGINT, generation_time_ms BIGINT,
+            attempts TEXT, created_at BIGINT);
+
+          WITH r AS (SELECT * FROM jsonb_to_recordset(batch->'leases') AS r(id TEXT, release BIGINT)),
+          before AS (SELECT h.id, h.amount FROM holds h JOIN r ON r.id = h.id),
+          changed AS (
+            UPDATE holds h SET amount = h.amount - LEAST(h.amount, r.release) FROM r, before b
+            WHERE h.id = r.id AND b.id = h.id RETURNING h.account_id, b.amount - h.amount AS released)
+          SELECT COALESCE(jsonb_agg(jsonb_build_object('account', account_id, 'held', -released)), '[]'::jsonb)
+          INTO lease_releases FROM changed;
+
+          INSERT INTO transfers (idempotency_key, debit_account, credit_account, amount, kind, key_id, generation_id, memo, created_at)
+          SELECT * FROM jsonb_to_recordset(batch->'transfers') AS t(idempotency_key TEXT, debit_account TEXT, credit_account TEXT,
+            amount BIGINT, kind TEXT, key_id TEXT, generation_id TEXT, memo TEXT, created_at BIGINT);
+
+          WITH t AS (SELECT * FROM jsonb_to_recordset(batch->'transfers') AS t(debit_account TEXT, credit_account TEXT, amount BIGINT)),
+          changes AS (
+            SELECT debit_account AS account, -amount AS balance, 0::bigint AS held FROM t
+            UNION ALL SELECT credit_account, amount, 0 FROM t
+            UNION ALL SELECT account, 0, held FROM jsonb_to_recordset(lease_releases) AS l(account TEXT, held BIGINT)),
+          summed AS (SELECT account, sum(balance)::bigint AS balance, sum(held)::bigint AS held FROM changes GROUP BY account),
+          locked AS (SELECT b.account_id FROM balances b JOIN summed s ON s.account = b.account_id
+                     ORDER BY b.account_id FOR UPDATE OF b)
+          UPDATE balances b SET balance = b.balance + s.balance, held = b.held + s.held
+          FROM summed s, locked l WHERE b.account_id = s.account AND l.account_id = b.account_id
+            AND (s.balance <> 0 OR s.held <> 0);
+
+          UPDATE idempotent_requests i SET status = 'done', response = c.response
+          FROM jsonb_to_recordset(batch->'claims') AS c(account_id TEXT, key TEXT, generation_id TEXT, outcome TEXT, response TEXT)
+          WHERE c.outcome = 'completed' AND i.account_id = c.account_id AND i.key = c.key AND i.generation_id = c.generation_id;
+          DELETE FROM idempotent_requests i
+          USING jsonb_to_recordset(batch->'claims') AS c(account_id TEXT, key TEXT, generation_id TEXT, outcome TEXT)
+          WHERE c.outcome = 'released' AND i.account_id = c.account_id AND i.key = c.key AND i.generation_id = c.generation_id
+            AND i.status = 'pending';
+          RETURN 'ok';
+        END
+        $fn$
+        """
 
     /// Creates or upgrades the schema; safe to run on every start and from several nodes at once.
     public func migrate() async throws {
         try await client.withTransaction(logger: logger) { connection in
-            // One migrator at a time across the cluster.
+            // One migrator at a time across the cluster, however long the others take.
+            try await connection.query("SET LOCAL statement_timeout = 0", logger: logger)
             try await connection.query("SELECT pg_advisory_xact_lock(7215043)", logger: logger)
             try await connection.query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)", logger: logger)
             let current = try await Self.int(connection.query("SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_migrations", logger: logger))
@@ -333,12 +422,63 @@ public final class PostgresLedgerStore: LedgerStore {
         guard !batch.isEmpty else { return SettlementResult() }
         for transfer in batch.flatMap(\.transfers) where !transfer.hasValidAmount { throw LedgerError.invalidAmount(transfer.amount) }
         try await requireAccounts(batch.flatMap { $0.transfers.flatMap { [$0.debitAccount, $0.creditAccount] } })
+        if try await settleInOneStatement(batch) { return SettlementResult() }
         let logger = self.logger
         return try await transaction { connection in
             var deltas = BalanceDeltas()
             let result = try await Self.settleBatch(connection, batch, deltas: &deltas, logger: logger)
             try await deltas.apply(connection, logger: logger)
             return result
+        }
+    }
+
+    /// The common case in one round trip (`signalbox_settle`); false when the batch needs the
+    /// general path (replays, expired leases, per-request holds, taken-over claims).
+    func settleInOneStatement(_ batch: [Settlement]) async throws -> Bool {
+        var seen = Set<String>()
+        let unique = batch.filter { seen.insert($0.generation.id).inserted }
+        guard unique.count == batch.count else { return false }
+        var releases: [String: Int64] = [:]
+        var claims: [JSONValue] = []
+        for settlement in batch {
+            switch settlement.reservation {
+            case .lease(let id, let release)?: releases[id, default: 0] += max(0, release.nanos)
+            case .hold?: return false
+            case nil: if settlement.transfers.contains(where: { !Billing.SystemAccount.isSystem($0.debitAccount) }) { return false }
+            }
+            switch settlement.idempotency {
+            case .completed(let account, let key, let response)?:
+                claims.append(["account_id": .string(account), "key": .string(key), "generation_id": .string(settlement.generation.id),
+                               "outcome": "completed", "response": .string(response)])
+            case .released(let account, let key)?:
+                claims.append(["account_id": .string(account), "key": .string(key), "generation_id": .string(settlement.generation.id),
+                               "outcome": "released"])
+            case nil:
+                break
+            }
+        }
+        let now = Self.millis(Date())
+        let document: JSONValue = [
+            "generations": .array(batch.map { .object(Self.generationRow($0.generation)) }),
+            "transfers": .array(batch.flatMap(\.transfers).map { .object(Self.transferRow($0, createdAt: now)) }),
+            "leases": .array(releases.sorted { $0.key < $1.key }.map { ["id": .string($0.key), "release": .int($0.value)] }),
+            "holds": [],
+            "claims": .array(claims),
+        ]
+        var bindings = PostgresBindings()
+        bindings.append(JSONWriter.string(document))
+        var attempt = 0
+        while true {
+            attempt += 1
+            do {
+                let rows = try await Self.rows(client.query(PostgresQuery(unsafeSQL: "SELECT signalbox_settle($1::jsonb) AS outcome",
+                                                                          binds: bindings), logger: logger))
+                return try rows.first?["outcome"].decode(String.self) == "ok"
+            } catch let error as PSQLError {
+                if attempt < conflictRetries, let state = error.serverInfo?[.sqlState], ["40001", "40P01"].contains(state) { continue }
+                if let refusal = Self.refusal(error) { throw refusal }
+                throw error
+            }
         }
     }
 

@@ -1,5 +1,5 @@
 import Foundation
-import Ledger
+@testable import Ledger
 import SignalboxTestKit
 import SignalboxCore
 import Testing
@@ -484,6 +484,39 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
             try await store.migrate()
             try await store.migrate()
             #expect(try await store.account(id: Billing.SystemAccount.fees)?.isSystem == true)
+        }
+    }
+}
+
+/// The PostgreSQL store's one-round-trip path: a batch on open leases, with idempotency claims,
+/// settles in one statement and leaves the same ledger the general path would.
+@Suite(.enabled(if: TestDatabase.required, "no PostgreSQL configured")) struct PostgresOneStatementTests {
+    @Test func aBatchOnOpenLeasesSettlesInOneStatementAndAReplayTakesTheGeneralPath() async throws {
+        try await TestDatabase.withFreshLedger { store in
+            for account in ["a", "b"] {
+                try await store.createAccount(id: account, name: account)
+                try await grant(store, account, "1")
+                _ = try await store.growLease(LeaseRequest(id: "lease-\(account)", account: account, minimum: usd("0.5"),
+                                                           desired: usd("0.5"), shareDivisor: 1, ttl: 600))
+            }
+            #expect(try await store.claimIdempotencyKey(IdempotencyClaimRequest(
+                account: "a", key: "k", generationID: "a0", fingerprint: "f", staleAfter: 60)) == .claimed)
+            let batch = (0..<40).map { index in
+                let account = index % 2 == 0 ? "a" : "b"
+                return Settlement(reservation: .lease(id: "lease-\(account)", release: usd("0.01")),
+                                  transfers: [charge("\(account)\(index)", account: account, "0.01")],
+                                  generation: generation("\(account)\(index)", account: account, cost: usd("0.01")),
+                                  idempotency: index == 0 ? .completed(account: "a", key: "k", response: "{}") : nil)
+            }
+            try await store.requireAccounts([Billing.SystemAccount.provider("alpha")])
+            #expect(try await store.settleInOneStatement(batch))
+            #expect(try await store.settleInOneStatement(batch) == false)  // a replay: the general path skips it
+            try await store.settle(batch)
+            #expect(try await store.balance(account: "a") == AccountBalance(balance: usd("0.8"), available: usd("0.5")))
+            #expect(try await store.balance(account: Billing.SystemAccount.provider("alpha")).balance == usd("0.4"))
+            #expect(try await store.claimIdempotencyKey(IdempotencyClaimRequest(
+                account: "a", key: "k", generationID: "x", fingerprint: "f", staleAfter: 60)) == .completed(generationID: "a0", response: "{}"))
+            #expect(try await store.verify().isConsistent)
         }
     }
 }
