@@ -62,12 +62,17 @@ public actor CreditLeases {
                 return grant
             } catch {
                 await self.finishGrowth(request, nil, requestedAt: requestedAt)
+                if case LedgerError.unreachable? = error as? LedgerError { await self.growthUncertain(request) }
                 if !((error as? LedgerError)?.isRefusal ?? false) { await self.committer.noticeOutage() }
                 throw error
             }
         }
         growing[account] = growth
         return growth
+    }
+
+    private func growthUncertain(_ request: LeaseRequest) {
+        book.growthUncertain(account: request.account, leaseID: request.id)
     }
 
     private func finishGrowth(_ request: LeaseRequest, _ grant: LeaseGrant?, requestedAt: Date) {
@@ -83,7 +88,7 @@ public actor CreditLeases {
         let release = reservation.map { book.settle($0, charged: charged, now: Date()) }
         let receipt = await committer.submit(Settlement(reservation: release, transfers: transfers, generation: generation,
                                                         idempotency: idempotency))
-        if let reservation { book.committed(reservation) }
+        if let reservation, case .lease(_, let released)? = release { book.committed(reservation, release: released) }
         return receipt
     }
 
@@ -96,7 +101,10 @@ public actor CreditLeases {
     /// its credit is released. It never waits for the committer: under sustained load renewals
     /// and idle returns still happen.
     public func upkeep(closingAll: Bool = false) async {
-        let spooled = await committer.currentStatus.spooled
+        let status = await committer.currentStatus
+        let spooled = status.spooled
+        // A late growth can be told apart only when every release the node made is in the ledger.
+        let mayReconcile = status.spooled == 0 && status.held == 0
         let work = book.upkeep(now: Date(), closingAll: closingAll, mayClose: spooled == 0)
         guard !work.isEmpty else { return }
         for item in work {
@@ -104,11 +112,18 @@ public actor CreditLeases {
                 switch item {
                 case .renew(let id, let account, let expiresAt):
                     let (store, ttl) = (self.store, book.policy.ttl)
+                    let revision = book.leases[account]?.revision ?? -1
+                    let quiet = growing[account] == nil
                     let left = try await withLedgerDeadline(timeout, "a lease renewal") {
                         try await store.shrinkLease(id: id, by: .zero, ttl: ttl, close: false)
                     }
-                    if left == nil { book.lost(leaseID: id, account: account) } else {
+                    if let left {
                         book.renewed(leaseID: id, account: account, expiresAt: expiresAt)
+                        if mayReconcile && quiet && growing[account] == nil {
+                            book.reconcile(leaseID: id, account: account, ledgerAmount: left, revision: revision)
+                        }
+                    } else {
+                        book.lost(leaseID: id, account: account)
                     }
                 case .close(let id, _):
                     let store = self.store

@@ -51,6 +51,15 @@ public struct LeaseBook: Sendable {
         /// Settlements on this lease handed to the committer and not yet committed: the lease is
         /// not given back while any are, since closing it releases what they will charge.
         public var unsettled = 0
+        /// What those settlements release: the ledger's lease is larger than `granted` by this
+        /// until they are committed.
+        public var unsettledRelease = Money.zero
+        /// A growth timed out: the ledger may have granted it after all. The next renewal reads
+        /// the ledger's amount and takes back what landed (`reconcile`).
+        public var uncertain = false
+        /// Bumped whenever the ledger's amount and the book move apart for a moment (a commit, a
+        /// growth): a ledger amount read across a bump cannot be reconciled.
+        public var revision = 0
 
         public var free: Money { granted - reserved }
     }
@@ -102,6 +111,7 @@ public struct LeaseBook: Sendable {
         switch grant {
         case .granted(let added, _):
             lease.granted += added
+            lease.revision += 1
             lease.expiresAt = requestedAt.addingTimeInterval(request.ttl)
             lease.tight = added < request.desired
             leases[request.account] = lease
@@ -127,15 +137,37 @@ public struct LeaseBook: Sendable {
         lease.granted -= release
         lease.lastUsed = now
         lease.unsettled += 1
+        lease.unsettledRelease += release
         leases[reservation.account] = lease
         return .lease(id: lease.id, release: release)
     }
 
-    /// A settlement on the lease reached the ledger (or the spool).
-    public mutating func committed(_ reservation: CreditReservation) {
+    /// A settlement on the lease, releasing `release`, reached the ledger (or the spool).
+    public mutating func committed(_ reservation: CreditReservation, release: Money) {
         guard var lease = leases[reservation.account], lease.id == reservation.leaseID else { return }
         lease.unsettled = max(0, lease.unsettled - 1)
+        lease.unsettledRelease = max(.zero, lease.unsettledRelease - release)
+        lease.revision += 1
         leases[reservation.account] = lease
+    }
+
+    /// A growth of the account's lease failed without an answer (a deadline): it may still land.
+    public mutating func growthUncertain(account: String, leaseID: String) {
+        guard leases[account]?.id == leaseID else { return }
+        leases[account]?.uncertain = true
+    }
+
+    /// The ledger says the lease reserves `amount`. For a lease whose growth timed out, what the
+    /// ledger holds beyond the book (and the releases on their way) is a growth that landed
+    /// late: the node takes it into the book instead of leaking it until the lease closes.
+    /// Call only when nothing waits in the spool or in memory and no growth is in flight;
+    /// `revision` is the lease's revision from before the ledger was read.
+    public mutating func reconcile(leaseID: String, account: String, ledgerAmount: Money, revision: Int) {
+        guard var lease = leases[account], lease.id == leaseID, lease.uncertain, lease.revision == revision else { return }
+        let landed = ledgerAmount - lease.unsettledRelease - lease.granted
+        if landed > .zero { lease.granted += landed }
+        lease.uncertain = false
+        leases[account] = lease
     }
 
     /// Ends a reservation that will not be settled (its request was answered from an earlier
@@ -161,7 +193,7 @@ public struct LeaseBook: Sendable {
                 && (closingAll || now.timeIntervalSince(lease.lastUsed) >= policy.idleRelease) {
                 leases[account] = nil
                 work.append(.close(leaseID: lease.id, account: account))
-            } else if lease.expiresAt.timeIntervalSince(now) < policy.ttl / 2 {
+            } else if lease.uncertain || lease.expiresAt.timeIntervalSince(now) < policy.ttl / 2 {
                 work.append(.renew(leaseID: lease.id, account: account, expiresAt: now.addingTimeInterval(policy.ttl)))
             }
         }

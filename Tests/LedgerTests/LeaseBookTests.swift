@@ -71,9 +71,29 @@ import Testing
         _ = book.settle(second, charged: usd("0.1"), now: later)
         #expect(book.upkeep(now: later, closingAll: true, mayClose: false).isEmpty)  // charges still in the spool
         #expect(book.upkeep(now: later, closingAll: true).isEmpty)  // two settlements on their way to the ledger
-        book.committed(held)
+        book.committed(held, release: usd("0.1"))
         #expect(book.upkeep(now: later, closingAll: true).isEmpty)
-        book.committed(second)
+        book.committed(second, release: usd("0.1"))
         #expect(book.upkeep(now: later, closingAll: true) == [.close(leaseID: held.leaseID, account: "busy")])
+    }
+
+    @Test func aGrowthThatLandedAfterItsDeadlineIsTakenBackIntoTheBook() throws {
+        var book = LeaseBook(nodeID: "n1", policy: policy)
+        let request = book.growthRequest(account: "a", amount: usd("0.2"), now: start)
+        book.apply(.granted(added: usd("2"), total: usd("2")), to: request, requestedAt: start)
+        let reservation = book.reserve(account: "a", amount: usd("0.2"), now: start)
+        let reserved = try #require(reservation)
+        _ = book.settle(reserved, charged: usd("0.2"), now: start)  // releases 0.2, not yet committed
+        // A second growth of 0.5 timed out here but landed in the ledger: it holds 2 + 0.5 (the 0.2 release is on its way).
+        let timedOut = book.growthRequest(account: "a", amount: usd("2"), now: start)
+        book.growthUncertain(account: "a", leaseID: timedOut.id)
+        let work = book.upkeep(now: start.addingTimeInterval(1))
+        #expect(work.contains { if case .renew = $0 { true } else { false } })  // renewed at once to find out
+        let revision = try #require(book.leases["a"]?.revision)
+        book.reconcile(leaseID: timedOut.id, account: "a", ledgerAmount: usd("2.5"), revision: revision + 1)  // read across a commit
+        #expect(book.free(account: "a") == usd("1.8"))
+        book.reconcile(leaseID: timedOut.id, account: "a", ledgerAmount: usd("2.5"), revision: revision)
+        #expect(book.free(account: "a") == usd("2.3"))
+        #expect(book.leases["a"]?.uncertain == false)
     }
 }
