@@ -67,12 +67,7 @@ extension Gateway {
         }
         api.get("/admin/ledger/verify") { request, _ in
             _ = try await requireAdmin(request)
-            let result = try await dependencies.ledger.verify()
-            return JSONResponse.make([
-                "consistent": .bool(result.isConsistent), "transfers": .int(Int64(result.transferCount)),
-                "mismatched_accounts": .array(result.mismatchedAccounts.map { .string($0) }),
-                "sum_of_balances": .string(result.totalOfBalances.decimalString),
-            ])
+            return JSONResponse.make(try await dependencies.ledger.verify().json)
         }
     }
 

@@ -478,13 +478,14 @@ extension Settlement {
         return copy
     }
 
-    /// The transfers of a settlement whose reservation no longer backs it (its lease or hold
-    /// expired and the credit may back other requests now): each customer debit is cut to what
-    /// the account still has available, and the rest is booked as the operator's overage, so the
-    /// provider is still paid in full and no customer goes below what it holds.
-    /// `available` is updated with what the cut transfers take.
-    public static func coveringShortfall(_ transfers: [TransferRequest], available: inout [String: Money]) -> [TransferRequest] {
+    /// A settlement whose reservation no longer backs it (its lease or hold expired and the
+    /// credit may back other requests now): each customer debit is cut to what the account still
+    /// has available, and the rest is booked as the operator's overage, so the provider is still
+    /// paid in full and no customer goes below what it holds. The generation's recorded cost
+    /// becomes what was charged. `available` is updated with what the cut transfers take.
+    public func coveringShortfall(available: inout [String: Money]) -> Settlement {
         var result: [TransferRequest] = []
+        var cutCharges = Money.zero
         for transfer in transfers {
             let payer = transfer.debitAccount
             guard !Billing.SystemAccount.isSystem(payer), let left = available[payer], transfer.amount > left else {
@@ -497,12 +498,16 @@ extension Settlement {
             cut.amount = covered
             result.append(cut)
             available[payer] = left - covered
+            if transfer.kind == .charge { cutCharges += transfer.amount - covered }
             result.append(TransferRequest(
                 idempotencyKey: "overage:" + transfer.idempotencyKey, debit: Billing.SystemAccount.overage,
                 credit: transfer.creditAccount, amount: transfer.amount - covered, kind: .overage, keyID: transfer.keyID,
                 generationID: transfer.generationID, memo: "beyond an expired reservation: " + (transfer.memo ?? transfer.kind.rawValue)))
         }
-        return result
+        var copy = self
+        copy.transfers = result
+        copy.generation.cost = max(.zero, generation.cost - cutCharges)
+        return copy
     }
 }
 
@@ -557,16 +562,6 @@ public enum LeaseGrant: Sendable, Hashable {
     case insufficient(available: Money)
     /// The lease is no longer open (it expired and was voided): use a new lease id.
     case closed
-}
-
-/// The result of `LedgerStore.verify()`.
-public struct LedgerVerification: Sendable, Hashable {
-    /// Accounts whose cached balance differs from the sum of their entries.
-    public var mismatchedAccounts: [String]
-    /// Sum of every account's balance: zero in a balanced double-entry ledger.
-    public var totalOfBalances: Money
-    public var transferCount: Int
-    public var isConsistent: Bool { mismatchedAccounts.isEmpty && totalOfBalances == .zero }
 }
 
 public enum LedgerError: Error, Sendable, Hashable, CustomStringConvertible {

@@ -109,6 +109,7 @@ public final class PostgresLedgerStore: LedgerStore {
             "UPDATE idempotent_requests SET renewed_at = created_at",
         ]),
         (5, [settleFunction]),
+        (6, ["CREATE INDEX transfers_generation ON transfers(generation_id)"]),
     ]
 
     /// A whole settlement batch in one statement, so it costs one round trip whatever accounts
@@ -580,7 +581,9 @@ public final class PostgresLedgerStore: LedgerStore {
                 }
             }
             for index in settlements.indices where unbacked.contains(settlements[index].generation.id) {
-                settlements[index].transfers = Settlement.coveringShortfall(settlements[index].transfers, available: &available)
+                settlements[index] = settlements[index].coveringShortfall(available: &available)
+                let (id, cost) = (settlements[index].generation.id, settlements[index].generation.cost.nanos)
+                try await connection.query("UPDATE generations SET cost = \(cost) WHERE id = \(id)", logger: logger)
                 switch settlements[index].reservation {
                 case .hold(let id)?, .lease(let id, _)?: result.closedReservations.insert(id)
                 case nil: break
@@ -874,25 +877,77 @@ public final class PostgresLedgerStore: LedgerStore {
             "SELECT COALESCE(SUM(amount), 0)::BIGINT FROM transfers WHERE credit_account = \(account) AND kind = 'purchase'", logger: logger)))
     }
 
+    /// Checks every invariant in one snapshot (a read-only REPEATABLE READ transaction), a page
+    /// of rows per statement, so no statement holds the database for long.
     public func verify() async throws -> LedgerVerification {
-        let rows = try await Self.rows(client.query("""
-            SELECT b.account_id, b.balance, b.held,
-              (SELECT COALESCE(SUM(amount), 0) FROM transfers WHERE credit_account = b.account_id)::BIGINT
-              - (SELECT COALESCE(SUM(amount), 0) FROM transfers WHERE debit_account = b.account_id)::BIGINT AS derived,
-              (SELECT COALESCE(SUM(amount), 0) FROM holds WHERE account_id = b.account_id AND status = 'pending')::BIGINT AS derived_held
-            FROM balances b ORDER BY b.account_id
-            """, logger: logger))
-        var mismatched: [String] = []
-        var total: Int64 = 0
-        for row in rows {
-            let cached = try row["balance"].decode(Int64.self)
-            total += cached
-            if try cached != row["derived"].decode(Int64.self) || row["held"].decode(Int64.self) != row["derived_held"].decode(Int64.self) {
-                mismatched.append(try row["account_id"].decode(String.self))
+        let logger = self.logger
+        return try await client.withConnection { connection in
+            try await connection.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", logger: logger)
+            do {
+                let result = try await Self.verify(connection, logger: logger)
+                try await connection.query("COMMIT", logger: logger)
+                return result
+            } catch {
+                _ = try? await connection.query("ROLLBACK", logger: logger)
+                throw error
             }
         }
-        let count = try await Self.int(client.query("SELECT COUNT(*)::BIGINT FROM transfers", logger: logger))
-        return LedgerVerification(mismatchedAccounts: mismatched, totalOfBalances: Money(nanos: total), transferCount: Int(count))
+    }
+
+    static func verify(_ connection: PostgresConnection, logger: Logger) async throws -> LedgerVerification {
+        var result = LedgerVerification()
+        var lastAccount = ""
+        while true {
+            let rows = try await Self.rows(connection.query("""
+                SELECT b.account_id, b.balance, b.held,
+                  (SELECT COALESCE(SUM(amount), 0) FROM transfers WHERE credit_account = b.account_id)::BIGINT
+                  - (SELECT COALESCE(SUM(amount), 0) FROM transfers WHERE debit_account = b.account_id)::BIGINT AS derived,
+                  (SELECT COALESCE(SUM(amount), 0) FROM holds WHERE account_id = b.account_id AND status = 'pending')::BIGINT AS derived_held
+                FROM balances b WHERE b.account_id > \(lastAccount) ORDER BY b.account_id LIMIT 1000
+                """, logger: logger))
+            guard let last = rows.last else { break }
+            for row in rows {
+                result.account(try row["account_id"].decode(String.self), balance: try row["balance"].decode(Int64.self),
+                               held: try row["held"].decode(Int64.self), derivedBalance: try row["derived"].decode(Int64.self),
+                               derivedHeld: try row["derived_held"].decode(Int64.self))
+            }
+            lastAccount = try last["account_id"].decode(String.self)
+        }
+        var lastGeneration = ""
+        while true {
+            let rows = try await Self.rows(connection.query("""
+                SELECT g.id, g.cost, g.attempts,
+                  (SELECT COALESCE(SUM(amount), 0) FROM transfers WHERE generation_id = g.id AND kind = 'charge')::BIGINT AS charged,
+                  (SELECT COALESCE(SUM(amount), 0) FROM transfers WHERE generation_id = g.id
+                     AND kind IN ('charge', 'overage', 'insurance') AND credit_account LIKE 'provider:%')::BIGINT AS payable
+                FROM generations g WHERE g.id > \(lastGeneration) ORDER BY g.id LIMIT 2000
+                """, logger: logger))
+            guard let last = rows.last else { break }
+            for row in rows {
+                result.generation(try row["id"].decode(String.self), cost: try row["cost"].decode(Int64.self),
+                                  charged: try row["charged"].decode(Int64.self), payable: try row["payable"].decode(Int64.self),
+                                  attempts: try row["attempts"].decode(String.self))
+            }
+            lastGeneration = try last["id"].decode(String.self)
+        }
+        func ids(_ sql: PostgresQuery) async throws -> [String] {
+            try await Self.rows(connection.query(sql, logger: logger)).map { "entry \(try $0["id"].decode(Int64.self))" }
+        }
+        let orphanCharges = try await ids("""
+            SELECT id FROM transfers t WHERE kind = 'charge'
+              AND (generation_id IS NULL OR NOT EXISTS (SELECT 1 FROM generations g WHERE g.id = t.generation_id)) LIMIT 10000
+            """)
+        let orphanPayables = try await ids("""
+            SELECT id FROM transfers t WHERE kind IN ('charge', 'overage', 'insurance') AND credit_account LIKE 'provider:%'
+              AND (generation_id IS NULL OR NOT EXISTS (SELECT 1 FROM generations g WHERE g.id = t.generation_id)) LIMIT 10000
+            """)
+        let grace = Int64(LedgerVerification.expiryGrace * 1000)
+        let expired = try await Self.rows(connection.query("""
+            SELECT id FROM holds WHERE status = 'pending' AND expires_at < \(unescaped: databaseNow) - \(grace) LIMIT 10000
+            """, logger: logger)).map { try $0["id"].decode(String.self) }
+        let count = try await Self.int(connection.query("SELECT COUNT(*)::BIGINT FROM transfers", logger: logger))
+        result.finish(transfers: Int(count), orphanCharges: orphanCharges, orphanPayables: orphanPayables, expiredHolds: expired)
+        return result
     }
 
     // MARK: Keys

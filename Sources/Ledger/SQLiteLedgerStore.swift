@@ -99,6 +99,7 @@ public final class SQLiteLedgerStore: LedgerStore {
             """),
         // Idempotency claims remember what was asked and when their owner last said it was alive.
         ("v6", """
+            CREATE INDEX transfers_generation ON transfers(generation_id);
             ALTER TABLE idempotent_requests ADD COLUMN fingerprint TEXT;
             ALTER TABLE idempotent_requests ADD COLUMN renewed_at INTEGER;
             UPDATE idempotent_requests SET renewed_at = created_at;
@@ -267,7 +268,6 @@ public final class SQLiteLedgerStore: LedgerStore {
         case nil:
             backed = false
         }
-        var transfers = settlement.transfers
         if !backed {
             switch settlement.reservation {
             case .hold(let id)?, .lease(let id, _)?: result.closedReservations.insert(id)
@@ -276,15 +276,15 @@ public final class SQLiteLedgerStore: LedgerStore {
             // The reservation expired before its request settled: the tokens were served and the
             // provider is paid, but the customer pays only what it still has available.
             var available: [String: Money] = [:]
-            for account in Set(transfers.map(\.debitAccount)) where !Billing.SystemAccount.isSystem(account) {
+            for account in Set(settlement.transfers.map(\.debitAccount)) where !Billing.SystemAccount.isSystem(account) {
                 if let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT balance, held FROM balances WHERE account_id = ?"), arguments: [account]) {
                     available[account] = Money(nanos: (row["balance"] as Int64) - (row["held"] as Int64))
                 }
             }
-            transfers = Settlement.coveringShortfall(transfers, available: &available)
+            settlement = settlement.coveringShortfall(available: &available)
         }
-        for transfer in transfers { try post(db, transfer) }
-        try insertGeneration(db, generation)
+        for transfer in settlement.transfers { try post(db, transfer) }
+        try insertGeneration(db, settlement.generation)
         switch settlement.idempotency {
         case .completed(let account, let key, let response)?:
             try db.cachedStatement(sql: "UPDATE idempotent_requests SET status = 'done', response = ? WHERE account_id = ? AND key = ? AND generation_id = ?")
@@ -485,26 +485,54 @@ public final class SQLiteLedgerStore: LedgerStore {
         }
     }
 
+    /// Checks every invariant in one read snapshot (WAL), a page of rows at a time.
     public func verify() async throws -> LedgerVerification {
         try await database.read { db in
-            let rows = try Row.fetchAll(db, sql: """
-                SELECT b.account_id, b.balance, b.held,
-                  (SELECT COALESCE(SUM(amount), 0) FROM transfers WHERE credit_account = b.account_id)
-                  - (SELECT COALESCE(SUM(amount), 0) FROM transfers WHERE debit_account = b.account_id) AS derived,
-                  (SELECT COALESCE(SUM(amount), 0) FROM holds WHERE account_id = b.account_id AND status = 'pending') AS derived_held
-                FROM balances b ORDER BY b.account_id
-                """)
-            var mismatched: [String] = []
-            var total: Int64 = 0
-            for row in rows {
-                let cached: Int64 = row["balance"]
-                total += cached
-                if cached != row["derived"] as Int64 || row["held"] as Int64 != row["derived_held"] as Int64 {
-                    mismatched.append(row["account_id"])
+            var result = LedgerVerification()
+            var lastAccount = ""
+            while true {
+                let rows = try Row.fetchAll(db, sql: """
+                    SELECT b.account_id, b.balance, b.held,
+                      (SELECT COALESCE(SUM(amount), 0) FROM transfers WHERE credit_account = b.account_id)
+                      - (SELECT COALESCE(SUM(amount), 0) FROM transfers WHERE debit_account = b.account_id) AS derived,
+                      (SELECT COALESCE(SUM(amount), 0) FROM holds WHERE account_id = b.account_id AND status = 'pending') AS derived_held
+                    FROM balances b WHERE b.account_id > ? ORDER BY b.account_id LIMIT 1000
+                    """, arguments: [lastAccount])
+                guard let last = rows.last else { break }
+                for row in rows {
+                    result.account(row["account_id"], balance: row["balance"], held: row["held"],
+                                   derivedBalance: row["derived"], derivedHeld: row["derived_held"])
                 }
+                lastAccount = last["account_id"]
             }
+            var lastGeneration = ""
+            while true {
+                let rows = try Row.fetchAll(db, sql: """
+                    SELECT g.id, g.cost, g.attempts,
+                      (SELECT COALESCE(SUM(amount), 0) FROM transfers WHERE generation_id = g.id AND kind = 'charge') AS charged,
+                      (SELECT COALESCE(SUM(amount), 0) FROM transfers WHERE generation_id = g.id
+                         AND kind IN ('charge', 'overage', 'insurance') AND credit_account LIKE 'provider:%') AS payable
+                    FROM generations g WHERE g.id > ? ORDER BY g.id LIMIT 2000
+                    """, arguments: [lastGeneration])
+                guard let last = rows.last else { break }
+                for row in rows {
+                    result.generation(row["id"], cost: row["cost"], charged: row["charged"], payable: row["payable"], attempts: row["attempts"])
+                }
+                lastGeneration = last["id"]
+            }
+            let orphanCharges = try Int64.fetchAll(db, sql: """
+                SELECT id FROM transfers t WHERE kind = 'charge'
+                  AND (generation_id IS NULL OR NOT EXISTS (SELECT 1 FROM generations g WHERE g.id = t.generation_id)) LIMIT 10000
+                """).map { "entry \($0)" }
+            let orphanPayables = try Int64.fetchAll(db, sql: """
+                SELECT id FROM transfers t WHERE kind IN ('charge', 'overage', 'insurance') AND credit_account LIKE 'provider:%'
+                  AND (generation_id IS NULL OR NOT EXISTS (SELECT 1 FROM generations g WHERE g.id = t.generation_id)) LIMIT 10000
+                """).map { "entry \($0)" }
+            let expired = try String.fetchAll(db, sql: "SELECT id FROM holds WHERE status = 'pending' AND expires_at < ? LIMIT 10000",
+                                              arguments: [Self.millis(Date()) - Int64(LedgerVerification.expiryGrace * 1000)])
             let count = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM transfers") ?? 0
-            return LedgerVerification(mismatchedAccounts: mismatched, totalOfBalances: Money(nanos: total), transferCount: count)
+            result.finish(transfers: count, orphanCharges: orphanCharges, orphanPayables: orphanPayables, expiredHolds: expired)
+            return result
         }
     }
 

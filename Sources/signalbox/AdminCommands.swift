@@ -315,16 +315,24 @@ struct LedgerCommand: AsyncParsableCommand {
     }
 
     struct Verify: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Recompute every balance from the entries and check them.")
+        static let configuration = CommandConfiguration(
+            abstract: "Check every ledger invariant in one snapshot; exits 1 when any is broken.",
+            discussion: """
+                Balances match their entries and sum to zero; no customer is below zero or holds more than \
+                its balance; every charge equals its generation's cost; provider payables equal the costs \
+                the generations recorded; no expired hold is still pending. See Docs/ledger.md.
+                """)
         @OptionGroup var ledger: LedgerOptions
 
         func run() async throws {
             let result = try await ledger.withLedger { try await $0.verify() }
-            ledger.emit(["consistent": .bool(result.isConsistent), "transfers": .int(Int64(result.transferCount)),
-                         "mismatched_accounts": .array(result.mismatchedAccounts.map { .string($0) }),
-                         "sum_of_balances": .string(result.totalOfBalances.decimalString)],
-                        text: result.isConsistent ? "Ledger consistent: \(result.transferCount) transfers, balances sum to zero."
-                            : "LEDGER INCONSISTENT: \(result.mismatchedAccounts)")
+            let lines = result.invariants.map { invariant in
+                (invariant.holds ? "  ok      " : "  BROKEN  ") + invariant.name
+                    + (invariant.holds ? "" : " (\(invariant.violations): \(invariant.examples.joined(separator: ", ")))")
+            }
+            ledger.emit(result.json, text: (result.isConsistent
+                ? "Ledger consistent: \(result.transferCount) transfers, \(result.generationCount) generations, \(result.accountCount) accounts."
+                : "LEDGER INCONSISTENT") + "\n" + lines.joined(separator: "\n"))
             if !result.isConsistent { throw ExitCode(1) }
         }
     }

@@ -46,11 +46,14 @@ func grant(_ store: any LedgerStore, _ account: String, _ amount: String, key: S
                                           amount: usd(amount), kind: .grant)])
 }
 
+/// A generation whose one attempt cost the provider what the client is charged (as settlements record it).
 func generation(_ id: String, account: String, cost: Money = .zero) -> GenerationRecord {
     GenerationRecord(id: id, accountID: account, keyID: "k1", model: "acme/big", providerName: "Alpha", providerTag: "alpha",
                      upstreamID: nil, streamed: false, cancelled: false, finishReason: "stop", nativeFinishReason: "stop",
                      usage: TokenUsage(promptTokens: 10, completionTokens: 5), cost: cost, latencyMs: 12,
-                     generationTimeMs: 30, attempts: [], createdAt: Date())
+                     generationTimeMs: 30, attempts: [AttemptRecord(provider: "alpha", providerName: "Alpha", model: "acme/big",
+                                                                    status: "200", latencyMs: 12, providerCost: cost)],
+                     createdAt: Date())
 }
 
 func charge(_ generationID: String, account: String, _ amount: String, keyID: String? = "k1") -> TransferRequest {
@@ -67,9 +70,15 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
             try await store.post([charge("g1", account: "acct", "0.25")])
             #expect(try await store.balance(account: "acct") == AccountBalance(balance: usd("9.75"), available: usd("9.75")))
             #expect(try await store.balance(account: "provider:alpha").balance == usd("0.25"))
+            // A charge posted outside a settlement belongs to no generation: verify names it.
             let verification = try await store.verify()
-            #expect(verification.isConsistent)
+            #expect(!verification.isConsistent)
+            #expect(verification[.chargesMatchGenerationCosts].violations == 1)
+            #expect(verification[.balancesMatchEntries].holds && verification[.balancesSumToZero].holds)
             #expect(verification.transferCount == 2)
+            try await store.settle(holdID: nil, transfers: [], generation: generation("g1", account: "acct", cost: usd("0.25")),
+                                   idempotency: nil)
+            #expect(try await store.verify().isConsistent)
         }
     }
 
@@ -518,5 +527,48 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
                 account: "a", key: "k", generationID: "x", fingerprint: "f", staleAfter: 60)) == .completed(generationID: "a0", response: "{}"))
             #expect(try await store.verify().isConsistent)
         }
+    }
+}
+
+/// `verify` names each broken invariant: the embedded ledger is damaged behind the store's back
+/// (raw SQL, triggers dropped) and every check must notice.
+@Suite struct VerifyCatchesBrokenInvariantsTests {
+    @Test func everyInvariantIsCheckedAndNamed() async throws {
+        let store = try await SQLiteLedgerStore.open(path: nil)
+        try await store.createAccount(id: "acct", name: "A")
+        try await grant(store, "acct", "1")
+        try await store.settle(holdID: nil, transfers: [charge("g1", account: "acct", "0.1")],
+                               generation: generation("g1", account: "acct", cost: usd("0.1")), idempotency: nil)
+        #expect(try await store.verify().isConsistent)
+        try await store.database.write { db in
+            try db.execute(sql: "DROP TRIGGER balances_customer_within_credit_update")
+            try db.execute(sql: "UPDATE balances SET balance = balance + 7 WHERE account_id = 'platform:fees'")
+            try db.execute(sql: "UPDATE generations SET cost = cost + 1 WHERE id = 'g1'")
+            try db.execute(sql: "UPDATE generations SET attempts = '[]' WHERE id = 'g1'")
+            try db.execute(sql: "INSERT INTO accounts (id, name, is_system, created_at) VALUES ('broke', 'B', 0, 0)")
+            try db.execute(sql: "INSERT INTO balances (account_id, balance, held) VALUES ('broke', 0, 0)")
+            try db.execute(sql: """
+                INSERT INTO transfers (idempotency_key, debit_account, credit_account, amount, kind, created_at)
+                VALUES ('raw', 'broke', 'provider:alpha', 5, 'charge', 0)
+                """)
+            try db.execute(sql: "UPDATE balances SET balance = balance - 5 WHERE account_id = 'broke'")
+            try db.execute(sql: "UPDATE balances SET balance = balance + 5 WHERE account_id = 'provider:alpha'")
+            try db.execute(sql: """
+                INSERT INTO holds (id, account_id, amount, status, expires_at, created_at) VALUES ('old', 'acct', 3, 'pending', 0, 0)
+                """)
+            try db.execute(sql: "UPDATE balances SET held = held + 3 WHERE account_id = 'acct'")
+            try db.execute(sql: "UPDATE balances SET held = 2000000000 WHERE account_id = 'acct'")
+        }
+        let result = try await store.verify()
+        #expect(!result.isConsistent)
+        for name in LedgerVerification.Name.allCases {
+            #expect(!result[name].holds, "\(name.rawValue) was not noticed")
+        }
+        #expect(result[.customerBalancesNonNegative].examples == ["broke"])
+        #expect(result[.customerHeldWithinBalance].examples.contains("acct"))
+        #expect(result[.noExpiredHoldPending].examples == ["old"])
+        #expect(result[.chargesMatchGenerationCosts].examples.contains("g1"))
+        #expect(result.json["invariants"]?.arrayValue?.count == LedgerVerification.Name.allCases.count)
+        try await store.close()
     }
 }
