@@ -63,6 +63,7 @@ struct ChatPipeline: Sendable {
     let health: HealthTracker
     let cluster: ClusterNode?
     let keyLimits = KeyLimits()
+    let freeTier = FreeTierAdmission()
     let clock = ContinuousClock()
 
     // MARK: Prepare
@@ -214,10 +215,17 @@ struct ChatPipeline: Sendable {
     /// nothing is left.
     func keyLimitRemaining(_ key: KeyRecord) async throws -> Money? {
         guard let limit = key.limit else { return nil }
-        if keyLimits.needsRefresh(key.id, now: Date()) {
+        let status = await credit.committer.currentStatus
+        if keyLimits.beginRefresh(key.id, now: Date(), spoolReplayed: status.spooled == 0 && status.held == 0) {
             let (ledger, keyID) = (self.ledger, key.id)
-            let usage = try await ledgerCall { try await ledger.keyUsage(keyID: keyID, now: Date()) }
-            keyLimits.refreshed(key.id, usage: usage, at: Date())
+            do {
+                let usage = try await ledgerCall { try await ledger.keyUsage(keyID: keyID, now: Date()) }
+                keyLimits.refreshed(key.id, usage: usage, at: Date())
+            } catch {
+                keyLimits.refreshFailed(key.id)
+                // Without any read, the node cannot know what the key spent.
+                if !keyLimits.hasUsage(key.id) { throw error }
+            }
         }
         let remaining = keyLimits.remaining(key) ?? limit
         guard remaining > .zero else {
@@ -231,26 +239,31 @@ struct ChatPipeline: Sendable {
     }
 
     /// `:free` models: 20 requests a minute, and 50 a day (1,000 once the account has bought $10
-    /// of credit), counted from the ledger's generation records so every node sees the same count.
+    /// of credit). Counted as requests are admitted, so concurrent requests on one node never
+    /// exceed the limit; a node seeds an account's counts from the ledger's generation records the
+    /// first time it sees the account (a restart resumes them), and in a cluster adds the counts
+    /// the other nodes gossip (Docs/ledger.md gives the cross-node bound).
     func checkFreeTier(_ request: ChatRequest, key: KeyRecord) async throws {
         guard request.requestedModel.hasSuffix(":free") else { return }
         let now = Date()
         let day = UsageWindows(now: now).day
         let (ledger, account) = (self.ledger, key.accountID)
         let daily = FreeTier.dailyLimit(purchased: try await ledgerCall { try await ledger.purchasedTotal(account: account) })
-        let limit: Int, used: Int, reset: Date
+        let minuteStart = Date(timeIntervalSince1970: (now.timeIntervalSince1970 / 60).rounded(.down) * 60)
+        let refusal: (limit: Int, used: Int, perMinute: Bool)?
         if let cluster {
-            // Cluster-wide counters gossiped between nodes: no ledger query, a small overshoot.
-            guard let refusal = await cluster.admitFree(account: account, dailyLimit: daily, now: now.timeIntervalSince1970) else { return }
-            let minuteEnd = Date(timeIntervalSince1970: (now.timeIntervalSince1970 / 60).rounded(.down) * 60 + 60)
-            (limit, used, reset) = (refusal.limit, refusal.used, refusal.perMinute ? minuteEnd : day.addingTimeInterval(86_400))
+            // Cluster-wide counters gossiped between nodes: no ledger query, a bounded overshoot.
+            refusal = await cluster.admitFree(account: account, dailyLimit: daily, now: now.timeIntervalSince1970)
         } else {
-            let counts = try await ledgerCall { try await ledger.freeRequestCount(account: account, since: [now.addingTimeInterval(-60), day]) }
-            (limit, used, reset) = counts[0] >= FreeTier.requestsPerMinute
-                ? (FreeTier.requestsPerMinute, counts[0], now.addingTimeInterval(60))
-                : (daily, counts[1], day.addingTimeInterval(86_400))
-            guard used >= limit else { return }
+            if !freeTier.isSeeded(account) {
+                let counts = try await ledgerCall { try await ledger.freeRequestCount(account: account, since: [minuteStart, day]) }
+                freeTier.seed(account, minute: counts[0], day: counts[1], now: now.timeIntervalSince1970)
+            }
+            refusal = freeTier.admit(account: account, dailyLimit: daily, now: now.timeIntervalSince1970)
         }
+        guard let refusal else { return }
+        let limit = refusal.limit
+        let reset = refusal.perMinute ? minuteStart.addingTimeInterval(60) : day.addingTimeInterval(86_400)
         let resetMillis = Int64(reset.timeIntervalSince1970 * 1000)
         throw APIError(
             status: 429,
@@ -675,14 +688,18 @@ struct ChatPipeline: Sendable {
                 ?? .released(account: prepared.key.accountID, key: key)
         }
         let charged = Self.charged(prepared, transfers)
-        if prepared.keyReservation > .zero {
+        let keyLimited = prepared.key.limit != nil
+        if prepared.keyReservation > .zero || (keyLimited && charged > .zero) {
             keyLimits.release(prepared.key.id, reserved: prepared.keyReservation, charged: charged)
         }
+        let (keyLimits, keyID) = (self.keyLimits, prepared.key.id)
         await Task {
             let receipt = await credit.settle(prepared.reservation, charged: charged, transfers: transfers,
                                               generation: generation, idempotency: idempotency)
-            if receipt == .rejected {
-                logger.critical("ledger settlement failed", metadata: ["generation": "\(generation.id)"])
+            switch receipt {
+            case .committed: if keyLimited { keyLimits.committed(keyID, charged: charged) }
+            case .spooled, .held: if keyLimited { keyLimits.spooled(keyID, charged: charged) }
+            case .rejected: logger.critical("ledger settlement failed", metadata: ["generation": "\(generation.id)"])
             }
         }.value
     }

@@ -476,8 +476,27 @@ import Testing
         }
     }
 
+    /// Free-tier minutes are calendar minutes: a test starts well inside one so its burst does not straddle two.
+    static func awayFromAMinuteBoundary() async throws {
+        let second = Date().timeIntervalSince1970.truncatingRemainder(dividingBy: 60)
+        if second > 40 { try await Task.sleep(for: .seconds(61 - second)) }
+    }
+
+    @Test func concurrentFreeRequestsNeverExceedTheLimit() async throws {
+        try await TestNode.with { node in
+            try await Self.awayFromAMinuteBoundary()
+            let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+                for _ in 0..<30 { group.addTask { try await node.chat(model: "meta-llama/llama-3.3-70b-instruct:free").status } }
+                return try await group.reduce(into: [Int]()) { $0.append($1) }
+            }
+            #expect(statuses.filter { $0 == 200 }.count == FreeTier.requestsPerMinute, "\(statuses)")
+            #expect(statuses.filter { $0 == 429 }.count == 30 - FreeTier.requestsPerMinute)
+        }
+    }
+
     @Test func freeModelsAllowTwentyRequestsAMinute() async throws {
         try await TestNode.with { node in
+            try await Self.awayFromAMinuteBoundary()
             for index in 0..<20 {
                 let reply = try await node.chat(model: "meta-llama/llama-3.3-70b-instruct:free")
                 #expect(reply.status == 200, "request \(index)")
