@@ -5,7 +5,7 @@ import SignalboxCore
 
 /// `/api/v1/admin/cluster/…` and `/api/v1/admin/routing/{region}`, with the admin key.
 extension Gateway {
-    func registerClusterRoutes(_ api: RouterGroup<BasicRequestContext>) {
+    func registerClusterRoutes(_ api: RouterGroup<GatewayRequestContext>) {
         api.get("/admin/cluster/members") { request, _ in
             _ = try await requireAdmin(request)
             return JSONResponse.make(["data": .array(try await clusterMembers())])

@@ -110,8 +110,8 @@ public struct Gateway: Sendable {
         ("/api/v1/admin/routing/:region", [.get, .put]),
     ]
 
-    public func buildRouter() -> Router<BasicRequestContext> {
-        let router = Router(context: BasicRequestContext.self)
+    public func buildRouter() -> Router<GatewayRequestContext> {
+        let router = Router(context: GatewayRequestContext.self)
         router.middlewares.add(JSONErrorMiddleware(knownRoutes: Self.routes.map { path, methods in
             (path.split(separator: "/"), Set(methods))
         }))
@@ -177,7 +177,7 @@ public struct Gateway: Sendable {
 
     // MARK: Chat completions
 
-    func chatCompletions(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    func chatCompletions(_ request: Request, context: GatewayRequestContext) async throws -> Response {
         let key = try await authenticator.authenticate(authorization: request.headers[.authorization])
         if key.isAdmin {
             throw APIError(status: 403, message: "Admin keys cannot call models; use an inference key")
@@ -224,7 +224,7 @@ public struct Gateway: Sendable {
         }
         if chat.stream { return streamResponse(prepared) }
 
-        switch await pipeline.run(prepared, emit: nil) {
+        switch await runWatchingClient(prepared, channel: context.channel) {
         case .success(let result, let cost):
             return JSONResponse.make(ChatPipeline.completion(prepared, result: result, cost: cost),
                                      headers: [Self.generationHeader: prepared.generationID])
@@ -234,6 +234,30 @@ public struct Gateway: Sendable {
             return response
         case .cancelled:
             return APIError(status: 499, message: "Client closed the request").jsonResponse()
+        }
+    }
+
+    /// Runs a non-streamed request while watching the client's connection: a client that leaves
+    /// cancels the upstream call, and the tokens generated until then are charged, as for streams.
+    func runWatchingClient(_ prepared: PreparedChat, channel: (any Channel)?) async -> ChatPipeline.Outcome {
+        let pipeline = self.pipeline
+        guard let channel else { return await pipeline.run(prepared, emit: nil) }
+        // HTTP clients do not half-close a connection they still read from: end-of-input means gone.
+        try? await channel.setOption(ChannelOptions.allowRemoteHalfClosure, value: false).get()
+        return await withTaskGroup(of: ChatPipeline.Outcome?.self) { group in
+            group.addTask { await pipeline.run(prepared, emit: nil) }
+            group.addTask {
+                while channel.isActive && !Task.isCancelled { try? await Task.sleep(for: .milliseconds(200)) }
+                return nil
+            }
+            while let next = await group.next() {
+                if let outcome = next {
+                    group.cancelAll()
+                    return outcome
+                }
+                if !channel.isActive { group.cancelAll() }  // the client left: stop the work
+            }
+            return .cancelled
         }
     }
 

@@ -10,7 +10,7 @@ import SignalboxCore
 /// secret is returned once, by the create call. Changes take effect on this node at once and on
 /// every other node within a second (the key cache's lifetime).
 extension Gateway {
-    func registerKeyRoutes(_ api: RouterGroup<BasicRequestContext>) {
+    func registerKeyRoutes(_ api: RouterGroup<GatewayRequestContext>) {
         api.get("/keys") { request, _ in try await listKeys(request) }
         api.post("/keys") { request, _ in try await createKey(request) }
         api.get("/keys/:hash") { request, context in

@@ -193,6 +193,36 @@ import Testing
     }
 }
 
+extension ChatCompletionsTests {
+    @Test func aNonStreamedRequestWhoseClientLeavesStopsUpstreamAndIsChargedForWhatWasGenerated() async throws {
+        try await TestNode.with(simulator: .init(firstTokenDelay: .milliseconds(5), interTokenDelay: .milliseconds(300))) { node in
+            var request = HTTPClientRequest(url: node.url + "/api/v1/chat/completions")
+            request.method = .POST
+            request.headers.add(name: "Authorization", value: "Bearer \(node.key)")
+            request.body = .bytes(ByteBuffer(string: #"{"model": "x-ai/grok-4.3", "messages": [{"role": "user", "content": "a slow answer"}]}"#))
+            let client = Task { try await node.http.execute(request, timeout: .seconds(30)) }
+            try await Task.sleep(for: .seconds(1))
+            client.cancel()
+            let left = ContinuousClock.now
+            // The settlement lands soon after the client left, not when the upstream would have finished.
+            var charge: Transfer?
+            while charge == nil, ContinuousClock.now - left < .seconds(5) {
+                charge = try await node.ledger.entries(account: node.account, limit: 5).first { $0.kind == .charge }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            let settled = try #require(charge)
+            #expect(ContinuousClock.now - left < .milliseconds(1500))
+            let generationID = try #require(settled.generationID)
+            let record = try #require(try await node.generation(generationID))
+            #expect(record.cancelled)
+            #expect(record.usage.completionTokens > 0 && record.usage.completionTokens < 8)
+            #expect(record.attempts.last?.status == "cancelled")
+            let balance = try await node.settledBalance()
+            #expect(balance.balance == Money(dollars: 10) - record.cost && balance.available == balance.balance)
+        }
+    }
+}
+
 @Suite struct RequestErrorTests {
     @Test func missingOrUnknownKeyIs401() async throws {
         try await TestNode.with { node in
