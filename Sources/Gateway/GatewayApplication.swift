@@ -561,6 +561,7 @@ public struct LedgerUpkeepService: Service {
                 }
             }
             await credit.committer.probe()
+            await credit.returnLeftoverLeases()
             await credit.upkeep()
             try? await cancelWhenGracefulShutdown { try await Task.sleep(for: leaseInterval) }
         }
@@ -569,6 +570,7 @@ public struct LedgerUpkeepService: Service {
         if await !credit.committer.replaySpool() {
             logger.warning("stopping with settlements still in the spool; the next start replays them")
         }
+        await credit.returnLeftoverLeases()
         await credit.upkeep(closingAll: true)
     }
 }

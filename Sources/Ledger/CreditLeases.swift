@@ -31,6 +31,31 @@ public actor CreditLeases {
 
     public var leases: [LeaseBook.Lease] { Array(book.leases.values) }
 
+    /// When this node's book started: leases with this node's id created earlier are its
+    /// previous run's.
+    let startedAt = Date()
+    private var leftoversReturned = false
+
+    /// Gives back the leases this node's previous run left, once its spool is replayed (the
+    /// spooled settlements release their part of those leases first). True once done.
+    @discardableResult
+    public func returnLeftoverLeases() async -> Bool {
+        guard !leftoversReturned else { return true }
+        let status = await committer.currentStatus
+        guard status.ledgerReachable, status.spooled == 0, status.held == 0 else { return false }
+        let (store, nodeID, startedAt) = (self.store, book.nodeID, self.startedAt)
+        do {
+            let count = try await withLedgerDeadline(timeout, "returning leftover leases") {
+                try await store.voidLeftoverLeases(nodeID: nodeID, createdBefore: startedAt)
+            }
+            if count > 0 { logger.notice("gave back the leases of this node's previous run", metadata: ["count": "\(count)"]) }
+            leftoversReturned = true
+            return true
+        } catch {
+            return false
+        }
+    }
+
     /// Reserves `amount` of the account's credit. Throws `LedgerError.unreachable` when the lease
     /// is short and the ledger cannot be asked: the node cannot prove the account can pay.
     public func reserve(account: String, amount: Money) async throws -> Outcome {

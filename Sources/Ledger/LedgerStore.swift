@@ -662,6 +662,12 @@ public protocol LedgerStore: Sendable {
     func voidHold(id: String) async throws
     func holdStatus(id: String) async throws -> HoldStatus?
 
+    /// Voids the pending leases a node's previous run left (ids `lease:<nodeID>:…`, created
+    /// before `createdBefore` by that node's clock): a restarted node gives them back at once
+    /// instead of leaving the credit held until they expire. Returns how many.
+    @discardableResult
+    func voidLeftoverLeases(nodeID: String, createdBefore: Date) async throws -> Int
+
     /// Voids every pending hold and lease that expired, by the ledger's clock; returns how many.
     @discardableResult
     func expireHolds() async throws -> Int

@@ -785,6 +785,21 @@ public final class PostgresLedgerStore: LedgerStore {
             .flatMap { HoldStatus(rawValue: try $0["status"].decode(String.self)) }
     }
 
+    public func voidLeftoverLeases(nodeID: String, createdBefore: Date) async throws -> Int {
+        let logger = self.logger
+        let (prefix, before) = ("lease:\(nodeID):", Self.millis(createdBefore))
+        return try await transaction { connection in
+            let ids = try await Self.rows(connection.query("""
+                SELECT id FROM holds WHERE status = 'pending' AND starts_with(id, \(prefix)) AND created_at < \(before)
+                ORDER BY id FOR UPDATE SKIP LOCKED
+                """, logger: logger)).map { try $0["id"].decode(String.self) }
+            var deltas = BalanceDeltas()
+            for id in ids { try await Self.closeHold(connection, id: id, status: .voided, deltas: &deltas, logger: logger) }
+            try await deltas.apply(connection, logger: logger)
+            return ids.count
+        }
+    }
+
     public func expireHolds() async throws -> Int {
         let logger = self.logger
         return try await transaction { connection in

@@ -395,6 +395,16 @@ public final class SQLiteLedgerStore: LedgerStore {
         }
     }
 
+    public func voidLeftoverLeases(nodeID: String, createdBefore: Date) async throws -> Int {
+        try await write { db in
+            let ids = try String.fetchAll(db.cachedStatement(sql: """
+                SELECT id FROM holds WHERE status = 'pending' AND substr(id, 1, ?) = ? AND created_at < ?
+                """), arguments: ["lease:\(nodeID):".count, "lease:\(nodeID):", Self.millis(createdBefore)])
+            for id in ids { try Self.closeHold(db, id: id, status: .voided) }
+            return ids.count
+        }
+    }
+
     public func expireHolds() async throws -> Int {
         try await write { db in
             let ids = try String.fetchAll(db.cachedStatement(sql: "SELECT id FROM holds WHERE status = 'pending' AND expires_at < ?"),

@@ -64,6 +64,9 @@ public final class UnreachableLedger: LedgerStore {
     public func voidHold(id: String) async throws { try reach(); try await store.voidHold(id: id) }
     public func holdStatus(id: String) async throws -> HoldStatus? { try reach(); return try await store.holdStatus(id: id) }
     public func expireHolds() async throws -> Int { try reach(); return try await store.expireHolds() }
+    public func voidLeftoverLeases(nodeID: String, createdBefore: Date) async throws -> Int {
+        try reach(); return try await store.voidLeftoverLeases(nodeID: nodeID, createdBefore: createdBefore)
+    }
     public func balance(account: String) async throws -> AccountBalance { try reach(); return try await store.balance(account: account) }
     public func entries(_ query: EntryQuery) async throws -> [LedgerEntry] { try reach(); return try await store.entries(query) }
     public func spend(_ query: EntryQuery, by grouping: SpendGrouping) async throws -> [SpendRow] {

@@ -71,7 +71,7 @@ def cli(*args, database_url):
 class Process:
     def __init__(self, args, log_path, env=None):
         self.log_path = log_path
-        self.log = open(log_path, "w")
+        self.log = open(log_path, "a")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=dict(os.environ, **(env or {})))
 
     def output(self):
@@ -115,18 +115,26 @@ ADMIN_KEY = "sk-sb-v1-cluster-admin-00000000000000000000000000000000000000000000
 
 
 class RouterNode(Process):
-    def __init__(self, name, database_url, sim_url, workdir, extra=()):
+    """A router node on a shared PostgreSQL ledger and a shared simulator. `wrapper` runs it
+    under another program (faketime); `start()` starts it again after a stop, same port and data."""
+
+    def __init__(self, name, database_url, sim_url, workdir, extra=(), wrapper=(), env=None, wait=True):
         self.name = name
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.api = self.base + "/api/v1"
-        data_dir = os.path.join(workdir, name)
-        os.makedirs(data_dir, exist_ok=True)
-        super().__init__([BINARY, "serve", "--node-id", name, "--port", str(self.port), "--database-url", database_url,
-                          "--sim-url", sim_url, "--data-dir", data_dir, "--demo-credits", "0",
-                          "--load-balancing", "catalog-order", *extra], os.path.join(workdir, name + ".log"),
-                         env={"SIGNALBOX_ADMIN_KEY": ADMIN_KEY})
-        wait_until(lambda: self.ready() is not None, 60, f"node {name}")
+        self.data_dir = os.path.join(workdir, name)
+        os.makedirs(self.data_dir, exist_ok=True)
+        self.args = [*wrapper, BINARY, "serve", "--node-id", name, "--port", str(self.port), "--database-url", database_url,
+                     "--sim-url", sim_url, "--data-dir", self.data_dir, "--demo-credits", "0",
+                     "--load-balancing", "catalog-order", *extra]
+        self.log_file, self.env = os.path.join(workdir, name + ".log"), dict({"SIGNALBOX_ADMIN_KEY": ADMIN_KEY}, **(env or {}))
+        self.start(wait=wait)
+
+    def start(self, wait=True):
+        Process.__init__(self, self.args, self.log_file, env=self.env)
+        if wait:
+            wait_until(lambda: self.ready() is not None, 60, f"node {self.name}")
 
     def ready(self):
         try:
