@@ -70,6 +70,9 @@ let package = Package(
         .target(name: "GossipSimulation", dependencies: ["Gossip"]),
         // The 1,000-member simulation, built in release by Tests/run.sh.
         .executableTarget(name: "gossip-sim", dependencies: ["GossipSimulation"], path: "Benchmarks/gossip-sim"),
+        // The settlement committer alone against PostgreSQL and SQLite (Benchmarks/ledger.sh).
+        .executableTarget(name: "ledger-bench", dependencies: ["Ledger", "SignalboxCore", "SignalboxTestKit"],
+                          path: "Benchmarks/ledger-bench"),
         // The simulated upstream provider with fault injection.
         .target(
             name: "SimProvider",
