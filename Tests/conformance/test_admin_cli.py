@@ -3,6 +3,8 @@ import json
 import os
 import subprocess
 import time
+import urllib.error
+import urllib.request
 import uuid
 
 import openai
@@ -42,6 +44,27 @@ def test_accounts_keys_credits_and_ledger_queries(node):
     assert cli("keys", "list", "--account", account, ledger=ledger)[0]["disabled"] is True
 
 
+def test_the_largest_amount_is_accepted_and_one_nano_dollar_more_refused_by_the_cli_and_the_api(node):
+    ledger = ["--data-dir", node.data_dir]
+    account = cli("accounts", "create", "--name", "Whale", ledger=ledger)["id"]
+    largest = cli("credits", "grant", "--account", account, "--amount", "1000000", "--reference", "max", ledger=ledger)
+    assert str(largest["credit"]) == "1000000"
+    for amount in ("1000000.000000001", "9223372036.854775807", "9223372036.854775808", "0.0000000001", "-1"):
+        out = subprocess.run([BINARY, "credits", "grant", "--account", account, "--amount", amount, *ledger],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode != 0 and "--amount" in out.stderr, (amount, out.stderr)
+        request = urllib.request.Request(node.api + "/admin/credits", method="POST", data=json.dumps(
+            {"account": account, "amount": amount, "kind": "grant", "reference": "api-" + amount}).encode(),
+            headers={"Authorization": f"Bearer {node.admin_key}", "Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 400 and b"amount" in refused.value.read()
+    # The node kept serving and the ledger is whole.
+    assert cli("ledger", "balance", "--account", account, ledger=ledger)["balance"] == "1000000"
+    verify = cli("ledger", "verify", ledger=ledger)
+    assert verify["consistent"] is True and all(item["holds"] for item in verify["invariants"])
+
+
 @pytest.mark.skipif(not os.environ.get("SIGNALBOX_TEST_DATABASE_URL") and not os.environ.get("CI"),
                     reason="no PostgreSQL configured for this run")
 def test_migrate_and_admin_commands_on_postgres():
@@ -51,8 +74,8 @@ def test_migrate_and_admin_commands_on_postgres():
     subprocess.run(["psql", admin, "-q", "-c", f"CREATE DATABASE {name}"], check=True)
     ledger = ["--database-url", base.rsplit("/", 1)[0] + "/" + name]
     try:
-        assert cli("migrate", ledger=ledger) == {"schema_version": 3}
-        assert cli("migrate", ledger=ledger) == {"schema_version": 3}  # idempotent
+        assert cli("migrate", ledger=ledger) == {"schema_version": 6}
+        assert cli("migrate", ledger=ledger) == {"schema_version": 6}  # idempotent
         account = cli("accounts", "create", "--name", "Pg", ledger=ledger)["id"]
         cli("credits", "purchase", "--account", account, "--amount", "5", ledger=ledger)
         cli("credits", "grant", "--account", account, "--amount", "1.25", ledger=ledger)
