@@ -3,6 +3,7 @@
 // SIGNALBOX_TEST_DATABASE_URL) and on the embedded SQLite ledger, side by side in one run.
 //
 // Usage: ledger-bench [settlements (100000)] [accounts (64)] [concurrent submitters (1024)]
+//                     [largest batch (256)] [batches in flight (2)] — the committer's defaults
 // Benchmarks/ledger.sh builds it in release, starts a throwaway PostgreSQL and runs it.
 import Foundation
 import Ledger
@@ -14,6 +15,8 @@ let arguments = CommandLine.arguments.dropFirst().compactMap { Int($0) }
 let total = arguments.first ?? 100_000
 let accounts = arguments.dropFirst().first ?? 64
 let submitters = arguments.dropFirst(2).first ?? 1024
+let maxBatch = arguments.dropFirst(3).first ?? 256
+let maxInFlight = arguments.dropFirst(4).first ?? 2
 let logger: Logger = {
     var logger = Logger(label: "ledger-bench")
     logger.logLevel = .warning
@@ -51,7 +54,8 @@ func measure(_ label: String, _ store: any LedgerStore) async throws {
     // Warm up (connections, prepared plans), then measure.
     let warm = SettlementCommitter(store: store, spool: nil, timeout: .seconds(30), logger: logger)
     for index in 0..<min(2_000, total) { _ = await warm.submit(settlement(index, run: "warm-\(run)")) }
-    let committer = SettlementCommitter(store: store, spool: nil, timeout: .seconds(30), logger: logger)
+    let committer = SettlementCommitter(store: store, spool: nil, maxBatch: maxBatch, maxInFlight: maxInFlight,
+                                        timeout: .seconds(30), logger: logger)
     let clock = ContinuousClock()
     let started = clock.now
     let failures = await withTaskGroup(of: Int.self) { group in

@@ -390,7 +390,8 @@ struct ChatPipeline: Sendable {
                 if failure.isRetryable { health.recordFailure(attempt, rateLimited: failure.isRateLimit) }
                 // What the provider will bill us for this failed attempt (tokens it generated) is
                 // the operator's insurance expense, never the client's.
-                let spent = Self.generatedCost(progress.withLockedValue { $0 }, attempt: attempt, prepared: prepared)
+                // Capped like overage: an absurd usage report must not make the settlement unrecordable.
+                let spent = min(Self.generatedCost(progress.withLockedValue { $0 }, attempt: attempt, prepared: prepared), .maximumAmount)
                 if spent > .zero {
                     insurance.append(TransferRequest(
                         idempotencyKey: "insurance:\(prepared.generationID):\(records.count)", debit: Billing.SystemAccount.insurance,

@@ -126,10 +126,7 @@ public actor CreditLeases {
     /// its credit is released. It never waits for the committer: under sustained load renewals
     /// and idle returns still happen.
     public func upkeep(closingAll: Bool = false) async {
-        let status = await committer.currentStatus
-        let spooled = status.spooled
-        // A late growth can be told apart only when every release the node made is in the ledger.
-        let mayReconcile = status.spooled == 0 && status.held == 0
+        let spooled = await committer.currentStatus.spooled
         let work = book.upkeep(now: Date(), closingAll: closingAll, mayClose: spooled == 0)
         guard !work.isEmpty else { return }
         for item in work {
@@ -137,14 +134,16 @@ public actor CreditLeases {
                 switch item {
                 case .renew(let id, let account, let expiresAt):
                     let (store, ttl) = (self.store, book.policy.ttl)
+                    // A late growth can be told apart only when every release the node made is in the
+                    // ledger (no backlog) and nothing moved the lease while its amount was read.
                     let revision = book.leases[account]?.revision ?? -1
-                    let quiet = growing[account] == nil
+                    let quiet = growing[account] == nil && !committer.hasBacklog
                     let left = try await withLedgerDeadline(timeout, "a lease renewal") {
                         try await store.shrinkLease(id: id, by: .zero, ttl: ttl, close: false)
                     }
                     if let left {
                         book.renewed(leaseID: id, account: account, expiresAt: expiresAt)
-                        if mayReconcile && quiet && growing[account] == nil {
+                        if quiet && growing[account] == nil && !committer.hasBacklog {
                             book.reconcile(leaseID: id, account: account, ledgerAmount: left, revision: revision)
                         }
                     } else {

@@ -330,6 +330,20 @@ public struct AttemptRecord: Sendable, Hashable, Codable {
         case latencyMs = "latency"
         case providerCost = "provider_cost"
     }
+
+    /// The attempts as stored in a generation row: the same JSON `Codable` writes, built
+    /// directly (settling a batch writes hundreds of these).
+    public static func json(_ attempts: [AttemptRecord]) -> String {
+        JSONWriter.string(.array(attempts.map { attempt in
+            var object: JSONObject = [
+                "provider": .string(attempt.provider), "provider_name": .string(attempt.providerName),
+                "model": .string(attempt.model), "status": .string(attempt.status), "latency": .int(Int64(attempt.latencyMs)),
+                "provider_cost": .string(attempt.providerCost.decimalString),
+            ]
+            if let error = attempt.error { object["error"] = .string(error) }
+            return .object(object)
+        }))
+    }
 }
 
 /// Everything `/api/v1/generation` reports about one request.

@@ -126,6 +126,14 @@ public final class PostgresLedgerStore: LedgerStore {
           lease_releases jsonb;
         BEGIN
           IF jsonb_array_length(batch->'holds') > 0 THEN RETURN 'slow'; END IF;
+          -- Claims first, in (account, key) order, as the general path locks them: a claim that is
+          -- another generation's, or gone, is the general path's to fence.
+          SELECT count(*) INTO locked_count FROM (
+            SELECT i.key FROM idempotent_requests i
+            JOIN jsonb_to_recordset(batch->'claims') AS c(account_id text, key text, generation_id text)
+              ON c.account_id = i.account_id AND c.key = i.key AND c.generation_id = i.generation_id
+            ORDER BY i.account_id, i.key FOR UPDATE OF i) c;
+          IF locked_count <> jsonb_array_length(batch->'claims') THEN RETURN 'slow'; END IF;
           IF EXISTS (SELECT 1 FROM generations g JOIN jsonb_to_recordset(batch->'generations') AS n(id text) ON n.id = g.id) THEN
             RETURN 'slow';
           END IF;
@@ -137,11 +145,6 @@ public final class PostgresLedgerStore: LedgerStore {
             SELECT h.id FROM holds h JOIN jsonb_to_recordset(batch->'leases') AS r(id text) ON r.id = h.id
             WHERE h.status = 'pending' ORDER BY h.id FOR UPDATE OF h) l;
           IF locked_count <> lease_count THEN RETURN 'slow'; END IF;
-          IF EXISTS (SELECT 1 FROM idempotent_requests i
-                     JOIN jsonb_to_recordset(batch->'claims') AS c(account_id text, key text, generation_id text)
-                     ON c.account_id = i.account_id AND c.key = i.key WHERE i.generation_id <> c.generation_id) THEN
-            RETURN 'slow';
-          END IF;
 
           INSERT INTO generations (id, account_id, key_id, model, provider_name, provider_tag, upstream_id, streamed, cancelled,
             finish_reason, native_finish_reason, tokens_prompt, tokens_completion, tokens_cached, tokens_cache_write,
@@ -202,6 +205,8 @@ public final class PostgresLedgerStore: LedgerStore {
                 }
                 try await connection.query("INSERT INTO schema_migrations (version) VALUES (\(migration.version))", logger: logger)
             }
+            // The settle function is replaced on every migrate, so a newer binary's version is the one that runs.
+            try await connection.query(PostgresQuery(unsafeSQL: Self.settleFunction), logger: logger)
             for id in Billing.SystemAccount.all { try await Self.ensureAccount(connection, id: id, name: id, isSystem: true, logger: logger) }
         }
     }
@@ -344,19 +349,29 @@ public final class PostgresLedgerStore: LedgerStore {
                    let state = psql.serverInfo?[.sqlState], ["40001", "40P01"].contains(state) {
                     continue
                 }
-                if let psql = error.closureError as? PSQLError, let refusal = Self.refusal(psql) { throw refusal }
+                if let psql = error.closureError as? PSQLError, let mapped = Self.ledgerError(psql) { throw mapped }
                 throw error
             } catch let error as PSQLError {
-                if let refusal = Self.refusal(error) { throw refusal }
+                if let mapped = Self.ledgerError(error) { throw mapped }
                 throw error
             }
         }
     }
 
-    /// The ledger's own rules broken by a statement, as the refusal they are: a customer
-    /// overdrawn (the `customer_within_credit` check) or a balance leaving BIGINT's range.
-    static func refusal(_ error: PSQLError) -> LedgerError? {
+    /// What a PostgreSQL error means for the ledger: the ledger's own rules broken by a statement
+    /// are the refusals they are (a customer overdrawn by the `customer_within_credit` check, a
+    /// balance leaving BIGINT's range); a server that is slow or gone is `unreachable`, which says
+    /// nothing about the data (no settlement is set aside for it). Anything else stays as it is.
+    static func ledgerError(_ error: PSQLError) -> LedgerError? {
+        let lost: [PSQLError.Code] = [.connectionError, .serverClosedConnection, .clientClosedConnection, .uncleanShutdown,
+                                      .poolClosed, .queryCancelled]
+        if lost.contains(error.code) { return .unreachable("PostgreSQL connection: \(error.code)") }
         guard let state = error.serverInfo?[.sqlState] else { return nil }
+        if state == "57014" || state.hasPrefix("08") || state.hasPrefix("57P") || state == "40001" || state == "40P01" {
+            // A statement the server cancelled (statement_timeout), a lost connection, a server
+            // shutting down, a race still lost after retries: the database is slow or going away.
+            return .unreachable("PostgreSQL SQLSTATE \(state)")
+        }
         switch state {
         case "23514":
             // "Failing row contains (alice, -5, 0)." names the account.
@@ -477,7 +492,7 @@ public final class PostgresLedgerStore: LedgerStore {
                 return try rows.first?["outcome"].decode(String.self) == "ok"
             } catch let error as PSQLError {
                 if attempt < conflictRetries, let state = error.serverInfo?[.sqlState], ["40001", "40P01"].contains(state) { continue }
-                if let refusal = Self.refusal(error) { throw refusal }
+                if let mapped = Self.ledgerError(error) { throw mapped }
                 throw error
             }
         }
@@ -503,9 +518,10 @@ public final class PostgresLedgerStore: LedgerStore {
                 """, binds: jsonRows(claims.map { ["account_id": .string($0.0), "key": .string($0.1)] })), logger: logger)) {
                 owners[try row["account_id"].decode(String.self) + "\u{0}" + row["key"].decode(String.self)] = try row["generation_id"].decode(String.self)
             }
+            // A claim taken over, or gone (taken over, then released by the request that took it).
             for index in unique.indices {
                 guard let outcome = unique[index].idempotency,
-                      let owner = owners[outcome.account + "\u{0}" + outcome.key], owner != unique[index].generation.id else { continue }
+                      owners[outcome.account + "\u{0}" + outcome.key] != unique[index].generation.id else { continue }
                 unique[index] = unique[index].refusingCharges()
             }
         }
@@ -647,7 +663,7 @@ public final class PostgresLedgerStore: LedgerStore {
     static func text(_ value: String?) -> JSONValue { value.map { .string($0) } ?? .null }
 
     static func generationRow(_ g: GenerationRecord) -> JSONObject {
-        let attempts = (try? JSONEncoder().encode(g.attempts)).map { String(decoding: $0, as: UTF8.self) } ?? "[]"
+        let attempts = AttemptRecord.json(g.attempts)
         return [
             "id": .string(g.id), "account_id": .string(g.accountID), "key_id": text(g.keyID), "model": .string(g.model),
             "provider_name": text(g.providerName), "provider_tag": text(g.providerTag), "upstream_id": text(g.upstreamID),

@@ -242,12 +242,12 @@ public final class SQLiteLedgerStore: LedgerStore {
         if try Row.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM generations WHERE id = ?"), arguments: [settlement.generation.id]) != nil {
             return  // replay
         }
-        // Fencing: a claim another request took over is not this settlement's to close or charge for.
-        if let outcome = settlement.idempotency,
-           let owner = try String.fetchOne(db.cachedStatement(sql: "SELECT generation_id FROM idempotent_requests WHERE account_id = ? AND key = ?"),
-                                           arguments: [outcome.account, outcome.key]),
-           owner != settlement.generation.id {
-            settlement = settlement.refusingCharges()
+        // Fencing: a claim another request took over is not this settlement's to close or charge
+        // for — nor is one that is gone (taken over, then released by the request that took it).
+        if let outcome = settlement.idempotency {
+            let owner = try String.fetchOne(db.cachedStatement(sql: "SELECT generation_id FROM idempotent_requests WHERE account_id = ? AND key = ?"),
+                                            arguments: [outcome.account, outcome.key])
+            if owner != settlement.generation.id { settlement = settlement.refusingCharges() }
         }
         let generation = settlement.generation
         var backed = true
@@ -658,7 +658,7 @@ public final class SQLiteLedgerStore: LedgerStore {
     }
 
     static func insertGeneration(_ db: Database, _ g: GenerationRecord) throws {
-        let attempts = String(decoding: try JSONEncoder().encode(g.attempts), as: UTF8.self)
+        let attempts = AttemptRecord.json(g.attempts)
         try db.cachedStatement(sql: """
             INSERT OR IGNORE INTO generations (id, account_id, key_id, model, provider_name, provider_tag, upstream_id,
               streamed, cancelled, finish_reason, native_finish_reason, tokens_prompt, tokens_completion, tokens_cached,

@@ -59,10 +59,26 @@ public actor SettlementCommitter {
     private var idleWaiters: [CheckedContinuation<Void, Never>] = []
     private var replaying: Task<Void, Never>?
     private var replayInProgress = false
-    private var status = Status(ledgerReachable: true, spooled: 0, committedSettlements: 0, committedBatches: 0)
+    private var status = Status(ledgerReachable: true, spooled: 0, committedSettlements: 0, committedBatches: 0) {
+        didSet { publishBacklog() }
+    }
     private var recovering: Task<Void, Never>?
     /// Settlements the spool could not take (disk full, read-only): retried before anything else.
-    private var held: [Settlement] = []
+    private var held: [Settlement] = [] {
+        didSet { publishBacklog() }
+    }
+    /// Settlements not in the ledger yet because it could not take them (spooled or held), for
+    /// readers that cannot wait on the actor.
+    private nonisolated let backlogCount = NIOLockedValueBox(0)
+
+    /// Whether any settlement waits outside the ledger (spool or memory) right now. A lease's
+    /// amount read from the ledger while this is false includes every release the node made.
+    public nonisolated var hasBacklog: Bool { backlogCount.withLockedValue { $0 > 0 } }
+
+    private func publishBacklog() {
+        let count = status.spooled + held.count
+        backlogCount.withLockedValue { $0 = count }
+    }
     /// Failures of single settlements with the ledger reachable, by generation id.
     private var strikes: [String: Int] = [:]
     /// Reservations committed settlements found closed (lease id → account), for their owner.
@@ -233,6 +249,8 @@ public actor SettlementCommitter {
         } catch let error as LedgerError where error.isRefusal {
             await reject(settlement, error)
             return true
+        } catch LedgerError.unreachable {
+            return false  // slow or gone: no strike, a timeout says nothing about the settlement
         } catch {
             guard await reach() else { return false }
             let count = (strikes[settlement.generation.id] ?? 0) + 1
@@ -247,17 +265,17 @@ public actor SettlementCommitter {
     /// Settlements the spool could not take: to the ledger if it answers, else to the spool.
     private func commitHeld() async -> Bool {
         guard !held.isEmpty else { return true }
+        // They stay in `held` until they are durable elsewhere, so the backlog never dips meanwhile.
         let waiting = held
-        held = []
         do {
             try await commitToLedger(waiting)
+            held.removeFirst(waiting.count)
             return true
         } catch {
             if let spool, (try? await spool.append(waiting)) != nil {
                 status.spooled += waiting.count
-                return false
+                held.removeFirst(waiting.count)
             }
-            held = waiting + held
             return false
         }
     }
@@ -355,7 +373,14 @@ public actor SettlementCommitter {
             "generation": "\(settlement.generation.id)", "error": "\(error)",
         ])
         status.rejected += 1
-        try? await rejects?.append([settlement], reason: "\(error)")
+        do {
+            try await rejects?.append([settlement], reason: "\(error)")
+        } catch {
+            // The reject file cannot be written either: the log line is the record an operator gets.
+            let json = (try? JSONEncoder().encode(settlement)).map { String(decoding: $0, as: UTF8.self) } ?? "?"
+            logger.critical("cannot write the reject file; the set-aside settlement follows", metadata: [
+                "error": "\(error)", "settlement": "\(json)"])
+        }
     }
 
     /// Until the ledger answers and the spool is empty: probe, then replay, every `replayInterval`.

@@ -137,12 +137,10 @@ public struct SpoolFile {
             case .record(let record):
                 records.append(record)
                 offset = record.end
-            case .damaged:
-                // Skipped at open; resynchronize the same way here.
+            case .damaged, .end:
+                // Skipped at open (a length past the end is damage too when valid records follow).
                 guard let next = resynchronize(from: offset + 1) else { return records }
                 offset = next
-            case .end:
-                return records
             }
         }
         return records
@@ -257,12 +255,12 @@ public struct SpoolFile {
                 if oldest == nil { oldest = record.spooledAt }
                 offset = record.end
                 lastGood = offset
-            case .damaged:
+            case .damaged, .end:
+                // A record running past the end of the file is a torn tail only if nothing valid
+                // follows it; otherwise its length was damaged, and the records after it are kept.
                 guard let next = resynchronize(from: offset + 1) else { offset = size; continue }
                 recovery.corruptRecords += 1
                 offset = next
-            case .end:
-                offset = size
             }
         }
         if lastGood < size {

@@ -218,13 +218,13 @@ public struct AnthropicStreamDecoder: StreamDecoder {
         case "message_start":
             messageID = json["message"]?["id"]?.stringValue
             let start = json["message"]?["usage"]
-            let input = start?["input_tokens"]?.intValue ?? 0
-            let cacheRead = start?["cache_read_input_tokens"]?.intValue ?? 0
-            let cacheWrite = start?["cache_creation_input_tokens"]?.intValue ?? 0
+            let input = TokenUsage.count(start?["input_tokens"])
+            let cacheRead = TokenUsage.count(start?["cache_read_input_tokens"])
+            let cacheWrite = TokenUsage.count(start?["cache_creation_input_tokens"])
             usage.promptTokens = input + cacheRead + cacheWrite
             usage.cachedTokens = cacheRead
             usage.cacheWriteTokens = cacheWrite
-            usage.completionTokens = start?["output_tokens"]?.intValue ?? 0
+            usage.completionTokens = TokenUsage.count(start?["output_tokens"])
             return [delta(["role": "assistant", "content": ""])]
         case "content_block_start":
             let block = json["content_block"]
@@ -257,8 +257,8 @@ public struct AnthropicStreamDecoder: StreamDecoder {
             default: return []
             }
         case "message_delta":
-            if let output = json["usage"]?["output_tokens"]?.intValue { usage.completionTokens = output }
-            if let input = json["usage"]?["input_tokens"]?.intValue, input > 0 {
+            if let output = json["usage"]?["output_tokens"], !output.isNull { usage.completionTokens = TokenUsage.count(output) }
+            if case let input = TokenUsage.count(json["usage"]?["input_tokens"]), input > 0 {
                 usage.promptTokens = input + usage.cachedTokens + usage.cacheWriteTokens
             }
             guard let native = json["delta"]?["stop_reason"]?.stringValue else { return [] }

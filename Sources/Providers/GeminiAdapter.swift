@@ -222,11 +222,11 @@ public struct GeminiStreamDecoder: StreamDecoder {
             events.append(.delta(CompletionDelta(choices: [.object(choice)], upstreamID: responseID)))
         }
         if let metadata = json["usageMetadata"] {
-            let thoughts = metadata["thoughtsTokenCount"]?.intValue ?? 0
+            let thoughts = TokenUsage.count(metadata["thoughtsTokenCount"])
             events.append(.usage(TokenUsage(
-                promptTokens: (metadata["promptTokenCount"]?.intValue ?? 0) + (metadata["toolUsePromptTokenCount"]?.intValue ?? 0),
-                completionTokens: (metadata["candidatesTokenCount"]?.intValue ?? 0) + thoughts,
-                cachedTokens: metadata["cachedContentTokenCount"]?.intValue ?? 0,
+                promptTokens: TokenUsage.count(metadata["promptTokenCount"]) + TokenUsage.count(metadata["toolUsePromptTokenCount"]),
+                completionTokens: TokenUsage.count(metadata["candidatesTokenCount"]) + thoughts,
+                cachedTokens: TokenUsage.count(metadata["cachedContentTokenCount"]),
                 reasoningTokens: thoughts)))
         }
         if native != nil { events.append(.done) }

@@ -149,13 +149,10 @@ public struct ChatRequest: Sendable {
         text.utf8.count + 1
     }
 
+    /// A structured value (tool definitions, calls, schemas) bounds at its serialized bytes:
+    /// digits, punctuation and escapes are bytes a tokenizer may see too.
     static func tokenUpperBound(_ value: JSONValue) -> Int {
-        switch value {
-        case .string(let text): return tokenUpperBound(text)
-        case .array(let items): return items.reduce(0) { $0 + tokenUpperBound($1) }
-        case .object(let object): return object.reduce(0) { $0 + tokenUpperBound($1.key) + tokenUpperBound($1.value) }
-        default: return 1
-        }
+        JSONWriter.bytes(value).count + 1
     }
 }
 
@@ -363,17 +360,17 @@ public struct PromptBound: Sendable, Hashable {
     /// charged as an image plus its text (Anthropic: up to ~3,000 tokens a page).
     public static let perFile = 3_000
 
+    /// Counts a content part by its `type`, as the adapters translate it: a part's other fields
+    /// (a stray `text` on an image part) cannot make it count as less than it is.
     mutating func add(part: JSONValue) {
-        if let text = part["text"]?.stringValue {
-            textTokens += ChatRequest.tokenUpperBound(text)
-            return
-        }
         switch part["type"]?.stringValue {
+        case "text"?, "input_text"?:
+            textTokens += ChatRequest.tokenUpperBound(part["text"]?.stringValue ?? "")
         case "image_url"?, "input_image"?, "image"?:
-            images += 1
+            images += 1  // counted by pixels, not bytes: the endpoint's per-image allowance
         default:
-            // A file, document or audio part: its bytes (base64 or a URL) bound any text in it,
-            // and the allowance covers what rendering adds.
+            // A file, document or audio part — or one of an unknown type: its bytes (base64 or a
+            // URL) bound any text in it, and the allowance covers what rendering adds.
             files += 1
             textTokens += ChatRequest.tokenUpperBound(part)
         }

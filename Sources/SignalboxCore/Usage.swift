@@ -9,13 +9,26 @@ public struct TokenUsage: Sendable, Hashable, Codable {
     /// Completion tokens spent on reasoning (billed as completion tokens).
     public var reasoningTokens: Int
 
+    /// The largest count believed from an upstream (2^40, about 10^12): counts are clamped to
+    /// 0…this when read, so sums and differences of them can never overflow.
+    public static let maximumCount = 1 << 40
+
+    /// A count as an upstream reported it, clamped to 0…`maximumCount`.
+    public static func count(_ value: JSONValue?) -> Int {
+        guard let value else { return 0 }
+        if let count = value.intValue { return min(max(count, 0), maximumCount) }
+        if let number = value.numericValue, number.isFinite { return number > 0 ? min(Int(min(number, 1e13)), maximumCount) : 0 }
+        return 0
+    }
+
     public init(promptTokens: Int = 0, completionTokens: Int = 0, cachedTokens: Int = 0,
                 cacheWriteTokens: Int = 0, reasoningTokens: Int = 0) {
-        self.promptTokens = promptTokens
-        self.completionTokens = completionTokens
-        self.cachedTokens = cachedTokens
-        self.cacheWriteTokens = cacheWriteTokens
-        self.reasoningTokens = reasoningTokens
+        let clamp = { (value: Int) in min(max(value, 0), 4 * TokenUsage.maximumCount) }
+        self.promptTokens = clamp(promptTokens)
+        self.completionTokens = clamp(completionTokens)
+        self.cachedTokens = clamp(cachedTokens)
+        self.cacheWriteTokens = clamp(cacheWriteTokens)
+        self.reasoningTokens = clamp(reasoningTokens)
     }
 
     public var totalTokens: Int { promptTokens + completionTokens }
@@ -23,11 +36,11 @@ public struct TokenUsage: Sendable, Hashable, Codable {
     /// Reads an OpenAI-style `usage` object.
     public init?(openAI usage: JSONValue?) {
         guard let usage, let object = usage.objectValue else { return nil }
-        promptTokens = object["prompt_tokens"]?.intValue ?? 0
-        completionTokens = object["completion_tokens"]?.intValue ?? 0
-        cachedTokens = usage["prompt_tokens_details"]?["cached_tokens"]?.intValue ?? 0
-        cacheWriteTokens = usage["prompt_tokens_details"]?["cache_write_tokens"]?.intValue ?? 0
-        reasoningTokens = usage["completion_tokens_details"]?["reasoning_tokens"]?.intValue ?? 0
+        promptTokens = Self.count(object["prompt_tokens"])
+        completionTokens = Self.count(object["completion_tokens"])
+        cachedTokens = Self.count(usage["prompt_tokens_details"]?["cached_tokens"])
+        cacheWriteTokens = Self.count(usage["prompt_tokens_details"]?["cache_write_tokens"])
+        reasoningTokens = Self.count(usage["completion_tokens_details"]?["reasoning_tokens"])
     }
 }
 

@@ -504,6 +504,21 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
             #expect(try await store.balance(account: Billing.SystemAccount.overage).balance == usd("-0.1"))
             #expect(try await store.balance(account: Billing.SystemAccount.provider("alpha")).balance == usd("0.2"))
             #expect(try await store.claimIdempotencyKey(request("again")) == .completed(generationID: "retry", response: #"{"id":"retry"}"#))
+            // Taken over, and the request that took it over failed and released the key: the claim
+            // is gone, and the first owner's late settlement is still not charged (a new retry will be).
+            let other = { (id: String) in
+                IdempotencyClaimRequest(account: "acct", key: "k2", generationID: id, fingerprint: "f", staleAfter: 0.5)
+            }
+            #expect(try await store.claimIdempotencyKey(other("slow")) == .claimed)
+            try await Task.sleep(for: .milliseconds(1200))
+            #expect(try await store.claimIdempotencyKey(other("failed-retry")) == .claimed)
+            try await store.settle(holdID: nil, transfers: [], generation: generation("failed-retry", account: "acct"),
+                                   idempotency: .released(account: "acct", key: "k2"))
+            try await store.settle(holdID: nil, transfers: [charge("slow", account: "acct", "0.1")],
+                                   generation: generation("slow", account: "acct", cost: usd("0.1")),
+                                   idempotency: .completed(account: "acct", key: "k2", response: #"{"id":"slow"}"#))
+            #expect(try await store.balance(account: "acct").balance == usd("0.9"))
+            #expect(try await store.claimIdempotencyKey(other("next")) == .claimed)
             #expect(try await store.verify().isConsistent)
         }
     }

@@ -207,6 +207,19 @@ func waitUntil(_ condition: () async throws -> Bool) async throws {
         #expect(await reopened.recovery.corruptRecords == 1)
     }
 
+    @Test func aDamagedLengthPastTheEndIsNotMistakenForATornTail() async throws {
+        let path = path()
+        try await SettlementSpool(path: path).append((0..<4).map { settlement("g\($0)") })
+        var bytes = Array(try Data(contentsOf: URL(fileURLWithPath: path)))
+        let second = try #require(SpoolFile.recordStarts(bytes).dropFirst().first)
+        bytes[second + 6] = 0x10  // the second record's length now claims ~1 MiB, past the end of the file
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        let reopened = try SettlementSpool(path: path)
+        #expect(try await reopened.pending().map(\.generation.id) == ["g0", "g2", "g3"])
+        let recovery = await reopened.recovery
+        #expect(recovery.corruptRecords == 1 && recovery.truncatedBytes == 0)
+    }
+
     @Test func replayAdvancesACheckpointInsteadOfRewritingAndEmptiesTheFileAtTheEnd() async throws {
         let path = path()
         let spool = try SettlementSpool(path: path)

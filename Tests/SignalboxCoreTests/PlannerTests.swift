@@ -180,6 +180,17 @@ struct SplitMix64: RandomNumberGenerator {
         #expect(endpoint.promptTokenBound(for: request) == request.prompt.textTokens + 2 * 48_169 + PromptBound.perFile)
     }
 
+    @Test func aPartCountsByItsTypeWhateverElseItCarries() throws {
+        // An image part with a stray empty `text` is still an image to the providers, so it is one here.
+        let sneaky = try Self.chat(["model": "acme/big", "messages": [["role": "user", "content": .array(Array(repeating: [
+            "type": "image_url", "text": "", "image_url": ["url": "https://example.com/a.png"]], count: 300))]]])
+        #expect(sneaky.prompt.images == 300)
+        // Tool definitions bound at their serialized bytes: digits and punctuation count.
+        let tools = try Self.chat(["model": "acme/big", "messages": [["role": "user", "content": "x"]],
+                                   "tools": [["type": "function", "function": ["name": "f", "parameters": ["maximum": 123456789012]]]]])
+        #expect(tools.prompt.textTokens >= JSONWriter.bytes(tools.body["tools"]!).count)
+    }
+
     @Test func promptTokensArePricedAtTheCacheWritePriceWhenItIsDearer() throws {
         var cached = attempt
         cached.endpoint.pricing.inputCacheWrite = TokenPrice("0.00000375")!  // 1.25 × $3/M
