@@ -17,9 +17,10 @@ public enum TestDatabase {
             throw LedgerError.storage("PostgreSQL-backed tests need SIGNALBOX_TEST_DATABASE_URL (CI sets it)")
         }
         let name = "signalbox_test_\(UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(16))"
-        let server = try PostgresLedgerStore.configuration(url: url)
+        let server = try PostgresLedgerStore.configuration(url: url, statementTimeout: nil)  // CREATE/DROP DATABASE may take seconds
+        let serving = try PostgresLedgerStore.configuration(url: url)
         try await withClient(server) { admin in try await admin.query(PostgresQuery(unsafeSQL: "CREATE DATABASE \(name)")) }
-        var configuration = server
+        var configuration = serving  // the store runs as a serving node does, with its statement timeout
         configuration.database = name
         do {
             try await withClient(configuration) { client in

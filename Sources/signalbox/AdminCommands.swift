@@ -16,7 +16,7 @@ struct LedgerOptions: ParsableArguments {
     /// Opens the ledger, runs `body`, closes it.
     func withLedger<T: Sendable>(_ body: (any LedgerStore) async throws -> T) async throws -> T {
         if let url = databaseURL ?? ProcessInfo.processInfo.environment["SIGNALBOX_DATABASE_URL"] {
-            let client = PostgresClient(configuration: try PostgresLedgerStore.configuration(url: url))
+            let client = PostgresClient(configuration: try PostgresLedgerStore.configuration(url: url, statementTimeout: nil))
             return try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { await client.run() }
                 defer { group.cancelAll() }

@@ -92,4 +92,9 @@ import Testing
         let value: JSONValue = ["b": "line\n\"quoted\"\u{01}", "a": [1, 2.5, true, nil], "cost": .decimal("0.000014")]
         #expect(JSONWriter.string(value) == #"{"b":"line\n\"quoted\"\u0001","a":[1,2.5,true,null],"cost":0.000014}"#)
     }
+
+    @Test(arguments: ["", "plain", "\"", "\\", "a\"b\\c\nd\re\tf\u{1f}g", "😀 漢字 \u{0} end", String(repeating: "x\"", count: 500)])
+    func everyStringRoundTrips(_ text: String) throws {
+        #expect(try JSONParser.parse(JSONWriter.string(.string(text))) == .string(text))
+    }
 }
