@@ -3,7 +3,7 @@
 // SIGNALBOX_TEST_DATABASE_URL) and on the embedded SQLite ledger, side by side in one run.
 //
 // Usage: ledger-bench [settlements (100000)] [accounts (64)] [concurrent submitters (1024)]
-//                     [largest batch (512)] [batches in flight (3)] — the committer's defaults
+//                     [largest batch (512)] [batches in flight (2)] — the committer's defaults
 // Benchmarks/ledger.sh builds it in release, starts a throwaway PostgreSQL and runs it.
 import Foundation
 import Ledger
@@ -16,7 +16,7 @@ let total = arguments.first ?? 100_000
 let accounts = arguments.dropFirst().first ?? 64
 let submitters = arguments.dropFirst(2).first ?? 1024
 let maxBatch = arguments.dropFirst(3).first ?? 512
-let maxInFlight = arguments.dropFirst(4).first ?? 3
+let maxInFlight = arguments.dropFirst(4).first ?? 2
 let logger: Logger = {
     var logger = Logger(label: "ledger-bench")
     logger.logLevel = .warning

@@ -95,7 +95,7 @@ public actor SettlementCommitter {
 
     /// `spool`: where settlements go while the ledger is down; without one they are logged and lost.
     public init(store: any LedgerStore, spool: SettlementSpool?, rejects: SettlementSpool? = nil, maxBatch: Int = 512,
-                maxInFlight: Int = 3, timeout: Duration = .seconds(3), replayInterval: Duration = .seconds(1),
+                maxInFlight: Int = 2, timeout: Duration = .seconds(3), replayInterval: Duration = .seconds(1),
                 maxSpoolAge: TimeInterval = 3600, reachability: LedgerReachability = LedgerReachability(), logger: Logger,
                 onCommit: @escaping @Sendable (Int) -> Void = { _ in }) {
         self.store = store

@@ -135,7 +135,7 @@ struct OpenAIPersonality: Personality {
             if let call = choice.toolCall {
                 events.append(chunk(["tool_calls": [["index": 0, "id": .string(call.id), "type": "function",
                                                      "function": ["name": .string(call.name), "arguments": ""]]]]))
-                for piece in ArgumentPieces.split(call.arguments) {
+                for piece in TokenPieces.split(call.arguments) {
                     events.append(chunk(["tool_calls": [["index": 0, "function": ["arguments": .string(piece)]]]]))
                 }
             }
@@ -150,9 +150,9 @@ struct OpenAIPersonality: Personality {
     }
 }
 
-/// Splits tool-call arguments into a few fragments, as providers stream them.
-enum ArgumentPieces {
-    /// Pieces of about one token (four bytes) each, as providers stream arguments token by token.
+/// Splits text the simulated tokenizer's way: pieces of about one token (four bytes) each, never
+/// splitting a character, so the pieces join back to the text (JSON answers, tool arguments).
+enum TokenPieces {
     static func split(_ text: String) -> [String] {
         var pieces: [String] = []
         var current = ""
@@ -286,7 +286,7 @@ struct AnthropicPersonality: Personality {
         if let call = completion.toolCall {
             events.append(Self.event("content_block_start", ["type": "content_block_start", "index": .int(Int64(index)), "content_block": [
                 "type": "tool_use", "id": .string("toolu_" + call.id), "name": .string(call.name), "input": [:]]]))
-            for piece in [""] + ArgumentPieces.split(call.arguments) {
+            for piece in [""] + TokenPieces.split(call.arguments) {
                 events.append(Self.event("content_block_delta", ["type": "content_block_delta", "index": .int(Int64(index)),
                                                                  "delta": ["type": "input_json_delta", "partial_json": .string(piece)]]))
             }

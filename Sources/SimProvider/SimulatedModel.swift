@@ -150,14 +150,7 @@ public struct SimulatedModel: Sendable {
             let value = request.jsonSchema.map { SchemaExample.value(for: $0, seed: seed) }
                 ?? ["answer": .string(words(seed: seed, count: 6).joined()), "ok": true]
             let text = JSONWriter.string(value)
-            // One token per ~4 bytes, split on byte boundaries that keep the JSON text intact when joined.
-            var tokens: [String] = []
-            var current = ""
-            for character in text {
-                current.append(character)
-                if current.utf8.count >= 4 { tokens.append(current); current = "" }
-            }
-            if !current.isEmpty { tokens.append(current) }
+            let tokens = TokenPieces.split(text)
             if let limit = request.maxTokens, request.minimumTokens == nil, tokens.count > limit {
                 return Completion(tokens: Array(tokens.prefix(limit)), toolCall: nil, promptTokens: promptTokens, finishReason: "length")
             }
