@@ -282,8 +282,13 @@ public actor SettlementCommitter {
 
     /// Starts batches while fewer than `maxInFlight` are being committed. Whatever queues while
     /// they run goes into the next batch: that is the group commit.
+    /// A further batch goes in flight beside a running one only when this many settlements
+    /// wait: under ordinary load they wait for the running batch and go together (fewer, larger
+    /// transactions); a deep queue is worth a second connection.
+    static let parallelBatchThreshold = 64
+
     private func pump() {
-        while inFlight < maxInFlight && !queue.isEmpty {
+        while inFlight < maxInFlight && !queue.isEmpty && (inFlight == 0 || queue.count >= Self.parallelBatchThreshold) {
             // Leases in a fixed order, so two batches in flight never wait on each other's rows in a cycle.
             let batch = Array(queue.prefix(maxBatch)).sorted { Self.lockOrder($0.settlement) < Self.lockOrder($1.settlement) }
             queue.removeFirst(batch.count)
