@@ -299,7 +299,7 @@ public final class PostgresLedgerStore: LedgerStore {
     func requireAccounts(_ ids: some Sequence<String>) async throws {
         let known = knownAccounts.withLockedValue { $0 }
         for id in Set(ids) where !known.contains(id) {
-            if id.hasPrefix("provider:") || id.hasPrefix("platform:") {
+            if Billing.SystemAccount.isSystem(id) {
                 let logger = self.logger
                 try await transaction { try await Self.ensureAccount($0, id: id, name: id, isSystem: true, logger: logger) }
             } else if try await Self.rows(client.query("SELECT 1 FROM accounts WHERE id = \(id)", logger: logger)).isEmpty {

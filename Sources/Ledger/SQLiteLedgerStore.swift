@@ -148,7 +148,7 @@ public final class SQLiteLedgerStore: LedgerStore {
 
     /// System accounts (`platform:…`, `provider:…`) come into being when first used.
     static func requireAccount(_ db: Database, _ id: String) throws {
-        if id.hasPrefix("provider:") || id.hasPrefix("platform:") {
+        if Billing.SystemAccount.isSystem(id) {
             try ensureAccount(db, id: id, name: id, isSystem: true)
         } else if try Row.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM accounts WHERE id = ?"), arguments: [id]) == nil {
             throw LedgerError.unknownAccount(id)
