@@ -113,6 +113,11 @@ struct ChatPipeline: Sendable {
             guard balance.balance > .zero else { throw Self.noBalance(balance.balance) }
             return prepared
         }
+        if credit.committer.reachability.isBacklogged {
+            throw APIError(status: 503, message: "This node's charges have waited too long for the credit ledger, so it takes "
+                + "no paid requests until they are recorded. Retry shortly or on another node.",
+                metadata: ["reason": "settlement_backlog", "error_type": "ledger_unavailable"])
+        }
         var covered = largest
         if keyRemaining != nil {
             // The key reserves what the dearest attempt may cost, so failover never charges the
@@ -123,19 +128,14 @@ struct ChatPipeline: Sendable {
                     throw Self.cannotAfford(attempts[0], request: request, available: left, limitSource: "key")
                 }
                 covered = worstCase[0]
-                prepared.attempts = zip(attempts, worstCase).filter { $0.1 <= covered }.map(\.0)
             }
             prepared.keyReservation = covered
         }
-        if credit.committer.reachability.isBacklogged {
-            release(prepared)
-            throw APIError(status: 503, message: "This node's charges have waited too long for the credit ledger, so it takes "
-                + "no paid requests until they are recorded. Retry shortly or on another node.",
-                metadata: ["reason": "settlement_backlog", "error_type": "ledger_unavailable"])
-        }
+        let kept = zip(attempts, worstCase).filter { $0.1 <= covered }
+        prepared.attempts = kept.map(\.0)
         do {
-            let kept = zip(attempts, worstCase).filter { $0.1 <= covered }.map(\.1)
-            prepared.reservation = try await reserveCredit(&prepared, worstCase: kept, largest: kept.max() ?? covered)
+            let keptCosts = kept.map(\.1)
+            prepared.reservation = try await reserveCredit(&prepared, worstCase: keptCosts, largest: keptCosts.max() ?? covered)
             return prepared
         } catch {
             release(prepared)  // the key's reservation, when the account's could not be made
@@ -215,8 +215,7 @@ struct ChatPipeline: Sendable {
     /// nothing is left.
     func keyLimitRemaining(_ key: KeyRecord) async throws -> Money? {
         guard let limit = key.limit else { return nil }
-        let status = await credit.committer.currentStatus
-        if keyLimits.beginRefresh(key.id, now: Date(), spoolReplayed: status.spooled == 0 && status.held == 0) {
+        if keyLimits.beginRefresh(key.id, now: Date(), spoolReplayed: !credit.committer.hasBacklog) {
             let (ledger, keyID) = (self.ledger, key.id)
             do {
                 let usage = try await ledgerCall { try await ledger.keyUsage(keyID: keyID, now: Date()) }
