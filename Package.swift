@@ -125,7 +125,7 @@ let package = Package(
         ),
         .testTarget(
             name: "LedgerTests",
-            dependencies: ["Ledger", "SignalboxCore", "SignalboxTestKit"]
+            dependencies: ["Ledger", "SignalboxCore", "SignalboxTestKit", .product(name: "PostgresNIO", package: "postgres-nio")]
         ),
         .testTarget(
             name: "SimProviderTests",

@@ -65,6 +65,9 @@ struct ChatPipeline: Sendable {
     let keyLimits = KeyLimits()
     let freeTier = FreeTierAdmission()
     let clock = ContinuousClock()
+    /// Watchdogs and client-gone checks for every running request, on one timer; the interval
+    /// is how late a timeout or a departed client may be noticed.
+    let watch = PollingWatch(every: .milliseconds(50))
 
     // MARK: Prepare
 
@@ -481,8 +484,9 @@ struct ChatPipeline: Sendable {
 
     // MARK: One attempt
 
-    /// One upstream call with its watchdog: the call and a timer race in a task group; the timer
-    /// wins (and cancels the call) when the first token or the next chunk is overdue.
+    /// One upstream call with its watchdog: the call and a wait on the shared `watch` race in a
+    /// task group; the wait wins (and cancels the call) when the first token or the next chunk is
+    /// overdue.
     func runAttempt(
         _ attempt: PlannedAttempt, prepared: PreparedChat, progress: NIOLockedValueBox<AttemptProgress>,
         emit: (@Sendable (CompletionDelta, PlannedAttempt) -> Void)?
@@ -490,19 +494,16 @@ struct ChatPipeline: Sendable {
         let timeouts = configuration.timeouts
         let clock = self.clock
         return try await withThrowingTaskGroup(of: AttemptResult?.self) { group in
-            group.addTask {
-                while true {
+            group.addTask { [watch] in
+                throw try await watch.wait { () -> UpstreamFailure? in
                     let (deadline, phase) = progress.withLockedValue { state in
                         state.firstToken == nil
                             ? (state.lastActivity + timeouts.firstToken, UpstreamFailure.Kind.firstTokenTimeout)
                             : (state.lastActivity + timeouts.stall, UpstreamFailure.Kind.stall)
                     }
-                    if clock.now >= deadline {
-                        throw UpstreamFailure(
-                            phase, phase == .stall ? "The provider stopped sending tokens" : "The provider did not send a first token in time")
-                    }
-                    // Wake at least four times per stall window: the phase may change while asleep.
-                    try await Task.sleep(until: min(deadline, clock.now + timeouts.stall / 4), clock: clock)
+                    guard clock.now >= deadline else { return nil }
+                    return UpstreamFailure(
+                        phase, phase == .stall ? "The provider stopped sending tokens" : "The provider did not send a first token in time")
                 }
             }
             group.addTask {

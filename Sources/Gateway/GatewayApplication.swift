@@ -247,7 +247,7 @@ public struct Gateway: Sendable {
         return await withTaskGroup(of: ChatPipeline.Outcome?.self) { group in
             group.addTask { await pipeline.run(prepared, emit: nil) }
             group.addTask {
-                while channel.isActive && !Task.isCancelled { try? await Task.sleep(for: .milliseconds(200)) }
+                _ = try? await pipeline.watch.wait { channel.isActive ? nil : () }
                 return nil
             }
             while let next = await group.next() {

@@ -104,6 +104,17 @@ public final class SQLiteLedgerStore: LedgerStore {
             ALTER TABLE idempotent_requests ADD COLUMN renewed_at INTEGER;
             UPDATE idempotent_requests SET renewed_at = created_at;
             """),
+        // The ledger is append-only in the database, not only by convention (Docs/ledger.md).
+        ("v7", """
+            CREATE TRIGGER transfers_append_only_update BEFORE UPDATE ON transfers
+            BEGIN SELECT RAISE(ABORT, 'signalbox:append-only'); END;
+            CREATE TRIGGER transfers_append_only_delete BEFORE DELETE ON transfers
+            BEGIN SELECT RAISE(ABORT, 'signalbox:append-only'); END;
+            CREATE TRIGGER accounts_never_removed BEFORE DELETE ON accounts
+            BEGIN SELECT RAISE(ABORT, 'signalbox:append-only'); END;
+            CREATE TRIGGER accounts_never_renamed BEFORE UPDATE OF id ON accounts
+            BEGIN SELECT RAISE(ABORT, 'signalbox:append-only'); END;
+            """),
     ]
 
     public func migrate() async throws {

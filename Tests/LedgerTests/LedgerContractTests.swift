@@ -1,5 +1,6 @@
 import Foundation
 @testable import Ledger
+import PostgresNIO
 import SignalboxTestKit
 import SignalboxCore
 import Testing
@@ -555,6 +556,12 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
             }
             try await store.requireAccounts([Billing.SystemAccount.provider("alpha")])
             #expect(try await store.settleInOneStatement(batch))
+            // Every column arrives as sent: absent optionals as NULL, present ones as themselves.
+            let stored = try #require(try await store.generation(id: "a0"))
+            #expect(stored.keyID == "k1" && stored.upstreamID == nil && stored.providerName == "Alpha")
+            #expect(stored.usage == batch[0].generation.usage && stored.cost == usd("0.01") && stored.attempts == batch[0].generation.attempts)
+            let entries = try await store.entries(account: "b", limit: 100).filter { $0.kind == .charge }
+            #expect(entries.count == 20 && entries.allSatisfy { $0.keyID == "k1" && $0.memo == nil && $0.generationID?.hasPrefix("b") == true })
             #expect(try await store.settleInOneStatement(batch) == false)  // a replay: the general path skips it
             try await store.settle(batch)
             #expect(try await store.balance(account: "a") == AccountBalance(balance: usd("0.8"), available: usd("0.5")))
@@ -562,6 +569,58 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
             #expect(try await store.claimIdempotencyKey(IdempotencyClaimRequest(
                 account: "a", key: "k", generationID: "x", fingerprint: "f", staleAfter: 60)) == .completed(generationID: "a0", response: "{}"))
             #expect(try await store.verify().isConsistent)
+        }
+    }
+}
+
+/// The ledger is append-only and names only known accounts, in the database itself: raw SQL
+/// that would rewrite history or invent an account is refused, whichever store holds it.
+@Suite struct LedgerRefusesRawRewritesTests {
+    static let rewrites = [
+        "UPDATE transfers SET amount = amount + 1", "DELETE FROM transfers", "DELETE FROM accounts WHERE id = 'acct'",
+        "UPDATE accounts SET id = 'renamed' WHERE id = 'acct'",
+        """
+        INSERT INTO transfers (idempotency_key, debit_account, credit_account, amount, kind, created_at)
+        VALUES ('raw', 'nobody', 'provider:alpha', 5, 'charge', 0)
+        """,
+    ]
+
+    static func seeded(_ store: some LedgerStore) async throws {
+        try await store.createAccount(id: "acct", name: "A")
+        try await grant(store, "acct", "1")
+        try await store.settle(holdID: nil, transfers: [charge("g1", account: "acct", "0.1")],
+                               generation: generation("g1", account: "acct", cost: usd("0.1")), idempotency: nil)
+    }
+
+    @Test func sqlite() async throws {
+        let store = try await SQLiteLedgerStore.open(path: nil)
+        try await Self.seeded(store)
+        for (index, statement) in Self.rewrites.enumerated() where index < 4 {  // SQLite has no foreign keys switched on
+            await #expect(throws: (any Error).self, "\(statement)") { try await store.database.write { try $0.execute(sql: statement) } }
+        }
+        #expect(try await store.verify().isConsistent)
+        #expect(try await store.balance(account: "acct").balance == usd("0.9"))
+        try await store.close()
+    }
+
+    @Test(.enabled(if: TestDatabase.required, "no PostgreSQL configured")) func postgres() async throws {
+        try await TestDatabase.withFreshLedger { store in
+            try await Self.seeded(store)
+            for statement in Self.rewrites {
+                await #expect(throws: (any Error).self, "\(statement)") {
+                    try await store.client.query(PostgresQuery(unsafeSQL: statement), logger: store.logger)
+                }
+            }
+            // The general path's own error for a transfer naming no account.
+            await #expect(throws: LedgerError.unknownAccount("nobody")) {
+                try await store.transaction { connection in
+                    try await connection.query(
+                        "INSERT INTO transfers (idempotency_key, debit_account, credit_account, amount, kind, created_at) VALUES ('x', 'nobody', 'acct', 1, 'charge', 0)",
+                        logger: store.logger)
+                }
+            }
+            #expect(try await store.verify().isConsistent)
+            #expect(try await store.balance(account: "acct").balance == usd("0.9"))
         }
     }
 }
