@@ -201,7 +201,15 @@ extension ChatCompletionsTests {
             request.headers.add(name: "Authorization", value: "Bearer \(node.key)")
             request.body = .bytes(ByteBuffer(string: #"{"model": "x-ai/grok-4.3", "messages": [{"role": "user", "content": "a slow answer"}]}"#))
             let client = Task { try await node.http.execute(request, timeout: .seconds(30)) }
-            try await Task.sleep(for: .seconds(1))
+            // Leave once the upstream is generating (a loaded machine may take a while to get there).
+            let started = ContinuousClock.now
+            while ContinuousClock.now - started < .seconds(20) {
+                let stats = try await node.http.execute(HTTPClientRequest(url: node.simulatorURL + "/_sim/stats"), timeout: .seconds(5))
+                let body = String(buffer: try await stats.body.collect(upTo: 1 << 20))
+                if body.contains(#""requests":1"#) { break }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            try await Task.sleep(for: .milliseconds(700))  // a few of the upstream's 300 ms tokens
             client.cancel()
             let left = ContinuousClock.now
             // The settlement lands soon after the client left, not when the upstream would have finished.

@@ -74,8 +74,8 @@ def test_migrate_and_admin_commands_on_postgres():
     subprocess.run(["psql", admin, "-q", "-c", f"CREATE DATABASE {name}"], check=True)
     ledger = ["--database-url", base.rsplit("/", 1)[0] + "/" + name]
     try:
-        assert cli("migrate", ledger=ledger) == {"schema_version": 7}
-        assert cli("migrate", ledger=ledger) == {"schema_version": 7}  # idempotent
+        assert cli("migrate", ledger=ledger) == {"schema_version": 8}
+        assert cli("migrate", ledger=ledger) == {"schema_version": 8}  # idempotent
         account = cli("accounts", "create", "--name", "Pg", ledger=ledger)["id"]
         cli("credits", "purchase", "--account", account, "--amount", "5", ledger=ledger)
         cli("credits", "grant", "--account", account, "--amount", "1.25", ledger=ledger)
