@@ -46,7 +46,7 @@ public struct LeaseBook: Sendable {
         public var expiresAt: Date
         public var lastUsed: Date
         /// The last growth got less than asked for: the account is running low, so each
-        /// settlement gives back the unused part and the lease works like per-request holds.
+        /// settlement gives back the unused part: the lease holds only what requests in flight need.
         public var tight: Bool
         /// Settlements on this lease handed to the committer and not yet committed: the lease is
         /// not given back while any are, since closing it releases what they will charge.

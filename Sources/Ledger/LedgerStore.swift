@@ -205,31 +205,9 @@ public struct Account: Sendable, Hashable {
     public var region: String?
 }
 
-/// A two-phase reservation of credit: pending until posted (charged) or voided.
-public struct HoldRequest: Sendable, Hashable {
-    public var id: String
-    public var account: String
-    public var amount: Money
-    public var keyID: String?
-    /// The hold expires this long after the ledger placed it, by the ledger's clock.
-    public var ttl: TimeInterval
-
-    public init(id: String, account: String, amount: Money, keyID: String? = nil, ttl: TimeInterval) {
-        self.id = id
-        self.account = account
-        self.amount = amount
-        self.keyID = keyID
-        self.ttl = ttl
-    }
-}
-
+/// A lease row's state: `pending` while open, `voided` once closed, returned or expired.
+/// (`posted` marks the per-request holds of earlier versions that were charged.)
 public enum HoldStatus: String, Sendable, Codable { case pending, posted, voided }
-
-public enum HoldOutcome: Sendable, Hashable {
-    case placed
-    /// Not enough available credit; carries what was available.
-    case insufficient(available: Money)
-}
 
 /// An API key as stored: only the SHA-256 of the secret is kept.
 public struct KeyRecord: Sendable, Hashable {
@@ -448,9 +426,6 @@ public enum IdempotencyOutcome: Sendable, Hashable, Codable {
 
 /// The reservation a settlement draws on.
 public enum Reservation: Sendable, Hashable, Codable {
-    /// A per-request hold: closed by the settlement (posted when it charged the hold's account,
-    /// voided otherwise).
-    case hold(id: String)
     /// A node's lease on the account: shrunk by `release` (what the request spent plus any unused
     /// credit the node gives back), never below zero, and left open for later requests.
     case lease(id: String, release: Money)
@@ -470,6 +445,24 @@ public struct Settlement: Sendable, Hashable, Codable {
         self.transfers = transfers
         self.generation = generation
         self.idempotency = idempotency
+    }
+
+    private enum CodingKeys: String, CodingKey { case reservation, transfers, generation, idempotency }
+    private enum LegacyReservationKeys: String, CodingKey { case hold }
+
+    /// A spool written by a version with per-request holds may carry `{"hold": …}`: it settles
+    /// with no reservation (its charge still posts; the hold itself expires in the ledger).
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        if let legacy = try? container.nestedContainer(keyedBy: LegacyReservationKeys.self, forKey: .reservation),
+           legacy.contains(.hold) {
+            reservation = nil
+        } else {
+            reservation = try container.decodeIfPresent(Reservation.self, forKey: .reservation)
+        }
+        transfers = try container.decode([TransferRequest].self, forKey: .transfers)
+        generation = try container.decode(GenerationRecord.self, forKey: .generation)
+        idempotency = try container.decodeIfPresent(IdempotencyOutcome.self, forKey: .idempotency)
     }
 }
 
@@ -527,7 +520,7 @@ extension Settlement {
 
 /// What a settlement batch found.
 public struct SettlementResult: Sendable, Hashable {
-    /// Reservations (lease or hold ids) that were no longer open: the settlements on them were
+    /// Leases that were no longer open: the settlements on them were
     /// charged only what the account had available (`Settlement.coveringShortfall`).
     public var closedReservations: Set<String>
 
@@ -581,7 +574,6 @@ public enum LeaseGrant: Sendable, Hashable {
 public enum LedgerError: Error, Sendable, Hashable, CustomStringConvertible {
     case unknownAccount(String)
     case unknownHold(String)
-    case holdNotPending(String, HoldStatus)
     case idempotencyConflict(String)
     case invalidAmount(Money)
     /// The entry would take a customer's balance below zero or below what it holds.
@@ -596,7 +588,7 @@ public enum LedgerError: Error, Sendable, Hashable, CustomStringConvertible {
     /// same write can never succeed.
     public var isRefusal: Bool {
         switch self {
-        case .unknownAccount, .unknownHold, .holdNotPending, .idempotencyConflict, .invalidAmount, .overdrawn,
+        case .unknownAccount, .unknownHold, .idempotencyConflict, .invalidAmount, .overdrawn,
              .balanceOutOfRange: true
         case .storage, .unreachable: false
         }
@@ -606,7 +598,6 @@ public enum LedgerError: Error, Sendable, Hashable, CustomStringConvertible {
         switch self {
         case .unknownAccount(let id): return "unknown account \(id)"
         case .unknownHold(let id): return "unknown hold \(id)"
-        case .holdNotPending(let id, let status): return "hold \(id) is already \(status.rawValue)"
         case .idempotencyConflict(let key): return "idempotency key \(key) was used for a different transfer"
         case .invalidAmount(let amount): return "invalid amount \(amount) (every entry is positive and at most \(Money.maximumAmount))"
         case .overdrawn(let account): return "account \(account) cannot go below zero or below what it holds"
@@ -617,7 +608,7 @@ public enum LedgerError: Error, Sendable, Hashable, CustomStringConvertible {
     }
 }
 
-/// The credit ledger: double-entry, append-only transfers; two-phase holds; keys and generation
+/// The credit ledger: double-entry, append-only transfers; leases on accounts' credit; keys and generation
 /// records. SQLite (embedded, one node) and PostgreSQL (cluster) implement it and pass the same
 /// contract tests.
 public protocol LedgerStore: Sendable {
@@ -635,17 +626,13 @@ public protocol LedgerStore: Sendable {
     /// posted with the same content is skipped; with different content it fails.
     func post(_ transfers: [TransferRequest]) async throws
 
-    /// Reserves `amount` if the account's available credit covers it. Idempotent by hold id.
-    func placeHold(_ hold: HoldRequest) async throws -> HoldOutcome
-
     /// Settles finished requests, all in one transaction (group commit): for each, posts its
-    /// transfers (the charge and any insurance entries), releases its reservation (a hold is marked
-    /// posted, or voided when nothing is charged to its account; a lease shrinks), stores the
+    /// transfers (the charge and any insurance entries), shrinks its lease, stores the
     /// generation record and closes the idempotency claim. The charge may exceed the reservation
     /// (the upstream's count decides), and an expired reservation still gets its charge: a charge
     /// is never skipped. Replays (a generation id already stored) are no-ops, so a batch may be
-    /// committed twice. Returns the leases (and holds) the batch found no longer open, so their
-    /// owner stops using them at once.
+    /// committed twice. Returns the leases the batch found no longer open, so their owner stops
+    /// using them at once.
     @discardableResult
     func settle(_ batch: [Settlement]) async throws -> SettlementResult
 
@@ -672,9 +659,9 @@ public protocol LedgerStore: Sendable {
     /// Only the owner's release counts.
     func releaseIdempotencyClaim(account: String, key: String, generationID: String) async throws
 
-    /// Releases a pending hold without charging. Replays are no-ops.
-    func voidHold(id: String) async throws
-    func holdStatus(id: String) async throws -> HoldStatus?
+    /// What an open lease still reserves; nil once it is closed (given back, or voided at expiry
+    /// by `expireHolds`) and for an unknown id.
+    func openLeaseAmount(id: String) async throws -> Money?
 
     /// Voids the pending leases a node's previous run left (ids `lease:<nodeID>:…`, created
     /// before `createdBefore` by that node's clock): a restarted node gives them back at once
@@ -726,12 +713,5 @@ extension LedgerStore {
     /// The account's most recent entries.
     public func entries(account: String, limit: Int) async throws -> [Transfer] {
         try await entries(EntryQuery(account: account, limit: limit)).map(\.transfer)
-    }
-
-    /// Settles one request against a per-request hold (see `settle(_:)`).
-    public func settle(holdID: String?, transfers: [TransferRequest], generation: GenerationRecord,
-                       idempotency: IdempotencyOutcome?) async throws {
-        _ = try await settle([Settlement(reservation: holdID.map { .hold(id: $0) }, transfers: transfers,
-                                     generation: generation, idempotency: idempotency)])
     }
 }

@@ -494,30 +494,7 @@ public final class PostgresLedgerStore: LedgerStore {
         }
     }
 
-    // MARK: Holds
-
-    public func placeHold(_ hold: HoldRequest) async throws -> HoldOutcome {
-        guard hold.amount >= .zero, hold.amount <= .maximumAmount else { throw LedgerError.invalidAmount(hold.amount) }
-        let logger = self.logger
-        return try await transaction { connection in
-            guard let row = try await Self.rows(connection.query(
-                "SELECT balance, held FROM balances WHERE account_id = \(hold.account) FOR UPDATE", logger: logger)).first
-            else { throw LedgerError.unknownAccount(hold.account) }
-            if try await !Self.rows(connection.query("SELECT 1 FROM holds WHERE id = \(hold.id)", logger: logger)).isEmpty {
-                return .placed
-            }
-            let available = try row["balance"].decode(Int64.self) - row["held"].decode(Int64.self)
-            guard available >= hold.amount.nanos else { return .insufficient(available: Money(nanos: available)) }
-            let (ttl, now) = (Int64(hold.ttl * 1000), Self.millis(Date()))
-            try await connection.query("""
-                INSERT INTO holds (id, account_id, amount, status, key_id, expires_at, created_at)
-                VALUES (\(hold.id), \(hold.account), \(hold.amount.nanos), 'pending', \(hold.keyID),
-                        \(unescaped: Self.databaseNow) + \(ttl), \(now))
-                """, logger: logger)
-            try await connection.query("UPDATE balances SET held = held + \(hold.amount.nanos) WHERE account_id = \(hold.account)", logger: logger)
-            return .placed
-        }
-    }
+    // MARK: Settlement
 
     public func settle(_ batch: [Settlement]) async throws -> SettlementResult {
         guard !batch.isEmpty else { return SettlementResult() }
@@ -534,14 +511,13 @@ public final class PostgresLedgerStore: LedgerStore {
     }
 
     /// The common case in one round trip (`signalbox_settle_rows`); false when the batch needs
-    /// the general path (replays, expired leases, per-request holds, taken-over claims).
+    /// the general path (replays, expired leases, settlements with no lease, taken-over claims).
     func settleInOneStatement(_ batch: [Settlement]) async throws -> Bool {
         var seen = Set<String>()
         guard batch.allSatisfy({ seen.insert($0.generation.id).inserted }) else { return false }
         for settlement in batch {
             switch settlement.reservation {
             case .lease?: continue
-            case .hold?: return false
             case nil: if settlement.transfers.contains(where: { !Billing.SystemAccount.isSystem($0.debitAccount) }) { return false }
             }
         }
@@ -611,17 +587,6 @@ public final class PostgresLedgerStore: LedgerStore {
             switch settlement.reservation {
             case .lease(let id, let release)?:
                 releases[id, default: 0] += max(0, release.nanos)
-            case .hold(let holdID)?:
-                guard let hold = try await rows(connection.query(
-                    "SELECT status, account_id FROM holds WHERE id = \(holdID) FOR UPDATE", logger: logger)).first
-                else { throw LedgerError.unknownHold(holdID) }
-                if try hold["status"].decode(String.self) == HoldStatus.pending.rawValue {
-                    let account = try hold["account_id"].decode(String.self)
-                    let charged = settlement.transfers.contains { $0.debitAccount == account }
-                    try await closeHold(connection, id: holdID, status: charged ? .posted : .voided, deltas: &deltas, logger: logger)
-                } else {
-                    unbacked.insert(settlement.generation.id)
-                }
             case nil:
                 unbacked.insert(settlement.generation.id)
             }
@@ -666,7 +631,7 @@ public final class PostgresLedgerStore: LedgerStore {
                 let (id, cost) = (settlements[index].generation.id, settlements[index].generation.cost.nanos)
                 try await connection.query("UPDATE generations SET cost = \(cost) WHERE id = \(id)", logger: logger)
                 switch settlements[index].reservation {
-                case .hold(let id)?, .lease(let id, _)?: result.closedReservations.insert(id)
+                case .lease(let id, _)?: result.closedReservations.insert(id)
                 case nil: break
                 }
             }
@@ -852,18 +817,9 @@ public final class PostgresLedgerStore: LedgerStore {
             """, logger: logger)
     }
 
-    public func voidHold(id: String) async throws {
-        let logger = self.logger
-        try await transaction { connection in
-            var deltas = BalanceDeltas()
-            try await Self.closeHold(connection, id: id, status: .voided, deltas: &deltas, logger: logger)
-            try await deltas.apply(connection, logger: logger)
-        }
-    }
-
-    public func holdStatus(id: String) async throws -> HoldStatus? {
-        try await Self.rows(client.query("SELECT status FROM holds WHERE id = \(id)", logger: logger)).first
-            .flatMap { HoldStatus(rawValue: try $0["status"].decode(String.self)) }
+    public func openLeaseAmount(id: String) async throws -> Money? {
+        try await Self.rows(client.query("SELECT amount FROM holds WHERE id = \(id) AND status = 'pending'", logger: logger)).first
+            .map { Money(nanos: try $0["amount"].decode(Int64.self)) }
     }
 
     public func voidLeftoverLeases(nodeID: String, createdBefore: Date) async throws -> Int {

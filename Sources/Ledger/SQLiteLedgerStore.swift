@@ -221,24 +221,7 @@ public final class SQLiteLedgerStore: LedgerStore {
         }
     }
 
-    // MARK: Holds
-
-    public func placeHold(_ hold: HoldRequest) async throws -> HoldOutcome {
-        guard hold.amount >= .zero, hold.amount <= .maximumAmount else { throw LedgerError.invalidAmount(hold.amount) }
-        return try await write { db in
-            if try Row.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM holds WHERE id = ?"), arguments: [hold.id]) != nil { return .placed }
-            guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT balance, held FROM balances WHERE account_id = ?"), arguments: [hold.account]) else {
-                throw LedgerError.unknownAccount(hold.account)
-            }
-            let available = (row["balance"] as Int64) - (row["held"] as Int64)
-            guard available >= hold.amount.nanos else { return .insufficient(available: Money(nanos: available)) }
-            try db.cachedStatement(sql: """
-                INSERT INTO holds (id, account_id, amount, status, key_id, expires_at, created_at) VALUES (?, ?, ?, 'pending', ?, ?, ?)
-                """).execute(arguments: [hold.id, hold.account, hold.amount.nanos, hold.keyID, Self.expiry(hold.ttl), Self.millis(Date())])
-            try db.cachedStatement(sql: "UPDATE balances SET held = held + ? WHERE account_id = ?").execute(arguments: [hold.amount.nanos, hold.account])
-            return .placed
-        }
-    }
+    // MARK: Settlement
 
     public func settle(_ batch: [Settlement]) async throws -> SettlementResult {
         try await write { db in
@@ -263,17 +246,6 @@ public final class SQLiteLedgerStore: LedgerStore {
         let generation = settlement.generation
         var backed = true
         switch settlement.reservation {
-        case .hold(let holdID)?:
-            guard let hold = try Row.fetchOne(db.cachedStatement(sql: "SELECT status, account_id FROM holds WHERE id = ?"), arguments: [holdID]) else {
-                throw LedgerError.unknownHold(holdID)
-            }
-            if hold["status"] as String == HoldStatus.pending.rawValue {
-                let account: String = hold["account_id"]
-                let charged = settlement.transfers.contains { $0.debitAccount == account }
-                try closeHold(db, id: holdID, status: charged ? .posted : .voided)
-            } else {
-                backed = false
-            }
         case .lease(let leaseID, let release)?:
             backed = try shrinkLease(db, id: leaseID, by: release) != nil
         case nil:
@@ -281,7 +253,7 @@ public final class SQLiteLedgerStore: LedgerStore {
         }
         if !backed {
             switch settlement.reservation {
-            case .hold(let id)?, .lease(let id, _)?: result.closedReservations.insert(id)
+            case .lease(let id, _)?: result.closedReservations.insert(id)
             case nil: break
             }
             // The reservation expired before its request settled: the tokens were served and the
@@ -396,13 +368,10 @@ public final class SQLiteLedgerStore: LedgerStore {
         }
     }
 
-    public func voidHold(id: String) async throws {
-        try await write { db in try Self.closeHold(db, id: id, status: .voided) }
-    }
-
-    public func holdStatus(id: String) async throws -> HoldStatus? {
+    public func openLeaseAmount(id: String) async throws -> Money? {
         try await database.read { db in
-            try String.fetchOne(db.cachedStatement(sql: "SELECT status FROM holds WHERE id = ?"), arguments: [id]).flatMap(HoldStatus.init(rawValue:))
+            try Int64.fetchOne(db.cachedStatement(sql: "SELECT amount FROM holds WHERE id = ? AND status = 'pending'"), arguments: [id])
+                .map(Money.init(nanos:))
         }
     }
 

@@ -313,7 +313,7 @@ public actor SettlementCommitter {
 
     private static func lockOrder(_ settlement: Settlement) -> String {
         switch settlement.reservation {
-        case .hold(let id)?, .lease(let id, _)?: id
+        case .lease(let id, _)?: id
         case nil: ""
         }
     }

@@ -36,7 +36,6 @@ public final class UnreachableLedger: LedgerStore {
     }
     public func account(id: String) async throws -> Account? { try reach(); return try await store.account(id: id) }
     public func post(_ transfers: [TransferRequest]) async throws { try reach(); try await store.post(transfers) }
-    public func placeHold(_ hold: HoldRequest) async throws -> HoldOutcome { try reach(); return try await store.placeHold(hold) }
     public func settle(_ batch: [Settlement]) async throws -> SettlementResult {
         try reach()
         let poison = self.poison
@@ -61,8 +60,7 @@ public final class UnreachableLedger: LedgerStore {
         try reach()
         try await store.releaseIdempotencyClaim(account: account, key: key, generationID: generationID)
     }
-    public func voidHold(id: String) async throws { try reach(); try await store.voidHold(id: id) }
-    public func holdStatus(id: String) async throws -> HoldStatus? { try reach(); return try await store.holdStatus(id: id) }
+    public func openLeaseAmount(id: String) async throws -> Money? { try reach(); return try await store.openLeaseAmount(id: id) }
     public func expireHolds() async throws -> Int { try reach(); return try await store.expireHolds() }
     public func voidLeftoverLeases(nodeID: String, createdBefore: Date) async throws -> Int {
         try reach(); return try await store.voidLeftoverLeases(nodeID: nodeID, createdBefore: createdBefore)

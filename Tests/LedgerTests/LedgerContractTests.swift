@@ -57,6 +57,13 @@ func generation(_ id: String, account: String, cost: Money = .zero) -> Generatio
                      createdAt: Date())
 }
 
+/// Settles one request with no reservation behind it (system-account transfers, or a request
+/// whose reservation is gone: its customer pays only what it has available).
+func settleUnreserved(_ store: any LedgerStore, transfers: [TransferRequest], generation: GenerationRecord,
+                      idempotency: IdempotencyOutcome?) async throws {
+    try await store.settle([Settlement(reservation: nil, transfers: transfers, generation: generation, idempotency: idempotency)])
+}
+
 func charge(_ generationID: String, account: String, _ amount: String, keyID: String? = "k1") -> TransferRequest {
     TransferRequest(idempotencyKey: "charge:" + generationID, debit: account, credit: Billing.SystemAccount.provider("alpha"),
                     amount: usd(amount), kind: .charge, keyID: keyID, generationID: generationID)
@@ -77,7 +84,7 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
             #expect(verification[.chargesMatchGenerationCosts].violations == 1)
             #expect(verification[.balancesMatchEntries].holds && verification[.balancesSumToZero].holds)
             #expect(verification.transferCount == 2)
-            try await store.settle(holdID: nil, transfers: [], generation: generation("g1", account: "acct", cost: usd("0.25")),
+            try await settleUnreserved(store, transfers: [], generation: generation("g1", account: "acct", cost: usd("0.25")),
                                    idempotency: nil)
             #expect(try await store.verify().isConsistent)
         }
@@ -110,31 +117,19 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
     }
 
     @Test(arguments: StoreKind.allCases)
-    func holdsReserveCreditAndRefuseWhatIsNotAvailable(kind: StoreKind) async throws {
+    func settlingPostsTheChargeShrinksTheLeaseAndStoresTheGeneration(kind: StoreKind) async throws {
         try await kind.with { store in
             try await store.createAccount(id: "acct", name: "A")
             try await grant(store, "acct", "1")
-            #expect(try await store.placeHold(HoldRequest(id: "h1", account: "acct", amount: usd("0.6"), ttl: 600)) == .placed)
-            #expect(try await store.balance(account: "acct") == AccountBalance(balance: usd("1"), available: usd("0.4")))
-            #expect(try await store.placeHold(HoldRequest(id: "h2", account: "acct", amount: usd("0.5"), ttl: 600))
-                    == .insufficient(available: usd("0.4")))
-            // placing the same hold again is a no-op
-            #expect(try await store.placeHold(HoldRequest(id: "h1", account: "acct", amount: usd("0.6"), ttl: 600)) == .placed)
-            #expect(try await store.balance(account: "acct").available == usd("0.4"))
-        }
-    }
-
-    @Test(arguments: StoreKind.allCases)
-    func settlingPostsTheChargeReleasesTheHoldAndStoresTheGeneration(kind: StoreKind) async throws {
-        try await kind.with { store in
-            try await store.createAccount(id: "acct", name: "A")
-            try await grant(store, "acct", "1")
-            _ = try await store.placeHold(HoldRequest(id: "h1", account: "acct", amount: usd("0.5"), ttl: 600))
-            try await store.settle(holdID: "h1", transfers: [charge("g1", account: "acct", "0.123")], generation: generation("g1", account: "acct", cost: usd("0.123")), idempotency: nil)
-            // a replayed settlement charges nothing more
-            try await store.settle(holdID: "h1", transfers: [charge("g1", account: "acct", "0.123")], generation: generation("g1", account: "acct", cost: usd("0.123")), idempotency: nil)
-            #expect(try await store.balance(account: "acct") == AccountBalance(balance: usd("0.877"), available: usd("0.877")))
-            #expect(try await store.holdStatus(id: "h1") == .posted)
+            _ = try await store.growLease(LeaseRequest(id: "lease", account: "acct", minimum: usd("0.5"), desired: usd("0.5"),
+                                                       shareDivisor: 1, ttl: 600))
+            let settlement = Settlement(reservation: .lease(id: "lease", release: usd("0.123")),
+                                        transfers: [charge("g1", account: "acct", "0.123")],
+                                        generation: generation("g1", account: "acct", cost: usd("0.123")))
+            try await store.settle([settlement])
+            try await store.settle([settlement])  // a replayed settlement charges nothing more and releases nothing more
+            #expect(try await store.balance(account: "acct") == AccountBalance(balance: usd("0.877"), available: usd("0.5")))
+            #expect(try await store.openLeaseAmount(id: "lease") == usd("0.377"))
             let stored = try #require(try await store.generation(id: "g1"))
             #expect(stored.cost == usd("0.123"))
             #expect(stored.usage.completionTokens == 5)
@@ -148,21 +143,25 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
     }
 
     @Test(arguments: StoreKind.allCases)
-    func voidingAndExpiryReleaseHoldsWithoutCharging(kind: StoreKind) async throws {
+    func closingAndExpiryGiveLeasesBackWithoutCharging(kind: StoreKind) async throws {
         try await kind.with { store in
             try await store.createAccount(id: "acct", name: "A")
             try await grant(store, "acct", "1")
-            _ = try await store.placeHold(HoldRequest(id: "void-me", account: "acct", amount: usd("0.3"), ttl: 600))
-            _ = try await store.placeHold(HoldRequest(id: "stale", account: "acct", amount: usd("0.3"), ttl: -1))
-            try await store.voidHold(id: "void-me")
-            try await store.voidHold(id: "void-me")
+            for (id, ttl) in [("close-me", 600.0), ("stale", -1)] {
+                _ = try await store.growLease(LeaseRequest(id: id, account: "acct", minimum: usd("0.3"), desired: usd("0.3"),
+                                                           shareDivisor: 1, ttl: ttl))
+            }
+            #expect(try await store.balance(account: "acct").available == usd("0.4"))
+            #expect(try await store.shrinkLease(id: "close-me", by: .zero, ttl: 600, close: true) == .zero)
+            #expect(try await store.shrinkLease(id: "close-me", by: .zero, ttl: 600, close: true) == nil)  // already closed
             #expect(try await store.expireHolds() == 1)
-            #expect(try await store.holdStatus(id: "void-me") == .voided)
-            #expect(try await store.holdStatus(id: "stale") == .voided)
+            #expect(try await store.openLeaseAmount(id: "close-me") == nil)
+            #expect(try await store.openLeaseAmount(id: "stale") == nil)
             #expect(try await store.balance(account: "acct") == AccountBalance(balance: usd("1"), available: usd("1")))
-            // a request that outlived its hold is still charged
-            try await store.settle(holdID: "stale", transfers: [charge("g-stale", account: "acct", "0.1")],
-                                   generation: generation("g-stale", account: "acct", cost: usd("0.1")), idempotency: nil)
+            // A request that outlived its lease is still charged.
+            try await store.settle([Settlement(reservation: .lease(id: "stale", release: usd("0.1")),
+                                               transfers: [charge("g-stale", account: "acct", "0.1")],
+                                               generation: generation("g-stale", account: "acct", cost: usd("0.1")))])
             #expect(try await store.balance(account: "acct") == AccountBalance(balance: usd("0.9"), available: usd("0.9")))
             #expect(try await store.verify().isConsistent)
         }
@@ -205,7 +204,7 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
                                                transfers: [charge("g3", account: "acct", "0.1")],
                                                generation: generation("g3", account: "acct", cost: usd("0.1")))])
             #expect(try await store.shrinkLease(id: "lease-a", by: .zero, ttl: 600, close: true) == .zero)
-            #expect(try await store.holdStatus(id: "lease-a") == .voided)
+            #expect(try await store.openLeaseAmount(id: "lease-a") == nil)
             #expect(try await store.balance(account: "acct") == AccountBalance(balance: usd("0.65"), available: usd("0.65")))
             #expect(try await store.verify().isConsistent)
         }
@@ -297,9 +296,9 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
             _ = try await store.growLease(LeaseRequest(id: "lease:n1:acct:2:1", account: "acct", minimum: usd("0.1"), desired: usd("0.1"),
                                                        ttl: 600))
             #expect(try await store.voidLeftoverLeases(nodeID: "n1", createdBefore: restart) == 1)
-            #expect(try await store.holdStatus(id: "lease:n1:acct:1:1") == .voided)
-            #expect(try await store.holdStatus(id: "lease:n10:acct:1:1") == .pending)  // another node whose id shares a prefix
-            #expect(try await store.holdStatus(id: "lease:n1:acct:2:1") == .pending)   // this run's own
+            #expect(try await store.openLeaseAmount(id: "lease:n1:acct:1:1") == nil)
+            #expect(try await store.openLeaseAmount(id: "lease:n10:acct:1:1") == usd("0.1"))  // another node whose id shares a prefix
+            #expect(try await store.openLeaseAmount(id: "lease:n1:acct:2:1") == usd("0.1"))   // this run's own
             #expect(try await store.balance(account: "acct").available == usd("0.7"))
             #expect(try await store.verify().isConsistent)
         }
@@ -400,20 +399,23 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
     }
 
     @Test(arguments: StoreKind.allCases)
-    func concurrentHoldsNeverReserveMoreThanTheBalance(kind: StoreKind) async throws {
+    func concurrentLeaseGrowthsNeverReserveMoreThanTheBalance(kind: StoreKind) async throws {
         try await kind.with { store in
             try await store.createAccount(id: "acct", name: "A")
             try await grant(store, "acct", "1")
-            let placed = try await withThrowingTaskGroup(of: Bool.self) { group in
+            let granted = try await withThrowingTaskGroup(of: Bool.self) { group in
                 for index in 0..<50 {
                     group.addTask {
-                        try await store.placeHold(HoldRequest(id: "h\(index)", account: "acct", amount: usd("0.07"),
-                                                              ttl: 600)) == .placed
+                        if case .granted = try await store.growLease(LeaseRequest(
+                            id: "lease-\(index)", account: "acct", minimum: usd("0.07"), desired: usd("0.07"), shareDivisor: 1, ttl: 600)) {
+                            return true
+                        }
+                        return false
                     }
                 }
                 return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
             }
-            #expect(placed == 14)  // 14 × 0.07 = 0.98 ≤ 1 < 15 × 0.07
+            #expect(granted == 14)  // 14 × 0.07 = 0.98 ≤ 1 < 15 × 0.07
             #expect(try await store.balance(account: "acct").available == usd("0.02"))
         }
     }
@@ -461,7 +463,7 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
             // another account's key of the same name is its own
             try await store.createAccount(id: "other", name: "B")
             #expect(try await claim("other", "g3") == .claimed)
-            try await store.settle(holdID: nil, transfers: [charge("g1", account: "acct", "0.1")],
+            try await settleUnreserved(store, transfers: [charge("g1", account: "acct", "0.1")],
                                    generation: generation("g1", account: "acct", cost: usd("0.1")),
                                    idempotency: .completed(account: "acct", key: "k", response: #"{"id":"g1"}"#))
             #expect(try await claim("acct", "g4") == .completed(generationID: "g1", response: #"{"id":"g1"}"#))
@@ -469,7 +471,7 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
             // a failed request releases its key; only the owner's release counts
             try await store.releaseIdempotencyClaim(account: "other", key: "k", generationID: "not-the-owner")
             #expect(try await claim("other", "g5") == .inProgress(generationID: "g3"))
-            try await store.settle(holdID: nil, transfers: [], generation: generation("g3", account: "other"),
+            try await settleUnreserved(store, transfers: [], generation: generation("g3", account: "other"),
                                    idempotency: .released(account: "other", key: "k"))
             #expect(try await claim("other", "g5") == .claimed)
             #expect(try await store.balance(account: "acct").balance == usd("0.9"))
@@ -493,11 +495,11 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
             try await Task.sleep(for: .milliseconds(2500))
             #expect(try await store.claimIdempotencyKey(request("retry")) == .claimed)
             #expect(try await store.renewIdempotencyClaim(account: "acct", key: "k", generationID: "first") == false)
-            try await store.settle(holdID: nil, transfers: [charge("retry", account: "acct", "0.1")],
+            try await settleUnreserved(store, transfers: [charge("retry", account: "acct", "0.1")],
                                    generation: generation("retry", account: "acct", cost: usd("0.1")),
                                    idempotency: .completed(account: "acct", key: "k", response: #"{"id":"retry"}"#))
             // The first owner's settlement arrives late (its spool replayed): no second charge, the provider still paid.
-            try await store.settle(holdID: nil, transfers: [charge("first", account: "acct", "0.1")],
+            try await settleUnreserved(store, transfers: [charge("first", account: "acct", "0.1")],
                                    generation: generation("first", account: "acct", cost: usd("0.1")),
                                    idempotency: .completed(account: "acct", key: "k", response: #"{"id":"first"}"#))
             #expect(try await store.balance(account: "acct").balance == usd("0.9"))
@@ -513,9 +515,9 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
             #expect(try await store.claimIdempotencyKey(other("slow")) == .claimed)
             try await Task.sleep(for: .milliseconds(1200))
             #expect(try await store.claimIdempotencyKey(other("failed-retry")) == .claimed)
-            try await store.settle(holdID: nil, transfers: [], generation: generation("failed-retry", account: "acct"),
+            try await settleUnreserved(store, transfers: [], generation: generation("failed-retry", account: "acct"),
                                    idempotency: .released(account: "acct", key: "k2"))
-            try await store.settle(holdID: nil, transfers: [charge("slow", account: "acct", "0.1")],
+            try await settleUnreserved(store, transfers: [charge("slow", account: "acct", "0.1")],
                                    generation: generation("slow", account: "acct", cost: usd("0.1")),
                                    idempotency: .completed(account: "acct", key: "k2", response: #"{"id":"slow"}"#))
             #expect(try await store.balance(account: "acct").balance == usd("0.9"))
@@ -588,7 +590,7 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
     static func seeded(_ store: some LedgerStore) async throws {
         try await store.createAccount(id: "acct", name: "A")
         try await grant(store, "acct", "1")
-        try await store.settle(holdID: nil, transfers: [charge("g1", account: "acct", "0.1")],
+        try await settleUnreserved(store, transfers: [charge("g1", account: "acct", "0.1")],
                                generation: generation("g1", account: "acct", cost: usd("0.1")), idempotency: nil)
     }
 
@@ -632,7 +634,7 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
         let store = try await SQLiteLedgerStore.open(path: nil)
         try await store.createAccount(id: "acct", name: "A")
         try await grant(store, "acct", "1")
-        try await store.settle(holdID: nil, transfers: [charge("g1", account: "acct", "0.1")],
+        try await settleUnreserved(store, transfers: [charge("g1", account: "acct", "0.1")],
                                generation: generation("g1", account: "acct", cost: usd("0.1")), idempotency: nil)
         #expect(try await store.verify().isConsistent)
         try await store.database.write { db in

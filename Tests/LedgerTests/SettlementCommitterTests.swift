@@ -57,7 +57,7 @@ func waitUntil(_ condition: () async throws -> Bool) async throws {
             Issue.record("no reservation"); return
         }
         #expect(second.leaseID != first.leaseID)
-        #expect(try await store.holdStatus(id: second.leaseID) == .pending)
+        #expect(try await store.openLeaseAmount(id: second.leaseID) != nil)
         #expect(try await store.verify().isConsistent)
     }
 
@@ -176,6 +176,23 @@ func waitUntil(_ condition: () async throws -> Bool) async throws {
     }
 
     func size(_ path: String) -> Int { (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? -1 }
+
+    @Test func aRecordFromTheDaysOfPerRequestHoldsSettlesWithoutAReservation() async throws {
+        let path = path()
+        try await SettlementSpool(path: path).append([settlement("old")])
+        // The same record as a version with per-request holds wrote it.
+        let payload = String(decoding: try Data(contentsOf: URL(fileURLWithPath: path)).dropFirst(12), as: UTF8.self)
+        let legacy = payload.replacingOccurrences(of: #""lease":{"#, with: #""hold":{"#)
+        #expect(legacy != payload)
+        try Data(SpoolFile.frame(Array(legacy.utf8))).write(to: URL(fileURLWithPath: path))
+        let recovered = try await SettlementSpool(path: path).pending()
+        #expect(recovered.map(\.generation.id) == ["old"])
+        #expect(recovered.first?.reservation == nil && recovered.first?.transfers == settlement("old").transfers)
+        // A malformed lease is still an error, not a silently dropped reservation.
+        let malformed = #"{"reservation":{"lease":{"id":"x","release":"not money"}},"transfers":[],"generation":"#
+            + String(decoding: try JSONEncoder().encode(generation("g", account: "acct")), as: UTF8.self) + "}"
+        #expect(throws: (any Error).self) { try JSONDecoder().decode(Settlement.self, from: Data(malformed.utf8)) }
+    }
 
     @Test func aTornLastRecordIsCutOnOpenAndTheRestKept() async throws {
         let path = path()
