@@ -669,18 +669,3 @@ public final class SQLiteLedgerStore: LedgerStore {
         }
     }
 }
-
-/// The starts of the current UTC day, ISO week (Monday) and month, for key usage and limits.
-public struct UsageWindows: Sendable {
-    public var day: Date
-    public var week: Date
-    public var month: Date
-
-    public init(now: Date) {
-        var calendar = Calendar(identifier: .iso8601)
-        calendar.timeZone = TimeZone(identifier: "UTC")!
-        day = calendar.startOfDay(for: now)
-        week = calendar.dateInterval(of: .weekOfYear, for: now)?.start ?? day
-        month = calendar.dateInterval(of: .month, for: now)?.start ?? day
-    }
-}

@@ -1,0 +1,115 @@
+import Foundation
+
+/// An account's money: `balance` is credit minus posted charges; `available` also subtracts
+/// open leases.
+public struct AccountBalance: Sendable, Hashable {
+    public var balance: Money
+    public var available: Money
+    public init(balance: Money, available: Money) {
+        self.balance = balance
+        self.available = available
+    }
+}
+
+public struct Account: Sendable, Hashable {
+    public var id: String
+    public var name: String
+    public var isSystem: Bool
+    public var createdAt: Date
+    /// The region the account's requests are pinned to (data residency), nil for none.
+    public var region: String?
+
+    public init(id: String, name: String, isSystem: Bool, createdAt: Date, region: String? = nil) {
+        self.id = id
+        self.name = name
+        self.isSystem = isSystem
+        self.createdAt = createdAt
+        self.region = region
+    }
+}
+
+/// An API key as stored: only the SHA-256 of the secret is kept.
+public struct KeyRecord: Sendable, Hashable {
+    public var id: String
+    public var accountID: String
+    /// Hex SHA-256 of the full key.
+    public var hash: String
+    /// Masked form for display, e.g. `sk-sb-v1-3f2…9ac1`.
+    public var label: String
+    public var name: String
+    /// Operator admin keys reach every admin surface.
+    public var isAdmin: Bool
+    public var disabled: Bool
+    /// Spending limit in USD, nil for none.
+    public var limit: Money?
+    /// `daily`, `weekly`, `monthly` or nil.
+    public var limitReset: String?
+    public var expiresAt: Date?
+    public var createdAt: Date
+    /// The region this key's requests are pinned to, nil for none.
+    public var region: String?
+    /// The key's account's region (read with the key).
+    public var accountRegion: String?
+
+    /// Where requests with this key must be served: the key's region, else its account's.
+    public var pinnedRegion: String? { region ?? accountRegion }
+
+    public init(
+        id: String, accountID: String, hash: String, label: String, name: String, isAdmin: Bool = false,
+        disabled: Bool = false, limit: Money? = nil, limitReset: String? = nil, expiresAt: Date? = nil,
+        createdAt: Date = Date(), region: String? = nil, accountRegion: String? = nil
+    ) {
+        self.region = region
+        self.accountRegion = accountRegion
+        self.id = id
+        self.accountID = accountID
+        self.hash = hash
+        self.label = label
+        self.name = name
+        self.isAdmin = isAdmin
+        self.disabled = disabled
+        self.limit = limit
+        self.limitReset = limitReset
+        self.expiresAt = expiresAt
+        self.createdAt = createdAt
+    }
+}
+
+/// Spend through one key since several points in time (all-time, day, week, month).
+public struct KeyUsage: Sendable, Hashable {
+    public var total: Money
+    public var daily: Money
+    public var weekly: Money
+    public var monthly: Money
+    public init(total: Money = .zero, daily: Money = .zero, weekly: Money = .zero, monthly: Money = .zero) {
+        self.total = total
+        self.daily = daily
+        self.weekly = weekly
+        self.monthly = monthly
+    }
+
+    /// Spend in a key limit's window: `daily`, `weekly`, `monthly`, or all time for no reset.
+    public func spent(resetting reset: String?) -> Money {
+        switch reset {
+        case "daily": daily
+        case "weekly": weekly
+        case "monthly": monthly
+        default: total
+        }
+    }
+}
+
+/// The starts of the current UTC day, ISO week (Monday) and month, for key usage and limits.
+public struct UsageWindows: Sendable {
+    public var day: Date
+    public var week: Date
+    public var month: Date
+
+    public init(now: Date) {
+        var calendar = Calendar(identifier: .iso8601)
+        calendar.timeZone = TimeZone(identifier: "UTC")!
+        day = calendar.startOfDay(for: now)
+        week = calendar.dateInterval(of: .weekOfYear, for: now)?.start ?? day
+        month = calendar.dateInterval(of: .month, for: now)?.start ?? day
+    }
+}
