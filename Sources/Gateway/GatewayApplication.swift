@@ -525,56 +525,6 @@ extension Gateway {
     }
 }
 
-/// Keeps the ledger side of a node in order: renews the node's leases and gives idle ones back
-/// (every second), voids holds and leases whose node died (`expireHolds`, every 30 s), and at
-/// shutdown — after the HTTP server has finished its in-flight requests — commits what is queued
-/// and gives every lease back. List it before the HTTP server in the service group so it stops after it.
-public struct LedgerUpkeepService: Service {
-    let ledger: any LedgerStore
-    let credit: CreditLeases
-    let expiryInterval: Duration
-    let leaseInterval: Duration
-    let logger: Logger
-
-    public init(ledger: any LedgerStore, credit: CreditLeases, expiryInterval: Duration = .seconds(30),
-                leaseInterval: Duration = .seconds(1), logger: Logger) {
-        self.ledger = ledger
-        self.credit = credit
-        self.expiryInterval = expiryInterval
-        self.leaseInterval = leaseInterval
-        self.logger = logger
-    }
-
-    public func run() async throws {
-        await credit.committer.start()
-        var lastExpiry = ContinuousClock.now - expiryInterval
-        while !Task.isCancelled && !Task.isShuttingDownGracefully {
-            if ContinuousClock.now - lastExpiry >= expiryInterval {
-                lastExpiry = .now
-                do {
-                    let expired = try await withLedgerDeadline(.seconds(10), "hold expiry") { [ledger] in
-                        try await ledger.expireHolds()
-                    }
-                    if expired > 0 { logger.info("voided expired holds and leases", metadata: ["count": "\(expired)"]) }
-                } catch {
-                    logger.error("hold expiry failed", metadata: ["error": "\(error)"])
-                }
-            }
-            await credit.committer.probe()
-            await credit.returnLeftoverLeases()
-            await credit.upkeep()
-            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: leaseInterval) }
-        }
-        // Charges first (queued, then spooled), then the leases: their credit is released last.
-        await credit.committer.flush()
-        if await !credit.committer.replaySpool() {
-            logger.warning("stopping with settlements still in the spool; the next start replays them")
-        }
-        await credit.returnLeftoverLeases()
-        await credit.upkeep(closingAll: true)
-    }
-}
-
 /// Turns readiness off as soon as a graceful shutdown starts (SIGTERM), so load balancers
 /// stop sending new requests while in-flight streams finish.
 public struct DrainOnShutdownService: Service {

@@ -13,14 +13,14 @@ public actor CreditLeases {
         case insufficient(available: Money)
     }
 
-    let store: any LedgerStore
+    let store: any SettlementStore
     public nonisolated let committer: SettlementCommitter
     let timeout: Duration
     let logger: Logger
     private var book: LeaseBook
     private var growing: [String: Task<LeaseGrant, any Error>] = [:]
 
-    public init(store: any LedgerStore, committer: SettlementCommitter, nodeID: String, policy: LeasePolicy = LeasePolicy(),
+    public init(store: any SettlementStore, committer: SettlementCommitter, nodeID: String, policy: LeasePolicy = LeasePolicy(),
                 timeout: Duration = .seconds(3), logger: Logger) {
         self.store = store
         self.committer = committer

@@ -35,7 +35,7 @@ public actor SettlementCommitter {
         public var committedBatches: Int
     }
 
-    let store: any LedgerStore
+    let store: any SettlementStore & AccountStore
     /// Shared with the rest of the node; the committer turns it off on failures and back on
     /// once its recovery loop reaches the ledger again.
     public nonisolated let reachability: LedgerReachability
@@ -94,7 +94,7 @@ public actor SettlementCommitter {
     }
 
     /// `spool`: where settlements go while the ledger is down; without one they are logged and lost.
-    public init(store: any LedgerStore, spool: SettlementSpool?, rejects: SettlementSpool? = nil, maxBatch: Int = 512,
+    public init(store: any SettlementStore & AccountStore, spool: SettlementSpool?, rejects: SettlementSpool? = nil, maxBatch: Int = 512,
                 maxInFlight: Int = 2, timeout: Duration = .seconds(3), replayInterval: Duration = .seconds(1),
                 maxSpoolAge: TimeInterval = 3600, reachability: LedgerReachability = LedgerReachability(), logger: Logger,
                 onCommit: @escaping @Sendable (Int) -> Void = { _ in }) {

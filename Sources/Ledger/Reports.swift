@@ -1,0 +1,114 @@
+import Foundation
+import SignalboxCore
+
+/// Filters for ledger entry and spend queries; nil fields do not filter.
+public struct EntryQuery: Sendable, Hashable {
+    /// Entries where the account is on either side.
+    public var account: String?
+    public var keyID: String?
+    /// The model of the request an entry belongs to (from its generation record).
+    public var model: String?
+    /// A provider slug: entries to or from `provider:<slug>`.
+    public var provider: String?
+    public var kind: TransferKind?
+    public var generationID: String?
+    /// One entry by its id.
+    public var transferID: Int64?
+    /// Entries created at or after this time.
+    public var since: Date?
+    /// Entries created before this time.
+    public var until: Date?
+    /// Most recent first, at most this many (entry queries only).
+    public var limit: Int
+
+    public init(account: String? = nil, keyID: String? = nil, model: String? = nil, provider: String? = nil,
+                kind: TransferKind? = nil, generationID: String? = nil, transferID: Int64? = nil, since: Date? = nil,
+                until: Date? = nil, limit: Int = 100) {
+        self.transferID = transferID
+        self.account = account
+        self.keyID = keyID
+        self.model = model
+        self.provider = provider
+        self.kind = kind
+        self.generationID = generationID
+        self.since = since
+        self.until = until
+        self.limit = limit
+    }
+
+    /// A bound value of a query.
+    public enum Value: Sendable, Hashable {
+        case text(String)
+        case integer(Int64)
+    }
+
+    /// The `WHERE` conditions over `transfers t LEFT JOIN generations g`, with `placeholder(n)`
+    /// naming the n-th (1-based) bound value: `?` for SQLite, `$n` for PostgreSQL.
+    public func conditions(placeholder: (Int) -> String) -> (sql: String, values: [Value]) {
+        var clauses: [String] = []
+        var values: [Value] = []
+        func bind(_ value: Value) -> String {
+            values.append(value)
+            return placeholder(values.count)
+        }
+        if let account {
+            clauses.append("(t.debit_account = \(bind(.text(account))) OR t.credit_account = \(bind(.text(account))))")
+        }
+        if let keyID { clauses.append("t.key_id = \(bind(.text(keyID)))") }
+        if let model { clauses.append("g.model = \(bind(.text(model)))") }
+        if let provider {
+            let account = Billing.SystemAccount.provider(provider)
+            clauses.append("(t.debit_account = \(bind(.text(account))) OR t.credit_account = \(bind(.text(account))))")
+        }
+        if let kind { clauses.append("t.kind = \(bind(.text(kind.rawValue)))") }
+        if let generationID { clauses.append("t.generation_id = \(bind(.text(generationID)))") }
+        if let transferID { clauses.append("t.id = \(bind(.integer(transferID)))") }
+        if let since { clauses.append("t.created_at >= \(bind(.integer(Int64(since.timeIntervalSince1970 * 1000))))") }
+        if let until { clauses.append("t.created_at < \(bind(.integer(Int64(until.timeIntervalSince1970 * 1000))))") }
+        return (clauses.isEmpty ? "1 = 1" : clauses.joined(separator: " AND "), values)
+    }
+}
+
+/// A posted transfer with the request it belongs to, as admin queries and exports show it.
+public struct LedgerEntry: Sendable, Hashable, Codable {
+    public var transfer: Transfer
+    /// The model of the entry's request, when it belongs to one.
+    public var model: String?
+
+    public init(transfer: Transfer, model: String?) {
+        self.transfer = transfer
+        self.model = model
+    }
+
+    /// The provider slug on either side (`provider:<slug>`), if any.
+    public var provider: String? {
+        for account in [transfer.creditAccount, transfer.debitAccount] where account.hasPrefix("provider:") {
+            return String(account.dropFirst("provider:".count))
+        }
+        return nil
+    }
+}
+
+/// How `spend` groups charges.
+public enum SpendGrouping: String, Sendable, Hashable, CaseIterable, Codable {
+    /// UTC calendar day (`YYYY-MM-DD`).
+    case day
+    case model
+    case provider
+    case key
+    case account
+}
+
+/// Charges summed over one group.
+public struct SpendRow: Sendable, Hashable, Codable {
+    public var group: String
+    public var amount: Money
+    /// Charged requests in the group.
+    public var requests: Int
+
+    public init(group: String, amount: Money, requests: Int) {
+        self.group = group
+        self.amount = amount
+        self.requests = requests
+    }
+}

@@ -1,0 +1,127 @@
+import Foundation
+import GRDB
+import Logging
+import SignalboxCore
+
+extension SQLiteLedgerStore {
+    // MARK: Accounts and transfers
+
+    public func createAccount(id: String, name: String) async throws -> Account {
+        try await write { db in try Self.ensureAccount(db, id: id, name: name, isSystem: false) }
+        return try await account(id: id)!
+    }
+
+    public func account(id: String) async throws -> Account? {
+        try await database.read { db in
+            try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM accounts WHERE id = ?"), arguments: [id]).map {
+                Account(id: $0["id"], name: $0["name"], isSystem: $0["is_system"], createdAt: Self.date($0["created_at"]),
+                        region: $0["region"])
+            }
+        }
+    }
+
+    public func post(_ transfers: [TransferRequest]) async throws {
+        try await write { db in
+            for transfer in transfers { try Self.post(db, transfer) }
+        }
+    }
+
+    // MARK: Keys
+
+    public func insertKey(_ key: KeyRecord) async throws {
+        try await write { db in
+            try Self.requireAccount(db, key.accountID)
+            try db.cachedStatement(sql: """
+                INSERT INTO api_keys (id, account_id, hash, label, name, is_admin, disabled, limit_nanos, limit_reset, expires_at,
+                                      created_at, region)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT(hash) DO NOTHING
+                """).execute(arguments: [key.id, key.accountID, key.hash, key.label, key.name, key.isAdmin, key.disabled,
+                                 key.limit?.nanos, key.limitReset, key.expiresAt.map(Self.millis), Self.millis(key.createdAt),
+                                 key.region])
+        }
+    }
+
+    static let keySelect = "SELECT k.*, a.region AS account_region FROM api_keys k JOIN accounts a ON a.id = k.account_id "
+
+    static func keyRecord(_ row: Row) -> KeyRecord {
+        KeyRecord(
+            id: row["id"], accountID: row["account_id"], hash: row["hash"], label: row["label"], name: row["name"],
+            isAdmin: row["is_admin"], disabled: row["disabled"],
+            limit: (row["limit_nanos"] as Int64?).map { Money(nanos: $0) }, limitReset: row["limit_reset"],
+            expiresAt: (row["expires_at"] as Int64?).map(date), createdAt: date(row["created_at"]), region: row["region"],
+            accountRegion: row["account_region"])
+    }
+
+    public func key(hash: String) async throws -> KeyRecord? {
+        try await database.read { db in
+            try Row.fetchOne(db, sql: Self.keySelect + "WHERE k.hash = ?", arguments: [hash]).map(Self.keyRecord)
+        }
+    }
+
+    public func keys(account: String) async throws -> [KeyRecord] {
+        try await database.read { db in
+            try Row.fetchAll(db, sql: Self.keySelect + "WHERE k.account_id = ? ORDER BY k.created_at", arguments: [account])
+                .map(Self.keyRecord)
+        }
+    }
+
+    public func updateKey(hash: String, name: String?, disabled: Bool?, limit: Money??, limitReset: String??) async throws -> KeyRecord? {
+        try await write { db in
+            if let name { try db.cachedStatement(sql: "UPDATE api_keys SET name = ? WHERE hash = ?").execute(arguments: [name, hash]) }
+            if let disabled {
+                try db.cachedStatement(sql: "UPDATE api_keys SET disabled = ? WHERE hash = ?").execute(arguments: [disabled, hash])
+            }
+            if let limit {
+                try db.cachedStatement(sql: "UPDATE api_keys SET limit_nanos = ? WHERE hash = ?").execute(arguments: [limit?.nanos, hash])
+            }
+            if let limitReset {
+                try db.cachedStatement(sql: "UPDATE api_keys SET limit_reset = ? WHERE hash = ?").execute(arguments: [limitReset, hash])
+            }
+            return try Row.fetchOne(db.cachedStatement(sql: Self.keySelect + "WHERE k.hash = ?"), arguments: [hash]).map(Self.keyRecord)
+        }
+    }
+
+    public func setRegion(account: String, region: String?) async throws -> Bool {
+        try await write { db in
+            try db.cachedStatement(sql: "UPDATE accounts SET region = ? WHERE id = ? AND is_system = 0").execute(arguments: [region, account])
+            return db.changesCount > 0
+        }
+    }
+
+    public func setRegion(keyHash: String, region: String?) async throws -> KeyRecord? {
+        try await write { db in
+            try db.cachedStatement(sql: "UPDATE api_keys SET region = ? WHERE hash = ?").execute(arguments: [region, keyHash])
+            return try Row.fetchOne(db.cachedStatement(sql: Self.keySelect + "WHERE k.hash = ?"), arguments: [keyHash]).map(Self.keyRecord)
+        }
+    }
+
+    public func deleteKey(hash: String) async throws -> Bool {
+        try await write { db in
+            try db.cachedStatement(sql: "DELETE FROM api_keys WHERE hash = ?").execute(arguments: [hash])
+            return db.changesCount > 0
+        }
+    }
+
+    public func setKeyDisabled(id: String, disabled: Bool) async throws -> Bool {
+        try await write { db in
+            try db.cachedStatement(sql: "UPDATE api_keys SET disabled = ? WHERE id = ?").execute(arguments: [disabled, id])
+            return db.changesCount > 0
+        }
+    }
+
+    public func keyUsage(keyID: String, now: Date) async throws -> KeyUsage {
+        let windows = UsageWindows(now: now)
+        return try await database.read { db in
+            let row = try Row.fetchOne(db, sql: """
+                SELECT COALESCE(SUM(amount), 0) AS total,
+                  COALESCE(SUM(CASE WHEN created_at >= ? THEN amount END), 0) AS daily,
+                  COALESCE(SUM(CASE WHEN created_at >= ? THEN amount END), 0) AS weekly,
+                  COALESCE(SUM(CASE WHEN created_at >= ? THEN amount END), 0) AS monthly
+                FROM transfers WHERE key_id = ? AND kind = 'charge'
+                """, arguments: [Self.millis(windows.day), Self.millis(windows.week), Self.millis(windows.month), keyID])
+            func money(_ name: String) -> Money { Money(nanos: row?[name] ?? 0) }
+            return KeyUsage(total: money("total"), daily: money("daily"), weekly: money("weekly"), monthly: money("monthly"))
+        }
+    }
+}
