@@ -1,0 +1,144 @@
+import Crypto
+import Foundation
+import HTTPTypes
+import AsyncHTTPClient
+import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
+import Ledger
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import Providers
+import ServiceLifecycle
+import SignalboxCore
+
+extension Gateway {
+    // MARK: Chat completions
+
+    func chatCompletions(_ request: Request, context: GatewayRequestContext) async throws -> Response {
+        let key = try await authenticator.authenticate(authorization: request.headers[.authorization])
+        if key.isAdmin {
+            throw APIError(status: 403, message: "Admin keys cannot call models; use an inference key")
+        }
+        let body: ByteBuffer
+        do {
+            body = try await request.body.collect(upTo: dependencies.configuration.maxBodyBytes)
+        } catch let error as HTTPError where error.status == .contentTooLarge {
+            throw APIError(status: 413, message: "Request body is larger than \(dependencies.configuration.maxBodyBytes) bytes")
+        }
+        if let region = key.pinnedRegion, region != dependencies.configuration.region {
+            return try await forwardToRegion(region, request: request, body: body)
+        }
+        let json: JSONValue
+        do {
+            json = try JSONParser.parse(body.readableBytesView)
+        } catch {
+            throw APIError.badRequest("Request body is not valid JSON")
+        }
+        let chat = try ChatRequest(json: json)
+        let idempotencyKey = request.headers[Self.idempotencyHeader].flatMap { $0.isEmpty ? nil : $0 }
+        if let idempotencyKey, idempotencyKey.utf8.count > 256 {
+            throw APIError.badRequest("Idempotency-Key is longer than 256 bytes")
+        }
+        // The Idempotency-Key is claimed before any credit is reserved: a replay or a conflict
+        // touches no money.
+        let generationID = ChatPipeline.makeGenerationID()
+        if let idempotencyKey, let stored = try await claimIdempotencyKey(
+            idempotencyKey, key: key, generationID: generationID, request: chat, body: json) {
+            return stored
+        }
+        let prepared: PreparedChat
+        do {
+            prepared = try await pipeline.prepare(chat, key: key, generationID: generationID, idempotencyKey: idempotencyKey)
+        } catch {
+            if let idempotencyKey {
+                // Nothing ran: a retry may claim the key again.
+                let (ledger, account) = (dependencies.ledger, key.accountID)
+                try? await pipeline.ledgerCall {
+                    try await ledger.releaseIdempotencyClaim(account: account, key: idempotencyKey, generationID: generationID)
+                }
+            }
+            throw error
+        }
+        if chat.stream { return streamResponse(prepared) }
+
+        switch await runWatchingClient(prepared, channel: context.channel) {
+        case .success(let result, let cost):
+            return JSONResponse.make(ChatPipeline.completion(prepared, result: result, cost: cost),
+                                     headers: [Self.generationHeader: prepared.generationID])
+        case .failure(let error, _):
+            var response = error.jsonResponse()
+            response.headers[Self.generationHeader] = prepared.generationID
+            return response
+        case .cancelled:
+            return APIError(status: 499, message: "Client closed the request").jsonResponse()
+        }
+    }
+
+    /// Runs a non-streamed request while watching the client's connection: a client that leaves
+    /// cancels the upstream call, and the tokens generated until then are charged, as for streams.
+    func runWatchingClient(_ prepared: PreparedChat, channel: (any Channel)?) async -> ChatPipeline.Outcome {
+        let pipeline = self.pipeline
+        guard let channel else { return await pipeline.run(prepared, emit: nil) }
+        // HTTP clients do not half-close a connection they still read from: end-of-input means gone.
+        try? await channel.setOption(ChannelOptions.allowRemoteHalfClosure, value: false).get()
+        return await withTaskGroup(of: ChatPipeline.Outcome?.self) { group in
+            group.addTask { await pipeline.run(prepared, emit: nil) }
+            group.addTask {
+                _ = try? await pipeline.watch.wait { channel.isActive ? nil : () }
+                return nil
+            }
+            while let next = await group.next() {
+                if let outcome = next {
+                    group.cancelAll()
+                    return outcome
+                }
+                if !channel.isActive { group.cancelAll() }  // the client left: stop the work
+            }
+            return .cancelled
+        }
+    }
+
+    static let generationHeader = HTTPField.Name("X-Generation-Id")!
+    static let idempotencyHeader = HTTPField.Name("Idempotency-Key")!
+
+    /// Claims the request's `Idempotency-Key`. Returns the first result's response when a request
+    /// with the key already succeeded; refuses with 409 while one is running, and with 422 when
+    /// the key was used for a different request (another body or API key), as Stripe does.
+    func claimIdempotencyKey(_ idempotencyKey: String, key: KeyRecord, generationID: String, request: ChatRequest,
+                             body: JSONValue) async throws -> Response? {
+        let ledger = dependencies.ledger
+        let claimRequest = IdempotencyClaimRequest(
+            account: key.accountID, key: idempotencyKey, generationID: generationID,
+            fingerprint: Self.fingerprint(apiKey: key, body: body), staleAfter: dependencies.configuration.holdTTL)
+        let claim = try await pipeline.ledgerCall { try await ledger.claimIdempotencyKey(claimRequest) }
+        switch claim {
+        case .claimed:
+            return nil
+        case .inProgress(let generationID):
+            throw APIError(status: 409, message: "A request with this Idempotency-Key is still running",
+                           metadata: ["generation_id": .string(generationID)])
+        case .reused(let generationID):
+            throw APIError(status: 422, message: "This Idempotency-Key was already used for a different request "
+                + "(another body or API key). Use a new key for a new request.",
+                metadata: ["error_type": "idempotency_key_reused", "generation_id": .string(generationID)])
+        case .completed(let generationID, let stored):
+            let completion = (try? JSONParser.parse(stored)) ?? [:]
+            var response = request.stream ? Self.replayStream(completion) : JSONResponse.make(completion)
+            response.headers[Self.generationHeader] = generationID
+            response.headers[Self.idempotencyHeader] = idempotencyKey
+            return response
+        }
+    }
+
+    /// What identifies a request for its `Idempotency-Key`: the API key and the body as parsed
+    /// (so whitespace does not matter, but every field and the `stream` flag do).
+    static func fingerprint(apiKey: KeyRecord, body: JSONValue) -> String {
+        var hasher = SHA256()
+        hasher.update(data: Array(apiKey.id.utf8))
+        hasher.update(data: [0])
+        hasher.update(data: JSONWriter.bytes(body))
+        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+    }
+}

@@ -1,0 +1,189 @@
+import AsyncHTTPClient
+import Foundation
+import Ledger
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import Providers
+import SignalboxCore
+
+extension ChatPipeline {
+    // MARK: Run
+
+    /// The outcome of a whole request across its attempts.
+    enum Outcome: Sendable {
+        case success(AttemptResult, CostBreakdown)
+        /// Every attempt failed (or the last one failed after output was delivered).
+        case failure(APIError, deliveredBeforeFailure: Bool)
+        /// The client went away.
+        case cancelled
+    }
+
+    /// Runs the attempts in order. `emit`, when given, receives each delta as it arrives (a
+    /// streaming client); once one has been emitted, the request can no longer fail over.
+    func run(_ prepared: PreparedChat, emit: (@Sendable (CompletionDelta, PlannedAttempt) -> Void)?) async -> Outcome {
+        let heartbeat = idempotencyHeartbeat(prepared)
+        defer { heartbeat?.cancel() }
+        return await runAttempts(prepared, emit: emit)
+    }
+
+    /// Keeps a running request's `Idempotency-Key` claim fresh, so a request that runs longer
+    /// than the stale window is not taken over by a retry on another node.
+    func idempotencyHeartbeat(_ prepared: PreparedChat) -> Task<Void, Never>? {
+        guard let key = prepared.idempotencyKey else { return nil }
+        let (ledger, logger, interval) = (self.ledger, self.logger, configuration.holdTTL / 3)
+        let (account, generationID) = (prepared.key.accountID, prepared.generationID)
+        return Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(interval))
+                guard !Task.isCancelled else { return }
+                do {
+                    if try await !ledger.renewIdempotencyClaim(account: account, key: key, generationID: generationID) {
+                        logger.warning("a retry took over this request's Idempotency-Key; its charge will be refused",
+                                       metadata: ["generation": "\(generationID)"])
+                        return
+                    }
+                } catch {
+                    logger.warning("could not renew an Idempotency-Key claim", metadata: ["generation": "\(generationID)", "error": "\(error)"])
+                }
+            }
+        }
+    }
+
+    func runAttempts(_ prepared: PreparedChat, emit: (@Sendable (CompletionDelta, PlannedAttempt) -> Void)?) async -> Outcome {
+        var records: [AttemptRecord] = []
+        var failures: [UpstreamFailure] = []
+        var insurance: [TransferRequest] = []
+        var queue = prepared.attempts[...]
+        while let attempt = queue.popFirst() {
+            let started = clock.now
+            let progress = NIOLockedValueBox(AttemptProgress(lastActivity: started))
+            let result: Result<AttemptResult, UpstreamFailure>
+            do {
+                result = .success(try await runAttempt(attempt, prepared: prepared, progress: progress, emit: emit))
+            } catch let failure as UpstreamFailure {
+                result = .failure(failure)
+            } catch is CancellationError {
+                await settleCancelled(prepared, attempt: attempt, progress: progress.withLockedValue { $0 }, records: records,
+                                      insurance: insurance)
+                return .cancelled
+            } catch {
+                if Task.isCancelled {
+                    await settleCancelled(prepared, attempt: attempt, progress: progress.withLockedValue { $0 }, records: records,
+                                          insurance: insurance)
+                    return .cancelled
+                }
+                result = .failure(Self.classify(error))
+            }
+            let latency = Int((clock.now - started) / .milliseconds(1))
+            switch result {
+            case .success(let success):
+                metrics.attempt(provider: attempt.endpoint.tag, outcome: "ok")
+                let firstToken = success.firstTokenAt.map { $0 - started }
+                if let firstToken { metrics.firstToken(provider: attempt.endpoint.tag, after: firstToken) }
+                let streaming = success.firstTokenAt.map { clock.now - $0 }
+                let seconds = streaming.map { Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18 }
+                let tokens = success.usage?.completionTokens ?? success.delivered
+                health.recordSuccess(
+                    attempt, firstTokenMillis: firstToken.map { Int($0 / .milliseconds(1)) },
+                    tokensPerSecond: seconds.flatMap { $0 > 0.001 ? Double(tokens) / $0 : nil })
+                records.append(AttemptRecord(provider: attempt.endpoint.tag, providerName: attempt.provider.name,
+                                             model: attempt.model.id, status: "200", latencyMs: latency))
+                let cost = await settleSuccess(prepared, result: success, records: records, insurance: insurance)
+                return .success(success, cost)
+            case .failure(let failure):
+                metrics.attempt(provider: attempt.endpoint.tag, outcome: failure.code)
+                // Only the provider's failures count against it; a 400 is the request's own.
+                if failure.isRetryable { health.recordFailure(attempt, rateLimited: failure.isRateLimit) }
+                // What the provider will bill us for this failed attempt (tokens it generated) is
+                // the operator's insurance expense, never the client's.
+                // Capped like overage: an absurd usage report must not make the settlement unrecordable.
+                let spent = min(Self.generatedCost(progress.withLockedValue { $0 }, attempt: attempt, prepared: prepared), .maximumAmount)
+                if spent > .zero {
+                    insurance.append(TransferRequest(
+                        idempotencyKey: "insurance:\(prepared.generationID):\(records.count)", debit: Billing.SystemAccount.insurance,
+                        credit: Billing.SystemAccount.provider(attempt.provider.slug), amount: spent, kind: .insurance,
+                        keyID: prepared.key.id, generationID: prepared.generationID,
+                        memo: "failed attempt: \(attempt.model.id) via \(attempt.endpoint.tag)"))
+                }
+                records.append(AttemptRecord(provider: attempt.endpoint.tag, providerName: attempt.provider.name,
+                                             model: attempt.model.id, status: failure.code, latencyMs: latency,
+                                             error: failure.message, providerCost: spent))
+                failures.append(failure)
+                if failure.isContextLengthError {
+                    // Only a model with a larger context can take this prompt.
+                    queue = queue.filter { $0.endpoint.contextLength > attempt.endpoint.contextLength }[...]
+                }
+                logger.info("upstream attempt failed", metadata: [
+                    "generation": "\(prepared.generationID)", "provider": "\(attempt.endpoint.tag)",
+                    "error": "\(failure)",
+                ])
+                let delivered = progress.withLockedValue { $0.delivered } > 0 && emit != nil
+                let retryable = failure.isRetryable || (failure.isContextLengthError && !queue.isEmpty)
+                if delivered || !retryable || queue.isEmpty {
+                    let error = Self.finalError(failures, last: attempt, records: records)
+                    await settleFailure(prepared, attempt: attempt, records: records,
+                                        progress: progress.withLockedValue { $0 }, delivered: delivered, insurance: insurance)
+                    return .failure(error, deliveredBeforeFailure: delivered)
+                }
+                metrics.failover()
+            }
+        }
+        let error = Self.finalError(failures, last: prepared.attempts.last!, records: records)
+        await settleFailure(prepared, attempt: prepared.attempts.last!, records: records,
+                            progress: AttemptProgress(lastActivity: clock.now), delivered: false, insurance: insurance)
+        return .failure(error, deliveredBeforeFailure: false)
+    }
+
+    /// The cost of the tokens an attempt made the provider generate: its reported usage, or an
+    /// estimate from the pieces that arrived (one token each, half the prompt-size bound).
+    static func generatedCost(_ progress: AttemptProgress, attempt: PlannedAttempt, prepared: PreparedChat) -> Money {
+        if let usage = progress.usage { return CostBreakdown(usage: usage, pricing: attempt.endpoint.pricing).total }
+        guard progress.delivered > 0 else { return .zero }
+        let usage = TokenUsage(promptTokens: prepared.request.promptTokenEstimate / 2, completionTokens: progress.delivered)
+        return CostBreakdown(usage: usage, pricing: attempt.endpoint.pricing).total
+    }
+
+    /// 429 when every attempt was rate-limited, the upstream's own status for a client error it
+    /// returned, otherwise 502; with the provider, its raw error and every attempt.
+    static func finalError(_ failures: [UpstreamFailure], last: PlannedAttempt, records: [AttemptRecord]) -> APIError {
+        let lastFailure = failures.last
+        var status = lastFailure?.clientStatus ?? 502
+        if !failures.isEmpty && failures.allSatisfy(\.isRateLimit) { status = 429 } else if status == 429 { status = 502 }
+        var metadata: JSONObject = ["provider_name": .string(last.provider.name)]
+        if let raw = lastFailure?.raw { metadata["raw"] = .string(raw) }
+        if let code = lastFailure?.code { metadata["provider_code"] = .string(code) }
+        metadata["previous_errors"] = .array(records.map { record in
+            ["provider": .string(record.provider), "provider_name": .string(record.providerName),
+             "model": .string(record.model), "status": .string(record.status),
+             "message": record.error.map { .string($0) } ?? nil, "latency": .int(Int64(record.latencyMs))]
+        })
+        var headers: [(String, String)] = []
+        if status == 429, let after = failures.compactMap(\.retryAfter).min() {
+            headers.append(("Retry-After", String(after)))
+            metadata["retry_after_seconds"] = .int(Int64(after))
+        }
+        let message = status == 502 && failures.count > 1
+            ? "All \(failures.count) provider attempts failed. Last: \(lastFailure?.message ?? "unknown error")"
+            : (lastFailure.map { "Provider returned error: \($0.message)" } ?? "Provider returned error")
+        return APIError(status: status, message: message, metadata: metadata, headers: headers)
+    }
+
+    static func classify(_ error: any Error) -> UpstreamFailure {
+        if let failure = error as? UpstreamFailure { return failure }
+        if let client = error as? HTTPClientError {
+            switch client {
+            case .connectTimeout, .socksHandshakeTimeout, .tlsHandshakeTimeout:
+                return UpstreamFailure(.connect, "Could not connect to the provider in time")
+            case .remoteConnectionClosed, .readTimeout, .cancelled:
+                return UpstreamFailure(.disconnected, "The provider closed the connection")
+            default:
+                return UpstreamFailure(.connect, "Could not reach the provider: \(client)")
+            }
+        }
+        if error is ChannelError { return UpstreamFailure(.disconnected, "The provider connection failed: \(error)") }
+        if error is UpstreamBodyTooLarge { return UpstreamFailure(.malformed, "The provider's error body is too large") }
+        if error is SSEError { return UpstreamFailure(.malformed, "The provider's stream is not valid SSE") }
+        return UpstreamFailure(.disconnected, "Upstream failure: \(error)")
+    }
+}
