@@ -1,7 +1,6 @@
 import Crypto
 import Foundation
 import HTTPTypes
-import AsyncHTTPClient
 import Hummingbird
 import HummingbirdCore
 import HummingbirdTLS
@@ -31,16 +30,18 @@ public struct GatewayDependencies: Sendable {
     public var cluster: ClusterNode?
     /// The client that forwards region-pinned requests to other nodes (one trusting the peers' CA
     /// when they serve HTTPS); nil uses the process-wide plain client.
-    public var forwardingClient: HTTPClient?
+    /// How requests pinned to another region reach that region's node (the upstream transport
+    /// by default).
+    public var forwardingTransport: (any UpstreamTransport)?
 
     /// Without `credit`, the node keeps leases with default settings and spools to a new
     /// temporary directory (for tests; `signalbox serve` passes its own).
     public init(configuration: GatewayConfiguration, catalog: Catalog, ledger: any LedgerStore,
                 transport: any UpstreamTransport, providerKeys: [String: String], logger: Logger,
                 metrics: GatewayMetrics = GatewayMetrics(), health: HealthTracker = HealthTracker(),
-                credit: CreditLeases? = nil, cluster: ClusterNode? = nil, forwardingClient: HTTPClient? = nil) {
+                credit: CreditLeases? = nil, cluster: ClusterNode? = nil, forwardingTransport: (any UpstreamTransport)? = nil) {
         self.cluster = cluster
-        self.forwardingClient = forwardingClient
+        self.forwardingTransport = forwardingTransport
         self.metrics = metrics
         self.health = health
         if let credit {

@@ -1,10 +1,10 @@
-import AsyncHTTPClient
 import Foundation
 import HTTPTypes
 import Hummingbird
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import Providers
 import SignalboxCore
 
 /// Requests pinned to another region are passed, unchanged and streamed, to a live node of that
@@ -12,8 +12,9 @@ import SignalboxCore
 extension Gateway {
     static let forwardedHeader = HTTPField.Name("X-Signalbox-Forwarded-By")!
 
-    /// The node's forwarding client, or the process-wide one (pooled connections to the other nodes).
-    var forwardingClient: HTTPClient { dependencies.forwardingClient ?? HTTPClient.shared }
+    /// How forwarded requests travel: the node's forwarding transport (TLS to peers when
+    /// configured), else the upstream transport.
+    var forwardingTransport: any UpstreamTransport { dependencies.forwardingTransport ?? dependencies.transport }
 
     func forwardToRegion(_ region: String, request: Request, body: ByteBuffer) async throws -> Response {
         let here = dependencies.configuration.region
@@ -32,25 +33,22 @@ extension Gateway {
         // A node that cannot be reached is skipped for the next (at most three tries); an answer,
         // even an error, is passed on as it is.
         var target = candidates[0]
-        var response: HTTPClientResponse?
+        var response: UpstreamResponse?
         var failures: [String] = []
         for candidate in candidates.prefix(3) {
             guard let base = candidate.apiURL else { continue }
             target = candidate
-            var outbound = HTTPClientRequest(url: base + "/api/v1/chat/completions")
-            outbound.method = .POST
-            for field in request.headers where ![.contentLength, .connection, .transferEncoding].contains(field.name) {
-                outbound.headers.add(name: field.name.rawName, value: field.value)
-            }
-            outbound.headers.add(name: Self.forwardedHeader.rawName, value: dependencies.configuration.nodeID)
-            outbound.body = .bytes(body)
+            var headers = request.headers.filter { ![.contentLength, .connection, .transferEncoding].contains($0.name) }
+                .map { ($0.name.rawName, $0.value) }
+            headers.append((Self.forwardedHeader.rawName, dependencies.configuration.nodeID))
             do {
-                response = try await forwardingClient.execute(outbound, timeout: .seconds(600))
+                response = try await forwardingTransport.send(
+                    UpstreamRequest(url: base + "/api/v1/chat/completions", headers: headers, body: body))
                 break
-            } catch where Self.neverReached(error) {
-                failures.append("\(candidate.id): \(error)")
+            } catch let failure as UpstreamFailure where failure.neverReachedUpstream {
+                failures.append("\(candidate.id): \(failure.message)")
                 dependencies.logger.warning("cannot forward to a node of the request's region; trying another",
-                                            metadata: ["region": "\(region)", "node": "\(candidate.id)", "error": "\(error)"])
+                                            metadata: ["region": "\(region)", "node": "\(candidate.id)", "error": "\(failure.message)"])
             }
         }
         guard let response else {
@@ -58,21 +56,11 @@ extension Gateway {
                            metadata: ["region": .string(region), "node": .string(target.id)])
         }
         var headers = HTTPFields()
-        for header in response.headers where !["content-length", "connection", "transfer-encoding"].contains(header.name.lowercased()) {
-            if let name = HTTPField.Name(header.name) { headers.append(HTTPField(name: name, value: header.value)) }
+        for (name, value) in response.headers where !["content-length", "connection", "transfer-encoding"].contains(name.lowercased()) {
+            if let name = HTTPField.Name(name) { headers.append(HTTPField(name: name, value: value)) }
         }
         headers[HTTPField.Name("X-Signalbox-Served-By")!] = target.id
-        return Response(status: .init(code: Int(response.status.code)), headers: headers,
-                        body: ResponseBody(asyncSequence: response.body))
-    }
-
-    /// Whether the request certainly did not reach the node (so another node may take it).
-    static func neverReached(_ error: any Error) -> Bool {
-        if error is NIOConnectionError { return true }
-        if let error = error as? HTTPClientError, error == .connectTimeout { return true }
-        if let error = error as? ChannelError, case .connectTimeout = error { return true }
-        if let error = error as? IOError, [ECONNREFUSED, EHOSTUNREACH, ENETUNREACH].contains(error.errnoCode) { return true }
-        return false
+        return Response(status: .init(code: response.status), headers: headers, body: ResponseBody(asyncSequence: response.body))
     }
 
     static func outOfRegion(_ region: String, here: String, detail: String) -> APIError {

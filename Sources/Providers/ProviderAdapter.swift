@@ -27,11 +27,16 @@ public struct UpstreamFailure: Error, Sendable, CustomStringConvertible {
     /// Seconds the upstream asked us to wait, when it said.
     public var retryAfter: Int?
 
-    public init(_ kind: Kind, _ message: String, raw: String? = nil, retryAfter: Int? = nil) {
+    /// The request certainly never reached the upstream (no connection was made), so another
+    /// target may take it without risk of running it twice. Set by the transport.
+    public var neverReachedUpstream: Bool
+
+    public init(_ kind: Kind, _ message: String, raw: String? = nil, retryAfter: Int? = nil, neverReachedUpstream: Bool = false) {
         self.kind = kind
         self.message = message
         self.raw = raw
         self.retryAfter = retryAfter
+        self.neverReachedUpstream = neverReachedUpstream
     }
 
     /// Failures worth another endpoint: transport trouble, timeouts, rate limits, server errors,

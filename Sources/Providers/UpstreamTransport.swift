@@ -1,6 +1,8 @@
 import AsyncHTTPClient
+import Foundation
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 
 /// An HTTP request to an upstream provider.
 public struct UpstreamRequest: Sendable {
@@ -61,11 +63,14 @@ public struct UpstreamBody: AsyncSequence, Sendable {
 
 public struct UpstreamBodyTooLarge: Error {}
 
-/// The seam between the router and the network. AsyncHTTPClient serves today; a lean pooled
-/// SwiftNIO client can replace it without touching adapters or the pipeline (ADR 0001).
+/// The seam between the router and the network — for provider calls and for requests forwarded
+/// to another region's node. AsyncHTTPClient serves today; a lean pooled SwiftNIO client can
+/// replace it without touching adapters or the pipeline (ADR 0001).
 public protocol UpstreamTransport: Sendable {
-    /// Sends `request` and returns once the response head arrived. Cancelling the calling
-    /// task cancels the upstream request, including a body being streamed.
+    /// Sends `request` (a POST) and returns once the response head arrived. Cancelling the calling
+    /// task cancels the upstream request, including a body being streamed. Network failures,
+    /// sending or reading the body, are thrown as `UpstreamFailure` (`.connect` or
+    /// `.disconnected`), so callers never see the transport's own error types.
     func send(_ request: UpstreamRequest) async throws -> UpstreamResponse
 }
 
@@ -92,16 +97,65 @@ public struct AsyncHTTPClientTransport: UpstreamTransport {
         outbound.body = .bytes(request.body)
         // Deadlines are enforced by the pipeline's watchdog (connect, first token, stall), which
         // cancels this task; the transport's own deadline is only a last resort.
-        let response = try await client.execute(outbound, timeout: .hours(1))
+        let response: HTTPClientResponse
+        do {
+            response = try await client.execute(outbound, timeout: .hours(1))
+        } catch {
+            throw Self.failure(sending: error)
+        }
         let body = response.body
         return UpstreamResponse(
             status: Int(response.status.code),
             headers: response.headers.map { ($0.name, $0.value) },
             body: UpstreamBody {
                 let iterator = IteratorBox(body.makeAsyncIterator())
-                return { try await iterator.next() }
+                return {
+                    do {
+                        return try await iterator.next()
+                    } catch {
+                        throw Self.failure(reading: error)
+                    }
+                }
             }
         )
+    }
+
+    /// A failure before the response head, in the router's terms. Cancellation stays itself.
+    static func failure(sending error: any Error) -> any Error {
+        if error is CancellationError || error is UpstreamFailure { return error }
+        if let client = error as? HTTPClientError {
+            switch client {
+            case .cancelled: return CancellationError()
+            case .connectTimeout, .socksHandshakeTimeout, .tlsHandshakeTimeout:
+                return UpstreamFailure(.connect, "Could not connect to the provider in time", neverReachedUpstream: true)
+            case .remoteConnectionClosed:
+                return UpstreamFailure(.disconnected, "The provider closed the connection without answering")
+            default:
+                return UpstreamFailure(.connect, "Could not connect to the provider: \(client)")
+            }
+        }
+        return UpstreamFailure(.connect, "Could not connect to the provider: \(error)", neverReachedUpstream: neverConnected(error))
+    }
+
+    /// A failure while the body streams in.
+    static func failure(reading error: any Error) -> any Error {
+        if error is CancellationError || error is UpstreamFailure { return error }
+        if let client = error as? HTTPClientError {
+            switch client {
+            case .cancelled: return CancellationError()
+            case .remoteConnectionClosed, .readTimeout: return UpstreamFailure(.disconnected, "The provider closed the connection")
+            default: return UpstreamFailure(.disconnected, "The provider connection failed: \(client)")
+            }
+        }
+        return UpstreamFailure(.disconnected, "The provider connection failed: \(error)")
+    }
+
+    /// Errors that mean no connection was made at all.
+    static func neverConnected(_ error: any Error) -> Bool {
+        if error is NIOConnectionError { return true }
+        if let error = error as? ChannelError, case .connectTimeout = error { return true }
+        if let error = error as? IOError, [ECONNREFUSED, EHOSTUNREACH, ENETUNREACH].contains(error.errnoCode) { return true }
+        return false
     }
 }
 

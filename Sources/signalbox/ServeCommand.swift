@@ -169,7 +169,8 @@ struct Serve: AsyncParsableCommand {
         let gateway = Gateway(GatewayDependencies(
             configuration: configuration, catalog: catalog, ledger: ledger,
             transport: AsyncHTTPClientTransport(client: httpClient), providerKeys: providerKeys, logger: logger,
-            metrics: metrics, health: health, credit: credit, cluster: cluster, forwardingClient: forwardingClient),
+            metrics: metrics, health: health, credit: credit, cluster: cluster,
+            forwardingTransport: forwardingClient.map { AsyncHTTPClientTransport(client: $0) }),
             readiness: Readiness(ready: false))
         let host = configuration.host
         let modelCount = catalog.models.count

@@ -1,7 +1,6 @@
 import Crypto
 import Foundation
 import HTTPTypes
-import AsyncHTTPClient
 import Hummingbird
 import HummingbirdCore
 import HummingbirdTLS

@@ -1,4 +1,3 @@
-import AsyncHTTPClient
 import Foundation
 import Ledger
 import Logging
@@ -170,17 +169,7 @@ extension ChatPipeline {
     }
 
     static func classify(_ error: any Error) -> UpstreamFailure {
-        if let failure = error as? UpstreamFailure { return failure }
-        if let client = error as? HTTPClientError {
-            switch client {
-            case .connectTimeout, .socksHandshakeTimeout, .tlsHandshakeTimeout:
-                return UpstreamFailure(.connect, "Could not connect to the provider in time")
-            case .remoteConnectionClosed, .readTimeout, .cancelled:
-                return UpstreamFailure(.disconnected, "The provider closed the connection")
-            default:
-                return UpstreamFailure(.connect, "Could not reach the provider: \(client)")
-            }
-        }
+        if let failure = error as? UpstreamFailure { return failure }  // the transport's own classification
         if error is ChannelError { return UpstreamFailure(.disconnected, "The provider connection failed: \(error)") }
         if error is UpstreamBodyTooLarge { return UpstreamFailure(.malformed, "The provider's error body is too large") }
         if error is SSEError { return UpstreamFailure(.malformed, "The provider's stream is not valid SSE") }

@@ -1,4 +1,3 @@
-import AsyncHTTPClient
 import Foundation
 import Ledger
 import Logging
@@ -62,8 +61,8 @@ extension ChatPipeline {
         let response: UpstreamResponse
         do {
             response = try await transport.send(request)
-        } catch let error as HTTPClientError where error == .remoteConnectionClosed {
-            throw UpstreamFailure(.disconnected, "The provider closed the connection without answering")
+        } catch let failure as UpstreamFailure {
+            throw failure  // the transport says what went wrong
         } catch where !(error is CancellationError) && !Task.isCancelled {
             throw UpstreamFailure(.connect, "Could not connect to the provider: \(error)")
         }
