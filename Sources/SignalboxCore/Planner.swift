@@ -55,15 +55,43 @@ public struct RoutingPlanner: Sendable {
         self.loadBalancing = loadBalancing
     }
 
-    /// The attempts for `request`, or an `APIError`: 400 for an unknown model, 404 (saying
-    /// which filter excluded which endpoints) when filters leave nothing.
+    /// The attempts for `request` within `scope`, or why there are none (`PlanningError`: an
+    /// unknown model; filters, naming which excluded which endpoints; the region's routing table;
+    /// the key's pinned region; no credentials on this node).
     ///
     /// `health` and `now` demote endpoints with a recent outage or an open circuit; `random`
     /// makes the price-weighted first pick (inject a seeded generator to test it).
     public func plan(
-        _ request: ChatRequest, health: HealthView = HealthView(), now: Double = 0,
+        _ request: ChatRequest, health: HealthView = HealthView(), now: Double = 0, scope: PlanningScope = PlanningScope(),
         using random: inout some RandomNumberGenerator
-    ) throws(APIError) -> [PlannedAttempt] {
+    ) throws(PlanningError) -> [PlannedAttempt] {
+        var attempts = try planRequest(request, health: health, now: now, using: &random)
+        if let (region, table) = scope.routingTable {
+            attempts = table.apply(to: attempts, explicitOrder: !(request.provider.order ?? []).isEmpty)
+            guard !attempts.isEmpty else {
+                throw .notAllowedInRegion(model: request.requestedModel, region: region, allowed: table.allowed)
+            }
+        }
+        // Data residency: a pinned key's requests use only its region's endpoints.
+        if let region = scope.pinnedRegion {
+            attempts = attempts.filter { catalog.region(of: $0.endpoint) == region }
+            guard !attempts.isEmpty else { throw .outsidePinnedRegion(model: request.requestedModel, region: region) }
+        }
+        // An endpoint whose provider has no credentials on this node cannot be attempted.
+        if let credentialed = scope.credentialedProviders {
+            let usable = attempts.filter { credentialed.contains($0.provider.slug) }
+            guard !usable.isEmpty else {
+                let providers = Dictionary(attempts.map { ($0.provider.slug, $0.provider.name) }, uniquingKeysWith: { first, _ in first })
+                throw .noCredentials(model: request.requestedModel, providers: providers)
+            }
+            attempts = usable
+        }
+        return attempts
+    }
+
+    func planRequest(
+        _ request: ChatRequest, health: HealthView, now: Double, using random: inout some RandomNumberGenerator
+    ) throws(PlanningError) -> [PlannedAttempt] {
         var preferences = request.provider
         var perModel: [[PlannedAttempt]] = []
         var exclusions: [(filter: String, tag: String, model: String)] = []
@@ -74,7 +102,7 @@ public struct RoutingPlanner: Sendable {
             if let base = Self.strip(":floor", from: requested) { id = base; preferences.sort = preferences.sort ?? .price }
             guard let model = catalog.model(id: id) else {
                 if position == 0 || request.models.count == 1 {
-                    throw .badRequest("\(requested) is not a valid model ID", metadata: ["model": .string(requested)])
+                    throw .invalidModel(requested)
                 }
                 continue
             }
@@ -110,9 +138,10 @@ public struct RoutingPlanner: Sendable {
     }
 
     /// Plans with the system random generator.
-    public func plan(_ request: ChatRequest, health: HealthView = HealthView(), now: Double = 0) throws(APIError) -> [PlannedAttempt] {
+    public func plan(_ request: ChatRequest, health: HealthView = HealthView(), now: Double = 0,
+                     scope: PlanningScope = PlanningScope()) throws(PlanningError) -> [PlannedAttempt] {
         var random = SystemRandomNumberGenerator()
-        return try plan(request, health: health, now: now, using: &random)
+        return try plan(request, health: health, now: now, scope: scope, using: &random)
     }
 
     static func strip(_ suffix: String, from id: String) -> String? {
@@ -266,23 +295,67 @@ public struct RoutingPlanner: Sendable {
         return tag == slug || (tag.hasPrefix(slug) && tag.dropFirst(slug.count).first == "/")
     }
 
-    func noEndpoints(_ request: ChatRequest, _ exclusions: [(filter: String, tag: String, model: String)]) -> APIError {
-        var byFilter: [String: [String]] = [:]
-        var filters: [String] = []
+    func noEndpoints(_ request: ChatRequest, _ exclusions: [(filter: String, tag: String, model: String)]) -> PlanningError {
+        var excluded: [PlanningError.Exclusion] = []
         for exclusion in exclusions {
-            if byFilter[exclusion.filter] == nil { filters.append(exclusion.filter) }
-            byFilter[exclusion.filter, default: []].append(exclusion.tag)
+            if let index = excluded.firstIndex(where: { $0.filter == exclusion.filter }) {
+                excluded[index].tags.append(exclusion.tag)
+            } else {
+                excluded.append(.init(filter: exclusion.filter, tags: [exclusion.tag]))
+            }
         }
-        let detail = filters.map { "\($0) excluded \(byFilter[$0]!.joined(separator: ", "))" }.joined(separator: "; ")
-        let models = request.models.joined(separator: ", ")
-        let message = detail.isEmpty
-            ? "No endpoints found for \(models)."
-            : "No endpoints found for \(models) that match your request: \(detail)."
-        var metadata = JSONObject()
-        metadata["requested_models"] = .array(request.models.map { .string($0) })
-        metadata["excluded_by"] = .object(JSONObject(filters.map { ($0, .array(byFilter[$0]!.map { .string($0) })) }))
-        return .notFound(message, metadata: metadata)
+        return .noEndpoints(models: request.models, excludedBy: excluded)
     }
+}
+
+/// Where a request may be served beyond its own preferences: what this node's region, the key and
+/// the node's provider credentials allow.
+public struct PlanningScope: Sendable, Hashable {
+    /// The node's region and its routing table, when the operator set one.
+    public var routingTable: (region: String, table: RegionRoutingTable)?
+    /// The region this key's requests must be served in (data residency), nil for any.
+    public var pinnedRegion: String?
+    /// Providers this node has credentials for; nil when credentials do not limit the plan.
+    public var credentialedProviders: Set<String>?
+
+    public init(routingTable: (region: String, table: RegionRoutingTable)? = nil, pinnedRegion: String? = nil,
+                credentialedProviders: Set<String>? = nil) {
+        self.routingTable = routingTable
+        self.pinnedRegion = pinnedRegion
+        self.credentialedProviders = credentialedProviders
+    }
+
+    public static func == (lhs: Self, rhs: Self) -> Bool {
+        lhs.routingTable?.region == rhs.routingTable?.region && lhs.routingTable?.table == rhs.routingTable?.table
+            && lhs.pinnedRegion == rhs.pinnedRegion && lhs.credentialedProviders == rhs.credentialedProviders
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(routingTable?.region)
+        hasher.combine(routingTable?.table)
+        hasher.combine(pinnedRegion)
+        hasher.combine(credentialedProviders)
+    }
+}
+
+/// Why a request has no attempt to make. The gateway turns each case into its HTTP error.
+public enum PlanningError: Error, Sendable, Hashable {
+    /// One filter and the endpoints it excluded.
+    public struct Exclusion: Sendable, Hashable {
+        public var filter: String
+        public var tags: [String]
+    }
+
+    /// The (first) requested model is not in the catalog.
+    case invalidModel(String)
+    /// Every endpoint of the requested models was excluded, by these filters in this order.
+    case noEndpoints(models: [String], excludedBy: [Exclusion])
+    /// The region's routing table allows none of the planned endpoints.
+    case notAllowedInRegion(model: String, region: String, allowed: [String])
+    /// None of the planned endpoints is in the key's pinned region.
+    case outsidePinnedRegion(model: String, region: String)
+    /// This node has credentials for none of the planned endpoints' providers (slug → name).
+    case noCredentials(model: String, providers: [String: String])
 }
 
 /// An operator's routing rules for one region (`/api/v1/admin/routing/{region}`), gossiped to every

@@ -39,10 +39,11 @@ enum Fixture {
 
     /// Tags in planned order, with the catalog order as the default (filters are what these test).
     static func tags(_ extra: String = "", model: String = "acme/big", health: HealthView = HealthView(), now: Double = 0,
-                     loadBalancing: RoutingPlanner.LoadBalancing = .catalogOrder, seed: UInt64 = 1) throws(APIError) -> [String] {
+                     loadBalancing: RoutingPlanner.LoadBalancing = .catalogOrder, seed: UInt64 = 1,
+                     scope: PlanningScope = PlanningScope()) throws(PlanningError) -> [String] {
         var random = SplitMix64(seed: seed)
         return try RoutingPlanner(catalog: catalog, loadBalancing: loadBalancing)
-            .plan(request(extra, model: model), health: health, now: now, using: &random).map(\.endpoint.tag)
+            .plan(request(extra, model: model), health: health, now: now, scope: scope, using: &random).map(\.endpoint.tag)
     }
 }
 
@@ -64,9 +65,8 @@ struct SplitMix64: RandomNumberGenerator {
         #expect(try Fixture.tags() == ["alpha", "beta", "beta/turbo", "gamma"])
     }
 
-    @Test func unknownModelIsABadRequest() {
-        #expect(throws: APIError.self) { try Fixture.tags(model: "acme/nothing") }
-        do { _ = try Fixture.tags(model: "acme/nothing") } catch { #expect(error.statusCode == 400) }
+    @Test func anUnknownModelIsNamed() {
+        #expect(throws: PlanningError.invalidModel("acme/nothing")) { try Fixture.tags(model: "acme/nothing") }
     }
 
     @Test func orderPutsNamedProvidersFirstAndKeepsTheRestAsFallbacks() throws {
@@ -119,10 +119,27 @@ struct SplitMix64: RandomNumberGenerator {
             _ = try Fixture.tags(#", "provider": {"zdr": true, "only": ["alpha", "gamma"]}"#)
             Issue.record("planned despite filters")
         } catch {
-            #expect(error.statusCode == 404)
-            #expect(error.message.hasPrefix("No endpoints found for acme/big"))
-            #expect(error.message.contains("only excluded beta, beta/turbo"))
-            #expect(error.message.contains("zdr excluded alpha, gamma"))
+            #expect(error == .noEndpoints(models: ["acme/big"], excludedBy: [
+                .init(filter: "zdr", tags: ["alpha", "gamma"]), .init(filter: "only", tags: ["beta", "beta/turbo"]),
+            ]) || error == .noEndpoints(models: ["acme/big"], excludedBy: [
+                .init(filter: "only", tags: ["beta", "beta/turbo"]), .init(filter: "zdr", tags: ["alpha", "gamma"]),
+            ]), "\(error)")
+        }
+    }
+
+    @Test func theScopeNarrowsThePlanAndSaysWhatLeftNothing() throws {
+        // The region's table: only these, preferred first unless the request gave an order.
+        let table = RegionRoutingTable(allowed: ["gamma", "beta"], preferred: ["gamma"])
+        #expect(try Fixture.tags(scope: PlanningScope(routingTable: ("eu", table))) == ["gamma", "beta", "beta/turbo"])
+        #expect(throws: PlanningError.notAllowedInRegion(model: "acme/big", region: "eu", allowed: ["nobody"])) {
+            try Fixture.tags(scope: PlanningScope(routingTable: ("eu", RegionRoutingTable(allowed: ["nobody"]))))
+        }
+        // Credentials on this node.
+        #expect(try Fixture.tags(scope: PlanningScope(credentialedProviders: ["beta"])) == ["beta", "beta/turbo"])
+        #expect(throws: PlanningError.self) { try Fixture.tags(scope: PlanningScope(credentialedProviders: [])) }
+        // A pinned region nothing is in.
+        #expect(throws: PlanningError.outsidePinnedRegion(model: "acme/big", region: "mars")) {
+            try Fixture.tags(scope: PlanningScope(pinnedRegion: "mars"))
         }
     }
 

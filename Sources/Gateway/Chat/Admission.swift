@@ -11,32 +11,15 @@ extension ChatPipeline {
 
     func prepare(_ request: ChatRequest, key: KeyRecord, generationID: String = makeGenerationID(),
                  idempotencyKey: String? = nil) async throws -> PreparedChat {
-        var planned = try planner.plan(request, health: health.snapshot(), now: health.now)
-        if let cluster, cluster.tableIsSet(for: configuration.region) {
-            let table = cluster.table(for: configuration.region)
-            let allowed = table.apply(to: planned, explicitOrder: !(request.provider.order ?? []).isEmpty)
-            guard !allowed.isEmpty else {
-                throw APIError(status: 404, message: "No endpoint for \(request.requestedModel) is allowed in region "
-                    + "\(configuration.region) by its routing table",
-                    metadata: ["region": .string(configuration.region), "allowed": .array(table.allowed.map { .string($0) })])
-            }
-            planned = allowed
-        }
-        // Data residency: a pinned key's requests use only its region's endpoints.
-        if let region = key.pinnedRegion {
-            planned = planned.filter { catalog.region(of: $0.endpoint) == region }
-            guard !planned.isEmpty else {
-                throw APIError(status: 404, message: "No endpoint for \(request.requestedModel) is in region \(region), "
-                    + "where this key's requests must be served", metadata: ["region": .string(region)])
-            }
-        }
-        // An endpoint whose provider has no credentials on this node cannot be attempted.
-        let attempts = planned.filter { providerKeys[$0.provider.slug] != nil }
-        guard !attempts.isEmpty else {
-            let providers = Array(Set(planned.map(\.provider.name))).sorted().joined(separator: ", ")
-            throw APIError(status: 503, message: "No provider endpoint can be attempted for \(request.requestedModel): "
-                + "no API key is configured on this node for \(providers)",
-                metadata: ["providers": .array(Array(Set(planned.map(\.provider.slug))).sorted().map { .string($0) })])
+        let region = configuration.region
+        let scope = PlanningScope(
+            routingTable: cluster.flatMap { $0.tableIsSet(for: region) ? (region, $0.table(for: region)) : nil },
+            pinnedRegion: key.pinnedRegion, credentialedProviders: Set(providerKeys.keys))
+        let attempts: [PlannedAttempt]
+        do {
+            attempts = try planner.plan(request, health: health.snapshot(), now: health.now, scope: scope)
+        } catch {
+            throw error.apiError
         }
         try await checkFreeTier(request, key: key)
         let keyRemaining = try await keyLimitRemaining(key)
