@@ -12,7 +12,6 @@ public struct AnthropicAdapter: ProviderAdapter {
 
     public init() {}
 
-    public var format: WireFormat { .anthropic }
 
     public func makeRequest(_ request: ChatRequest, attempt: PlannedAttempt, apiKey: String?) -> UpstreamRequest {
         let source = request.body

@@ -9,7 +9,6 @@ import SignalboxCore
 public struct GeminiAdapter: ProviderAdapter {
     public init() {}
 
-    public var format: WireFormat { .gemini }
 
     public func makeRequest(_ request: ChatRequest, attempt: PlannedAttempt, apiKey: String?) -> UpstreamRequest {
         let source = request.body

@@ -9,7 +9,6 @@ import SignalboxCore
 public struct OpenAIAdapter: ProviderAdapter {
     public init() {}
 
-    public var format: WireFormat { .openai }
 
     public func makeRequest(_ request: ChatRequest, attempt: PlannedAttempt, apiKey: String?) -> UpstreamRequest {
         var body = request.body

@@ -105,13 +105,23 @@ public protocol StreamDecoder: Sendable {
 /// deltas (`CompletionAccumulator`), so every format needs only one response path.
 public protocol ProviderAdapter: Sendable {
     associatedtype Decoder: StreamDecoder
-    var format: WireFormat { get }
     /// The streaming upstream request for `request` at `attempt`'s endpoint.
     func makeRequest(_ request: ChatRequest, attempt: PlannedAttempt, apiKey: String?) -> UpstreamRequest
     /// A decoder for the stream answering `request` (some translations depend on the request).
     func makeDecoder(for request: ChatRequest) -> Decoder
     /// Reads an error response (status ≥ 300) into a failure.
     func failure(status: Int, body: ByteBuffer, retryAfter: Int?) -> UpstreamFailure
+}
+
+/// The adapter for each wire format: the one place a provider's format picks its translation.
+public enum ProviderAdapters {
+    public static func adapter(for format: WireFormat) -> any ProviderAdapter {
+        switch format {
+        case .openai: OpenAIAdapter()
+        case .anthropic: AnthropicAdapter()
+        case .gemini: GeminiAdapter()
+        }
+    }
 }
 
 extension ProviderAdapter {

@@ -31,11 +31,13 @@ public final class UnreachableLedger: LedgerStore {
 
     public func migrate() async throws { try reach(); try await store.migrate() }
     public func close() async throws { try await store.close() }
+    @discardableResult
     public func createAccount(id: String, name: String) async throws -> Account {
         try reach(); return try await store.createAccount(id: id, name: name)
     }
     public func account(id: String) async throws -> Account? { try reach(); return try await store.account(id: id) }
     public func post(_ transfers: [TransferRequest]) async throws { try reach(); try await store.post(transfers) }
+    @discardableResult
     public func settle(_ batch: [Settlement]) async throws -> SettlementResult {
         try reach()
         let poison = self.poison

@@ -172,7 +172,6 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
         try await kind.with { store in
             try await store.createAccount(id: "acct", name: "A")
             try await grant(store, "acct", "1")
-            let later = Date().addingTimeInterval(600)
             // A quarter of what is available at most, but never less than the minimum.
             #expect(try await store.growLease(LeaseRequest(id: "lease-a", account: "acct", minimum: usd("0.1"), desired: usd("5"),
                                                            ttl: 600)) == .granted(added: usd("0.25"), total: usd("0.25")))

@@ -46,11 +46,8 @@ extension ChatPipeline {
         _ attempt: PlannedAttempt, prepared: PreparedChat, progress: NIOLockedValueBox<AttemptProgress>,
         emit: (@Sendable (CompletionDelta, PlannedAttempt) -> Void)?
     ) async throws -> AttemptResult {
-        switch attempt.provider.format {
-        case .openai: try await callUpstream(OpenAIAdapter(), attempt, prepared: prepared, progress: progress, emit: emit)
-        case .anthropic: try await callUpstream(AnthropicAdapter(), attempt, prepared: prepared, progress: progress, emit: emit)
-        case .gemini: try await callUpstream(GeminiAdapter(), attempt, prepared: prepared, progress: progress, emit: emit)
-        }
+        try await callUpstream(ProviderAdapters.adapter(for: attempt.provider.format), attempt, prepared: prepared, progress: progress,
+                               emit: emit)
     }
 
     func callUpstream<Adapter: ProviderAdapter>(

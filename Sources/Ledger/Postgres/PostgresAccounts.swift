@@ -7,6 +7,7 @@ import SignalboxCore
 extension PostgresLedgerStore {
     // MARK: Accounts and transfers
 
+    @discardableResult
     public func createAccount(id: String, name: String) async throws -> Account {
         let logger = self.logger
         try await transaction { try await Self.ensureAccount($0, id: id, name: name, isSystem: false, logger: logger) }

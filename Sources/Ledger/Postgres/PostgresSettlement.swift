@@ -7,6 +7,7 @@ import SignalboxCore
 extension PostgresLedgerStore {
     // MARK: Settlement
 
+    @discardableResult
     public func settle(_ batch: [Settlement]) async throws -> SettlementResult {
         guard !batch.isEmpty else { return SettlementResult() }
         for transfer in batch.flatMap(\.transfers) where !transfer.hasValidAmount { throw LedgerError.invalidAmount(transfer.amount) }

@@ -6,6 +6,7 @@ import SignalboxCore
 extension SQLiteLedgerStore {
     // MARK: Accounts and transfers
 
+    @discardableResult
     public func createAccount(id: String, name: String) async throws -> Account {
         try await write { db in try Self.ensureAccount(db, id: id, name: name, isSystem: false) }
         return try await account(id: id)!

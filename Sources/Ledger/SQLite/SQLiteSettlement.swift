@@ -6,6 +6,7 @@ import SignalboxCore
 extension SQLiteLedgerStore {
     // MARK: Settlement
 
+    @discardableResult
     public func settle(_ batch: [Settlement]) async throws -> SettlementResult {
         try await write { db in
             var result = SettlementResult()
