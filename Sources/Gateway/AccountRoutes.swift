@@ -12,7 +12,7 @@ import Providers
 import ServiceLifecycle
 import SignalboxCore
 
-extension Gateway {
+extension RouterAPI {
     // MARK: Account endpoints
 
     func keyInfo(_ request: Request) async throws -> Response {

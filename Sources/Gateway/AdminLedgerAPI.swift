@@ -6,7 +6,7 @@ import SignalboxCore
 
 /// `/api/v1/admin/…`: the ledger for operators, with the admin key — the HTTP twin of the
 /// `signalbox accounts|credits|ledger` commands (Docs/admin.md).
-extension Gateway {
+extension RouterAPI {
     func registerAdminLedgerRoutes(_ api: RouterGroup<GatewayRequestContext>) {
         api.post("/admin/accounts") { request, _ in
             _ = try await requireAdmin(request)

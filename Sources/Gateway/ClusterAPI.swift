@@ -4,7 +4,7 @@ import Hummingbird
 import SignalboxCore
 
 /// `/api/v1/admin/cluster/…` and `/api/v1/admin/routing/{region}`, with the admin key.
-extension Gateway {
+extension RouterAPI {
     func registerClusterRoutes(_ api: RouterGroup<GatewayRequestContext>) {
         api.get("/admin/cluster/members") { request, _ in
             _ = try await requireAdmin(request)

@@ -106,8 +106,9 @@ final class KeyLimits: Sendable {
         limit - entry.usage.spent(resetting: key.limitReset) - (entry.committedTotal - entry.baseline) - entry.pending - entry.inFlight
     }
 
-    /// Ends a reservation: `charged` now counts as spent, pending until it is committed.
-    func release(_ keyID: String, reserved: Money, charged: Money) {
+    /// Settles a request's key reservation: `charged` now counts as spent, pending until it is
+    /// committed (zero for a request that never ran).
+    func settle(_ keyID: String, reserved: Money, charged: Money) {
         entries.withLockedValue { entries in
             guard var entry = entries[keyID] else { return }
             entry.inFlight -= reserved

@@ -9,7 +9,7 @@ import SignalboxCore
 /// Keys are addressed by `hash` (the SHA-256 of the secret, as OpenRouter does); a new key's
 /// secret is returned once, by the create call. Changes take effect on this node at once and on
 /// every other node within a second (the key cache's lifetime).
-extension Gateway {
+extension RouterAPI {
     func registerKeyRoutes(_ api: RouterGroup<GatewayRequestContext>) {
         api.get("/keys") { request, _ in try await listKeys(request) }
         api.post("/keys") { request, _ in try await createKey(request) }

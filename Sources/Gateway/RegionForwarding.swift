@@ -9,7 +9,7 @@ import SignalboxCore
 
 /// Requests pinned to another region are passed, unchanged and streamed, to a live node of that
 /// region found through gossip — never served here.
-extension Gateway {
+extension RouterAPI {
     static let forwardedHeader = HTTPField.Name("X-Signalbox-Forwarded-By")!
 
     /// How forwarded requests travel: the node's forwarding transport (TLS to peers when

@@ -7,7 +7,7 @@ import SignalboxCore
 /// round trip before the upstream call. See `LeaseBook` for the rules; this actor does the I/O.
 public actor CreditLeases {
     /// The result of `reserve`.
-    public enum Outcome: Sendable, Hashable {
+    public enum ReserveOutcome: Sendable, Hashable {
         case reserved(CreditReservation)
         /// The account cannot cover the amount: what this node could still reserve for it.
         case insufficient(available: Money)
@@ -46,7 +46,7 @@ public actor CreditLeases {
         let (store, nodeID, startedAt) = (self.store, book.nodeID, self.startedAt)
         do {
             let count = try await withLedgerDeadline(timeout, "returning leftover leases") {
-                try await store.voidLeftoverLeases(nodeID: nodeID, createdBefore: startedAt)
+                try await store.returnLeftoverLeases(nodeID: nodeID, createdBefore: startedAt)
             }
             if count > 0 { logger.notice("gave back the leases of this node's previous run", metadata: ["count": "\(count)"]) }
             leftoversReturned = true
@@ -58,9 +58,9 @@ public actor CreditLeases {
 
     /// Reserves `amount` of the account's credit. Throws `LedgerError.unreachable` when the lease
     /// is short and the ledger cannot be asked: the node cannot prove the account can pay.
-    public func reserve(account: String, amount: Money) async throws -> Outcome {
+    public func reserve(account: String, amount: Money) async throws -> ReserveOutcome {
         // Leases the ledger found closed while settling are not used again.
-        for (leaseID, leaseAccount) in committer.takeClosedReservations() { book.lost(leaseID: leaseID, account: leaseAccount) }
+        for (leaseID, leaseAccount) in committer.takeClosedReservations() { book.drop(leaseID: leaseID, account: leaseAccount) }
         while true {
             if let reservation = book.reserve(account: account, amount: amount, now: Date()) { return .reserved(reservation) }
             // During a known outage the node cannot prove more than its leases hold.
@@ -147,7 +147,7 @@ public actor CreditLeases {
                             book.reconcile(leaseID: id, account: account, ledgerAmount: left, revision: revision)
                         }
                     } else {
-                        book.lost(leaseID: id, account: account)
+                        book.drop(leaseID: id, account: account)
                     }
                 case .close(let id, _):
                     let store = self.store

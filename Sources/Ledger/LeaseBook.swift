@@ -206,8 +206,9 @@ public struct LeaseBook: Sendable {
         leases[account]?.expiresAt = expiresAt
     }
 
-    /// The ledger no longer holds the lease (it expired there): forget it.
-    public mutating func lost(leaseID: String, account: String) {
+    /// Drops a lease the ledger has already closed (it expired there): the node forgets it and
+    /// leases afresh.
+    public mutating func drop(leaseID: String, account: String) {
         if leases[account]?.id == leaseID { leases[account] = nil }
     }
 

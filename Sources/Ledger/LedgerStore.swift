@@ -29,18 +29,18 @@ public protocol SettlementStore: Sendable {
     func shrinkLease(id: String, by amount: Money, ttl: TimeInterval, close: Bool) async throws -> Money?
 
     /// What an open lease still reserves; nil once it is closed (given back, or voided at expiry
-    /// by `expireHolds`) and for an unknown id.
+    /// by `expireLeases`) and for an unknown id.
     func openLeaseAmount(id: String) async throws -> Money?
 
     /// Voids the pending leases a node's previous run left (ids `lease:<nodeID>:…`, created
     /// before `createdBefore` by that node's clock): a restarted node gives them back at once
     /// instead of leaving the credit held until they expire. Returns how many.
     @discardableResult
-    func voidLeftoverLeases(nodeID: String, createdBefore: Date) async throws -> Int
+    func returnLeftoverLeases(nodeID: String, createdBefore: Date) async throws -> Int
 
     /// Voids every pending lease that expired, by the ledger's clock; returns how many.
     @discardableResult
-    func expireHolds() async throws -> Int
+    func expireLeases() async throws -> Int
 
     /// Claims an `Idempotency-Key` for a request about to run. A pending claim not renewed within
     /// `staleAfter` by the ledger's clock (its node died) is taken over.

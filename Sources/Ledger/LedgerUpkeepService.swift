@@ -2,7 +2,7 @@ import Logging
 import ServiceLifecycle
 
 /// Keeps the ledger side of a node in order: renews the node's leases and gives idle ones back
-/// (every second), voids leases whose node died (`expireHolds`, every 30 s), and at
+/// (every second), voids leases whose node died (`expireLeases`, every 30 s), and at
 /// shutdown — after the HTTP server has finished its in-flight requests — commits what is queued
 /// and gives every lease back. List it before the HTTP server in the service group so it stops after it.
 public struct LedgerUpkeepService: Service {
@@ -29,7 +29,7 @@ public struct LedgerUpkeepService: Service {
                 lastExpiry = .now
                 do {
                     let expired = try await withLedgerDeadline(.seconds(10), "lease expiry") { [ledger] in
-                        try await ledger.expireHolds()
+                        try await ledger.expireLeases()
                     }
                     if expired > 0 { logger.info("voided expired leases", metadata: ["count": "\(expired)"]) }
                 } catch {

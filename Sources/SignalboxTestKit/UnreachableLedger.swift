@@ -63,9 +63,9 @@ public final class UnreachableLedger: LedgerStore {
         try await store.releaseIdempotencyClaim(account: account, key: key, generationID: generationID)
     }
     public func openLeaseAmount(id: String) async throws -> Money? { try reach(); return try await store.openLeaseAmount(id: id) }
-    public func expireHolds() async throws -> Int { try reach(); return try await store.expireHolds() }
-    public func voidLeftoverLeases(nodeID: String, createdBefore: Date) async throws -> Int {
-        try reach(); return try await store.voidLeftoverLeases(nodeID: nodeID, createdBefore: createdBefore)
+    public func expireLeases() async throws -> Int { try reach(); return try await store.expireLeases() }
+    public func returnLeftoverLeases(nodeID: String, createdBefore: Date) async throws -> Int {
+        try reach(); return try await store.returnLeftoverLeases(nodeID: nodeID, createdBefore: createdBefore)
     }
     public func balance(account: String) async throws -> AccountBalance { try reach(); return try await store.balance(account: account) }
     public func entries(_ query: EntryQuery) async throws -> [LedgerEntry] { try reach(); return try await store.entries(query) }

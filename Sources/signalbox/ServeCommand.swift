@@ -166,7 +166,7 @@ struct Serve: AsyncParsableCommand {
         let health = HealthTracker()
         let cluster = try makeCluster(configuration: configuration, health: health, logger: logger)
         let forwardingClient = try makeForwardingClient()
-        let gateway = Gateway(GatewayDependencies(
+        let gateway = RouterAPI(GatewayDependencies(
             configuration: configuration, catalog: catalog, ledger: ledger,
             transport: AsyncHTTPClientTransport(client: httpClient), providerKeys: providerKeys, logger: logger,
             metrics: metrics, health: health, credit: credit, cluster: cluster,

@@ -15,7 +15,7 @@ import Testing
         #expect(limits.beginRefresh("k", now: now, spoolReplayed: true))
         limits.refreshed("k", usage: KeyUsage(), at: now)
         #expect(limits.reserve(key, amount: Money(decimal: "0.6")!) == nil)
-        limits.release("k", reserved: Money(decimal: "0.6")!, charged: Money(decimal: "0.5")!)
+        limits.settle("k", reserved: Money(decimal: "0.6")!, charged: Money(decimal: "0.5")!)
         // A read that ran before the charge was committed does not see it: it still counts.
         #expect(limits.beginRefresh("k", now: now.addingTimeInterval(1), spoolReplayed: true))
         limits.refreshed("k", usage: KeyUsage(), at: now.addingTimeInterval(1))
@@ -36,7 +36,7 @@ import Testing
         #expect(limits.beginRefresh("k", now: now, spoolReplayed: true))
         limits.refreshed("k", usage: KeyUsage(), at: now)
         _ = limits.reserve(key, amount: Money(decimal: "0.4")!)
-        limits.release("k", reserved: Money(decimal: "0.4")!, charged: Money(decimal: "0.4")!)
+        limits.settle("k", reserved: Money(decimal: "0.4")!, charged: Money(decimal: "0.4")!)
         limits.spooled("k", charged: Money(decimal: "0.4")!)
         #expect(limits.beginRefresh("k", now: now.addingTimeInterval(1), spoolReplayed: false))
         limits.refreshed("k", usage: KeyUsage(), at: now.addingTimeInterval(1))

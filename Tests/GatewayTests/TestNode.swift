@@ -98,7 +98,7 @@ struct TestNode: Sendable {
                     transport: AsyncHTTPClientTransport(client: upstream),
                     providerKeys: Dictionary(uniqueKeysWithValues: catalog.providers.keys.filter { !providersWithoutKeys.contains($0) }
                         .map { ($0, "sk-test") }), logger: logger)
-                let gateway = Gateway(dependencies)
+                let gateway = RouterAPI(dependencies)
                 let (gatewayPorts, gatewayPort) = AsyncStream<Int>.makeStream()
                 let gatewayGroup = ServiceGroup(configuration: .init(
                     services: [try gateway.buildApplication { gatewayPort.yield($0) }], logger: logger))

@@ -154,7 +154,7 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
             #expect(try await store.balance(account: "acct").available == usd("0.4"))
             #expect(try await store.shrinkLease(id: "close-me", by: .zero, ttl: 600, close: true) == .zero)
             #expect(try await store.shrinkLease(id: "close-me", by: .zero, ttl: 600, close: true) == nil)  // already closed
-            #expect(try await store.expireHolds() == 1)
+            #expect(try await store.expireLeases() == 1)
             #expect(try await store.openLeaseAmount(id: "close-me") == nil)
             #expect(try await store.openLeaseAmount(id: "stale") == nil)
             #expect(try await store.balance(account: "acct") == AccountBalance(balance: usd("1"), available: usd("1")))
@@ -195,7 +195,7 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
             // An expired lease is voided; growing it again says so, and its late charges still post.
             _ = try await store.growLease(LeaseRequest(id: "lease-c", account: "acct", minimum: usd("0.1"), desired: usd("0.1"),
                                                        ttl: -1))
-            #expect(try await store.expireHolds() == 1)
+            #expect(try await store.expireLeases() == 1)
             #expect(try await store.growLease(LeaseRequest(id: "lease-c", account: "acct", minimum: usd("0.1"), desired: usd("0.1"),
                                                            ttl: 600)) == .closed)
             #expect(try await store.shrinkLease(id: "lease-c", by: usd("0.1"), ttl: 600, close: false) == nil)
@@ -239,7 +239,7 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
             try await grant(store, "acct", "1")
             _ = try await store.growLease(LeaseRequest(id: "old", account: "acct", minimum: usd("0.5"), desired: usd("0.5"),
                                                        shareDivisor: 1, ttl: -1))
-            #expect(try await store.expireHolds() == 1)
+            #expect(try await store.expireLeases() == 1)
             // Meanwhile another node leased 0.8 of the account's 1.
             _ = try await store.growLease(LeaseRequest(id: "new", account: "acct", minimum: usd("0.8"), desired: usd("0.8"),
                                                        shareDivisor: 1, ttl: 600))
@@ -294,7 +294,7 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
             let restart = Date()
             _ = try await store.growLease(LeaseRequest(id: "lease:n1:acct:2:1", account: "acct", minimum: usd("0.1"), desired: usd("0.1"),
                                                        ttl: 600))
-            #expect(try await store.voidLeftoverLeases(nodeID: "n1", createdBefore: restart) == 1)
+            #expect(try await store.returnLeftoverLeases(nodeID: "n1", createdBefore: restart) == 1)
             #expect(try await store.openLeaseAmount(id: "lease:n1:acct:1:1") == nil)
             #expect(try await store.openLeaseAmount(id: "lease:n10:acct:1:1") == usd("0.1"))  // another node whose id shares a prefix
             #expect(try await store.openLeaseAmount(id: "lease:n1:acct:2:1") == usd("0.1"))   // this run's own

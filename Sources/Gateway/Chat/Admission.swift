@@ -62,7 +62,7 @@ extension ChatPipeline {
             prepared.reservation = try await reserveCredit(&prepared, worstCase: keptCosts, largest: keptCosts.max() ?? covered)
             return prepared
         } catch {
-            release(prepared)  // the key's reservation, when the account's could not be made
+            cancelKeyReservation(prepared)  // the key's reservation, when the account's could not be made
             throw error
         }
     }
@@ -88,15 +88,15 @@ extension ChatPipeline {
 
     /// Gives back everything a request reserved that will never run (its client left before it
     /// started). Its `Idempotency-Key` claim, if any, goes stale after the hold TTL.
-    func abandon(_ prepared: PreparedChat) async {
+    func cancel(_ prepared: PreparedChat) async {
         if let reservation = prepared.reservation { await credit.cancel(reservation) }
-        release(prepared)
+        cancelKeyReservation(prepared)
     }
 
     /// Gives back what a request reserved against its key that will not be settled.
-    func release(_ prepared: PreparedChat) {
+    func cancelKeyReservation(_ prepared: PreparedChat) {
         if prepared.keyReservation > .zero {
-            keyLimits.release(prepared.key.id, reserved: prepared.keyReservation, charged: .zero)
+            keyLimits.settle(prepared.key.id, reserved: prepared.keyReservation, charged: .zero)
         }
     }
 

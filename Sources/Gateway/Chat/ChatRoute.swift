@@ -12,7 +12,7 @@ import Providers
 import ServiceLifecycle
 import SignalboxCore
 
-extension Gateway {
+extension RouterAPI {
     // MARK: Chat completions
 
     func chatCompletions(_ request: Request, context: GatewayRequestContext) async throws -> Response {
@@ -77,12 +77,12 @@ extension Gateway {
 
     /// Runs a non-streamed request while watching the client's connection: a client that leaves
     /// cancels the upstream call, and the tokens generated until then are charged, as for streams.
-    func runWatchingClient(_ prepared: PreparedChat, channel: (any Channel)?) async -> ChatPipeline.Outcome {
+    func runWatchingClient(_ prepared: PreparedChat, channel: (any Channel)?) async -> ChatPipeline.RequestOutcome {
         let pipeline = self.pipeline
         guard let channel else { return await pipeline.run(prepared, emit: nil) }
         // HTTP clients do not half-close a connection they still read from: end-of-input means gone.
         try? await channel.setOption(ChannelOptions.allowRemoteHalfClosure, value: false).get()
-        return await withTaskGroup(of: ChatPipeline.Outcome?.self) { group in
+        return await withTaskGroup(of: ChatPipeline.RequestOutcome?.self) { group in
             group.addTask { await pipeline.run(prepared, emit: nil) }
             group.addTask {
                 _ = try? await pipeline.watch.wait { channel.isActive ? nil : () }

@@ -73,7 +73,7 @@ extension ChatPipeline {
         let charged = Self.charged(prepared, transfers)
         let keyLimited = prepared.key.limit != nil
         if prepared.keyReservation > .zero || (keyLimited && charged > .zero) {
-            keyLimits.release(prepared.key.id, reserved: prepared.keyReservation, charged: charged)
+            keyLimits.settle(prepared.key.id, reserved: prepared.keyReservation, charged: charged)
         }
         let (keyLimits, keyID) = (self.keyLimits, prepared.key.id)
         await Task {

@@ -12,7 +12,7 @@ import Providers
 import ServiceLifecycle
 import SignalboxCore
 
-extension Gateway {
+extension RouterAPI {
     // MARK: Streams and replays
 
 
@@ -63,7 +63,7 @@ extension Gateway {
                 do {
                     try await writer.write(header)
                 } catch {
-                    await pipeline.abandon(prepared)  // the client left before anything ran
+                    await pipeline.cancel(prepared)  // the client left before anything ran
                     throw error
                 }
                 let (events, continuation) = AsyncStream<ByteBuffer>.makeStream()
@@ -113,7 +113,7 @@ extension Gateway {
         return sse(.object(object))
     }
 
-    static func closingEvents(_ outcome: ChatPipeline.Outcome, prepared: PreparedChat) -> [ByteBuffer] {
+    static func closingEvents(_ outcome: ChatPipeline.RequestOutcome, prepared: PreparedChat) -> [ByteBuffer] {
         switch outcome {
         case .success(let result, let cost):
             let usage = result.usage ?? TokenUsage()

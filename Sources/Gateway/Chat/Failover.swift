@@ -10,7 +10,7 @@ extension ChatPipeline {
     // MARK: Run
 
     /// The outcome of a whole request across its attempts.
-    enum Outcome: Sendable {
+    enum RequestOutcome: Sendable {
         case success(AttemptResult, CostBreakdown)
         /// Every attempt failed (or the last one failed after output was delivered).
         case failure(APIError, deliveredBeforeFailure: Bool)
@@ -20,7 +20,7 @@ extension ChatPipeline {
 
     /// Runs the attempts in order. `emit`, when given, receives each delta as it arrives (a
     /// streaming client); once one has been emitted, the request can no longer fail over.
-    func run(_ prepared: PreparedChat, emit: (@Sendable (CompletionDelta, PlannedAttempt) -> Void)?) async -> Outcome {
+    func run(_ prepared: PreparedChat, emit: (@Sendable (CompletionDelta, PlannedAttempt) -> Void)?) async -> RequestOutcome {
         let heartbeat = idempotencyHeartbeat(prepared)
         defer { heartbeat?.cancel() }
         return await runAttempts(prepared, emit: emit)
@@ -49,7 +49,7 @@ extension ChatPipeline {
         }
     }
 
-    func runAttempts(_ prepared: PreparedChat, emit: (@Sendable (CompletionDelta, PlannedAttempt) -> Void)?) async -> Outcome {
+    func runAttempts(_ prepared: PreparedChat, emit: (@Sendable (CompletionDelta, PlannedAttempt) -> Void)?) async -> RequestOutcome {
         var records: [AttemptRecord] = []
         var failures: [UpstreamFailure] = []
         var insurance: [TransferRequest] = []

@@ -68,7 +68,7 @@ extension PostgresLedgerStore {
             .map { Money(nanos: try $0["amount"].decode(Int64.self)) }
     }
 
-    public func voidLeftoverLeases(nodeID: String, createdBefore: Date) async throws -> Int {
+    public func returnLeftoverLeases(nodeID: String, createdBefore: Date) async throws -> Int {
         let logger = self.logger
         let (prefix, before) = ("lease:\(nodeID):", Self.millis(createdBefore))
         return try await transaction { connection in
@@ -83,7 +83,7 @@ extension PostgresLedgerStore {
         }
     }
 
-    public func expireHolds() async throws -> Int {
+    public func expireLeases() async throws -> Int {
         let logger = self.logger
         return try await transaction { connection in
             let ids = try await Self.rows(connection.query(

@@ -50,7 +50,7 @@ extension SQLiteLedgerStore {
         }
     }
 
-    public func voidLeftoverLeases(nodeID: String, createdBefore: Date) async throws -> Int {
+    public func returnLeftoverLeases(nodeID: String, createdBefore: Date) async throws -> Int {
         try await write { db in
             let ids = try String.fetchAll(db.cachedStatement(sql: """
                 SELECT id FROM holds WHERE status = 'pending' AND substr(id, 1, ?) = ? AND created_at < ?
@@ -60,7 +60,7 @@ extension SQLiteLedgerStore {
         }
     }
 
-    public func expireHolds() async throws -> Int {
+    public func expireLeases() async throws -> Int {
         try await write { db in
             let ids = try String.fetchAll(db.cachedStatement(sql: "SELECT id FROM holds WHERE status = 'pending' AND expires_at < ?"),
                                           arguments: [Self.millis(Date())])

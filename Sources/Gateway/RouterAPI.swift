@@ -13,7 +13,7 @@ import ServiceLifecycle
 import SignalboxCore
 
 /// The HTTP API of a router node.
-public struct Gateway: Sendable {
+public struct RouterAPI: Sendable {
     let dependencies: GatewayDependencies
     let pipeline: ChatPipeline
     let authenticator: KeyAuthenticator
@@ -116,7 +116,7 @@ public struct Gateway: Sendable {
     }
 }
 
-extension Gateway {
+extension RouterAPI {
     /// The Hummingbird application of a node: the executable and the tests both build it here.
     /// `onRunning` receives the bound port (useful with port 0).
     public func buildApplication(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) throws -> some ApplicationProtocol {
