@@ -96,12 +96,12 @@ public struct ClusterSimulation {
     public func address(_ index: Int) -> MemberAddress { nodes[index].myself.address }
 
     /// Every node joins through node 0, then the cluster runs until every node knows every other.
-    public mutating func formCluster(timeout: Duration = .seconds(60)) -> Duration {
+    public mutating func formCluster(timeout: Duration = .seconds(60)) -> Duration? {
         let seed = address(0)
         for index in nodes.indices { perform(index, nodes[index].join(seeds: [seed], now: now)) }
         let start = now
-        run(until: { sim in sim.nodes.allSatisfy { $0.liveCount == sim.nodes.count } }, timeout: timeout)
-        return now - start
+        let formed = run(until: { sim in sim.nodes.allSatisfy { $0.liveCount == sim.nodes.count } }, timeout: timeout)
+        return formed ? now - start : nil
     }
 
     /// Advances virtual time, delivering messages and ticking every live node every `tickStep`.

@@ -22,6 +22,8 @@ struct TestNode: Sendable {
     let http: HTTPClient
     let key: String
     let credit: CreditLeases
+    /// The node's readiness (what `/readyz` reports; the drain turns it off).
+    let readiness: Readiness
     let account = "acct"
 
     /// Starts a node on an in-memory SQLite ledger (or, with `postgres`, a fresh PostgreSQL
@@ -98,7 +100,8 @@ struct TestNode: Sendable {
                     transport: AsyncHTTPClientTransport(client: upstream),
                     providerKeys: Dictionary(uniqueKeysWithValues: catalog.providers.keys.filter { !providersWithoutKeys.contains($0) }
                         .map { ($0, "sk-test") }), logger: logger)
-                let gateway = RouterAPI(dependencies)
+                let readiness = Readiness(ready: false)
+                let gateway = RouterAPI(dependencies, readiness: readiness)
                 let (gatewayPorts, gatewayPort) = AsyncStream<Int>.makeStream()
                 let gatewayGroup = ServiceGroup(configuration: .init(
                     services: [try gateway.buildApplication { gatewayPort.yield($0) }], logger: logger))
@@ -107,7 +110,7 @@ struct TestNode: Sendable {
                 let url = "http://127.0.0.1:\(await gatewayIterator.next()!)"
                 do {
                     try await body(TestNode(url: url, simulatorURL: simulatorURL, ledger: ledger, http: http, key: key,
-                                             credit: dependencies.credit))
+                                             credit: dependencies.credit, readiness: readiness))
                 } catch {
                     failure = error
                 }

@@ -78,13 +78,14 @@ import Testing
         #expect(c.members["b"]?.status == .alive)
     }
 
-    @Test func suspicionTimeoutShrinksWithConfirmations() {
+    @Test func suspicionTimeoutShrinksWithConfirmations() throws {
         var settings = SwimSettings()
         settings.probeInterval = .seconds(1)
         settings.suspicionMultiplier = 4
         settings.suspicionConfirmations = 2
         var cluster = ClusterSimulation(size: 10, settings: settings)
-        _ = cluster.formCluster()
+        let formation = cluster.formCluster()
+        try #require(formation != nil, "the cluster never formed")
         let n = cluster.nodes[0]
         // n = 10: floor 4 × log10(10) × 1 s = 4 s, ceiling 24 s, K = 2
         #expect(n.suspicionTimeout(confirmations: 0) == .seconds(24))

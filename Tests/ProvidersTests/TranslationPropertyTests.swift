@@ -37,9 +37,23 @@ import Testing
 
     static let codes = Gen.int(in: 0...6).array(of: 1...14)
 
+    /// How many generated conversations `ChatRequest` accepted (only those are translated), so a
+    /// generator that stops producing valid requests fails the test instead of passing it empty.
+    final class Tally: @unchecked Sendable {
+        private let lock = NSLock()
+        private var counts = (accepted: 0, rejected: 0)
+        func count(_ request: ChatRequest?) -> ChatRequest? {
+            lock.withLock { if request == nil { counts.rejected += 1 } else { counts.accepted += 1 } }
+            return request
+        }
+        var accepted: Int { lock.withLock { counts.accepted } }
+        var rejected: Int { lock.withLock { counts.rejected } }
+    }
+
     @Test func anthropicRequestsFollowTheMessagesRules() async throws {
+        let tally = Tally()
         await propertyCheck(count: 300, input: Self.codes) { codes in
-            guard let chat = try? ChatRequest(json: Self.conversation(codes)) else { return }
+            guard let chat = tally.count(try? ChatRequest(json: Self.conversation(codes))) else { return }
             let request = AnthropicAdapter().makeRequest(chat, attempt: attempt(format: .anthropic, upstream: "c", maxOutput: 4096), apiKey: "k")
             guard let body = try? JSONParser.parse(request.body.readableBytesView), let messages = body["messages"]?.arrayValue else {
                 Issue.record("not JSON")
@@ -73,11 +87,15 @@ import Testing
                 }
             }
         }
+        // Most generated conversations are valid requests; only those say anything here.
+        print("\(#function): \(tally.accepted) conversations translated, \(tally.rejected) refused by ChatRequest")
+        #expect(tally.accepted >= 150, "only \(tally.accepted) of \(tally.accepted + tally.rejected) generated conversations were valid")
     }
 
     @Test func geminiRequestsFollowTheContentsRules() async throws {
+        let tally = Tally()
         await propertyCheck(count: 300, input: Self.codes) { codes in
-            guard let chat = try? ChatRequest(json: Self.conversation(codes)) else { return }
+            guard let chat = tally.count(try? ChatRequest(json: Self.conversation(codes))) else { return }
             let request = GeminiAdapter().makeRequest(chat, attempt: attempt(format: .gemini, upstream: "g"), apiKey: "k")
             guard let body = try? JSONParser.parse(request.body.readableBytesView), let contents = body["contents"]?.arrayValue else {
                 Issue.record("not JSON")
@@ -103,5 +121,8 @@ import Testing
                 #expect(next.allSatisfy { $0["functionResponse"]?["response"]?.objectValue != nil || $0["functionResponse"] == nil })
             }
         }
+        // Most generated conversations are valid requests; only those say anything here.
+        print("\(#function): \(tally.accepted) conversations translated, \(tally.rejected) refused by ChatRequest")
+        #expect(tally.accepted >= 150, "only \(tally.accepted) of \(tally.accepted + tally.rejected) generated conversations were valid")
     }
 }
