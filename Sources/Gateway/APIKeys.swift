@@ -51,7 +51,7 @@ public enum APIKeyFormat {
 /// Resolves bearer keys to key records, with a short-lived in-memory cache so the hot path does
 /// not query the ledger for every request.
 public final class KeyAuthenticator: Sendable {
-    let ledger: any LedgerStore
+    let ledger: any KeyStore
     let ttl: TimeInterval
     /// Told about a failed lookup, so the node stops waiting on the ledger until it is back.
     let committer: SettlementCommitter?
@@ -59,7 +59,7 @@ public final class KeyAuthenticator: Sendable {
     static let alwaysReachable = LedgerReachability()
     private let cache = NIOLockedValueBox<[String: (record: KeyRecord?, fetched: Date)]>([:])
 
-    public init(ledger: any LedgerStore, ttl: TimeInterval = 1, committer: SettlementCommitter? = nil) {
+    public init(ledger: any KeyStore, ttl: TimeInterval = 1, committer: SettlementCommitter? = nil) {
         self.ledger = ledger
         self.ttl = ttl
         self.committer = committer
@@ -100,11 +100,11 @@ public final class KeyAuthenticator: Sendable {
                 return record
             } catch {
                 await committer?.noticeOutage()
-                guard let cached else { throw ChatPipeline.ledgerUnavailable(error) }
+                guard let cached else { throw APIError.ledgerUnavailable }
                 return cached.record
             }
         }
-        guard let cached else { throw ChatPipeline.ledgerUnavailable(LedgerError.unreachable("outage in progress")) }
+        guard let cached else { throw APIError.ledgerUnavailable }
         return cached.record
     }
 

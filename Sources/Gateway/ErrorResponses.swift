@@ -71,3 +71,11 @@ struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         return nil
     }
 }
+
+extension APIError {
+    /// A request the node cannot prove the account can pay for, because the ledger does not answer.
+    static var ledgerUnavailable: APIError {
+        APIError(status: 503, message: "The credit ledger cannot be reached, so this node cannot confirm the account can pay "
+                 + "for this request. Retry shortly.", metadata: ["reason": "ledger_unavailable"])
+    }
+}

@@ -252,7 +252,6 @@ struct Serve: AsyncParsableCommand {
     }
 }
 
-/// The demo account and keys of the embedded default.
 extension Serve {
     /// The node's gossip membership when `--gossip-bind` is given.
     func makeCluster(configuration: GatewayConfiguration, health: HealthTracker, logger: Logger) throws -> ClusterNode? {

@@ -107,7 +107,7 @@ extension ChatPipeline {
     func ledgerCall<T: Sendable>(local: Bool = false, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
         let committer = credit.committer
         guard local || committer.reachability.isReachable else {
-            throw Self.ledgerUnavailable(LedgerError.unreachable("outage in progress"))
+            throw APIError.ledgerUnavailable
         }
         do {
             // A reservation keeps its own deadline for the ledger: abandoning one midway could
@@ -121,13 +121,8 @@ extension ChatPipeline {
         } catch {
             logger.warning("ledger call failed", metadata: ["error": "\(String(reflecting: error))"])
             if !local { await committer.noticeOutage() }
-            throw Self.ledgerUnavailable(error)
+            throw APIError.ledgerUnavailable
         }
-    }
-
-    static func ledgerUnavailable(_ error: any Error) -> APIError {
-        APIError(status: 503, message: "The credit ledger cannot be reached, so this node cannot confirm the account can pay "
-                 + "for this request. Retry shortly.", metadata: ["reason": "ledger_unavailable"])
     }
 
     static func noBalance(_ balance: Money) -> APIError {
