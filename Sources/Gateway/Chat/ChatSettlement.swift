@@ -31,20 +31,18 @@ extension ChatPipeline {
     func chargeTransfers(_ prepared: PreparedChat, attempt: PlannedAttempt, cost: Money) -> [TransferRequest] {
         guard cost > .zero else { return [] }
         let reserved = prepared.reservation?.amount ?? .zero
-        let charge = min(cost, reserved)
+        let split = Charging.split(cost: cost, reserved: reserved)
         let memo = "\(attempt.model.id) via \(attempt.endpoint.tag)"
         let provider = Billing.SystemAccount.provider(attempt.provider.slug)
         var transfers: [TransferRequest] = []
-        if charge > .zero {
+        if split.charge > .zero {
             transfers.append(TransferRequest(
                 idempotencyKey: "charge:" + prepared.generationID, debit: prepared.key.accountID, credit: provider,
-                amount: charge, kind: .charge, keyID: prepared.key.id, generationID: prepared.generationID, memo: memo))
+                amount: split.charge, kind: .charge, keyID: prepared.key.id, generationID: prepared.generationID, memo: memo))
         }
-        if cost > charge {
-            // Above `Money.maximumAmount` the upstream's report is absurd; the entry is capped and
-            // the log says so.
-            let overage = min(cost - charge, .maximumAmount)
-            if overage < cost - charge {
+        if split.overage > .zero {
+            let overage = split.overage
+            if split.capped {
                 logger.error("upstream usage implies a cost beyond the ledger's largest entry", metadata: [
                     "generation": "\(prepared.generationID)", "provider": "\(attempt.endpoint.tag)", "cost": "\(cost)"])
             }
@@ -90,11 +88,10 @@ extension ChatPipeline {
 
     func settleSuccess(_ prepared: PreparedChat, result: AttemptResult, records: [AttemptRecord],
                        insurance: [TransferRequest]) async -> CostBreakdown {
-        let usage = result.usage ?? TokenUsage(
-            promptTokens: prepared.request.promptTokenEstimate / 2, completionTokens: result.delivered)
-        // Zero completion insurance: an empty answer with no finish reason costs nothing.
-        let insured = result.finishReason == nil && usage.completionTokens == 0
-        let upstreamCost = insured ? CostBreakdown.zero : CostBreakdown(usage: usage, pricing: result.attempt.endpoint.pricing)
+        let estimate = prepared.request.promptTokenEstimate
+        let usage = Charging.usage(reported: result.usage, deliveredPieces: result.delivered, promptEstimate: estimate)
+            ?? TokenUsage(promptTokens: estimate / 2, completionTokens: 0)
+        let upstreamCost = Charging.success(usage: usage, finishReason: result.finishReason, pricing: result.attempt.endpoint.pricing)
         let transfers = chargeTransfers(prepared, attempt: result.attempt, cost: upstreamCost.total)
         let cost = upstreamCost.charged(Self.charged(prepared, transfers))
         let native = result.accumulator.completedChoices().first?["native_finish_reason"]?.stringValue
@@ -134,11 +131,9 @@ extension ChatPipeline {
     /// are charged (the upstream's usage when it was reported, else one token per delivered piece).
     func settleCancelled(_ prepared: PreparedChat, attempt: PlannedAttempt, progress: AttemptProgress,
                          records: [AttemptRecord], insurance: [TransferRequest]) async {
-        let usage = progress.usage ?? TokenUsage(
-            promptTokens: progress.delivered > 0 ? prepared.request.promptTokenEstimate / 2 : 0,
-            completionTokens: progress.delivered)
-        let upstreamCost = progress.delivered == 0 && progress.usage == nil
-            ? CostBreakdown.zero : CostBreakdown(usage: usage, pricing: attempt.endpoint.pricing)
+        let (usage, upstreamCost) = Charging.cancelled(
+            reported: progress.usage, deliveredPieces: progress.delivered, promptEstimate: prepared.request.promptTokenEstimate,
+            pricing: attempt.endpoint.pricing)
         let transfers = chargeTransfers(prepared, attempt: attempt, cost: upstreamCost.total)
         var all = records
         all.append(AttemptRecord(provider: attempt.endpoint.tag, providerName: attempt.provider.name,

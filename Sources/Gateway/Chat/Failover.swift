@@ -96,8 +96,9 @@ extension ChatPipeline {
                 if failure.isRetryable { health.recordFailure(attempt, rateLimited: failure.isRateLimit) }
                 // What the provider will bill us for this failed attempt (tokens it generated) is
                 // the operator's insurance expense, never the client's.
-                // Capped like overage: an absurd usage report must not make the settlement unrecordable.
-                let spent = min(Self.generatedCost(progress.withLockedValue { $0 }, attempt: attempt, prepared: prepared), .maximumAmount)
+                let spentOn = progress.withLockedValue { $0 }
+                let spent = Charging.insurance(reported: spentOn.usage, deliveredPieces: spentOn.delivered,
+                                               promptEstimate: prepared.request.promptTokenEstimate, pricing: attempt.endpoint.pricing)
                 if spent > .zero {
                     insurance.append(TransferRequest(
                         idempotencyKey: "insurance:\(prepared.generationID):\(records.count)", debit: Billing.SystemAccount.insurance,
@@ -132,15 +133,6 @@ extension ChatPipeline {
         await settleFailure(prepared, attempt: prepared.attempts.last!, records: records,
                             progress: AttemptProgress(lastActivity: clock.now), delivered: false, insurance: insurance)
         return .failure(error, deliveredBeforeFailure: false)
-    }
-
-    /// The cost of the tokens an attempt made the provider generate: its reported usage, or an
-    /// estimate from the pieces that arrived (one token each, half the prompt-size bound).
-    static func generatedCost(_ progress: AttemptProgress, attempt: PlannedAttempt, prepared: PreparedChat) -> Money {
-        if let usage = progress.usage { return CostBreakdown(usage: usage, pricing: attempt.endpoint.pricing).total }
-        guard progress.delivered > 0 else { return .zero }
-        let usage = TokenUsage(promptTokens: prepared.request.promptTokenEstimate / 2, completionTokens: progress.delivered)
-        return CostBreakdown(usage: usage, pricing: attempt.endpoint.pricing).total
     }
 
     /// 429 when every attempt was rate-limited, the upstream's own status for a client error it
