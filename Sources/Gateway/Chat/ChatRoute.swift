@@ -64,7 +64,7 @@ extension RouterAPI {
 
         switch await runWatchingClient(prepared, channel: context.channel) {
         case .success(let result, let cost):
-            return JSONResponse.make(ChatPipeline.completion(prepared, result: result, cost: cost),
+            return JSONResponse.make(ChatResponses.completion(prepared, result: result, cost: cost),
                                      headers: [Self.generationHeader: prepared.generationID])
         case .failure(let error, _):
             var response = error.jsonResponse()
@@ -124,7 +124,7 @@ extension RouterAPI {
                 metadata: ["error_type": "idempotency_key_reused", "generation_id": .string(generationID)])
         case .completed(let generationID, let stored):
             let completion = (try? JSONParser.parse(stored)) ?? [:]
-            var response = request.stream ? Self.replayStream(completion) : JSONResponse.make(completion)
+            var response = request.stream ? ChatResponses.replayStream(completion) : JSONResponse.make(completion)
             response.headers[Self.generationHeader] = generationID
             response.headers[Self.idempotencyHeader] = idempotencyKey
             return response

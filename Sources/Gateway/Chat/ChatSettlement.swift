@@ -99,7 +99,7 @@ extension ChatPipeline {
             prepared, attempt: result.attempt, usage: usage, cost: cost.total, finishReason: result.finishReason,
             nativeFinishReason: native, upstreamID: result.accumulator.upstreamID, cancelled: false,
             firstToken: result.firstTokenAt, records: Self.withProviderCost(records, transfers))
-        let response = prepared.idempotencyKey == nil ? nil : Self.completion(prepared, result: result, cost: cost)
+        let response = prepared.idempotencyKey == nil ? nil : ChatResponses.completion(prepared, result: result, cost: cost)
         await settle(prepared, transfers: transfers + insurance, generation: record, response: response)
         return cost
     }

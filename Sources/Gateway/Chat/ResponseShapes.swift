@@ -6,8 +6,16 @@ import NIOCore
 import Providers
 import SignalboxCore
 
-extension ChatPipeline {
-    // MARK: OpenAI response shapes
+import HTTPTypes
+import Hummingbird
+
+/// Every OpenAI-shaped answer a chat request gets, in one place: the non-streamed
+/// `chat.completion`, the stream's chunks (deltas, usage, a mid-stream error), the replay of a
+/// stored completion as a stream, and the SSE framing they travel in.
+enum ChatResponses {
+    /// Sent at once and every few seconds until the first token (an SSE comment clients ignore).
+    static let processing = ByteBuffer(string: ": SIGNALBOX PROCESSING\n\n")
+    static let done = ByteBuffer(string: "data: [DONE]\n\n")
 
     /// The non-streamed `chat.completion` for a successful attempt (also what an idempotent
     /// retry gets back).
@@ -17,11 +25,11 @@ extension ChatPipeline {
             "model": .string(result.attempt.model.id), "object": "chat.completion", "created": .int(prepared.created),
             "system_fingerprint": result.accumulator.systemFingerprint.map { .string($0) } ?? nil,
             "choices": .array(result.accumulator.completedChoices()),
-            "usage": usageJSON(result.usage ?? TokenUsage(), cost: cost),
+            "usage": usage(result.usage ?? TokenUsage(), cost: cost),
         ]
     }
 
-    static func usageJSON(_ usage: TokenUsage, cost: CostBreakdown) -> JSONValue {
+    static func usage(_ usage: TokenUsage, cost: CostBreakdown) -> JSONValue {
         [
             "prompt_tokens": .int(Int64(usage.promptTokens)), "completion_tokens": .int(Int64(usage.completionTokens)),
             "total_tokens": .int(Int64(usage.totalTokens)),
@@ -36,5 +44,84 @@ extension ChatPipeline {
                 "upstream_inference_completions_cost": .number(cost.completion),
             ],
         ]
+    }
+
+    /// A stored completion, streamed as if it were new: its message in one chunk, the finish
+    /// chunk, the usage chunk and `[DONE]`.
+    static func replayStream(_ completion: JSONValue) -> Response {
+        var common: JSONObject = ["object": "chat.completion.chunk"]
+        for field in ["id", "provider", "model", "created", "system_fingerprint"] { common[field] = completion[field] }
+        var events: [ByteBuffer] = [processing]
+        for choice in completion["choices"]?.arrayValue ?? [] {
+            var delta = choice["message"]?.objectValue ?? JSONObject()
+            if let calls = delta["tool_calls"]?.arrayValue {
+                delta["tool_calls"] = .array(calls.enumerated().map { index, call in
+                    var indexed = call.objectValue ?? JSONObject()
+                    indexed["index"] = .int(Int64(index))
+                    return .object(indexed)
+                })
+            }
+            var chunk = common
+            chunk["choices"] = [["index": choice["index"] ?? 0, "delta": .object(delta), "finish_reason": nil, "logprobs": nil]]
+            events.append(sse(.object(chunk)))
+            chunk["choices"] = [["index": choice["index"] ?? 0, "delta": [:], "finish_reason": choice["finish_reason"] ?? nil,
+                                 "native_finish_reason": choice["native_finish_reason"] ?? nil, "logprobs": nil]]
+            events.append(sse(.object(chunk)))
+        }
+        var usage = common
+        usage["choices"] = []
+        usage["usage"] = completion["usage"] ?? nil
+        events.append(sse(.object(usage)))
+        events.append(done)
+        var body = ByteBuffer()
+        for var event in events { body.writeBuffer(&event) }
+        return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"],
+                        body: .init(byteBuffer: body))
+    }
+
+    static func sse(_ value: JSONValue) -> ByteBuffer {
+        var bytes = Array("data: ".utf8)
+        JSONWriter.write(value, into: &bytes)
+        bytes.append(contentsOf: "\n\n".utf8)
+        return ByteBuffer(bytes: bytes)
+    }
+
+    static func chunk(_ delta: CompletionDelta, prepared: PreparedChat, attempt: PlannedAttempt) -> ByteBuffer {
+        var object: JSONObject = [
+            "id": .string(prepared.generationID), "provider": .string(attempt.provider.name),
+            "model": .string(attempt.model.id), "object": "chat.completion.chunk", "created": .int(prepared.created),
+        ]
+        if let fingerprint = delta.systemFingerprint { object["system_fingerprint"] = .string(fingerprint) }
+        object["choices"] = .array(delta.choices)
+        return sse(.object(object))
+    }
+
+    static func closingEvents(_ outcome: ChatPipeline.RequestOutcome, prepared: PreparedChat) -> [ByteBuffer] {
+        switch outcome {
+        case .success(let result, let cost):
+            return [
+                sse([
+                    "id": .string(prepared.generationID), "provider": .string(result.attempt.provider.name),
+                    "model": .string(result.attempt.model.id), "object": "chat.completion.chunk",
+                    "created": .int(prepared.created), "choices": [], "usage": usage(result.usage ?? TokenUsage(), cost: cost),
+                ]),
+                done,
+            ]
+        case .failure(let error, _):
+            let provider = error.metadata?["provider_name"] ?? nil
+            guard case .object(let errorBody)? = error.body["error"] else { return [] }
+            return [
+                sse([
+                    "id": .string(prepared.generationID), "provider": provider,
+                    "model": .string(prepared.request.requestedModel), "object": "chat.completion.chunk",
+                    "created": .int(prepared.created), "error": .object(errorBody),
+                    "choices": [["index": 0, "delta": ["content": ""], "finish_reason": "error",
+                                 "native_finish_reason": "error", "logprobs": nil]],
+                ]),
+                done,
+            ]
+        case .cancelled:
+            return []
+        }
     }
 }
