@@ -53,8 +53,8 @@ extension ChatPipeline {
         var records: [AttemptRecord] = []
         var failures: [UpstreamFailure] = []
         var insurance: [TransferRequest] = []
-        var queue = prepared.attempts[...]
-        while let attempt = queue.popFirst() {
+        var queue = FailoverQueue(prepared.attempts)
+        while let attempt = queue.next() {
             let started = clock.now
             let progress = NIOLockedValueBox(AttemptProgress(lastActivity: started))
             let result: Result<AttemptResult, UpstreamFailure>
@@ -110,17 +110,14 @@ extension ChatPipeline {
                                              model: attempt.model.id, status: failure.code, latencyMs: latency,
                                              error: failure.message, providerCost: spent))
                 failures.append(failure)
-                if failure.isContextLengthError {
-                    // Only a model with a larger context can take this prompt.
-                    queue = queue.filter { $0.endpoint.contextLength > attempt.endpoint.contextLength }[...]
-                }
                 logger.info("upstream attempt failed", metadata: [
                     "generation": "\(prepared.generationID)", "provider": "\(attempt.endpoint.tag)",
                     "error": "\(failure)",
                 ])
                 let delivered = progress.withLockedValue { $0.delivered } > 0 && emit != nil
-                let retryable = failure.isRetryable || (failure.isContextLengthError && !queue.isEmpty)
-                if delivered || !retryable || queue.isEmpty {
+                let verdict = queue.after(.init(retryable: failure.isRetryable, contextTooLong: failure.isContextLengthError,
+                                                deliveredToClient: delivered), of: attempt)
+                if verdict == .stop {
                     let error = Self.finalError(failures, last: attempt, records: records)
                     await settleFailure(prepared, attempt: attempt, records: records,
                                         progress: progress.withLockedValue { $0 }, delivered: delivered, insurance: insurance)
