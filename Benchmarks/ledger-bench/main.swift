@@ -32,13 +32,20 @@ func settlement(_ index: Int, run: String) -> Settlement {
         id: id, accountID: account, keyID: "key-\(index % accounts)", model: "openai/gpt-4o-mini", providerName: "OpenAI",
         providerTag: "openai", upstreamID: "chatcmpl-\(index)", streamed: index % 2 == 0, cancelled: false, finishReason: "stop",
         nativeFinishReason: "stop", usage: TokenUsage(promptTokens: 40, completionTokens: 16), cost: cost, latencyMs: 120,
-        generationTimeMs: 80, attempts: [AttemptRecord(provider: "openai", providerName: "OpenAI", model: "openai/gpt-4o-mini",
-                                                       status: "200", latencyMs: 120, providerCost: cost)],
+        generationTimeMs: 80,
+        attempts: [
+            AttemptRecord(
+                provider: "openai", providerName: "OpenAI", model: "openai/gpt-4o-mini",
+                status: "200", latencyMs: 120, providerCost: cost)
+        ],
         createdAt: Date())
     return Settlement(
         reservation: .lease(id: "lease-\(account)", release: cost),
-        transfers: [TransferRequest(idempotencyKey: "charge:" + id, debit: account, credit: Billing.SystemAccount.provider("openai"),
-                                    amount: cost, kind: .charge, keyID: generation.keyID, generationID: id)],
+        transfers: [
+            TransferRequest(
+                idempotencyKey: "charge:" + id, debit: account, credit: Billing.SystemAccount.provider("openai"),
+                amount: cost, kind: .charge, keyID: generation.keyID, generationID: id)
+        ],
         generation: generation)
 }
 
@@ -47,15 +54,18 @@ func measure(_ label: String, _ store: any LedgerStore) async throws {
         let account = "bench-\(index)"
         try await store.createAccount(id: account, name: account)
         try await store.post([TransferRequest.grant(account: account, credit: Money(dollars: 10_000), reference: "bench-\(account)")])
-        _ = try await store.growLease(LeaseRequest(id: "lease-\(account)", account: account, minimum: Money(dollars: 9_000),
-                                                   desired: Money(dollars: 9_000), shareDivisor: 1, ttl: 3600))
+        _ = try await store.growLease(
+            LeaseRequest(
+                id: "lease-\(account)", account: account, minimum: Money(dollars: 9_000),
+                desired: Money(dollars: 9_000), shareDivisor: 1, ttl: 3600))
     }
     let run = UUID().uuidString.prefix(8)
     // Warm up (connections, prepared plans), then measure.
     let warm = SettlementCommitter(store: store, spool: nil, timeout: .seconds(30), logger: logger)
     for index in 0..<min(2_000, total) { _ = await warm.submit(settlement(index, run: "warm-\(run)")) }
-    let committer = SettlementCommitter(store: store, spool: nil, maxBatch: maxBatch, maxInFlight: maxInFlight,
-                                        timeout: .seconds(30), logger: logger)
+    let committer = SettlementCommitter(
+        store: store, spool: nil, maxBatch: maxBatch, maxInFlight: maxInFlight,
+        timeout: .seconds(30), logger: logger)
     let clock = ContinuousClock()
     let started = clock.now
     let failures = await withTaskGroup(of: Int.self) { group in
@@ -75,10 +85,12 @@ func measure(_ label: String, _ store: any LedgerStore) async throws {
     let seconds = Double((clock.now - started).components.attoseconds) / 1e18 + Double((clock.now - started).components.seconds)
     let status = await committer.currentStatus
     let verification = try await store.verify()
-    print(String(format: "%@: %d settlements in %.2f s = %.0f settlements/s, %d batches (mean %.1f), %d failed, verify %@",
-                 label, total, seconds, Double(total) / seconds, status.committedBatches,
-                 Double(status.committedSettlements) / Double(max(1, status.committedBatches)), failures,
-                 verification.isConsistent ? "consistent" : "BROKEN"))
+    print(
+        String(
+            format: "%@: %d settlements in %.2f s = %.0f settlements/s, %d batches (mean %.1f), %d failed, verify %@",
+            label, total, seconds, Double(total) / seconds, status.committedBatches,
+            Double(status.committedSettlements) / Double(max(1, status.committedBatches)), failures,
+            verification.isConsistent ? "consistent" : "BROKEN"))
     guard failures == 0, verification.isConsistent else { exit(1) }
 }
 

@@ -16,14 +16,19 @@ extension RouterAPI {
             let region = try Self.region(body["region"]) ?? nil
             let account = try await dependencies.ledger.createAccount(id: id, name: name)
             if let region { try await dependencies.ledger.setRegion(account: id, region: region) }
-            return JSONResponse.make(["id": .string(account.id), "name": .string(account.name),
-                                      "region": region.map { .string($0) } ?? nil], status: .created)
+            return JSONResponse.make(
+                [
+                    "id": .string(account.id), "name": .string(account.name),
+                    "region": region.map { .string($0) } ?? nil,
+                ], status: .created)
         }
         api.patch("/admin/accounts/:account") { request, context in
             _ = try await requireAdmin(request)
             let account = context.parameters.get("account") ?? ""
             let body = try await body(request)
-            guard let region = try Self.region(body["region"]) else { throw APIError.badRequest("Give 'region' (a name, or null to unpin)") }
+            guard let region = try Self.region(body["region"]) else {
+                throw APIError.badRequest("Give 'region' (a name, or null to unpin)")
+            }
             guard try await dependencies.ledger.setRegion(account: account, region: region) else {
                 throw APIError.notFound("Account \(account) not found")
             }
@@ -35,8 +40,10 @@ extension RouterAPI {
             let account = context.parameters.get("account") ?? ""
             guard try await dependencies.ledger.account(id: account) != nil else { throw APIError.notFound("Account \(account) not found") }
             let balance = try await dependencies.ledger.balance(account: account)
-            return JSONResponse.make(["account": .string(account), "balance": .string(balance.balance.decimalString),
-                                      "available": .string(balance.available.decimalString)])
+            return JSONResponse.make([
+                "account": .string(account), "balance": .string(balance.balance.decimalString),
+                "available": .string(balance.available.decimalString),
+            ])
         }
         api.post("/admin/credits") { request, _ in try await addCredit(request) }
         api.get("/admin/ledger/entries") { request, _ in
@@ -44,8 +51,9 @@ extension RouterAPI {
             let query = try Self.entryQuery(request.uri.queryParameters)
             let entries = try await dependencies.ledger.entries(query)
             if request.uri.queryParameters["format"] == "csv" {
-                return Response(status: .ok, headers: [.contentType: "text/csv; charset=utf-8"],
-                                body: .init(byteBuffer: ByteBuffer(string: EntryFormat.csv(entries))))
+                return Response(
+                    status: .ok, headers: [.contentType: "text/csv; charset=utf-8"],
+                    body: .init(byteBuffer: ByteBuffer(string: EntryFormat.csv(entries))))
             }
             return JSONResponse.make(["data": .array(entries.map(EntryFormat.json))])
         }
@@ -57,13 +65,19 @@ extension RouterAPI {
             }
             let rows = try await dependencies.ledger.spend(try Self.entryQuery(request.uri.queryParameters), by: grouping)
             if request.uri.queryParameters["format"] == "csv" {
-                let csv = "\(grouping.rawValue),amount,requests\r\n"
+                let csv =
+                    "\(grouping.rawValue),amount,requests\r\n"
                     + rows.map { "\(EntryFormat.csvField($0.group)),\($0.amount.decimalString),\($0.requests)\r\n" }.joined()
-                return Response(status: .ok, headers: [.contentType: "text/csv; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: csv)))
+                return Response(
+                    status: .ok, headers: [.contentType: "text/csv; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: csv)))
             }
-            return JSONResponse.make(["by": .string(grouping.rawValue), "data": .array(rows.map {
-                ["group": .string($0.group), "amount": .string($0.amount.decimalString), "requests": .int(Int64($0.requests))]
-            })])
+            return JSONResponse.make([
+                "by": .string(grouping.rawValue),
+                "data": .array(
+                    rows.map {
+                        ["group": .string($0.group), "amount": .string($0.amount.decimalString), "requests": .int(Int64($0.requests))]
+                    }),
+            ])
         }
         api.get("/admin/ledger/verify") { request, _ in
             _ = try await requireAdmin(request)

@@ -15,16 +15,19 @@ struct CatalogResponses: Sendable {
         let list = catalog.models.map { CatalogResponses.model($0, catalog: catalog) }
         models = ["data": .array(list), "total_count": .int(Int64(list.count)), "links": ["next": nil]]
         let used = Set(catalog.models.flatMap { $0.endpoints.map(\.provider) })
-        providers = ["data": .array(catalog.providers.values.filter { used.contains($0.slug) }.sorted { $0.slug < $1.slug }.map { provider in
-            [
-                "name": .string(provider.name), "slug": .string(provider.slug),
-                "privacy_policy_url": provider.privacyPolicyURL.map { .string($0) } ?? nil,
-                "terms_of_service_url": provider.termsOfServiceURL.map { .string($0) } ?? nil,
-                "status_page_url": provider.statusPageURL.map { .string($0) } ?? nil,
-                "headquarters": provider.headquarters.map { .string($0) } ?? nil,
-                "datacenters": .array([.string(provider.region.uppercased())]),
-            ]
-        })]
+        providers = [
+            "data": .array(
+                catalog.providers.values.filter { used.contains($0.slug) }.sorted { $0.slug < $1.slug }.map { provider in
+                    [
+                        "name": .string(provider.name), "slug": .string(provider.slug),
+                        "privacy_policy_url": provider.privacyPolicyURL.map { .string($0) } ?? nil,
+                        "terms_of_service_url": provider.termsOfServiceURL.map { .string($0) } ?? nil,
+                        "status_page_url": provider.statusPageURL.map { .string($0) } ?? nil,
+                        "headquarters": provider.headquarters.map { .string($0) } ?? nil,
+                        "datacenters": .array([.string(provider.region.uppercased())]),
+                    ]
+                })
+        ]
     }
 
     static func strings(_ values: [String]) -> JSONValue { .array(values.map { .string($0) }) }
@@ -101,10 +104,12 @@ struct CatalogResponses: Sendable {
                 ],
             ]
         }
-        return ["data": [
-            "id": .string(model.id), "name": .string(model.name), "created": .int(Int64(model.created)),
-            "description": .string(model.description), "architecture": CatalogResponses.architecture(model),
-            "endpoints": .array(endpoints),
-        ]]
+        return [
+            "data": [
+                "id": .string(model.id), "name": .string(model.name), "created": .int(Int64(model.created)),
+                "description": .string(model.description), "architecture": CatalogResponses.architecture(model),
+                "endpoints": .array(endpoints),
+            ]
+        ]
     }
 }

@@ -26,8 +26,10 @@ extension RouterAPI {
             }
             let ages = await cluster.agent.stateAges()
             let entries: [JSONValue] = await cluster.agent.stateEntries.map { entry in
-                ["key": .string(entry.key), "version": .int(Int64(clamping: entry.version)), "writer": .string(entry.writer),
-                 "bytes": .int(Int64(entry.value.utf8.count)), "age_ms": ages[entry.key].map { .int(Int64(clamping: $0)) } ?? nil]
+                [
+                    "key": .string(entry.key), "version": .int(Int64(clamping: entry.version)), "writer": .string(entry.writer),
+                    "bytes": .int(Int64(entry.value.utf8.count)), "age_ms": ages[entry.key].map { .int(Int64(clamping: $0)) } ?? nil,
+                ]
             }
             return JSONResponse.make(["data": .array(entries), "clock_skew_ms": .int(await cluster.agent.clockSkewMillis())])
         }
@@ -39,10 +41,12 @@ extension RouterAPI {
             let status = await cluster.agent.keyringStatus
             var peers: JSONObject = [:]
             for (node, key) in status.peers.sorted(by: { $0.key < $1.key }) { peers[node] = .string(key) }
-            return JSONResponse.make(["data": [
-                "node": .string(cluster.nodeID), "sends_with": .string(status.primary),
-                "accepts": .array(status.accepted.map { .string($0) }), "peers_send_with": .object(peers),
-            ]])
+            return JSONResponse.make([
+                "data": [
+                    "node": .string(cluster.nodeID), "sends_with": .string(status.primary),
+                    "accepts": .array(status.accepted.map { .string($0) }), "peers_send_with": .object(peers),
+                ]
+            ])
         }
         api.get("/admin/routing/:region") { request, context in
             _ = try await requireAdmin(request)
@@ -80,19 +84,25 @@ extension RouterAPI {
     /// Every member including this node (`self: true`); just this node when it runs alone.
     func clusterMembers() async throws -> [JSONValue] {
         guard let cluster = dependencies.cluster else {
-            return [["id": .string(dependencies.configuration.nodeID), "region": .string(dependencies.configuration.region),
-                     "address": nil, "state": "alive", "incarnation": 0, "self": true]]
+            return [
+                [
+                    "id": .string(dependencies.configuration.nodeID), "region": .string(dependencies.configuration.region),
+                    "address": nil, "state": "alive", "incarnation": 0, "self": true,
+                ]
+            ]
         }
         let myself = await cluster.agent.myself
         let offsets = await cluster.agent.clockOffsets()
         let keys = await cluster.agent.keyringStatus
         return await cluster.agent.members.map { member in
             let isSelf = member.id == myself.id
-            return ["id": .string(member.id), "region": .string(member.region), "address": .string(member.address.description),
-                    "state": .string(member.status.rawValue), "incarnation": .int(Int64(clamping: member.incarnation)),
-                    "self": .bool(isSelf),
-                    "clock_offset_ms": isSelf ? .int(0) : offsets[member.id].map { .int($0) } ?? nil,
-                    "sends_with_key": .string(isSelf ? keys.primary : keys.peers[member.id] ?? "") ]
+            return [
+                "id": .string(member.id), "region": .string(member.region), "address": .string(member.address.description),
+                "state": .string(member.status.rawValue), "incarnation": .int(Int64(clamping: member.incarnation)),
+                "self": .bool(isSelf),
+                "clock_offset_ms": isSelf ? .int(0) : offsets[member.id].map { .int($0) } ?? nil,
+                "sends_with_key": .string(isSelf ? keys.primary : keys.peers[member.id] ?? ""),
+            ]
         }
     }
 
@@ -108,12 +118,16 @@ extension RouterAPI {
                 "requests_last_5m": .int(Int64(attempts + recent.rateLimited)),
             ]
         }
-        return ["reported_at": .double(report.at), "age_seconds": .double(((now - report.at) * 1000).rounded() / 1000),
-                "endpoints": .object(endpoints)]
+        return [
+            "reported_at": .double(report.at), "age_seconds": .double(((now - report.at) * 1000).rounded() / 1000),
+            "endpoints": .object(endpoints),
+        ]
     }
 
     static func tableJSON(region: String, _ table: RegionRoutingTable, isSet: Bool) -> JSONValue {
-        ["region": .string(region), "allowed": .array(table.allowed.map { .string($0) }),
-         "preferred": .array(table.preferred.map { .string($0) }), "set": .bool(isSet)]
+        [
+            "region": .string(region), "allowed": .array(table.allowed.map { .string($0) }),
+            "preferred": .array(table.preferred.map { .string($0) }), "set": .bool(isSet),
+        ]
     }
 }

@@ -28,8 +28,10 @@ public final class ClusterNode: Service, Sendable {
     private let tablesPath: String?
     private let logger: Logger
 
-    public init(myself: Member, bind: MemberAddress, seeds: [MemberAddress], keyring: ClusterKeyring, keyringPath: String?,
-                settings: SwimSettings = SwimSettings(), health: HealthTracker, tablesPath: String?, logger: Logger) {
+    public init(
+        myself: Member, bind: MemberAddress, seeds: [MemberAddress], keyring: ClusterKeyring, keyringPath: String?,
+        settings: SwimSettings = SwimSettings(), health: HealthTracker, tablesPath: String?, logger: Logger
+    ) {
         let tables = NIOLockedValueBox<[String: RegionRoutingTable]>([:])
         let saved = NIOLockedValueBox<[String: StateEntry]>([:])
         let counters = NIOLockedValueBox(FreeTierCounters())
@@ -120,13 +122,20 @@ public final class ClusterNode: Service, Sendable {
 
     public func run() async throws {
         if let tablesPath, let data = FileManager.default.contents(atPath: tablesPath),
-           let entries = try? JSONDecoder().decode([StateEntry].self, from: data) {
+            let entries = try? JSONDecoder().decode([StateEntry].self, from: data)
+        {
             await agent.restore(entries)
         }
         // The agent leaves the cluster by itself on graceful shutdown; run until it has.
         try await withThrowingTaskGroup(of: Bool.self) { group in
-            group.addTask { try await self.agent.run(); return true }
-            group.addTask { await self.publishHealth(); return false }
+            group.addTask {
+                try await self.agent.run()
+                return true
+            }
+            group.addTask {
+                await self.publishHealth()
+                return false
+            }
             while let agentFinished = try await group.next() {
                 if agentFinished { break }
             }

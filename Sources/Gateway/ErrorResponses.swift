@@ -16,8 +16,9 @@ extension APIError: HTTPResponseError {
         for (name, value) in self.headers {
             if let field = HTTPField.Name(name) { headers[field] = value }
         }
-        return Response(status: .init(code: statusCode), headers: headers,
-                        body: .init(byteBuffer: ByteBuffer(bytes: JSONWriter.bytes(body))))
+        return Response(
+            status: .init(code: statusCode), headers: headers,
+            body: .init(byteBuffer: ByteBuffer(bytes: JSONWriter.bytes(body))))
     }
 }
 
@@ -48,11 +49,12 @@ struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
                 apiError.headers = [("Allow", allowed.map(\.rawValue).sorted().joined(separator: ", "))]
                 return apiError.jsonResponse()
             }
-            let message: String = switch error.status.code {
-            case 404: "Not found: \(request.method) \(request.uri.path)"
-            case 413: "Request body is too large"
-            default: error.body ?? error.status.reasonPhrase
-            }
+            let message: String =
+                switch error.status.code {
+                case 404: "Not found: \(request.method) \(request.uri.path)"
+                case 413: "Request body is too large"
+                default: error.body ?? error.status.reasonPhrase
+                }
             return APIError(status: error.status.code, message: message).jsonResponse()
         } catch let error as any HTTPResponseError {
             return APIError(status: error.status.code, message: error.status.reasonPhrase).jsonResponse()
@@ -75,7 +77,9 @@ struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
 extension APIError {
     /// A request the node cannot prove the account can pay for, because the ledger does not answer.
     static var ledgerUnavailable: APIError {
-        APIError(status: 503, message: "The credit ledger cannot be reached, so this node cannot confirm the account can pay "
-                 + "for this request. Retry shortly.", metadata: ["reason": "ledger_unavailable"])
+        APIError(
+            status: 503,
+            message: "The credit ledger cannot be reached, so this node cannot confirm the account can pay "
+                + "for this request. Retry shortly.", metadata: ["reason": "ledger_unavailable"])
     }
 }

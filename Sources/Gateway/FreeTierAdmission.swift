@@ -20,8 +20,10 @@ final class FreeTierAdmission: Sendable {
     func seed(_ account: String, minute: Int, day: Int, now: Double) {
         state.withLockedValue { state in
             guard state.seeded.insert(account).inserted else { return }
-            state.counters.resume(account: account, counts: FreeTierCounters.Counts(
-                minute: Int64(now / 60), inMinute: minute, day: Int64(now / 86_400), inDay: day))
+            state.counters.resume(
+                account: account,
+                counts: FreeTierCounters.Counts(
+                    minute: Int64(now / 60), inMinute: minute, day: Int64(now / 86_400), inDay: day))
         }
     }
 

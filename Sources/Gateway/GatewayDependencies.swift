@@ -36,10 +36,12 @@ public struct GatewayDependencies: Sendable {
 
     /// Without `credit`, the node keeps leases with default settings and spools to a new
     /// temporary directory (for tests; `signalbox serve` passes its own).
-    public init(configuration: GatewayConfiguration, catalog: Catalog, ledger: any LedgerStore,
-                transport: any UpstreamTransport, providerKeys: [String: String], logger: Logger,
-                metrics: GatewayMetrics = GatewayMetrics(), health: HealthTracker = HealthTracker(),
-                credit: CreditLeases? = nil, cluster: ClusterNode? = nil, forwardingTransport: (any UpstreamTransport)? = nil) {
+    public init(
+        configuration: GatewayConfiguration, catalog: Catalog, ledger: any LedgerStore,
+        transport: any UpstreamTransport, providerKeys: [String: String], logger: Logger,
+        metrics: GatewayMetrics = GatewayMetrics(), health: HealthTracker = HealthTracker(),
+        credit: CreditLeases? = nil, cluster: ClusterNode? = nil, forwardingTransport: (any UpstreamTransport)? = nil
+    ) {
         self.cluster = cluster
         self.forwardingTransport = forwardingTransport
         self.metrics = metrics
@@ -50,11 +52,13 @@ public struct GatewayDependencies: Sendable {
         } else {
             let spoolPath = FileManager.default.temporaryDirectory
                 .appendingPathComponent("signalbox-\(UUID().uuidString)/settlements.spool").path
-            let committer = SettlementCommitter(store: ledger, spool: try? SettlementSpool(path: spoolPath), logger: logger,
-                                                onCommit: { [metrics] in metrics.settlementBatch(size: $0) })
+            let committer = SettlementCommitter(
+                store: ledger, spool: try? SettlementSpool(path: spoolPath), logger: logger,
+                onCommit: { [metrics] in metrics.settlementBatch(size: $0) })
             self.committer = committer
-            self.credit = CreditLeases(store: ledger, committer: committer, nodeID: configuration.nodeID,
-                                       policy: LeasePolicy(ttl: configuration.holdTTL), logger: logger)
+            self.credit = CreditLeases(
+                store: ledger, committer: committer, nodeID: configuration.nodeID,
+                policy: LeasePolicy(ttl: configuration.holdTTL), logger: logger)
         }
         self.configuration = configuration
         self.catalog = catalog

@@ -15,25 +15,39 @@ public struct GatewayMetrics: Sendable {
 
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
-        settlements = registry.makeCounter(descriptor: MetricNameDescriptor(
-            namespace: "signalbox", metricName: "ledger_settlements", unitName: "total",
-            helpText: "Request settlements committed to the ledger"))
-        settlementBatches = registry.makeCounter(descriptor: MetricNameDescriptor(
-            namespace: "signalbox", metricName: "ledger_settlement_batches", unitName: "total",
-            helpText: "Ledger transactions that committed settlements (group commit)"))
-        failovers = registry.makeCounter(descriptor: MetricNameDescriptor(
-            namespace: "signalbox", metricName: "failovers", unitName: "total",
-            helpText: "Requests moved to another endpoint after an upstream failure"))
+        settlements = registry.makeCounter(
+            descriptor: MetricNameDescriptor(
+                namespace: "signalbox", metricName: "ledger_settlements", unitName: "total",
+                helpText: "Request settlements committed to the ledger"))
+        settlementBatches = registry.makeCounter(
+            descriptor: MetricNameDescriptor(
+                namespace: "signalbox", metricName: "ledger_settlement_batches", unitName: "total",
+                helpText: "Ledger transactions that committed settlements (group commit)"))
+        failovers = registry.makeCounter(
+            descriptor: MetricNameDescriptor(
+                namespace: "signalbox", metricName: "failovers", unitName: "total",
+                helpText: "Requests moved to another endpoint after an upstream failure"))
     }
 
-    static var requests: MetricNameDescriptor { MetricNameDescriptor(namespace: "signalbox", metricName: "http_requests", unitName: "total",
-                                               helpText: "HTTP requests by route and status") }
-    static var attempts: MetricNameDescriptor { MetricNameDescriptor(namespace: "signalbox", metricName: "upstream_attempts", unitName: "total",
-                                               helpText: "Upstream calls by provider and outcome (ok or the failure code)") }
-    static var firstToken: MetricNameDescriptor { MetricNameDescriptor(namespace: "signalbox", metricName: "upstream_first_token", unitName: "seconds",
-                                                 helpText: "Time from sending an upstream request to its first token") }
-    static let buckets: [Duration] = [.milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250),
-                                      .milliseconds(500), .seconds(1), .seconds(2), .seconds(5), .seconds(10), .seconds(30)]
+    static var requests: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "signalbox", metricName: "http_requests", unitName: "total",
+            helpText: "HTTP requests by route and status")
+    }
+    static var attempts: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "signalbox", metricName: "upstream_attempts", unitName: "total",
+            helpText: "Upstream calls by provider and outcome (ok or the failure code)")
+    }
+    static var firstToken: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "signalbox", metricName: "upstream_first_token", unitName: "seconds",
+            helpText: "Time from sending an upstream request to its first token")
+    }
+    static let buckets: [Duration] = [
+        .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250),
+        .milliseconds(500), .seconds(1), .seconds(2), .seconds(5), .seconds(10), .seconds(30),
+    ]
 
     func request(route: String, status: Int) {
         registry.makeCounter(descriptor: Self.requests, labels: [("route", route), ("status", String(status))]).increment()
@@ -50,8 +64,11 @@ public struct GatewayMetrics: Sendable {
 
     func failover() { failovers.increment() }
 
-    static var overage: MetricNameDescriptor { MetricNameDescriptor(namespace: "signalbox", metricName: "ledger_overage_usd", unitName: "total",
-                                              helpText: "USD providers billed beyond requests' reservations, booked to platform:overage") }
+    static var overage: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "signalbox", metricName: "ledger_overage_usd", unitName: "total",
+            helpText: "USD providers billed beyond requests' reservations, booked to platform:overage")
+    }
 
     /// An upstream charged more than its request's reservation; the ledger keeps the exact amount,
     /// the counter a float for dashboards.
@@ -68,23 +85,29 @@ public struct GatewayMetrics: Sendable {
 
     /// Gossip figures, read from the agent when `/metrics` is scraped.
     func gossip(stats: GossipAgent.Stats, members: [Member], awareness: Int, socketUp: Bool, queued: Int) {
-        let datagrams = MetricNameDescriptor(namespace: "signalbox", metricName: "gossip_datagrams", unitName: "",
-                                             helpText: "Gossip frames since start (datagrams and TCP requests): received, sent, and dropped for any reason")
+        let datagrams = MetricNameDescriptor(
+            namespace: "signalbox", metricName: "gossip_datagrams", unitName: "",
+            helpText: "Gossip frames since start (datagrams and TCP requests): received, sent, and dropped for any reason")
         for (kind, value) in [("received", stats.received), ("sent", stats.sent), ("dropped", stats.dropped)] {
             registry.makeGauge(descriptor: datagrams, labels: [("kind", kind)]).set(Int64(value))
         }
-        let dropped = MetricNameDescriptor(namespace: "signalbox", metricName: "gossip_dropped", unitName: "",
-                                           helpText: "Gossip frames dropped since start, by reason (truncated, forged, malformed, replayed, stale)")
+        let dropped = MetricNameDescriptor(
+            namespace: "signalbox", metricName: "gossip_dropped", unitName: "",
+            helpText: "Gossip frames dropped since start, by reason (truncated, forged, malformed, replayed, stale)")
         for reason in GossipAgent.DropReason.allCases {
             registry.makeGauge(descriptor: dropped, labels: [("reason", reason.rawValue)]).set(Int64(stats.droppedByReason[reason] ?? 0))
         }
-        let bySender = MetricNameDescriptor(namespace: "signalbox", metricName: "gossip_dropped_by_sender", unitName: "",
-                                            helpText: "Gossip frames dropped since start, by sender address (at most 256 senders, then 'other')")
+        let bySender = MetricNameDescriptor(
+            namespace: "signalbox", metricName: "gossip_dropped_by_sender", unitName: "",
+            helpText: "Gossip frames dropped since start, by sender address (at most 256 senders, then 'other')")
         for (sender, count) in stats.droppedBySender {
             registry.makeGauge(descriptor: bySender, labels: [("sender", sender)]).set(Int64(count))
         }
         let plain: [(String, String, Int)] = [
-            ("gossip_send_errors", "Gossip datagrams the socket refused to send (a firewall's EPERM, an unreachable network, …)", stats.sendErrors),
+            (
+                "gossip_send_errors", "Gossip datagrams the socket refused to send (a firewall's EPERM, an unreachable network, …)",
+                stats.sendErrors
+            ),
             ("gossip_socket_failures", "Times the gossip UDP socket failed or closed and was bound again", stats.socketFailures),
             ("gossip_socket_up", "1 while the gossip UDP socket is bound, 0 while it is down", socketUp ? 1 : 0),
             ("gossip_queued_updates", "Membership and state updates waiting to be gossiped", queued),
@@ -93,20 +116,25 @@ public struct GatewayMetrics: Sendable {
             registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "signalbox", metricName: name, unitName: "", helpText: help))
                 .set(Int64(value))
         }
-        let streams = MetricNameDescriptor(namespace: "signalbox", metricName: "gossip_streams", unitName: "",
-                                           helpText: "Gossip TCP state transfers since start: served, opened, failed")
+        let streams = MetricNameDescriptor(
+            namespace: "signalbox", metricName: "gossip_streams", unitName: "",
+            helpText: "Gossip TCP state transfers since start: served, opened, failed")
         for (kind, value) in [("served", stats.streamsServed), ("opened", stats.streamsOpened), ("failed", stats.streamFailures)] {
             registry.makeGauge(descriptor: streams, labels: [("kind", kind)]).set(Int64(value))
         }
-        let memberGauge = MetricNameDescriptor(namespace: "signalbox", metricName: "gossip_members", unitName: "",
-                                               helpText: "Cluster members by state, as this node sees them")
+        let memberGauge = MetricNameDescriptor(
+            namespace: "signalbox", metricName: "gossip_members", unitName: "",
+            helpText: "Cluster members by state, as this node sees them")
         for status in MemberStatus.allCases {
             registry.makeGauge(descriptor: memberGauge, labels: [("state", status.rawValue)])
                 .set(Int64(members.filter { $0.status == status }.count))
         }
-        registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "signalbox", metricName: "gossip_local_health", unitName: "",
-                                                            helpText: "Lifeguard local health multiplier minus one (0: healthy)"))
-            .set(Int64(awareness))
+        registry.makeGauge(
+            descriptor: MetricNameDescriptor(
+                namespace: "signalbox", metricName: "gossip_local_health", unitName: "",
+                helpText: "Lifeguard local health multiplier minus one (0: healthy)")
+        )
+        .set(Int64(awareness))
     }
 
     func exposition() -> [UInt8] { registry.emitToBuffer() }

@@ -68,7 +68,8 @@ extension RouterAPI {
         guard let value else { return nil }
         if value.isNull { return .some(nil) }
         guard let text = value.stringValue, !text.isEmpty,
-              text.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) else {
+            text.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" })
+        else {
             throw APIError.badRequest("'region' must be a region name (letters, digits, '-', '_') or null")
         }
         return .some(text)
@@ -110,7 +111,9 @@ extension RouterAPI {
         guard try await dependencies.ledger.account(id: account) != nil else { throw APIError.notFound("Account \(account) not found") }
         var expiresAt: Date?
         if let text = object["expires_at"]?.stringValue {
-            guard let date = ISO8601DateFormatter().date(from: text) else { throw APIError.badRequest("'expires_at' must be an ISO 8601 time") }
+            guard let date = ISO8601DateFormatter().date(from: text) else {
+                throw APIError.badRequest("'expires_at' must be an ISO 8601 time")
+            }
             expiresAt = date
         }
         let secret = APIKeyFormat.generate()
@@ -128,9 +131,10 @@ extension RouterAPI {
         let object = try await body(request)
         if let disabled = object["disabled"], disabled.boolValue == nil { throw APIError.badRequest("'disabled' must be a boolean") }
         let region = try Self.region(object["region"])
-        guard var key = try await dependencies.ledger.updateKey(
-            hash: hash, name: object["name"]?.stringValue, disabled: object["disabled"]?.boolValue,
-            limit: try Self.limit(object["limit"]), limitReset: try Self.limitReset(object["limit_reset"]))
+        guard
+            var key = try await dependencies.ledger.updateKey(
+                hash: hash, name: object["name"]?.stringValue, disabled: object["disabled"]?.boolValue,
+                limit: try Self.limit(object["limit"]), limitReset: try Self.limitReset(object["limit_reset"]))
         else { throw APIError.notFound("Key not found") }
         if let region, let pinned = try await dependencies.ledger.setRegion(keyHash: hash, region: region) { key = pinned }
         authenticator.invalidate()

@@ -4,13 +4,17 @@ import SignalboxCore
 
 /// How ledger entries are printed and exported.
 public enum EntryFormat {
-    public static let columns = ["id", "created_at", "kind", "debit", "credit", "amount", "key_id", "generation_id", "model", "provider", "memo"]
+    public static let columns = [
+        "id", "created_at", "kind", "debit", "credit", "amount", "key_id", "generation_id", "model", "provider", "memo",
+    ]
 
     public static func fields(_ entry: LedgerEntry) -> [String] {
         let transfer = entry.transfer
-        return [String(transfer.id), ISO8601DateFormatter().string(from: transfer.createdAt), transfer.kind.rawValue,
-                transfer.debitAccount, transfer.creditAccount, transfer.amount.decimalString, transfer.keyID ?? "",
-                transfer.generationID ?? "", entry.model ?? "", entry.provider ?? "", transfer.memo ?? ""]
+        return [
+            String(transfer.id), ISO8601DateFormatter().string(from: transfer.createdAt), transfer.kind.rawValue,
+            transfer.debitAccount, transfer.creditAccount, transfer.amount.decimalString, transfer.keyID ?? "",
+            transfer.generationID ?? "", entry.model ?? "", entry.provider ?? "", transfer.memo ?? "",
+        ]
     }
 
     public static func json(_ entry: LedgerEntry) -> JSONValue {

@@ -47,13 +47,15 @@ extension RouterAPI {
                 break
             } catch let failure as UpstreamFailure where failure.neverReachedUpstream {
                 failures.append("\(candidate.id): \(failure.message)")
-                dependencies.logger.warning("cannot forward to a node of the request's region; trying another",
-                                            metadata: ["region": "\(region)", "node": "\(candidate.id)", "error": "\(failure.message)"])
+                dependencies.logger.warning(
+                    "cannot forward to a node of the request's region; trying another",
+                    metadata: ["region": "\(region)", "node": "\(candidate.id)", "error": "\(failure.message)"])
             }
         }
         guard let response else {
-            throw APIError(status: 502, message: "Forwarding to region \(region) failed: \(failures.joined(separator: "; "))",
-                           metadata: ["region": .string(region), "node": .string(target.id)])
+            throw APIError(
+                status: 502, message: "Forwarding to region \(region) failed: \(failures.joined(separator: "; "))",
+                metadata: ["region": .string(region), "node": .string(target.id)])
         }
         var headers = HTTPFields()
         for (name, value) in response.headers where !["content-length", "connection", "transfer-encoding"].contains(name.lowercased()) {
@@ -64,8 +66,10 @@ extension RouterAPI {
     }
 
     static func outOfRegion(_ region: String, here: String, detail: String) -> APIError {
-        APIError(status: 503, message: "This key's requests must be served in region \(region); this node serves \(here) and "
-                 + "\(detail). The request was not served out of region.",
-                 metadata: ["reason": "region_unavailable", "region": .string(region)])
+        APIError(
+            status: 503,
+            message: "This key's requests must be served in region \(region); this node serves \(here) and "
+                + "\(detail). The request was not served out of region.",
+            metadata: ["reason": "region_unavailable", "region": .string(region)])
     }
 }

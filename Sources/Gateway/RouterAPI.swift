@@ -52,19 +52,23 @@ public struct RouterAPI: Sendable {
 
     public func buildRouter() -> Router<GatewayRequestContext> {
         let router = Router(context: GatewayRequestContext.self)
-        router.middlewares.add(JSONErrorMiddleware(knownRoutes: Self.routes.map { path, methods in
-            (path.split(separator: "/"), Set(methods))
-        }))
+        router.middlewares.add(
+            JSONErrorMiddleware(
+                knownRoutes: Self.routes.map { path, methods in
+                    (path.split(separator: "/"), Set(methods))
+                }))
         router.middlewares.add(MetricsMiddleware(metrics: dependencies.metrics))
         router.get("/healthz") { _, _ in JSONResponse.make(["status": "ok"]) }
         router.get("/metrics") { _, _ in
             if let cluster = dependencies.cluster {
-                dependencies.metrics.gossip(stats: await cluster.agent.stats, members: await cluster.agent.members,
-                                            awareness: await cluster.agent.awareness, socketUp: cluster.agent.isSocketUp,
-                                            queued: await cluster.agent.queuedUpdates)
+                dependencies.metrics.gossip(
+                    stats: await cluster.agent.stats, members: await cluster.agent.members,
+                    awareness: await cluster.agent.awareness, socketUp: cluster.agent.isSocketUp,
+                    queued: await cluster.agent.queuedUpdates)
             }
-            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
-                            body: .init(byteBuffer: ByteBuffer(bytes: dependencies.metrics.exposition())))
+            return Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                body: .init(byteBuffer: ByteBuffer(bytes: dependencies.metrics.exposition())))
         }
         let committer = dependencies.committer
         let cluster = dependencies.cluster
@@ -72,13 +76,19 @@ public struct RouterAPI: Sendable {
             guard readiness.isReady else { return APIError(status: 503, message: "This node is not ready to serve").jsonResponse() }
             if let cluster, !cluster.agent.isJoined {
                 if let other = cluster.agent.conflict {
-                    return APIError(status: 503, message: "This node has not joined the cluster: another live node already uses the id "
-                                    + "'\(other.id)' (at \(other.address)); give this node its own --node-id",
-                                    metadata: ["reason": "node_id_conflict"]).jsonResponse()
+                    return APIError(
+                        status: 503,
+                        message: "This node has not joined the cluster: another live node already uses the id "
+                            + "'\(other.id)' (at \(other.address)); give this node its own --node-id",
+                        metadata: ["reason": "node_id_conflict"]
+                    ).jsonResponse()
                 }
-                return APIError(status: 503, message: "This node has not joined the cluster yet: no seed has answered a state exchange "
-                                + "(a seed that closes the connection without answering holds a different cluster key; see the log)",
-                                metadata: ["reason": "not_joined"]).jsonResponse()
+                return APIError(
+                    status: 503,
+                    message: "This node has not joined the cluster yet: no seed has answered a state exchange "
+                        + "(a seed that closes the connection without answering holds a different cluster key; see the log)",
+                    metadata: ["reason": "not_joined"]
+                ).jsonResponse()
             }
             // Still ready while the ledger is down: requests its leases cover are served and
             // their charges spooled; the body says the node is degraded.

@@ -95,11 +95,13 @@ public actor GossipAgent: Service {
     ///     the epoch its frames carry).
     ///   - bind: where to listen, UDP and TCP (`--gossip-bind`); `myself.address` is what peers are told.
     ///   - keyringPath: re-read every 10 s, so a rotated key file takes effect without a restart.
-    public init(myself: Member, bind: MemberAddress, seeds: [MemberAddress], keyring: ClusterKeyring, keyringPath: String? = nil,
-                settings: SwimSettings = SwimSettings(), logger: Logger,
-                onMemberChange: @escaping @Sendable (Member) -> Void = { _ in },
-                onStateChange: @escaping @Sendable (StateEntry, UInt64) -> Void = { _, _ in },
-                onStateRemoved: @escaping @Sendable (String) -> Void = { _ in }) {
+    public init(
+        myself: Member, bind: MemberAddress, seeds: [MemberAddress], keyring: ClusterKeyring, keyringPath: String? = nil,
+        settings: SwimSettings = SwimSettings(), logger: Logger,
+        onMemberChange: @escaping @Sendable (Member) -> Void = { _ in },
+        onStateChange: @escaping @Sendable (StateEntry, UInt64) -> Void = { _, _ in },
+        onStateRemoved: @escaping @Sendable (String) -> Void = { _ in }
+    ) {
         node = SwimNode(myself: myself, settings: settings, seed: UInt64.random(in: 0...UInt64.max))
         self.settings = settings
         self.bind = bind
@@ -180,10 +182,12 @@ public actor GossipAgent: Service {
         let firstSocket = try await bindDatagram()
         boundPortBox.withLockedValue { $0 = firstSocket.channel.localAddress?.port }
         let listener = try await bindStream()
-        logger.info("gossip listening", metadata: [
-            "address": "\(bind.host):\(boundPort ?? bind.port)", "node": "\(node.myself.id)",
-            "max_datagram": "\(settings.maxDatagramBytes)",
-        ])
+        logger.info(
+            "gossip listening",
+            metadata: [
+                "address": "\(bind.host):\(boundPort ?? bind.port)", "node": "\(node.myself.id)",
+                "max_datagram": "\(settings.maxDatagramBytes)",
+            ])
         let (jobs, continuation) = AsyncStream<(GossipMessage, MemberAddress)>.makeStream(bufferingPolicy: .bufferingNewest(256))
         exchanges = continuation
         await perform(node.join(seeds: seeds, now: now))
@@ -260,8 +264,10 @@ public actor GossipAgent: Service {
                 await checkSocket()
                 let skew = clockSkewMillis()
                 if abs(skew) > 5_000 {
-                    logRateLimited("skew", "this node's clock differs from the cluster's; shared entries are stamped with the cluster's time, but fix the clock (NTP)",
-                                   level: .warning, metadata: ["ahead_ms": "\(skew)"])
+                    logRateLimited(
+                        "skew",
+                        "this node's clock differs from the cluster's; shared entries are stamped with the cluster's time, but fix the clock (NTP)",
+                        level: .warning, metadata: ["ahead_ms": "\(skew)"])
                 }
             }
         }
@@ -274,9 +280,11 @@ public actor GossipAgent: Service {
             do {
                 let reloaded = try ClusterKeyring(contentsOfFile: keyringPath)
                 if reloaded.keyIDStrings != keyring.keyIDStrings {
-                    logger.notice("cluster key file changed", metadata: [
-                        "sending_with": "\(reloaded.primaryKeyID)", "accepting": "\(reloaded.keyIDStrings.joined(separator: ","))",
-                    ])
+                    logger.notice(
+                        "cluster key file changed",
+                        metadata: [
+                            "sending_with": "\(reloaded.primaryKeyID)", "accepting": "\(reloaded.keyIDStrings.joined(separator: ","))",
+                        ])
                 }
                 keyring = reloaded
             } catch {
@@ -296,7 +304,9 @@ public actor GossipAgent: Service {
         do {
             let plain = try await DatagramBootstrap(group: group)
                 // One byte more than the limit: a longer datagram shows up as truncated instead of being cut silently.
-                .channelOption(ChannelOptions.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: settings.maxDatagramBytes + 1))
+                .channelOption(
+                    ChannelOptions.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: settings.maxDatagramBytes + 1)
+                )
                 .withBoundSocket(socket.readDescriptor).get()  // (the async variant fails to register an adopted socket)
             channel = try await plain.eventLoop.submit { try DatagramChannel(wrappingChannelSynchronously: plain) }.get()
         } catch {
@@ -341,9 +351,11 @@ public actor GossipAgent: Service {
                 if Task.isCancelled || left { break }
                 socketUpBox.withLockedValue { $0 = false }
                 stats.socketFailures += 1
-                logger.error("gossip socket closed; binding it again", metadata: [
-                    "port": "\(boundPort ?? bind.port)", "error": "\(failure.map { "\($0)" } ?? "closed")",
-                ])
+                logger.error(
+                    "gossip socket closed; binding it again",
+                    metadata: [
+                        "port": "\(boundPort ?? bind.port)", "error": "\(failure.map { "\($0)" } ?? "closed")",
+                    ])
             }
             try? await Task.sleep(for: backoff)
             do {
@@ -389,7 +401,8 @@ public actor GossipAgent: Service {
         guard sealed.count <= settings.maxDatagramBytes else {
             // The state machine packs to the byte; this is a bug, not a network condition.
             stats.sendErrors += 1
-            logger.error("gossip datagram over the limit not sent", metadata: ["bytes": "\(sealed.count)", "limit": "\(settings.maxDatagramBytes)"])
+            logger.error(
+                "gossip datagram over the limit not sent", metadata: ["bytes": "\(sealed.count)", "limit": "\(settings.maxDatagramBytes)"])
             return
         }
         guard let udp else {
@@ -401,8 +414,9 @@ public actor GossipAgent: Service {
             socketAddress = try resolve(address)
         } catch {
             stats.sendErrors += 1
-            logRateLimited("resolve:\(address)", "cannot resolve a gossip address", level: .warning,
-                           metadata: ["to": "\(address)", "error": "\(error)"])
+            logRateLimited(
+                "resolve:\(address)", "cannot resolve a gossip address", level: .warning,
+                metadata: ["to": "\(address)", "error": "\(error)"])
             return
         }
         switch udp.send(sealed, to: socketAddress) {
@@ -411,8 +425,9 @@ public actor GossipAgent: Service {
         case .refused(let code):
             // A firewall's EPERM, a full buffer, an unreachable network: the datagram is lost, the socket stays.
             stats.sendErrors += 1
-            logRateLimited("send:\(address)", "gossip datagram not sent", level: .warning,
-                           metadata: ["to": "\(address)", "error": "\(GossipSocket.SocketError(call: "sendto", code: code))"])
+            logRateLimited(
+                "send:\(address)", "gossip datagram not sent", level: .warning,
+                metadata: ["to": "\(address)", "error": "\(GossipSocket.SocketError(call: "sendto", code: code))"])
         case .broken:
             stats.sendErrors += 1
             await checkSocket()
@@ -439,7 +454,8 @@ public actor GossipAgent: Service {
             .serverChannelOption(ChannelOptions.backlog, value: 128)
             .bind(host: bind.host, port: boundPort ?? bind.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LengthPrefixedFrameDecoder(maxFrameBytes: maxFrame)))
+                    try channel.pipeline.syncOperations.addHandler(
+                        ByteToMessageHandler(LengthPrefixedFrameDecoder(maxFrameBytes: maxFrame)))
                     try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(LengthPrefixedFrameEncoder()))
                     return try StreamChannel(wrappingChannelSynchronously: channel)
                 }
@@ -454,7 +470,12 @@ public actor GossipAgent: Service {
                     var active = 0
                     let finished = NIOLockedValueBox(0)
                     for try await connection in connections {
-                        active = active - finished.withLockedValue { count in defer { count = 0 }; return count }
+                        active =
+                            active
+                            - finished.withLockedValue { count in
+                                defer { count = 0 }
+                                return count
+                            }
                         guard active < 64 else {
                             try? await connection.channel.close()
                             continue
@@ -537,10 +558,12 @@ public actor GossipAgent: Service {
             let replyBytes: [UInt8]? = try await withDeadline(.seconds(5)) {
                 var bootstrap = ClientBootstrap(group: self.group).connectTimeout(.seconds(2))
                 if let local { bootstrap = bootstrap.bind(to: local) }
-                let channel = try await bootstrap
+                let channel =
+                    try await bootstrap
                     .connect(host: address.host, port: address.port) { channel in
                         channel.eventLoop.makeCompletedFuture {
-                            try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LengthPrefixedFrameDecoder(maxFrameBytes: maxFrame)))
+                            try channel.pipeline.syncOperations.addHandler(
+                                ByteToMessageHandler(LengthPrefixedFrameDecoder(maxFrameBytes: maxFrame)))
                             try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(LengthPrefixedFrameEncoder()))
                             return try StreamChannel(wrappingChannelSynchronously: channel)
                         }
@@ -554,8 +577,12 @@ public actor GossipAgent: Service {
             guard let replyBytes, let frame = open(replyBytes, from: address) else {
                 stats.streamFailures += 1
                 if !node.joined, case .sync = message {
-                    logRateLimited("join:\(address)", "cannot join through a seed: it closed the connection without an answer", level: .warning,
-                                   metadata: ["seed": "\(address)", "hint": "it probably holds a different cluster key; compare `signalbox cluster keyring status`"])
+                    logRateLimited(
+                        "join:\(address)", "cannot join through a seed: it closed the connection without an answer", level: .warning,
+                        metadata: [
+                            "seed": "\(address)",
+                            "hint": "it probably holds a different cluster key; compare `signalbox cluster keyring status`",
+                        ])
                 }
                 return
             }
@@ -565,10 +592,12 @@ public actor GossipAgent: Service {
             stats.streamFailures += 1
             logger.debug("gossip TCP exchange failed", metadata: ["with": "\(address)", "error": "\(error)"])
             if !node.joined, case .sync = message {
-                logRateLimited("join:\(address)", "cannot join through a seed", level: .warning, metadata: [
-                    "seed": "\(address)", "error": "\(error)",
-                    "hint": "a seed that closes the connection without answering holds a different cluster key",
-                ])
+                logRateLimited(
+                    "join:\(address)", "cannot join through a seed", level: .warning,
+                    metadata: [
+                        "seed": "\(address)", "error": "\(error)",
+                        "hint": "a seed that closes the connection without answering holds a different cluster key",
+                    ])
             }
         }
     }
@@ -577,8 +606,9 @@ public actor GossipAgent: Service {
 
     private func seal(_ message: GossipMessage) throws -> [UInt8] {
         frameSequence += 1
-        let frame = GossipFrame(sender: node.myself.id, epoch: epoch, sequence: frameSequence,
-                                sentAtMillis: UInt64(Date().timeIntervalSince1970 * 1000), message: message)
+        let frame = GossipFrame(
+            sender: node.myself.id, epoch: epoch, sequence: frameSequence,
+            sentAtMillis: UInt64(Date().timeIntervalSince1970 * 1000), message: message)
         return try keyring.seal(WireCodec.encode(frame))
     }
 
@@ -586,7 +616,10 @@ public actor GossipAgent: Service {
     private func open(_ bytes: [UInt8], from: MemberAddress) -> GossipFrame? {
         guard let plaintext = keyring.open(bytes) else {
             let keyID = ClusterKeyring.keyID(ofSealed: bytes) ?? "none"
-            drop(.forged, from: from, detail: "sealed with key \(keyID), which this node does not hold (accepting \(keyring.keyIDStrings.joined(separator: ",")))")
+            drop(
+                .forged, from: from,
+                detail: "sealed with key \(keyID), which this node does not hold (accepting \(keyring.keyIDStrings.joined(separator: ",")))"
+            )
             return nil
         }
         let frame: GossipFrame
@@ -596,8 +629,9 @@ public actor GossipAgent: Service {
             drop(.malformed, from: from, detail: "\(error)")
             return nil
         }
-        let verdict = replayGuard.check(sender: frame.sender, epoch: frame.epoch, sequence: frame.sequence,
-                                        sentAtMillis: frame.sentAtMillis, receivedAtMillis: UInt64(Date().timeIntervalSince1970 * 1000))
+        let verdict = replayGuard.check(
+            sender: frame.sender, epoch: frame.epoch, sequence: frame.sequence,
+            sentAtMillis: frame.sentAtMillis, receivedAtMillis: UInt64(Date().timeIntervalSince1970 * 1000))
         switch verdict {
         case .accept:
             if let keyID = ClusterKeyring.keyID(ofSealed: bytes) {
@@ -622,8 +656,9 @@ public actor GossipAgent: Service {
         } else {
             stats.droppedBySender["other", default: 0] += 1
         }
-        logRateLimited("drop:\(reason):\(sender)", "gossip frame dropped", level: reason == .forged ? .warning : .notice,
-                       metadata: ["reason": "\(reason.rawValue)", "from": "\(sender)", "detail": "\(detail)"])
+        logRateLimited(
+            "drop:\(reason):\(sender)", "gossip frame dropped", level: reason == .forged ? .warning : .notice,
+            metadata: ["reason": "\(reason.rawValue)", "from": "\(sender)", "detail": "\(detail)"])
     }
 
     /// Logs at most once per 10 s per topic (60 s for clock skew) (a flood of bad datagrams must not flood the log).
@@ -646,9 +681,11 @@ public actor GossipAgent: Service {
                 exchanges?.yield((message, with))
             case .memberChanged(let member):
                 if member.id != node.myself.id || member.status != .alive {
-                    logger.info("member \(member.status.rawValue)", metadata: [
-                        "member": "\(member.id)", "address": "\(member.address)", "incarnation": "\(member.incarnation)",
-                    ])
+                    logger.info(
+                        "member \(member.status.rawValue)",
+                        metadata: [
+                            "member": "\(member.id)", "address": "\(member.address)", "incarnation": "\(member.incarnation)",
+                        ])
                 }
                 onMemberChange(member)
             case .stateChanged(let entry, let age):
@@ -656,9 +693,11 @@ public actor GossipAgent: Service {
             case .stateRemoved(let key):
                 onStateRemoved(key)
             case .conflict(let existing, let claimant):
-                logRateLimited("conflict:\(existing.id)", "two processes claim one node id; the second is refused", level: .error, metadata: [
-                    "node": "\(existing.id)", "known_at": "\(existing.address)", "claimed_from": "\(claimant.address)",
-                ])
+                logRateLimited(
+                    "conflict:\(existing.id)", "two processes claim one node id; the second is refused", level: .error,
+                    metadata: [
+                        "node": "\(existing.id)", "known_at": "\(existing.address)", "claimed_from": "\(claimant.address)",
+                    ])
             }
         }
     }

@@ -1,16 +1,16 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 import NIOCore
 
 #if canImport(Glibc)
-private let systemClose = Glibc.close
-private let systemBind = Glibc.bind
+    private let systemClose = Glibc.close
+    private let systemBind = Glibc.bind
 #else
-private let systemClose = Darwin.close
-private let systemBind = Darwin.bind
+    private let systemClose = Darwin.close
+    private let systemBind = Darwin.bind
 #endif
 
 /// The gossip UDP socket, bound here and shared two ways: SwiftNIO reads it (it owns one
@@ -26,7 +26,11 @@ final class GossipSocket: Sendable {
     private let sendDescriptor: CInt
     private let inode: UInt64
 
-    enum SendOutcome { case sent, refused(CInt), broken(CInt) }
+    enum SendOutcome {
+        case sent
+        case refused(CInt)
+        case broken(CInt)
+    }
 
     struct SocketError: Error, CustomStringConvertible {
         var call: String
@@ -43,9 +47,9 @@ final class GossipSocket: Sendable {
         default: throw SocketError(call: "socket", code: EAFNOSUPPORT)
         }
         #if canImport(Glibc)
-        let kind = CInt(SOCK_DGRAM.rawValue) | CInt(SOCK_NONBLOCK.rawValue) | CInt(SOCK_CLOEXEC.rawValue)
+            let kind = CInt(SOCK_DGRAM.rawValue) | CInt(SOCK_NONBLOCK.rawValue) | CInt(SOCK_CLOEXEC.rawValue)
         #else
-        let kind = SOCK_DGRAM
+            let kind = SOCK_DGRAM
         #endif
         let descriptor = socket(family, kind, 0)
         guard descriptor >= 0 else { throw SocketError(call: "socket", code: errno) }
@@ -77,8 +81,14 @@ final class GossipSocket: Sendable {
         }
         guard result == 0 else { return nil }
         switch CInt(storage.ss_family) {
-        case AF_INET: return withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { Int(UInt16(bigEndian: $0.pointee.sin_port)) } }
-        case AF_INET6: return withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { Int(UInt16(bigEndian: $0.pointee.sin6_port)) } }
+        case AF_INET:
+            return withUnsafePointer(to: &storage) {
+                $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { Int(UInt16(bigEndian: $0.pointee.sin_port)) }
+            }
+        case AF_INET6:
+            return withUnsafePointer(to: &storage) {
+                $0.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { Int(UInt16(bigEndian: $0.pointee.sin6_port)) }
+            }
         default: return nil
         }
     }
@@ -112,10 +122,14 @@ final class GossipSocket: Sendable {
         switch address {
         case .v4(let v4):
             var raw = v4.address
-            return withUnsafePointer(to: &raw) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            return withUnsafePointer(to: &raw) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
         case .v6(let v6):
             var raw = v6.address
-            return withUnsafePointer(to: &raw) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in6>.size)) } }
+            return withUnsafePointer(to: &raw) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
+            }
         default:
             var empty = sockaddr()
             return body(&empty, 0)

@@ -62,8 +62,10 @@ public struct Member: Sendable, Hashable, Codable {
     /// Where the node's HTTP API is reached (for forwarding region-pinned requests).
     public var apiURL: String?
 
-    public init(id: String, address: MemberAddress, region: String, incarnation: UInt64, status: MemberStatus = .alive,
-                apiURL: String? = nil) {
+    public init(
+        id: String, address: MemberAddress, region: String, incarnation: UInt64, status: MemberStatus = .alive,
+        apiURL: String? = nil
+    ) {
         self.apiURL = apiURL
         self.id = id
         self.address = address
@@ -177,7 +179,7 @@ public enum GossipMessage: Sendable, Hashable {
     public var sender: String {
         switch self {
         case .ping(_, let from, _, _), .pingRequest(_, let from, _, _), .ack(_, let from, _), .nack(_, let from, _),
-             .gossip(let from, _), .fetch(let from, _), .entries(let from, _):
+            .gossip(let from, _), .fetch(let from, _), .entries(let from, _):
             from
         case .sync(let from, _, _, _): from.id
         }

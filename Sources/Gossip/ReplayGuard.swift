@@ -40,8 +40,10 @@ public struct ReplayGuard: Sendable {
     /// The sender's clock offset (receiver minus sender, milliseconds) learnt from its newest frame.
     public func clockOffset(of sender: String) -> Int64? { senders[sender]?.offset }
 
-    public mutating func check(sender id: String, epoch: UInt64, sequence: UInt64, sentAtMillis: UInt64,
-                               receivedAtMillis: UInt64) -> Verdict {
+    public mutating func check(
+        sender id: String, epoch: UInt64, sequence: UInt64, sentAtMillis: UInt64,
+        receivedAtMillis: UInt64
+    ) -> Verdict {
         uses += 1
         let offset = Int64(bitPattern: receivedAtMillis &- sentAtMillis)
         guard var sender = senders[id], epoch <= sender.epoch else {

@@ -166,7 +166,8 @@ public struct SwimNode: Sendable {
         var digest: UInt64
         init(_ entry: StateEntry) {
             // kind, key, version, writer, value (the age's varint is added when sent)
-            sizeWithoutAge = 1 + WireCodec.stringSize(entry.key) + WireCodec.varintSize(entry.version) + WireCodec.stringSize(entry.writer)
+            sizeWithoutAge =
+                1 + WireCodec.stringSize(entry.key) + WireCodec.varintSize(entry.version) + WireCodec.stringSize(entry.writer)
                 + WireCodec.stringSize(entry.value)
             digest = entry.digest
         }
@@ -279,7 +280,8 @@ public struct SwimNode: Sendable {
     /// `urgent` (counters that limit requests, a change in what the node routes around) also
     /// sends the entry, or its notice, straight to every live member.
     public mutating func publish(key: String, value: String, wallClockMillis: UInt64, now: Duration, urgent: Bool = false)
-        -> [SwimDirective] {
+        -> [SwimDirective]
+    {
         let version = max(lastVersion + 1, wallClockMillis, (state[key]?.version ?? 0) + 1)
         lastVersion = version
         let entry = StateEntry(key: key, version: version, writer: myself.id, value: value)
@@ -360,13 +362,17 @@ public struct SwimNode: Sendable {
             directives += apply(updates, from: address, now: now)
             let sequence = nextSequence()
             relays[sequence] = Relay(origin: address, originSequence: originSequence, deadline: now + scaled(settings.probeTimeout))
-            directives.append(.send(packed(.ping(sequence: sequence, from: myself.id, target: target.id, updates: []), for: target.id, now: now),
-                                    to: target.address))
+            directives.append(
+                .send(
+                    packed(.ping(sequence: sequence, from: myself.id, target: target.id, updates: []), for: target.id, now: now),
+                    to: target.address))
         case .ack(let sequence, let from, let updates):
             directives += apply(updates, from: address, now: now)
             if let relay = relays.removeValue(forKey: sequence) {
-                directives.append(.send(packed(.ack(sequence: relay.originSequence, from: from, updates: []), for: nil, now: now),
-                                        to: relay.origin))
+                directives.append(
+                    .send(
+                        packed(.ack(sequence: relay.originSequence, from: from, updates: []), for: nil, now: now),
+                        to: relay.origin))
             } else if probe?.sequence == sequence {
                 probe = nil
                 awareness = max(0, awareness - 1)
@@ -445,8 +451,11 @@ public struct SwimNode: Sendable {
         guard let target = nextProbeTarget() else { return directives }
         let sequence = nextSequence()
         probe = Probe(target: target.id, sequence: sequence, sentAt: now)
-        directives.append(.send(packed(.ping(sequence: sequence, from: myself.id, target: target.id, updates: []), for: target.id, now: now,
-                                       counted: true), to: target.address))
+        directives.append(
+            .send(
+                packed(
+                    .ping(sequence: sequence, from: myself.id, target: target.id, updates: []), for: target.id, now: now,
+                    counted: true), to: target.address))
         return directives
     }
 
@@ -470,8 +479,10 @@ public struct SwimNode: Sendable {
         var directives: [SwimDirective] = []
         for (sequence, relay) in relays.sorted(by: { $0.key < $1.key }) where now >= relay.deadline {
             relays[sequence] = nil
-            directives.append(.send(packed(.nack(sequence: relay.originSequence, from: myself.id, updates: []), for: nil, now: now),
-                                    to: relay.origin))
+            directives.append(
+                .send(
+                    packed(.nack(sequence: relay.originSequence, from: myself.id, updates: []), for: nil, now: now),
+                    to: relay.origin))
         }
         return directives
     }
@@ -509,7 +520,7 @@ public struct SwimNode: Sendable {
         for (id, suspicion) in suspicions.sorted(by: { $0.key < $1.key }) {
             // Stretched by local health too: a node that is itself slow hears refutations late.
             guard now - suspicion.startedAt >= scaled(suspicionTimeout(confirmations: suspicion.confirmations.count)),
-                  var member = members[id], member.status == .suspect, member.incarnation == suspicion.incarnation
+                var member = members[id], member.status == .suspect, member.incarnation == suspicion.incarnation
             else { continue }
             member.status = .dead
             directives += apply([.member(member, accuser: nil)], from: nil, now: now)
@@ -521,8 +532,10 @@ public struct SwimNode: Sendable {
 
     /// Merges a peer's full state. Its dead members become suspects here (as memberlist does), so
     /// a stale view from the other side of a healed partition gives them time to refute.
-    private mutating func absorbSync(from: Member, members remoteMembers: [Member], state remoteState: [GossipUpdate],
-                                     address: MemberAddress, now: Duration) -> [SwimDirective] {
+    private mutating func absorbSync(
+        from: Member, members remoteMembers: [Member], state remoteState: [GossipUpdate],
+        address: MemberAddress, now: Duration
+    ) -> [SwimDirective] {
         var updates: [GossipUpdate] = [.member(from, accuser: nil)]
         for var member in remoteMembers {
             if member.status == .dead && member.id != myself.id { member.status = .suspect }
@@ -636,8 +649,9 @@ public struct SwimNode: Sendable {
             guard member.supersedes(current) else {
                 // Same suspicion from someone else: a confirmation.
                 if member.status == .suspect, current.status == .suspect, member.incarnation == current.incarnation,
-                   let accuser, var suspicion = suspicions[member.id], accuser != suspicion.accuser,
-                   suspicion.confirmations.insert(accuser).inserted {
+                    let accuser, var suspicion = suspicions[member.id], accuser != suspicion.accuser,
+                    suspicion.confirmations.insert(accuser).inserted
+                {
                     suspicions[member.id] = suspicion
                     enqueue(member: member, accuser: accuser)
                 }
@@ -737,8 +751,10 @@ public struct SwimNode: Sendable {
         let age = ageMillis(of: key, now: now) ?? 0
         let wholeSize = meta.sizeWithoutAge + WireCodec.varintSize(age)
         if wholeSize <= settings.maxInlineStateBytes { return (.state(entry, ageMillis: age), wholeSize) }
-        let notice = GossipUpdate.notice(StateNotice(key: key, version: entry.version, writer: entry.writer, digest: meta.digest, ageMillis: age,
-                                                     urgent: urgentVersions[key] == entry.version))
+        let notice = GossipUpdate.notice(
+            StateNotice(
+                key: key, version: entry.version, writer: entry.writer, digest: meta.digest, ageMillis: age,
+                urgent: urgentVersions[key] == entry.version))
         return (notice, WireCodec.size(of: notice))
     }
 
@@ -885,7 +901,8 @@ extension GossipMessage {
     func withUpdates(_ updates: [GossipUpdate]) -> GossipMessage {
         switch self {
         case .ping(let sequence, let from, let target, _): .ping(sequence: sequence, from: from, target: target, updates: updates)
-        case .pingRequest(let sequence, let from, let target, _): .pingRequest(sequence: sequence, from: from, target: target, updates: updates)
+        case .pingRequest(let sequence, let from, let target, _):
+            .pingRequest(sequence: sequence, from: from, target: target, updates: updates)
         case .ack(let sequence, let from, _): .ack(sequence: sequence, from: from, updates: updates)
         case .nack(let sequence, let from, _): .nack(sequence: sequence, from: from, updates: updates)
         case .gossip(let from, _): .gossip(from: from, updates: updates)

@@ -57,7 +57,10 @@ public enum WireCodec {
 
     public static func varintSize(_ value: UInt64) -> Int {
         var value = value, size = 1
-        while value >= 0x80 { value >>= 7; size += 1 }
+        while value >= 0x80 {
+            value >>= 7
+            size += 1
+        }
         return size
     }
 }
@@ -80,7 +83,9 @@ public struct GossipFrame: Sendable, Hashable {
 }
 
 public enum WireError: Error, Hashable, CustomStringConvertible {
-    case truncated, unknownFormat, unknownKind(UInt8), badString, trailingBytes, tooLarge
+    case truncated, unknownFormat
+    case unknownKind(UInt8)
+    case badString, trailingBytes, tooLarge
 
     public var description: String {
         switch self {
@@ -94,8 +99,14 @@ public enum WireError: Error, Hashable, CustomStringConvertible {
     }
 }
 
-private enum MessageKind: UInt8 { case ping = 1, pingRequest, ack, nack, gossip, sync, fetch, entries }
-private enum UpdateKind: UInt8 { case member = 1, state, notice }
+private enum MessageKind: UInt8 {
+    case ping = 1
+    case pingRequest, ack, nack, gossip, sync, fetch, entries
+}
+private enum UpdateKind: UInt8 {
+    case member = 1
+    case state, notice
+}
 
 struct WireWriter {
     var bytes: [UInt8] = []
@@ -295,8 +306,9 @@ struct WireReader {
         case let other: throw .unknownKind(other)
         }
         let apiURL = try optionalString()
-        return Member(id: id, address: MemberAddress(host: host, port: Int(port)), region: region, incarnation: incarnation,
-                      status: status, apiURL: apiURL)
+        return Member(
+            id: id, address: MemberAddress(host: host, port: Int(port)), region: region, incarnation: incarnation,
+            status: status, apiURL: apiURL)
     }
 
     mutating func entry() throws(WireError) -> StateEntry {
@@ -308,8 +320,10 @@ struct WireReader {
         case .member: return .member(try member(), accuser: try optionalString())
         case .state: return .state(try entry(), ageMillis: try varint())
         case .notice:
-            return .notice(StateNotice(key: try string(), version: try varint(), writer: try string(), digest: try fixed64(),
-                                       ageMillis: try varint(), urgent: try byte() == 1))
+            return .notice(
+                StateNotice(
+                    key: try string(), version: try varint(), writer: try string(), digest: try fixed64(),
+                    ageMillis: try varint(), urgent: try byte() == 1))
         case nil: throw .unknownKind(bytes[index - 1])
         }
     }

@@ -5,7 +5,10 @@ import Gossip
 /// partitions messages — deterministic for a given seed, so figures repeat exactly.
 public struct ClusterSimulation {
     public struct Network: Sendable {
-        public init(loss: Double = 0, delay: ClosedRange<Duration> = .microseconds(500) ... .milliseconds(5), slowDelay: Duration = .milliseconds(800)) {
+        public init(
+            loss: Double = 0, delay: ClosedRange<Duration> = .microseconds(500) ... .milliseconds(5),
+            slowDelay: Duration = .milliseconds(800)
+        ) {
             self.loss = loss
             self.delay = delay
             self.slowDelay = slowDelay
@@ -87,9 +90,12 @@ public struct ClusterSimulation {
         for index in 0..<size {
             let address = MemberAddress(host: "10.0.\(index / 250).\(index % 250 + 1)", port: 7946)
             indexByAddress[address] = index
-            nodes.append(SwimNode(myself: Member(id: "node-\(index)", address: address, region: index % 2 == 0 ? "eu" : "us",
-                                                 incarnation: 1),
-                                  settings: settings, seed: seed &+ UInt64(index) &* 7919))
+            nodes.append(
+                SwimNode(
+                    myself: Member(
+                        id: "node-\(index)", address: address, region: index % 2 == 0 ? "eu" : "us",
+                        incarnation: 1),
+                    settings: settings, seed: seed &+ UInt64(index) &* 7919))
         }
     }
 
@@ -141,8 +147,11 @@ public struct ClusterSimulation {
     }
 
     public mutating func publish(_ index: Int, key: String, value: String, urgent: Bool = false) {
-        perform(index, nodes[index].publish(key: key, value: value, wallClockMillis: UInt64(now / .milliseconds(1)) + 1_000_000,
-                                            now: now, urgent: urgent))
+        perform(
+            index,
+            nodes[index].publish(
+                key: key, value: value, wallClockMillis: UInt64(now / .milliseconds(1)) + 1_000_000,
+                now: now, urgent: urgent))
     }
 
     public mutating func leave(_ index: Int) {
@@ -208,8 +217,10 @@ public struct ClusterSimulation {
         if slow.contains(from) { delay += network.slowDelay }
         if slow.contains(to) { delay += network.slowDelay }
         order += 1
-        queue.push(Envelope(deliverAt: now + delay, order: order, to: to, from: nodes[from].myself.address, fromIndex: from,
-                            message: message, kind: kind))
+        queue.push(
+            Envelope(
+                deliverAt: now + delay, order: order, to: to, from: nodes[from].myself.address, fromIndex: from,
+                message: message, kind: kind))
     }
 
     private mutating func send(_ message: GossipMessage, from: Int, to address: MemberAddress) {
@@ -226,8 +237,10 @@ public struct ClusterSimulation {
         if slow.contains(from) { delay += network.slowDelay }
         if slow.contains(to) { delay += network.slowDelay }
         order += 1
-        queue.push(Envelope(deliverAt: now + delay, order: order, to: to, from: nodes[from].myself.address, fromIndex: from,
-                            message: message, kind: .datagram))
+        queue.push(
+            Envelope(
+                deliverAt: now + delay, order: order, to: to, from: nodes[from].myself.address, fromIndex: from,
+                message: message, kind: .datagram))
     }
 
     // MARK: Questions
@@ -244,15 +257,18 @@ public struct ClusterSimulation {
     /// Healthy members (not crashed, not leaving) that some node declared dead after `since`.
     public func falseDeaths(since: Duration) -> [String] {
         let healthy = Set(nodes.indices.filter { !crashed.contains($0) }.map { nodes[$0].myself.id })
-        return Array(Set(observations.filter { $0.at >= since && $0.status == .dead && healthy.contains($0.member) }.map(\.member))).sorted()
+        return Array(Set(observations.filter { $0.at >= since && $0.status == .dead && healthy.contains($0.member) }.map(\.member)))
+            .sorted()
     }
 
     /// How many times healthy members were suspected after `since`: distinct (member, incarnation)
     /// suspicions, each refuted by a new incarnation.
     public func suspicions(since: Duration) -> Int {
         let healthy = Set(nodes.indices.filter { !crashed.contains($0) }.map { nodes[$0].myself.id })
-        return Set(observations.filter { $0.at >= since && $0.status == .suspect && healthy.contains($0.member) }
-            .map { "\($0.member)@\($0.incarnation)" }).count
+        return Set(
+            observations.filter { $0.at >= since && $0.status == .suspect && healthy.contains($0.member) }
+                .map { "\($0.member)@\($0.incarnation)" }
+        ).count
     }
 }
 

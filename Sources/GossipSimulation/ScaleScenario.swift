@@ -66,8 +66,9 @@ public struct ScaleScenario {
 
         // A change in what one node routes around, published urgently.
         let changedAt = cluster.now
-        cluster.publish(reporter, key: "health/node-\(reporter)", value: String(repeating: "x|y/default 1 0,9,0,0,0,0,0 -\n", count: 80),
-                        urgent: true)
+        cluster.publish(
+            reporter, key: "health/node-\(reporter)", value: String(repeating: "x|y/default 1 0,9,0,0,0,0,0 -\n", count: 80),
+            urgent: true)
         let key = "health/node-\(reporter)"
         let version = cluster.nodes[reporter].state[key]?.version ?? 0
         // Reached when every node holds that version or a newer one (the periodic publications go on meanwhile).

@@ -20,8 +20,10 @@ public actor CreditLeases {
     private var book: LeaseBook
     private var growing: [String: Task<LeaseGrant, any Error>] = [:]
 
-    public init(store: any SettlementStore, committer: SettlementCommitter, nodeID: String, policy: LeasePolicy = LeasePolicy(),
-                timeout: Duration = .seconds(3), logger: Logger) {
+    public init(
+        store: any SettlementStore, committer: SettlementCommitter, nodeID: String, policy: LeasePolicy = LeasePolicy(),
+        timeout: Duration = .seconds(3), logger: Logger
+    ) {
         self.store = store
         self.committer = committer
         self.book = LeaseBook(nodeID: nodeID, policy: policy)
@@ -108,11 +110,15 @@ public actor CreditLeases {
     /// Ends a reservation and hands its settlement to the committer; returns once the settlement
     /// is durable (committed, or spooled when the ledger is down).
     @discardableResult
-    public func settle(_ reservation: CreditReservation?, charged: Money, transfers: [TransferRequest],
-                       generation: GenerationRecord, idempotency: IdempotencyOutcome?) async -> SettlementCommitter.Receipt {
+    public func settle(
+        _ reservation: CreditReservation?, charged: Money, transfers: [TransferRequest],
+        generation: GenerationRecord, idempotency: IdempotencyOutcome?
+    ) async -> SettlementCommitter.Receipt {
         let release = reservation.map { book.settle($0, charged: charged, now: Date()) }
-        let receipt = await committer.submit(Settlement(reservation: release, transfers: transfers, generation: generation,
-                                                        idempotency: idempotency))
+        let receipt = await committer.submit(
+            Settlement(
+                reservation: release, transfers: transfers, generation: generation,
+                idempotency: idempotency))
         if let reservation, case .lease(_, let released)? = release { book.committed(reservation, release: released) }
         return receipt
     }

@@ -12,10 +12,12 @@ public func withLedgerDeadline<T: Sendable>(
     let pending = NIOLockedValueBox<CheckedContinuation<T, any Error>?>(nil)
     let timer = NIOLockedValueBox<Task<Void, Never>?>(nil)
     @Sendable func finish(_ result: Result<T, any Error>) {
-        guard let continuation = pending.withLockedValue({ current -> CheckedContinuation<T, any Error>? in
-            defer { current = nil }
-            return current
-        }) else { return }
+        guard
+            let continuation = pending.withLockedValue({ current -> CheckedContinuation<T, any Error>? in
+                defer { current = nil }
+                return current
+            })
+        else { return }
         continuation.resume(with: result)
     }
     return try await withCheckedThrowingContinuation { continuation in

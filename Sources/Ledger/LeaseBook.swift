@@ -15,8 +15,10 @@ public struct LeasePolicy: Sendable, Hashable {
     /// A lease with nothing reserved for this long is given back.
     public var idleRelease: TimeInterval
 
-    public init(slice: Money = Money(nanos: 1_000_000_000), sliceMultiple: Int64 = 8, shareDivisor: Int64 = 4,
-                ttl: TimeInterval = 15 * 60, idleRelease: TimeInterval = 10) {
+    public init(
+        slice: Money = Money(nanos: 1_000_000_000), sliceMultiple: Int64 = 8, shareDivisor: Int64 = 4,
+        ttl: TimeInterval = 15 * 60, idleRelease: TimeInterval = 10
+    ) {
         self.slice = slice
         self.sliceMultiple = sliceMultiple
         self.shareDivisor = shareDivisor
@@ -84,7 +86,8 @@ public struct LeaseBook: Sendable {
     public mutating func reserve(account: String, amount: Money, now: Date) -> CreditReservation? {
         // A lease is not used in the last tenth of its life: the ledger may void it by then.
         guard var lease = leases[account], lease.free >= amount,
-              lease.expiresAt.addingTimeInterval(-policy.ttl / 10) > now else { return nil }
+            lease.expiresAt.addingTimeInterval(-policy.ttl / 10) > now
+        else { return nil }
         lease.reserved += amount
         lease.lastUsed = now
         leases[account] = lease
@@ -98,8 +101,9 @@ public struct LeaseBook: Sendable {
         leases[account] = lease
         let shortfall = max(.zero, amount - max(.zero, lease.free))
         let desired = max(policy.slice, Money(nanos: amount.nanos.multipliedReportingOverflow(by: policy.sliceMultiple).partialValue))
-        return LeaseRequest(id: lease.id, account: account, minimum: shortfall, desired: max(shortfall, desired),
-                            shareDivisor: policy.shareDivisor, ttl: policy.ttl)
+        return LeaseRequest(
+            id: lease.id, account: account, minimum: shortfall, desired: max(shortfall, desired),
+            shareDivisor: policy.shareDivisor, ttl: policy.ttl)
     }
 
     /// Records the ledger's answer to `request`, asked at `requestedAt` by this node's clock. A
@@ -190,7 +194,8 @@ public struct LeaseBook: Sendable {
         var work: [Upkeep] = []
         for (account, lease) in leases.sorted(by: { $0.key < $1.key }) {
             if mayClose && lease.reserved == .zero && lease.unsettled == 0
-                && (closingAll || now.timeIntervalSince(lease.lastUsed) >= policy.idleRelease) {
+                && (closingAll || now.timeIntervalSince(lease.lastUsed) >= policy.idleRelease)
+            {
                 leases[account] = nil
                 work.append(.close(leaseID: lease.id, account: account))
             } else if lease.uncertain || lease.expiresAt.timeIntervalSince(now) < policy.ttl / 2 {
@@ -218,7 +223,8 @@ public struct LeaseBook: Sendable {
     private mutating func newLease(account: String, now: Date) -> Lease {
         sequence += 1
         let id = "lease:\(nodeID):\(account):\(Int(now.timeIntervalSince1970 * 1000)):\(sequence)"
-        return Lease(id: id, account: account, granted: .zero, reserved: .zero,
-                     expiresAt: now.addingTimeInterval(policy.ttl), lastUsed: now, tight: false)
+        return Lease(
+            id: id, account: account, granted: .zero, reserved: .zero,
+            expiresAt: now.addingTimeInterval(policy.ttl), lastUsed: now, tight: false)
     }
 }

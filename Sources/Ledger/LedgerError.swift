@@ -21,7 +21,8 @@ public enum LedgerError: Error, Sendable, Hashable, CustomStringConvertible {
     public var isRefusal: Bool {
         switch self {
         case .unknownAccount, .unknownHold, .idempotencyConflict, .invalidAmount, .overdrawn,
-             .balanceOutOfRange: true
+            .balanceOutOfRange:
+            true
         case .storage, .unreachable: false
         }
     }

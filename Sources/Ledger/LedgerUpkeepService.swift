@@ -12,8 +12,10 @@ public struct LedgerUpkeepService: Service {
     let leaseInterval: Duration
     let logger: Logger
 
-    public init(ledger: any SettlementStore, credit: CreditLeases, expiryInterval: Duration = .seconds(30),
-                leaseInterval: Duration = .seconds(1), logger: Logger) {
+    public init(
+        ledger: any SettlementStore, credit: CreditLeases, expiryInterval: Duration = .seconds(30),
+        leaseInterval: Duration = .seconds(1), logger: Logger
+    ) {
         self.ledger = ledger
         self.credit = credit
         self.expiryInterval = expiryInterval

@@ -92,10 +92,13 @@ public struct LedgerVerification: Sendable, Hashable {
             "consistent": .bool(isConsistent), "transfers": .int(Int64(transferCount)),
             "mismatched_accounts": .array(mismatchedAccounts.map { .string($0) }),
             "sum_of_balances": .string(totalOfBalances.decimalString),
-            "invariants": .array(invariants.map { invariant in
-                ["name": .string(invariant.name), "holds": .bool(invariant.holds), "violations": .int(Int64(invariant.violations)),
-                 "examples": .array(invariant.examples.map { .string($0) })]
-            }),
+            "invariants": .array(
+                invariants.map { invariant in
+                    [
+                        "name": .string(invariant.name), "holds": .bool(invariant.holds), "violations": .int(Int64(invariant.violations)),
+                        "examples": .array(invariant.examples.map { .string($0) }),
+                    ]
+                }),
             "summary": [
                 "accounts": .int(Int64(accountCount)), "generations": .int(Int64(generationCount)),
                 "transfers": .int(Int64(transferCount)),

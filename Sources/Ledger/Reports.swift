@@ -21,9 +21,11 @@ public struct EntryQuery: Sendable, Hashable {
     /// Most recent first, at most this many (entry queries only).
     public var limit: Int
 
-    public init(account: String? = nil, keyID: String? = nil, model: String? = nil, provider: String? = nil,
-                kind: TransferKind? = nil, generationID: String? = nil, transferID: Int64? = nil, since: Date? = nil,
-                until: Date? = nil, limit: Int = 100) {
+    public init(
+        account: String? = nil, keyID: String? = nil, model: String? = nil, provider: String? = nil,
+        kind: TransferKind? = nil, generationID: String? = nil, transferID: Int64? = nil, since: Date? = nil,
+        until: Date? = nil, limit: Int = 100
+    ) {
         self.transferID = transferID
         self.account = account
         self.keyID = keyID

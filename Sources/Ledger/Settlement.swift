@@ -38,8 +38,10 @@ public struct Settlement: Sendable, Hashable, Codable {
     public var generation: GenerationRecord
     public var idempotency: IdempotencyOutcome?
 
-    public init(reservation: Reservation?, transfers: [TransferRequest], generation: GenerationRecord,
-                idempotency: IdempotencyOutcome? = nil) {
+    public init(
+        reservation: Reservation?, transfers: [TransferRequest], generation: GenerationRecord,
+        idempotency: IdempotencyOutcome? = nil
+    ) {
         self.reservation = reservation
         self.transfers = transfers
         self.generation = generation
@@ -54,7 +56,8 @@ public struct Settlement: Sendable, Hashable, Codable {
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         if let legacy = try? container.nestedContainer(keyedBy: LegacyReservationKeys.self, forKey: .reservation),
-           legacy.contains(.hold) {
+            legacy.contains(.hold)
+        {
             reservation = nil
         } else {
             reservation = try container.decodeIfPresent(Reservation.self, forKey: .reservation)
@@ -105,10 +108,12 @@ extension Settlement {
             result.append(cut)
             available[payer] = left - covered
             if transfer.kind == .charge { cutCharges += transfer.amount - covered }
-            result.append(TransferRequest(
-                idempotencyKey: "overage:" + transfer.idempotencyKey, debit: Billing.SystemAccount.overage,
-                credit: transfer.creditAccount, amount: transfer.amount - covered, kind: .overage, keyID: transfer.keyID,
-                generationID: transfer.generationID, memo: "beyond an expired reservation: " + (transfer.memo ?? transfer.kind.rawValue)))
+            result.append(
+                TransferRequest(
+                    idempotencyKey: "overage:" + transfer.idempotencyKey, debit: Billing.SystemAccount.overage,
+                    credit: transfer.creditAccount, amount: transfer.amount - covered, kind: .overage, keyID: transfer.keyID,
+                    generationID: transfer.generationID, memo: "beyond an expired reservation: " + (transfer.memo ?? transfer.kind.rawValue)
+                ))
         }
         var copy = self
         copy.transfers = result

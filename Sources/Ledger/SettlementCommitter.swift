@@ -94,10 +94,12 @@ public actor SettlementCommitter {
     }
 
     /// `spool`: where settlements go while the ledger is down; without one they are logged and lost.
-    public init(store: any SettlementStore & AccountStore, spool: SettlementSpool?, rejects: SettlementSpool? = nil, maxBatch: Int = 512,
-                maxInFlight: Int = 2, timeout: Duration = .seconds(3), replayInterval: Duration = .seconds(1),
-                maxSpoolAge: TimeInterval = 3600, reachability: LedgerReachability = LedgerReachability(), logger: Logger,
-                onCommit: @escaping @Sendable (Int) -> Void = { _ in }) {
+    public init(
+        store: any SettlementStore & AccountStore, spool: SettlementSpool?, rejects: SettlementSpool? = nil, maxBatch: Int = 512,
+        maxInFlight: Int = 2, timeout: Duration = .seconds(3), replayInterval: Duration = .seconds(1),
+        maxSpoolAge: TimeInterval = 3600, reachability: LedgerReachability = LedgerReachability(), logger: Logger,
+        onCommit: @escaping @Sendable (Int) -> Void = { _ in }
+    ) {
         self.store = store
         self.reachability = reachability
         self.spool = spool
@@ -116,9 +118,12 @@ public actor SettlementCommitter {
         if let spool {
             let recovery = await spool.recovery
             if recovery != SettlementSpool.Recovery() {
-                logger.warning("the settlement spool was damaged; recovered what it held", metadata: [
-                    "torn_tail_bytes": "\(recovery.truncatedBytes)", "corrupt_records": "\(recovery.corruptRecords)",
-                    "converted_legacy_records": "\(recovery.convertedLegacyRecords)"])
+                logger.warning(
+                    "the settlement spool was damaged; recovered what it held",
+                    metadata: [
+                        "torn_tail_bytes": "\(recovery.truncatedBytes)", "corrupt_records": "\(recovery.corruptRecords)",
+                        "converted_legacy_records": "\(recovery.convertedLegacyRecords)",
+                    ])
             }
         }
         status.spooled = await spool?.count ?? 0
@@ -143,8 +148,11 @@ public actor SettlementCommitter {
         if backlogged != reachability.isBacklogged {
             reachability.setBacklogged(backlogged)
             if backlogged {
-                logger.critical("settlements are waiting outside the ledger too long; refusing paid requests", metadata: [
-                    "held_in_memory": "\(held.count)", "max_spool_age_seconds": "\(Int(maxSpoolAge))"])
+                logger.critical(
+                    "settlements are waiting outside the ledger too long; refusing paid requests",
+                    metadata: [
+                        "held_in_memory": "\(held.count)", "max_spool_age_seconds": "\(Int(maxSpoolAge))",
+                    ])
             } else {
                 logger.notice("settlement backlog cleared; admitting paid requests again")
             }
@@ -374,17 +382,22 @@ public actor SettlementCommitter {
     }
 
     private func reject(_ settlement: Settlement, _ error: any Error) async {
-        logger.critical("a settlement was set aside in the reject file", metadata: [
-            "generation": "\(settlement.generation.id)", "error": "\(error)",
-        ])
+        logger.critical(
+            "a settlement was set aside in the reject file",
+            metadata: [
+                "generation": "\(settlement.generation.id)", "error": "\(error)",
+            ])
         status.rejected += 1
         do {
             try await rejects?.append([settlement], reason: "\(error)")
         } catch {
             // The reject file cannot be written either: the log line is the record an operator gets.
             let json = (try? JSONEncoder().encode(settlement)).map { String(decoding: $0, as: UTF8.self) } ?? "?"
-            logger.critical("cannot write the reject file; the set-aside settlement follows", metadata: [
-                "error": "\(error)", "settlement": "\(json)"])
+            logger.critical(
+                "cannot write the reject file; the set-aside settlement follows",
+                metadata: [
+                    "error": "\(error)", "settlement": "\(json)",
+                ])
         }
     }
 

@@ -221,7 +221,8 @@ public struct SpoolFile {
         let end = offset + Self.headerSize + length
         guard end <= size, let payload = bytes(at: offset + Self.headerSize, count: length) else { return .end }
         guard CRC32C.checksum(payload) == checksum,
-              let envelope = try? decoder.decode(Envelope.self, from: Data(payload)) else { return .damaged }
+            let envelope = try? decoder.decode(Envelope.self, from: Data(payload))
+        else { return .damaged }
         return .record(Record(settlement: envelope.settlement, reason: envelope.reason, spooledAt: envelope.spooledAt, end: end))
     }
 
@@ -234,7 +235,8 @@ public struct SpoolFile {
             var index = 0
             while index + 4 <= chunk.count {
                 if chunk[index] == Self.magic[0], chunk[index + 1] == Self.magic[1], chunk[index + 2] == Self.magic[2],
-                   chunk[index + 3] == Self.magic[3], case .record = read(at: position + index) {
+                    chunk[index + 3] == Self.magic[3], case .record = read(at: position + index)
+                {
                     return position + index
                 }
                 index += 1
@@ -258,7 +260,10 @@ public struct SpoolFile {
             case .damaged, .end:
                 // A record running past the end of the file is a torn tail only if nothing valid
                 // follows it; otherwise its length was damaged, and the records after it are kept.
-                guard let next = resynchronize(from: offset + 1) else { offset = size; continue }
+                guard let next = resynchronize(from: offset + 1) else {
+                    offset = size
+                    continue
+                }
                 recovery.corruptRecords += 1
                 offset = next
             }
@@ -277,9 +282,12 @@ public struct SpoolFile {
     /// A spool from before records were framed holds one JSON settlement per line: rewrite it.
     private mutating func convertLegacyFormat() throws {
         guard size > 0, checkpoint == 0, let first = bytes(at: 0, count: min(4, size)), first != Self.magic,
-              first.first == UInt8(ascii: "{"), let data = bytes(at: 0, count: size) else { return }
+            first.first == UInt8(ascii: "{"), let data = bytes(at: 0, count: size)
+        else { return }
         let legacyDecoder = JSONDecoder()
-        let settlements = data.split(separator: UInt8(ascii: "\n")).compactMap { try? legacyDecoder.decode(Settlement.self, from: Data($0)) }
+        let settlements = data.split(separator: UInt8(ascii: "\n")).compactMap {
+            try? legacyDecoder.decode(Settlement.self, from: Data($0))
+        }
         guard ftruncate(descriptor, 0) == 0 else { throw LedgerError.storage("cannot convert \(path): \(Self.errno())") }
         size = 0
         try append(settlements)
@@ -290,7 +298,8 @@ public struct SpoolFile {
 
     static func readCheckpoint(_ path: String) -> Int {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8),
-              let value = Int(text.trimmingCharacters(in: .whitespacesAndNewlines)), value >= 0 else { return 0 }
+            let value = Int(text.trimmingCharacters(in: .whitespacesAndNewlines)), value >= 0
+        else { return 0 }
         return value
     }
 

@@ -12,7 +12,6 @@ public struct AnthropicAdapter: ProviderAdapter {
 
     public init() {}
 
-
     public func makeRequest(_ request: ChatRequest, attempt: PlannedAttempt, apiKey: String?) -> UpstreamRequest {
         let source = request.body
         var body = JSONObject()
@@ -22,7 +21,9 @@ public struct AnthropicAdapter: ProviderAdapter {
         if !system.isEmpty { body["system"] = .array(system) }
         body["messages"] = .array(messages)
         let dropped = Set(unsupportedParameters(request, attempt.endpoint))
-        if let temperature = source["temperature"], !dropped.contains("temperature"), let value = temperature.decimalText.flatMap(Double.init) {
+        if let temperature = source["temperature"], !dropped.contains("temperature"),
+            let value = temperature.decimalText.flatMap(Double.init)
+        {
             body["temperature"] = .double(min(max(value, 0), 1))
         }
         if let topP = source["top_p"], !topP.isNull, !dropped.contains("top_p") { body["top_p"] = topP }
@@ -34,13 +35,14 @@ public struct AnthropicAdapter: ProviderAdapter {
         }
         if let user = source["user"]?.stringValue { body["metadata"] = ["user_id": .string(user)] }
         if let tools = source["tools"]?.arrayValue, !tools.isEmpty, !dropped.contains("tools") {
-            body["tools"] = .array(tools.compactMap { tool in
-                guard let function = tool["function"] else { return nil }
-                var converted: JSONObject = ["name": function["name"] ?? "tool"]
-                if let description = function["description"] { converted["description"] = description }
-                converted["input_schema"] = function["parameters"] ?? ["type": "object", "properties": [:]]
-                return .object(converted)
-            })
+            body["tools"] = .array(
+                tools.compactMap { tool in
+                    guard let function = tool["function"] else { return nil }
+                    var converted: JSONObject = ["name": function["name"] ?? "tool"]
+                    if let description = function["description"] { converted["description"] = description }
+                    converted["input_schema"] = function["parameters"] ?? ["type": "object", "properties": [:]]
+                    return .object(converted)
+                })
             if let choice = Self.toolChoice(source["tool_choice"], parallel: source["parallel_tool_calls"]?.boolValue) {
                 body["tool_choice"] = choice
             }
@@ -59,8 +61,10 @@ public struct AnthropicAdapter: ProviderAdapter {
         }
         body["stream"] = true
 
-        var headers = [("content-type", "application/json"), ("accept", "text/event-stream"),
-                       ("anthropic-version", Self.version)]
+        var headers = [
+            ("content-type", "application/json"), ("accept", "text/event-stream"),
+            ("anthropic-version", Self.version),
+        ]
         if let apiKey { headers.append(("x-api-key", apiKey)) }
         return UpstreamRequest(url: url(attempt, "/messages"), headers: headers, body: ByteBuffer(bytes: JSONWriter.bytes(.object(body))))
     }
@@ -153,15 +157,17 @@ public struct AnthropicAdapter: ProviderAdapter {
 
     /// Anthropic tool ids must match `^[a-zA-Z0-9_-]+$`; ids from other providers may not.
     static func sanitizeID(_ id: String) -> String {
-        let cleaned = String(id.unicodeScalars.map { scalar -> Character in
-            CharacterSet.alphanumerics.contains(scalar) && scalar.isASCII || scalar == "_" || scalar == "-" ? Character(scalar) : "_"
-        })
+        let cleaned = String(
+            id.unicodeScalars.map { scalar -> Character in
+                CharacterSet.alphanumerics.contains(scalar) && scalar.isASCII || scalar == "_" || scalar == "-" ? Character(scalar) : "_"
+            })
         return cleaned.isEmpty ? "call" : cleaned
     }
 
     public func makeDecoder(for request: ChatRequest) -> AnthropicStreamDecoder {
-        AnthropicStreamDecoder(jsonTool: Self.emulatesJSON(request.body) ? Self.jsonTool : nil,
-                               excludeReasoning: request.reasoning?.exclude ?? false)
+        AnthropicStreamDecoder(
+            jsonTool: Self.emulatesJSON(request.body) ? Self.jsonTool : nil,
+            excludeReasoning: request.reasoning?.exclude ?? false)
     }
 
     /// Anthropic's Messages API has no JSON mode: JSON output is asked for as a forced call of
@@ -236,10 +242,16 @@ public struct AnthropicStreamDecoder: StreamDecoder {
                 let toolIndex = nextToolIndex
                 nextToolIndex += 1
                 toolIndexByBlock[index] = toolIndex
-                return [delta(["tool_calls": [[
-                    "index": .int(Int64(toolIndex)), "id": block?["id"] ?? "call", "type": "function",
-                    "function": ["name": block?["name"] ?? "tool", "arguments": ""],
-                ]]])]
+                return [
+                    delta([
+                        "tool_calls": [
+                            [
+                                "index": .int(Int64(toolIndex)), "id": block?["id"] ?? "call", "type": "function",
+                                "function": ["name": block?["name"] ?? "tool", "arguments": ""],
+                            ]
+                        ]
+                    ])
+                ]
             }
             if let text = block?["text"]?.stringValue, !text.isEmpty { return [delta(["content": .string(text)])] }
             return []

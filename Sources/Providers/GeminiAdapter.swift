@@ -9,7 +9,6 @@ import SignalboxCore
 public struct GeminiAdapter: ProviderAdapter {
     public init() {}
 
-
     public func makeRequest(_ request: ChatRequest, attempt: PlannedAttempt, apiKey: String?) -> UpstreamRequest {
         let source = request.body
         var body = JSONObject()
@@ -53,13 +52,18 @@ public struct GeminiAdapter: ProviderAdapter {
         if !generation.isEmpty { body["generationConfig"] = .object(generation) }
 
         if let tools = source["tools"]?.arrayValue, !tools.isEmpty, !dropped.contains("tools") {
-            body["tools"] = [["functionDeclarations": .array(tools.compactMap { tool in
-                guard let function = tool["function"] else { return nil }
-                var declaration: JSONObject = ["name": function["name"] ?? "tool"]
-                if let description = function["description"] { declaration["description"] = description }
-                if let parameters = function["parameters"] { declaration["parametersJsonSchema"] = parameters }
-                return .object(declaration)
-            })]]
+            body["tools"] = [
+                [
+                    "functionDeclarations": .array(
+                        tools.compactMap { tool in
+                            guard let function = tool["function"] else { return nil }
+                            var declaration: JSONObject = ["name": function["name"] ?? "tool"]
+                            if let description = function["description"] { declaration["description"] = description }
+                            if let parameters = function["parameters"] { declaration["parametersJsonSchema"] = parameters }
+                            return .object(declaration)
+                        })
+                ]
+            ]
             switch source["tool_choice"] {
             case .string("none")?: body["toolConfig"] = ["functionCallingConfig": ["mode": "NONE"]]
             case .string("required")?: body["toolConfig"] = ["functionCallingConfig": ["mode": "ANY"]]
@@ -73,9 +77,12 @@ public struct GeminiAdapter: ProviderAdapter {
 
         var headers = [("content-type", "application/json"), ("accept", "text/event-stream")]
         if let apiKey { headers.append(("x-goog-api-key", apiKey)) }
-        let model = attempt.endpoint.upstreamModel.hasPrefix("models/") ? attempt.endpoint.upstreamModel : "models/" + attempt.endpoint.upstreamModel
-        return UpstreamRequest(url: url(attempt, "/\(model):streamGenerateContent?alt=sse"), headers: headers,
-                               body: ByteBuffer(bytes: JSONWriter.bytes(.object(body))))
+        let model =
+            attempt.endpoint.upstreamModel.hasPrefix("models/")
+            ? attempt.endpoint.upstreamModel : "models/" + attempt.endpoint.upstreamModel
+        return UpstreamRequest(
+            url: url(attempt, "/\(model):streamGenerateContent?alt=sse"), headers: headers,
+            body: ByteBuffer(bytes: JSONWriter.bytes(.object(body))))
     }
 
     static func parts(_ content: JSONValue?) -> [JSONValue] {
@@ -130,11 +137,12 @@ public struct GeminiAdapter: ProviderAdapter {
             case "tool", "function":
                 let id = message["tool_call_id"]?.stringValue ?? ""
                 let name = toolNames[id] ?? message["name"]?.stringValue ?? "tool"
-                let text: String = switch message["content"] {
-                case .string(let value)?: value
-                case .array(let items)?: items.compactMap { $0["text"]?.stringValue }.joined()
-                default: ""
-                }
+                let text: String =
+                    switch message["content"] {
+                    case .string(let value)?: value
+                    case .array(let items)?: items.compactMap { $0["text"]?.stringValue }.joined()
+                    default: ""
+                    }
                 let parsed = try? JSONParser.parse(text)
                 let response: JSONValue = parsed?.objectValue != nil ? parsed! : ["content": .string(text)]
                 conversation.append("user", [["functionResponse": ["name": .string(name), "response": response]]])
@@ -210,7 +218,8 @@ public struct GeminiStreamDecoder: StreamDecoder {
         if !text.isEmpty || delta["role"] != nil { delta["content"] = .string(text) }
         if !reasoning.isEmpty && !excludeReasoning { delta["reasoning"] = .string(reasoning) }
         if !calls.isEmpty { delta["tool_calls"] = .array(calls) }
-        let native = candidate?["finishReason"]?.stringValue
+        let native =
+            candidate?["finishReason"]?.stringValue
             ?? json["promptFeedback"]?["blockReason"]?.stringValue.map { _ in "SAFETY" }
         var finish = FinishReason.normalize(native)
         if finish == "stop" && toolCalls > 0 { finish = "tool_calls" }
@@ -222,11 +231,14 @@ public struct GeminiStreamDecoder: StreamDecoder {
         }
         if let metadata = json["usageMetadata"] {
             let thoughts = TokenUsage.count(metadata["thoughtsTokenCount"])
-            events.append(.usage(TokenUsage(
-                promptTokens: TokenUsage.count(metadata["promptTokenCount"]) + TokenUsage.count(metadata["toolUsePromptTokenCount"]),
-                completionTokens: TokenUsage.count(metadata["candidatesTokenCount"]) + thoughts,
-                cachedTokens: TokenUsage.count(metadata["cachedContentTokenCount"]),
-                reasoningTokens: thoughts)))
+            events.append(
+                .usage(
+                    TokenUsage(
+                        promptTokens: TokenUsage.count(metadata["promptTokenCount"])
+                            + TokenUsage.count(metadata["toolUsePromptTokenCount"]),
+                        completionTokens: TokenUsage.count(metadata["candidatesTokenCount"]) + thoughts,
+                        cachedTokens: TokenUsage.count(metadata["cachedContentTokenCount"]),
+                        reasoningTokens: thoughts)))
         }
         if native != nil { events.append(.done) }
         return events

@@ -9,7 +9,6 @@ import SignalboxCore
 public struct OpenAIAdapter: ProviderAdapter {
     public init() {}
 
-
     public func makeRequest(_ request: ChatRequest, attempt: PlannedAttempt, apiKey: String?) -> UpstreamRequest {
         var body = request.body
         for field in ChatRequest.routerOnlyFields { body[field] = nil }
@@ -20,12 +19,13 @@ public struct OpenAIAdapter: ProviderAdapter {
         body["include_reasoning"] = nil
         body["reasoning_effort"] = nil
         if let reasoning = request.reasoning, reasoning.enabled, !unsupportedParameters(request, attempt.endpoint).contains("reasoning") {
-            let effort: String = switch reasoning.effort ?? .medium {
-            case .none, .minimal: "minimal"
-            case .low: "low"
-            case .medium: "medium"
-            case .high, .xhigh, .max: "high"
-            }
+            let effort: String =
+                switch reasoning.effort ?? .medium {
+                case .none, .minimal: "minimal"
+                case .low: "low"
+                case .medium: "medium"
+                case .high, .xhigh, .max: "high"
+                }
             body["reasoning_effort"] = .string(effort)
         }
         // The reservation covers `completionLimit` tokens per choice: the upstream is told so, in
@@ -56,7 +56,8 @@ public struct OpenAIAdapter: ProviderAdapter {
     public func failure(status: Int, body: ByteBuffer, retryAfter: Int?) -> UpstreamFailure {
         let raw = String(buffer: body)
         let parsed = try? JSONParser.parse(raw)
-        let message = parsed?["error"]?["message"]?.stringValue ?? parsed?["message"]?.stringValue
+        let message =
+            parsed?["error"]?["message"]?.stringValue ?? parsed?["message"]?.stringValue
             ?? "Provider returned error"
         return UpstreamFailure(.status(status), message, raw: raw, retryAfter: retryAfter)
     }
@@ -100,10 +101,12 @@ public struct OpenAIStreamDecoder: StreamDecoder {
                 }
                 return .object(object)
             }
-            events.append(.delta(CompletionDelta(
-                choices: normalized, upstreamID: chunk["id"]?.stringValue,
-                systemFingerprint: chunk["system_fingerprint"]?.stringValue
-            )))
+            events.append(
+                .delta(
+                    CompletionDelta(
+                        choices: normalized, upstreamID: chunk["id"]?.stringValue,
+                        systemFingerprint: chunk["system_fingerprint"]?.stringValue
+                    )))
         } else if chunk["choices"] == nil && chunk["usage"] == nil {
             throw UpstreamFailure(.malformed, "Provider sent a chunk without choices", raw: String(event.data.prefix(2048)))
         }

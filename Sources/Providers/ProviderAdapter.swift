@@ -57,8 +57,10 @@ public struct UpstreamFailure: Error, Sendable, CustomStringConvertible {
     public var isContextLengthError: Bool {
         guard case .status(let code) = kind, code == 400 || code == 413 else { return false }
         let text = (message + " " + (raw ?? "")).lowercased()
-        return ["context_length_exceeded", "maximum context length", "context length", "prompt is too long",
-                "exceeds the maximum number of tokens", "input token count"].contains { text.contains($0) }
+        return [
+            "context_length_exceeded", "maximum context length", "context length", "prompt is too long",
+            "exceeds the maximum number of tokens", "input token count",
+        ].contains { text.contains($0) }
     }
 
     /// The HTTP status the client sees when this is the last failure: upstream 400s pass

@@ -79,7 +79,10 @@ public struct SSEParser: Sendable {
     }
 
     private mutating func dispatch() -> SSEEvent? {
-        defer { eventName = nil; dataLines.removeAll() }
+        defer {
+            eventName = nil
+            dataLines.removeAll()
+        }
         guard !dataLines.isEmpty else { return nil }
         return SSEEvent(event: eventName, data: dataLines.joined(separator: "\n"))
     }

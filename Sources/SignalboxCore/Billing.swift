@@ -123,10 +123,16 @@ public struct FreeTierCounters: Sendable, Hashable {
             local[account] = counts
             return
         }
-        if counts.minute > mine.minute { (mine.minute, mine.inMinute) = (counts.minute, counts.inMinute) }
-        else if counts.minute == mine.minute { mine.inMinute = max(mine.inMinute, counts.inMinute) }
-        if counts.day > mine.day { (mine.day, mine.inDay) = (counts.day, counts.inDay) }
-        else if counts.day == mine.day { mine.inDay = max(mine.inDay, counts.inDay) }
+        if counts.minute > mine.minute {
+            (mine.minute, mine.inMinute) = (counts.minute, counts.inMinute)
+        } else if counts.minute == mine.minute {
+            mine.inMinute = max(mine.inMinute, counts.inMinute)
+        }
+        if counts.day > mine.day {
+            (mine.day, mine.inDay) = (counts.day, counts.inDay)
+        } else if counts.day == mine.day {
+            mine.inDay = max(mine.inDay, counts.inDay)
+        }
         local[account] = mine
     }
 

@@ -236,12 +236,14 @@ public struct CatalogModel: Sendable, Codable, Hashable {
         created = try c.decodeIfPresent(Int.self, forKey: .created) ?? 0
         description = try c.decodeIfPresent(String.self, forKey: .description) ?? ""
         endpoints = try c.decode([ModelEndpoint].self, forKey: .endpoints)
-        contextLength = try c.decodeIfPresent(Int.self, forKey: .contextLength)
+        contextLength =
+            try c.decodeIfPresent(Int.self, forKey: .contextLength)
             ?? endpoints.map(\.contextLength).max() ?? 0
         inputModalities = try c.decodeIfPresent([String].self, forKey: .inputModalities) ?? ["text"]
         outputModalities = try c.decodeIfPresent([String].self, forKey: .outputModalities) ?? ["text"]
         tokenizer = try c.decodeIfPresent(String.self, forKey: .tokenizer) ?? "Other"
-        supportedParameters = try c.decodeIfPresent([String].self, forKey: .supportedParameters)
+        supportedParameters =
+            try c.decodeIfPresent([String].self, forKey: .supportedParameters)
             ?? Array(Set(endpoints.flatMap(\.supportedParameters))).sorted()
     }
 }

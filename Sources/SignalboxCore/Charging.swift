@@ -32,8 +32,10 @@ public enum Charging {
 
     /// What the tokens of an attempt the client walked away from cost (nothing if none arrived
     /// and none were reported), with the usage they were priced at.
-    public static func cancelled(reported: TokenUsage?, deliveredPieces: Int, promptEstimate: Int,
-                                 pricing: EndpointPricing) -> (usage: TokenUsage, cost: CostBreakdown) {
+    public static func cancelled(
+        reported: TokenUsage?, deliveredPieces: Int, promptEstimate: Int,
+        pricing: EndpointPricing
+    ) -> (usage: TokenUsage, cost: CostBreakdown) {
         guard let usage = usage(reported: reported, deliveredPieces: deliveredPieces, promptEstimate: promptEstimate) else {
             return (TokenUsage(), .zero)
         }
@@ -42,8 +44,10 @@ public enum Charging {
 
     /// What a failed attempt costs the operator (insurance, never the client), capped at the
     /// largest entry.
-    public static func insurance(reported: TokenUsage?, deliveredPieces: Int, promptEstimate: Int,
-                                 pricing: EndpointPricing) -> Money {
+    public static func insurance(
+        reported: TokenUsage?, deliveredPieces: Int, promptEstimate: Int,
+        pricing: EndpointPricing
+    ) -> Money {
         guard let usage = usage(reported: reported, deliveredPieces: deliveredPieces, promptEstimate: promptEstimate) else {
             return .zero
         }

@@ -89,7 +89,10 @@ public struct CompletionAccumulator: Sendable {
             var state = choices[index] ?? Choice()
             if let body = choice["delta"] ?? choice["message"] {
                 if let role = body["role"]?.stringValue { state.role = role }
-                if let text = body["content"]?.stringValue { state.content += text; state.sawContent = true }
+                if let text = body["content"]?.stringValue {
+                    state.content += text
+                    state.sawContent = true
+                }
                 if let text = body["reasoning"]?.stringValue { state.reasoning += text }
                 if let text = body["refusal"]?.stringValue { state.refusal = (state.refusal ?? "") + text }
                 for (position, call) in (body["tool_calls"]?.arrayValue ?? []).enumerated() {
@@ -119,13 +122,14 @@ public struct CompletionAccumulator: Sendable {
             message["refusal"] = state.refusal.map { .string($0) } ?? .null
             message["reasoning"] = state.reasoning.isEmpty ? .null : .string(state.reasoning)
             if !state.toolCalls.isEmpty {
-                message["tool_calls"] = .array(state.toolCalls.keys.sorted().map { key in
-                    let call = state.toolCalls[key]!
-                    return [
-                        "id": .string(call.id ?? "call_\(index)_\(key)"), "type": .string(call.type),
-                        "function": ["name": .string(call.name), "arguments": .string(call.arguments)],
-                    ]
-                })
+                message["tool_calls"] = .array(
+                    state.toolCalls.keys.sorted().map { key in
+                        let call = state.toolCalls[key]!
+                        return [
+                            "id": .string(call.id ?? "call_\(index)_\(key)"), "type": .string(call.type),
+                            "function": ["name": .string(call.name), "arguments": .string(call.arguments)],
+                        ]
+                    })
             }
             return [
                 "index": .int(Int64(index)), "logprobs": .null,

@@ -11,8 +11,10 @@ public struct AttemptRecord: Sendable, Hashable, Codable {
     /// What the attempt cost the operator at the provider (insured, never charged to the client).
     public var providerCost: Money
 
-    public init(provider: String, providerName: String, model: String, status: String, latencyMs: Int,
-                error: String? = nil, providerCost: Money = .zero) {
+    public init(
+        provider: String, providerName: String, model: String, status: String, latencyMs: Int,
+        error: String? = nil, providerCost: Money = .zero
+    ) {
         self.provider = provider
         self.providerName = providerName
         self.model = model
@@ -32,15 +34,17 @@ public struct AttemptRecord: Sendable, Hashable, Codable {
     /// The attempts as stored in a generation row: the same JSON `Codable` writes, built
     /// directly (settling a batch writes hundreds of these).
     public static func json(_ attempts: [AttemptRecord]) -> String {
-        JSONWriter.string(.array(attempts.map { attempt in
-            var object: JSONObject = [
-                "provider": .string(attempt.provider), "provider_name": .string(attempt.providerName),
-                "model": .string(attempt.model), "status": .string(attempt.status), "latency": .int(Int64(attempt.latencyMs)),
-                "provider_cost": .string(attempt.providerCost.decimalString),
-            ]
-            if let error = attempt.error { object["error"] = .string(error) }
-            return .object(object)
-        }))
+        JSONWriter.string(
+            .array(
+                attempts.map { attempt in
+                    var object: JSONObject = [
+                        "provider": .string(attempt.provider), "provider_name": .string(attempt.providerName),
+                        "model": .string(attempt.model), "status": .string(attempt.status), "latency": .int(Int64(attempt.latencyMs)),
+                        "provider_cost": .string(attempt.providerCost.decimalString),
+                    ]
+                    if let error = attempt.error { object["error"] = .string(error) }
+                    return .object(object)
+                }))
     }
 }
 

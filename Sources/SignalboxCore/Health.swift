@@ -5,7 +5,10 @@
 /// moved last (never dropped) until `cooldown` passes, then one request may probe it (half-open).
 /// A successful probe closes it; a failed one opens it again.
 public struct CircuitBreaker: Sendable, Hashable, Codable {
-    public enum State: String, Sendable, Hashable, Codable { case closed, open, halfOpen = "half_open" }
+    public enum State: String, Sendable, Hashable, Codable {
+        case closed, open
+        case halfOpen = "half_open"
+    }
 
     public private(set) var state: State = .closed
     public private(set) var consecutiveFailures = 0
@@ -110,7 +113,9 @@ public struct EndpointHealth: Sendable, Hashable, Codable {
 
     public mutating func recordFailure(at now: Double, rateLimited: Bool) {
         let index = bucket(at: now)
-        if rateLimited { buckets[index].rateLimited += 1 } else {
+        if rateLimited {
+            buckets[index].rateLimited += 1
+        } else {
             buckets[index].failures += 1
             lastFailureAt = now
         }
@@ -270,8 +275,10 @@ public struct NodeHealthReport: Sendable, Hashable {
     }
 
     private static func encode(_ bucket: EndpointHealth.Bucket) -> String {
-        let values = [bucket.successes, bucket.failures, bucket.rateLimited, bucket.firstTokenMillis, bucket.firstTokenSamples,
-                      bucket.throughputMilli, bucket.throughputSamples]
+        let values = [
+            bucket.successes, bucket.failures, bucket.rateLimited, bucket.firstTokenMillis, bucket.firstTokenSamples,
+            bucket.throughputMilli, bucket.throughputSamples,
+        ]
         return values.allSatisfy { $0 == 0 } ? "-" : values.map(String.init).joined(separator: ",")
     }
 

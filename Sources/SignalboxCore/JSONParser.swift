@@ -16,9 +16,10 @@ public enum JSONParser {
     public static let maxDepth = 512
 
     public static func parse(_ bytes: some Collection<UInt8>) throws(JSONParseError) -> JSONValue {
-        let result: Result<JSONValue, JSONParseError> = bytes.withContiguousStorageIfAvailable { buffer in
-            parse(buffer: UnsafeRawBufferPointer(buffer))
-        } ?? Array(bytes).withUnsafeBytes { parse(buffer: $0) }
+        let result: Result<JSONValue, JSONParseError> =
+            bytes.withContiguousStorageIfAvailable { buffer in
+                parse(buffer: UnsafeRawBufferPointer(buffer))
+            } ?? Array(bytes).withUnsafeBytes { parse(buffer: $0) }
         return try result.get()
     }
 
@@ -92,7 +93,10 @@ public enum JSONParser {
             index += 1
             var entries: [(String, JSONValue)] = []
             skipWhitespace()
-            if peek == UInt8(ascii: "}") { index += 1; return .object(JSONObject()) }
+            if peek == UInt8(ascii: "}") {
+                index += 1
+                return .object(JSONObject())
+            }
             while true {
                 skipWhitespace()
                 guard peek == UInt8(ascii: "\"") else { throw fail("expected an object key") }
@@ -102,11 +106,17 @@ public enum JSONParser {
                 index += 1
                 skipWhitespace()
                 let element = try value(depth: depth + 1)
-                if let existing = entries.firstIndex(where: { $0.0 == key }) { entries[existing].1 = element } else { entries.append((key, element)) }
+                if let existing = entries.firstIndex(where: { $0.0 == key }) {
+                    entries[existing].1 = element
+                } else {
+                    entries.append((key, element))
+                }
                 skipWhitespace()
                 switch peek {
                 case UInt8(ascii: ",")?: index += 1
-                case UInt8(ascii: "}")?: index += 1; return .object(JSONObject(entries))
+                case UInt8(ascii: "}")?:
+                    index += 1
+                    return .object(JSONObject(entries))
                 default: throw fail("expected ',' or '}'")
                 }
             }
@@ -116,14 +126,19 @@ public enum JSONParser {
             index += 1
             var items: [JSONValue] = []
             skipWhitespace()
-            if peek == UInt8(ascii: "]") { index += 1; return .array([]) }
+            if peek == UInt8(ascii: "]") {
+                index += 1
+                return .array([])
+            }
             while true {
                 skipWhitespace()
                 items.append(try value(depth: depth + 1))
                 skipWhitespace()
                 switch peek {
                 case UInt8(ascii: ",")?: index += 1
-                case UInt8(ascii: "]")?: index += 1; return .array(items)
+                case UInt8(ascii: "]")?:
+                    index += 1
+                    return .array(items)
                 default: throw fail("expected ',' or ']'")
                 }
             }
@@ -218,7 +233,10 @@ public enum JSONParser {
                 integral = false
                 index += 1
                 var digits = 0
-                while let digit = peek, digit >= UInt8(ascii: "0"), digit <= UInt8(ascii: "9") { index += 1; digits += 1 }
+                while let digit = peek, digit >= UInt8(ascii: "0"), digit <= UInt8(ascii: "9") {
+                    index += 1
+                    digits += 1
+                }
                 guard digits > 0 else { throw fail("invalid number") }
             }
             if peek == UInt8(ascii: "e") || peek == UInt8(ascii: "E") {
@@ -226,7 +244,10 @@ public enum JSONParser {
                 index += 1
                 if peek == UInt8(ascii: "+") || peek == UInt8(ascii: "-") { index += 1 }
                 var digits = 0
-                while let digit = peek, digit >= UInt8(ascii: "0"), digit <= UInt8(ascii: "9") { index += 1; digits += 1 }
+                while let digit = peek, digit >= UInt8(ascii: "0"), digit <= UInt8(ascii: "9") {
+                    index += 1
+                    digits += 1
+                }
                 guard digits > 0 else { throw fail("invalid number") }
             }
             let text = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)

@@ -89,7 +89,10 @@ public struct ExactDecimal: Sendable, Hashable {
     public init?(_ text: String) {
         var bytes = Substring(text).utf8[...]
         var negative = false
-        if bytes.first == UInt8(ascii: "-") { negative = true; bytes = bytes.dropFirst() }
+        if bytes.first == UInt8(ascii: "-") {
+            negative = true
+            bytes = bytes.dropFirst()
+        }
         guard !bytes.isEmpty else { return nil }
         var value: Int128 = 0
         var fraction = -1

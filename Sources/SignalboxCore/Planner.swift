@@ -30,8 +30,9 @@ public struct PlannedAttempt: Sendable, Hashable {
         let pricing = endpoint.pricing
         let promptPrice = max(pricing.prompt.attos, pricing.inputCacheWrite.attos)
         let completion = Int128(completionLimit(for: request)) * Int128(request.choices)
-        return Money(ceilingAttos: promptPrice * Int128(promptTokenBound(for: request))
-            + pricing.completion.attos * completion + pricing.request.attos)
+        return Money(
+            ceilingAttos: promptPrice * Int128(promptTokenBound(for: request))
+                + pricing.completion.attos * completion + pricing.request.attos)
     }
 }
 
@@ -98,8 +99,14 @@ public struct RoutingPlanner: Sendable {
         for (position, requested) in request.models.enumerated() {
             // Dynamic variants: `:nitro` sorts by throughput, `:floor` by price.
             var id = requested
-            if let base = Self.strip(":nitro", from: requested) { id = base; preferences.sort = preferences.sort ?? .throughput }
-            if let base = Self.strip(":floor", from: requested) { id = base; preferences.sort = preferences.sort ?? .price }
+            if let base = Self.strip(":nitro", from: requested) {
+                id = base
+                preferences.sort = preferences.sort ?? .throughput
+            }
+            if let base = Self.strip(":floor", from: requested) {
+                id = base
+                preferences.sort = preferences.sort ?? .price
+            }
             guard let model = catalog.model(id: id) else {
                 if position == 0 || request.models.count == 1 {
                     throw .invalidModel(requested)
@@ -117,9 +124,13 @@ public struct RoutingPlanner: Sendable {
             }
             // Soft capability filter: if some endpoints support what the request uses, only they serve it.
             for parameter in ["tools", "response_format"] where request.usedParameters.contains(parameter) {
-                let capable = candidates.filter { $0.endpoint.supportedParameters.isEmpty || $0.endpoint.supportedParameters.contains(parameter) }
+                let capable = candidates.filter {
+                    $0.endpoint.supportedParameters.isEmpty || $0.endpoint.supportedParameters.contains(parameter)
+                }
                 if !capable.isEmpty && capable.count < candidates.count {
-                    for dropped in candidates where !capable.contains(dropped) { exclusions.append((parameter, dropped.endpoint.tag, model.id)) }
+                    for dropped in candidates where !capable.contains(dropped) {
+                        exclusions.append((parameter, dropped.endpoint.tag, model.id))
+                    }
                     candidates = capable
                 }
             }
@@ -138,8 +149,10 @@ public struct RoutingPlanner: Sendable {
     }
 
     /// Plans with the system random generator.
-    public func plan(_ request: ChatRequest, health: HealthView = HealthView(), now: Double = 0,
-                     scope: PlanningScope = PlanningScope()) throws(PlanningError) -> [PlannedAttempt] {
+    public func plan(
+        _ request: ChatRequest, health: HealthView = HealthView(), now: Double = 0,
+        scope: PlanningScope = PlanningScope()
+    ) throws(PlanningError) -> [PlannedAttempt] {
         var random = SystemRandomNumberGenerator()
         return try plan(request, health: health, now: now, scope: scope, using: &random)
     }
@@ -200,7 +213,9 @@ public struct RoutingPlanner: Sendable {
         case .latency?:
             rest = Self.stableSorted(rest) { (context.latencySeconds($0) ?? .infinity) < (context.latencySeconds($1) ?? .infinity) }
         case nil:
-            if preferences.order == nil, loadBalancing == .priceWeighted, let pick = Self.weightedPick(rest.filter { !context.degraded($0) }, using: &random) {
+            if preferences.order == nil, loadBalancing == .priceWeighted,
+                let pick = Self.weightedPick(rest.filter { !context.degraded($0) }, using: &random)
+            {
                 rest.removeAll { $0 == pick }
                 rest.insert(pick, at: 0)
             }
@@ -282,9 +297,15 @@ public struct RoutingPlanner: Sendable {
         var ceilingAttos = ceilingPerMillion.significand
         // USD/M → atto-USD per token: × 1e18 / 1e6 = × 1e12, then undo the decimal's fraction digits.
         var exponent = 12 - ceilingPerMillion.fractionDigits
-        while exponent > 0 { ceilingAttos *= 10; exponent -= 1 }
+        while exponent > 0 {
+            ceilingAttos *= 10
+            exponent -= 1
+        }
         var price = price.attos
-        while exponent < 0 { price *= 10; exponent += 1 }
+        while exponent < 0 {
+            price *= 10
+            exponent += 1
+        }
         return price > ceilingAttos
     }
 
@@ -318,8 +339,10 @@ public struct PlanningScope: Sendable, Hashable {
     /// Providers this node has credentials for; nil when credentials do not limit the plan.
     public var credentialedProviders: Set<String>?
 
-    public init(routingTable: (region: String, table: RegionRoutingTable)? = nil, pinnedRegion: String? = nil,
-                credentialedProviders: Set<String>? = nil) {
+    public init(
+        routingTable: (region: String, table: RegionRoutingTable)? = nil, pinnedRegion: String? = nil,
+        credentialedProviders: Set<String>? = nil
+    ) {
         self.routingTable = routingTable
         self.pinnedRegion = pinnedRegion
         self.credentialedProviders = credentialedProviders

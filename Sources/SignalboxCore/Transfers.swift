@@ -43,18 +43,21 @@ extension TransferRequest {
     /// buyer paid. `reference` (the payment's id) makes a repeat record nothing.
     public static func purchase(account: String, credit: Money, reference: String) -> [TransferRequest] {
         [
-            TransferRequest(idempotencyKey: "purchase:\(reference)", debit: Billing.SystemAccount.purchases, credit: account,
-                            amount: credit, kind: .purchase, memo: "credit purchase \(reference)"),
-            TransferRequest(idempotencyKey: "fee:\(reference)", debit: Billing.SystemAccount.purchases,
-                            credit: Billing.SystemAccount.fees, amount: Billing.purchaseFee(for: credit), kind: .fee,
-                            memo: "platform fee \(reference)"),
+            TransferRequest(
+                idempotencyKey: "purchase:\(reference)", debit: Billing.SystemAccount.purchases, credit: account,
+                amount: credit, kind: .purchase, memo: "credit purchase \(reference)"),
+            TransferRequest(
+                idempotencyKey: "fee:\(reference)", debit: Billing.SystemAccount.purchases,
+                credit: Billing.SystemAccount.fees, amount: Billing.purchaseFee(for: credit), kind: .fee,
+                memo: "platform fee \(reference)"),
         ]
     }
 
     /// Promotional credit, without a fee.
     public static func grant(account: String, credit: Money, reference: String) -> TransferRequest {
-        TransferRequest(idempotencyKey: "grant:\(reference)", debit: Billing.SystemAccount.grants, credit: account,
-                        amount: credit, kind: .grant, memo: "grant \(reference)")
+        TransferRequest(
+            idempotencyKey: "grant:\(reference)", debit: Billing.SystemAccount.grants, credit: account,
+            amount: credit, kind: .grant, memo: "grant \(reference)")
     }
 }
 
@@ -71,8 +74,10 @@ public struct Transfer: Sendable, Hashable, Codable {
     public var memo: String?
     public var createdAt: Date
 
-    public init(id: Int64, idempotencyKey: String, debitAccount: String, creditAccount: String, amount: Money, kind: TransferKind,
-                keyID: String?, generationID: String?, memo: String?, createdAt: Date) {
+    public init(
+        id: Int64, idempotencyKey: String, debitAccount: String, creditAccount: String, amount: Money, kind: TransferKind,
+        keyID: String?, generationID: String?, memo: String?, createdAt: Date
+    ) {
         self.id = id
         self.idempotencyKey = idempotencyKey
         self.debitAccount = debitAccount

@@ -21,8 +21,10 @@ public struct TokenUsage: Sendable, Hashable, Codable {
         return 0
     }
 
-    public init(promptTokens: Int = 0, completionTokens: Int = 0, cachedTokens: Int = 0,
-                cacheWriteTokens: Int = 0, reasoningTokens: Int = 0) {
+    public init(
+        promptTokens: Int = 0, completionTokens: Int = 0, cachedTokens: Int = 0,
+        cacheWriteTokens: Int = 0, reasoningTokens: Int = 0
+    ) {
         let clamp = { (value: Int) in min(max(value, 0), 4 * TokenUsage.maximumCount) }
         self.promptTokens = clamp(promptTokens)
         self.completionTokens = clamp(completionTokens)
@@ -52,7 +54,8 @@ public struct CostBreakdown: Sendable, Hashable {
 
     public init(usage: TokenUsage, pricing: EndpointPricing) {
         let uncached = max(usage.promptTokens - usage.cachedTokens - usage.cacheWriteTokens, 0)
-        let promptAttos = pricing.prompt.attos(for: uncached)
+        let promptAttos =
+            pricing.prompt.attos(for: uncached)
             + pricing.inputCacheRead.attos(for: usage.cachedTokens)
             + (pricing.inputCacheWrite.isZero ? pricing.prompt : pricing.inputCacheWrite).attos(for: usage.cacheWriteTokens)
         let completionAttos = pricing.completion.attos(for: usage.completionTokens)
@@ -70,5 +73,9 @@ public struct CostBreakdown: Sendable, Hashable {
     }
 
     public static let zero = CostBreakdown()
-    private init() { prompt = .zero; completion = .zero; total = .zero }
+    private init() {
+        prompt = .zero
+        completion = .zero
+        total = .zero
+    }
 }

@@ -29,14 +29,24 @@ public final class UnreachableLedger: LedgerStore {
         if isDown { throw LedgerError.unreachable("connection refused (test)") }
     }
 
-    public func migrate() async throws { try reach(); try await store.migrate() }
+    public func migrate() async throws {
+        try reach()
+        try await store.migrate()
+    }
     public func close() async throws { try await store.close() }
     @discardableResult
     public func createAccount(id: String, name: String) async throws -> Account {
-        try reach(); return try await store.createAccount(id: id, name: name)
+        try reach()
+        return try await store.createAccount(id: id, name: name)
     }
-    public func account(id: String) async throws -> Account? { try reach(); return try await store.account(id: id) }
-    public func post(_ transfers: [TransferRequest]) async throws { try reach(); try await store.post(transfers) }
+    public func account(id: String) async throws -> Account? {
+        try reach()
+        return try await store.account(id: id)
+    }
+    public func post(_ transfers: [TransferRequest]) async throws {
+        try reach()
+        try await store.post(transfers)
+    }
     @discardableResult
     public func settle(_ batch: [Settlement]) async throws -> SettlementResult {
         try reach()
@@ -46,9 +56,13 @@ public final class UnreachableLedger: LedgerStore {
         }
         return try await store.settle(batch)
     }
-    public func growLease(_ request: LeaseRequest) async throws -> LeaseGrant { try reach(); return try await store.growLease(request) }
+    public func growLease(_ request: LeaseRequest) async throws -> LeaseGrant {
+        try reach()
+        return try await store.growLease(request)
+    }
     public func shrinkLease(id: String, by amount: Money, ttl: TimeInterval, close: Bool) async throws -> Money? {
-        try reach(); return try await store.shrinkLease(id: id, by: amount, ttl: ttl, close: close)
+        try reach()
+        return try await store.shrinkLease(id: id, by: amount, ttl: ttl, close: close)
     }
     public func claimIdempotencyKey(_ request: IdempotencyClaimRequest) async throws -> IdempotencyClaim {
         try reach()
@@ -62,41 +76,84 @@ public final class UnreachableLedger: LedgerStore {
         try reach()
         try await store.releaseIdempotencyClaim(account: account, key: key, generationID: generationID)
     }
-    public func openLeaseAmount(id: String) async throws -> Money? { try reach(); return try await store.openLeaseAmount(id: id) }
-    public func expireLeases() async throws -> Int { try reach(); return try await store.expireLeases() }
-    public func returnLeftoverLeases(nodeID: String, createdBefore: Date) async throws -> Int {
-        try reach(); return try await store.returnLeftoverLeases(nodeID: nodeID, createdBefore: createdBefore)
+    public func openLeaseAmount(id: String) async throws -> Money? {
+        try reach()
+        return try await store.openLeaseAmount(id: id)
     }
-    public func balance(account: String) async throws -> AccountBalance { try reach(); return try await store.balance(account: account) }
-    public func entries(_ query: EntryQuery) async throws -> [LedgerEntry] { try reach(); return try await store.entries(query) }
+    public func expireLeases() async throws -> Int {
+        try reach()
+        return try await store.expireLeases()
+    }
+    public func returnLeftoverLeases(nodeID: String, createdBefore: Date) async throws -> Int {
+        try reach()
+        return try await store.returnLeftoverLeases(nodeID: nodeID, createdBefore: createdBefore)
+    }
+    public func balance(account: String) async throws -> AccountBalance {
+        try reach()
+        return try await store.balance(account: account)
+    }
+    public func entries(_ query: EntryQuery) async throws -> [LedgerEntry] {
+        try reach()
+        return try await store.entries(query)
+    }
     public func spend(_ query: EntryQuery, by grouping: SpendGrouping) async throws -> [SpendRow] {
-        try reach(); return try await store.spend(query, by: grouping)
+        try reach()
+        return try await store.spend(query, by: grouping)
     }
     public func creditTotals(account: String) async throws -> (credits: Money, usage: Money) {
-        try reach(); return try await store.creditTotals(account: account)
+        try reach()
+        return try await store.creditTotals(account: account)
     }
-    public func purchasedTotal(account: String) async throws -> Money { try reach(); return try await store.purchasedTotal(account: account) }
-    public func verify() async throws -> LedgerVerification { try reach(); return try await store.verify() }
-    public func insertKey(_ key: KeyRecord) async throws { try reach(); try await store.insertKey(key) }
-    public func key(hash: String) async throws -> KeyRecord? { try reach(); return try await store.key(hash: hash) }
-    public func keys(account: String) async throws -> [KeyRecord] { try reach(); return try await store.keys(account: account) }
+    public func purchasedTotal(account: String) async throws -> Money {
+        try reach()
+        return try await store.purchasedTotal(account: account)
+    }
+    public func verify() async throws -> LedgerVerification {
+        try reach()
+        return try await store.verify()
+    }
+    public func insertKey(_ key: KeyRecord) async throws {
+        try reach()
+        try await store.insertKey(key)
+    }
+    public func key(hash: String) async throws -> KeyRecord? {
+        try reach()
+        return try await store.key(hash: hash)
+    }
+    public func keys(account: String) async throws -> [KeyRecord] {
+        try reach()
+        return try await store.keys(account: account)
+    }
     public func updateKey(hash: String, name: String?, disabled: Bool?, limit: Money??, limitReset: String??) async throws -> KeyRecord? {
         try reach()
         return try await store.updateKey(hash: hash, name: name, disabled: disabled, limit: limit, limitReset: limitReset)
     }
     public func setRegion(account: String, region: String?) async throws -> Bool {
-        try reach(); return try await store.setRegion(account: account, region: region)
+        try reach()
+        return try await store.setRegion(account: account, region: region)
     }
     public func setRegion(keyHash: String, region: String?) async throws -> KeyRecord? {
-        try reach(); return try await store.setRegion(keyHash: keyHash, region: region)
+        try reach()
+        return try await store.setRegion(keyHash: keyHash, region: region)
     }
-    public func deleteKey(hash: String) async throws -> Bool { try reach(); return try await store.deleteKey(hash: hash) }
+    public func deleteKey(hash: String) async throws -> Bool {
+        try reach()
+        return try await store.deleteKey(hash: hash)
+    }
     public func setKeyDisabled(id: String, disabled: Bool) async throws -> Bool {
-        try reach(); return try await store.setKeyDisabled(id: id, disabled: disabled)
+        try reach()
+        return try await store.setKeyDisabled(id: id, disabled: disabled)
     }
-    public func keyUsage(keyID: String, now: Date) async throws -> KeyUsage { try reach(); return try await store.keyUsage(keyID: keyID, now: now) }
+    public func keyUsage(keyID: String, now: Date) async throws -> KeyUsage {
+        try reach()
+        return try await store.keyUsage(keyID: keyID, now: now)
+    }
     public func freeRequestCount(account: String, since: [Date]) async throws -> [Int] {
-        try reach(); return try await store.freeRequestCount(account: account, since: since)
+        try reach()
+        return try await store.freeRequestCount(account: account, since: since)
     }
-    public func generation(id: String) async throws -> GenerationRecord? { try reach(); return try await store.generation(id: id) }
+    public func generation(id: String) async throws -> GenerationRecord? {
+        try reach()
+        return try await store.generation(id: id)
+    }
 }

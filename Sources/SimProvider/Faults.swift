@@ -40,8 +40,10 @@ public struct Fault: Sendable, Hashable, Codable {
     /// How many requests it affects; nil = until cleared.
     public var count: Int?
 
-    public init(provider: String, model: String? = nil, kind: Kind, status: Int? = nil, afterChunks: Int? = nil,
-                delayMs: Int? = nil, factor: Int? = nil, count: Int? = nil) {
+    public init(
+        provider: String, model: String? = nil, kind: Kind, status: Int? = nil, afterChunks: Int? = nil,
+        delayMs: Int? = nil, factor: Int? = nil, count: Int? = nil
+    ) {
         self.factor = factor
         self.provider = provider
         self.model = model
@@ -92,9 +94,13 @@ public actor SimulatorState {
 
     public func stats() -> JSONValue {
         let providers = Set(requests.keys).union(faulted.keys).sorted()
-        return ["providers": .object(JSONObject(providers.map { slug in
-            (slug, ["requests": .int(Int64(requests[slug] ?? 0)), "faulted": .int(Int64(faulted[slug] ?? 0))])
-        }))]
+        return [
+            "providers": .object(
+                JSONObject(
+                    providers.map { slug in
+                        (slug, ["requests": .int(Int64(requests[slug] ?? 0)), "faulted": .int(Int64(faulted[slug] ?? 0))])
+                    }))
+        ]
     }
 
     public func resetStats() {

@@ -30,9 +30,11 @@ public struct SimulatedRequest: Sendable {
     /// The `overshoot` fault: the text answer is at least this long, whatever `max_tokens` says.
     public var minimumTokens: Int?
 
-    public init(model: String, promptText: String, messageCount: Int, maxTokens: Int? = nil,
-                tools: [(name: String, schema: JSONValue)] = [], forcedTool: String? = nil,
-                wantsJSON: Bool = false, jsonSchema: JSONValue? = nil, reasons: Bool = false) {
+    public init(
+        model: String, promptText: String, messageCount: Int, maxTokens: Int? = nil,
+        tools: [(name: String, schema: JSONValue)] = [], forcedTool: String? = nil,
+        wantsJSON: Bool = false, jsonSchema: JSONValue? = nil, reasons: Bool = false
+    ) {
         self.reasons = reasons
         self.model = model
         self.promptText = promptText
@@ -126,7 +128,9 @@ public struct SimulatedModel: Sendable {
         if request.reasons {
             let seed = SimulatedModel.fnv1a("reasoning\u{0}" + request.promptText)
             completion.showsReasoning = request.showsReasoning
-            completion.reasoning = ["Let", " me", " think", ":"] + words(seed: seed, count: 6 + Int(seed % 6)).map { " " + $0.lowercased().trimmingCharacters(in: .whitespaces) } + ["."]
+            completion.reasoning =
+                ["Let", " me", " think", ":"]
+                + words(seed: seed, count: 6 + Int(seed % 6)).map { " " + $0.lowercased().trimmingCharacters(in: .whitespaces) } + ["."]
         }
         return completion
     }
@@ -143,11 +147,13 @@ public struct SimulatedModel: Sendable {
                 while SimulatedModel.countTokens(arguments) > limit { arguments.removeLast() }
                 finish = "length"
             }
-            return Completion(tokens: [], toolCall: ToolCall(id: "call_sim\(String(seed % 1_000_000, radix: 36))", name: tool.name, arguments: arguments),
-                              promptTokens: promptTokens, finishReason: finish)
+            return Completion(
+                tokens: [], toolCall: ToolCall(id: "call_sim\(String(seed % 1_000_000, radix: 36))", name: tool.name, arguments: arguments),
+                promptTokens: promptTokens, finishReason: finish)
         }
         if request.wantsJSON {
-            let value = request.jsonSchema.map { SchemaExample.value(for: $0, seed: seed) }
+            let value =
+                request.jsonSchema.map { SchemaExample.value(for: $0, seed: seed) }
                 ?? ["answer": .string(words(seed: seed, count: 6).joined()), "ok": true]
             let text = JSONWriter.string(value)
             let tokens = TokenPieces.split(text)
@@ -160,8 +166,9 @@ public struct SimulatedModel: Sendable {
         let count = request.minimumTokens != nil ? natural : min(natural, request.maxTokens ?? natural)
         var tokens = words(seed: seed, count: count)
         if count == natural, !tokens.isEmpty { tokens[tokens.count - 1] += "." }
-        return Completion(tokens: tokens, toolCall: nil, promptTokens: promptTokens,
-                          finishReason: count < natural ? "length" : "stop")
+        return Completion(
+            tokens: tokens, toolCall: nil, promptTokens: promptTokens,
+            finishReason: count < natural ? "length" : "stop")
     }
 
     func words(seed: UInt64, count: Int) -> [String] {

@@ -109,8 +109,9 @@ public struct Simulator: Sendable {
         guard method == "generateContent" || method == "streamGenerateContent" else {
             return Simulator.json(GeminiPersonality().error(status: 404).body, status: .notFound)
         }
-        return try await serve(GeminiPersonality(), request, context: context,
-                               pathModel: String(action[..<colon]), pathStream: method == "streamGenerateContent")
+        return try await serve(
+            GeminiPersonality(), request, context: context,
+            pathModel: String(action[..<colon]), pathStream: method == "streamGenerateContent")
     }
 
     /// One simulated call in any wire format: apply a matching fault, else answer.
@@ -172,10 +173,11 @@ public struct Simulator: Sendable {
         }
 
         let configuration = self.configuration
-        let cutAfter: Int? = switch fault?.kind {
-        case .stall?, .dropAfterChunks?, .streamError?: fault?.afterChunks ?? 2
-        default: nil
-        }
+        let cutAfter: Int? =
+            switch fault?.kind {
+            case .stall?, .dropAfterChunks?, .streamError?: fault?.afterChunks ?? 2
+            default: nil
+            }
         let stallForever = fault?.kind == .stall
         let errorEvent = fault?.kind == .streamError ? personality.streamError() : nil
         let events = personality.events(completion, model: simulated.model, id: id, includeUsage: includeUsage)

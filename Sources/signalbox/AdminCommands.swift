@@ -56,8 +56,9 @@ func parseAmount(_ text: String, option: String) throws -> Money {
 }
 
 struct AccountsCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "accounts", abstract: "Manage customer accounts.",
-                                                    subcommands: [Create.self, Pin.self])
+    static let configuration = CommandConfiguration(
+        commandName: "accounts", abstract: "Manage customer accounts.",
+        subcommands: [Create.self, Pin.self])
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create an account (prints its id).")
@@ -73,8 +74,9 @@ struct AccountsCommand: AsyncParsableCommand {
                 if let region { try await store.setRegion(account: id, region: region) }
                 return account
             }
-            ledger.emit(["id": .string(account.id), "name": .string(account.name), "region": region.map { .string($0) } ?? nil],
-                        text: account.id)
+            ledger.emit(
+                ["id": .string(account.id), "name": .string(account.name), "region": region.map { .string($0) } ?? nil],
+                text: account.id)
         }
     }
 
@@ -90,15 +92,17 @@ struct AccountsCommand: AsyncParsableCommand {
             guard try await ledger.withLedger({ try await $0.setRegion(account: account, region: region) }) else {
                 throw ValidationError("No customer account \(account)")
             }
-            ledger.emit(["account": .string(account), "region": region.map { .string($0) } ?? nil],
-                        text: region.map { "Pinned \(account) to \($0)." } ?? "Unpinned \(account).")
+            ledger.emit(
+                ["account": .string(account), "region": region.map { .string($0) } ?? nil],
+                text: region.map { "Pinned \(account) to \($0)." } ?? "Unpinned \(account).")
         }
     }
 }
 
 struct KeysCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "keys", abstract: "Manage API keys.",
-                                                    subcommands: [Create.self, List.self, Revoke.self])
+    static let configuration = CommandConfiguration(
+        commandName: "keys", abstract: "Manage API keys.",
+        subcommands: [Create.self, List.self, Revoke.self])
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create a key; the key itself is printed once and never stored.")
@@ -116,9 +120,10 @@ struct KeysCommand: AsyncParsableCommand {
             }
             let secret = APIKeyFormat.generate()
             let hash = APIKeyFormat.hash(secret)
-            let record = KeyRecord(id: "key-" + String(hash.prefix(16)), accountID: account, hash: hash,
-                                   label: APIKeyFormat.label(secret), name: name, limit: limit, limitReset: limitReset,
-                                   region: region)
+            let record = KeyRecord(
+                id: "key-" + String(hash.prefix(16)), accountID: account, hash: hash,
+                label: APIKeyFormat.label(secret), name: name, limit: limit, limitReset: limitReset,
+                region: region)
             try await ledger.withLedger { store in
                 guard try await store.account(id: account) != nil else { throw ValidationError("No account \(account)") }
                 try await store.insertKey(record)
@@ -134,10 +139,15 @@ struct KeysCommand: AsyncParsableCommand {
 
         func run() async throws {
             let keys = try await ledger.withLedger { try await $0.keys(account: account) }
-            ledger.emit(.array(keys.map { key in
-                ["id": .string(key.id), "label": .string(key.label), "name": .string(key.name), "disabled": .bool(key.disabled),
-                 "limit": key.limit.map { .decimal($0.decimalString) } ?? nil, "limit_reset": key.limitReset.map { .string($0) } ?? nil]
-            }), text: keys.map { "\($0.id)  \($0.label)  \($0.name)\($0.disabled ? "  (revoked)" : "")" }.joined(separator: "\n"))
+            ledger.emit(
+                .array(
+                    keys.map { key in
+                        [
+                            "id": .string(key.id), "label": .string(key.label), "name": .string(key.name), "disabled": .bool(key.disabled),
+                            "limit": key.limit.map { .decimal($0.decimalString) } ?? nil,
+                            "limit_reset": key.limitReset.map { .string($0) } ?? nil,
+                        ]
+                    }), text: keys.map { "\($0.id)  \($0.label)  \($0.name)\($0.disabled ? "  (revoked)" : "")" }.joined(separator: "\n"))
         }
     }
 
@@ -156,8 +166,9 @@ struct KeysCommand: AsyncParsableCommand {
 }
 
 struct CreditsCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "credits", abstract: "Add credit to accounts.",
-                                                    subcommands: [Purchase.self, Grant.self])
+    static let configuration = CommandConfiguration(
+        commandName: "credits", abstract: "Add credit to accounts.",
+        subcommands: [Purchase.self, Grant.self])
 
     struct Purchase: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -171,10 +182,15 @@ struct CreditsCommand: AsyncParsableCommand {
             let credit = try parseAmount(amount, option: "--amount")
             let fee = Billing.purchaseFee(for: credit)
             let reference = self.reference ?? UUID().uuidString
-            try await ledger.withLedger { try await $0.post(TransferRequest.purchase(account: account, credit: credit, reference: reference)) }
-            ledger.emit(["account": .string(account), "credit": .decimal(credit.decimalString), "fee": .decimal(fee.decimalString),
-                         "charged": .decimal((credit + fee).decimalString)],
-                        text: "Credited \(credit) to \(account); fee \(fee); the buyer pays \(credit + fee).")
+            try await ledger.withLedger {
+                try await $0.post(TransferRequest.purchase(account: account, credit: credit, reference: reference))
+            }
+            ledger.emit(
+                [
+                    "account": .string(account), "credit": .decimal(credit.decimalString), "fee": .decimal(fee.decimalString),
+                    "charged": .decimal((credit + fee).decimalString),
+                ],
+                text: "Credited \(credit) to \(account); fee \(fee); the buyer pays \(credit + fee).")
         }
     }
 
@@ -188,15 +204,18 @@ struct CreditsCommand: AsyncParsableCommand {
         func run() async throws {
             let credit = try parseAmount(amount, option: "--amount")
             let reference = self.reference ?? UUID().uuidString
-            try await ledger.withLedger { try await $0.post([TransferRequest.grant(account: account, credit: credit, reference: reference)]) }
+            try await ledger.withLedger {
+                try await $0.post([TransferRequest.grant(account: account, credit: credit, reference: reference)])
+            }
             ledger.emit(["account": .string(account), "credit": .decimal(credit.decimalString)], text: "Granted \(credit) to \(account).")
         }
     }
 }
 
 struct LedgerCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "ledger", abstract: "Query and check the ledger.",
-                                                    subcommands: [Balance.self, Entries.self, Spend.self, Generation.self, Reverse.self, Verify.self])
+    static let configuration = CommandConfiguration(
+        commandName: "ledger", abstract: "Query and check the ledger.",
+        subcommands: [Balance.self, Entries.self, Spend.self, Generation.self, Reverse.self, Verify.self])
 
     struct Balance: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "An account's balance and available credit.")
@@ -205,8 +224,9 @@ struct LedgerCommand: AsyncParsableCommand {
 
         func run() async throws {
             let balance = try await ledger.withLedger { try await $0.balance(account: account) }
-            ledger.emit(["balance": .string(balance.balance.decimalString), "available": .string(balance.available.decimalString)],
-                        text: "balance \(balance.balance)  available \(balance.available)")
+            ledger.emit(
+                ["balance": .string(balance.balance.decimalString), "available": .string(balance.available.decimalString)],
+                text: "balance \(balance.balance)  available \(balance.available)")
         }
     }
 
@@ -248,9 +268,15 @@ struct LedgerCommand: AsyncParsableCommand {
             let rows = try await ledger.withLedger { try await $0.spend(query, by: grouping) }
             switch format ?? (ledger.json ? "json" : "text") {
             case "json":
-                print(JSONWriter.string(.array(rows.map {
-                    [.init(grouping.rawValue): .string($0.group), "amount": .string($0.amount.decimalString), "requests": .int(Int64($0.requests))]
-                })))
+                print(
+                    JSONWriter.string(
+                        .array(
+                            rows.map {
+                                [
+                                    .init(grouping.rawValue): .string($0.group), "amount": .string($0.amount.decimalString),
+                                    "requests": .int(Int64($0.requests)),
+                                ]
+                            })))
             case "csv":
                 print("\(grouping.rawValue),amount,requests")
                 for row in rows { print("\(EntryFormat.csvField(row.group)),\(row.amount.decimalString),\(row.requests)") }
@@ -281,10 +307,12 @@ struct LedgerCommand: AsyncParsableCommand {
                 "attempts": .array(record.attempts.map { ["provider": .string($0.provider), "status": .string($0.status)] }),
                 "entries": .array(entries.map(EntryFormat.json)),
             ]
-            ledger.emit(value, text: """
-                \(record.id)  \(record.model) via \(record.providerName ?? "-")  cost \(record.cost)  account \(record.accountID)
-                tokens: \(record.usage.promptTokens) prompt, \(record.usage.completionTokens) completion
-                """ + entries.map { "\n  " + EntryFormat.text($0) }.joined())
+            ledger.emit(
+                value,
+                text: """
+                    \(record.id)  \(record.model) via \(record.providerName ?? "-")  cost \(record.cost)  account \(record.accountID)
+                    tokens: \(record.usage.promptTokens) prompt, \(record.usage.completionTokens) completion
+                    """ + entries.map { "\n  " + EntryFormat.text($0) }.joined())
         }
     }
 
@@ -308,9 +336,12 @@ struct LedgerCommand: AsyncParsableCommand {
                 try await store.post([reversal])
                 return reversal
             }
-            ledger.emit(["reversed": .int(entry), "debit": .string(reversal.debitAccount), "credit": .string(reversal.creditAccount),
-                         "amount": .string(reversal.amount.decimalString)],
-                        text: "Reversed entry \(entry): \(reversal.amount) from \(reversal.debitAccount) back to \(reversal.creditAccount).")
+            ledger.emit(
+                [
+                    "reversed": .int(entry), "debit": .string(reversal.debitAccount), "credit": .string(reversal.creditAccount),
+                    "amount": .string(reversal.amount.decimalString),
+                ],
+                text: "Reversed entry \(entry): \(reversal.amount) from \(reversal.debitAccount) back to \(reversal.creditAccount).")
         }
     }
 
@@ -330,9 +361,11 @@ struct LedgerCommand: AsyncParsableCommand {
                 (invariant.holds ? "  ok      " : "  BROKEN  ") + invariant.name
                     + (invariant.holds ? "" : " (\(invariant.violations): \(invariant.examples.joined(separator: ", ")))")
             }
-            ledger.emit(result.json, text: (result.isConsistent
-                ? "Ledger consistent: \(result.transferCount) transfers, \(result.generationCount) generations, \(result.accountCount) accounts."
-                : "LEDGER INCONSISTENT") + "\n" + lines.joined(separator: "\n"))
+            ledger.emit(
+                result.json,
+                text: (result.isConsistent
+                    ? "Ledger consistent: \(result.transferCount) transfers, \(result.generationCount) generations, \(result.accountCount) accounts."
+                    : "LEDGER INCONSISTENT") + "\n" + lines.joined(separator: "\n"))
             if !result.isConsistent { throw ExitCode(1) }
         }
     }
@@ -354,9 +387,10 @@ struct EntryFilters: ParsableArguments {
             guard let parsed = TransferKind(rawValue: text) else { throw ValidationError("Unknown --kind \(text)") }
             kind = parsed
         }
-        return EntryQuery(account: account, keyID: key, model: model, provider: provider, kind: kind,
-                          since: try since.map { try Self.date($0, option: "--since") },
-                          until: try until.map { try Self.date($0, option: "--until") })
+        return EntryQuery(
+            account: account, keyID: key, model: model, provider: provider, kind: kind,
+            since: try since.map { try Self.date($0, option: "--since") },
+            until: try until.map { try Self.date($0, option: "--until") })
     }
 
     static func date(_ text: String, option: String) throws -> Date {
@@ -364,4 +398,3 @@ struct EntryFilters: ParsableArguments {
         throw ValidationError("\(option) must be a date (2026-11-25) or an ISO 8601 time (2026-11-25T14:00:00Z)")
     }
 }
-

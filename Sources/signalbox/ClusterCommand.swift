@@ -5,8 +5,9 @@ import Gossip
 import NIOCore
 
 struct ClusterCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "cluster", abstract: "Cluster tools.",
-                                                    subcommands: [Keygen.self, Members.self, KeyringCommand.self])
+    static let configuration = CommandConfiguration(
+        commandName: "cluster", abstract: "Cluster tools.",
+        subcommands: [Keygen.self, Members.self, KeyringCommand.self])
 
     struct Keygen: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -17,10 +18,12 @@ struct ClusterCommand: AsyncParsableCommand {
 
         func run() async throws {
             if FileManager.default.fileExists(atPath: out) && !force {
-                throw ValidationError("\(out) exists; it may hold the key a running cluster uses. Pass --force to replace it, "
-                                      + "or write the new key elsewhere and rotate it in (Docs/cluster.md)")
+                throw ValidationError(
+                    "\(out) exists; it may hold the key a running cluster uses. Pass --force to replace it, "
+                        + "or write the new key elsewhere and rotate it in (Docs/cluster.md)")
             }
-            let text = "# Signalbox cluster key (AES-256-GCM). First line: the key nodes send with; every line is accepted.\n"
+            let text =
+                "# Signalbox cluster key (AES-256-GCM). First line: the key nodes send with; every line is accepted.\n"
                 + ClusterKeyring.generateKeyText() + "\n"
             guard FileManager.default.createFile(atPath: out, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600]) else {
                 throw ValidationError("Cannot write \(out)")
@@ -33,7 +36,9 @@ struct ClusterCommand: AsyncParsableCommand {
 
     /// Where the admin API is and the key to call it with.
     struct NodeOptions: ParsableArguments {
-        @Option(name: .customLong("url"), help: "A node's base URL; repeat it to see several nodes' own views (default: SIGNALBOX_URL or http://127.0.0.1:8080).")
+        @Option(
+            name: .customLong("url"),
+            help: "A node's base URL; repeat it to see several nodes' own views (default: SIGNALBOX_URL or http://127.0.0.1:8080).")
         var urls: [String] = []
         @Option(help: "The admin key (default: SIGNALBOX_ADMIN_KEY).") var adminKey: String?
         @Flag(help: "Print the JSON the admin API returned.") var json = false
@@ -72,9 +77,11 @@ struct ClusterCommand: AsyncParsableCommand {
                 let me = members.first { $0["self"] as? Bool == true }?["id"] as? String ?? "?"
                 print("\(base) (node \(me)) sees \(members.count) members:")
                 let rows = members.map { member -> [String] in
-                    [(member["id"] as? String ?? "") + (member["self"] as? Bool == true ? " *" : ""), member["region"] as? String ?? "",
-                     member["address"] as? String ?? "", member["state"] as? String ?? "", "\(member["incarnation"] ?? "")",
-                     member["sends_with_key"] as? String ?? "", (member["clock_offset_ms"] as? Int).map { "\($0) ms" } ?? "-"]
+                    [
+                        (member["id"] as? String ?? "") + (member["self"] as? Bool == true ? " *" : ""), member["region"] as? String ?? "",
+                        member["address"] as? String ?? "", member["state"] as? String ?? "", "\(member["incarnation"] ?? "")",
+                        member["sends_with_key"] as? String ?? "", (member["clock_offset_ms"] as? Int).map { "\($0) ms" } ?? "-",
+                    ]
                 }
                 printTable(["ID", "REGION", "GOSSIP", "STATE", "INCARNATION", "KEY", "CLOCK OFFSET"], rows)
             }
@@ -82,8 +89,9 @@ struct ClusterCommand: AsyncParsableCommand {
     }
 
     struct KeyringCommand: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "keyring", abstract: "The cluster key ring as nodes use it.",
-                                                        subcommands: [Status.self])
+        static let configuration = CommandConfiguration(
+            commandName: "keyring", abstract: "The cluster key ring as nodes use it.",
+            subcommands: [Status.self])
 
         struct Status: AsyncParsableCommand {
             static let configuration = CommandConfiguration(
@@ -95,9 +103,13 @@ struct ClusterCommand: AsyncParsableCommand {
                     let data = try await options.get("/admin/cluster/keyring", from: base)["data"] as? [String: Any] ?? [:]
                     if options.json { continue }
                     let accepts = (data["accepts"] as? [String] ?? []).joined(separator: ", ")
-                    print("\(base) (node \(data["node"] as? String ?? "?")): sends with \(data["sends_with"] as? String ?? "?"), accepts \(accepts)")
+                    print(
+                        "\(base) (node \(data["node"] as? String ?? "?")): sends with \(data["sends_with"] as? String ?? "?"), accepts \(accepts)"
+                    )
                     let peers = (data["peers_send_with"] as? [String: String] ?? [:]).sorted { $0.key < $1.key }
-                    printTable(["PEER", "SENDS WITH", "ACCEPTED HERE"], peers.map { [$0.key, $0.value, accepts.contains($0.value) ? "yes" : "NO"] })
+                    printTable(
+                        ["PEER", "SENDS WITH", "ACCEPTED HERE"],
+                        peers.map { [$0.key, $0.value, accepts.contains($0.value) ? "yes" : "NO"] })
                 }
             }
         }
@@ -107,6 +119,9 @@ struct ClusterCommand: AsyncParsableCommand {
 private func printTable(_ header: [String], _ rows: [[String]]) {
     let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
     for row in [header] + rows {
-        print("  " + row.enumerated().map { $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0) }.joined(separator: "  "))
+        print(
+            "  "
+                + row.enumerated().map { $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0) }.joined(
+                    separator: "  "))
     }
 }

@@ -35,7 +35,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Address to listen on.") var host: String?
     @Option(help: "Port to listen on.") var port: Int?
     @Option(help: "Directory for the embedded ledger and the demo/admin key files.") var dataDir: String = ".signalbox"
-    @Option(help: "PostgreSQL ledger (postgres://user:password@host:port/db) instead of the embedded SQLite one; also SIGNALBOX_DATABASE_URL.")
+    @Option(
+        help: "PostgreSQL ledger (postgres://user:password@host:port/db) instead of the embedded SQLite one; also SIGNALBOX_DATABASE_URL.")
     var databaseURL: String?
     @Option(help: "Configuration file (JSON): server settings, providers, catalog additions.") var config: String?
     @Option(help: "Port of the in-process simulated provider.") var simPort: Int = 8091
@@ -100,10 +101,11 @@ struct Serve: AsyncParsableCommand {
                 simulatorURL = simUrl
             } else {
                 let simulator = Simulator()
-                services.append(Application(
-                    router: simulator.buildRouter(),
-                    configuration: .init(address: .hostname("127.0.0.1", port: simPort), serverName: "signalbox-sim"),
-                    logger: Logger(label: "signalbox.sim")))
+                services.append(
+                    Application(
+                        router: simulator.buildRouter(),
+                        configuration: .init(address: .hostname("127.0.0.1", port: simPort), serverName: "signalbox-sim"),
+                        logger: Logger(label: "signalbox.sim")))
                 simulatorURL = "http://127.0.0.1:\(simPort)"
             }
             catalog.pointAllProviders(at: simulatorURL!)
@@ -125,14 +127,16 @@ struct Serve: AsyncParsableCommand {
                 defer { group.cancelAll() }
                 let ledger = PostgresLedgerStore(client: client, logger: logger)
                 try await ledger.migrate()
-                try await serve(ledger: ledger, configuration: configuration, catalog: catalog, services: services,
-                                providerKeys: providerKeys, simulatorURL: simulatorURL, demoAmount: demoAmount, logger: logger)
+                try await serve(
+                    ledger: ledger, configuration: configuration, catalog: catalog, services: services,
+                    providerKeys: providerKeys, simulatorURL: simulatorURL, demoAmount: demoAmount, logger: logger)
             }
         } else {
             let ledger = try await SQLiteLedgerStore.open(path: dataDir + "/ledger.sqlite", logger: logger)
             do {
-                try await serve(ledger: ledger, configuration: configuration, catalog: catalog, services: services,
-                                providerKeys: providerKeys, simulatorURL: simulatorURL, demoAmount: demoAmount, logger: logger)
+                try await serve(
+                    ledger: ledger, configuration: configuration, catalog: catalog, services: services,
+                    providerKeys: providerKeys, simulatorURL: simulatorURL, demoAmount: demoAmount, logger: logger)
             } catch {
                 try? await ledger.close()
                 throw error
@@ -147,14 +151,19 @@ struct Serve: AsyncParsableCommand {
         return TimeInterval(maxSpoolAge)
     }
 
-    func serve(ledger: any LedgerStore, configuration: GatewayConfiguration, catalog: Catalog, services: [any Service],
-               providerKeys: [String: String], simulatorURL: String?, demoAmount: Money, logger: Logger) async throws {
+    func serve(
+        ledger: any LedgerStore, configuration: GatewayConfiguration, catalog: Catalog, services: [any Service],
+        providerKeys: [String: String], simulatorURL: String?, demoAmount: Money, logger: Logger
+    ) async throws {
         var services = services
         let keys = try await DemoSetup.run(ledger: ledger, dataDir: dataDir, demoCredits: demoAmount)
-        let httpClient = AsyncHTTPClientTransport.makeClient(connectTimeout: .seconds(Int64(configuration.timeouts.connect.components.seconds)))
+        let httpClient = AsyncHTTPClientTransport.makeClient(
+            connectTimeout: .seconds(Int64(configuration.timeouts.connect.components.seconds)))
         var policy = LeasePolicy(ttl: configuration.holdTTL, idleRelease: min(10, configuration.holdTTL / 4))
         if let leaseSlice {
-            guard let slice = Money(decimal: leaseSlice), slice > .zero else { throw ValidationError("--lease-slice must be a positive amount") }
+            guard let slice = Money(decimal: leaseSlice), slice > .zero else {
+                throw ValidationError("--lease-slice must be a positive amount")
+            }
             policy.slice = slice
         }
         let spoolPath = spool ?? dataDir + "/settlements.spool"
@@ -166,11 +175,12 @@ struct Serve: AsyncParsableCommand {
         let health = HealthTracker()
         let cluster = try makeCluster(configuration: configuration, health: health, logger: logger)
         let forwardingClient = try makeForwardingClient()
-        let gateway = RouterAPI(GatewayDependencies(
-            configuration: configuration, catalog: catalog, ledger: ledger,
-            transport: AsyncHTTPClientTransport(client: httpClient), providerKeys: providerKeys, logger: logger,
-            metrics: metrics, health: health, credit: credit, cluster: cluster,
-            forwardingTransport: forwardingClient.map { AsyncHTTPClientTransport(client: $0) }),
+        let gateway = RouterAPI(
+            GatewayDependencies(
+                configuration: configuration, catalog: catalog, ledger: ledger,
+                transport: AsyncHTTPClientTransport(client: httpClient), providerKeys: providerKeys, logger: logger,
+                metrics: metrics, health: health, credit: credit, cluster: cluster,
+                forwardingTransport: forwardingClient.map { AsyncHTTPClientTransport(client: $0) }),
             readiness: Readiness(ready: false))
         let host = configuration.host
         let modelCount = catalog.models.count
@@ -180,18 +190,18 @@ struct Serve: AsyncParsableCommand {
         let app = try gateway.buildApplication { port in
             let banner = """
 
-            Signalbox is serving at \(scheme)://\(host):\(port)/api/v1
-              models:     \(modelCount) (\(upstreamDescription))
-              ledger:     \(ledgerDescription)
-              demo key:   \(keys.demo)     (also in \(dataDir)/demo-key; $\(demoAmount.decimalString) credit at start)
-              admin key:  \(keys.admin)    (also in \(dataDir)/admin-key)
+                Signalbox is serving at \(scheme)://\(host):\(port)/api/v1
+                  models:     \(modelCount) (\(upstreamDescription))
+                  ledger:     \(ledgerDescription)
+                  demo key:   \(keys.demo)     (also in \(dataDir)/demo-key; $\(demoAmount.decimalString) credit at start)
+                  admin key:  \(keys.admin)    (also in \(dataDir)/admin-key)
 
-            Try:
-              curl http://\(host):\(port)/api/v1/chat/completions \\
-                -H "Authorization: Bearer \(keys.demo)" -H "Content-Type: application/json" \\
-                -d '{"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]}'
+                Try:
+                  curl http://\(host):\(port)/api/v1/chat/completions \\
+                    -H "Authorization: Bearer \(keys.demo)" -H "Content-Type: application/json" \\
+                    -d '{"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]}'
 
-            """
+                """
             // Written straight to the file descriptor: print() would sit in a buffer when stdout is a pipe.
             FileHandle.standardOutput.write(Data((banner + "\n").utf8))
         }
@@ -205,8 +215,9 @@ struct Serve: AsyncParsableCommand {
         // Last in the group, so the first to hear of a shutdown: readiness turns off before the
         // server stops accepting connections.
         services.append(DrainOnShutdownService(readiness: gateway.readiness, onDrain: { await cluster?.startDraining() }))
-        let group = ServiceGroup(configuration: .init(
-            services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        let group = ServiceGroup(
+            configuration: .init(
+                services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         do {
             try await group.run()
         } catch {
@@ -233,7 +244,8 @@ struct Serve: AsyncParsableCommand {
                 throw ValidationError("--tls-key \(key): not a readable PEM private key (\(error))")
             }
             guard !chain.isEmpty else { throw ValidationError("--tls-cert \(cert) holds no certificate") }
-            return TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(privateKey))
+            return TLSConfiguration.makeServerConfiguration(
+                certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(privateKey))
         }
     }
 
@@ -263,7 +275,9 @@ extension Serve {
         guard let advertised = MemberAddress(gossipAdvertise ?? gossipBind), !["0.0.0.0", "::"].contains(advertised.host) else {
             throw ValidationError("give --gossip-advertise HOST:PORT when --gossip-bind listens on every address")
         }
-        guard let clusterKeyFile else { throw ValidationError("--gossip-bind needs --cluster-key-file (signalbox cluster keygen --out FILE)") }
+        guard let clusterKeyFile else {
+            throw ValidationError("--gossip-bind needs --cluster-key-file (signalbox cluster keygen --out FILE)")
+        }
         let keyring = try ClusterKeyring(contentsOfFile: clusterKeyFile)
         var settings = SwimSettings()
         if let gossipMaxDatagram {
@@ -280,11 +294,15 @@ extension Serve {
         }
         // The boot time as the first incarnation: a restarted node outranks its old self.
         let scheme = configuration.serverTLS == nil ? "http" : "https"
-        let apiURL = advertiseUrl ?? "\(scheme)://\(["0.0.0.0", "::"].contains(configuration.host) ? advertised.host : configuration.host):\(configuration.port)"
-        let myself = Member(id: configuration.nodeID, address: advertised, region: configuration.region,
-                            incarnation: UInt64(Date().timeIntervalSince1970 * 1000), apiURL: apiURL)
-        return ClusterNode(myself: myself, bind: bind, seeds: seedList, keyring: keyring, keyringPath: clusterKeyFile,
-                           settings: settings, health: health, tablesPath: dataDir + "/routing-tables.json", logger: logger)
+        let apiURL =
+            advertiseUrl
+            ?? "\(scheme)://\(["0.0.0.0", "::"].contains(configuration.host) ? advertised.host : configuration.host):\(configuration.port)"
+        let myself = Member(
+            id: configuration.nodeID, address: advertised, region: configuration.region,
+            incarnation: UInt64(Date().timeIntervalSince1970 * 1000), apiURL: apiURL)
+        return ClusterNode(
+            myself: myself, bind: bind, seeds: seedList, keyring: keyring, keyringPath: clusterKeyFile,
+            settings: settings, health: health, tablesPath: dataDir + "/routing-tables.json", logger: logger)
     }
 }
 
@@ -299,24 +317,31 @@ enum DemoSetup {
         try await ledger.createAccount(id: demoAccount, name: "Demo")
         try await ledger.createAccount(id: adminAccount, name: "Operator")
         if fresh && demoCredits > .zero {
-            try await ledger.post([TransferRequest(
-                idempotencyKey: "demo-grant", debit: Billing.SystemAccount.grants, credit: demoAccount,
-                amount: demoCredits, kind: .grant, memo: "Demo credit")])
+            try await ledger.post([
+                TransferRequest(
+                    idempotencyKey: "demo-grant", debit: Billing.SystemAccount.grants, credit: demoAccount,
+                    amount: demoCredits, kind: .grant, memo: "Demo credit")
+            ])
         }
-        let demo = try await key(named: "demo", file: dataDir + "/demo-key", override: environment["SIGNALBOX_DEMO_KEY"],
-                                 account: demoAccount, isAdmin: false, ledger: ledger)
-        let admin = try await key(named: "admin", file: dataDir + "/admin-key", override: environment["SIGNALBOX_ADMIN_KEY"],
-                                  account: adminAccount, isAdmin: true, ledger: ledger)
+        let demo = try await key(
+            named: "demo", file: dataDir + "/demo-key", override: environment["SIGNALBOX_DEMO_KEY"],
+            account: demoAccount, isAdmin: false, ledger: ledger)
+        let admin = try await key(
+            named: "admin", file: dataDir + "/admin-key", override: environment["SIGNALBOX_ADMIN_KEY"],
+            account: adminAccount, isAdmin: true, ledger: ledger)
         return (demo, admin)
     }
 
-    private static func key(named name: String, file: String, override: String?, account: String, isAdmin: Bool,
-                            ledger: any LedgerStore) async throws -> String {
+    private static func key(
+        named name: String, file: String, override: String?, account: String, isAdmin: Bool,
+        ledger: any LedgerStore
+    ) async throws -> String {
         let key: String
         if let override, override.hasPrefix("sk-") {
             key = override
         } else if let saved = try? String(contentsOfFile: file, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines),
-                  saved.hasPrefix("sk-") {
+            saved.hasPrefix("sk-")
+        {
             key = saved
         } else {
             key = APIKeyFormat.generate()
@@ -324,9 +349,10 @@ enum DemoSetup {
         try key.write(toFile: file, atomically: true, encoding: .utf8)
         let hash = APIKeyFormat.hash(key)
         if try await ledger.key(hash: hash) == nil {
-            try await ledger.insertKey(KeyRecord(
-                id: "key-" + String(hash.prefix(16)), accountID: account, hash: hash, label: APIKeyFormat.label(key),
-                name: name, isAdmin: isAdmin))
+            try await ledger.insertKey(
+                KeyRecord(
+                    id: "key-" + String(hash.prefix(16)), accountID: account, hash: hash, label: APIKeyFormat.label(key),
+                    name: name, isAdmin: isAdmin))
         }
         return key
     }

@@ -5,6 +5,9 @@ struct Signalbox: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "signalbox",
         abstract: "A self-hosted, OpenAI-compatible LLM router.",
-        subcommands: [Serve.self, SimProviderCommand.self, MigrateCommand.self, AccountsCommand.self, KeysCommand.self, CreditsCommand.self, LedgerCommand.self, ClusterCommand.self]
+        subcommands: [
+            Serve.self, SimProviderCommand.self, MigrateCommand.self, AccountsCommand.self, KeysCommand.self, CreditsCommand.self,
+            LedgerCommand.self, ClusterCommand.self,
+        ]
     )
 }

@@ -14,8 +14,9 @@ struct SimProviderCommand: AsyncParsableCommand {
     @Option(help: "Milliseconds between streamed tokens.") var interTokenMs: Int = 2
 
     func run() async throws {
-        let simulator = Simulator(configuration: .init(
-            firstTokenDelay: .milliseconds(firstTokenMs), interTokenDelay: .milliseconds(interTokenMs)))
+        let simulator = Simulator(
+            configuration: .init(
+                firstTokenDelay: .milliseconds(firstTokenMs), interTokenDelay: .milliseconds(interTokenMs)))
         let app = Application(
             router: simulator.buildRouter(),
             configuration: .init(address: .hostname(host, port: port), serverName: "signalbox-sim"),

@@ -40,7 +40,8 @@ import Testing
             let usage = try JSONDecoder().decode(JSONValue.self, from: Data(events[events.count - 2].utf8))
             #expect(usage["choices"] == [])
             #expect(usage["usage"]?["cost"] != nil)
-            let ids = Set(events.dropLast().compactMap { try? JSONDecoder().decode(JSONValue.self, from: Data($0.utf8))["id"]?.stringValue })
+            let ids = Set(
+                events.dropLast().compactMap { try? JSONDecoder().decode(JSONValue.self, from: Data($0.utf8))["id"]?.stringValue })
             #expect(ids.count == 1 && ids.first == reply.header("X-Generation-Id"))
         }
     }
@@ -167,7 +168,10 @@ import Testing
             var request = HTTPClientRequest(url: node.url + "/api/v1/chat/completions")
             request.method = .POST
             request.headers.add(name: "Authorization", value: "Bearer \(node.key)")
-            request.body = .bytes(ByteBuffer(string: #"{"model": "x-ai/grok-4.3", "stream": true, "messages": [{"role": "user", "content": "long answer please"}]}"#))
+            request.body = .bytes(
+                ByteBuffer(
+                    string: #"{"model": "x-ai/grok-4.3", "stream": true, "messages": [{"role": "user", "content": "long answer please"}]}"#)
+            )
             let (started, signal) = AsyncStream<String>.makeStream()
             let client = Task {
                 let response = try await node.http.execute(request, timeout: .seconds(30))
@@ -199,7 +203,8 @@ extension ChatCompletionsTests {
             var request = HTTPClientRequest(url: node.url + "/api/v1/chat/completions")
             request.method = .POST
             request.headers.add(name: "Authorization", value: "Bearer \(node.key)")
-            request.body = .bytes(ByteBuffer(string: #"{"model": "x-ai/grok-4.3", "messages": [{"role": "user", "content": "a slow answer"}]}"#))
+            request.body = .bytes(
+                ByteBuffer(string: #"{"model": "x-ai/grok-4.3", "messages": [{"role": "user", "content": "a slow answer"}]}"#))
             let client = Task { try await node.http.execute(request, timeout: .seconds(30)) }
             // Leave once the upstream is generating (a loaded machine may take a while to get there).
             let started = ContinuousClock.now

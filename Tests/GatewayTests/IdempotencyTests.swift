@@ -14,10 +14,15 @@ import Testing
         request.method = .POST
         request.headers.add(name: "Authorization", value: "Bearer \(node.key)")
         request.headers.add(name: "Idempotency-Key", value: key)
-        request.body = .bytes(ByteBuffer(string: #"{"model": "openai/gpt-4o-mini", "max_tokens": 30, "stream": \#(stream), "messages": [{"role": "user", "content": "Once only"}]}"#))
+        request.body = .bytes(
+            ByteBuffer(
+                string:
+                    #"{"model": "openai/gpt-4o-mini", "max_tokens": 30, "stream": \#(stream), "messages": [{"role": "user", "content": "Once only"}]}"#
+            ))
         let response = try await node.http.execute(request, timeout: .seconds(30))
         let body = try await response.body.collect(upTo: 1 << 20)
-        return TestNode.Reply(status: Int(response.status.code), headers: response.headers.map { ($0.name, $0.value) }, body: String(buffer: body))
+        return TestNode.Reply(
+            status: Int(response.status.code), headers: response.headers.map { ($0.name, $0.value) }, body: String(buffer: body))
     }
 
     @Test func aRetriedRequestReturnsTheFirstGenerationAndIsChargedOnce() async throws {
@@ -57,13 +62,22 @@ import Testing
             request.method = .POST
             request.headers.add(name: "Authorization", value: "Bearer \(node.key)")
             request.headers.add(name: "Idempotency-Key", value: "mine")
-            request.body = .bytes(ByteBuffer(string: #"{"model": "openai/gpt-4o-mini", "max_tokens": 30, "messages": [{"role": "user", "content": "Something else"}]}"#))
+            request.body = .bytes(
+                ByteBuffer(
+                    string:
+                        #"{"model": "openai/gpt-4o-mini", "max_tokens": 30, "messages": [{"role": "user", "content": "Something else"}]}"#))
             #expect(try await node.http.execute(request, timeout: .seconds(30)).status.code == 422)
             let other = APIKeyFormat.generate()
-            try await node.ledger.insertKey(KeyRecord(id: "key-2", accountID: node.account, hash: APIKeyFormat.hash(other),
-                                                      label: APIKeyFormat.label(other), name: "second"))
+            try await node.ledger.insertKey(
+                KeyRecord(
+                    id: "key-2", accountID: node.account, hash: APIKeyFormat.hash(other),
+                    label: APIKeyFormat.label(other), name: "second"))
             request.headers.replaceOrAdd(name: "Authorization", value: "Bearer \(other)")
-            request.body = .bytes(ByteBuffer(string: #"{"model": "openai/gpt-4o-mini", "max_tokens": 30, "stream": false, "messages": [{"role": "user", "content": "Once only"}]}"#))
+            request.body = .bytes(
+                ByteBuffer(
+                    string:
+                        #"{"model": "openai/gpt-4o-mini", "max_tokens": 30, "stream": false, "messages": [{"role": "user", "content": "Once only"}]}"#
+                ))
             #expect(try await node.http.execute(request, timeout: .seconds(30)).status.code == 422)
             let charges = try await node.ledger.entries(account: node.account, limit: 10).filter { $0.kind == .charge }
             #expect(charges.count == 1)

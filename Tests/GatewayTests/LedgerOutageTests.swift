@@ -16,10 +16,15 @@ import Testing
             let ledger = try #require(node.ledger as? UnreachableLedger)
             let stranger = APIKeyFormat.generate()
             try await ledger.createAccount(id: "other", name: "Other")
-            try await ledger.post([TransferRequest(idempotencyKey: "grant-other", debit: Billing.SystemAccount.grants, credit: "other",
-                                                   amount: Money(dollars: 10), kind: .grant)])
-            try await ledger.insertKey(KeyRecord(id: "key-2", accountID: "other", hash: APIKeyFormat.hash(stranger),
-                                                 label: APIKeyFormat.label(stranger), name: "other"))
+            try await ledger.post([
+                TransferRequest(
+                    idempotencyKey: "grant-other", debit: Billing.SystemAccount.grants, credit: "other",
+                    amount: Money(dollars: 10), kind: .grant)
+            ])
+            try await ledger.insertKey(
+                KeyRecord(
+                    id: "key-2", accountID: "other", hash: APIKeyFormat.hash(stranger),
+                    label: APIKeyFormat.label(stranger), name: "other"))
             #expect(try await node.chat().status == 200)  // the node now holds a lease on the account
             #expect(try await node.request("/readyz", method: .GET).json?["status"] == "ready")
 

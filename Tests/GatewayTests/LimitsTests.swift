@@ -12,14 +12,18 @@ import Testing
     @Test func aKeyNeverSpendsBeyondItsLimit() async throws {
         try await TestNode.with { node in
             let secret = APIKeyFormat.generate()
-            try await node.ledger.insertKey(KeyRecord(id: "limited", accountID: node.account, hash: APIKeyFormat.hash(secret),
-                                                      label: APIKeyFormat.label(secret), name: "limited",
-                                                      limit: Money(decimal: "0.0001")!, limitReset: "daily"))
+            try await node.ledger.insertKey(
+                KeyRecord(
+                    id: "limited", accountID: node.account, hash: APIKeyFormat.hash(secret),
+                    label: APIKeyFormat.label(secret), name: "limited",
+                    limit: Money(decimal: "0.0001")!, limitReset: "daily"))
             var statuses: [Int] = []
             for _ in 0..<12 {
-                let reply = try await node.request("/api/v1/chat/completions", body: """
-                    {"model": "openai/gpt-4o-mini", "max_tokens": 50, "messages": [{"role": "user", "content": "Spend a little"}]}
-                    """, key: secret)
+                let reply = try await node.request(
+                    "/api/v1/chat/completions",
+                    body: """
+                        {"model": "openai/gpt-4o-mini", "max_tokens": 50, "messages": [{"role": "user", "content": "Spend a little"}]}
+                        """, key: secret)
                 statuses.append(reply.status)
                 if reply.status == 402 {
                     #expect(reply.json?["error"]?["metadata"]?["limit_source"] == "key")
@@ -36,8 +40,10 @@ import Testing
         try await TestNode.with { node in
             let secret = APIKeyFormat.generate()
             let limit = Money(decimal: "0.0002")!
-            try await node.ledger.insertKey(KeyRecord(id: "burst", accountID: node.account, hash: APIKeyFormat.hash(secret),
-                                                      label: APIKeyFormat.label(secret), name: "burst", limit: limit))
+            try await node.ledger.insertKey(
+                KeyRecord(
+                    id: "burst", accountID: node.account, hash: APIKeyFormat.hash(secret),
+                    label: APIKeyFormat.label(secret), name: "burst", limit: limit))
             let body = """
                 {"model": "openai/gpt-4o-mini", "max_tokens": 50, "provider": {"order": ["openai"]},
                  "messages": [{"role": "user", "content": "Everyone at once"}]}

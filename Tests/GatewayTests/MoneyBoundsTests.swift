@@ -22,11 +22,16 @@ import Testing
             var served = 0, refused = 0
             var reported = Money.zero
             for _ in 0..<400 {
-                let reply = try await node.request("/api/v1/chat/completions", body: """
-                    {"model": "openai/gpt-4o-mini", "max_tokens": 200,
-                     "messages": [{"role": "user", "content": "\(String(repeating: "hi ", count: 600))"}]}
-                    """)
-                if reply.status == 402 { refused += 1; break }
+                let reply = try await node.request(
+                    "/api/v1/chat/completions",
+                    body: """
+                        {"model": "openai/gpt-4o-mini", "max_tokens": 200,
+                         "messages": [{"role": "user", "content": "\(String(repeating: "hi ", count: 600))"}]}
+                        """)
+                if reply.status == 402 {
+                    refused += 1
+                    break
+                }
                 #expect(reply.status == 200)
                 served += 1
                 reported += Self.reportedCost(reply)
@@ -58,13 +63,17 @@ import Testing
             let refused = try await node.request("/api/v1/chat/completions", body: body)
             #expect(refused.status == 402)
             #expect(refused.json?["error"]?["metadata"]?["affordable_tokens"]?.intValue ?? 1000 < 100)
-            let tooMany = try await node.request("/api/v1/chat/completions", body: """
-                {"model": "openai/gpt-4o-mini", "n": 129, "messages": [{"role": "user", "content": "hi"}]}
-                """)
+            let tooMany = try await node.request(
+                "/api/v1/chat/completions",
+                body: """
+                    {"model": "openai/gpt-4o-mini", "n": 129, "messages": [{"role": "user", "content": "hi"}]}
+                    """)
             #expect(tooMany.status == 400 && tooMany.body.contains("'n'"))
-            let few = try await node.request("/api/v1/chat/completions", body: """
-                {"model": "openai/gpt-4o-mini", "n": 4, "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
-                """)
+            let few = try await node.request(
+                "/api/v1/chat/completions",
+                body: """
+                    {"model": "openai/gpt-4o-mini", "n": 4, "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
+                    """)
             #expect(few.status == 200)
             #expect(few.json?["choices"]?.arrayValue?.count == 4)
             let balance = try await node.settledBalance()
@@ -98,7 +107,8 @@ import Testing
                     #expect(events.contains { $0.contains(#""finish_reason":"length""#) })
                 } else {
                     #expect(overshot.json?["choices"]?.arrayValue?.first?["finish_reason"] == "length")
-                    let words = overshot.json?["choices"]?.arrayValue?.first?["message"]?["content"]?.stringValue?.split(separator: " ").count ?? 99
+                    let words =
+                        overshot.json?["choices"]?.arrayValue?.first?["message"]?["content"]?.stringValue?.split(separator: " ").count ?? 99
                     #expect(words <= 5)
                 }
             }
@@ -111,12 +121,16 @@ import Testing
     @Test func creditAmountsAreBoundedAtTheLedgersMaximum() async throws {
         try await TestNode.with { node in
             let admin = APIKeyFormat.generate()
-            try await node.ledger.insertKey(KeyRecord(id: "admin", accountID: node.account, hash: APIKeyFormat.hash(admin),
-                                                      label: APIKeyFormat.label(admin), name: "admin", isAdmin: true))
+            try await node.ledger.insertKey(
+                KeyRecord(
+                    id: "admin", accountID: node.account, hash: APIKeyFormat.hash(admin),
+                    label: APIKeyFormat.label(admin), name: "admin", isAdmin: true))
             func credit(_ amount: String, _ reference: String) async throws -> TestNode.Reply {
-                try await node.request("/api/v1/admin/credits", body: """
-                    {"account": "\(node.account)", "amount": "\(amount)", "kind": "grant", "reference": "\(reference)"}
-                    """, key: admin)
+                try await node.request(
+                    "/api/v1/admin/credits",
+                    body: """
+                        {"account": "\(node.account)", "amount": "\(amount)", "kind": "grant", "reference": "\(reference)"}
+                        """, key: admin)
             }
             #expect(try await credit(Money.maximumAmount.decimalString, "max").status == 200)
             let onePast = try await credit((Money.maximumAmount + Money(nanos: 1)).decimalString, "max+1")

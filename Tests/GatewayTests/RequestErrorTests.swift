@@ -22,7 +22,8 @@ import Testing
     @Test func oversizedBodyIs413() async throws {
         try await TestNode.with(configure: { $0.maxBodyBytes = 2048 }) { node in
             let big = String(repeating: "x", count: 4096)
-            let reply = try await node.request("/api/v1/chat/completions", body: #"{"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "\#(big)"}]}"#)
+            let reply = try await node.request(
+                "/api/v1/chat/completions", body: #"{"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "\#(big)"}]}"#)
             #expect(reply.status == 413)
             #expect(reply.json?["error"]?["code"] == 413)
         }
@@ -45,9 +46,11 @@ import Testing
 
     @Test func unaffordableRequestIs402WithTheAffordableTokenCount() async throws {
         try await TestNode.with(credits: "0.01") { node in
-            let reply = try await node.request("/api/v1/chat/completions", body: """
-                {"model": "openai/gpt-4o", "max_tokens": 16000, "messages": [{"role": "user", "content": "hi"}]}
-                """)
+            let reply = try await node.request(
+                "/api/v1/chat/completions",
+                body: """
+                    {"model": "openai/gpt-4o", "max_tokens": 16000, "messages": [{"role": "user", "content": "hi"}]}
+                    """)
             #expect(reply.status == 402)
             let metadata = reply.json?["error"]?["metadata"]
             #expect(metadata?["requested_tokens"] == 16000)

@@ -30,7 +30,8 @@ struct TestNode: Sendable {
     /// database), runs `body`, and tears everything down.
     static func with(
         credits: String = "10",
-        simulator simulatorConfiguration: SimulatorConfiguration = .init(firstTokenDelay: .milliseconds(5), interTokenDelay: .milliseconds(1)),
+        simulator simulatorConfiguration: SimulatorConfiguration = .init(
+            firstTokenDelay: .milliseconds(5), interTokenDelay: .milliseconds(1)),
         configure: @Sendable (inout GatewayConfiguration) -> Void = { _ in },
         providersWithoutKeys: Set<String> = [],
         postgres: Bool = false,
@@ -40,15 +41,17 @@ struct TestNode: Sendable {
     ) async throws {
         if postgres {
             try await TestDatabase.withFreshLedger { store in
-                try await run(ledger: store, credits: credits, simulatorConfiguration: simulatorConfiguration, configure: configure,
-                              providersWithoutKeys: providersWithoutKeys, body)
+                try await run(
+                    ledger: store, credits: credits, simulatorConfiguration: simulatorConfiguration, configure: configure,
+                    providersWithoutKeys: providersWithoutKeys, body)
             }
         } else {
             let sqlite = try await SQLiteLedgerStore.open(path: nil)
             let ledger: any LedgerStore = cuttable ? UnreachableLedger(sqlite) : sqlite
             do {
-                try await run(ledger: ledger, credits: credits, simulatorConfiguration: simulatorConfiguration, configure: configure,
-                              providersWithoutKeys: providersWithoutKeys, body)
+                try await run(
+                    ledger: ledger, credits: credits, simulatorConfiguration: simulatorConfiguration, configure: configure,
+                    providersWithoutKeys: providersWithoutKeys, body)
             } catch {
                 try? await ledger.close()
                 throw error
@@ -67,19 +70,25 @@ struct TestNode: Sendable {
         let key = APIKeyFormat.generate()
         try await ledger.createAccount(id: "acct", name: "Test")
         if let amount = Money(decimal: credits), amount > .zero {
-            try await ledger.post([TransferRequest(idempotencyKey: "grant", debit: Billing.SystemAccount.grants, credit: "acct",
-                                                   amount: amount, kind: .grant)])
+            try await ledger.post([
+                TransferRequest(
+                    idempotencyKey: "grant", debit: Billing.SystemAccount.grants, credit: "acct",
+                    amount: amount, kind: .grant)
+            ])
         }
-        try await ledger.insertKey(KeyRecord(id: "key-1", accountID: "acct", hash: APIKeyFormat.hash(key),
-                                             label: APIKeyFormat.label(key), name: "test"))
+        try await ledger.insertKey(
+            KeyRecord(
+                id: "key-1", accountID: "acct", hash: APIKeyFormat.hash(key),
+                label: APIKeyFormat.label(key), name: "test"))
         let http = HTTPClient(eventLoopGroupProvider: .singleton)
         let upstream = AsyncHTTPClientTransport.makeClient(connectTimeout: .seconds(2))
 
         let simulator = Simulator(configuration: simulatorConfiguration)
         let (simPorts, simPort) = AsyncStream<Int>.makeStream()
-        let simApp = Application(router: simulator.buildRouter(),
-                                 configuration: .init(address: .hostname("127.0.0.1", port: 0)),
-                                 onServerRunning: { simPort.yield($0.localAddress!.port!) }, logger: logger)
+        let simApp = Application(
+            router: simulator.buildRouter(),
+            configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+            onServerRunning: { simPort.yield($0.localAddress!.port!) }, logger: logger)
         let simGroup = ServiceGroup(configuration: .init(services: [simApp], logger: logger))
         var failure: (any Error)?
         await withTaskGroup(of: Void.self) { group in
@@ -98,19 +107,23 @@ struct TestNode: Sendable {
                 let dependencies = GatewayDependencies(
                     configuration: configuration, catalog: catalog, ledger: ledger,
                     transport: AsyncHTTPClientTransport(client: upstream),
-                    providerKeys: Dictionary(uniqueKeysWithValues: catalog.providers.keys.filter { !providersWithoutKeys.contains($0) }
-                        .map { ($0, "sk-test") }), logger: logger)
+                    providerKeys: Dictionary(
+                        uniqueKeysWithValues: catalog.providers.keys.filter { !providersWithoutKeys.contains($0) }
+                            .map { ($0, "sk-test") }), logger: logger)
                 let readiness = Readiness(ready: false)
                 let gateway = RouterAPI(dependencies, readiness: readiness)
                 let (gatewayPorts, gatewayPort) = AsyncStream<Int>.makeStream()
-                let gatewayGroup = ServiceGroup(configuration: .init(
-                    services: [try gateway.buildApplication { gatewayPort.yield($0) }], logger: logger))
+                let gatewayGroup = ServiceGroup(
+                    configuration: .init(
+                        services: [try gateway.buildApplication { gatewayPort.yield($0) }], logger: logger))
                 group.addTask { try? await gatewayGroup.run() }
                 var gatewayIterator = gatewayPorts.makeAsyncIterator()
                 let url = "http://127.0.0.1:\(await gatewayIterator.next()!)"
                 do {
-                    try await body(TestNode(url: url, simulatorURL: simulatorURL, ledger: ledger, http: http, key: key,
-                                             credit: dependencies.credit, readiness: readiness))
+                    try await body(
+                        TestNode(
+                            url: url, simulatorURL: simulatorURL, ledger: ledger, http: http, key: key,
+                            credit: dependencies.credit, readiness: readiness))
                 } catch {
                     failure = error
                 }
@@ -133,8 +146,10 @@ struct TestNode: Sendable {
         func header(_ name: String) -> String? { headers.first { $0.0.lowercased() == name.lowercased() }?.1 }
     }
 
-    func request(_ path: String, method: HTTPMethod = .POST, body: String? = nil, key: String? = nil,
-                 authorized: Bool = true) async throws -> Reply {
+    func request(
+        _ path: String, method: HTTPMethod = .POST, body: String? = nil, key: String? = nil,
+        authorized: Bool = true
+    ) async throws -> Reply {
         var request = HTTPClientRequest(url: url + path)
         request.method = method
         if authorized { request.headers.add(name: "Authorization", value: "Bearer \(key ?? self.key)") }
@@ -144,15 +159,18 @@ struct TestNode: Sendable {
         }
         let response = try await http.execute(request, timeout: .seconds(30))
         let collected = try await response.body.collect(upTo: 16 << 20)
-        return Reply(status: Int(response.status.code), headers: response.headers.map { ($0.name, $0.value) },
-                     body: String(buffer: collected))
+        return Reply(
+            status: Int(response.status.code), headers: response.headers.map { ($0.name, $0.value) },
+            body: String(buffer: collected))
     }
 
     func chat(model: String = "openai/gpt-4o-mini", stream: Bool = false, extra: String = "", key: String? = nil) async throws -> Reply {
-        try await request("/api/v1/chat/completions", body: """
-            {"model": "\(model)", "stream": \(stream), "max_tokens": 50,
-             "messages": [{"role": "user", "content": "Hello from the gateway tests"}]\(extra)}
-            """, key: key)
+        try await request(
+            "/api/v1/chat/completions",
+            body: """
+                {"model": "\(model)", "stream": \(stream), "max_tokens": 50,
+                 "messages": [{"role": "user", "content": "Hello from the gateway tests"}]\(extra)}
+                """, key: key)
     }
 
     func fault(_ json: String) async throws {

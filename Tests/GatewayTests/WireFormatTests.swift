@@ -32,7 +32,8 @@ import Testing
     @Test(arguments: [("anthropic/claude-opus-4.7", "Anthropic"), ("google/gemini-2.5-flash", "Google AI Studio")])
     func forcedToolCallsComeBackAsOpenAIToolCalls(model: String, provider: String) async throws {
         try await TestNode.with { node in
-            let tools = #", "tool_choice": "required", "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}, "required": ["city", "days"]}}}]"#
+            let tools =
+                #", "tool_choice": "required", "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}, "required": ["city", "days"]}}}]"#
             let reply = try await node.chat(model: model, extra: tools)
             let choice = try #require(reply.json?["choices"]?.arrayValue?.first)
             #expect(reply.json?["provider"]?.stringValue == provider)
@@ -114,8 +115,10 @@ import Testing
 @Suite struct MidStreamErrorTests {
     /// Anthropic and OpenAI open with a token-less event (`message_start`, the role chunk);
     /// Gemini's first event already carries text.
-    @Test(arguments: [("anthropic/claude-sonnet-4", "anthropic", "OpenRouter", 1), ("google/gemini-2.5-flash", "google-ai-studio", "OpenRouter", 0),
-                      ("openai/gpt-4o-mini", "openai", "Azure", 1)])
+    @Test(arguments: [
+        ("anthropic/claude-sonnet-4", "anthropic", "OpenRouter", 1), ("google/gemini-2.5-flash", "google-ai-studio", "OpenRouter", 0),
+        ("openai/gpt-4o-mini", "openai", "Azure", 1),
+    ])
     func anErrorEventBeforeAnyTokenFailsOver(model: String, provider: String, fallback: String, afterChunks: Int) async throws {
         try await TestNode.with { node in
             try await node.fault(#"{"provider": "\#(provider)", "kind": "stream_error", "after_chunks": \#(afterChunks)}"#)

@@ -35,8 +35,9 @@ import Testing
         var logger = Logger(label: "gossip-test")
         logger.logLevel = .critical
         let address = MemberAddress(host: "127.0.0.1", port: port)
-        return GossipAgent(myself: Member(id: id, address: address, region: "eu", incarnation: UInt64(Date().timeIntervalSince1970 * 1000)),
-                           bind: address, seeds: seeds, keyring: try ClusterKeyring(text: key), logger: logger)
+        return GossipAgent(
+            myself: Member(id: id, address: address, region: "eu", incarnation: UInt64(Date().timeIntervalSince1970 * 1000)),
+            bind: address, seeds: seeds, keyring: try ClusterKeyring(text: key), logger: logger)
     }
 
     @Test func agentsFormAClusterOverUDPAndStrangersAreDropped() async throws {

@@ -27,9 +27,11 @@ import Testing
         #expect(everyone)
         let first = sightings.first.map { $0 - crashAt } ?? .zero
         let last = sightings.last.map { $0 - crashAt } ?? .zero
-        let perNodePerSecond = Double(cluster.messagesSent - sentBefore) / Double(size) / (Double((cluster.now - crashAt).components.seconds) + 1)
-        print("swim n=\(size): formed in \(seconds(formed)); crash seen dead first after \(seconds(first)), by all after \(seconds(last)); "
-              + "≈\(Int(perNodePerSecond)) messages/node/s; false deaths \(cluster.falseDeaths(since: .zero).count)")
+        let perNodePerSecond =
+            Double(cluster.messagesSent - sentBefore) / Double(size) / (Double((cluster.now - crashAt).components.seconds) + 1)
+        print(
+            "swim n=\(size): formed in \(seconds(formed)); crash seen dead first after \(seconds(first)), by all after \(seconds(last)); "
+                + "≈\(Int(perNodePerSecond)) messages/node/s; false deaths \(cluster.falseDeaths(since: .zero).count)")
         #expect(last < (size <= 5 ? .seconds(5) : .seconds(10)))
         #expect(cluster.falseDeaths(since: .zero).isEmpty)
     }
@@ -42,8 +44,9 @@ import Testing
         let start = cluster.now
         cluster.run(for: .seconds(60))
         let falseDeaths = cluster.falseDeaths(since: start)
-        print("swim n=100, \(Int(loss * 100))% loss, 60 s: \(cluster.suspicions(since: start)) suspicions of healthy members (all refuted), "
-              + "\(falseDeaths.count) declared dead")
+        print(
+            "swim n=100, \(Int(loss * 100))% loss, 60 s: \(cluster.suspicions(since: start)) suspicions of healthy members (all refuted), "
+                + "\(falseDeaths.count) declared dead")
         #expect(falseDeaths.isEmpty)
     }
 
@@ -58,8 +61,9 @@ import Testing
         let healthyDead = cluster.falseDeaths(since: start).filter { !slowIDs.contains($0) }
         let slowDead = cluster.falseDeaths(since: start).filter { slowIDs.contains($0) }
         let maxAwareness = cluster.slow.map { cluster.nodes[$0].awareness }.max() ?? 0
-        print("swim n=100 with 5 members 400 ms slow, 60 s: healthy declared dead \(healthyDead.count), slow declared dead "
-              + "\(slowDead.count), slow members' local health multiplier up to \(maxAwareness + 1)")
+        print(
+            "swim n=100 with 5 members 400 ms slow, 60 s: healthy declared dead \(healthyDead.count), slow declared dead "
+                + "\(slowDead.count), slow members' local health multiplier up to \(maxAwareness + 1)")
         #expect(healthyDead.isEmpty)
     }
 
@@ -87,8 +91,9 @@ import Testing
         for peer in 0...3 { cluster.cut.insert([peer, 5]) }
         let start = cluster.now
         cluster.run(for: .seconds(60))
-        print("swim n=12, node-5 cut off from 4 peers for 60 s: suspected \(cluster.suspicions(since: start)) times, "
-              + "declared dead \(cluster.falseDeaths(since: start).count) times")
+        print(
+            "swim n=12, node-5 cut off from 4 peers for 60 s: suspected \(cluster.suspicions(since: start)) times, "
+                + "declared dead \(cluster.falseDeaths(since: start).count) times")
         #expect(cluster.falseDeaths(since: start).isEmpty)
         #expect(cluster.nodes.allSatisfy { $0.liveCount == 12 })
     }
@@ -100,8 +105,9 @@ import Testing
         cluster.oneWay = [[1, 3], [1, 4]]  // node-1 cannot send to nodes 3 and 4; they still reach it
         let start = cluster.now
         cluster.run(for: .seconds(60))
-        print("swim n=5, node-1 unable to send to 2 peers for 60 s: suspected \(cluster.suspicions(since: start)) times, "
-              + "declared dead \(cluster.falseDeaths(since: start).count) times")
+        print(
+            "swim n=5, node-1 unable to send to 2 peers for 60 s: suspected \(cluster.suspicions(since: start)) times, "
+                + "declared dead \(cluster.falseDeaths(since: start).count) times")
         #expect(cluster.falseDeaths(since: start).isEmpty)
     }
 
@@ -129,16 +135,18 @@ import Testing
         cluster.run(until: { $0.deathSightings(of: id, since: crashAt).count == 7 }, timeout: .seconds(30))
         // Same id and address, booted later: its incarnation is its boot time.
         let old = cluster.nodes[6].myself
-        cluster.nodes[6] = SwimNode(myself: Member(id: id, address: old.address, region: old.region, incarnation: 1_000_000),
-                                    seed: 99)
+        cluster.nodes[6] = SwimNode(
+            myself: Member(id: id, address: old.address, region: old.region, incarnation: 1_000_000),
+            seed: 99)
         cluster.crashed.remove(6)
         let rejoinAt = cluster.now
         var restarted = cluster.nodes[6]
         let hello = restarted.join(seeds: [cluster.address(0)], now: cluster.now)
         cluster.nodes[6] = restarted
         cluster.resend(from: 6, hello)
-        let back = cluster.run(until: { sim in (0..<8).filter { $0 != 6 }.allSatisfy { sim.nodes[$0].members[id]?.status == .alive } },
-                               timeout: .seconds(10))
+        let back = cluster.run(
+            until: { sim in (0..<8).filter { $0 != 6 }.allSatisfy { sim.nodes[$0].members[id]?.status == .alive } },
+            timeout: .seconds(10))
         #expect(back)
         #expect((cluster.nodes[0].members[id]?.incarnation ?? 0) >= 1_000_000)
         print("swim n=8: a restarted member was alive again everywhere after \(seconds(cluster.now - rejoinAt))")
@@ -181,8 +189,9 @@ import Testing
             let old = cluster.nodes[slot].myself
             if nextID % 2 == 0 { cluster.crashed.insert(slot) } else { cluster.leave(slot) }
             cluster.run(for: .milliseconds(500))
-            var fresh = SwimNode(myself: Member(id: "churn-\(nextID)", address: old.address, region: "eu", incarnation: 1), settings: settings,
-                                 seed: UInt64(nextID) + 7)
+            var fresh = SwimNode(
+                myself: Member(id: "churn-\(nextID)", address: old.address, region: "eu", incarnation: 1), settings: settings,
+                seed: UInt64(nextID) + 7)
             let hello = fresh.join(seeds: [cluster.address(0)], now: cluster.now)
             cluster.nodes[slot] = fresh
             cluster.crashed.remove(slot)
@@ -196,8 +205,9 @@ import Testing
         }
         cluster.run(for: .seconds(40))
         let finalView = cluster.nodes[0].members.count, finalState = cluster.nodes[0].state.count
-        print("swim churn: 200 node ids came and went through \(slots) addresses; node-0 knew at most \(largestView) members and "
-              + "\(largestState) state entries, and \(finalView) members, \(finalState) entries after the reaping time")
+        print(
+            "swim churn: 200 node ids came and went through \(slots) addresses; node-0 knew at most \(largestView) members and "
+                + "\(largestState) state entries, and \(finalView) members, \(finalState) entries after the reaping time")
         // Bounded by what lives within the reaping time (30 s ≈ 20 ids), not by all 200.
         #expect(largestView < stable + slots + 45)
         #expect(finalView == stable + slots - 1)

@@ -32,7 +32,10 @@ import Testing
         #expect(!joiner.joined && request.count == 1 && request[0].1 == a)
         let (reply, _) = seed.answer(request[0].0, now: .milliseconds(1))
         #expect(seed.members["b"]?.status == .alive)
-        guard let reply else { Issue.record("no answer"); return }
+        guard let reply else {
+            Issue.record("no answer")
+            return
+        }
         _ = joiner.receive(reply, from: a, now: .milliseconds(2))
         #expect(joiner.joined && joiner.members["a"]?.status == .alive)
         // A state exchange that arrives as a datagram gets nothing back (no amplification).
@@ -99,8 +102,9 @@ import Testing
         var a = node("a", self.a)
         _ = a.join(seeds: [], now: .zero)
         let suspect = Member(id: "b", address: b, region: "eu", incarnation: 3, status: .suspect)
-        _ = a.receive(.gossip(from: "b", updates: [.member(Member(id: "b", address: b, region: "eu", incarnation: 3), accuser: nil)]),
-                      from: b, now: .zero)
+        _ = a.receive(
+            .gossip(from: "b", updates: [.member(Member(id: "b", address: b, region: "eu", incarnation: 3), accuser: nil)]),
+            from: b, now: .zero)
         _ = a.receive(.gossip(from: "c", updates: [.member(suspect, accuser: "c")]), from: c, now: .zero)
         var ping: GossipMessage?
         var now = Duration.zero
@@ -108,7 +112,10 @@ import Testing
             now += .milliseconds(50)
             ping = sends(a.tick(now: now)).first { if case .ping(_, _, "b", _) = $0.0 { true } else { false } }?.0
         }
-        guard case .ping(_, _, _, let updates)? = ping else { Issue.record("no ping to the suspect"); return }
+        guard case .ping(_, _, _, let updates)? = ping else {
+            Issue.record("no ping to the suspect")
+            return
+        }
         #expect(updates.first == .member(suspect, accuser: "a"))
         // The buddy suspicion is meant for the suspect alone: what others are told is c's suspicion only.
         for step in 1...40 {
@@ -123,8 +130,9 @@ import Testing
             var a = node("a", self.a)
             _ = a.join(seeds: [], now: .zero)
             for (id, address) in [("b", b), ("c", c)] {
-                _ = a.receive(.gossip(from: id, updates: [.member(Member(id: id, address: address, region: "eu", incarnation: 1), accuser: nil)]),
-                              from: address, now: .zero)
+                _ = a.receive(
+                    .gossip(from: id, updates: [.member(Member(id: id, address: address, region: "eu", incarnation: 1), accuser: nil)]),
+                    from: address, now: .zero)
             }
             var now = Duration.zero
             var probed: String?
@@ -141,7 +149,7 @@ import Testing
             }
             return a.awareness
         }
-        #expect(failProbe(nacking: true) == 0)   // the helper could not reach the target either
+        #expect(failProbe(nacking: true) == 0)  // the helper could not reach the target either
         #expect(failProbe(nacking: false) == 1)  // nobody answered: maybe it is us
     }
 }
@@ -166,8 +174,9 @@ import Testing
     @Test func datagramsArePackedToTheByteWithMembershipFirst() {
         var node = started("a", a)
         for index in 0..<60 {
-            let member = Member(id: "member-with-a-long-name-\(index)", address: MemberAddress(host: "10.1.0.\(index)", port: 7946),
-                                region: "eu-central", incarnation: 5, apiURL: "http://10.1.0.\(index):8080")
+            let member = Member(
+                id: "member-with-a-long-name-\(index)", address: MemberAddress(host: "10.1.0.\(index)", port: 7946),
+                region: "eu-central", incarnation: 5, apiURL: "http://10.1.0.\(index):8080")
             _ = node.receive(.gossip(from: member.id, updates: [.member(member, accuser: nil)]), from: member.address, now: .zero)
         }
         _ = node.publish(key: "routing/eu", value: String(repeating: "x", count: 300), wallClockMillis: 1, now: .zero)
@@ -178,8 +187,12 @@ import Testing
             now += .milliseconds(20)
             for message in datagrams(node.tick(now: now)) {
                 sizes.append(frameSize(message, sender: "a"))
-                if case .gossip(_, let updates) = message, let firstState = updates.firstIndex(where: { if case .state = $0 { true } else { false } }) {
-                    if updates[firstState...].contains(where: { if case .member = $0 { true } else { false } }) { sawStateBeforeMembersDrained = true }
+                if case .gossip(_, let updates) = message,
+                    let firstState = updates.firstIndex(where: { if case .state = $0 { true } else { false } })
+                {
+                    if updates[firstState...].contains(where: { if case .member = $0 { true } else { false } }) {
+                        sawStateBeforeMembersDrained = true
+                    }
                 }
             }
         }
@@ -198,7 +211,10 @@ import Testing
         let published = writer.publish(key: "health/a", value: report, wallClockMillis: 5, now: .seconds(1), urgent: true)
         let urgent = datagrams(published)
         #expect(urgent.count == 1)
-        guard case .gossip(_, let updates) = urgent[0], case .notice(let notice) = updates[0] else { Issue.record("no notice"); return }
+        guard case .gossip(_, let updates) = urgent[0], case .notice(let notice) = updates[0] else {
+            Issue.record("no notice")
+            return
+        }
         #expect(frameSize(urgent[0], sender: "a") < 200 && notice.key == "health/a")
         let asked = reader.receive(urgent[0], from: a, now: .seconds(1))
         let fetch = asked.compactMap { if case .exchange(let message, let with) = $0 { (message, with) } else { nil } }
@@ -237,7 +253,10 @@ import Testing
         var seed = started("a", a)
         var first = SwimNode(myself: Member(id: "b", address: b, region: "eu", incarnation: 1), seed: 3)
         let join = first.join(seeds: [a], now: .zero)
-        guard case .exchange(let hello, _) = join[0] else { Issue.record("no join"); return }
+        guard case .exchange(let hello, _) = join[0] else {
+            Issue.record("no join")
+            return
+        }
         _ = first.receive(try #require(seed.answer(hello, now: .zero).reply), from: a, now: .zero)
         #expect(first.joined)
         let impostorAddress = MemberAddress(host: "10.0.0.9", port: 7946)
@@ -278,11 +297,13 @@ import Testing
         // News of an unknown member's death is stale: it is not taken.
         _ = node.receive(.gossip(from: "c", updates: [.member(dead, accuser: nil)]), from: b, now: .zero)
         #expect(node.members["b"] == nil)
-        _ = node.receive(.gossip(from: "b", updates: [.member(Member(id: "b", address: b, region: "eu", incarnation: 3), accuser: nil)]),
-                         from: b, now: .zero)
+        _ = node.receive(
+            .gossip(from: "b", updates: [.member(Member(id: "b", address: b, region: "eu", incarnation: 3), accuser: nil)]),
+            from: b, now: .zero)
         _ = node.receive(.gossip(from: "c", updates: [.member(dead, accuser: nil)]), from: b, now: .zero)
-        _ = node.receive(.gossip(from: "c", updates: [.state(StateEntry(key: "rate/b/acct", version: 1, writer: "b", value: "1:1:1:1"), ageMillis: 0)]),
-                         from: b, now: .zero)
+        _ = node.receive(
+            .gossip(from: "c", updates: [.state(StateEntry(key: "rate/b/acct", version: 1, writer: "b", value: "1:1:1:1"), ageMillis: 0)]),
+            from: b, now: .zero)
         #expect(node.state["rate/b/acct"] != nil)
         var contacted = 0
         var removed: [String] = []
@@ -297,8 +318,9 @@ import Testing
         #expect(contacted >= 15)  // every 3 s while it is dead
         #expect(node.members["b"] == nil && removed == ["rate/b/acct"])
         // a peer that has not reaped yet cannot bring its state back
-        _ = node.receive(.gossip(from: "c", updates: [.state(StateEntry(key: "rate/b/acct", version: 2, writer: "b", value: "1:1:1:1"), ageMillis: 0)]),
-                         from: b, now: now)
+        _ = node.receive(
+            .gossip(from: "c", updates: [.state(StateEntry(key: "rate/b/acct", version: 2, writer: "b", value: "1:1:1:1"), ageMillis: 0)]),
+            from: b, now: now)
         _ = node.receive(.gossip(from: "c", updates: [.member(dead, accuser: nil)]), from: b, now: now)
         #expect(node.state["rate/b/acct"] == nil && node.members["b"] == nil)
     }
@@ -311,13 +333,15 @@ import Testing
         #expect(guardian.check(sender: "a", epoch: 5, sequence: 1, sentAtMillis: wall, receivedAtMillis: wall + 1) == .accept)
         #expect(guardian.check(sender: "a", epoch: 5, sequence: 1, sentAtMillis: wall, receivedAtMillis: wall + 2) == .replayed)
         #expect(guardian.check(sender: "a", epoch: 5, sequence: 3, sentAtMillis: wall + 10, receivedAtMillis: wall + 11) == .accept)
-        #expect(guardian.check(sender: "a", epoch: 5, sequence: 2, sentAtMillis: wall + 5, receivedAtMillis: wall + 12) == .accept)  // reordered
+        // Reordered: an older sequence not seen yet is accepted.
+        #expect(guardian.check(sender: "a", epoch: 5, sequence: 2, sentAtMillis: wall + 5, receivedAtMillis: wall + 12) == .accept)
         #expect(guardian.check(sender: "a", epoch: 5, sequence: 2, sentAtMillis: wall + 5, receivedAtMillis: wall + 13) == .replayed)
         #expect(guardian.check(sender: "a", epoch: 4, sequence: 900, sentAtMillis: wall, receivedAtMillis: wall + 14) == .stale)
         // A frame withheld for a minute and delivered later is stale by the sender's own clock.
         #expect(guardian.check(sender: "a", epoch: 5, sequence: 4, sentAtMillis: wall + 20, receivedAtMillis: wall + 60_020) == .stale)
         // Far below the newest sequence (beyond the bitmap): replayed.
-        #expect(guardian.check(sender: "a", epoch: 5, sequence: 5_000, sentAtMillis: wall + 61_000, receivedAtMillis: wall + 61_001) == .accept)
+        #expect(
+            guardian.check(sender: "a", epoch: 5, sequence: 5_000, sentAtMillis: wall + 61_000, receivedAtMillis: wall + 61_001) == .accept)
         #expect(guardian.check(sender: "a", epoch: 5, sequence: 4, sentAtMillis: wall + 20, receivedAtMillis: wall + 61_002) == .replayed)
     }
 
@@ -326,7 +350,9 @@ import Testing
         let wall: UInt64 = 1_800_000_000_000, ahead: UInt64 = 600_000
         for sequence in 1...100 as ClosedRange<UInt64> {
             let sent = wall + ahead + sequence * 100
-            #expect(guardian.check(sender: "fast", epoch: 1, sequence: sequence, sentAtMillis: sent, receivedAtMillis: sent - ahead + 1) == .accept)
+            #expect(
+                guardian.check(sender: "fast", epoch: 1, sequence: sequence, sentAtMillis: sent, receivedAtMillis: sent - ahead + 1)
+                    == .accept)
         }
         #expect(guardian.clockOffset(of: "fast") == -599_999)
         // Its clock steps back by an hour (NTP fixed it): three frames later it is heard again.
@@ -340,11 +366,14 @@ import Testing
 
 @Suite struct WireCodecTests {
     @Test func everyMessageRoundTrips() throws {
-        let member = Member(id: "eu-1", address: MemberAddress(host: "10.0.0.1", port: 7946), region: "eu", incarnation: 1_800_000_000_000,
-                            status: .leaving, apiURL: "https://10.0.0.1:8443")
+        let member = Member(
+            id: "eu-1", address: MemberAddress(host: "10.0.0.1", port: 7946), region: "eu", incarnation: 1_800_000_000_000,
+            status: .leaving, apiURL: "https://10.0.0.1:8443")
         let entry = StateEntry(key: "routing/eu", version: 42, writer: "eu-1", value: #"{"allowed":["azure"]} ünïcödé"#)
         let notice = StateNotice(key: "health/eu-1", version: 9, writer: "eu-1", digest: entry.digest, ageMillis: 1234)
-        let updates: [GossipUpdate] = [.member(member, accuser: "eu-2"), .member(member, accuser: nil), .state(entry, ageMillis: 77), .notice(notice)]
+        let updates: [GossipUpdate] = [
+            .member(member, accuser: "eu-2"), .member(member, accuser: nil), .state(entry, ageMillis: 77), .notice(notice),
+        ]
         let messages: [GossipMessage] = [
             .ping(sequence: 7, from: "a", target: "b", updates: updates), .pingRequest(sequence: 8, from: "a", target: member, updates: []),
             .ack(sequence: UInt32.max, from: "b", updates: updates), .nack(sequence: 0, from: "c", updates: []),
@@ -352,7 +381,8 @@ import Testing
             .fetch(from: "a", keys: ["health/eu-1", "routing/eu"]), .entries(from: "b", updates: [.state(entry, ageMillis: 0)]),
         ]
         for message in messages {
-            let frame = GossipFrame(sender: "eu-1", epoch: 1_800_000_000_000, sequence: UInt64.max, sentAtMillis: 1_800_000_000_123, message: message)
+            let frame = GossipFrame(
+                sender: "eu-1", epoch: 1_800_000_000_000, sequence: UInt64.max, sentAtMillis: 1_800_000_000_123, message: message)
             let bytes = WireCodec.encode(frame)
             #expect(try WireCodec.decode(bytes) == frame)
             #expect(bytes.count <= WireCodec.size(of: message) + WireCodec.headerSize(sender: "eu-1"))

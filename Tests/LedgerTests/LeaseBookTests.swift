@@ -57,8 +57,11 @@ import Testing
         #expect(book.upkeep(now: start.addingTimeInterval(5)).isEmpty)
         let later = start.addingTimeInterval(400)  // past half the 600 s lifetime
         let work = book.upkeep(now: later)
-        #expect(work == [.renew(leaseID: held.leaseID, account: "busy", expiresAt: later.addingTimeInterval(600)),
-                         .close(leaseID: idleLease, account: "idle")])
+        #expect(
+            work == [
+                .renew(leaseID: held.leaseID, account: "busy", expiresAt: later.addingTimeInterval(600)),
+                .close(leaseID: idleLease, account: "idle"),
+            ])
         #expect(book.leases["idle"] == nil)
         // a lease in its last tenth is not used, so the ledger cannot void it under a request
         #expect(book.reserve(account: "busy", amount: usd("0.1"), now: start.addingTimeInterval(545)) == nil)

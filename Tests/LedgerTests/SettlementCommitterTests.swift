@@ -14,8 +14,9 @@ func waitUntil(_ condition: () async throws -> Bool) async throws {
 
 @Suite struct SettlementCommitterTests {
     func settlement(_ id: String, lease: String, _ amount: String) -> Settlement {
-        Settlement(reservation: .lease(id: lease, release: usd(amount)), transfers: [charge(id, account: "acct", amount)],
-                   generation: generation(id, account: "acct", cost: usd(amount)))
+        Settlement(
+            reservation: .lease(id: lease, release: usd(amount)), transfers: [charge(id, account: "acct", amount)],
+            generation: generation(id, account: "acct", cost: usd(amount)))
     }
 
     func spoolPath() -> String {
@@ -26,8 +27,10 @@ func waitUntil(_ condition: () async throws -> Bool) async throws {
         let store = try await SQLiteLedgerStore.open(path: nil)
         try await store.createAccount(id: "acct", name: "A")
         try await grant(store, "acct", "10")
-        _ = try await store.growLease(LeaseRequest(id: "lease", account: "acct", minimum: usd("5"), desired: usd("5"), shareDivisor: 1,
-                                                   ttl: 600))
+        _ = try await store.growLease(
+            LeaseRequest(
+                id: "lease", account: "acct", minimum: usd("5"), desired: usd("5"), shareDivisor: 1,
+                ttl: 600))
         let committer = SettlementCommitter(store: store, spool: nil, logger: Logger(label: "test"))
         await withTaskGroup(of: SettlementCommitter.Receipt.self) { group in
             for index in 0..<200 { group.addTask { await committer.submit(self.settlement("g\(index)", lease: "lease", "0.01")) } }
@@ -47,14 +50,17 @@ func waitUntil(_ condition: () async throws -> Bool) async throws {
         let committer = SettlementCommitter(store: store, spool: nil, logger: Logger(label: "test"))
         let credit = CreditLeases(store: store, committer: committer, nodeID: "n1", logger: Logger(label: "test"))
         guard case .reserved(let first) = try await credit.reserve(account: "acct", amount: usd("0.1")) else {
-            Issue.record("no reservation"); return
+            Issue.record("no reservation")
+            return
         }
         // Another node voids the lease (its TTL ran out by the ledger's clock while this node was paused).
         _ = try await store.shrinkLease(id: first.leaseID, by: .zero, ttl: 0, close: true)
-        await credit.settle(first, charged: usd("0.1"), transfers: [charge("g1", account: "acct", "0.1")],
-                            generation: generation("g1", account: "acct", cost: usd("0.1")), idempotency: nil)
+        await credit.settle(
+            first, charged: usd("0.1"), transfers: [charge("g1", account: "acct", "0.1")],
+            generation: generation("g1", account: "acct", cost: usd("0.1")), idempotency: nil)
         guard case .reserved(let second) = try await credit.reserve(account: "acct", amount: usd("0.1")) else {
-            Issue.record("no reservation"); return
+            Issue.record("no reservation")
+            return
         }
         #expect(second.leaseID != first.leaseID)
         #expect(try await store.openLeaseAmount(id: second.leaseID) != nil)
@@ -65,11 +71,14 @@ func waitUntil(_ condition: () async throws -> Bool) async throws {
         let ledger = UnreachableLedger(try await SQLiteLedgerStore.open(path: nil))
         try await ledger.createAccount(id: "acct", name: "A")
         try await grant(ledger, "acct", "10")
-        _ = try await ledger.growLease(LeaseRequest(id: "lease", account: "acct", minimum: usd("5"), desired: usd("5"), shareDivisor: 1,
-                                                    ttl: 600))
+        _ = try await ledger.growLease(
+            LeaseRequest(
+                id: "lease", account: "acct", minimum: usd("5"), desired: usd("5"), shareDivisor: 1,
+                ttl: 600))
         let path = spoolPath()
-        let committer = SettlementCommitter(store: ledger, spool: try SettlementSpool(path: path), timeout: .seconds(1),
-                                            replayInterval: .milliseconds(50), logger: Logger(label: "test"))
+        let committer = SettlementCommitter(
+            store: ledger, spool: try SettlementSpool(path: path), timeout: .seconds(1),
+            replayInterval: .milliseconds(50), logger: Logger(label: "test"))
         #expect(await committer.submit(settlement("before", lease: "lease", "0.5")) == .committed)
         ledger.isDown = true
         for index in 0..<10 { #expect(await committer.submit(settlement("down\(index)", lease: "lease", "0.1")) == .spooled) }
@@ -93,8 +102,9 @@ func waitUntil(_ condition: () async throws -> Bool) async throws {
         try await store.createAccount(id: "acct", name: "A")
         try await grant(store, "acct", "10")
         let path = spoolPath()
-        let committer = SettlementCommitter(store: store, spool: try SettlementSpool(path: path),
-                                            rejects: try SettlementSpool(path: path + ".rejected"), logger: Logger(label: "test"))
+        let committer = SettlementCommitter(
+            store: store, spool: try SettlementSpool(path: path),
+            rejects: try SettlementSpool(path: path + ".rejected"), logger: Logger(label: "test"))
         var bad = settlement("bad", lease: "none", "0.1")
         bad.transfers = [charge("bad", account: "ghost", "0.1")]
         async let good = committer.submit(settlement("good", lease: "none", "0.2"))
@@ -109,9 +119,10 @@ func waitUntil(_ condition: () async throws -> Bool) async throws {
         try await ledger.createAccount(id: "acct", name: "A")
         try await grant(ledger, "acct", "10")
         let path = spoolPath()
-        let committer = SettlementCommitter(store: ledger, spool: try SettlementSpool(path: path),
-                                            rejects: try SettlementSpool(path: path + ".rejected"), timeout: .seconds(1),
-                                            replayInterval: .milliseconds(20), logger: Logger(label: "test"))
+        let committer = SettlementCommitter(
+            store: ledger, spool: try SettlementSpool(path: path),
+            rejects: try SettlementSpool(path: path + ".rejected"), timeout: .seconds(1),
+            replayInterval: .milliseconds(20), logger: Logger(label: "test"))
         ledger.isDown = true
         #expect(await committer.submit(settlement("poison", lease: "none", "0.1")) == .spooled)
         for index in 0..<5 { #expect(await committer.submit(settlement("after\(index)", lease: "none", "0.1")) == .spooled) }
@@ -131,8 +142,9 @@ func waitUntil(_ condition: () async throws -> Bool) async throws {
         try await ledger.createAccount(id: "acct", name: "A")
         try await grant(ledger, "acct", "10")
         // Every write to /dev/full fails with ENOSPC: a full disk.
-        let committer = SettlementCommitter(store: ledger, spool: try SettlementSpool(path: "/dev/full"), timeout: .seconds(1),
-                                            replayInterval: .milliseconds(20), logger: Logger(label: "test"))
+        let committer = SettlementCommitter(
+            store: ledger, spool: try SettlementSpool(path: "/dev/full"), timeout: .seconds(1),
+            replayInterval: .milliseconds(20), logger: Logger(label: "test"))
         ledger.isDown = true
         #expect(await committer.submit(settlement("kept", lease: "none", "0.1")) == .held)
         #expect(committer.reachability.isBacklogged)
@@ -149,8 +161,9 @@ func waitUntil(_ condition: () async throws -> Bool) async throws {
         let ledger = UnreachableLedger(try await SQLiteLedgerStore.open(path: nil))
         try await ledger.createAccount(id: "acct", name: "A")
         try await grant(ledger, "acct", "10")
-        let committer = SettlementCommitter(store: ledger, spool: try SettlementSpool(path: spoolPath()), timeout: .seconds(1),
-                                            replayInterval: .milliseconds(50), maxSpoolAge: 1, logger: Logger(label: "test"))
+        let committer = SettlementCommitter(
+            store: ledger, spool: try SettlementSpool(path: spoolPath()), timeout: .seconds(1),
+            replayInterval: .milliseconds(50), maxSpoolAge: 1, logger: Logger(label: "test"))
         ledger.isDown = true
         let spooledAt = ContinuousClock.now
         #expect(await committer.submit(settlement("waiting", lease: "none", "0.1")) == .spooled)
@@ -167,8 +180,9 @@ func waitUntil(_ condition: () async throws -> Bool) async throws {
 
 @Suite struct SettlementSpoolTests {
     func settlement(_ id: String) -> Settlement {
-        Settlement(reservation: .lease(id: "lease", release: usd("0.1")), transfers: [charge(id, account: "acct", "0.1")],
-                   generation: generation(id, account: "acct", cost: usd("0.1")))
+        Settlement(
+            reservation: .lease(id: "lease", release: usd("0.1")), transfers: [charge(id, account: "acct", "0.1")],
+            generation: generation(id, account: "acct", cost: usd("0.1")))
     }
 
     func path() -> String {
@@ -189,7 +203,8 @@ func waitUntil(_ condition: () async throws -> Bool) async throws {
         #expect(recovered.map(\.generation.id) == ["old"])
         #expect(recovered.first?.reservation == nil && recovered.first?.transfers == settlement("old").transfers)
         // A malformed lease is still an error, not a silently dropped reservation.
-        let malformed = #"{"reservation":{"lease":{"id":"x","release":"not money"}},"transfers":[],"generation":"#
+        let malformed =
+            #"{"reservation":{"lease":{"id":"x","release":"not money"}},"transfers":[],"generation":"#
             + String(decoding: try JSONEncoder().encode(generation("g", account: "acct")), as: UTF8.self) + "}"
         #expect(throws: (any Error).self) { try JSONDecoder().decode(Settlement.self, from: Data(malformed.utf8)) }
     }

@@ -7,12 +7,15 @@ import Testing
 func decodeJSON(_ text: String) -> JSONValue { try! JSONDecoder().decode(JSONValue.self, from: Data(text.utf8)) }
 
 func attempt(format: WireFormat, upstream: String, maxOutput: Int = 8192) -> PlannedAttempt {
-    let provider = ProviderInfo(slug: "p", name: "P", format: format, baseURL: "http://sim/p/" + (format == .gemini ? "v1beta" : "v1"),
-                                apiKeyEnv: "K", region: "us", dataPolicy: DataPolicy(training: false, retentionDays: 0, zdr: false))
-    let endpoint = ModelEndpoint(provider: "p", upstreamModel: upstream, pricing: EndpointPricing(prompt: .zero, completion: .zero),
-                                 contextLength: 200_000, maxOutputTokens: maxOutput)
-    return PlannedAttempt(model: CatalogModel(id: "a/m", name: "M", author: "a", contextLength: 200_000, endpoints: [endpoint]),
-                          endpoint: endpoint, provider: provider)
+    let provider = ProviderInfo(
+        slug: "p", name: "P", format: format, baseURL: "http://sim/p/" + (format == .gemini ? "v1beta" : "v1"),
+        apiKeyEnv: "K", region: "us", dataPolicy: DataPolicy(training: false, retentionDays: 0, zdr: false))
+    let endpoint = ModelEndpoint(
+        provider: "p", upstreamModel: upstream, pricing: EndpointPricing(prompt: .zero, completion: .zero),
+        contextLength: 200_000, maxOutputTokens: maxOutput)
+    return PlannedAttempt(
+        model: CatalogModel(id: "a/m", name: "M", author: "a", contextLength: 200_000, endpoints: [endpoint]),
+        endpoint: endpoint, provider: provider)
 }
 
 let toolConversation = """
@@ -33,7 +36,8 @@ let toolConversation = """
 @Suite struct AnthropicAdapterTests {
     func request() throws -> (UpstreamRequest, JSONValue) {
         let chat = try ChatRequest(json: decodeJSON(toolConversation))
-        let request = AnthropicAdapter().makeRequest(chat, attempt: attempt(format: .anthropic, upstream: "claude-x", maxOutput: 4096), apiKey: "sk-ant")
+        let request = AnthropicAdapter().makeRequest(
+            chat, attempt: attempt(format: .anthropic, upstream: "claude-x", maxOutput: 4096), apiKey: "sk-ant")
         return (request, try JSONDecoder().decode(JSONValue.self, from: Data(request.body.readableBytesView)))
     }
 
@@ -69,13 +73,25 @@ let toolConversation = """
     @Test func translatesTheEventStreamIntoOpenAIDeltas() throws {
         var decoder = AnthropicStreamDecoder()
         let events: [(String, String)] = [
-            ("message_start", #"{"type":"message_start","message":{"id":"msg_1","usage":{"input_tokens":20,"output_tokens":1,"cache_read_input_tokens":5,"cache_creation_input_tokens":3}}}"#),
+            (
+                "message_start",
+                #"{"type":"message_start","message":{"id":"msg_1","usage":{"input_tokens":20,"output_tokens":1,"cache_read_input_tokens":5,"cache_creation_input_tokens":3}}}"#
+            ),
             ("content_block_start", #"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#),
             ("ping", #"{"type":"ping"}"#),
             ("content_block_delta", #"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Checking"}}"#),
-            ("content_block_start", #"{"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_9","name":"get_weather","input":{}}}"#),
-            ("content_block_delta", #"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"city\":"}}"#),
-            ("content_block_delta", #"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"\"Paris\"}"}}"#),
+            (
+                "content_block_start",
+                #"{"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_9","name":"get_weather","input":{}}}"#
+            ),
+            (
+                "content_block_delta",
+                #"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"city\":"}}"#
+            ),
+            (
+                "content_block_delta",
+                #"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"\"Paris\"}"}}"#
+            ),
             ("message_delta", #"{"type":"message_delta","delta":{"stop_reason":"tool_use"},"usage":{"output_tokens":42}}"#),
             ("message_stop", #"{"type":"message_stop"}"#),
         ]
@@ -104,12 +120,15 @@ let toolConversation = """
     @Test func anOverloadedErrorEventIsARetryableStreamFailure() {
         var decoder = AnthropicStreamDecoder()
         do {
-            _ = try decoder.decode(SSEEvent(event: "error", data: #"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#))
+            _ = try decoder.decode(
+                SSEEvent(event: "error", data: #"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#))
             Issue.record("error event accepted")
         } catch {
             #expect(error.kind == .streamError && error.isRetryable && error.message == "Overloaded")
         }
-        let failure = AnthropicAdapter().failure(status: 529, body: ByteBuffer(string: #"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#), retryAfter: nil)
+        let failure = AnthropicAdapter().failure(
+            status: 529, body: ByteBuffer(string: #"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#),
+            retryAfter: nil)
         #expect(failure.isRetryable && failure.clientStatus == 502 && failure.message == "Overloaded")
     }
 }
@@ -172,23 +191,36 @@ let toolConversation = """
     }
 
     @Test func anInvalidKeyIsOurCredentialAndRetryDelayIsRead() {
-        let invalid = GeminiAdapter().failure(status: 400, body: ByteBuffer(string: #"{"error":{"code":400,"message":"API key not valid.","status":"INVALID_ARGUMENT","details":[{"reason":"API_KEY_INVALID"}]}}"#), retryAfter: nil)
+        let invalid = GeminiAdapter().failure(
+            status: 400,
+            body: ByteBuffer(
+                string:
+                    #"{"error":{"code":400,"message":"API key not valid.","status":"INVALID_ARGUMENT","details":[{"reason":"API_KEY_INVALID"}]}}"#
+            ), retryAfter: nil)
         #expect(invalid.kind == .status(401) && invalid.isRetryable)
-        let limited = GeminiAdapter().failure(status: 429, body: ByteBuffer(string: #"{"error":{"code":429,"message":"quota","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"22s"}]}}"#), retryAfter: nil)
+        let limited = GeminiAdapter().failure(
+            status: 429,
+            body: ByteBuffer(
+                string:
+                    #"{"error":{"code":429,"message":"quota","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"22s"}]}}"#
+            ), retryAfter: nil)
         #expect(limited.retryAfter == 22 && limited.isRateLimit)
     }
 }
 
 @Suite struct ReasoningTranslationTests {
-    let chat = try! ChatRequest(json: decodeJSON("""
-        {"model": "a/m", "max_tokens": 10000, "temperature": 0.3, "top_k": 5,
-         "reasoning": {"effort": "high"}, "messages": [{"role": "user", "content": "Think"}]}
-        """))
+    let chat = try! ChatRequest(
+        json: decodeJSON(
+            """
+            {"model": "a/m", "max_tokens": 10000, "temperature": 0.3, "top_k": 5,
+             "reasoning": {"effort": "high"}, "messages": [{"role": "user", "content": "Think"}]}
+            """))
 
     func body(_ request: UpstreamRequest) throws -> JSONValue { try JSONParser.parse(request.body.readableBytesView) }
 
     @Test func effortBecomesAnAnthropicThinkingBudgetWithoutSamplingOverrides() throws {
-        let sent = try body(AnthropicAdapter().makeRequest(chat, attempt: attempt(format: .anthropic, upstream: "c", maxOutput: 64000), apiKey: nil))
+        let sent = try body(
+            AnthropicAdapter().makeRequest(chat, attempt: attempt(format: .anthropic, upstream: "c", maxOutput: 64000), apiKey: nil))
         #expect(sent["thinking"] == ["type": "enabled", "budget_tokens": 8000])  // 80% of max_tokens for "high"
         #expect(sent["temperature"] == nil && sent["top_k"] == nil)
     }
@@ -215,7 +247,10 @@ let toolConversation = """
     @Test func deepSeekStyleReasoningContentIsReadAsReasoning() throws {
         var decoder = OpenAIStreamDecoder()
         let events = try decoder.decode(SSEEvent(data: #"{"id":"x","choices":[{"index":0,"delta":{"reasoning_content":"hmm"}}]}"#))
-        guard case .delta(let delta) = events.first else { Issue.record("no delta"); return }
+        guard case .delta(let delta) = events.first else {
+            Issue.record("no delta")
+            return
+        }
         #expect(delta.choices[0]["delta"] == ["reasoning": "hmm"])
     }
 }

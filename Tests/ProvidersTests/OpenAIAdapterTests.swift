@@ -6,13 +6,16 @@ import Testing
 
 @Suite struct OpenAIAdapterTests {
     let attempt: PlannedAttempt = {
-        let provider = ProviderInfo(slug: "deepinfra", name: "DeepInfra", format: .openai, baseURL: "http://up/v1/",
-                                    apiKeyEnv: "K", region: "us", dataPolicy: DataPolicy(training: false, retentionDays: 0, zdr: true))
-        let endpoint = ModelEndpoint(provider: "deepinfra", upstreamModel: "meta-llama/Llama-3.3-70B-Instruct",
-                                     pricing: EndpointPricing(prompt: .zero, completion: .zero), contextLength: 8192,
-                                     maxOutputTokens: 1024, supportedParameters: ["temperature", "top_k"])
-        let model = CatalogModel(id: "meta-llama/llama-3.3-70b-instruct", name: "Llama", author: "meta-llama",
-                                 contextLength: 8192, endpoints: [endpoint])
+        let provider = ProviderInfo(
+            slug: "deepinfra", name: "DeepInfra", format: .openai, baseURL: "http://up/v1/",
+            apiKeyEnv: "K", region: "us", dataPolicy: DataPolicy(training: false, retentionDays: 0, zdr: true))
+        let endpoint = ModelEndpoint(
+            provider: "deepinfra", upstreamModel: "meta-llama/Llama-3.3-70B-Instruct",
+            pricing: EndpointPricing(prompt: .zero, completion: .zero), contextLength: 8192,
+            maxOutputTokens: 1024, supportedParameters: ["temperature", "top_k"])
+        let model = CatalogModel(
+            id: "meta-llama/llama-3.3-70b-instruct", name: "Llama", author: "meta-llama",
+            contextLength: 8192, endpoints: [endpoint])
         return PlannedAttempt(model: model, endpoint: endpoint, provider: provider)
     }()
 
@@ -21,11 +24,15 @@ import Testing
     }
 
     @Test func forwardsTheClientsBodyWithTheUpstreamModelAndUsageOn() throws {
-        let chat = try ChatRequest(json: JSONDecoder().decode(JSONValue.self, from: Data("""
-            {"model": "meta-llama/llama-3.3-70b-instruct", "messages": [{"role": "user", "content": "hi"}],
-             "temperature": 0.2, "logit_bias": {"50256": -100}, "seed": 7, "user": "u-1",
-             "provider": {"sort": "price"}, "models": ["x/y"], "transforms": ["middle-out"]}
-            """.utf8)))
+        let chat = try ChatRequest(
+            json: JSONDecoder().decode(
+                JSONValue.self,
+                from: Data(
+                    """
+                    {"model": "meta-llama/llama-3.3-70b-instruct", "messages": [{"role": "user", "content": "hi"}],
+                     "temperature": 0.2, "logit_bias": {"50256": -100}, "seed": 7, "user": "u-1",
+                     "provider": {"sort": "price"}, "models": ["x/y"], "transforms": ["middle-out"]}
+                    """.utf8)))
         let request = OpenAIAdapter().makeRequest(chat, attempt: attempt, apiKey: "sk-up")
         #expect(request.url == "http://up/v1/chat/completions")
         #expect(request.headers.contains { $0 == ("authorization", "Bearer sk-up") })
@@ -41,7 +48,11 @@ import Testing
 
     @Test func decodesChunksUsageAndDone() throws {
         var decoder = OpenAIStreamDecoder()
-        let events = try decoder.decode(SSEEvent(data: #"{"id":"chatcmpl-9","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":"end_turn"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":2}}}"#))
+        let events = try decoder.decode(
+            SSEEvent(
+                data:
+                    #"{"id":"chatcmpl-9","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":"end_turn"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":2}}}"#
+            ))
         guard case .delta(let delta) = events[0], case .usage(let usage) = events[1] else {
             Issue.record("unexpected events \(events)")
             return

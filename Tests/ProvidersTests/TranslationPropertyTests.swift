@@ -14,15 +14,22 @@ import Testing
             switch code {
             case 0: messages.append(["role": "system", "content": .string("System rule \(index)")])
             case 1: messages.append(["role": "user", "content": .string("Question \(index)")])
-            case 2: messages.append(["role": "user", "content": [
-                ["type": "text", "text": .string("Look \(index)")],
-                ["type": "image_url", "image_url": ["url": "data:image/png;base64,iVBORw0K"]],
-                ["type": "text", "text": ""]]])
+            case 2:
+                messages.append([
+                    "role": "user",
+                    "content": [
+                        ["type": "text", "text": .string("Look \(index)")],
+                        ["type": "image_url", "image_url": ["url": "data:image/png;base64,iVBORw0K"]],
+                        ["type": "text", "text": ""],
+                    ],
+                ])
             case 3: messages.append(["role": "assistant", "content": .string("Answer \(index)")])
             case 4:
                 let calls = (0...(index % 2)).map { call -> JSONValue in
-                    ["id": .string("call.\(index).\(call)"), "type": "function",
-                     "function": ["name": .string("tool_\(call)"), "arguments": .string(call == 0 ? #"{"q": \#(index)}"# : "")]]
+                    [
+                        "id": .string("call.\(index).\(call)"), "type": "function",
+                        "function": ["name": .string("tool_\(call)"), "arguments": .string(call == 0 ? #"{"q": \#(index)}"# : "")],
+                    ]
                 }
                 messages.append(["role": "assistant", "content": "", "tool_calls": .array(calls)])
                 for call in calls {
@@ -54,7 +61,8 @@ import Testing
         let tally = Tally()
         await propertyCheck(count: 300, input: Self.codes) { codes in
             guard let chat = tally.count(try? ChatRequest(json: Self.conversation(codes))) else { return }
-            let request = AnthropicAdapter().makeRequest(chat, attempt: attempt(format: .anthropic, upstream: "c", maxOutput: 4096), apiKey: "k")
+            let request = AnthropicAdapter().makeRequest(
+                chat, attempt: attempt(format: .anthropic, upstream: "c", maxOutput: 4096), apiKey: "k")
             guard let body = try? JSONParser.parse(request.body.readableBytesView), let messages = body["messages"]?.arrayValue else {
                 Issue.record("not JSON")
                 return

@@ -10,8 +10,10 @@ import Testing
         #expect(catalog.models.filter(\.isFreeVariant).count >= 8)
     }
 
-    @Test(arguments: ["openai/gpt-4o-mini", "openai/gpt-4o", "anthropic/claude-sonnet-4", "google/gemini-2.5-flash",
-                      "meta-llama/llama-3.3-70b-instruct", "deepseek/deepseek-chat"])
+    @Test(arguments: [
+        "openai/gpt-4o-mini", "openai/gpt-4o", "anthropic/claude-sonnet-4", "google/gemini-2.5-flash",
+        "meta-llama/llama-3.3-70b-instruct", "deepseek/deepseek-chat",
+    ])
     func popularModelsHaveTwoProvidersForFailover(id: String) throws {
         let model = try #require(catalog.model(id: id))
         #expect(Set(model.endpoints.map(\.provider)).count >= 2)
@@ -44,9 +46,13 @@ import Testing
 
     @Test func configMergeReplacesAndExtends() {
         var copy = catalog
-        let extra = CatalogModel(id: "acme/custom", name: "Custom", author: "acme", contextLength: 1000, endpoints: [
-            ModelEndpoint(provider: "openai", upstreamModel: "custom", pricing: EndpointPricing(prompt: .zero, completion: .zero),
-                          contextLength: 1000, maxOutputTokens: 100)])
+        let extra = CatalogModel(
+            id: "acme/custom", name: "Custom", author: "acme", contextLength: 1000,
+            endpoints: [
+                ModelEndpoint(
+                    provider: "openai", upstreamModel: "custom", pricing: EndpointPricing(prompt: .zero, completion: .zero),
+                    contextLength: 1000, maxOutputTokens: 100)
+            ])
         copy.merge(providers: [], models: [extra])
         #expect(copy.model(id: "acme/custom")?.endpoints.first?.upstreamModel == "custom")
         #expect(copy.models.count == catalog.models.count + 1)
@@ -56,10 +62,19 @@ import Testing
 @Suite struct CompletionAccumulatorTests {
     @Test func assemblesStreamedToolCallFragmentsByIndex() {
         var accumulator = CompletionAccumulator()
-        accumulator.add(CompletionDelta(choices: [json(#"{"index":0,"delta":{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"get_weather","arguments":""}}]}}"#)]))
-        accumulator.add(CompletionDelta(choices: [json(#"{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"ci"}}]}}"#)]))
-        accumulator.add(CompletionDelta(choices: [json(#"{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"ty\":\"Paris\"}"}}]}}"#)]))
-        accumulator.add(CompletionDelta(choices: [json(#"{"index":0,"delta":{},"finish_reason":"tool_calls","native_finish_reason":"tool_calls"}"#)]))
+        accumulator.add(
+            CompletionDelta(choices: [
+                json(
+                    #"{"index":0,"delta":{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"get_weather","arguments":""}}]}}"#
+                )
+            ]))
+        accumulator.add(
+            CompletionDelta(choices: [json(#"{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"ci"}}]}}"#)]))
+        accumulator.add(
+            CompletionDelta(choices: [json(#"{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"ty\":\"Paris\"}"}}]}}"#)]
+            ))
+        accumulator.add(
+            CompletionDelta(choices: [json(#"{"index":0,"delta":{},"finish_reason":"tool_calls","native_finish_reason":"tool_calls"}"#)]))
         let choice = accumulator.completedChoices()[0]
         #expect(choice["finish_reason"] == "tool_calls")
         #expect(choice["message"]?["content"] == .null)

@@ -14,13 +14,15 @@ import Testing
         // Zero completion insurance.
         #expect(Charging.success(usage: TokenUsage(promptTokens: 1000, completionTokens: 0), finishReason: nil, pricing: pricing) == .zero)
         // An answer that ended properly with no output still pays for its prompt.
-        #expect(Charging.success(usage: TokenUsage(promptTokens: 1000, completionTokens: 0), finishReason: "stop", pricing: pricing)
-            .total == usd("0.001"))
+        #expect(
+            Charging.success(usage: TokenUsage(promptTokens: 1000, completionTokens: 0), finishReason: "stop", pricing: pricing)
+                .total == usd("0.001"))
     }
 
     @Test func withoutAReportWhatArrivedIsEstimated() {
         #expect(Charging.usage(reported: nil, deliveredPieces: 0, promptEstimate: 400) == nil)
-        #expect(Charging.usage(reported: nil, deliveredPieces: 7, promptEstimate: 400) == TokenUsage(promptTokens: 200, completionTokens: 7))
+        #expect(
+            Charging.usage(reported: nil, deliveredPieces: 7, promptEstimate: 400) == TokenUsage(promptTokens: 200, completionTokens: 7))
         let reported = TokenUsage(promptTokens: 9, completionTokens: 3)
         #expect(Charging.usage(reported: reported, deliveredPieces: 7, promptEstimate: 400) == reported)
     }
@@ -35,8 +37,10 @@ import Testing
 
     @Test func aFailedAttemptsTokensAreInsuredAndCapped() {
         #expect(Charging.insurance(reported: nil, deliveredPieces: 0, promptEstimate: 400, pricing: pricing) == .zero)
-        #expect(Charging.insurance(reported: TokenUsage(promptTokens: 1000, completionTokens: 0), deliveredPieces: 0,
-                                   promptEstimate: 0, pricing: pricing) == usd("0.001"))
+        #expect(
+            Charging.insurance(
+                reported: TokenUsage(promptTokens: 1000, completionTokens: 0), deliveredPieces: 0,
+                promptEstimate: 0, pricing: pricing) == usd("0.001"))
         let absurd = TokenUsage(promptTokens: 1 << 40, completionTokens: 1 << 40)
         #expect(Charging.insurance(reported: absurd, deliveredPieces: 0, promptEstimate: 0, pricing: pricing) == Charging.largestEntry)
     }

@@ -8,10 +8,12 @@ func json(_ text: String) -> JSONValue {
 
 @Suite struct ChatRequestTests {
     @Test func readsModelsStreamAndMaxTokens() throws {
-        let request = try ChatRequest(json: json("""
-            {"model": "a/b", "models": ["c/d", "a/b"], "stream": true, "max_tokens": 64,
-             "messages": [{"role": "user", "content": "hi"}], "tools": [], "temperature": 0.5}
-            """))
+        let request = try ChatRequest(
+            json: json(
+                """
+                {"model": "a/b", "models": ["c/d", "a/b"], "stream": true, "max_tokens": 64,
+                 "messages": [{"role": "user", "content": "hi"}], "tools": [], "temperature": 0.5}
+                """))
         #expect(request.models == ["a/b", "c/d"])
         #expect(request.stream)
         #expect(request.maxTokens == 64)
@@ -20,9 +22,11 @@ func json(_ text: String) -> JSONValue {
     }
 
     @Test func prefersMaxCompletionTokens() throws {
-        let request = try ChatRequest(json: json("""
-            {"model": "a/b", "max_completion_tokens": 10, "max_tokens": 99, "messages": [{"role": "user", "content": "x"}]}
-            """))
+        let request = try ChatRequest(
+            json: json(
+                """
+                {"model": "a/b", "max_completion_tokens": 10, "max_tokens": 99, "messages": [{"role": "user", "content": "x"}]}
+                """))
         #expect(request.maxTokens == 10)
     }
 
@@ -52,11 +56,13 @@ func json(_ text: String) -> JSONValue {
     }
 
     @Test func readsProviderPreferences() throws {
-        let request = try ChatRequest(json: json("""
-            {"model": "a/b", "messages": [{"role": "user", "content": "x"}],
-             "provider": {"order": ["OpenAI", "deepinfra/turbo"], "allow_fallbacks": false, "data_collection": "deny",
-                          "zdr": true, "sort": {"by": "price"}, "max_price": {"prompt": 1, "completion": "2.5"}}}
-            """))
+        let request = try ChatRequest(
+            json: json(
+                """
+                {"model": "a/b", "messages": [{"role": "user", "content": "x"}],
+                 "provider": {"order": ["OpenAI", "deepinfra/turbo"], "allow_fallbacks": false, "data_collection": "deny",
+                              "zdr": true, "sort": {"by": "price"}, "max_price": {"prompt": 1, "completion": "2.5"}}}
+                """))
         let preferences = request.provider
         #expect(preferences.order == ["openai", "deepinfra/turbo"])
         #expect(!preferences.allowFallbacks)

@@ -71,7 +71,8 @@ import Testing
         // 30 s later, without a fresher report, the demotion is over
         #expect(merged.health(model: "m", tag: "p/default")?.isDegraded(at: now + 31) == false)
         // and a report already past its lifetime (its node went quiet) counts for nothing
-        let stale = healthy.merging(HealthView.aggregate([NodeHealthReport(at: now - 31, endpoints: report.endpoints)], lifetime: 30, now: now))
+        let stale = healthy.merging(
+            HealthView.aggregate([NodeHealthReport(at: now - 31, endpoints: report.endpoints)], lifetime: 30, now: now))
         #expect(stale.health(model: "m", tag: "p/default")?.isDegraded(at: now) == false)
         #expect(stale.health(model: "m", tag: "p/default")?.uptime(lastSeconds: 300, now: now) == 100)
     }

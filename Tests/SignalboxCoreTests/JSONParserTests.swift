@@ -32,7 +32,8 @@ import Testing
     }
 
     @Test func agreesWithFoundationOnAChatRequest() throws {
-        let text = #"{"model":"openai/gpt-4o-mini","messages":[{"role":"user","content":"héllo \u2603"}],"temperature":0.7,"max_tokens":64}"#
+        let text =
+            #"{"model":"openai/gpt-4o-mini","messages":[{"role":"user","content":"héllo \u2603"}],"temperature":0.7,"max_tokens":64}"#
         let foundation = try JSONDecoder().decode(JSONValue.self, from: Data(text.utf8))
         #expect(try JSONParser.parse(text) == foundation)
     }

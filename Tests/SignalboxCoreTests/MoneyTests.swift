@@ -40,8 +40,9 @@ import Testing
     }
 
     @Test func billsCachedPromptTokensAtTheCacheReadPrice() {
-        let pricing = EndpointPricing(prompt: TokenPrice("0.000003")!, completion: TokenPrice("0.000015")!,
-                                      inputCacheRead: TokenPrice("0.0000003")!, inputCacheWrite: TokenPrice("0.00000375")!)
+        let pricing = EndpointPricing(
+            prompt: TokenPrice("0.000003")!, completion: TokenPrice("0.000015")!,
+            inputCacheRead: TokenPrice("0.0000003")!, inputCacheWrite: TokenPrice("0.00000375")!)
         let usage = TokenUsage(promptTokens: 1000, completionTokens: 0, cachedTokens: 600, cacheWriteTokens: 100)
         // 300 × 3e-6 + 600 × 3e-7 + 100 × 3.75e-6 = 0.0009 + 0.00018 + 0.000375
         #expect(CostBreakdown(usage: usage, pricing: pricing).total.decimalString == "0.001455")

@@ -8,29 +8,38 @@ enum Fixture {
     static let policyTrains = DataPolicy(training: true, retentionDays: 30, zdr: false)
 
     static func provider(_ slug: String, _ policy: DataPolicy) -> ProviderInfo {
-        ProviderInfo(slug: slug, name: slug.capitalized, format: .openai, baseURL: "http://sim/\(slug)/v1",
-                     apiKeyEnv: "X", region: "us", dataPolicy: policy)
+        ProviderInfo(
+            slug: slug, name: slug.capitalized, format: .openai, baseURL: "http://sim/\(slug)/v1",
+            apiKeyEnv: "X", region: "us", dataPolicy: policy)
     }
 
-    static func endpoint(_ provider: String, tag: String? = nil, prompt: String, completion: String,
-                         maxOutput: Int = 4096, quantization: String = "fp8", parameters: [String] = ["tools", "temperature"]) -> ModelEndpoint {
-        ModelEndpoint(provider: provider, tag: tag, upstreamModel: "m", pricing: EndpointPricing(
-            prompt: TokenPrice(prompt)!, completion: TokenPrice(completion)!), contextLength: 8192,
+    static func endpoint(
+        _ provider: String, tag: String? = nil, prompt: String, completion: String,
+        maxOutput: Int = 4096, quantization: String = "fp8", parameters: [String] = ["tools", "temperature"]
+    ) -> ModelEndpoint {
+        ModelEndpoint(
+            provider: provider, tag: tag, upstreamModel: "m",
+            pricing: EndpointPricing(
+                prompt: TokenPrice(prompt)!, completion: TokenPrice(completion)!), contextLength: 8192,
             maxOutputTokens: maxOutput, quantization: quantization, supportedParameters: parameters)
     }
 
     static let catalog = Catalog(
         providers: [provider("alpha", policyOpen), provider("beta", policyZDR), provider("gamma", policyTrains)],
         models: [
-            CatalogModel(id: "acme/big", name: "Big", author: "acme", contextLength: 8192, endpoints: [
-                endpoint("alpha", prompt: "0.000003", completion: "0.000006"),
-                endpoint("beta", prompt: "0.000001", completion: "0.000002", maxOutput: 1024, quantization: "bf16"),
-                endpoint("beta", tag: "beta/turbo", prompt: "0.0000005", completion: "0.000001", parameters: ["temperature"]),
-                endpoint("gamma", prompt: "0.0000002", completion: "0.0000004", quantization: "int4"),
-            ]),
-            CatalogModel(id: "acme/small", name: "Small", author: "acme", contextLength: 8192, endpoints: [
-                endpoint("gamma", prompt: "0.0000001", completion: "0.0000001"),
-            ]),
+            CatalogModel(
+                id: "acme/big", name: "Big", author: "acme", contextLength: 8192,
+                endpoints: [
+                    endpoint("alpha", prompt: "0.000003", completion: "0.000006"),
+                    endpoint("beta", prompt: "0.000001", completion: "0.000002", maxOutput: 1024, quantization: "bf16"),
+                    endpoint("beta", tag: "beta/turbo", prompt: "0.0000005", completion: "0.000001", parameters: ["temperature"]),
+                    endpoint("gamma", prompt: "0.0000002", completion: "0.0000004", quantization: "int4"),
+                ]),
+            CatalogModel(
+                id: "acme/small", name: "Small", author: "acme", contextLength: 8192,
+                endpoints: [
+                    endpoint("gamma", prompt: "0.0000001", completion: "0.0000001")
+                ]),
         ])
 
     static func request(_ extra: String = "", model: String = "acme/big") -> ChatRequest {
@@ -38,9 +47,11 @@ enum Fixture {
     }
 
     /// Tags in planned order, with the catalog order as the default (filters are what these test).
-    static func tags(_ extra: String = "", model: String = "acme/big", health: HealthView = HealthView(), now: Double = 0,
-                     loadBalancing: RoutingPlanner.LoadBalancing = .catalogOrder, seed: UInt64 = 1,
-                     scope: PlanningScope = PlanningScope()) throws(PlanningError) -> [String] {
+    static func tags(
+        _ extra: String = "", model: String = "acme/big", health: HealthView = HealthView(), now: Double = 0,
+        loadBalancing: RoutingPlanner.LoadBalancing = .catalogOrder, seed: UInt64 = 1,
+        scope: PlanningScope = PlanningScope()
+    ) throws(PlanningError) -> [String] {
         var random = SplitMix64(seed: seed)
         return try RoutingPlanner(catalog: catalog, loadBalancing: loadBalancing)
             .plan(request(extra, model: model), health: health, now: now, scope: scope, using: &random).map(\.endpoint.tag)
@@ -119,11 +130,20 @@ struct SplitMix64: RandomNumberGenerator {
             _ = try Fixture.tags(#", "provider": {"zdr": true, "only": ["alpha", "gamma"]}"#)
             Issue.record("planned despite filters")
         } catch {
-            #expect(error == .noEndpoints(models: ["acme/big"], excludedBy: [
-                .init(filter: "zdr", tags: ["alpha", "gamma"]), .init(filter: "only", tags: ["beta", "beta/turbo"]),
-            ]) || error == .noEndpoints(models: ["acme/big"], excludedBy: [
-                .init(filter: "only", tags: ["beta", "beta/turbo"]), .init(filter: "zdr", tags: ["alpha", "gamma"]),
-            ]), "\(error)")
+            #expect(
+                error
+                    == .noEndpoints(
+                        models: ["acme/big"],
+                        excludedBy: [
+                            .init(filter: "zdr", tags: ["alpha", "gamma"]), .init(filter: "only", tags: ["beta", "beta/turbo"]),
+                        ])
+                    || error
+                        == .noEndpoints(
+                            models: ["acme/big"],
+                            excludedBy: [
+                                .init(filter: "only", tags: ["beta", "beta/turbo"]), .init(filter: "zdr", tags: ["alpha", "gamma"]),
+                            ]),
+                "\(error)")
         }
     }
 
@@ -147,15 +167,18 @@ struct SplitMix64: RandomNumberGenerator {
 
     /// One user message of `bytes` ASCII bytes: bytes + 1 + 8 (message) + 8 (request) tokens.
     static func chat(promptBytes bytes: Int, maxTokens: Int?, n: Int? = nil) throws -> ChatRequest {
-        var body: JSONObject = ["model": "acme/big", "messages": [["role": "user", "content": .string(String(repeating: "x", count: bytes))]]]
+        var body: JSONObject = [
+            "model": "acme/big", "messages": [["role": "user", "content": .string(String(repeating: "x", count: bytes))]],
+        ]
         if let maxTokens { body["max_tokens"] = .int(Int64(maxTokens)) }
         if let n { body["n"] = .int(Int64(n)) }
         return try ChatRequest(json: .object(body))
     }
 
     var attempt: PlannedAttempt {
-        PlannedAttempt(model: Fixture.catalog.models[0], endpoint: Fixture.catalog.models[0].endpoints[0],
-                       provider: Fixture.catalog.provider("alpha")!)
+        PlannedAttempt(
+            model: Fixture.catalog.models[0], endpoint: Fixture.catalog.models[0].endpoints[0],
+            provider: Fixture.catalog.provider("alpha")!)
     }
 
     @Test func reservationCoversThePromptBoundAndEveryPossibleCompletionToken() throws {
@@ -182,29 +205,51 @@ struct SplitMix64: RandomNumberGenerator {
     }
 
     @Test func imagesCountTheEndpointsAllowanceAndFilesTheirBytesPlusAPage() throws {
-        let request = try Self.chat(["model": "acme/big", "messages": [["role": "user", "content": [
-            ["type": "text", "text": "look"],
-            ["type": "image_url", "image_url": ["url": "https://example.com/a.png"]],
-            ["type": "image_url", "image_url": ["url": "https://example.com/b.png"]],
-            ["type": "file", "file": ["filename": "a.pdf", "file_data": "data:application/pdf;base64,AAAA"]],
-        ]]]])
+        let request = try Self.chat([
+            "model": "acme/big",
+            "messages": [
+                [
+                    "role": "user",
+                    "content": [
+                        ["type": "text", "text": "look"],
+                        ["type": "image_url", "image_url": ["url": "https://example.com/a.png"]],
+                        ["type": "image_url", "image_url": ["url": "https://example.com/b.png"]],
+                        ["type": "file", "file": ["filename": "a.pdf", "file_data": "data:application/pdf;base64,AAAA"]],
+                    ],
+                ]
+            ],
+        ])
         #expect(request.prompt.images == 2)
         #expect(request.prompt.files == 1)
         var endpoint = attempt
-        #expect(endpoint.promptTokenBound(for: request)
-            == request.prompt.textTokens + 2 * ModelEndpoint.defaultImageTokens + PromptBound.perFile)
+        #expect(
+            endpoint.promptTokenBound(for: request)
+                == request.prompt.textTokens + 2 * ModelEndpoint.defaultImageTokens + PromptBound.perFile)
         endpoint.endpoint.imageTokens = 48_169
         #expect(endpoint.promptTokenBound(for: request) == request.prompt.textTokens + 2 * 48_169 + PromptBound.perFile)
     }
 
     @Test func aPartCountsByItsTypeWhateverElseItCarries() throws {
         // An image part with a stray empty `text` is still an image to the providers, so it is one here.
-        let sneaky = try Self.chat(["model": "acme/big", "messages": [["role": "user", "content": .array(Array(repeating: [
-            "type": "image_url", "text": "", "image_url": ["url": "https://example.com/a.png"]], count: 300))]]])
+        let sneaky = try Self.chat([
+            "model": "acme/big",
+            "messages": [
+                [
+                    "role": "user",
+                    "content": .array(
+                        Array(
+                            repeating: [
+                                "type": "image_url", "text": "", "image_url": ["url": "https://example.com/a.png"],
+                            ], count: 300)),
+                ]
+            ],
+        ])
         #expect(sneaky.prompt.images == 300)
         // Tool definitions bound at their serialized bytes: digits and punctuation count.
-        let tools = try Self.chat(["model": "acme/big", "messages": [["role": "user", "content": "x"]],
-                                   "tools": [["type": "function", "function": ["name": "f", "parameters": ["maximum": 123456789012]]]]])
+        let tools = try Self.chat([
+            "model": "acme/big", "messages": [["role": "user", "content": "x"]],
+            "tools": [["type": "function", "function": ["name": "f", "parameters": ["maximum": 123456789012]]]],
+        ])
         #expect(tools.prompt.textTokens >= JSONWriter.bytes(tools.body["tools"]!).count)
     }
 

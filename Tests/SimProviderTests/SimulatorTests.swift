@@ -8,7 +8,9 @@ import Testing
 
 let chatBody = #"{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello simulator"}], "max_tokens": 100}"#
 
-func app(_ simulator: Simulator = Simulator(configuration: .init(firstTokenDelay: .zero, interTokenDelay: .zero))) -> some ApplicationProtocol {
+func app(_ simulator: Simulator = Simulator(configuration: .init(firstTokenDelay: .zero, interTokenDelay: .zero)))
+    -> some ApplicationProtocol
+{
     Application(router: simulator.buildRouter(), configuration: .init(address: .hostname("127.0.0.1", port: 0)))
 }
 
@@ -21,14 +23,17 @@ func decode(_ buffer: ByteBuffer) throws -> JSONValue {
         try await app().test(.live) { client in
             var answers: [JSONValue] = []
             for _ in 0..<2 {
-                try await client.execute(uri: "/openai/v1/chat/completions", method: .post, body: ByteBuffer(string: chatBody)) { response in
+                try await client.execute(uri: "/openai/v1/chat/completions", method: .post, body: ByteBuffer(string: chatBody)) {
+                    response in
                     #expect(response.status == .ok)
                     answers.append(try decode(response.body))
                 }
             }
             let first = answers[0]
             #expect(first["object"] == "chat.completion")
-            #expect(first["choices"]?.arrayValue?.first?["message"]?["content"] == answers[1]["choices"]?.arrayValue?.first?["message"]?["content"])
+            #expect(
+                first["choices"]?.arrayValue?.first?["message"]?["content"]
+                    == answers[1]["choices"]?.arrayValue?.first?["message"]?["content"])
             let usage = try #require(first["usage"])
             #expect((usage["prompt_tokens"]?.intValue ?? 0) > 0)
             #expect((usage["completion_tokens"]?.intValue ?? 0) >= 8)
@@ -47,7 +52,8 @@ func decode(_ buffer: ByteBuffer) throws -> JSONValue {
     }
 
     @Test func streamsSSEWithUsageAndDone() async throws {
-        let body = #"{"model": "m", "stream": true, "stream_options": {"include_usage": true}, "messages": [{"role": "user", "content": "Hello"}]}"#
+        let body =
+            #"{"model": "m", "stream": true, "stream_options": {"include_usage": true}, "messages": [{"role": "user", "content": "Hello"}]}"#
         try await app().test(.live) { client in
             try await client.execute(uri: "/together/v1/chat/completions", method: .post, body: ByteBuffer(string: body)) { response in
                 #expect(response.headers[.contentType] == "text/event-stream")
@@ -88,7 +94,9 @@ func decode(_ buffer: ByteBuffer) throws -> JSONValue {
             try await client.execute(uri: "/openai/v1/chat/completions", method: .post, body: ByteBuffer(string: chatBody)) {
                 #expect($0.status == .ok)
             }
-            try await client.execute(uri: "/_sim/faults", method: .post, body: ByteBuffer(string: #"{"provider": "openai", "kind": "malformed"}"#)) { _ in }
+            try await client.execute(
+                uri: "/_sim/faults", method: .post, body: ByteBuffer(string: #"{"provider": "openai", "kind": "malformed"}"#)
+            ) { _ in }
             try await client.execute(uri: "/openai/v1/chat/completions", method: .post, body: ByteBuffer(string: chatBody)) { response in
                 #expect((try? decode(response.body)) == nil)
             }
@@ -101,7 +109,9 @@ func decode(_ buffer: ByteBuffer) throws -> JSONValue {
 
     @Test func rejectsAnUnknownFaultKind() async throws {
         try await app().test(.live) { client in
-            try await client.execute(uri: "/_sim/faults", method: .post, body: ByteBuffer(string: #"{"provider": "x", "kind": "gremlins"}"#)) {
+            try await client.execute(
+                uri: "/_sim/faults", method: .post, body: ByteBuffer(string: #"{"provider": "x", "kind": "gremlins"}"#)
+            ) {
                 #expect($0.status == .badRequest)
             }
         }

@@ -9,8 +9,10 @@ import SignalboxCore
 extension ChatPipeline {
     // MARK: Prepare
 
-    func prepare(_ request: ChatRequest, key: KeyRecord, generationID: String = makeGenerationID(),
-                 idempotencyKey: String? = nil) async throws -> PreparedChat {
+    func prepare(
+        _ request: ChatRequest, key: KeyRecord, generationID: String = makeGenerationID(),
+        idempotencyKey: String? = nil
+    ) async throws -> PreparedChat {
         let region = configuration.region
         let scope = PlanningScope(
             routingTable: cluster.flatMap { $0.tableIsSet(for: region) ? (region, $0.table(for: region)) : nil },
@@ -38,8 +40,10 @@ extension ChatPipeline {
             return prepared
         }
         if credit.committer.reachability.isBacklogged {
-            throw APIError(status: 503, message: "This node's charges have waited too long for the credit ledger, so it takes "
-                + "no paid requests until they are recorded. Retry shortly or on another node.",
+            throw APIError(
+                status: 503,
+                message: "This node's charges have waited too long for the credit ledger, so it takes "
+                    + "no paid requests until they are recorded. Retry shortly or on another node.",
                 metadata: ["reason": "settlement_backlog", "error_type": "ledger_unavailable"])
         }
         var covered = largest
@@ -126,8 +130,9 @@ extension ChatPipeline {
     }
 
     static func noBalance(_ balance: Money) -> APIError {
-        APIError(status: 402, message: "Insufficient credits. Add more credits to this account and retry.",
-                 metadata: ["available": .decimal(balance.decimalString)])
+        APIError(
+            status: 402, message: "Insufficient credits. Add more credits to this account and retry.",
+            metadata: ["available": .decimal(balance.decimalString)])
     }
 
     /// What the key may still spend in its current limit window, nil without a limit; 402 when
@@ -148,9 +153,11 @@ extension ChatPipeline {
         let remaining = keyLimits.remaining(key) ?? limit
         guard remaining > .zero else {
             let spent = limit - remaining
-            throw APIError(status: 402, message: "Key limit exceeded: this key may spend \(limit)"
-                + (key.limitReset.map { " per \($0 == "daily" ? "day" : $0 == "weekly" ? "week" : "month")" } ?? "")
-                + " and has spent \(spent).",
+            throw APIError(
+                status: 402,
+                message: "Key limit exceeded: this key may spend \(limit)"
+                    + (key.limitReset.map { " per \($0 == "daily" ? "day" : $0 == "weekly" ? "week" : "month")" } ?? "")
+                    + " and has spent \(spent).",
                 metadata: ["limit_source": "key", "limit": .decimal(limit.decimalString), "usage": .decimal(spent.decimalString)])
         }
         return remaining
@@ -190,13 +197,17 @@ extension ChatPipeline {
                 : "Rate limit exceeded: free-models-per-day. \(limit) requests a day"
                     + (limit == FreeTier.smallDailyLimit ? "; buying $10 of credit raises it to \(FreeTier.largeDailyLimit)." : "."),
             metadata: ["limit": .int(Int64(limit)), "reset": .int(resetMillis)],
-            headers: [("X-RateLimit-Limit", String(limit)), ("X-RateLimit-Remaining", "0"),
-                      ("X-RateLimit-Reset", String(resetMillis)),
-                      ("Retry-After", String(max(1, Int(reset.timeIntervalSince(now).rounded(.up)))))])
+            headers: [
+                ("X-RateLimit-Limit", String(limit)), ("X-RateLimit-Remaining", "0"),
+                ("X-RateLimit-Reset", String(resetMillis)),
+                ("Retry-After", String(max(1, Int(reset.timeIntervalSince(now).rounded(.up))))),
+            ])
     }
 
-    static func cannotAfford(_ attempt: PlannedAttempt, request: ChatRequest, available: Money,
-                             limitSource: String = "credits") -> APIError {
+    static func cannotAfford(
+        _ attempt: PlannedAttempt, request: ChatRequest, available: Money,
+        limitSource: String = "credits"
+    ) -> APIError {
         let pricing = attempt.endpoint.pricing
         let promptPrice = max(pricing.prompt.attos, pricing.inputCacheWrite.attos)
         let promptCost = promptPrice * Int128(attempt.promptTokenBound(for: request)) + pricing.request.attos
@@ -208,8 +219,10 @@ extension ChatPipeline {
             status: 402,
             message: "This request requires more credits, or fewer max_tokens. You requested up to \(requested) tokens, "
                 + "but can only afford \(affordable). Add credits or lower max_tokens.",
-            metadata: ["requested_tokens": .int(Int64(requested)), "affordable_tokens": .int(Int64(affordable)),
-                       "available": .decimal(available.decimalString), "limit_source": .string(limitSource)])
+            metadata: [
+                "requested_tokens": .int(Int64(requested)), "affordable_tokens": .int(Int64(affordable)),
+                "available": .decimal(available.decimalString), "limit_source": .string(limitSource),
+            ])
     }
 
     static func makeGenerationID() -> String {

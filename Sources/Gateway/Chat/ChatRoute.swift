@@ -43,8 +43,10 @@ extension RouterAPI {
         // The Idempotency-Key is claimed before any credit is reserved: a replay or a conflict
         // touches no money.
         let generationID = ChatPipeline.makeGenerationID()
-        if let idempotencyKey, let stored = try await claimIdempotencyKey(
-            idempotencyKey, key: key, generationID: generationID, request: chat, body: json) {
+        if let idempotencyKey,
+            let stored = try await claimIdempotencyKey(
+                idempotencyKey, key: key, generationID: generationID, request: chat, body: json)
+        {
             return stored
         }
         let prepared: PreparedChat
@@ -64,8 +66,9 @@ extension RouterAPI {
 
         switch await runWatchingClient(prepared, channel: context.channel) {
         case .success(let result, let cost):
-            return JSONResponse.make(ChatResponses.completion(prepared, result: result, cost: cost),
-                                     headers: [Self.generationHeader: prepared.generationID])
+            return JSONResponse.make(
+                ChatResponses.completion(prepared, result: result, cost: cost),
+                headers: [Self.generationHeader: prepared.generationID])
         case .failure(let error, _):
             var response = error.jsonResponse()
             response.headers[Self.generationHeader] = prepared.generationID
@@ -105,8 +108,10 @@ extension RouterAPI {
     /// Claims the request's `Idempotency-Key`. Returns the first result's response when a request
     /// with the key already succeeded; refuses with 409 while one is running, and with 422 when
     /// the key was used for a different request (another body or API key), as Stripe does.
-    func claimIdempotencyKey(_ idempotencyKey: String, key: KeyRecord, generationID: String, request: ChatRequest,
-                             body: JSONValue) async throws -> Response? {
+    func claimIdempotencyKey(
+        _ idempotencyKey: String, key: KeyRecord, generationID: String, request: ChatRequest,
+        body: JSONValue
+    ) async throws -> Response? {
         let ledger = dependencies.ledger
         let claimRequest = IdempotencyClaimRequest(
             account: key.accountID, key: idempotencyKey, generationID: generationID,
@@ -116,11 +121,14 @@ extension RouterAPI {
         case .claimed:
             return nil
         case .inProgress(let generationID):
-            throw APIError(status: 409, message: "A request with this Idempotency-Key is still running",
-                           metadata: ["generation_id": .string(generationID)])
+            throw APIError(
+                status: 409, message: "A request with this Idempotency-Key is still running",
+                metadata: ["generation_id": .string(generationID)])
         case .reused(let generationID):
-            throw APIError(status: 422, message: "This Idempotency-Key was already used for a different request "
-                + "(another body or API key). Use a new key for a new request.",
+            throw APIError(
+                status: 422,
+                message: "This Idempotency-Key was already used for a different request "
+                    + "(another body or API key). Use a new key for a new request.",
                 metadata: ["error_type": "idempotency_key_reused", "generation_id": .string(generationID)])
         case .completed(let generationID, let stored):
             let completion = (try? JSONParser.parse(stored)) ?? [:]

@@ -36,24 +36,32 @@ extension ChatPipeline {
         let provider = Billing.SystemAccount.provider(attempt.provider.slug)
         var transfers: [TransferRequest] = []
         if split.charge > .zero {
-            transfers.append(TransferRequest(
-                idempotencyKey: "charge:" + prepared.generationID, debit: prepared.key.accountID, credit: provider,
-                amount: split.charge, kind: .charge, keyID: prepared.key.id, generationID: prepared.generationID, memo: memo))
+            transfers.append(
+                TransferRequest(
+                    idempotencyKey: "charge:" + prepared.generationID, debit: prepared.key.accountID, credit: provider,
+                    amount: split.charge, kind: .charge, keyID: prepared.key.id, generationID: prepared.generationID, memo: memo))
         }
         if split.overage > .zero {
             let overage = split.overage
             if split.capped {
-                logger.error("upstream usage implies a cost beyond the ledger's largest entry", metadata: [
-                    "generation": "\(prepared.generationID)", "provider": "\(attempt.endpoint.tag)", "cost": "\(cost)"])
+                logger.error(
+                    "upstream usage implies a cost beyond the ledger's largest entry",
+                    metadata: [
+                        "generation": "\(prepared.generationID)", "provider": "\(attempt.endpoint.tag)", "cost": "\(cost)",
+                    ])
             }
             metrics.overage(provider: attempt.provider.slug, amount: overage)
-            logger.warning("upstream charged more than the reservation; the excess is overage", metadata: [
-                "generation": "\(prepared.generationID)", "provider": "\(attempt.endpoint.tag)",
-                "reserved": "\(reserved)", "cost": "\(cost)"])
-            transfers.append(TransferRequest(
-                idempotencyKey: "overage:" + prepared.generationID, debit: Billing.SystemAccount.overage, credit: provider,
-                amount: overage, kind: .overage, keyID: prepared.key.id, generationID: prepared.generationID,
-                memo: "beyond the reservation: " + memo))
+            logger.warning(
+                "upstream charged more than the reservation; the excess is overage",
+                metadata: [
+                    "generation": "\(prepared.generationID)", "provider": "\(attempt.endpoint.tag)",
+                    "reserved": "\(reserved)", "cost": "\(cost)",
+                ])
+            transfers.append(
+                TransferRequest(
+                    idempotencyKey: "overage:" + prepared.generationID, debit: Billing.SystemAccount.overage, credit: provider,
+                    amount: overage, kind: .overage, keyID: prepared.key.id, generationID: prepared.generationID,
+                    memo: "beyond the reservation: " + memo))
         }
         return transfers
     }
@@ -61,8 +69,10 @@ extension ChatPipeline {
     /// Posts a request's charges (none for a failure) and insurance entries, stores its generation
     /// record and closes its hold and idempotency claim, in one ledger transaction. It runs outside
     /// the request's cancellation: a client that hangs up must not stop its own settlement.
-    func settle(_ prepared: PreparedChat, transfers: [TransferRequest], generation: GenerationRecord,
-                        response: JSONValue? = nil) async {
+    func settle(
+        _ prepared: PreparedChat, transfers: [TransferRequest], generation: GenerationRecord,
+        response: JSONValue? = nil
+    ) async {
         let (credit, logger) = (self.credit, self.logger)
         let idempotency: IdempotencyOutcome? = prepared.idempotencyKey.map { key in
             response.map { .completed(account: prepared.key.accountID, key: key, response: JSONWriter.string($0)) }
@@ -75,8 +85,9 @@ extension ChatPipeline {
         }
         let (keyLimits, keyID) = (self.keyLimits, prepared.key.id)
         await Task {
-            let receipt = await credit.settle(prepared.reservation, charged: charged, transfers: transfers,
-                                              generation: generation, idempotency: idempotency)
+            let receipt = await credit.settle(
+                prepared.reservation, charged: charged, transfers: transfers,
+                generation: generation, idempotency: idempotency)
             switch receipt {
             case .committed: if keyLimited { keyLimits.committed(keyID, charged: charged) }
             case .spooled, .held: if keyLimited { keyLimits.spooled(keyID, charged: charged) }
@@ -85,11 +96,13 @@ extension ChatPipeline {
         }.value
     }
 
-
-    func settleSuccess(_ prepared: PreparedChat, result: AttemptResult, records: [AttemptRecord],
-                       insurance: [TransferRequest]) async -> CostBreakdown {
+    func settleSuccess(
+        _ prepared: PreparedChat, result: AttemptResult, records: [AttemptRecord],
+        insurance: [TransferRequest]
+    ) async -> CostBreakdown {
         let estimate = prepared.request.promptTokenEstimate
-        let usage = Charging.usage(reported: result.usage, deliveredPieces: result.delivered, promptEstimate: estimate)
+        let usage =
+            Charging.usage(reported: result.usage, deliveredPieces: result.delivered, promptEstimate: estimate)
             ?? TokenUsage(promptTokens: estimate / 2, completionTokens: 0)
         let upstreamCost = Charging.success(usage: usage, finishReason: result.finishReason, pricing: result.attempt.endpoint.pricing)
         let transfers = chargeTransfers(prepared, attempt: result.attempt, cost: upstreamCost.total)
@@ -118,8 +131,10 @@ extension ChatPipeline {
     }
 
     /// A failed request costs the client nothing; the generation record keeps the attempts.
-    func settleFailure(_ prepared: PreparedChat, attempt: PlannedAttempt, records: [AttemptRecord],
-                       progress: AttemptProgress, delivered: Bool, insurance: [TransferRequest]) async {
+    func settleFailure(
+        _ prepared: PreparedChat, attempt: PlannedAttempt, records: [AttemptRecord],
+        progress: AttemptProgress, delivered: Bool, insurance: [TransferRequest]
+    ) async {
         let record = generationRecord(
             prepared, attempt: delivered ? attempt : nil, usage: progress.usage ?? TokenUsage(), cost: .zero,
             finishReason: "error", nativeFinishReason: "error", upstreamID: progress.upstreamID, cancelled: false,
@@ -129,16 +144,20 @@ extension ChatPipeline {
 
     /// The client hung up: the upstream call was cancelled, and the tokens generated until then
     /// are charged (the upstream's usage when it was reported, else one token per delivered piece).
-    func settleCancelled(_ prepared: PreparedChat, attempt: PlannedAttempt, progress: AttemptProgress,
-                         records: [AttemptRecord], insurance: [TransferRequest]) async {
+    func settleCancelled(
+        _ prepared: PreparedChat, attempt: PlannedAttempt, progress: AttemptProgress,
+        records: [AttemptRecord], insurance: [TransferRequest]
+    ) async {
         let (usage, upstreamCost) = Charging.cancelled(
             reported: progress.usage, deliveredPieces: progress.delivered, promptEstimate: prepared.request.promptTokenEstimate,
             pricing: attempt.endpoint.pricing)
         let transfers = chargeTransfers(prepared, attempt: attempt, cost: upstreamCost.total)
         var all = records
-        all.append(AttemptRecord(provider: attempt.endpoint.tag, providerName: attempt.provider.name,
-                                 model: attempt.model.id, status: "cancelled", latencyMs: 0,
-                                 error: "The client closed the connection"))
+        all.append(
+            AttemptRecord(
+                provider: attempt.endpoint.tag, providerName: attempt.provider.name,
+                model: attempt.model.id, status: "cancelled", latencyMs: 0,
+                error: "The client closed the connection"))
         let record = generationRecord(
             prepared, attempt: attempt, usage: usage, cost: Self.charged(prepared, transfers), finishReason: nil,
             nativeFinishReason: nil, upstreamID: progress.upstreamID, cancelled: true, firstToken: progress.firstToken,

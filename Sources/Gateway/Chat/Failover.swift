@@ -38,12 +38,14 @@ extension ChatPipeline {
                 guard !Task.isCancelled else { return }
                 do {
                     if try await !ledger.renewIdempotencyClaim(account: account, key: key, generationID: generationID) {
-                        logger.warning("a retry took over this request's Idempotency-Key; its charge will be refused",
-                                       metadata: ["generation": "\(generationID)"])
+                        logger.warning(
+                            "a retry took over this request's Idempotency-Key; its charge will be refused",
+                            metadata: ["generation": "\(generationID)"])
                         return
                     }
                 } catch {
-                    logger.warning("could not renew an Idempotency-Key claim", metadata: ["generation": "\(generationID)", "error": "\(error)"])
+                    logger.warning(
+                        "could not renew an Idempotency-Key claim", metadata: ["generation": "\(generationID)", "error": "\(error)"])
                 }
             }
         }
@@ -63,13 +65,15 @@ extension ChatPipeline {
             } catch let failure as UpstreamFailure {
                 result = .failure(failure)
             } catch is CancellationError {
-                await settleCancelled(prepared, attempt: attempt, progress: progress.withLockedValue { $0 }, records: records,
-                                      insurance: insurance)
+                await settleCancelled(
+                    prepared, attempt: attempt, progress: progress.withLockedValue { $0 }, records: records,
+                    insurance: insurance)
                 return .cancelled
             } catch {
                 if Task.isCancelled {
-                    await settleCancelled(prepared, attempt: attempt, progress: progress.withLockedValue { $0 }, records: records,
-                                          insurance: insurance)
+                    await settleCancelled(
+                        prepared, attempt: attempt, progress: progress.withLockedValue { $0 }, records: records,
+                        insurance: insurance)
                     return .cancelled
                 }
                 result = .failure(Self.classify(error))
@@ -86,8 +90,10 @@ extension ChatPipeline {
                 health.recordSuccess(
                     attempt, firstTokenMillis: firstToken.map { Int($0 / .milliseconds(1)) },
                     tokensPerSecond: seconds.flatMap { $0 > 0.001 ? Double(tokens) / $0 : nil })
-                records.append(AttemptRecord(provider: attempt.endpoint.tag, providerName: attempt.provider.name,
-                                             model: attempt.model.id, status: "200", latencyMs: latency))
+                records.append(
+                    AttemptRecord(
+                        provider: attempt.endpoint.tag, providerName: attempt.provider.name,
+                        model: attempt.model.id, status: "200", latencyMs: latency))
                 let cost = await settleSuccess(prepared, result: success, records: records, insurance: insurance)
                 return .success(success, cost)
             case .failure(let failure):
@@ -97,38 +103,48 @@ extension ChatPipeline {
                 // What the provider will bill us for this failed attempt (tokens it generated) is
                 // the operator's insurance expense, never the client's.
                 let spentOn = progress.withLockedValue { $0 }
-                let spent = Charging.insurance(reported: spentOn.usage, deliveredPieces: spentOn.delivered,
-                                               promptEstimate: prepared.request.promptTokenEstimate, pricing: attempt.endpoint.pricing)
+                let spent = Charging.insurance(
+                    reported: spentOn.usage, deliveredPieces: spentOn.delivered,
+                    promptEstimate: prepared.request.promptTokenEstimate, pricing: attempt.endpoint.pricing)
                 if spent > .zero {
-                    insurance.append(TransferRequest(
-                        idempotencyKey: "insurance:\(prepared.generationID):\(records.count)", debit: Billing.SystemAccount.insurance,
-                        credit: Billing.SystemAccount.provider(attempt.provider.slug), amount: spent, kind: .insurance,
-                        keyID: prepared.key.id, generationID: prepared.generationID,
-                        memo: "failed attempt: \(attempt.model.id) via \(attempt.endpoint.tag)"))
+                    insurance.append(
+                        TransferRequest(
+                            idempotencyKey: "insurance:\(prepared.generationID):\(records.count)", debit: Billing.SystemAccount.insurance,
+                            credit: Billing.SystemAccount.provider(attempt.provider.slug), amount: spent, kind: .insurance,
+                            keyID: prepared.key.id, generationID: prepared.generationID,
+                            memo: "failed attempt: \(attempt.model.id) via \(attempt.endpoint.tag)"))
                 }
-                records.append(AttemptRecord(provider: attempt.endpoint.tag, providerName: attempt.provider.name,
-                                             model: attempt.model.id, status: failure.code, latencyMs: latency,
-                                             error: failure.message, providerCost: spent))
+                records.append(
+                    AttemptRecord(
+                        provider: attempt.endpoint.tag, providerName: attempt.provider.name,
+                        model: attempt.model.id, status: failure.code, latencyMs: latency,
+                        error: failure.message, providerCost: spent))
                 failures.append(failure)
-                logger.info("upstream attempt failed", metadata: [
-                    "generation": "\(prepared.generationID)", "provider": "\(attempt.endpoint.tag)",
-                    "error": "\(failure)",
-                ])
+                logger.info(
+                    "upstream attempt failed",
+                    metadata: [
+                        "generation": "\(prepared.generationID)", "provider": "\(attempt.endpoint.tag)",
+                        "error": "\(failure)",
+                    ])
                 let delivered = progress.withLockedValue { $0.delivered } > 0 && emit != nil
-                let verdict = queue.after(.init(retryable: failure.isRetryable, contextTooLong: failure.isContextLengthError,
-                                                deliveredToClient: delivered), of: attempt)
+                let verdict = queue.after(
+                    .init(
+                        retryable: failure.isRetryable, contextTooLong: failure.isContextLengthError,
+                        deliveredToClient: delivered), of: attempt)
                 if verdict == .stop {
                     let error = Self.finalError(failures, last: attempt, records: records)
-                    await settleFailure(prepared, attempt: attempt, records: records,
-                                        progress: progress.withLockedValue { $0 }, delivered: delivered, insurance: insurance)
+                    await settleFailure(
+                        prepared, attempt: attempt, records: records,
+                        progress: progress.withLockedValue { $0 }, delivered: delivered, insurance: insurance)
                     return .failure(error, deliveredBeforeFailure: delivered)
                 }
                 metrics.failover()
             }
         }
         let error = Self.finalError(failures, last: prepared.attempts.last!, records: records)
-        await settleFailure(prepared, attempt: prepared.attempts.last!, records: records,
-                            progress: AttemptProgress(lastActivity: clock.now), delivered: false, insurance: insurance)
+        await settleFailure(
+            prepared, attempt: prepared.attempts.last!, records: records,
+            progress: AttemptProgress(lastActivity: clock.now), delivered: false, insurance: insurance)
         return .failure(error, deliveredBeforeFailure: false)
     }
 
@@ -141,17 +157,21 @@ extension ChatPipeline {
         var metadata: JSONObject = ["provider_name": .string(last.provider.name)]
         if let raw = lastFailure?.raw { metadata["raw"] = .string(raw) }
         if let code = lastFailure?.code { metadata["provider_code"] = .string(code) }
-        metadata["previous_errors"] = .array(records.map { record in
-            ["provider": .string(record.provider), "provider_name": .string(record.providerName),
-             "model": .string(record.model), "status": .string(record.status),
-             "message": record.error.map { .string($0) } ?? nil, "latency": .int(Int64(record.latencyMs))]
-        })
+        metadata["previous_errors"] = .array(
+            records.map { record in
+                [
+                    "provider": .string(record.provider), "provider_name": .string(record.providerName),
+                    "model": .string(record.model), "status": .string(record.status),
+                    "message": record.error.map { .string($0) } ?? nil, "latency": .int(Int64(record.latencyMs)),
+                ]
+            })
         var headers: [(String, String)] = []
         if status == 429, let after = failures.compactMap(\.retryAfter).min() {
             headers.append(("Retry-After", String(after)))
             metadata["retry_after_seconds"] = .int(Int64(after))
         }
-        let message = status == 502 && failures.count > 1
+        let message =
+            status == 502 && failures.count > 1
             ? "All \(failures.count) provider attempts failed. Last: \(lastFailure?.message ?? "unknown error")"
             : (lastFailure.map { "Provider returned error: \($0.message)" } ?? "Provider returned error")
         return APIError(status: status, message: message, metadata: metadata, headers: headers)

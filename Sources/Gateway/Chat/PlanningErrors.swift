@@ -10,7 +10,8 @@ extension PlanningError {
         case .noEndpoints(let models, let excludedBy):
             let detail = excludedBy.map { "\($0.filter) excluded \($0.tags.joined(separator: ", "))" }.joined(separator: "; ")
             let names = models.joined(separator: ", ")
-            let message = detail.isEmpty
+            let message =
+                detail.isEmpty
                 ? "No endpoints found for \(names)."
                 : "No endpoints found for \(names) that match your request: \(detail)."
             var metadata = JSONObject()
@@ -18,14 +19,19 @@ extension PlanningError {
             metadata["excluded_by"] = .object(JSONObject(excludedBy.map { ($0.filter, .array($0.tags.map { .string($0) })) }))
             return .notFound(message, metadata: metadata)
         case .notAllowedInRegion(let model, let region, let allowed):
-            return APIError(status: 404, message: "No endpoint for \(model) is allowed in region \(region) by its routing table",
-                            metadata: ["region": .string(region), "allowed": .array(allowed.map { .string($0) })])
+            return APIError(
+                status: 404, message: "No endpoint for \(model) is allowed in region \(region) by its routing table",
+                metadata: ["region": .string(region), "allowed": .array(allowed.map { .string($0) })])
         case .outsidePinnedRegion(let model, let region):
-            return APIError(status: 404, message: "No endpoint for \(model) is in region \(region), "
-                + "where this key's requests must be served", metadata: ["region": .string(region)])
+            return APIError(
+                status: 404,
+                message: "No endpoint for \(model) is in region \(region), "
+                    + "where this key's requests must be served", metadata: ["region": .string(region)])
         case .noCredentials(let model, let providers):
-            return APIError(status: 503, message: "No provider endpoint can be attempted for \(model): "
-                + "no API key is configured on this node for \(Set(providers.values).sorted().joined(separator: ", "))",
+            return APIError(
+                status: 503,
+                message: "No provider endpoint can be attempted for \(model): "
+                    + "no API key is configured on this node for \(Set(providers.values).sorted().joined(separator: ", "))",
                 metadata: ["providers": .array(providers.keys.sorted().map { .string($0) })])
         }
     }

@@ -55,17 +55,22 @@ enum ChatResponses {
         for choice in completion["choices"]?.arrayValue ?? [] {
             var delta = choice["message"]?.objectValue ?? JSONObject()
             if let calls = delta["tool_calls"]?.arrayValue {
-                delta["tool_calls"] = .array(calls.enumerated().map { index, call in
-                    var indexed = call.objectValue ?? JSONObject()
-                    indexed["index"] = .int(Int64(index))
-                    return .object(indexed)
-                })
+                delta["tool_calls"] = .array(
+                    calls.enumerated().map { index, call in
+                        var indexed = call.objectValue ?? JSONObject()
+                        indexed["index"] = .int(Int64(index))
+                        return .object(indexed)
+                    })
             }
             var chunk = common
             chunk["choices"] = [["index": choice["index"] ?? 0, "delta": .object(delta), "finish_reason": nil, "logprobs": nil]]
             events.append(sse(.object(chunk)))
-            chunk["choices"] = [["index": choice["index"] ?? 0, "delta": [:], "finish_reason": choice["finish_reason"] ?? nil,
-                                 "native_finish_reason": choice["native_finish_reason"] ?? nil, "logprobs": nil]]
+            chunk["choices"] = [
+                [
+                    "index": choice["index"] ?? 0, "delta": [:], "finish_reason": choice["finish_reason"] ?? nil,
+                    "native_finish_reason": choice["native_finish_reason"] ?? nil, "logprobs": nil,
+                ]
+            ]
             events.append(sse(.object(chunk)))
         }
         var usage = common
@@ -75,8 +80,9 @@ enum ChatResponses {
         events.append(done)
         var body = ByteBuffer()
         for var event in events { body.writeBuffer(&event) }
-        return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"],
-                        body: .init(byteBuffer: body))
+        return Response(
+            status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"],
+            body: .init(byteBuffer: body))
     }
 
     static func sse(_ value: JSONValue) -> ByteBuffer {
@@ -115,8 +121,12 @@ enum ChatResponses {
                     "id": .string(prepared.generationID), "provider": provider,
                     "model": .string(prepared.request.requestedModel), "object": "chat.completion.chunk",
                     "created": .int(prepared.created), "error": .object(errorBody),
-                    "choices": [["index": 0, "delta": ["content": ""], "finish_reason": "error",
-                                 "native_finish_reason": "error", "logprobs": nil]],
+                    "choices": [
+                        [
+                            "index": 0, "delta": ["content": ""], "finish_reason": "error",
+                            "native_finish_reason": "error", "logprobs": nil,
+                        ]
+                    ],
                 ]),
                 done,
             ]

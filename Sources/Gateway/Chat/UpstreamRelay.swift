@@ -46,8 +46,9 @@ extension ChatPipeline {
         _ attempt: PlannedAttempt, prepared: PreparedChat, progress: NIOLockedValueBox<AttemptProgress>,
         emit: (@Sendable (CompletionDelta, PlannedAttempt) -> Void)?
     ) async throws -> AttemptResult {
-        try await callUpstream(ProviderAdapters.adapter(for: attempt.provider.format), attempt, prepared: prepared, progress: progress,
-                               emit: emit)
+        try await callUpstream(
+            ProviderAdapters.adapter(for: attempt.provider.format), attempt, prepared: prepared, progress: progress,
+            emit: emit)
     }
 
     func callUpstream<Adapter: ProviderAdapter>(
@@ -60,14 +61,15 @@ extension ChatPipeline {
             response = try await transport.send(request)
         } catch let failure as UpstreamFailure {
             throw failure  // the transport says what went wrong
-        } catch where !(error is CancellationError) && !Task.isCancelled {
+        } catch  where !(error is CancellationError) && !Task.isCancelled {
             throw UpstreamFailure(.connect, "Could not connect to the provider: \(error)")
         }
         progress.withLockedValue { $0.lastActivity = clock.now }
         guard (200..<300).contains(response.status) else {
             let body = try await response.body.collect(upTo: 64 * 1024)
-            throw adapter.failure(status: response.status, body: body,
-                                  retryAfter: response.header("retry-after").flatMap { Int($0) })
+            throw adapter.failure(
+                status: response.status, body: body,
+                retryAfter: response.header("retry-after").flatMap { Int($0) })
         }
         var parser = SSEParser()
         var decoder = adapter.makeDecoder(for: prepared.request)
@@ -132,8 +134,11 @@ extension ChatPipeline {
         }
         if !done, let last = parser.finish() { try handle([last]) }
         if overshot {
-            logger.warning("the provider went past max_tokens; relaying stopped at the reserved bound", metadata: [
-                "generation": "\(prepared.generationID)", "provider": "\(attempt.endpoint.tag)", "bound": "\(completionBound)"])
+            logger.warning(
+                "the provider went past max_tokens; relaying stopped at the reserved bound",
+                metadata: [
+                    "generation": "\(prepared.generationID)", "provider": "\(attempt.endpoint.tag)", "bound": "\(completionBound)",
+                ])
             usage = nil  // a count from before the cut is not the whole answer; the pieces relayed are
         }
         guard done || accumulator.finishReason != nil else {

@@ -15,11 +15,13 @@ extension PostgresLedgerStore {
     }
 
     public func account(id: String) async throws -> Account? {
-        try await Self.rows(client.query("SELECT id, name, is_system, created_at, region FROM accounts WHERE id = \(id)", logger: logger)).first.map {
-            Account(id: try $0["id"].decode(String.self), name: try $0["name"].decode(String.self),
+        try await Self.rows(client.query("SELECT id, name, is_system, created_at, region FROM accounts WHERE id = \(id)", logger: logger))
+            .first.map {
+                Account(
+                    id: try $0["id"].decode(String.self), name: try $0["name"].decode(String.self),
                     isSystem: try $0["is_system"].decode(Bool.self), createdAt: Self.date(try $0["created_at"].decode(Int64.self)),
                     region: try $0["region"].decode(String?.self))
-        }
+            }
     }
 
     public func post(_ transfers: [TransferRequest]) async throws {
@@ -39,7 +41,8 @@ extension PostgresLedgerStore {
         let logger = self.logger
         try await transaction { connection in
             let (limit, expires, created) = (key.limit?.nanos, key.expiresAt.map(Self.millis), Self.millis(key.createdAt))
-            try await connection.query("""
+            try await connection.query(
+                """
                 INSERT INTO api_keys (id, account_id, hash, label, name, is_admin, disabled, limit_nanos, limit_reset, expires_at,
                                       created_at, region)
                 VALUES (\(key.id), \(key.accountID), \(key.hash), \(key.label), \(key.name), \(key.isAdmin), \(key.disabled),
@@ -68,21 +71,28 @@ extension PostgresLedgerStore {
     }
 
     public func key(hash: String) async throws -> KeyRecord? {
-        try await Self.rows(client.query(
-            "SELECT \(unescaped: Self.keyColumns) FROM \(unescaped: Self.keyFrom) WHERE k.hash = \(hash)", logger: logger)).first.map(Self.keyRecord)
+        try await Self.rows(
+            client.query(
+                "SELECT \(unescaped: Self.keyColumns) FROM \(unescaped: Self.keyFrom) WHERE k.hash = \(hash)", logger: logger)
+        ).first.map(Self.keyRecord)
     }
 
     public func keys(account: String) async throws -> [KeyRecord] {
-        try await Self.rows(client.query(
-            "SELECT \(unescaped: Self.keyColumns) FROM \(unescaped: Self.keyFrom) WHERE k.account_id = \(account) ORDER BY k.created_at", logger: logger))
-            .map(Self.keyRecord)
+        try await Self.rows(
+            client.query(
+                "SELECT \(unescaped: Self.keyColumns) FROM \(unescaped: Self.keyFrom) WHERE k.account_id = \(account) ORDER BY k.created_at",
+                logger: logger)
+        )
+        .map(Self.keyRecord)
     }
 
     public func updateKey(hash: String, name: String?, disabled: Bool?, limit: Money??, limitReset: String??) async throws -> KeyRecord? {
         let logger = self.logger
         return try await transaction { connection in
             if let name { try await connection.query("UPDATE api_keys SET name = \(name) WHERE hash = \(hash)", logger: logger) }
-            if let disabled { try await connection.query("UPDATE api_keys SET disabled = \(disabled) WHERE hash = \(hash)", logger: logger) }
+            if let disabled {
+                try await connection.query("UPDATE api_keys SET disabled = \(disabled) WHERE hash = \(hash)", logger: logger)
+            }
             if let limit {
                 let nanos = limit?.nanos
                 try await connection.query("UPDATE api_keys SET limit_nanos = \(nanos) WHERE hash = \(hash)", logger: logger)
@@ -90,14 +100,17 @@ extension PostgresLedgerStore {
             if let limitReset {
                 try await connection.query("UPDATE api_keys SET limit_reset = \(limitReset) WHERE hash = \(hash)", logger: logger)
             }
-            return try await Self.rows(connection.query(
-                "SELECT \(unescaped: Self.keyColumns) FROM \(unescaped: Self.keyFrom) WHERE k.hash = \(hash)", logger: logger)).first.map(Self.keyRecord)
+            return try await Self.rows(
+                connection.query(
+                    "SELECT \(unescaped: Self.keyColumns) FROM \(unescaped: Self.keyFrom) WHERE k.hash = \(hash)", logger: logger)
+            ).first.map(Self.keyRecord)
         }
     }
 
     public func setRegion(account: String, region: String?) async throws -> Bool {
-        !(try await Self.rows(client.query(
-            "UPDATE accounts SET region = \(region) WHERE id = \(account) AND NOT is_system RETURNING id", logger: logger))).isEmpty
+        !(try await Self.rows(
+            client.query(
+                "UPDATE accounts SET region = \(region) WHERE id = \(account) AND NOT is_system RETURNING id", logger: logger))).isEmpty
     }
 
     public func setRegion(keyHash: String, region: String?) async throws -> KeyRecord? {
@@ -110,21 +123,27 @@ extension PostgresLedgerStore {
     }
 
     public func setKeyDisabled(id: String, disabled: Bool) async throws -> Bool {
-        let updated = try await Self.rows(client.query(
-            "UPDATE api_keys SET disabled = \(disabled) WHERE id = \(id) RETURNING id", logger: logger))
+        let updated = try await Self.rows(
+            client.query(
+                "UPDATE api_keys SET disabled = \(disabled) WHERE id = \(id) RETURNING id", logger: logger))
         return !updated.isEmpty
     }
 
     public func keyUsage(keyID: String, now: Date) async throws -> KeyUsage {
         let windows = UsageWindows(now: now)
         let (day, week, month) = (Self.millis(windows.day), Self.millis(windows.week), Self.millis(windows.month))
-        guard let row = try await Self.rows(client.query("""
-            SELECT COALESCE(SUM(amount), 0)::BIGINT AS total,
-              COALESCE(SUM(CASE WHEN created_at >= \(day) THEN amount END), 0)::BIGINT AS daily,
-              COALESCE(SUM(CASE WHEN created_at >= \(week) THEN amount END), 0)::BIGINT AS weekly,
-              COALESCE(SUM(CASE WHEN created_at >= \(month) THEN amount END), 0)::BIGINT AS monthly
-            FROM transfers WHERE key_id = \(keyID) AND kind = 'charge'
-            """, logger: logger)).first else { return KeyUsage() }
+        guard
+            let row = try await Self.rows(
+                client.query(
+                    """
+                    SELECT COALESCE(SUM(amount), 0)::BIGINT AS total,
+                      COALESCE(SUM(CASE WHEN created_at >= \(day) THEN amount END), 0)::BIGINT AS daily,
+                      COALESCE(SUM(CASE WHEN created_at >= \(week) THEN amount END), 0)::BIGINT AS weekly,
+                      COALESCE(SUM(CASE WHEN created_at >= \(month) THEN amount END), 0)::BIGINT AS monthly
+                    FROM transfers WHERE key_id = \(keyID) AND kind = 'charge'
+                    """, logger: logger)
+            ).first
+        else { return KeyUsage() }
         func money(_ name: String) throws -> Money { Money(nanos: try row[name].decode(Int64.self)) }
         return KeyUsage(total: try money("total"), daily: try money("daily"), weekly: try money("weekly"), monthly: try money("monthly"))
     }

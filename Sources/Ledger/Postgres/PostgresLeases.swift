@@ -11,23 +11,30 @@ extension PostgresLedgerStore {
         let logger = self.logger
         return try await transaction { connection in
             // Lock order: the lease's hold row, then the balance row (as settlements do).
-            let existing = try await Self.rows(connection.query(
-                "SELECT amount, status FROM holds WHERE id = \(request.id) FOR UPDATE", logger: logger)).first
+            let existing = try await Self.rows(
+                connection.query(
+                    "SELECT amount, status FROM holds WHERE id = \(request.id) FOR UPDATE", logger: logger)
+            ).first
             if let existing, try existing["status"].decode(String.self) != HoldStatus.pending.rawValue { return .closed }
-            guard let row = try await Self.rows(connection.query(
-                "SELECT balance, held FROM balances WHERE account_id = \(request.account) FOR UPDATE", logger: logger)).first
+            guard
+                let row = try await Self.rows(
+                    connection.query(
+                        "SELECT balance, held FROM balances WHERE account_id = \(request.account) FOR UPDATE", logger: logger)
+                ).first
             else { throw LedgerError.unknownAccount(request.account) }
             let available = Money(nanos: try row["balance"].decode(Int64.self) - row["held"].decode(Int64.self))
             guard let grant = request.grant(available: available) else { return .insufficient(available: available) }
             let ttl = Int64(request.ttl * 1000)
             if existing == nil {
                 let now = Self.millis(Date())
-                try await connection.query("""
+                try await connection.query(
+                    """
                     INSERT INTO holds (id, account_id, amount, status, key_id, expires_at, created_at)
                     VALUES (\(request.id), \(request.account), \(grant.nanos), 'pending', NULL, \(unescaped: Self.databaseNow) + \(ttl), \(now))
                     """, logger: logger)
             } else {
-                try await connection.query("""
+                try await connection.query(
+                    """
                     UPDATE holds SET amount = amount + \(grant.nanos), expires_at = \(unescaped: Self.databaseNow) + \(ttl)
                     WHERE id = \(request.id)
                     """, logger: logger)
@@ -72,10 +79,13 @@ extension PostgresLedgerStore {
         let logger = self.logger
         let (prefix, before) = ("lease:\(nodeID):", Self.millis(createdBefore))
         return try await transaction { connection in
-            let ids = try await Self.rows(connection.query("""
-                SELECT id FROM holds WHERE status = 'pending' AND starts_with(id, \(prefix)) AND created_at < \(before)
-                ORDER BY id FOR UPDATE SKIP LOCKED
-                """, logger: logger)).map { try $0["id"].decode(String.self) }
+            let ids = try await Self.rows(
+                connection.query(
+                    """
+                    SELECT id FROM holds WHERE status = 'pending' AND starts_with(id, \(prefix)) AND created_at < \(before)
+                    ORDER BY id FOR UPDATE SKIP LOCKED
+                    """, logger: logger)
+            ).map { try $0["id"].decode(String.self) }
             var deltas = BalanceDeltas()
             for id in ids { try await Self.closeHold(connection, id: id, status: .voided, deltas: &deltas, logger: logger) }
             try await deltas.apply(connection, logger: logger)
@@ -86,10 +96,12 @@ extension PostgresLedgerStore {
     public func expireLeases() async throws -> Int {
         let logger = self.logger
         return try await transaction { connection in
-            let ids = try await Self.rows(connection.query(
-                "SELECT id FROM holds WHERE status = 'pending' AND expires_at < \(unescaped: Self.databaseNow) FOR UPDATE SKIP LOCKED",
-                logger: logger))
-                .map { try $0["id"].decode(String.self) }
+            let ids = try await Self.rows(
+                connection.query(
+                    "SELECT id FROM holds WHERE status = 'pending' AND expires_at < \(unescaped: Self.databaseNow) FOR UPDATE SKIP LOCKED",
+                    logger: logger)
+            )
+            .map { try $0["id"].decode(String.self) }
             var deltas = BalanceDeltas()
             for id in ids { try await Self.closeHold(connection, id: id, status: .voided, deltas: &deltas, logger: logger) }
             try await deltas.apply(connection, logger: logger)

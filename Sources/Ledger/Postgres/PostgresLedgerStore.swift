@@ -33,9 +33,10 @@ public final class PostgresLedgerStore: LedgerStore {
     /// end transactions left idle that long; nil for tools that may run long statements (the
     /// CLI, migrations, test fixtures creating databases).
     public static func configuration(url: String, statementTimeout: TimeInterval? = PostgresLedgerStore.statementTimeout)
-        throws -> PostgresClient.Configuration {
+        throws -> PostgresClient.Configuration
+    {
         guard let components = URLComponents(string: url), ["postgres", "postgresql"].contains(components.scheme ?? ""),
-              let host = components.host, !host.isEmpty
+            let host = components.host, !host.isEmpty
         else { throw LedgerError.storage("not a postgres:// URL: \(url)") }
         let database = components.path.hasPrefix("/") ? String(components.path.dropFirst()) : components.path
         var configuration = PostgresClient.Configuration(
@@ -120,22 +121,30 @@ public final class PostgresLedgerStore: LedgerStore {
 
     /// Inserts a transfer unless its idempotency key was posted before (then it must match).
     /// The accounts must exist (`requireAccounts`); balances change through `deltas`.
-    static func post(_ connection: PostgresConnection, _ transfer: TransferRequest, deltas: inout BalanceDeltas,
-                     logger: Logger) async throws {
+    static func post(
+        _ connection: PostgresConnection, _ transfer: TransferRequest, deltas: inout BalanceDeltas,
+        logger: Logger
+    ) async throws {
         guard transfer.hasValidAmount else { throw LedgerError.invalidAmount(transfer.amount) }
         let now = millis(Date())
-        let inserted = try await rows(connection.query("""
-            INSERT INTO transfers (idempotency_key, debit_account, credit_account, amount, kind, key_id, generation_id, memo, created_at)
-            VALUES (\(transfer.idempotencyKey), \(transfer.debitAccount), \(transfer.creditAccount), \(transfer.amount.nanos),
-                    \(transfer.kind.rawValue), \(transfer.keyID), \(transfer.generationID), \(transfer.memo), \(now))
-            ON CONFLICT (idempotency_key) DO NOTHING RETURNING id
-            """, logger: logger))
+        let inserted = try await rows(
+            connection.query(
+                """
+                INSERT INTO transfers (idempotency_key, debit_account, credit_account, amount, kind, key_id, generation_id, memo, created_at)
+                VALUES (\(transfer.idempotencyKey), \(transfer.debitAccount), \(transfer.creditAccount), \(transfer.amount.nanos),
+                        \(transfer.kind.rawValue), \(transfer.keyID), \(transfer.generationID), \(transfer.memo), \(now))
+                ON CONFLICT (idempotency_key) DO NOTHING RETURNING id
+                """, logger: logger))
         if inserted.isEmpty {
-            guard let row = try await rows(connection.query(
-                "SELECT debit_account, credit_account, amount FROM transfers WHERE idempotency_key = \(transfer.idempotencyKey)",
-                logger: logger)).first
+            guard
+                let row = try await rows(
+                    connection.query(
+                        "SELECT debit_account, credit_account, amount FROM transfers WHERE idempotency_key = \(transfer.idempotencyKey)",
+                        logger: logger)
+                ).first
             else { throw LedgerError.storage("transfer \(transfer.idempotencyKey) conflicted but is not there") }
-            let same = try row["debit_account"].decode(String.self) == transfer.debitAccount
+            let same =
+                try row["debit_account"].decode(String.self) == transfer.debitAccount
                 && row["credit_account"].decode(String.self) == transfer.creditAccount
                 && row["amount"].decode(Int64.self) == transfer.amount.nanos
             if same { return }
@@ -147,10 +156,15 @@ public final class PostgresLedgerStore: LedgerStore {
 
     /// Moves a pending hold to `status`, releasing its reservation. Returns false if it was not pending.
     @discardableResult
-    static func closeHold(_ connection: PostgresConnection, id: String, status: HoldStatus, deltas: inout BalanceDeltas,
-                          logger: Logger) async throws -> Bool {
-        guard let row = try await rows(connection.query(
-            "SELECT account_id, amount, status FROM holds WHERE id = \(id) FOR UPDATE", logger: logger)).first
+    static func closeHold(
+        _ connection: PostgresConnection, id: String, status: HoldStatus, deltas: inout BalanceDeltas,
+        logger: Logger
+    ) async throws -> Bool {
+        guard
+            let row = try await rows(
+                connection.query(
+                    "SELECT account_id, amount, status FROM holds WHERE id = \(id) FOR UPDATE", logger: logger)
+            ).first
         else { throw LedgerError.unknownHold(id) }
         guard try row["status"].decode(String.self) == HoldStatus.pending.rawValue else { return false }
         try await connection.query("UPDATE holds SET status = \(status.rawValue) WHERE id = \(id)", logger: logger)
@@ -160,15 +174,21 @@ public final class PostgresLedgerStore: LedgerStore {
 
     /// Shrinks an open lease by up to `amount` in one statement; returns what it still reserves,
     /// nil when it is not open.
-    static func shrinkLease(_ connection: PostgresConnection, id: String, by amount: Money, deltas: inout BalanceDeltas,
-                            logger: Logger) async throws -> Money? {
+    static func shrinkLease(
+        _ connection: PostgresConnection, id: String, by amount: Money, deltas: inout BalanceDeltas,
+        logger: Logger
+    ) async throws -> Money? {
         let release = max(0, amount.nanos)
-        guard let row = try await rows(connection.query("""
-            UPDATE holds h SET amount = h.amount - LEAST(h.amount, \(release))
-            FROM (SELECT amount AS before FROM holds WHERE id = \(id) FOR UPDATE) o
-            WHERE h.id = \(id) AND h.status = 'pending'
-            RETURNING h.account_id, h.amount, o.before - h.amount AS released
-            """, logger: logger)).first
+        guard
+            let row = try await rows(
+                connection.query(
+                    """
+                    UPDATE holds h SET amount = h.amount - LEAST(h.amount, \(release))
+                    FROM (SELECT amount AS before FROM holds WHERE id = \(id) FOR UPDATE) o
+                    WHERE h.id = \(id) AND h.status = 'pending'
+                    RETURNING h.account_id, h.amount, o.before - h.amount AS released
+                    """, logger: logger)
+            ).first
         else { return nil }
         try deltas.add(try row["account_id"].decode(String.self), held: -(try row["released"].decode(Int64.self)))
         return Money(nanos: try row["amount"].decode(Int64.self))
@@ -185,7 +205,8 @@ public final class PostgresLedgerStore: LedgerStore {
             } catch let error as PostgresTransactionError {
                 if let ledgerError = error.closureError as? LedgerError, error.rollbackError == nil { throw ledgerError }
                 if attempt < conflictRetries, let psql = error.closureError as? PSQLError,
-                   let state = psql.serverInfo?[.sqlState], ["40001", "40P01"].contains(state) {
+                    let state = psql.serverInfo?[.sqlState], ["40001", "40P01"].contains(state)
+                {
                     continue
                 }
                 if let psql = error.closureError as? PSQLError, let mapped = Self.ledgerError(psql) { throw mapped }
@@ -202,8 +223,10 @@ public final class PostgresLedgerStore: LedgerStore {
     /// balance leaving BIGINT's range); a server that is slow or gone is `unreachable`, which says
     /// nothing about the data (no settlement is set aside for it). Anything else stays as it is.
     static func ledgerError(_ error: PSQLError) -> LedgerError? {
-        let lost: [PSQLError.Code] = [.connectionError, .serverClosedConnection, .clientClosedConnection, .uncleanShutdown,
-                                      .poolClosed, .queryCancelled]
+        let lost: [PSQLError.Code] = [
+            .connectionError, .serverClosedConnection, .clientClosedConnection, .uncleanShutdown,
+            .poolClosed, .queryCancelled,
+        ]
         if lost.contains(error.code) { return .unreachable("PostgreSQL connection: \(error.code)") }
         guard let state = error.serverInfo?[.sqlState] else { return nil }
         if state == "57014" || state.hasPrefix("08") || state.hasPrefix("57P") || state == "40001" || state == "40P01" {

@@ -9,118 +9,130 @@ extension PostgresLedgerStore {
 
     /// Versioned migrations; each version's statements run in one transaction.
     static let migrations: [(version: Int, statements: [String])] = [
-        (1, [
-            "CREATE TABLE accounts (id TEXT PRIMARY KEY, name TEXT NOT NULL, is_system BOOLEAN NOT NULL, created_at BIGINT NOT NULL)",
-            """
-            CREATE TABLE balances (account_id TEXT PRIMARY KEY REFERENCES accounts(id),
-                balance BIGINT NOT NULL DEFAULT 0, held BIGINT NOT NULL DEFAULT 0)
-            """,
-            """
-            CREATE TABLE transfers (id BIGSERIAL PRIMARY KEY, idempotency_key TEXT NOT NULL UNIQUE,
-                debit_account TEXT NOT NULL REFERENCES accounts(id), credit_account TEXT NOT NULL REFERENCES accounts(id),
-                amount BIGINT NOT NULL CHECK (amount >= 0), kind TEXT NOT NULL, key_id TEXT, generation_id TEXT, memo TEXT,
-                created_at BIGINT NOT NULL)
-            """,
-            "CREATE INDEX transfers_debit ON transfers(debit_account, id)",
-            "CREATE INDEX transfers_credit ON transfers(credit_account, id)",
-            "CREATE INDEX transfers_key ON transfers(key_id, created_at)",
-            """
-            CREATE TABLE holds (id TEXT PRIMARY KEY, account_id TEXT NOT NULL REFERENCES accounts(id), amount BIGINT NOT NULL,
-                status TEXT NOT NULL, key_id TEXT, expires_at BIGINT NOT NULL, created_at BIGINT NOT NULL)
-            """,
-            "CREATE INDEX holds_pending ON holds(status, expires_at)",
-            """
-            CREATE TABLE api_keys (id TEXT PRIMARY KEY, account_id TEXT NOT NULL REFERENCES accounts(id), hash TEXT NOT NULL UNIQUE,
-                label TEXT NOT NULL, name TEXT NOT NULL, is_admin BOOLEAN NOT NULL, disabled BOOLEAN NOT NULL,
-                limit_nanos BIGINT, limit_reset TEXT, expires_at BIGINT, created_at BIGINT NOT NULL)
-            """,
-            """
-            CREATE TABLE generations (id TEXT PRIMARY KEY, account_id TEXT NOT NULL, key_id TEXT, model TEXT NOT NULL,
-                provider_name TEXT, provider_tag TEXT, upstream_id TEXT, streamed BOOLEAN NOT NULL, cancelled BOOLEAN NOT NULL,
-                finish_reason TEXT, native_finish_reason TEXT, tokens_prompt BIGINT NOT NULL, tokens_completion BIGINT NOT NULL,
-                tokens_cached BIGINT NOT NULL, tokens_cache_write BIGINT NOT NULL, tokens_reasoning BIGINT NOT NULL,
-                cost BIGINT NOT NULL, latency_ms BIGINT NOT NULL, generation_time_ms BIGINT NOT NULL, attempts TEXT NOT NULL,
-                created_at BIGINT NOT NULL)
-            """,
-            """
-            CREATE TABLE idempotent_requests (account_id TEXT NOT NULL, key TEXT NOT NULL, generation_id TEXT NOT NULL,
-                status TEXT NOT NULL, response TEXT, created_at BIGINT NOT NULL, PRIMARY KEY (account_id, key))
-            """,
-        ]),
+        (
+            1,
+            [
+                "CREATE TABLE accounts (id TEXT PRIMARY KEY, name TEXT NOT NULL, is_system BOOLEAN NOT NULL, created_at BIGINT NOT NULL)",
+                """
+                CREATE TABLE balances (account_id TEXT PRIMARY KEY REFERENCES accounts(id),
+                    balance BIGINT NOT NULL DEFAULT 0, held BIGINT NOT NULL DEFAULT 0)
+                """,
+                """
+                CREATE TABLE transfers (id BIGSERIAL PRIMARY KEY, idempotency_key TEXT NOT NULL UNIQUE,
+                    debit_account TEXT NOT NULL REFERENCES accounts(id), credit_account TEXT NOT NULL REFERENCES accounts(id),
+                    amount BIGINT NOT NULL CHECK (amount >= 0), kind TEXT NOT NULL, key_id TEXT, generation_id TEXT, memo TEXT,
+                    created_at BIGINT NOT NULL)
+                """,
+                "CREATE INDEX transfers_debit ON transfers(debit_account, id)",
+                "CREATE INDEX transfers_credit ON transfers(credit_account, id)",
+                "CREATE INDEX transfers_key ON transfers(key_id, created_at)",
+                """
+                CREATE TABLE holds (id TEXT PRIMARY KEY, account_id TEXT NOT NULL REFERENCES accounts(id), amount BIGINT NOT NULL,
+                    status TEXT NOT NULL, key_id TEXT, expires_at BIGINT NOT NULL, created_at BIGINT NOT NULL)
+                """,
+                "CREATE INDEX holds_pending ON holds(status, expires_at)",
+                """
+                CREATE TABLE api_keys (id TEXT PRIMARY KEY, account_id TEXT NOT NULL REFERENCES accounts(id), hash TEXT NOT NULL UNIQUE,
+                    label TEXT NOT NULL, name TEXT NOT NULL, is_admin BOOLEAN NOT NULL, disabled BOOLEAN NOT NULL,
+                    limit_nanos BIGINT, limit_reset TEXT, expires_at BIGINT, created_at BIGINT NOT NULL)
+                """,
+                """
+                CREATE TABLE generations (id TEXT PRIMARY KEY, account_id TEXT NOT NULL, key_id TEXT, model TEXT NOT NULL,
+                    provider_name TEXT, provider_tag TEXT, upstream_id TEXT, streamed BOOLEAN NOT NULL, cancelled BOOLEAN NOT NULL,
+                    finish_reason TEXT, native_finish_reason TEXT, tokens_prompt BIGINT NOT NULL, tokens_completion BIGINT NOT NULL,
+                    tokens_cached BIGINT NOT NULL, tokens_cache_write BIGINT NOT NULL, tokens_reasoning BIGINT NOT NULL,
+                    cost BIGINT NOT NULL, latency_ms BIGINT NOT NULL, generation_time_ms BIGINT NOT NULL, attempts TEXT NOT NULL,
+                    created_at BIGINT NOT NULL)
+                """,
+                """
+                CREATE TABLE idempotent_requests (account_id TEXT NOT NULL, key TEXT NOT NULL, generation_id TEXT NOT NULL,
+                    status TEXT NOT NULL, response TEXT, created_at BIGINT NOT NULL, PRIMARY KEY (account_id, key))
+                """,
+            ]
+        ),
         (2, ["CREATE INDEX generations_account ON generations(account_id, created_at)"]),
         (3, ["ALTER TABLE accounts ADD COLUMN region TEXT", "ALTER TABLE api_keys ADD COLUMN region TEXT"]),
-        (4, [
-            // No customer balance below zero or below what it holds (Docs/ledger.md). NOT VALID:
-            // rows from before the rule are reported by `verify`, not refused at upgrade.
-            """
-            ALTER TABLE balances ADD CONSTRAINT customer_within_credit CHECK (
-                account_id LIKE 'platform:%' OR account_id LIKE 'provider:%' OR (balance >= 0 AND held >= 0 AND held <= balance)
-            ) NOT VALID
-            """,
-            "ALTER TABLE holds ADD CONSTRAINT hold_amount_non_negative CHECK (amount >= 0) NOT VALID",
-            "ALTER TABLE transfers ADD CONSTRAINT transfer_amount_bounded CHECK (amount <= \(Money.maximumAmount.nanos)) NOT VALID",
-            // Idempotency claims remember what was asked and when their owner last said it was alive.
-            "ALTER TABLE idempotent_requests ADD COLUMN fingerprint TEXT",
-            "ALTER TABLE idempotent_requests ADD COLUMN renewed_at BIGINT",
-            "UPDATE idempotent_requests SET renewed_at = created_at",
-        ]),
+        (
+            4,
+            [
+                // No customer balance below zero or below what it holds (Docs/ledger.md). NOT VALID:
+                // rows from before the rule are reported by `verify`, not refused at upgrade.
+                """
+                ALTER TABLE balances ADD CONSTRAINT customer_within_credit CHECK (
+                    account_id LIKE 'platform:%' OR account_id LIKE 'provider:%' OR (balance >= 0 AND held >= 0 AND held <= balance)
+                ) NOT VALID
+                """,
+                "ALTER TABLE holds ADD CONSTRAINT hold_amount_non_negative CHECK (amount >= 0) NOT VALID",
+                "ALTER TABLE transfers ADD CONSTRAINT transfer_amount_bounded CHECK (amount <= \(Money.maximumAmount.nanos)) NOT VALID",
+                // Idempotency claims remember what was asked and when their owner last said it was alive.
+                "ALTER TABLE idempotent_requests ADD COLUMN fingerprint TEXT",
+                "ALTER TABLE idempotent_requests ADD COLUMN renewed_at BIGINT",
+                "UPDATE idempotent_requests SET renewed_at = created_at",
+            ]
+        ),
         (5, [settleFunction]),  // (also re-created on every migrate, below)
         (6, ["CREATE INDEX transfers_generation ON transfers(generation_id)"]),
         // Ids and keys compare byte by byte, whatever the database's default collation: no
         // lookup, join or lock order needs a language's ordering, and "C" is several times cheaper
         // in every index the hot path writes. (Rewrites these tables once; see Docs/ledger.md.)
-        (7, [
-            #"ALTER TABLE accounts ALTER COLUMN id TYPE TEXT COLLATE "C""#,
-            #"ALTER TABLE balances ALTER COLUMN account_id TYPE TEXT COLLATE "C""#,
-            #"""
-            ALTER TABLE transfers ALTER COLUMN idempotency_key TYPE TEXT COLLATE "C", ALTER COLUMN debit_account TYPE TEXT COLLATE "C",
-              ALTER COLUMN credit_account TYPE TEXT COLLATE "C", ALTER COLUMN key_id TYPE TEXT COLLATE "C",
-              ALTER COLUMN generation_id TYPE TEXT COLLATE "C"
-            """#,
-            #"ALTER TABLE holds ALTER COLUMN id TYPE TEXT COLLATE "C", ALTER COLUMN account_id TYPE TEXT COLLATE "C""#,
-            #"ALTER TABLE generations ALTER COLUMN id TYPE TEXT COLLATE "C", ALTER COLUMN account_id TYPE TEXT COLLATE "C""#,
-            #"ALTER TABLE idempotent_requests ALTER COLUMN account_id TYPE TEXT COLLATE "C", ALTER COLUMN key TYPE TEXT COLLATE "C""#,
-            #"""
-            ALTER TABLE api_keys ALTER COLUMN id TYPE TEXT COLLATE "C", ALTER COLUMN account_id TYPE TEXT COLLATE "C",
-              ALTER COLUMN hash TYPE TEXT COLLATE "C"
-            """#,
-        ]),
+        (
+            7,
+            [
+                #"ALTER TABLE accounts ALTER COLUMN id TYPE TEXT COLLATE "C""#,
+                #"ALTER TABLE balances ALTER COLUMN account_id TYPE TEXT COLLATE "C""#,
+                #"""
+                ALTER TABLE transfers ALTER COLUMN idempotency_key TYPE TEXT COLLATE "C", ALTER COLUMN debit_account TYPE TEXT COLLATE "C",
+                  ALTER COLUMN credit_account TYPE TEXT COLLATE "C", ALTER COLUMN key_id TYPE TEXT COLLATE "C",
+                  ALTER COLUMN generation_id TYPE TEXT COLLATE "C"
+                """#,
+                #"ALTER TABLE holds ALTER COLUMN id TYPE TEXT COLLATE "C", ALTER COLUMN account_id TYPE TEXT COLLATE "C""#,
+                #"ALTER TABLE generations ALTER COLUMN id TYPE TEXT COLLATE "C", ALTER COLUMN account_id TYPE TEXT COLLATE "C""#,
+                #"ALTER TABLE idempotent_requests ALTER COLUMN account_id TYPE TEXT COLLATE "C", ALTER COLUMN key TYPE TEXT COLLATE "C""#,
+                #"""
+                ALTER TABLE api_keys ALTER COLUMN id TYPE TEXT COLLATE "C", ALTER COLUMN account_id TYPE TEXT COLLATE "C",
+                  ALTER COLUMN hash TYPE TEXT COLLATE "C"
+                """#,
+            ]
+        ),
         // The ledger is append-only in the database, not only by convention; and a transfer's
         // accounts are checked once per statement instead of by two row-level foreign keys (their
         // triggers were a fifth of the settlement's cost). Accounts are never deleted or renamed,
         // so a check without a row lock cannot race a delete.
-        (8, [
-            "ALTER TABLE transfers DROP CONSTRAINT IF EXISTS transfers_debit_account_fkey",
-            "ALTER TABLE transfers DROP CONSTRAINT IF EXISTS transfers_credit_account_fkey",
-            """
-            CREATE FUNCTION signalbox_transfers_name_accounts() RETURNS trigger LANGUAGE plpgsql AS $fn$
-            DECLARE missing text;
-            BEGIN
-              SELECT n.account INTO missing
-              FROM (SELECT debit_account AS account FROM inserted UNION SELECT credit_account FROM inserted) n
-              WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = n.account) LIMIT 1;
-              IF missing IS NOT NULL THEN
-                RAISE EXCEPTION 'a transfer names an unknown account' USING ERRCODE = 'foreign_key_violation', DETAIL = missing;
-              END IF;
-              RETURN NULL;
-            END
-            $fn$
-            """,
-            """
-            CREATE TRIGGER transfers_name_accounts AFTER INSERT ON transfers REFERENCING NEW TABLE AS inserted
-            FOR EACH STATEMENT EXECUTE FUNCTION signalbox_transfers_name_accounts()
-            """,
-            """
-            CREATE FUNCTION signalbox_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $fn$
-            BEGIN
-              RAISE EXCEPTION '% on % refused: the ledger is append-only', TG_OP, TG_TABLE_NAME USING ERRCODE = 'restrict_violation';
-            END
-            $fn$
-            """,
-            "CREATE TRIGGER transfers_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON transfers FOR EACH STATEMENT EXECUTE FUNCTION signalbox_refuse_change()",
-            "CREATE TRIGGER accounts_never_removed BEFORE DELETE OR TRUNCATE ON accounts FOR EACH STATEMENT EXECUTE FUNCTION signalbox_refuse_change()",
-            "CREATE TRIGGER accounts_never_renamed BEFORE UPDATE OF id ON accounts FOR EACH STATEMENT EXECUTE FUNCTION signalbox_refuse_change()",
-        ]),
+        (
+            8,
+            [
+                "ALTER TABLE transfers DROP CONSTRAINT IF EXISTS transfers_debit_account_fkey",
+                "ALTER TABLE transfers DROP CONSTRAINT IF EXISTS transfers_credit_account_fkey",
+                """
+                CREATE FUNCTION signalbox_transfers_name_accounts() RETURNS trigger LANGUAGE plpgsql AS $fn$
+                DECLARE missing text;
+                BEGIN
+                  SELECT n.account INTO missing
+                  FROM (SELECT debit_account AS account FROM inserted UNION SELECT credit_account FROM inserted) n
+                  WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = n.account) LIMIT 1;
+                  IF missing IS NOT NULL THEN
+                    RAISE EXCEPTION 'a transfer names an unknown account' USING ERRCODE = 'foreign_key_violation', DETAIL = missing;
+                  END IF;
+                  RETURN NULL;
+                END
+                $fn$
+                """,
+                """
+                CREATE TRIGGER transfers_name_accounts AFTER INSERT ON transfers REFERENCING NEW TABLE AS inserted
+                FOR EACH STATEMENT EXECUTE FUNCTION signalbox_transfers_name_accounts()
+                """,
+                """
+                CREATE FUNCTION signalbox_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $fn$
+                BEGIN
+                  RAISE EXCEPTION '% on % refused: the ledger is append-only', TG_OP, TG_TABLE_NAME USING ERRCODE = 'restrict_violation';
+                END
+                $fn$
+                """,
+                "CREATE TRIGGER transfers_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON transfers FOR EACH STATEMENT EXECUTE FUNCTION signalbox_refuse_change()",
+                "CREATE TRIGGER accounts_never_removed BEFORE DELETE OR TRUNCATE ON accounts FOR EACH STATEMENT EXECUTE FUNCTION signalbox_refuse_change()",
+                "CREATE TRIGGER accounts_never_renamed BEFORE UPDATE OF id ON accounts FOR EACH STATEMENT EXECUTE FUNCTION signalbox_refuse_change()",
+            ]
+        ),
     ]
 
     /// A whole settlement batch in one statement, so it costs one round trip whatever accounts
@@ -232,7 +244,8 @@ extension PostgresLedgerStore {
             try await connection.query("SET LOCAL statement_timeout = 0", logger: logger)
             try await connection.query("SELECT pg_advisory_xact_lock(7215043)", logger: logger)
             try await connection.query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)", logger: logger)
-            let current = try await Self.int(connection.query("SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_migrations", logger: logger))
+            let current = try await Self.int(
+                connection.query("SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_migrations", logger: logger))
             for migration in Self.migrations where migration.version > current {
                 for statement in migration.statements {
                     try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
@@ -241,7 +254,9 @@ extension PostgresLedgerStore {
             }
             // The settle function is replaced on every migrate, so a newer binary's version is the one that runs.
             try await connection.query(PostgresQuery(unsafeSQL: Self.settleFunction), logger: logger)
-            for id in Billing.SystemAccount.all { try await Self.ensureAccount(connection, id: id, name: id, isSystem: true, logger: logger) }
+            for id in Billing.SystemAccount.all {
+                try await Self.ensureAccount(connection, id: id, name: id, isSystem: true, logger: logger)
+            }
         }
     }
 

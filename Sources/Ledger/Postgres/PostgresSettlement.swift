@@ -38,8 +38,10 @@ extension PostgresLedgerStore {
         while true {
             attempt += 1
             do {
-                let rows = try await Self.rows(client.query(PostgresQuery(unsafeSQL: SettleRows.statement, binds: bindings),
-                                                            logger: logger))
+                let rows = try await Self.rows(
+                    client.query(
+                        PostgresQuery(unsafeSQL: SettleRows.statement, binds: bindings),
+                        logger: logger))
                 return try rows.first?["outcome"].decode(String.self) == "ok"
             } catch let error as PSQLError {
                 // Undone: a replay (a unique index refused a row) or a lease no longer open is the general path's.
@@ -54,8 +56,10 @@ extension PostgresLedgerStore {
     /// A batch in a handful of statements, whatever its size: each kind of row goes in with one
     /// statement over a JSON array of rows (`json_to_recordset`), instead of one statement per
     /// settlement. Per-request holds and idempotency claims (rare on the lease path) go one by one.
-    static func settleBatch(_ connection: PostgresConnection, _ batch: [Settlement], deltas: inout BalanceDeltas,
-                            logger: Logger) async throws -> SettlementResult {
+    static func settleBatch(
+        _ connection: PostgresConnection, _ batch: [Settlement], deltas: inout BalanceDeltas,
+        logger: Logger
+    ) async throws -> SettlementResult {
         var result = SettlementResult()
         // 1. Generation records; a settlement whose record is already there is a replay, skipped whole.
         var seen = Set<String>()
@@ -64,30 +68,39 @@ extension PostgresLedgerStore {
         let claims = unique.compactMap { settlement in settlement.idempotency.map { ($0.account, $0.key) } }
         if !claims.isEmpty {
             var owners: [String: String] = [:]
-            for row in try await rows(connection.query(PostgresQuery(unsafeSQL: """
-                SELECT i.account_id, i.key, i.generation_id FROM idempotent_requests i
-                JOIN json_to_recordset($1::json) AS c(account_id TEXT, key TEXT) ON c.account_id = i.account_id AND c.key = i.key
-                ORDER BY i.account_id, i.key FOR UPDATE OF i
-                """, binds: jsonRows(claims.map { ["account_id": .string($0.0), "key": .string($0.1)] })), logger: logger)) {
-                owners[try row["account_id"].decode(String.self) + "\u{0}" + row["key"].decode(String.self)] = try row["generation_id"].decode(String.self)
+            for row in try await rows(
+                connection.query(
+                    PostgresQuery(
+                        unsafeSQL: """
+                            SELECT i.account_id, i.key, i.generation_id FROM idempotent_requests i
+                            JOIN json_to_recordset($1::json) AS c(account_id TEXT, key TEXT) ON c.account_id = i.account_id AND c.key = i.key
+                            ORDER BY i.account_id, i.key FOR UPDATE OF i
+                            """, binds: jsonRows(claims.map { ["account_id": .string($0.0), "key": .string($0.1)] })), logger: logger))
+            {
+                owners[try row["account_id"].decode(String.self) + "\u{0}" + row["key"].decode(String.self)] = try row["generation_id"]
+                    .decode(String.self)
             }
             // A claim taken over, or gone (taken over, then released by the request that took it).
             for index in unique.indices {
                 guard let outcome = unique[index].idempotency,
-                      owners[outcome.account + "\u{0}" + outcome.key] != unique[index].generation.id else { continue }
+                    owners[outcome.account + "\u{0}" + outcome.key] != unique[index].generation.id
+                else { continue }
                 unique[index] = unique[index].refusingCharges()
             }
         }
-        let stored = try await rows(connection.query(PostgresQuery(unsafeSQL: """
-            INSERT INTO generations (id, account_id, key_id, model, provider_name, provider_tag, upstream_id, streamed, cancelled,
-              finish_reason, native_finish_reason, tokens_prompt, tokens_completion, tokens_cached, tokens_cache_write,
-              tokens_reasoning, cost, latency_ms, generation_time_ms, attempts, created_at)
-            SELECT * FROM json_to_recordset($1::json) AS g(id TEXT, account_id TEXT, key_id TEXT, model TEXT, provider_name TEXT,
-              provider_tag TEXT, upstream_id TEXT, streamed BOOLEAN, cancelled BOOLEAN, finish_reason TEXT, native_finish_reason TEXT,
-              tokens_prompt BIGINT, tokens_completion BIGINT, tokens_cached BIGINT, tokens_cache_write BIGINT,
-              tokens_reasoning BIGINT, cost BIGINT, latency_ms BIGINT, generation_time_ms BIGINT, attempts TEXT, created_at BIGINT)
-            ON CONFLICT (id) DO NOTHING RETURNING id
-            """, binds: jsonRows(unique.map { generationRow($0.generation) })), logger: logger))
+        let stored = try await rows(
+            connection.query(
+                PostgresQuery(
+                    unsafeSQL: """
+                        INSERT INTO generations (id, account_id, key_id, model, provider_name, provider_tag, upstream_id, streamed, cancelled,
+                          finish_reason, native_finish_reason, tokens_prompt, tokens_completion, tokens_cached, tokens_cache_write,
+                          tokens_reasoning, cost, latency_ms, generation_time_ms, attempts, created_at)
+                        SELECT * FROM json_to_recordset($1::json) AS g(id TEXT, account_id TEXT, key_id TEXT, model TEXT, provider_name TEXT,
+                          provider_tag TEXT, upstream_id TEXT, streamed BOOLEAN, cancelled BOOLEAN, finish_reason TEXT, native_finish_reason TEXT,
+                          tokens_prompt BIGINT, tokens_completion BIGINT, tokens_cached BIGINT, tokens_cache_write BIGINT,
+                          tokens_reasoning BIGINT, cost BIGINT, latency_ms BIGINT, generation_time_ms BIGINT, attempts TEXT, created_at BIGINT)
+                        ON CONFLICT (id) DO NOTHING RETURNING id
+                        """, binds: jsonRows(unique.map { generationRow($0.generation) })), logger: logger))
         let fresh = Set(try stored.map { try $0["id"].decode(String.self) })
         var settlements = unique.filter { fresh.contains($0.generation.id) }
         guard !settlements.isEmpty else { return result }
@@ -104,15 +117,19 @@ extension PostgresLedgerStore {
             }
         }
         if !releases.isEmpty {
-            let released = try await rows(connection.query(PostgresQuery(unsafeSQL: """
-                WITH r AS (SELECT * FROM json_to_recordset($1::json) AS r(id TEXT, release BIGINT)),
-                locked AS (SELECT h.id, h.amount FROM holds h JOIN r ON r.id = h.id WHERE h.status = 'pending'
-                           ORDER BY h.id FOR UPDATE OF h)
-                UPDATE holds h SET amount = h.amount - LEAST(h.amount, r.release) FROM r, locked l
-                WHERE h.id = r.id AND l.id = h.id
-                RETURNING h.id, h.account_id, l.amount - h.amount AS released
-                """, binds: jsonRows(releases.sorted { $0.key < $1.key }.map { ["id": .string($0.key), "release": .int($0.value)] })),
-                logger: logger))
+            let released = try await rows(
+                connection.query(
+                    PostgresQuery(
+                        unsafeSQL: """
+                            WITH r AS (SELECT * FROM json_to_recordset($1::json) AS r(id TEXT, release BIGINT)),
+                            locked AS (SELECT h.id, h.amount FROM holds h JOIN r ON r.id = h.id WHERE h.status = 'pending'
+                                       ORDER BY h.id FOR UPDATE OF h)
+                            UPDATE holds h SET amount = h.amount - LEAST(h.amount, r.release) FROM r, locked l
+                            WHERE h.id = r.id AND l.id = h.id
+                            RETURNING h.id, h.account_id, l.amount - h.amount AS released
+                            """,
+                        binds: jsonRows(releases.sorted { $0.key < $1.key }.map { ["id": .string($0.key), "release": .int($0.value)] })),
+                    logger: logger))
             var open = Set<String>()
             for row in released {
                 open.insert(try row["id"].decode(String.self))
@@ -129,13 +146,16 @@ extension PostgresLedgerStore {
                 .filter { !Billing.SystemAccount.isSystem($0) }.sorted()
             var available: [String: Money] = [:]
             if !payers.isEmpty {
-                for row in try await rows(connection.query(
-                    "SELECT account_id, balance, held FROM balances WHERE account_id = ANY(\(payers)) ORDER BY account_id FOR UPDATE",
-                    logger: logger)) {
+                for row in try await rows(
+                    connection.query(
+                        "SELECT account_id, balance, held FROM balances WHERE account_id = ANY(\(payers)) ORDER BY account_id FOR UPDATE",
+                        logger: logger))
+                {
                     let account = try row["account_id"].decode(String.self)
                     let pending = deltas.changes[account] ?? (0, 0)
-                    available[account] = Money(nanos: try row["balance"].decode(Int64.self) + pending.balance
-                                                   - row["held"].decode(Int64.self) - pending.held)
+                    available[account] = Money(
+                        nanos: try row["balance"].decode(Int64.self) + pending.balance
+                            - row["held"].decode(Int64.self) - pending.held)
                 }
             }
             for index in settlements.indices where unbacked.contains(settlements[index].generation.id) {
@@ -153,12 +173,15 @@ extension PostgresLedgerStore {
         let transfers = settlements.flatMap(\.transfers)
         if !transfers.isEmpty {
             let now = millis(Date())
-            let inserted = try await rows(connection.query(PostgresQuery(unsafeSQL: """
-                INSERT INTO transfers (idempotency_key, debit_account, credit_account, amount, kind, key_id, generation_id, memo, created_at)
-                SELECT * FROM json_to_recordset($1::json) AS t(idempotency_key TEXT, debit_account TEXT, credit_account TEXT,
-                  amount BIGINT, kind TEXT, key_id TEXT, generation_id TEXT, memo TEXT, created_at BIGINT)
-                ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key
-                """, binds: jsonRows(transfers.map { transferRow($0, createdAt: now) })), logger: logger))
+            let inserted = try await rows(
+                connection.query(
+                    PostgresQuery(
+                        unsafeSQL: """
+                            INSERT INTO transfers (idempotency_key, debit_account, credit_account, amount, kind, key_id, generation_id, memo, created_at)
+                            SELECT * FROM json_to_recordset($1::json) AS t(idempotency_key TEXT, debit_account TEXT, credit_account TEXT,
+                              amount BIGINT, kind TEXT, key_id TEXT, generation_id TEXT, memo TEXT, created_at BIGINT)
+                            ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key
+                            """, binds: jsonRows(transfers.map { transferRow($0, createdAt: now) })), logger: logger))
             let posted = Set(try inserted.map { try $0["idempotency_key"].decode(String.self) })
             for transfer in transfers {
                 if posted.contains(transfer.idempotencyKey) {
@@ -179,13 +202,15 @@ extension PostgresLedgerStore {
             switch settlement.idempotency {
             case .completed(let account, let key, let response)?:
                 let owner = settlement.generation.id
-                try await connection.query("""
+                try await connection.query(
+                    """
                     UPDATE idempotent_requests SET status = 'done', response = \(response)
                     WHERE account_id = \(account) AND key = \(key) AND generation_id = \(owner)
                     """, logger: logger)
             case .released(let account, let key)?:
                 let owner = settlement.generation.id
-                try await connection.query("""
+                try await connection.query(
+                    """
                     DELETE FROM idempotent_requests WHERE account_id = \(account) AND key = \(key) AND generation_id = \(owner)
                       AND status = 'pending'
                     """, logger: logger)
@@ -231,7 +256,8 @@ extension PostgresLedgerStore {
 /// function's parameter order. An absent optional text is '' (the function stores NULL).
 struct SettleRows {
     static let parameterCount = 37
-    static let statement = "SELECT signalbox_settle_rows("
+    static let statement =
+        "SELECT signalbox_settle_rows("
         + (1...parameterCount).map { "$\($0)" }.joined(separator: ", ") + ") AS outcome"
 
     private(set) var bindings = PostgresBindings(capacity: parameterCount)

@@ -15,8 +15,9 @@ extension SQLiteLedgerStore {
     public func account(id: String) async throws -> Account? {
         try await database.read { db in
             try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM accounts WHERE id = ?"), arguments: [id]).map {
-                Account(id: $0["id"], name: $0["name"], isSystem: $0["is_system"], createdAt: Self.date($0["created_at"]),
-                        region: $0["region"])
+                Account(
+                    id: $0["id"], name: $0["name"], isSystem: $0["is_system"], createdAt: Self.date($0["created_at"]),
+                    region: $0["region"])
             }
         }
     }
@@ -32,14 +33,18 @@ extension SQLiteLedgerStore {
     public func insertKey(_ key: KeyRecord) async throws {
         try await write { db in
             try Self.requireAccount(db, key.accountID)
-            try db.cachedStatement(sql: """
-                INSERT INTO api_keys (id, account_id, hash, label, name, is_admin, disabled, limit_nanos, limit_reset, expires_at,
-                                      created_at, region)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                ON CONFLICT(hash) DO NOTHING
-                """).execute(arguments: [key.id, key.accountID, key.hash, key.label, key.name, key.isAdmin, key.disabled,
-                                 key.limit?.nanos, key.limitReset, key.expiresAt.map(Self.millis), Self.millis(key.createdAt),
-                                 key.region])
+            try db.cachedStatement(
+                sql: """
+                    INSERT INTO api_keys (id, account_id, hash, label, name, is_admin, disabled, limit_nanos, limit_reset, expires_at,
+                                          created_at, region)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    ON CONFLICT(hash) DO NOTHING
+                    """
+            ).execute(arguments: [
+                key.id, key.accountID, key.hash, key.label, key.name, key.isAdmin, key.disabled,
+                key.limit?.nanos, key.limitReset, key.expiresAt.map(Self.millis), Self.millis(key.createdAt),
+                key.region,
+            ])
         }
     }
 
@@ -85,7 +90,9 @@ extension SQLiteLedgerStore {
 
     public func setRegion(account: String, region: String?) async throws -> Bool {
         try await write { db in
-            try db.cachedStatement(sql: "UPDATE accounts SET region = ? WHERE id = ? AND is_system = 0").execute(arguments: [region, account])
+            try db.cachedStatement(sql: "UPDATE accounts SET region = ? WHERE id = ? AND is_system = 0").execute(arguments: [
+                region, account,
+            ])
             return db.changesCount > 0
         }
     }
@@ -114,13 +121,15 @@ extension SQLiteLedgerStore {
     public func keyUsage(keyID: String, now: Date) async throws -> KeyUsage {
         let windows = UsageWindows(now: now)
         return try await database.read { db in
-            let row = try Row.fetchOne(db, sql: """
-                SELECT COALESCE(SUM(amount), 0) AS total,
-                  COALESCE(SUM(CASE WHEN created_at >= ? THEN amount END), 0) AS daily,
-                  COALESCE(SUM(CASE WHEN created_at >= ? THEN amount END), 0) AS weekly,
-                  COALESCE(SUM(CASE WHEN created_at >= ? THEN amount END), 0) AS monthly
-                FROM transfers WHERE key_id = ? AND kind = 'charge'
-                """, arguments: [Self.millis(windows.day), Self.millis(windows.week), Self.millis(windows.month), keyID])
+            let row = try Row.fetchOne(
+                db,
+                sql: """
+                    SELECT COALESCE(SUM(amount), 0) AS total,
+                      COALESCE(SUM(CASE WHEN created_at >= ? THEN amount END), 0) AS daily,
+                      COALESCE(SUM(CASE WHEN created_at >= ? THEN amount END), 0) AS weekly,
+                      COALESCE(SUM(CASE WHEN created_at >= ? THEN amount END), 0) AS monthly
+                    FROM transfers WHERE key_id = ? AND kind = 'charge'
+                    """, arguments: [Self.millis(windows.day), Self.millis(windows.week), Self.millis(windows.month), keyID])
             func money(_ name: String) -> Money { Money(nanos: row?[name] ?? 0) }
             return KeyUsage(total: money("total"), daily: money("daily"), weekly: money("weekly"), monthly: money("monthly"))
         }

@@ -22,11 +22,12 @@ public final class SQLiteLedgerStore: LedgerStore {
         configuration.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = NORMAL")
         }
-        let database: any DatabaseWriter = if let path {
-            try DatabasePool(path: path, configuration: configuration)
-        } else {
-            try DatabaseQueue(configuration: configuration)
-        }
+        let database: any DatabaseWriter =
+            if let path {
+                try DatabasePool(path: path, configuration: configuration)
+            } else {
+                try DatabaseQueue(configuration: configuration)
+            }
         let store = SQLiteLedgerStore(database: database)
         try await store.migrate()
         return store
@@ -61,7 +62,8 @@ public final class SQLiteLedgerStore: LedgerStore {
     static func date(_ millis: Int64) -> Date { Date(timeIntervalSince1970: TimeInterval(millis) / 1000) }
 
     static func ensureAccount(_ db: Database, id: String, name: String, isSystem: Bool) throws {
-        try db.cachedStatement(sql: "INSERT OR IGNORE INTO accounts (id, name, is_system, created_at) VALUES (?, ?, ?, ?)").execute(arguments: [id, name, isSystem, millis(Date())])
+        try db.cachedStatement(sql: "INSERT OR IGNORE INTO accounts (id, name, is_system, created_at) VALUES (?, ?, ?, ?)").execute(
+            arguments: [id, name, isSystem, millis(Date())])
         try db.cachedStatement(sql: "INSERT OR IGNORE INTO balances (account_id) VALUES (?)").execute(arguments: [id])
     }
 
@@ -76,9 +78,12 @@ public final class SQLiteLedgerStore: LedgerStore {
 
     static func post(_ db: Database, _ transfer: TransferRequest) throws {
         guard transfer.hasValidAmount else { throw LedgerError.invalidAmount(transfer.amount) }
-        if let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT debit_account, credit_account, amount FROM transfers WHERE idempotency_key = ?"),
-                                      arguments: [transfer.idempotencyKey]) {
-            let same = row["debit_account"] as String == transfer.debitAccount
+        if let row = try Row.fetchOne(
+            db.cachedStatement(sql: "SELECT debit_account, credit_account, amount FROM transfers WHERE idempotency_key = ?"),
+            arguments: [transfer.idempotencyKey])
+        {
+            let same =
+                row["debit_account"] as String == transfer.debitAccount
                 && row["credit_account"] as String == transfer.creditAccount
                 && row["amount"] as Int64 == transfer.amount.nanos
             if same { return }
@@ -86,24 +91,37 @@ public final class SQLiteLedgerStore: LedgerStore {
         }
         try requireAccount(db, transfer.debitAccount)
         try requireAccount(db, transfer.creditAccount)
-        try db.cachedStatement(sql: """
-            INSERT INTO transfers (idempotency_key, debit_account, credit_account, amount, kind, key_id, generation_id, memo, created_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """).execute(arguments: [transfer.idempotencyKey, transfer.debitAccount, transfer.creditAccount, transfer.amount.nanos,
-                             transfer.kind.rawValue, transfer.keyID, transfer.generationID, transfer.memo, millis(Date())])
-        try db.cachedStatement(sql: "UPDATE balances SET balance = balance - ? WHERE account_id = ?").execute(arguments: [transfer.amount.nanos, transfer.debitAccount])
-        try db.cachedStatement(sql: "UPDATE balances SET balance = balance + ? WHERE account_id = ?").execute(arguments: [transfer.amount.nanos, transfer.creditAccount])
+        try db.cachedStatement(
+            sql: """
+                INSERT INTO transfers (idempotency_key, debit_account, credit_account, amount, kind, key_id, generation_id, memo, created_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """
+        ).execute(arguments: [
+            transfer.idempotencyKey, transfer.debitAccount, transfer.creditAccount, transfer.amount.nanos,
+            transfer.kind.rawValue, transfer.keyID, transfer.generationID, transfer.memo, millis(Date()),
+        ])
+        try db.cachedStatement(sql: "UPDATE balances SET balance = balance - ? WHERE account_id = ?").execute(arguments: [
+            transfer.amount.nanos, transfer.debitAccount,
+        ])
+        try db.cachedStatement(sql: "UPDATE balances SET balance = balance + ? WHERE account_id = ?").execute(arguments: [
+            transfer.amount.nanos, transfer.creditAccount,
+        ])
     }
 
     /// Moves a pending hold to `status`, releasing its reservation. Returns false if it was not pending.
     @discardableResult
     static func closeHold(_ db: Database, id: String, status: HoldStatus) throws -> Bool {
-        guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT account_id, amount, status FROM holds WHERE id = ?"), arguments: [id]) else {
+        guard
+            let row = try Row.fetchOne(
+                db.cachedStatement(sql: "SELECT account_id, amount, status FROM holds WHERE id = ?"), arguments: [id])
+        else {
             throw LedgerError.unknownHold(id)
         }
         guard row["status"] as String == HoldStatus.pending.rawValue else { return false }
         try db.cachedStatement(sql: "UPDATE holds SET status = ? WHERE id = ?").execute(arguments: [status.rawValue, id])
-        try db.cachedStatement(sql: "UPDATE balances SET held = held - ? WHERE account_id = ?").execute(arguments: [row["amount"] as Int64, row["account_id"] as String])
+        try db.cachedStatement(sql: "UPDATE balances SET held = held - ? WHERE account_id = ?").execute(arguments: [
+            row["amount"] as Int64, row["account_id"] as String,
+        ])
         return true
     }
 }

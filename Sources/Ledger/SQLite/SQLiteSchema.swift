@@ -7,7 +7,9 @@ extension SQLiteLedgerStore {
     // MARK: Schema
 
     static let migrations: [(String, String)] = [
-        ("v1", """
+        (
+            "v1",
+            """
             CREATE TABLE accounts (
                 id TEXT PRIMARY KEY, name TEXT NOT NULL, is_system INTEGER NOT NULL, created_at INTEGER NOT NULL);
             CREATE TABLE balances (
@@ -37,19 +39,25 @@ extension SQLiteLedgerStore {
                 tokens_cache_write INTEGER NOT NULL, tokens_reasoning INTEGER NOT NULL, cost INTEGER NOT NULL,
                 latency_ms INTEGER NOT NULL, generation_time_ms INTEGER NOT NULL, attempts TEXT NOT NULL,
                 created_at INTEGER NOT NULL);
-            """),
-        ("v2", """
+            """
+        ),
+        (
+            "v2",
+            """
             CREATE TABLE idempotent_requests (
                 account_id TEXT NOT NULL, key TEXT NOT NULL, generation_id TEXT NOT NULL,
                 status TEXT NOT NULL, response TEXT, created_at INTEGER NOT NULL,
                 PRIMARY KEY (account_id, key));
-            """),
+            """
+        ),
         ("v3", "CREATE INDEX generations_account ON generations(account_id, created_at);"),
         ("v4", "ALTER TABLE accounts ADD COLUMN region TEXT; ALTER TABLE api_keys ADD COLUMN region TEXT;"),
         // No customer balance below zero or below what it holds, and no balance that SQLite's
         // integer overflow turned into a REAL (Docs/ledger.md). Triggers, because SQLite cannot
         // add a CHECK to an existing table; `verify` reports rows from before the rule.
-        ("v5", """
+        (
+            "v5",
+            """
             CREATE TRIGGER balances_customer_within_credit_update BEFORE UPDATE ON balances
             WHEN NEW.account_id NOT LIKE 'platform:%' AND NEW.account_id NOT LIKE 'provider:%'
               AND (NEW.balance < 0 OR NEW.held < 0 OR NEW.held > NEW.balance)
@@ -63,16 +71,22 @@ extension SQLiteLedgerStore {
             CREATE TRIGGER holds_amount_non_negative BEFORE UPDATE ON holds
             WHEN NEW.amount < 0 OR typeof(NEW.amount) != 'integer'
             BEGIN SELECT RAISE(ABORT, 'signalbox:out-of-range'); END;
-            """),
+            """
+        ),
         // Idempotency claims remember what was asked and when their owner last said it was alive.
-        ("v6", """
+        (
+            "v6",
+            """
             CREATE INDEX transfers_generation ON transfers(generation_id);
             ALTER TABLE idempotent_requests ADD COLUMN fingerprint TEXT;
             ALTER TABLE idempotent_requests ADD COLUMN renewed_at INTEGER;
             UPDATE idempotent_requests SET renewed_at = created_at;
-            """),
+            """
+        ),
         // The ledger is append-only in the database, not only by convention (Docs/ledger.md).
-        ("v7", """
+        (
+            "v7",
+            """
             CREATE TRIGGER transfers_append_only_update BEFORE UPDATE ON transfers
             BEGIN SELECT RAISE(ABORT, 'signalbox:append-only'); END;
             CREATE TRIGGER transfers_append_only_delete BEFORE DELETE ON transfers
@@ -81,7 +95,8 @@ extension SQLiteLedgerStore {
             BEGIN SELECT RAISE(ABORT, 'signalbox:append-only'); END;
             CREATE TRIGGER accounts_never_renamed BEFORE UPDATE OF id ON accounts
             BEGIN SELECT RAISE(ABORT, 'signalbox:append-only'); END;
-            """),
+            """
+        ),
     ]
 
     public func migrate() async throws {
