@@ -16,14 +16,7 @@ struct LedgerOptions: ParsableArguments {
     /// Opens the ledger, runs `body`, closes it.
     func withLedger<T: Sendable>(_ body: (any LedgerStore) async throws -> T) async throws -> T {
         if let url = databaseURL ?? ProcessInfo.processInfo.environment["SIGNALBOX_DATABASE_URL"] {
-            let client = PostgresClient(configuration: try PostgresLedgerStore.configuration(url: url, statementTimeout: nil))
-            return try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { await client.run() }
-                defer { group.cancelAll() }
-                let store = PostgresLedgerStore(client: client)
-                try await store.migrate()
-                return try await body(store)
-            }
+            return try await PostgresLedgerStore.withStore(url: url, statementTimeout: nil) { try await body($0) }
         }
         guard FileManager.default.fileExists(atPath: dataDir + "/ledger.sqlite") else {
             throw ValidationError("No ledger: give --database-url, or --data-dir of a node that has run `signalbox serve`")

@@ -16,14 +16,7 @@ struct MigrateCommand: AsyncParsableCommand {
         guard let url = databaseURL ?? ProcessInfo.processInfo.environment["SIGNALBOX_DATABASE_URL"] else {
             throw ValidationError("--database-url or SIGNALBOX_DATABASE_URL is required")
         }
-        let client = PostgresClient(configuration: try PostgresLedgerStore.configuration(url: url, statementTimeout: nil))
-        let version = try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { await client.run() }
-            defer { group.cancelAll() }
-            let store = PostgresLedgerStore(client: client)
-            try await store.migrate()
-            return try await store.schemaVersion()
-        }
+        let version = try await PostgresLedgerStore.withStore(url: url, statementTimeout: nil) { try await $0.schemaVersion() }
         print(json ? #"{"schema_version": \#(version)}"# : "Ledger schema is at version \(version).")
     }
 }

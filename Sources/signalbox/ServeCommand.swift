@@ -121,12 +121,9 @@ struct Serve: AsyncParsableCommand {
         let databaseURL = self.databaseURL ?? ProcessInfo.processInfo.environment["SIGNALBOX_DATABASE_URL"]
         if let databaseURL {
             // The cluster ledger: the pool runs beside the service group for the node's whole life.
-            let client = PostgresClient(configuration: try PostgresLedgerStore.configuration(url: databaseURL))
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { await client.run() }
-                defer { group.cancelAll() }
-                let ledger = PostgresLedgerStore(client: client, logger: logger)
-                try await ledger.migrate()
+            try await PostgresLedgerStore.withStore(
+                url: databaseURL, statementTimeout: PostgresLedgerStore.statementTimeout, logger: logger
+            ) { ledger in
                 try await serve(
                     ledger: ledger, configuration: configuration, catalog: catalog, services: services,
                     providerKeys: providerKeys, simulatorURL: simulatorURL, demoAmount: demoAmount, logger: logger)

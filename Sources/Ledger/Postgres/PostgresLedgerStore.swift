@@ -246,3 +246,21 @@ public final class PostgresLedgerStore: LedgerStore {
         }
     }
 }
+
+extension PostgresLedgerStore {
+    /// Runs `body` with a migrated store on its own connection pool, which runs for exactly as
+    /// long as `body` does. `statementTimeout`: see `configuration(url:statementTimeout:)`.
+    public static func withStore<T: Sendable>(
+        url: String, statementTimeout: TimeInterval?, logger: Logger = Logger(label: "signalbox.ledger"),
+        _ body: (PostgresLedgerStore) async throws -> T
+    ) async throws -> T {
+        let client = PostgresClient(configuration: try configuration(url: url, statementTimeout: statementTimeout))
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await client.run() }
+            defer { group.cancelAll() }
+            let store = PostgresLedgerStore(client: client, logger: logger)
+            try await store.migrate()
+            return try await body(store)
+        }
+    }
+}
