@@ -50,6 +50,11 @@ extension RouterAPI {
                 dependencies.logger.warning(
                     "cannot forward to a node of the request's region; trying another",
                     metadata: ["region": "\(region)", "node": "\(candidate.id)", "error": "\(failure.message)"])
+            } catch let failure as UpstreamFailure {
+                // It may have reached the node: never sent twice, answered as a gateway failure.
+                throw APIError(
+                    status: 502, message: "Forwarding to region \(region) failed: \(candidate.id): \(failure.message)",
+                    metadata: ["region": .string(region), "node": .string(candidate.id)])
             }
         }
         guard let response else {

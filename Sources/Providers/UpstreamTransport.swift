@@ -125,7 +125,9 @@ public struct AsyncHTTPClientTransport: UpstreamTransport {
         if error is CancellationError || error is UpstreamFailure { return error }
         if let client = error as? HTTPClientError {
             switch client {
-            case .cancelled: return CancellationError()
+            case .cancelled:
+                // Our own cancellation; otherwise the client or its pool was shut down under the call.
+                return Task.isCancelled ? CancellationError() : UpstreamFailure(.connect, "The provider call was cancelled: \(client)")
             case .connectTimeout, .socksHandshakeTimeout, .tlsHandshakeTimeout:
                 return UpstreamFailure(.connect, "Could not connect to the provider in time", neverReachedUpstream: true)
             case .remoteConnectionClosed:
@@ -142,7 +144,8 @@ public struct AsyncHTTPClientTransport: UpstreamTransport {
         if error is CancellationError || error is UpstreamFailure { return error }
         if let client = error as? HTTPClientError {
             switch client {
-            case .cancelled: return CancellationError()
+            case .cancelled:
+                return Task.isCancelled ? CancellationError() : UpstreamFailure(.disconnected, "The provider call was cancelled: \(client)")
             case .remoteConnectionClosed, .readTimeout: return UpstreamFailure(.disconnected, "The provider closed the connection")
             default: return UpstreamFailure(.disconnected, "The provider connection failed: \(client)")
             }
@@ -154,7 +157,9 @@ public struct AsyncHTTPClientTransport: UpstreamTransport {
     static func neverConnected(_ error: any Error) -> Bool {
         if error is NIOConnectionError { return true }
         if let error = error as? ChannelError, case .connectTimeout = error { return true }
-        if let error = error as? IOError, [ECONNREFUSED, EHOSTUNREACH, ENETUNREACH].contains(error.errnoCode) { return true }
+        // Refused is only ever an answer to a connect; "unreachable" can also end an established
+        // connection after the request was written, so on its own it proves nothing.
+        if let error = error as? IOError, error.errnoCode == ECONNREFUSED { return true }
         return false
     }
 }

@@ -685,6 +685,28 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
             #expect(try await store.verify().isConsistent)
         }
     }
+
+    @Test func anEmptyOptionalTextTakesTheGeneralPathAndIsStoredAsSent() async throws {
+        try await TestDatabase.withFreshLedger { store in
+            try await store.createAccount(id: "a", name: "a")
+            try await grant(store, "a", "1")
+            _ = try await store.growLease(
+                LeaseRequest(id: "lease-a", account: "a", minimum: usd("0.5"), desired: usd("0.5"), shareDivisor: 1, ttl: 600))
+            try await store.requireAccounts([Billing.SystemAccount.provider("alpha")])
+            var record = generation("g", account: "a", cost: usd("0.01"))
+            record.upstreamID = ""  // a provider that answered with "id": ""
+            let batch = [
+                Settlement(
+                    reservation: .lease(id: "lease-a", release: usd("0.01")), transfers: [charge("g", account: "a", "0.01")],
+                    generation: record)
+            ]
+            #expect(try await store.settleInOneStatement(batch) == false)
+            try await store.settle(batch)
+            #expect(try await store.generation(id: "g")?.upstreamID == "")
+            #expect(try await store.balance(account: "a").balance == usd("0.99"))
+            #expect(try await store.verify().isConsistent)
+        }
+    }
 }
 
 /// The ledger is append-only and names only known accounts, in the database itself: raw SQL

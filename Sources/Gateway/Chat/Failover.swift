@@ -62,7 +62,8 @@ extension ChatPipeline {
             let result: Result<AttemptResult, UpstreamFailure>
             do {
                 result = .success(try await runAttempt(attempt, prepared: prepared, progress: progress, emit: emit))
-            } catch let failure as UpstreamFailure {
+            } catch let failure as UpstreamFailure where !Task.isCancelled {
+                // (A failure racing the client's departure is the departure: charged as cancelled.)
                 result = .failure(failure)
             } catch is CancellationError {
                 await settleCancelled(

@@ -59,7 +59,7 @@ extension ChatPipeline {
         let response: UpstreamResponse
         do {
             response = try await transport.send(request)
-        } catch let failure as UpstreamFailure {
+        } catch let failure as UpstreamFailure where !Task.isCancelled {
             throw failure  // the transport says what went wrong
         } catch  where !(error is CancellationError) && !Task.isCancelled {
             throw UpstreamFailure(.connect, "Could not connect to the provider: \(error)")

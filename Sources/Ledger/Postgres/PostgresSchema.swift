@@ -143,8 +143,9 @@ extension PostgresLedgerStore {
     /// by id, balances by account), as the general path does, and as late as possible.
     ///
     /// Rows arrive as one array per column (`SettleRows`), sent in PostgreSQL's binary format:
-    /// nothing to parse, where a JSON document cost a fifth of the statement. Arrays cannot hold
-    /// NULL here, so an optional text column travels as '' and is stored as NULL.
+    /// nothing to parse, where a JSON document cost a fifth of the statement. PostgresNIO's array
+    /// encoder has no NULL element, so an absent optional text travels as '' and is stored as NULL
+    /// (a batch holding a present-but-empty one takes the general path).
     /// (`signalbox_settle(jsonb)`, the earlier form, stays for nodes of older versions during an upgrade.)
     static let settleFunction = """
         CREATE OR REPLACE FUNCTION signalbox_settle_rows(

@@ -33,6 +33,9 @@ extension PostgresLedgerStore {
             case nil: if settlement.transfers.contains(where: { !Billing.SystemAccount.isSystem($0.debitAccount) }) { return false }
             }
         }
+        // An optional text that is present but empty would be stored as NULL here (see
+        // `SettleRows`); the general path keeps it as it is.
+        guard SettleRows.canCarry(batch) else { return false }
         let bindings = SettleRows(batch, createdAt: Self.millis(Date())).bindings
         var attempt = 0
         while true {
@@ -143,20 +146,24 @@ extension PostgresLedgerStore {
         // available, the operator the rest (`Settlement.coveringShortfall`).
         if !unbacked.isEmpty {
             let payers = Set(settlements.filter { unbacked.contains($0.generation.id) }.flatMap(\.transfers).map(\.debitAccount))
-                .filter { !Billing.SystemAccount.isSystem($0) }.sorted()
+                .filter { !Billing.SystemAccount.isSystem($0) }
+            // Every balance row this batch will change, locked now in one statement in account
+            // order — as the one-statement path and every other writer lock them — so reading the
+            // payers first can never wait on a batch that holds a row later in the order.
+            let touched = Set(settlements.flatMap { $0.transfers.flatMap { [$0.debitAccount, $0.creditAccount] } })
+                .union(deltas.changes.keys).union(payers.isEmpty ? [] : [Billing.SystemAccount.overage]).sorted()
             var available: [String: Money] = [:]
-            if !payers.isEmpty {
-                for row in try await rows(
-                    connection.query(
-                        "SELECT account_id, balance, held FROM balances WHERE account_id = ANY(\(payers)) ORDER BY account_id FOR UPDATE",
-                        logger: logger))
-                {
-                    let account = try row["account_id"].decode(String.self)
-                    let pending = deltas.changes[account] ?? (0, 0)
-                    available[account] = Money(
-                        nanos: try row["balance"].decode(Int64.self) + pending.balance
-                            - row["held"].decode(Int64.self) - pending.held)
-                }
+            for row in try await rows(
+                connection.query(
+                    "SELECT account_id, balance, held FROM balances WHERE account_id = ANY(\(touched)) ORDER BY account_id FOR UPDATE",
+                    logger: logger))
+            {
+                let account = try row["account_id"].decode(String.self)
+                guard payers.contains(account) else { continue }
+                let pending = deltas.changes[account] ?? (0, 0)
+                available[account] = Money(
+                    nanos: try row["balance"].decode(Int64.self) + pending.balance
+                        - row["held"].decode(Int64.self) - pending.held)
             }
             for index in settlements.indices where unbacked.contains(settlements[index].generation.id) {
                 settlements[index] = settlements[index].coveringShortfall(available: &available)
@@ -253,7 +260,9 @@ extension PostgresLedgerStore {
 }
 
 /// A settlement batch as `signalbox_settle_rows` takes it: one array per column, in the
-/// function's parameter order. An absent optional text is '' (the function stores NULL).
+/// function's parameter order. An absent optional text is '' (the function stores NULL):
+/// PostgresNIO's array encoder has no NULL element, so a batch with a present-but-empty
+/// optional text goes to the general path instead (`canCarry`).
 struct SettleRows {
     static let parameterCount = 37
     static let statement =
@@ -261,6 +270,16 @@ struct SettleRows {
         + (1...parameterCount).map { "$\($0)" }.joined(separator: ", ") + ") AS outcome"
 
     private(set) var bindings = PostgresBindings(capacity: parameterCount)
+
+    /// Whether every optional text in `batch` is absent or non-empty, so '' can stand for NULL.
+    static func canCarry(_ batch: [Settlement]) -> Bool {
+        func fits(_ value: String?) -> Bool { value.map { !$0.isEmpty } ?? true }
+        return batch.allSatisfy { settlement in
+            let g = settlement.generation
+            return [g.keyID, g.providerName, g.providerTag, g.upstreamID, g.finishReason, g.nativeFinishReason].allSatisfy(fits)
+                && settlement.transfers.allSatisfy { [$0.keyID, $0.generationID, $0.memo].allSatisfy(fits) }
+        }
+    }
 
     init(_ batch: [Settlement], createdAt: Int64) {
         let generations = batch.map(\.generation)
