@@ -208,10 +208,7 @@ extension ChatCompletionsTests {
             let client = Task { try await node.http.execute(request, timeout: .seconds(30)) }
             // Leave once the upstream is generating (a loaded machine may take a while to get there).
             let started = ContinuousClock.now
-            while ContinuousClock.now - started < .seconds(20) {
-                let stats = try await node.http.execute(HTTPClientRequest(url: node.simulatorURL + "/_sim/stats"), timeout: .seconds(5))
-                let body = String(buffer: try await stats.body.collect(upTo: 1 << 20))
-                if body.contains(#""requests":1"#) { break }
+            while try await node.simulatorRequests("xai") == 0, ContinuousClock.now - started < .seconds(20) {
                 try await Task.sleep(for: .milliseconds(50))
             }
             try await Task.sleep(for: .milliseconds(700))  // a few of the upstream's 300 ms tokens

@@ -11,11 +11,7 @@ import Testing
 @Suite struct KeyManagementTests {
     @Test func theAdminKeyCreatesUpdatesAndDeletesKeys() async throws {
         try await TestNode.with { node in
-            let admin = APIKeyFormat.generate()
-            try await node.ledger.insertKey(
-                KeyRecord(
-                    id: "admin", accountID: node.account, hash: APIKeyFormat.hash(admin),
-                    label: APIKeyFormat.label(admin), name: "admin", isAdmin: true))
+            let admin = try await node.makeAdminKey()
             #expect(try await node.request("/api/v1/keys", method: .GET).status == 403)  // an inference key
             #expect(try await node.request("/api/v1/keys", method: .GET, authorized: false).status == 401)
 

@@ -120,11 +120,7 @@ import Testing
 
     @Test func creditAmountsAreBoundedAtTheLedgersMaximum() async throws {
         try await TestNode.with { node in
-            let admin = APIKeyFormat.generate()
-            try await node.ledger.insertKey(
-                KeyRecord(
-                    id: "admin", accountID: node.account, hash: APIKeyFormat.hash(admin),
-                    label: APIKeyFormat.label(admin), name: "admin", isAdmin: true))
+            let admin = try await node.makeAdminKey()
             func credit(_ amount: String, _ reference: String) async throws -> TestNode.Reply {
                 try await node.request(
                     "/api/v1/admin/credits",

@@ -173,6 +173,16 @@ struct TestNode: Sendable {
                 """, key: key)
     }
 
+    /// Stores an operator admin key for the node's account and returns its secret.
+    func makeAdminKey() async throws -> String {
+        let admin = APIKeyFormat.generate()
+        try await ledger.insertKey(
+            KeyRecord(
+                id: "admin", accountID: account, hash: APIKeyFormat.hash(admin),
+                label: APIKeyFormat.label(admin), name: "admin", isAdmin: true))
+        return admin
+    }
+
     func fault(_ json: String) async throws {
         var request = HTTPClientRequest(url: simulatorURL + "/_sim/faults")
         request.method = .POST
