@@ -41,6 +41,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ]
         ),
         // Double-entry credit ledger, keys and generation records.
@@ -104,16 +105,27 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // One node assembled from one configuration value: the ledger and its pool, the committer
+        // and upkeep, gossip, the HTTP API and the drain. `signalbox serve` and the tests both run it.
+        .target(
+            name: "Node",
+            dependencies: [
+                "SignalboxCore", "Gateway", "Ledger", "Providers", "Gossip",
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "signalbox",
             dependencies: [
-                "SignalboxCore", "Gateway", "SimProvider", "Ledger", "Providers", "Gossip",
+                "SignalboxCore", "Node", "Gateway", "SimProvider", "Ledger", "Gossip",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
-                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -151,7 +163,7 @@ let package = Package(
         .testTarget(
             name: "GatewayTests",
             dependencies: [
-                "Gateway", "SimProvider", "Ledger", "Providers", "SignalboxCore", "SignalboxTestKit",
+                "Node", "Gateway", "SimProvider", "Ledger", "Providers", "SignalboxCore", "SignalboxTestKit",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -15,8 +15,7 @@ import SignalboxCore
 extension RouterAPI {
     // MARK: Account endpoints
 
-    func keyInfo(_ request: Request) async throws -> Response {
-        let key = try await authenticator.authenticate(authorization: request.headers[.authorization])
+    func keyInfo(_ key: KeyRecord) async throws -> Response {
         let ledger = dependencies.ledger
         let usage = try await ledger.keyUsage(keyID: key.id, now: Date())
         let purchasedTotal = try await ledger.purchasedTotal(account: key.accountID)
@@ -46,14 +45,12 @@ extension RouterAPI {
         ])
     }
 
-    func credits(_ request: Request) async throws -> Response {
-        let key = try await authenticator.authenticate(authorization: request.headers[.authorization])
+    func credits(_ key: KeyRecord) async throws -> Response {
         let totals = try await dependencies.ledger.creditTotals(account: key.accountID)
         return JSONResponse.make(["data": ["total_credits": .number(totals.credits), "total_usage": .number(totals.usage)]])
     }
 
-    func generation(_ request: Request) async throws -> Response {
-        let key = try await authenticator.authenticate(authorization: request.headers[.authorization])
+    func generation(_ request: Request, key: KeyRecord) async throws -> Response {
         guard let id = request.uri.queryParameters.get("id"), !id.isEmpty else {
             throw APIError.badRequest("The 'id' query parameter is required")
         }

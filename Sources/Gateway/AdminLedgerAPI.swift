@@ -7,9 +7,8 @@ import SignalboxCore
 /// `/api/v1/admin/…`: the ledger for operators, with the admin key — the HTTP twin of the
 /// `signalbox accounts|credits|ledger` commands (Docs/admin.md).
 extension RouterAPI {
-    func registerAdminLedgerRoutes(_ api: RouterGroup<GatewayRequestContext>) {
+    func registerAdminLedgerRoutes(_ api: RouterGroup<AuthenticatedRequestContext>) {
         api.post("/admin/accounts") { request, _ in
-            _ = try await requireAdmin(request)
             let body = try await body(request)
             guard let name = body["name"]?.stringValue, !name.isEmpty else { throw APIError.badRequest("'name' is required") }
             let id = body["id"]?.stringValue ?? "acct-" + UUID().uuidString.lowercased().prefix(12)
@@ -23,7 +22,6 @@ extension RouterAPI {
                 ], status: .created)
         }
         api.patch("/admin/accounts/:account") { request, context in
-            _ = try await requireAdmin(request)
             let account = context.parameters.get("account") ?? ""
             let body = try await body(request)
             guard let region = try Self.region(body["region"]) else {
@@ -36,7 +34,6 @@ extension RouterAPI {
             return JSONResponse.make(["id": .string(account), "region": region.map { .string($0) } ?? nil])
         }
         api.get("/admin/accounts/:account/balance") { request, context in
-            _ = try await requireAdmin(request)
             let account = context.parameters.get("account") ?? ""
             guard try await dependencies.ledger.account(id: account) != nil else { throw APIError.notFound("Account \(account) not found") }
             let balance = try await dependencies.ledger.balance(account: account)
@@ -47,7 +44,6 @@ extension RouterAPI {
         }
         api.post("/admin/credits") { request, _ in try await addCredit(request) }
         api.get("/admin/ledger/entries") { request, _ in
-            _ = try await requireAdmin(request)
             let query = try Self.entryQuery(request.uri.queryParameters)
             let entries = try await dependencies.ledger.entries(query)
             if request.uri.queryParameters["format"] == "csv" {
@@ -58,7 +54,6 @@ extension RouterAPI {
             return JSONResponse.make(["data": .array(entries.map(EntryFormat.json))])
         }
         api.get("/admin/ledger/spend") { request, _ in
-            _ = try await requireAdmin(request)
             let by = request.uri.queryParameters["by"].map(String.init) ?? "day"
             guard let grouping = SpendGrouping(rawValue: by) else {
                 throw APIError.badRequest("'by' must be one of \(SpendGrouping.allCases.map(\.rawValue).joined(separator: ", "))")
@@ -80,7 +75,6 @@ extension RouterAPI {
             ])
         }
         api.get("/admin/ledger/verify") { request, _ in
-            _ = try await requireAdmin(request)
             return JSONResponse.make(try await dependencies.ledger.verify().json)
         }
     }
@@ -88,7 +82,6 @@ extension RouterAPI {
     /// `POST /api/v1/admin/credits` `{"account", "amount", "kind": "purchase"|"grant", "reference"}`:
     /// a purchase records the platform fee beside the credit; the reference makes retries safe.
     func addCredit(_ request: Request) async throws -> Response {
-        _ = try await requireAdmin(request)
         let body = try await body(request)
         guard let account = body["account"]?.stringValue else { throw APIError.badRequest("'account' is required") }
         let amount = try Self.amount(body["amount"], field: "amount")

@@ -5,13 +5,11 @@ import SignalboxCore
 
 /// `/api/v1/admin/cluster/…` and `/api/v1/admin/routing/{region}`, with the admin key.
 extension RouterAPI {
-    func registerClusterRoutes(_ api: RouterGroup<GatewayRequestContext>) {
+    func registerClusterRoutes(_ api: RouterGroup<AuthenticatedRequestContext>) {
         api.get("/admin/cluster/members") { request, _ in
-            _ = try await requireAdmin(request)
             return JSONResponse.make(["data": .array(try await clusterMembers())])
         }
         api.get("/admin/cluster/health") { request, _ in
-            _ = try await requireAdmin(request)
             let now = dependencies.health.now
             var nodes: JSONObject = [dependencies.configuration.nodeID: Self.reportJSON(dependencies.health.localReport(), now: now)]
             for (node, report) in dependencies.health.remoteReports() { nodes[node] = Self.reportJSON(report, now: now) }
@@ -20,7 +18,6 @@ extension RouterAPI {
             return JSONResponse.make(["data": ["nodes": .object(nodes), "routed_around": .array(routedAround.map { .string($0) })]])
         }
         api.get("/admin/cluster/state") { request, _ in
-            _ = try await requireAdmin(request)
             guard let cluster = dependencies.cluster else {
                 throw APIError(status: 409, message: "This node is not in a cluster; start it with --gossip-bind")
             }
@@ -34,7 +31,6 @@ extension RouterAPI {
             return JSONResponse.make(["data": .array(entries), "clock_skew_ms": .int(await cluster.agent.clockSkewMillis())])
         }
         api.get("/admin/cluster/keyring") { request, _ in
-            _ = try await requireAdmin(request)
             guard let cluster = dependencies.cluster else {
                 throw APIError(status: 409, message: "This node is not in a cluster; start it with --gossip-bind")
             }
@@ -49,13 +45,11 @@ extension RouterAPI {
             ])
         }
         api.get("/admin/routing/:region") { request, context in
-            _ = try await requireAdmin(request)
             let region = context.parameters.get("region") ?? ""
             let table = dependencies.cluster?.table(for: region) ?? RegionRoutingTable()
             return JSONResponse.make(Self.tableJSON(region: region, table, isSet: dependencies.cluster?.tableIsSet(for: region) ?? false))
         }
         api.put("/admin/routing/:region") { request, context in
-            _ = try await requireAdmin(request)
             guard let cluster = dependencies.cluster else {
                 throw APIError(status: 409, message: "Routing tables are shared through the cluster; start the node with --gossip-bind")
             }

@@ -31,20 +31,22 @@ enum JSONResponse {
     }
 }
 
-/// Turns every failure into an OpenAI-style JSON error: thrown `APIError`s as they are,
-/// Hummingbird's own errors (404, 405, 413, …) with their status, anything else as a 500
-/// that never leaks internals.
+/// Turns every failure into an OpenAI-style JSON error: thrown `APIError`s as they are, invalid
+/// request bodies as 400s, Hummingbird's own errors (404, 405, 413, …) with their status, anything
+/// else as a 500 that never leaks internals. A 404 on a path the router serves for other methods
+/// is a 405 with `Allow`.
 struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
-    /// Paths the router serves, with their methods, to tell 404 from 405.
-    let knownRoutes: [(pattern: [Substring], methods: Set<HTTPRequest.Method>)]
+    let routes: RouteTable
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
             return try await next(request, context)
         } catch let error as APIError {
             return error.jsonResponse()
+        } catch let error as InvalidRequest {
+            return APIError.badRequest(error.message).jsonResponse()
         } catch let error as HTTPError {
-            if error.status == .notFound, let allowed = allowedMethods(for: request.uri.path), !allowed.isEmpty {
+            if error.status == .notFound, let allowed = routes.allowedMethods(for: request.uri.path) {
                 var apiError = APIError(status: 405, message: "Method \(request.method) is not allowed on \(request.uri.path)")
                 apiError.headers = [("Allow", allowed.map(\.rawValue).sorted().joined(separator: ", "))]
                 return apiError.jsonResponse()
@@ -63,14 +65,35 @@ struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             return APIError.internalError().jsonResponse()
         }
     }
+}
 
+/// The paths a router serves and the methods of each, read from the router itself.
+struct RouteTable: Sendable {
+    let routes: [(path: RouterPath, methods: Set<HTTPRequest.Method>)]
+
+    /// The routes `register` adds to a router.
+    init<Context>(of register: (Router<Context>) -> Void) {
+        let router = Router(context: Context.self)
+        register(router)
+        self.init(router)
+    }
+
+    init<Context>(_ router: Router<Context>) {
+        var methods: [String: (path: RouterPath, methods: Set<HTTPRequest.Method>)] = [:]
+        for route in router.routes {
+            methods[route.path.description, default: (route.path, [])].methods.insert(route.method)
+        }
+        routes = methods.values.sorted { $0.path.description < $1.path.description }
+    }
+
+    /// The methods served on `path`, or nil when no route has that path.
     func allowedMethods(for path: String) -> Set<HTTPRequest.Method>? {
         let parts = path.split(separator: "/")
-        for route in knownRoutes where route.pattern.count == parts.count {
-            let matches = zip(route.pattern, parts).allSatisfy { pattern, part in pattern.hasPrefix(":") || pattern == part }
-            if matches { return route.methods }
+        let matching = routes.filter { route in
+            route.path.components.count == parts.count
+                && zip(route.path.components, parts).allSatisfy { element, part in element ~= part }
         }
-        return nil
+        return matching.isEmpty ? nil : matching.reduce(into: []) { $0.formUnion($1.methods) }
     }
 }
 

@@ -10,11 +10,10 @@ import SignalboxCore
 /// secret is returned once, by the create call. Changes take effect on this node at once and on
 /// every other node within a second (the key cache's lifetime).
 extension RouterAPI {
-    func registerKeyRoutes(_ api: RouterGroup<GatewayRequestContext>) {
-        api.get("/keys") { request, _ in try await listKeys(request) }
-        api.post("/keys") { request, _ in try await createKey(request) }
+    func registerKeyRoutes(_ api: RouterGroup<AuthenticatedRequestContext>) {
+        api.get("/keys") { request, context in try await listKeys(request, admin: context.key) }
+        api.post("/keys") { request, context in try await createKey(request, admin: context.key) }
         api.get("/keys/:hash") { request, context in
-            _ = try await requireAdmin(request)
             guard let key = try await dependencies.ledger.key(hash: context.parameters.get("hash") ?? "") else {
                 throw APIError.notFound("Key not found")
             }
@@ -22,19 +21,12 @@ extension RouterAPI {
         }
         api.patch("/keys/:hash") { request, context in try await updateKey(request, hash: context.parameters.get("hash") ?? "") }
         api.delete("/keys/:hash") { request, context in
-            _ = try await requireAdmin(request)
             guard try await dependencies.ledger.deleteKey(hash: context.parameters.get("hash") ?? "") else {
                 throw APIError.notFound("Key not found")
             }
             authenticator.invalidate()
             return JSONResponse.make(["deleted": true])
         }
-    }
-
-    func requireAdmin(_ request: Request) async throws -> KeyRecord {
-        let key = try await authenticator.authenticate(authorization: request.headers[.authorization])
-        guard key.isAdmin else { throw APIError(status: 403, message: "Key management needs the operator admin key") }
-        return key
     }
 
     func body(_ request: Request) async throws -> JSONObject {
@@ -92,8 +84,7 @@ extension RouterAPI {
         ]
     }
 
-    func listKeys(_ request: Request) async throws -> Response {
-        let admin = try await requireAdmin(request)
+    func listKeys(_ request: Request, admin: KeyRecord) async throws -> Response {
         let account = request.uri.queryParameters.get("account") ?? admin.accountID
         let includeDisabled = request.uri.queryParameters.get("include_disabled") == "true"
         var keys: [JSONValue] = []
@@ -103,8 +94,7 @@ extension RouterAPI {
         return JSONResponse.make(["data": .array(keys)])
     }
 
-    func createKey(_ request: Request) async throws -> Response {
-        let admin = try await requireAdmin(request)
+    func createKey(_ request: Request, admin: KeyRecord) async throws -> Response {
         let object = try await body(request)
         guard let name = object["name"]?.stringValue, !name.isEmpty else { throw APIError.badRequest("'name' is required") }
         let account = object["account"]?.stringValue ?? admin.accountID
@@ -127,7 +117,6 @@ extension RouterAPI {
     }
 
     func updateKey(_ request: Request, hash: String) async throws -> Response {
-        _ = try await requireAdmin(request)
         let object = try await body(request)
         if let disabled = object["disabled"], disabled.boolValue == nil { throw APIError.badRequest("'disabled' must be a boolean") }
         let region = try Self.region(object["region"])

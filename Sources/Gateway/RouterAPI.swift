@@ -34,30 +34,16 @@ public struct RouterAPI: Sendable {
         catalogResponses = CatalogResponses(catalog: dependencies.catalog)
     }
 
-    static let routes: [(String, [HTTPRequest.Method])] = [
-        ("/healthz", [.get]), ("/readyz", [.get]),
-        ("/api/v1/chat/completions", [.post]), ("/api/v1/models", [.get]),
-        ("/api/v1/models/:author/:slug/endpoints", [.get]), ("/api/v1/providers", [.get]),
-        ("/api/v1/key", [.get]), ("/api/v1/auth/key", [.get]), ("/api/v1/credits", [.get]),
-        ("/api/v1/generation", [.get]), ("/metrics", [.get]),
-        ("/api/v1/keys", [.get, .post]), ("/api/v1/keys/:hash", [.get, .patch, .delete]),
-        ("/api/v1/admin/accounts", [.post]), ("/api/v1/admin/accounts/:account", [.patch]),
-        ("/api/v1/admin/accounts/:account/balance", [.get]),
-        ("/api/v1/admin/credits", [.post]), ("/api/v1/admin/ledger/entries", [.get]),
-        ("/api/v1/admin/ledger/spend", [.get]), ("/api/v1/admin/ledger/verify", [.get]),
-        ("/api/v1/admin/cluster/members", [.get]), ("/api/v1/admin/cluster/health", [.get]), ("/api/v1/admin/cluster/keyring", [.get]),
-        ("/api/v1/admin/cluster/state", [.get]),
-        ("/api/v1/admin/routing/:region", [.get, .put]),
-    ]
-
     public func buildRouter() -> Router<GatewayRequestContext> {
         let router = Router(context: GatewayRequestContext.self)
-        router.middlewares.add(
-            JSONErrorMiddleware(
-                knownRoutes: Self.routes.map { path, methods in
-                    (path.split(separator: "/"), Set(methods))
-                }))
+        // 404 and 405 are told apart from the routes registered below, read from a router of their own.
+        router.middlewares.add(JSONErrorMiddleware(routes: RouteTable(of: registerRoutes)))
         router.middlewares.add(MetricsMiddleware(metrics: dependencies.metrics))
+        registerRoutes(on: router)
+        return router
+    }
+
+    func registerRoutes(on router: Router<GatewayRequestContext>) {
         router.get("/healthz") { _, _ in JSONResponse.make(["status": "ok"]) }
         router.get("/metrics") { _, _ in
             if let cluster = dependencies.cluster {
@@ -104,7 +90,7 @@ public struct RouterAPI: Sendable {
             return JSONResponse.make(.object(body))
         }
         let api = router.group("/api/v1")
-        api.post("/chat/completions") { request, context in try await chatCompletions(request, context: context) }
+        // The catalog is public, as on OpenRouter; everything else needs a key.
         api.get("/models") { _, _ in JSONResponse.make(catalogResponses.models) }
         api.get("/models/:author/:slug/endpoints") { _, context in
             let author = context.parameters.get("author") ?? ""
@@ -115,14 +101,17 @@ public struct RouterAPI: Sendable {
             return JSONResponse.make(body)
         }
         api.get("/providers") { _, _ in JSONResponse.make(catalogResponses.providers) }
-        api.get("/key") { request, _ in try await keyInfo(request) }
-        api.get("/auth/key") { request, _ in try await keyInfo(request) }
-        api.get("/credits") { request, _ in try await credits(request) }
-        api.get("/generation") { request, _ in try await generation(request) }
-        registerKeyRoutes(api)
-        registerAdminLedgerRoutes(api)
-        registerClusterRoutes(api)
-        return router
+        api.authenticated(.inferenceKey, by: authenticator)
+            .post("/chat/completions") { request, context in try await chatCompletions(request, context: context) }
+        let account = api.authenticated(.anyKey, by: authenticator)
+        account.get("/key") { _, context in try await keyInfo(context.key) }
+        account.get("/auth/key") { _, context in try await keyInfo(context.key) }
+        account.get("/credits") { _, context in try await credits(context.key) }
+        account.get("/generation") { request, context in try await generation(request, key: context.key) }
+        let admin = api.authenticated(.adminKey, by: authenticator)
+        registerKeyRoutes(admin)
+        registerAdminLedgerRoutes(admin)
+        registerClusterRoutes(admin)
     }
 }
 

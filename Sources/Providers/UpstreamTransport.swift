@@ -3,6 +3,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 
 /// An HTTP request to an upstream provider.
 public struct UpstreamRequest: Sendable {
@@ -80,15 +81,22 @@ public struct AsyncHTTPClientTransport: UpstreamTransport {
 
     public init(client: HTTPClient) { self.client = client }
 
-    /// A client configured for upstream calls: connect timeout, pooled connections, no redirects.
-    public static func makeClient(connectTimeout: TimeAmount) -> HTTPClient {
-        var configuration = HTTPClient.Configuration()
-        configuration.timeout = .init(connect: connectTimeout, read: nil)
+    /// A transport on its own client (close it with `shutdown()`): connect timeout, pooled
+    /// connections, no redirects. `trustRoots` replaces the system's CAs (the peers' CA, when
+    /// forwarding to other nodes over HTTPS).
+    public static func make(connectTimeout: Duration, trustRoots: [NIOSSLCertificate]? = nil) -> AsyncHTTPClientTransport {
+        var tls = TLSConfiguration.makeClientConfiguration()
+        if let trustRoots { tls.trustRoots = .certificates(trustRoots) }
+        var configuration = HTTPClient.Configuration(tlsConfiguration: tls)
+        configuration.timeout = .init(connect: TimeAmount(connectTimeout), read: nil)
         configuration.redirectConfiguration = .disallow
         configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 512)
         configuration.decompression = .disabled
-        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        return AsyncHTTPClientTransport(client: HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration))
     }
+
+    /// Closes the client's connections.
+    public func shutdown() async throws { try await client.shutdown() }
 
     public func send(_ request: UpstreamRequest) async throws -> UpstreamResponse {
         var outbound = HTTPClientRequest(url: request.url)

@@ -35,10 +35,10 @@ public struct ChatRequest: Sendable {
 
     static let roles: Set<String> = ["system", "developer", "user", "assistant", "tool", "function"]
 
-    /// Validates and reads a request body. Throws a 400 `APIError` that says what is wrong.
-    public init(json: JSONValue) throws(APIError) {
+    /// Validates and reads a request body. Throws an `InvalidRequest` that names the field and says what is wrong.
+    public init(json: JSONValue) throws(InvalidRequest) {
         guard case .object(let body) = json else {
-            throw .badRequest("Request body must be a JSON object")
+            throw InvalidRequest("Request body must be a JSON object")
         }
         self.body = body
 
@@ -46,35 +46,35 @@ public struct ChatRequest: Sendable {
         switch body["model"] {
         case .string(let model)? where !model.isEmpty: models.append(model)
         case nil, .null?: break
-        default: throw .badRequest("'model' must be a non-empty string")
+        default: throw InvalidRequest("'model' must be a non-empty string")
         }
         if let list = body["models"], !list.isNull {
-            guard let array = list.arrayValue else { throw .badRequest("'models' must be an array of model ids") }
+            guard let array = list.arrayValue else { throw InvalidRequest("'models' must be an array of model ids") }
             for item in array {
-                guard let id = item.stringValue, !id.isEmpty else { throw .badRequest("'models' must be an array of model ids") }
+                guard let id = item.stringValue, !id.isEmpty else { throw InvalidRequest("'models' must be an array of model ids") }
                 if !models.contains(id) { models.append(id) }
             }
         }
-        guard !models.isEmpty else { throw .badRequest("'model' is required") }
+        guard !models.isEmpty else { throw InvalidRequest("'model' is required") }
         self.models = models
 
         var prompt = PromptBound()
         if let messages = body["messages"] {
             guard let array = messages.arrayValue, !array.isEmpty else {
-                throw .badRequest("'messages' must be a non-empty array")
+                throw InvalidRequest("'messages' must be a non-empty array")
             }
             for (index, message) in array.enumerated() {
-                guard let object = message.objectValue else { throw .badRequest("messages[\(index)] must be an object") }
+                guard let object = message.objectValue else { throw InvalidRequest("messages[\(index)] must be an object") }
                 guard let role = object["role"]?.stringValue, ChatRequest.roles.contains(role) else {
-                    throw .badRequest("messages[\(index)].role must be one of system, developer, user, assistant, tool")
+                    throw InvalidRequest("messages[\(index)].role must be one of system, developer, user, assistant, tool")
                 }
                 switch object["content"] {
                 case .string(let text)?: prompt.textTokens += ChatRequest.tokenUpperBound(text)
                 case .array(let parts)?:
                     for part in parts { prompt.add(part: part) }
                 case nil, .null?:
-                    guard role == "assistant" else { throw .badRequest("messages[\(index)].content is required") }
-                default: throw .badRequest("messages[\(index)].content must be a string or an array of content parts")
+                    guard role == "assistant" else { throw InvalidRequest("messages[\(index)].content is required") }
+                default: throw InvalidRequest("messages[\(index)].content must be a string or an array of content parts")
                 }
                 if let calls = object["tool_calls"] { prompt.textTokens += ChatRequest.tokenUpperBound(calls) }
                 for field in ["name", "tool_call_id"] {
@@ -85,10 +85,10 @@ public struct ChatRequest: Sendable {
         } else if let text = body["prompt"]?.stringValue {
             prompt.textTokens += ChatRequest.tokenUpperBound(text)
         } else {
-            throw .badRequest("'messages' is required")
+            throw InvalidRequest("'messages' is required")
         }
         if let tools = body["tools"] {
-            guard let list = tools.arrayValue ?? (tools.isNull ? [] : nil) else { throw .badRequest("'tools' must be an array") }
+            guard let list = tools.arrayValue ?? (tools.isNull ? [] : nil) else { throw InvalidRequest("'tools' must be an array") }
             prompt.textTokens += ChatRequest.tokenUpperBound(tools) + PromptBound.perTool * list.count
         }
         // A schema or tool choice is rendered into the prompt by the provider.
@@ -101,13 +101,13 @@ public struct ChatRequest: Sendable {
         switch body["stream"] {
         case nil, .null?: stream = false
         case .bool(let flag)?: stream = flag
-        default: throw .badRequest("'stream' must be a boolean")
+        default: throw InvalidRequest("'stream' must be a boolean")
         }
 
         maxTokens = nil
         for key in ["max_completion_tokens", "max_tokens"] {
             guard let value = body[key], !value.isNull else { continue }
-            guard let count = value.intValue, count >= 1 else { throw .badRequest("'\(key)' must be an integer ≥ 1") }
+            guard let count = value.intValue, count >= 1 else { throw InvalidRequest("'\(key)' must be an integer ≥ 1") }
             maxTokens = count
             break
         }
@@ -115,7 +115,7 @@ public struct ChatRequest: Sendable {
         case nil, .null?: choices = 1
         case let value?:
             guard let count = value.intValue, (1...ChatRequest.maximumChoices).contains(count) else {
-                throw .badRequest("'n' must be an integer from 1 to \(ChatRequest.maximumChoices)")
+                throw InvalidRequest("'n' must be an integer from 1 to \(ChatRequest.maximumChoices)")
             }
             choices = count
         }
@@ -123,7 +123,7 @@ public struct ChatRequest: Sendable {
             guard let value = body[key], !value.isNull else { continue }
             switch value {
             case .int, .double: break
-            default: throw .badRequest("'\(key)' must be a number")
+            default: throw InvalidRequest("'\(key)' must be a number")
             }
         }
 
@@ -181,22 +181,22 @@ public struct ProviderPreferences: Sendable, Hashable {
 
     public init() {}
 
-    public init(json: JSONValue?) throws(APIError) {
+    public init(json: JSONValue?) throws(InvalidRequest) {
         guard let json, !json.isNull else { return }
-        guard let object = json.objectValue else { throw .badRequest("'provider' must be an object") }
-        func strings(_ key: String) throws(APIError) -> [String]? {
+        guard let object = json.objectValue else { throw InvalidRequest("'provider' must be an object") }
+        func strings(_ key: String) throws(InvalidRequest) -> [String]? {
             guard let value = object[key], !value.isNull else { return nil }
-            guard let array = value.arrayValue else { throw .badRequest("'provider.\(key)' must be an array of strings") }
+            guard let array = value.arrayValue else { throw InvalidRequest("'provider.\(key)' must be an array of strings") }
             var result: [String] = []
             for item in array {
-                guard let text = item.stringValue else { throw .badRequest("'provider.\(key)' must be an array of strings") }
+                guard let text = item.stringValue else { throw InvalidRequest("'provider.\(key)' must be an array of strings") }
                 result.append(text.lowercased())
             }
             return result
         }
-        func flag(_ key: String) throws(APIError) -> Bool? {
+        func flag(_ key: String) throws(InvalidRequest) -> Bool? {
             guard let value = object[key], !value.isNull else { return nil }
-            guard let bool = value.boolValue else { throw .badRequest("'provider.\(key)' must be a boolean") }
+            guard let bool = value.boolValue else { throw InvalidRequest("'provider.\(key)' must be a boolean") }
             return bool
         }
         order = try strings("order")
@@ -210,37 +210,37 @@ public struct ProviderPreferences: Sendable, Hashable {
             switch value.stringValue {
             case "allow": denyDataCollection = false
             case "deny": denyDataCollection = true
-            default: throw .badRequest("'provider.data_collection' must be \"allow\" or \"deny\"")
+            default: throw InvalidRequest("'provider.data_collection' must be \"allow\" or \"deny\"")
             }
         }
         if let value = object["sort"], !value.isNull {
             let text = value.stringValue ?? value["by"]?.stringValue
             guard let text, let parsed = Sort(rawValue: text) else {
-                throw .badRequest("'provider.sort' must be \"price\", \"throughput\" or \"latency\"")
+                throw InvalidRequest("'provider.sort' must be \"price\", \"throughput\" or \"latency\"")
             }
             sort = parsed
             if let partition = value["partition"]?.stringValue {
                 guard partition == "model" || partition == "none" else {
-                    throw .badRequest("'provider.sort.partition' must be \"model\" or \"none\"")
+                    throw InvalidRequest("'provider.sort.partition' must be \"model\" or \"none\"")
                 }
                 sortAcrossModels = partition == "none"
             }
         }
-        func threshold(_ key: String) throws(APIError) -> Double? {
+        func threshold(_ key: String) throws(InvalidRequest) -> Double? {
             guard let value = object[key], !value.isNull else { return nil }
             // A number means p50; of a percentile object, p50 is the one this node tracks.
             let number = value.numericValue ?? value["p50"]?.numericValue
-            guard let number, number >= 0 else { throw .badRequest("'provider.\(key)' must be a number or {p50: number}") }
+            guard let number, number >= 0 else { throw InvalidRequest("'provider.\(key)' must be a number or {p50: number}") }
             return number
         }
         preferredMinThroughput = try threshold("preferred_min_throughput")
         preferredMaxLatencySeconds = try threshold("preferred_max_latency")
         if let value = object["max_price"], !value.isNull {
-            guard let prices = value.objectValue else { throw .badRequest("'provider.max_price' must be an object") }
-            func price(_ key: String) throws(APIError) -> ExactDecimal? {
+            guard let prices = value.objectValue else { throw InvalidRequest("'provider.max_price' must be an object") }
+            func price(_ key: String) throws(InvalidRequest) -> ExactDecimal? {
                 guard let field = prices[key], !field.isNull else { return nil }
                 guard let text = field.decimalText, let decimal = ExactDecimal(text), decimal.significand >= 0 else {
-                    throw .badRequest("'provider.max_price.\(key)' must be a non-negative number")
+                    throw InvalidRequest("'provider.max_price.\(key)' must be a non-negative number")
                 }
                 return decimal
             }
@@ -284,7 +284,7 @@ public struct ReasoningRequest: Sendable, Hashable {
         self.enabled = enabled
     }
 
-    init?(body: JSONObject) throws(APIError) {
+    init?(body: JSONObject) throws(InvalidRequest) {
         var found = false
         effort = nil
         maxTokens = nil
@@ -292,7 +292,7 @@ public struct ReasoningRequest: Sendable, Hashable {
         enabled = true
         if let shorthand = body["reasoning_effort"], !shorthand.isNull {
             guard let text = shorthand.stringValue, let parsed = Effort(rawValue: text) else {
-                throw .badRequest("'reasoning_effort' must be one of \(Effort.allCases.map(\.rawValue).joined(separator: ", "))")
+                throw InvalidRequest("'reasoning_effort' must be one of \(Effort.allCases.map(\.rawValue).joined(separator: ", "))")
             }
             effort = parsed
             found = true
@@ -302,16 +302,16 @@ public struct ReasoningRequest: Sendable, Hashable {
             found = true
         }
         if let object = body["reasoning"], !object.isNull {
-            guard object.objectValue != nil else { throw .badRequest("'reasoning' must be an object") }
+            guard object.objectValue != nil else { throw InvalidRequest("'reasoning' must be an object") }
             found = true
             if let text = object["effort"]?.stringValue {
                 guard let parsed = Effort(rawValue: text) else {
-                    throw .badRequest("'reasoning.effort' must be one of \(Effort.allCases.map(\.rawValue).joined(separator: ", "))")
+                    throw InvalidRequest("'reasoning.effort' must be one of \(Effort.allCases.map(\.rawValue).joined(separator: ", "))")
                 }
                 effort = parsed
             }
             if let budget = object["max_tokens"], !budget.isNull {
-                guard let count = budget.intValue, count >= 0 else { throw .badRequest("'reasoning.max_tokens' must be an integer ≥ 0") }
+                guard let count = budget.intValue, count >= 0 else { throw InvalidRequest("'reasoning.max_tokens' must be an integer ≥ 0") }
                 maxTokens = count
             }
             if let flag = object["exclude"]?.boolValue { exclude = flag }
@@ -375,4 +375,14 @@ public struct PromptBound: Sendable, Hashable {
             textTokens += ChatRequest.tokenUpperBound(part)
         }
     }
+}
+
+/// A request body that breaks the API contract. The message names the field and says what is
+/// wrong; the gateway answers it as a 400 in the caller's error shape.
+public struct InvalidRequest: Error, Sendable, Hashable, CustomStringConvertible {
+    public var message: String
+
+    public init(_ message: String) { self.message = message }
+
+    public var description: String { message }
 }

@@ -35,6 +35,24 @@ public enum TestDatabase {
         try await withClient(server) { try await $0.query(PostgresQuery(unsafeSQL: "DROP DATABASE IF EXISTS \(name) WITH (FORCE)")) }
     }
 
+    /// Runs `body` with the URL of a fresh, empty database (not migrated), dropped afterwards.
+    public static func withFreshDatabase(_ body: (String) async throws -> Void) async throws {
+        guard let url, var components = URLComponents(string: url) else {
+            throw LedgerError.storage("PostgreSQL-backed tests need SIGNALBOX_TEST_DATABASE_URL (CI sets it)")
+        }
+        let name = "signalbox_test_\(UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(16))"
+        let server = try PostgresLedgerStore.configuration(url: url, statementTimeout: nil)
+        try await withClient(server) { admin in try await admin.query(PostgresQuery(unsafeSQL: "CREATE DATABASE \(name)")) }
+        components.path = "/" + name
+        do {
+            try await body(components.string ?? url)
+        } catch {
+            try? await withClient(server) { try await $0.query(PostgresQuery(unsafeSQL: "DROP DATABASE IF EXISTS \(name) WITH (FORCE)")) }
+            throw error
+        }
+        try await withClient(server) { try await $0.query(PostgresQuery(unsafeSQL: "DROP DATABASE IF EXISTS \(name) WITH (FORCE)")) }
+    }
+
     static func withClient(_ configuration: PostgresClient.Configuration, _ body: (PostgresClient) async throws -> Void) async throws {
         let client = PostgresClient(configuration: configuration)
         try await withThrowingTaskGroup(of: Void.self) { group in

@@ -1,14 +1,11 @@
 import ArgumentParser
-import AsyncHTTPClient
 import Foundation
 import Gateway
-import Hummingbird
-import Ledger
-import Logging
-import PostgresNIO
-import Providers
 import Gossip
+import Hummingbird
+import Logging
 import NIOSSL
+import Node
 import ServiceLifecycle
 import SignalboxCore
 import SimProvider
@@ -61,28 +58,78 @@ struct Serve: AsyncParsableCommand {
     func run() async throws {
         var logger = Logger(label: "signalbox")
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
-
         let file = try config.map { try ConfigFile.load(path: $0) } ?? ConfigFile()
-        var configuration = GatewayConfiguration()
-        file.apply(to: &configuration)
-        if let host { configuration.host = host }
-        if let port { configuration.port = port }
-        if let seconds = connectTimeout { configuration.timeouts.connect = .seconds(seconds) }
-        if let seconds = firstTokenTimeout { configuration.timeouts.firstToken = .seconds(seconds) }
-        if let seconds = stallTimeout { configuration.timeouts.stall = .seconds(seconds) }
-        if let maxBodyBytes { configuration.maxBodyBytes = maxBodyBytes }
-        configuration.serverTLS = try serverTLS()
+        let upstreams = try upstreamChoice(file)
+        let configuration = try nodeConfiguration(file, upstreams: upstreams)
+        try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
+
+        var services: [any Service] = []
+        if case .inProcessSimulator(let port) = upstreams {
+            services.append(
+                Application(
+                    router: Simulator().buildRouter(),
+                    configuration: .init(address: .hostname("127.0.0.1", port: port), serverName: "signalbox-sim"),
+                    logger: Logger(label: "signalbox.sim")))
+        }
+        let banner = Banner(
+            configuration: configuration, upstreams: upstreams.description,
+            ledger: ledgerURL() == nil ? "SQLite (\(dataDir)/ledger.sqlite)" : "PostgreSQL", dataDir: dataDir)
+        services.append(SignalboxNode(configuration, logger: logger) { serving in banner.print(serving) })
+        let group = ServiceGroup(
+            configuration: .init(
+                services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
+
+    /// Where upstream requests go.
+    enum Upstreams: CustomStringConvertible {
+        /// The simulator this process starts on 127.0.0.1 at this port.
+        case inProcessSimulator(port: Int)
+        /// A simulator already running at this base URL.
+        case simulator(url: String)
+        /// The providers' real base URLs, with keys from their environment variables.
+        case realProviders
+
+        var simulatorURL: String? {
+            switch self {
+            case .inProcessSimulator(let port): "http://127.0.0.1:\(port)"
+            case .simulator(let url): url
+            case .realProviders: nil
+            }
+        }
+
+        var description: String { simulatorURL.map { "simulated provider at \($0)" } ?? "real providers" }
+    }
+
+    func upstreamChoice(_ file: ConfigFile) throws -> Upstreams {
+        if realProviders || file.useSimulator == false { return .realProviders }
+        return simUrl.map { .simulator(url: $0) } ?? .inProcessSimulator(port: simPort)
+    }
+
+    func ledgerURL() -> String? { databaseURL ?? ProcessInfo.processInfo.environment["SIGNALBOX_DATABASE_URL"] }
+
+    /// The node's configuration: defaults, then the configuration file, then the flags.
+    func nodeConfiguration(_ file: ConfigFile, upstreams: Upstreams) throws -> NodeConfiguration {
+        var gateway = GatewayConfiguration()
+        file.apply(to: &gateway)
+        if let host { gateway.host = host }
+        if let port { gateway.port = port }
+        if let seconds = connectTimeout { gateway.timeouts.connect = .seconds(seconds) }
+        if let seconds = firstTokenTimeout { gateway.timeouts.firstToken = .seconds(seconds) }
+        if let seconds = stallTimeout { gateway.timeouts.stall = .seconds(seconds) }
+        if let maxBodyBytes { gateway.maxBodyBytes = maxBodyBytes }
+        gateway.serverTLS = try serverTLS()
         if let holdTtl {
             guard holdTtl >= 2 else { throw ValidationError("--hold-ttl must be at least 2 seconds") }
-            configuration.holdTTL = TimeInterval(holdTtl)
+            gateway.holdTTL = TimeInterval(holdTtl)
         }
-        configuration.nodeID = nodeId ?? "\(ProcessInfo.processInfo.hostName)-\(configuration.port)"
-        if let region { configuration.region = region }
+        gateway.nodeID = nodeId ?? "\(ProcessInfo.processInfo.hostName)-\(gateway.port)"
+        if let region { gateway.region = region }
         if let loadBalancing {
             guard let mode = RoutingPlanner.LoadBalancing(rawValue: loadBalancing) else {
                 throw ValidationError("--load-balancing must be price-weighted or catalog-order")
             }
-            configuration.loadBalancing = mode
+            gateway.loadBalancing = mode
         }
         guard let demoAmount = Money(decimal: demoCredits), demoAmount >= .zero else {
             throw ValidationError("--demo-credits must be a non-negative decimal amount")
@@ -91,24 +138,9 @@ struct Serve: AsyncParsableCommand {
         var catalog = try Catalog.shipped()
         catalog.merge(providers: file.providers ?? [], models: file.models ?? [])
         try catalog.validate()
-
-        let simulate = !realProviders && !(file.useSimulator == false)
-        var services: [any Service] = []
         var providerKeys: [String: String] = [:]
-        var simulatorURL: String?
-        if simulate {
-            if let simUrl {
-                simulatorURL = simUrl
-            } else {
-                let simulator = Simulator()
-                services.append(
-                    Application(
-                        router: simulator.buildRouter(),
-                        configuration: .init(address: .hostname("127.0.0.1", port: simPort), serverName: "signalbox-sim"),
-                        logger: Logger(label: "signalbox.sim")))
-                simulatorURL = "http://127.0.0.1:\(simPort)"
-            }
-            catalog.pointAllProviders(at: simulatorURL!)
+        if let simulatorURL = upstreams.simulatorURL {
+            catalog.pointAllProviders(at: simulatorURL)
             for slug in catalog.providers.keys { providerKeys[slug] = "sk-simulated" }
         } else {
             let environment = ProcessInfo.processInfo.environment
@@ -117,113 +149,31 @@ struct Serve: AsyncParsableCommand {
             }
         }
 
-        try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
-        let databaseURL = self.databaseURL ?? ProcessInfo.processInfo.environment["SIGNALBOX_DATABASE_URL"]
-        if let databaseURL {
-            // The cluster ledger: the pool runs beside the service group for the node's whole life.
-            try await PostgresLedgerStore.withStore(
-                url: databaseURL, statementTimeout: PostgresLedgerStore.statementTimeout, logger: logger
-            ) { ledger in
-                try await serve(
-                    ledger: ledger, configuration: configuration, catalog: catalog, services: services,
-                    providerKeys: providerKeys, simulatorURL: simulatorURL, demoAmount: demoAmount, logger: logger)
-            }
-        } else {
-            let ledger = try await SQLiteLedgerStore.open(path: dataDir + "/ledger.sqlite", logger: logger)
-            do {
-                try await serve(
-                    ledger: ledger, configuration: configuration, catalog: catalog, services: services,
-                    providerKeys: providerKeys, simulatorURL: simulatorURL, demoAmount: demoAmount, logger: logger)
-            } catch {
-                try? await ledger.close()
-                throw error
-            }
-            try await ledger.close()
+        var configuration = NodeConfiguration(
+            gateway: gateway, catalog: catalog, providerKeys: providerKeys,
+            ledger: ledgerURL().map { .postgres(url: $0) } ?? .sqlite(path: dataDir + "/ledger.sqlite"),
+            spoolPath: spool ?? dataDir + "/settlements.spool")
+        if let maxSpoolAge {
+            guard maxSpoolAge >= 1 else { throw ValidationError("--max-spool-age must be at least 1 second") }
+            configuration.maxSpoolAge = TimeInterval(maxSpoolAge)
         }
-    }
-
-    func maxSpoolAgeSeconds() throws -> TimeInterval {
-        guard let maxSpoolAge else { return 3600 }
-        guard maxSpoolAge >= 1 else { throw ValidationError("--max-spool-age must be at least 1 second") }
-        return TimeInterval(maxSpoolAge)
-    }
-
-    func serve(
-        ledger: any LedgerStore, configuration: GatewayConfiguration, catalog: Catalog, services: [any Service],
-        providerKeys: [String: String], simulatorURL: String?, demoAmount: Money, logger: Logger
-    ) async throws {
-        var services = services
-        let keys = try await DemoSetup.run(ledger: ledger, dataDir: dataDir, demoCredits: demoAmount)
-        let httpClient = AsyncHTTPClientTransport.makeClient(
-            connectTimeout: .seconds(Int64(configuration.timeouts.connect.components.seconds)))
-        var policy = LeasePolicy(ttl: configuration.holdTTL, idleRelease: min(10, configuration.holdTTL / 4))
         if let leaseSlice {
             guard let slice = Money(decimal: leaseSlice), slice > .zero else {
                 throw ValidationError("--lease-slice must be a positive amount")
             }
-            policy.slice = slice
+            configuration.leaseSlice = slice
         }
-        let spoolPath = spool ?? dataDir + "/settlements.spool"
-        let metrics = GatewayMetrics()
-        let committer = SettlementCommitter(
-            store: ledger, spool: try SettlementSpool(path: spoolPath), rejects: try SettlementSpool(path: spoolPath + ".rejected"),
-            maxSpoolAge: try maxSpoolAgeSeconds(), logger: logger, onCommit: { metrics.settlementBatch(size: $0) })
-        let credit = CreditLeases(store: ledger, committer: committer, nodeID: configuration.nodeID, policy: policy, logger: logger)
-        let health = HealthTracker()
-        let cluster = try makeCluster(configuration: configuration, health: health, logger: logger)
-        let forwardingClient = try makeForwardingClient()
-        let gateway = RouterAPI(
-            GatewayDependencies(
-                configuration: configuration, catalog: catalog, ledger: ledger,
-                transport: AsyncHTTPClientTransport(client: httpClient), providerKeys: providerKeys, logger: logger,
-                metrics: metrics, health: health, credit: credit, cluster: cluster,
-                forwardingTransport: forwardingClient.map { AsyncHTTPClientTransport(client: $0) }),
-            readiness: Readiness(ready: false))
-        let host = configuration.host
-        let modelCount = catalog.models.count
-        let upstreamDescription = simulatorURL.map { "simulated provider at \($0)" } ?? "real providers"
-        let ledgerDescription = ledger is PostgresLedgerStore ? "PostgreSQL" : "SQLite (\(dataDir)/ledger.sqlite)"
-        let scheme = configuration.serverTLS == nil ? "http" : "https"
-        let app = try gateway.buildApplication { port in
-            let banner = """
-
-                Signalbox is serving at \(scheme)://\(host):\(port)/api/v1
-                  models:     \(modelCount) (\(upstreamDescription))
-                  ledger:     \(ledgerDescription)
-                  demo key:   \(keys.demo)     (also in \(dataDir)/demo-key; $\(demoAmount.decimalString) credit at start)
-                  admin key:  \(keys.admin)    (also in \(dataDir)/admin-key)
-
-                Try:
-                  curl http://\(host):\(port)/api/v1/chat/completions \\
-                    -H "Authorization: Bearer \(keys.demo)" -H "Content-Type: application/json" \\
-                    -d '{"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]}'
-
-                """
-            // Written straight to the file descriptor: print() would sit in a buffer when stdout is a pipe.
-            FileHandle.standardOutput.write(Data((banner + "\n").utf8))
+        configuration.cluster = try clusterSettings(gateway: gateway)
+        configuration.peerTrustRoots = try peerCaFile.map { path in
+            do { return try NIOSSLCertificate.fromPEMFile(path) } catch {
+                throw ValidationError("--peer-ca-file \(path): not a readable PEM certificate (\(error))")
+            }
         }
-        // Before the server: it stops after it, once in-flight requests have settled, and gives
-        // the node's leases back.
-        let expiryInterval = Duration.seconds(min(30, max(1, configuration.holdTTL / 2)))
-        services.append(LedgerUpkeepService(ledger: ledger, credit: credit, expiryInterval: expiryInterval, logger: logger))
-        // Before the server too: the node announces it leaves only after its requests finished.
-        if let cluster { services.append(cluster) }
-        services.append(app)
-        // Last in the group, so the first to hear of a shutdown: readiness turns off before the
-        // server stops accepting connections.
-        services.append(DrainOnShutdownService(readiness: gateway.readiness, onDrain: { await cluster?.startDraining() }))
-        let group = ServiceGroup(
-            configuration: .init(
-                services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        do {
-            try await group.run()
-        } catch {
-            try? await httpClient.shutdown()
-            try? await forwardingClient?.shutdown()
-            throw error
-        }
-        try await httpClient.shutdown()
-        try await forwardingClient?.shutdown()
+        let environment = ProcessInfo.processInfo.environment
+        configuration.starterKeys = StarterKeys(
+            directory: dataDir, demoCredits: demoAmount, demoKeyOverride: environment["SIGNALBOX_DEMO_KEY"],
+            adminKeyOverride: environment["SIGNALBOX_ADMIN_KEY"])
+        return configuration
     }
 
     /// The HTTPS listener's configuration, when --tls-cert and --tls-key are given.
@@ -246,24 +196,8 @@ struct Serve: AsyncParsableCommand {
         }
     }
 
-    /// A client that trusts the peers' CA, for forwarding to nodes that serve HTTPS.
-    func makeForwardingClient() throws -> HTTPClient? {
-        guard let peerCaFile else { return nil }
-        let roots: [NIOSSLCertificate]
-        do { roots = try NIOSSLCertificate.fromPEMFile(peerCaFile) } catch {
-            throw ValidationError("--peer-ca-file \(peerCaFile): not a readable PEM certificate (\(error))")
-        }
-        var tls = TLSConfiguration.makeClientConfiguration()
-        tls.trustRoots = .certificates(roots)
-        var configuration = HTTPClient.Configuration(tlsConfiguration: tls)
-        configuration.timeout.connect = .seconds(5)
-        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
-    }
-}
-
-extension Serve {
-    /// The node's gossip membership when `--gossip-bind` is given.
-    func makeCluster(configuration: GatewayConfiguration, health: HealthTracker, logger: Logger) throws -> ClusterNode? {
+    /// The node's gossip settings when `--gossip-bind` is given.
+    func clusterSettings(gateway: GatewayConfiguration) throws -> ClusterSettings? {
         guard let gossipBind else {
             guard seeds == nil, clusterKeyFile == nil else { throw ValidationError("--seeds and --cluster-key-file need --gossip-bind") }
             return nil
@@ -275,139 +209,66 @@ extension Serve {
         guard let clusterKeyFile else {
             throw ValidationError("--gossip-bind needs --cluster-key-file (signalbox cluster keygen --out FILE)")
         }
-        let keyring = try ClusterKeyring(contentsOfFile: clusterKeyFile)
-        var settings = SwimSettings()
-        if let gossipMaxDatagram {
-            guard (512...65_000).contains(gossipMaxDatagram) else {
-                throw ValidationError("--gossip-max-datagram must be between 512 and 65000 bytes; got \(gossipMaxDatagram)")
-            }
-            settings.maxDatagramBytes = gossipMaxDatagram
-        }
         let seedList = try (seeds ?? "").split(separator: ",").map { text -> MemberAddress in
             guard let address = MemberAddress(text.trimmingCharacters(in: .whitespaces)) else {
                 throw ValidationError("--seeds must be HOST:PORT,HOST:PORT,…; got \(text)")
             }
             return address
         }
-        // The boot time as the first incarnation: a restarted node outranks its old self.
-        let scheme = configuration.serverTLS == nil ? "http" : "https"
-        let apiURL =
-            advertiseUrl
-            ?? "\(scheme)://\(["0.0.0.0", "::"].contains(configuration.host) ? advertised.host : configuration.host):\(configuration.port)"
-        let myself = Member(
-            id: configuration.nodeID, address: advertised, region: configuration.region,
-            incarnation: UInt64(Date().timeIntervalSince1970 * 1000), apiURL: apiURL)
-        return ClusterNode(
-            myself: myself, bind: bind, seeds: seedList, keyring: keyring, keyringPath: clusterKeyFile,
-            settings: settings, health: health, tablesPath: dataDir + "/routing-tables.json", logger: logger)
+        let scheme = gateway.serverTLS == nil ? "http" : "https"
+        let apiHost = ["0.0.0.0", "::"].contains(gateway.host) ? advertised.host : gateway.host
+        var settings = ClusterSettings(
+            bind: bind, advertised: advertised, seeds: seedList, keyringPath: clusterKeyFile,
+            apiURL: advertiseUrl ?? "\(scheme)://\(apiHost):\(gateway.port)", tablesPath: dataDir + "/routing-tables.json")
+        if let gossipMaxDatagram {
+            guard (512...65_000).contains(gossipMaxDatagram) else {
+                throw ValidationError("--gossip-max-datagram must be between 512 and 65000 bytes; got \(gossipMaxDatagram)")
+            }
+            settings.swim.maxDatagramBytes = gossipMaxDatagram
+        }
+        return settings
     }
 }
 
-enum DemoSetup {
-    static let demoAccount = "demo"
-    static let adminAccount = "operator"
+/// What `serve` prints once the node listens: where it is, what it routes to, and the starter keys.
+struct Banner: Sendable {
+    let scheme: String
+    let host: String
+    let models: Int
+    let upstreams: String
+    let ledger: String
+    let dataDir: String
+    let demoCredits: Money
 
-    /// Creates the demo and operator accounts and keys if they do not exist; returns the keys.
-    static func run(ledger: any LedgerStore, dataDir: String, demoCredits: Money) async throws -> (demo: String, admin: String) {
-        let environment = ProcessInfo.processInfo.environment
-        let fresh = try await ledger.account(id: demoAccount) == nil
-        try await ledger.createAccount(id: demoAccount, name: "Demo")
-        try await ledger.createAccount(id: adminAccount, name: "Operator")
-        if fresh && demoCredits > .zero {
-            try await ledger.post([
-                TransferRequest(
-                    idempotencyKey: "demo-grant", debit: Billing.SystemAccount.grants, credit: demoAccount,
-                    amount: demoCredits, kind: .grant, memo: "Demo credit")
-            ])
-        }
-        let demo = try await key(
-            named: "demo", file: dataDir + "/demo-key", override: environment["SIGNALBOX_DEMO_KEY"],
-            account: demoAccount, isAdmin: false, ledger: ledger)
-        let admin = try await key(
-            named: "admin", file: dataDir + "/admin-key", override: environment["SIGNALBOX_ADMIN_KEY"],
-            account: adminAccount, isAdmin: true, ledger: ledger)
-        return (demo, admin)
+    init(configuration: NodeConfiguration, upstreams: String, ledger: String, dataDir: String) {
+        scheme = configuration.gateway.serverTLS == nil ? "http" : "https"
+        host = configuration.gateway.host
+        models = configuration.catalog.models.count
+        self.upstreams = upstreams
+        self.ledger = ledger
+        self.dataDir = dataDir
+        demoCredits = configuration.starterKeys?.demoCredits ?? .zero
     }
 
-    private static func key(
-        named name: String, file: String, override: String?, account: String, isAdmin: Bool,
-        ledger: any LedgerStore
-    ) async throws -> String {
-        let key: String
-        if let override, override.hasPrefix("sk-") {
-            key = override
-        } else if let saved = try? String(contentsOfFile: file, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines),
-            saved.hasPrefix("sk-")
-        {
-            key = saved
-        } else {
-            key = APIKeyFormat.generate()
-        }
-        try key.write(toFile: file, atomically: true, encoding: .utf8)
-        let hash = APIKeyFormat.hash(key)
-        if try await ledger.key(hash: hash) == nil {
-            try await ledger.insertKey(
-                KeyRecord(
-                    id: "key-" + String(hash.prefix(16)), accountID: account, hash: hash, label: APIKeyFormat.label(key),
-                    name: name, isAdmin: isAdmin))
-        }
-        return key
-    }
-}
+    func print(_ serving: ServingNode) {
+        let demo = serving.starterKeys?.demo ?? "(none)"
+        let admin = serving.starterKeys?.admin ?? "(none)"
+        let port = serving.port
+        let text = """
 
-/// The configuration file (JSON). Every key is optional; see Docs/configuration.md.
-struct ConfigFile: Decodable {
-    struct Server: Decodable {
-        var host: String?
-        var port: Int?
-        var maxBodyBytes: Int?
-        var keepAliveSeconds: Int?
-        enum CodingKeys: String, CodingKey {
-            case host, port
-            case maxBodyBytes = "max_body_bytes"
-            case keepAliveSeconds = "keep_alive_seconds"
-        }
-    }
+            Signalbox is serving at \(scheme)://\(host):\(port)/api/v1
+              models:     \(models) (\(upstreams))
+              ledger:     \(ledger)
+              demo key:   \(demo)     (also in \(dataDir)/demo-key; $\(demoCredits.decimalString) credit at start)
+              admin key:  \(admin)    (also in \(dataDir)/admin-key)
 
-    struct Timeouts: Decodable {
-        var connectSeconds: Int?
-        var firstTokenSeconds: Int?
-        var stallSeconds: Int?
-        enum CodingKeys: String, CodingKey {
-            case connectSeconds = "connect_seconds"
-            case firstTokenSeconds = "first_token_seconds"
-            case stallSeconds = "stall_seconds"
-        }
-    }
+            Try:
+              curl http://\(host):\(port)/api/v1/chat/completions \\
+                -H "Authorization: Bearer \(demo)" -H "Content-Type: application/json" \\
+                -d '{"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]}'
 
-    var server: Server?
-    var timeouts: Timeouts?
-    var useSimulator: Bool?
-    var providers: [ProviderInfo]?
-    var models: [CatalogModel]?
-
-    enum CodingKeys: String, CodingKey {
-        case server, timeouts, providers, models
-        case useSimulator = "use_simulator"
-    }
-
-    init() {}
-
-    static func load(path: String) throws -> ConfigFile {
-        do {
-            return try JSONDecoder().decode(ConfigFile.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
-        } catch {
-            throw ValidationError("Cannot read configuration file \(path): \(error)")
-        }
-    }
-
-    func apply(to configuration: inout GatewayConfiguration) {
-        if let host = server?.host { configuration.host = host }
-        if let port = server?.port { configuration.port = port }
-        if let bytes = server?.maxBodyBytes { configuration.maxBodyBytes = bytes }
-        if let seconds = server?.keepAliveSeconds { configuration.keepAliveInterval = .seconds(seconds) }
-        if let seconds = timeouts?.connectSeconds { configuration.timeouts.connect = .seconds(seconds) }
-        if let seconds = timeouts?.firstTokenSeconds { configuration.timeouts.firstToken = .seconds(seconds) }
-        if let seconds = timeouts?.stallSeconds { configuration.timeouts.stall = .seconds(seconds) }
+            """
+        // Written straight to the file descriptor: print() would sit in a buffer when stdout is a pipe.
+        FileHandle.standardOutput.write(Data((text + "\n").utf8))
     }
 }

@@ -3,6 +3,7 @@ import Foundation
 import Gateway
 import Hummingbird
 import Ledger
+import Node
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -26,117 +27,141 @@ struct TestNode: Sendable {
     let readiness: Readiness
     let account = "acct"
 
-    /// Starts a node on an in-memory SQLite ledger (or, with `postgres`, a fresh PostgreSQL
-    /// database), runs `body`, and tears everything down.
+    /// Starts a node — the same services `signalbox serve` runs — on an in-memory SQLite ledger
+    /// (or, with `postgres`, a fresh PostgreSQL database), funds one account with `credits`,
+    /// runs `body`, and shuts the node down gracefully.
     static func with(
         credits: String = "10",
         simulator simulatorConfiguration: SimulatorConfiguration = .init(
             firstTokenDelay: .milliseconds(5), interTokenDelay: .milliseconds(1)),
-        configure: @Sendable (inout GatewayConfiguration) -> Void = { _ in },
+        configure: @escaping @Sendable (inout GatewayConfiguration) -> Void = { _ in },
         providersWithoutKeys: Set<String> = [],
         postgres: Bool = false,
         /// Wraps the ledger in an `UnreachableLedger` (as `node.ledger`) that a test can cut off.
         cuttable: Bool = false,
         _ body: @Sendable (TestNode) async throws -> Void
     ) async throws {
+        let setup = Setup(
+            credits: credits, simulator: simulatorConfiguration, configure: configure, providersWithoutKeys: providersWithoutKeys)
         if postgres {
-            try await TestDatabase.withFreshLedger { store in
-                try await run(
-                    ledger: store, credits: credits, simulatorConfiguration: simulatorConfiguration, configure: configure,
-                    providersWithoutKeys: providersWithoutKeys, body)
-            }
-        } else {
-            let sqlite = try await SQLiteLedgerStore.open(path: nil)
-            let ledger: any LedgerStore = cuttable ? UnreachableLedger(sqlite) : sqlite
+            try await TestDatabase.withFreshDatabase { url in try await setup.run(ledger: .postgres(url: url), body) }
+        } else if cuttable {
+            let ledger = UnreachableLedger(try await SQLiteLedgerStore.open(path: nil))
             do {
-                try await run(
-                    ledger: ledger, credits: credits, simulatorConfiguration: simulatorConfiguration, configure: configure,
-                    providersWithoutKeys: providersWithoutKeys, body)
+                try await setup.run(ledger: .store(ledger), body)
             } catch {
                 try? await ledger.close()
                 throw error
             }
             try await ledger.close()
+        } else {
+            try await setup.run(ledger: .sqlite(path: nil), body)
         }
     }
 
-    static func run(
-        ledger: any LedgerStore, credits: String, simulatorConfiguration: SimulatorConfiguration,
-        configure: @Sendable (inout GatewayConfiguration) -> Void, providersWithoutKeys: Set<String>,
-        _ body: @Sendable (TestNode) async throws -> Void
-    ) async throws {
-        var logger = Logger(label: "test")
-        logger.logLevel = .critical
-        let key = APIKeyFormat.generate()
-        try await ledger.createAccount(id: "acct", name: "Test")
-        if let amount = Money(decimal: credits), amount > .zero {
-            try await ledger.post([
-                TransferRequest(
-                    idempotencyKey: "grant", debit: Billing.SystemAccount.grants, credit: "acct",
-                    amount: amount, kind: .grant)
-            ])
-        }
-        try await ledger.insertKey(
-            KeyRecord(
-                id: "key-1", accountID: "acct", hash: APIKeyFormat.hash(key),
-                label: APIKeyFormat.label(key), name: "test"))
-        let http = HTTPClient(eventLoopGroupProvider: .singleton)
-        let upstream = AsyncHTTPClientTransport.makeClient(connectTimeout: .seconds(2))
+    /// How a test wants its node.
+    struct Setup: Sendable {
+        var credits: String
+        var simulator: SimulatorConfiguration
+        var configure: @Sendable (inout GatewayConfiguration) -> Void
+        var providersWithoutKeys: Set<String>
 
-        let simulator = Simulator(configuration: simulatorConfiguration)
-        let (simPorts, simPort) = AsyncStream<Int>.makeStream()
-        let simApp = Application(
-            router: simulator.buildRouter(),
-            configuration: .init(address: .hostname("127.0.0.1", port: 0)),
-            onServerRunning: { simPort.yield($0.localAddress!.port!) }, logger: logger)
-        let simGroup = ServiceGroup(configuration: .init(services: [simApp], logger: logger))
-        var failure: (any Error)?
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { try? await simGroup.run() }
+        func run(ledger location: LedgerLocation, _ body: @Sendable (TestNode) async throws -> Void) async throws {
+            var logger = Logger(label: "test")
+            logger.logLevel = .critical
+            let http = HTTPClient(eventLoopGroupProvider: .singleton)
+            let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("signalbox-test-\(UUID().uuidString)").path
+            try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: scratch) }
+
+            let (simPorts, simPort) = AsyncStream<Int>.makeStream()
+            let simApp = Application(
+                router: Simulator(configuration: simulator).buildRouter(),
+                configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+                onServerRunning: { simPort.yield($0.localAddress!.port!) }, logger: logger)
+            let simGroup = ServiceGroup(configuration: .init(services: [simApp], logger: logger))
+            let simulatorRun = Task { try? await simGroup.run() }
             var ports = simPorts.makeAsyncIterator()
             let simulatorURL = "http://127.0.0.1:\(await ports.next()!)"
-            do {
-                var catalog = try Catalog.shipped()
-                catalog.pointAllProviders(at: simulatorURL)
-                var configuration = GatewayConfiguration()
-                configuration.port = 0
-                configuration.timeouts = UpstreamTimeouts(connect: .seconds(2), firstToken: .seconds(2), stall: .seconds(1))
-                // Tests name the provider they expect to serve: a fixed primary keeps that stable.
-                configuration.loadBalancing = .catalogOrder
-                configure(&configuration)
-                let dependencies = GatewayDependencies(
-                    configuration: configuration, catalog: catalog, ledger: ledger,
-                    transport: AsyncHTTPClientTransport(client: upstream),
-                    providerKeys: Dictionary(
-                        uniqueKeysWithValues: catalog.providers.keys.filter { !providersWithoutKeys.contains($0) }
-                            .map { ($0, "sk-test") }), logger: logger)
-                let readiness = Readiness(ready: false)
-                let gateway = RouterAPI(dependencies, readiness: readiness)
-                let (gatewayPorts, gatewayPort) = AsyncStream<Int>.makeStream()
-                let gatewayGroup = ServiceGroup(
-                    configuration: .init(
-                        services: [try gateway.buildApplication { gatewayPort.yield($0) }], logger: logger))
-                group.addTask { try? await gatewayGroup.run() }
-                var gatewayIterator = gatewayPorts.makeAsyncIterator()
-                let url = "http://127.0.0.1:\(await gatewayIterator.next()!)"
-                do {
-                    try await body(
-                        TestNode(
-                            url: url, simulatorURL: simulatorURL, ledger: ledger, http: http, key: key,
-                            credit: dependencies.credit, readiness: readiness))
-                } catch {
-                    failure = error
-                }
-                await gatewayGroup.triggerGracefulShutdown()
-            } catch {
-                failure = error
-            }
+            let failure = await runNode(simulatorURL: simulatorURL, ledger: location, scratch: scratch, http: http, body)
             await simGroup.triggerGracefulShutdown()
+            await simulatorRun.value
+            try await http.shutdown()
+            if let failure { throw failure }
         }
-        try await http.shutdown()
-        try await upstream.shutdown()
-        if let failure { throw failure }
+
+        /// Runs the node in `group` until `body` is done; returns the first error.
+        func runNode(
+            simulatorURL: String, ledger location: LedgerLocation, scratch: String, http: HTTPClient,
+            _ body: @Sendable (TestNode) async throws -> Void
+        ) async -> (any Error)? {
+            var logger = Logger(label: "test")
+            logger.logLevel = .critical
+            let configuration: NodeConfiguration
+            do { configuration = try nodeConfiguration(simulatorURL: simulatorURL, ledger: location, scratch: scratch) } catch {
+                return error
+            }
+            let (servingNodes, serving) = AsyncStream<ServingNode>.makeStream()
+            let nodeGroup = ServiceGroup(
+                configuration: .init(services: [SignalboxNode(configuration, logger: logger) { serving.yield($0) }], logger: logger))
+            let nodeRun = Task { () -> (any Error)? in
+                defer { serving.finish() }
+                do { try await nodeGroup.run() } catch { return error }
+                return nil
+            }
+            var nodes = servingNodes.makeAsyncIterator()
+            guard let started = await nodes.next() else {
+                // The node stopped before it served.
+                return await nodeRun.value ?? TestNodeError.stoppedBeforeServing
+            }
+            var bodyFailure: (any Error)?
+            do {
+                let node = TestNode(
+                    url: "http://127.0.0.1:\(started.port)", simulatorURL: simulatorURL, ledger: started.ledger, http: http,
+                    key: try await fundAccount(in: started.ledger), credit: started.credit, readiness: started.readiness)
+                try await body(node)
+            } catch {
+                bodyFailure = error
+            }
+            await nodeGroup.triggerGracefulShutdown()
+            let shutdownFailure = await nodeRun.value
+            return bodyFailure ?? shutdownFailure
+        }
+
+        func nodeConfiguration(simulatorURL: String, ledger: LedgerLocation, scratch: String) throws -> NodeConfiguration {
+            var catalog = try Catalog.shipped()
+            catalog.pointAllProviders(at: simulatorURL)
+            var gateway = GatewayConfiguration()
+            gateway.port = 0
+            gateway.timeouts = UpstreamTimeouts(connect: .seconds(2), firstToken: .seconds(2), stall: .seconds(1))
+            // Tests name the provider they expect to serve: a fixed primary keeps that stable.
+            gateway.loadBalancing = .catalogOrder
+            configure(&gateway)
+            let providerKeys = Dictionary(
+                uniqueKeysWithValues: catalog.providers.keys.filter { !providersWithoutKeys.contains($0) }.map { ($0, "sk-test") })
+            return NodeConfiguration(
+                gateway: gateway, catalog: catalog, providerKeys: providerKeys, ledger: ledger,
+                spoolPath: scratch + "/settlements.spool")
+        }
+
+        /// The test account, its credit and its key; returns the key.
+        func fundAccount(in ledger: any LedgerStore) async throws -> String {
+            let key = APIKeyFormat.generate()
+            try await ledger.createAccount(id: "acct", name: "Test")
+            if let amount = Money(decimal: credits), amount > .zero {
+                try await ledger.post([
+                    TransferRequest(
+                        idempotencyKey: "grant", debit: Billing.SystemAccount.grants, credit: "acct", amount: amount, kind: .grant)
+                ])
+            }
+            try await ledger.insertKey(
+                KeyRecord(
+                    id: "key-1", accountID: "acct", hash: APIKeyFormat.hash(key), label: APIKeyFormat.label(key), name: "test"))
+            return key
+        }
     }
+
+    enum TestNodeError: Error { case stoppedBeforeServing }
 
     struct Reply {
         var status: Int

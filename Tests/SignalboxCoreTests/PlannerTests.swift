@@ -192,8 +192,8 @@ struct SplitMix64: RandomNumberGenerator {
     @Test func everyChoiceIsReserved() throws {
         // 100 × $3/M + 64 × 10 × $6/M
         #expect(attempt.worstCaseCost(for: try Self.chat(promptBytes: 83, maxTokens: 10, n: 64)).decimalString == "0.00414")
-        #expect(throws: APIError.self) { try Self.chat(promptBytes: 1, maxTokens: 10, n: ChatRequest.maximumChoices + 1) }
-        #expect(throws: APIError.self) { try Self.chat(promptBytes: 1, maxTokens: 10, n: 0) }
+        #expect(throws: InvalidRequest.self) { try Self.chat(promptBytes: 1, maxTokens: 10, n: ChatRequest.maximumChoices + 1) }
+        #expect(throws: InvalidRequest.self) { try Self.chat(promptBytes: 1, maxTokens: 10, n: 0) }
     }
 
     @Test func promptBoundIsOneTokenPerByteWhateverTheScript() throws {

@@ -15,11 +15,8 @@ import SignalboxCore
 extension RouterAPI {
     // MARK: Chat completions
 
-    func chatCompletions(_ request: Request, context: GatewayRequestContext) async throws -> Response {
-        let key = try await authenticator.authenticate(authorization: request.headers[.authorization])
-        if key.isAdmin {
-            throw APIError(status: 403, message: "Admin keys cannot call models; use an inference key")
-        }
+    func chatCompletions(_ request: Request, context: AuthenticatedRequestContext) async throws -> Response {
+        let key = context.key
         let body: ByteBuffer
         do {
             body = try await request.body.collect(upTo: dependencies.configuration.maxBodyBytes)

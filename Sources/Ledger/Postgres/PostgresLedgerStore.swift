@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import PostgresNIO
+import ServiceLifecycle
 import SignalboxCore
 
 /// The cluster ledger: one PostgreSQL database that every node of every region writes to.
@@ -248,17 +249,26 @@ public final class PostgresLedgerStore: LedgerStore {
 }
 
 extension PostgresLedgerStore {
+    /// A store on a new connection pool, and the pool: a `Service` that must run (first in the
+    /// node's service group, so it stops last) for the store to answer. Not migrated yet.
+    public static func make(
+        url: String, statementTimeout: TimeInterval? = PostgresLedgerStore.statementTimeout,
+        logger: Logger = Logger(label: "signalbox.ledger")
+    ) throws -> (store: PostgresLedgerStore, pool: any Service) {
+        let client = PostgresClient(configuration: try configuration(url: url, statementTimeout: statementTimeout))
+        return (PostgresLedgerStore(client: client, logger: logger), client)
+    }
+
     /// Runs `body` with a migrated store on its own connection pool, which runs for exactly as
     /// long as `body` does. `statementTimeout`: see `configuration(url:statementTimeout:)`.
     public static func withStore<T: Sendable>(
         url: String, statementTimeout: TimeInterval?, logger: Logger = Logger(label: "signalbox.ledger"),
         _ body: (PostgresLedgerStore) async throws -> T
     ) async throws -> T {
-        let client = PostgresClient(configuration: try configuration(url: url, statementTimeout: statementTimeout))
+        let (store, pool) = try make(url: url, statementTimeout: statementTimeout, logger: logger)
         return try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { await client.run() }
+            group.addTask { try await pool.run() }
             defer { group.cancelAll() }
-            let store = PostgresLedgerStore(client: client, logger: logger)
             try await store.migrate()
             return try await body(store)
         }

@@ -1,3 +1,5 @@
+import SignalboxCore
+
 /// An error as the client sees it: `{"error":{"code":<status>,"message":…,"metadata":…}}`.
 ///
 /// Every failure in Signalbox ends as one of these, mapped once at the edge. The status is

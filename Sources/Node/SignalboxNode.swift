@@ -1,0 +1,159 @@
+import Foundation
+import Gateway
+import Gossip
+import Ledger
+import Logging
+import Providers
+import ServiceLifecycle
+import SignalboxCore
+
+/// One router node as a `Service`: it opens the ledger, runs the ledger's connection pool as
+/// the first service of its group (so it stops last), migrates the ledger, makes the starter keys,
+/// and then runs every other service `assemble` builds. `signalbox serve` and the tests both run
+/// a node this way; nothing is wired differently for tests.
+public struct SignalboxNode: Service {
+    public let configuration: NodeConfiguration
+    let logger: Logger
+    let onServing: @Sendable (ServingNode) async -> Void
+
+    /// `onServing` runs once the HTTP listener is bound (with the port, useful with port 0).
+    public init(
+        _ configuration: NodeConfiguration, logger: Logger, onServing: @escaping @Sendable (ServingNode) async -> Void = { _ in }
+    ) {
+        self.configuration = configuration
+        self.logger = logger
+        self.onServing = onServing
+    }
+
+    public func run() async throws {
+        switch configuration.ledger {
+        case .sqlite(let path):
+            let store = try await SQLiteLedgerStore.open(path: path, logger: logger)
+            do {
+                try await run(ledger: store, pool: nil, migrate: true)
+            } catch {
+                try? await store.close()
+                throw error
+            }
+            try await store.close()
+        case .postgres(let url):
+            let (store, pool) = try PostgresLedgerStore.make(url: url, logger: logger)
+            try await run(ledger: store, pool: pool, migrate: true)
+        case .store(let store):
+            try await run(ledger: store, pool: nil, migrate: false)
+        }
+    }
+
+    private func run(ledger: any LedgerStore, pool: (any Service)?, migrate: Bool) async throws {
+        let node = NodeServices(
+            configuration: configuration, ledger: ledger, migrate: migrate, logger: logger, onServing: onServing)
+        let services: [any Service] = (pool.map { [$0] } ?? []) + [node]
+        try await ServiceGroup(configuration: .init(services: services.map { .init(service: $0) }, logger: logger)).run()
+    }
+
+    /// Every service of a node on an open ledger, in the order they start; they stop in reverse.
+    ///
+    /// - The upkeep (committer start and flush, lease renewal, expiry) comes before the HTTP
+    ///   server, so it stops after it: in-flight requests settle and the leases go back last.
+    /// - Gossip comes before the server too: the node announces it leaves once its requests finished.
+    /// - The drain comes last, so it is the first to hear of a shutdown: readiness turns off
+    ///   before the server stops accepting connections.
+    public static func assemble(
+        _ configuration: NodeConfiguration, ledger: any LedgerStore, logger: Logger,
+        onServing: @escaping @Sendable (ServingNode) async -> Void
+    ) throws -> AssembledNode {
+        let gateway = configuration.gateway
+        let metrics = GatewayMetrics()
+        let committer = SettlementCommitter(
+            store: ledger, spool: try SettlementSpool(path: configuration.spoolPath),
+            rejects: try SettlementSpool(path: configuration.spoolPath + ".rejected"), maxSpoolAge: configuration.maxSpoolAge,
+            logger: logger, onCommit: { metrics.settlementBatch(size: $0) })
+        let credit = CreditLeases(
+            store: ledger, committer: committer, nodeID: gateway.nodeID, policy: configuration.leasePolicy, logger: logger)
+        let health = HealthTracker()
+        let cluster = try configuration.cluster.map { try makeCluster($0, gateway: gateway, health: health, logger: logger) }
+        let upstream = AsyncHTTPClientTransport.make(connectTimeout: gateway.timeouts.connect)
+        let forwarding = configuration.peerTrustRoots.map {
+            AsyncHTTPClientTransport.make(connectTimeout: .seconds(5), trustRoots: $0)
+        }
+        let readiness = Readiness(ready: false)
+        let api = RouterAPI(
+            GatewayDependencies(
+                configuration: gateway, catalog: configuration.catalog, ledger: ledger, transport: upstream,
+                providerKeys: configuration.providerKeys, logger: logger, metrics: metrics, health: health, credit: credit,
+                cluster: cluster, forwardingTransport: forwarding),
+            readiness: readiness)
+        let http = try api.buildApplication { port in
+            await onServing(
+                ServingNode(port: port, ledger: ledger, credit: credit, readiness: readiness, cluster: cluster, starterKeys: nil))
+        }
+        var services: [any Service] = [
+            LedgerUpkeepService(ledger: ledger, credit: credit, expiryInterval: configuration.leaseExpiryInterval, logger: logger)
+        ]
+        if let cluster { services.append(cluster) }
+        services.append(http)
+        services.append(DrainOnShutdownService(readiness: readiness, onDrain: { await cluster?.startDraining() }))
+        return AssembledNode(services: services, transports: [upstream] + (forwarding.map { [$0] } ?? []))
+    }
+
+    /// The node's gossip membership; its first incarnation is the boot time, so a restarted
+    /// node outranks its old self.
+    static func makeCluster(
+        _ settings: ClusterSettings, gateway: GatewayConfiguration, health: HealthTracker, logger: Logger
+    ) throws -> ClusterNode {
+        let keyring = try ClusterKeyring(contentsOfFile: settings.keyringPath)
+        let myself = Member(
+            id: gateway.nodeID, address: settings.advertised, region: gateway.region,
+            incarnation: UInt64(Date().timeIntervalSince1970 * 1000), apiURL: settings.apiURL)
+        return ClusterNode(
+            myself: myself, bind: settings.bind, seeds: settings.seeds, keyring: keyring, keyringPath: settings.keyringPath,
+            settings: settings.swim, health: health, tablesPath: settings.tablesPath, logger: logger)
+    }
+}
+
+/// The services of a node (see `SignalboxNode.assemble`) and the upstream clients they share,
+/// which close once every service has stopped.
+public struct AssembledNode: Sendable {
+    public let services: [any Service]
+    let transports: [AsyncHTTPClientTransport]
+}
+
+/// A node whose HTTP listener is bound, as `SignalboxNode` hands it to `onServing`.
+public struct ServingNode: Sendable {
+    public let port: Int
+    public let ledger: any LedgerStore
+    /// The node's leases on account credit.
+    public let credit: CreditLeases
+    /// What `/readyz` reports.
+    public let readiness: Readiness
+    public let cluster: ClusterNode?
+    /// The starter keys, when the configuration asks for them.
+    public var starterKeys: StarterKeys.Issued?
+}
+
+/// The node on its open ledger: migrates it, makes the starter keys, then runs the assembled services.
+struct NodeServices: Service {
+    let configuration: NodeConfiguration
+    let ledger: any LedgerStore
+    let migrate: Bool
+    let logger: Logger
+    let onServing: @Sendable (ServingNode) async -> Void
+
+    func run() async throws {
+        if migrate { try await ledger.migrate() }
+        let issued = try await configuration.starterKeys?.issue(in: ledger)
+        let onServing = self.onServing
+        let node = try SignalboxNode.assemble(configuration, ledger: ledger, logger: logger) { serving in
+            var serving = serving
+            serving.starterKeys = issued
+            await onServing(serving)
+        }
+        do {
+            try await ServiceGroup(configuration: .init(services: node.services.map { .init(service: $0) }, logger: logger)).run()
+        } catch {
+            for transport in node.transports { try? await transport.shutdown() }
+            throw error
+        }
+        for transport in node.transports { try await transport.shutdown() }
+    }
+}
