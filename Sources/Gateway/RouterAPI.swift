@@ -20,7 +20,7 @@ public struct RouterAPI: Sendable {
     let catalogResponses: CatalogResponses
     public let readiness: Readiness
 
-    public init(_ dependencies: GatewayDependencies, readiness: Readiness = Readiness(ready: true)) {
+    public init(_ dependencies: GatewayDependencies, readiness: Readiness) {
         self.dependencies = dependencies
         self.readiness = readiness
         pipeline = ChatPipeline(

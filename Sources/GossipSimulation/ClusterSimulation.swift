@@ -213,7 +213,14 @@ public struct ClusterSimulation {
         streamBytes[from] += wireSize(message, from: from) + 4
         if cut.contains([min(from, to), max(from, to)]) || oneWay.contains([from, to]) { return }
         let span = network.delay.upperBound - network.delay.lowerBound
-        var delay = network.delay.lowerBound * 2 + span * Double.random(in: 0...1, using: &random)  // connect, then send
+        // Connect, then send.
+        deliver(
+            message, from: from, to: to, after: network.delay.lowerBound * 2 + span * Double.random(in: 0...1, using: &random), kind: kind)
+    }
+
+    /// Queues `message` for `to`, `delay` from now plus what a slow end adds.
+    private mutating func deliver(_ message: GossipMessage, from: Int, to: Int, after delay: Duration, kind: Kind) {
+        var delay = delay
         if slow.contains(from) { delay += network.slowDelay }
         if slow.contains(to) { delay += network.slowDelay }
         order += 1
@@ -233,14 +240,8 @@ public struct ClusterSimulation {
         if cut.contains([min(from, to), max(from, to)]) || oneWay.contains([from, to]) { return }
         if network.loss > 0 && Double.random(in: 0..<1, using: &random) < network.loss { return }
         let span = network.delay.upperBound - network.delay.lowerBound
-        var delay = network.delay.lowerBound + span * Double.random(in: 0...1, using: &random)
-        if slow.contains(from) { delay += network.slowDelay }
-        if slow.contains(to) { delay += network.slowDelay }
-        order += 1
-        queue.push(
-            Envelope(
-                deliverAt: now + delay, order: order, to: to, from: nodes[from].myself.address, fromIndex: from,
-                message: message, kind: .datagram))
+        deliver(
+            message, from: from, to: to, after: network.delay.lowerBound + span * Double.random(in: 0...1, using: &random), kind: .datagram)
     }
 
     // MARK: Questions
