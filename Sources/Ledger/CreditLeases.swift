@@ -19,6 +19,9 @@ public actor CreditLeases {
     let logger: Logger
     private var book: LeaseBook
     private var growing: [String: Task<LeaseGrant, any Error>] = [:]
+    /// Whether an upkeep is running, and the callers waiting for it to end.
+    private var upkeepRunning = false
+    private var upkeepWaiters: [CheckedContinuation<Void, Never>] = []
 
     public init(
         store: any SettlementStore, committer: SettlementCommitter, nodeID: String, policy: LeasePolicy = LeasePolicy(),
@@ -131,7 +134,17 @@ public actor CreditLeases {
     /// wait in the spool, is not given back, so a closed lease's charges are in the ledger before
     /// its credit is released. It never waits for the committer: under sustained load renewals
     /// and idle returns still happen.
+    /// One upkeep runs at a time: a caller that asks for every lease closed returns only once
+    /// the leases an upkeep already in progress was closing are closed too.
     public func upkeep(closingAll: Bool = false) async {
+        while upkeepRunning { await withCheckedContinuation { upkeepWaiters.append($0) } }
+        upkeepRunning = true
+        defer {
+            upkeepRunning = false
+            let waiters = upkeepWaiters
+            upkeepWaiters = []
+            for waiter in waiters { waiter.resume() }
+        }
         let spooled = await committer.currentStatus.spooled
         let work = book.upkeep(now: Date(), closingAll: closingAll, mayClose: spooled == 0)
         guard !work.isEmpty else { return }

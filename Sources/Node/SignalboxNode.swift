@@ -140,8 +140,19 @@ struct NodeServices: Service {
     let onServing: @Sendable (ServingNode) async -> Void
 
     func run() async throws {
-        if migrate { try await ledger.migrate() }
-        let issued = try await configuration.starterKeys?.issue(in: ledger)
+        // A shutdown asked for while the ledger is still out of reach (a pool waiting to connect,
+        // a migration waiting for another node's lock) stops the start-up, not only what follows it.
+        let issued: StarterKeys.Issued?
+        do {
+            issued = try await cancelWhenGracefulShutdown { [configuration, ledger, migrate] in
+                if migrate { try await ledger.migrate() }
+                return try await configuration.starterKeys?.issue(in: ledger)
+            }
+        } catch  where Task.isShuttingDownGracefully {
+            logger.notice("shut down while starting", metadata: ["during": "\(error)"])
+            return
+        }
+        guard !Task.isShuttingDownGracefully else { return }
         let onServing = self.onServing
         let node = try SignalboxNode.assemble(configuration, ledger: ledger, logger: logger) { serving in
             var serving = serving

@@ -69,10 +69,10 @@ struct TestNode: Sendable {
         func run(ledger location: LedgerLocation, _ body: @Sendable (TestNode) async throws -> Void) async throws {
             var logger = Logger(label: "test")
             logger.logLevel = .critical
-            let http = HTTPClient(eventLoopGroupProvider: .singleton)
             let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("signalbox-test-\(UUID().uuidString)").path
             try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
             defer { try? FileManager.default.removeItem(atPath: scratch) }
+            let http = HTTPClient(eventLoopGroupProvider: .singleton)
 
             let (simPorts, simPort) = AsyncStream<Int>.makeStream()
             let simApp = Application(
@@ -80,17 +80,23 @@ struct TestNode: Sendable {
                 configuration: .init(address: .hostname("127.0.0.1", port: 0)),
                 onServerRunning: { simPort.yield($0.localAddress!.port!) }, logger: logger)
             let simGroup = ServiceGroup(configuration: .init(services: [simApp], logger: logger))
-            let simulatorRun = Task { try? await simGroup.run() }
-            var ports = simPorts.makeAsyncIterator()
-            let simulatorURL = "http://127.0.0.1:\(await ports.next()!)"
-            let failure = await runNode(simulatorURL: simulatorURL, ledger: location, scratch: scratch, http: http, body)
-            await simGroup.triggerGracefulShutdown()
-            await simulatorRun.value
+            let failure = await withTaskGroup(of: Void.self) { group -> (any Error)? in
+                group.addTask {
+                    try? await simGroup.run()
+                    simPort.finish()
+                }
+                var ports = simPorts.makeAsyncIterator()
+                guard let port = await ports.next() else { return TestNodeError.simulatorDidNotStart }
+                let failure = await runNode(
+                    simulatorURL: "http://127.0.0.1:\(port)", ledger: location, scratch: scratch, http: http, body)
+                await simGroup.triggerGracefulShutdown()
+                return failure
+            }
             try await http.shutdown()
             if let failure { throw failure }
         }
 
-        /// Runs the node in `group` until `body` is done; returns the first error.
+        /// Runs the node until `body` is done, then shuts it down; returns the first error.
         func runNode(
             simulatorURL: String, ledger location: LedgerLocation, scratch: String, http: HTTPClient,
             _ body: @Sendable (TestNode) async throws -> Void
@@ -104,28 +110,30 @@ struct TestNode: Sendable {
             let (servingNodes, serving) = AsyncStream<ServingNode>.makeStream()
             let nodeGroup = ServiceGroup(
                 configuration: .init(services: [SignalboxNode(configuration, logger: logger) { serving.yield($0) }], logger: logger))
-            let nodeRun = Task { () -> (any Error)? in
-                defer { serving.finish() }
-                do { try await nodeGroup.run() } catch { return error }
-                return nil
+            return await withTaskGroup(of: (any Error)?.self) { group -> (any Error)? in
+                group.addTask {
+                    defer { serving.finish() }
+                    do { try await nodeGroup.run() } catch { return error }
+                    return nil
+                }
+                var nodes = servingNodes.makeAsyncIterator()
+                let started = await nodes.next()
+                var bodyFailure: (any Error)?
+                if let started {
+                    do {
+                        let node = TestNode(
+                            url: "http://127.0.0.1:\(started.port)", simulatorURL: simulatorURL, ledger: started.ledger,
+                            http: http, key: try await fundAccount(in: started.ledger), credit: started.credit,
+                            readiness: started.readiness)
+                        try await body(node)
+                    } catch {
+                        bodyFailure = error
+                    }
+                }
+                await nodeGroup.triggerGracefulShutdown()
+                let nodeFailure = await group.next() ?? nil
+                return bodyFailure ?? nodeFailure ?? (started == nil ? TestNodeError.stoppedBeforeServing : nil)
             }
-            var nodes = servingNodes.makeAsyncIterator()
-            guard let started = await nodes.next() else {
-                // The node stopped before it served.
-                return await nodeRun.value ?? TestNodeError.stoppedBeforeServing
-            }
-            var bodyFailure: (any Error)?
-            do {
-                let node = TestNode(
-                    url: "http://127.0.0.1:\(started.port)", simulatorURL: simulatorURL, ledger: started.ledger, http: http,
-                    key: try await fundAccount(in: started.ledger), credit: started.credit, readiness: started.readiness)
-                try await body(node)
-            } catch {
-                bodyFailure = error
-            }
-            await nodeGroup.triggerGracefulShutdown()
-            let shutdownFailure = await nodeRun.value
-            return bodyFailure ?? shutdownFailure
         }
 
         func nodeConfiguration(simulatorURL: String, ledger: LedgerLocation, scratch: String) throws -> NodeConfiguration {
@@ -161,7 +169,7 @@ struct TestNode: Sendable {
         }
     }
 
-    enum TestNodeError: Error { case stoppedBeforeServing }
+    enum TestNodeError: Error { case simulatorDidNotStart, stoppedBeforeServing }
 
     struct Reply {
         var status: Int
