@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# Instructions the router executes per request, counted by callgrind on a fixed workload:
+# repeatable whatever else the machine is doing, unlike timings. The router runs under valgrind
+# with the simulated provider outside it (so only the router is counted), on the embedded ledger.
+# After a warm-up, it counts REQUESTS non-streamed and then REQUESTS streamed chat completions,
+# sent one at a time over one keep-alive connection, and prints instructions per request for each,
+# with the share of each part of the program (Swift module, or shared library).
+#
+# Usage: Benchmarks/callgrind.sh [--check BASELINE.json] [--write BASELINE.json]
+#   --check: fail (exit 1) when a figure rose more than 20% over the baseline.
+#   --write: record the figures as the new baseline.
+# Environment: REQUESTS (default 200), SIGNALBOX_BIN (default: the release build).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REQUESTS=${REQUESTS:-200}
+CHECK=""; WRITE=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --check) CHECK=$2; shift 2 ;;
+    --write) WRITE=$2; shift 2 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+
+command -v valgrind >/dev/null && command -v cc >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind gcc; }
+if [ -z "${SIGNALBOX_BIN:-}" ]; then
+  swift build -c release --product signalbox >/dev/null
+  SIGNALBOX_BIN="$(swift build -c release --show-bin-path)/signalbox"
+fi
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'; }
+SIM_PORT=$(free_port); ROUTER_PORT=$(free_port)
+WORK=$(mktemp -d /tmp/signalbox-callgrind.XXXXXX)
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+[ -n "${KEEP_WORK:-}" ] && trap - EXIT
+
+# Valgrind 3.19 cannot read the DWARF 5 the Swift toolchain writes; the symbol table is all
+# callgrind needs to name functions, so it runs a copy without debug info.
+BIN="$WORK/signalbox"
+objcopy --strip-debug "$SIGNALBOX_BIN" "$BIN"
+# Valgrind 3.19 also crashes when a program's sigsuspend mask is read-only, as libdispatch's is
+# (it runs an async main): a preloaded sigsuspend hands the kernel a copy on the stack.
+cat >"$WORK/sigsuspend.c" <<'C'
+#define _GNU_SOURCE
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+int sigsuspend(const sigset_t *mask) { sigset_t copy = *mask; return (int)syscall(SYS_rt_sigsuspend, &copy, 8); }
+C
+cc -shared -fPIC -O2 -o "$WORK/sigsuspend.so" "$WORK/sigsuspend.c"
+
+wait_for() {  # url seconds
+  for _ in $(seq 1 $(($2 * 10))); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "no answer from $1 within $2 s" >&2; exit 1
+}
+
+"$BIN" sim-provider --port "$SIM_PORT" --first-token-ms 0 --inter-token-ms 0 >"$WORK/sim.log" 2>&1 & pids+=($!)
+wait_for "http://127.0.0.1:$SIM_PORT/healthz" 20
+
+# Counting is off until the workload starts (--instr-atstart=no): start-up is not measured.
+SIGNALBOX_DEMO_KEY=sk-sb-v1-callgrind LD_PRELOAD="$WORK/sigsuspend.so" valgrind --tool=callgrind --instr-atstart=no \
+  --callgrind-out-file="$WORK/callgrind.out" "$BIN" serve --port "$ROUTER_PORT" \
+  --sim-url "http://127.0.0.1:$SIM_PORT" --data-dir "$WORK/data" --demo-credits 1000000 --log-level warning \
+  >"$WORK/router.log" 2>&1 & ROUTER_PID=$!; pids+=($ROUTER_PID)
+wait_for "http://127.0.0.1:$ROUTER_PORT/readyz" 180
+
+python3 - "$ROUTER_PORT" "$ROUTER_PID" "$REQUESTS" "$WORK" "$CHECK" "$WRITE" <<'PY'
+import http.client, json, os, re, subprocess, sys, collections
+port, pid, requests, work, check, write = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
+
+connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+def chat(stream):
+    body = json.dumps({"model": "openai/gpt-4o-mini", "max_tokens": 16, "stream": stream,
+                       "messages": [{"role": "user", "content": "Benchmark request: say something short."}]})
+    connection.request("POST", "/api/v1/chat/completions", body,
+                       {"Authorization": "Bearer sk-sb-v1-callgrind", "Content-Type": "application/json"})
+    response = connection.getresponse()
+    data = response.read()
+    if response.status != 200:
+        sys.exit(f"request failed: {response.status} {data[:300]!r}")
+    return data
+
+def control(*args):
+    subprocess.run(["callgrind_control", *args, pid], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+for stream in (False, True):  # warm-up: caches, pools, leases, JIT-free but lazy inits
+    for _ in range(50): chat(stream)
+control("-i", "on")
+figures = {}
+for label, stream in (("non_streamed", False), ("streamed", True)):
+    control("-z")
+    chunks = 0
+    for _ in range(requests):
+        chunks += chat(stream).count(b"data: ")
+    control("-d", label)
+    figures[label] = {"chunks_per_request": chunks / requests if stream else 0}
+control("-i", "off")
+
+def read_dump(number):
+    # Each `callgrind_control -d` writes the next callgrind.out.<n>, in order.
+    return open(os.path.join(work, f"callgrind.out.{number}"), errors="replace").read()
+
+def module_of(symbol, obj):
+    match = re.match(r"\$s(\d+)", symbol)
+    if match:
+        length = int(match.group(1))
+        start = match.end()
+        return symbol[start:start + length]
+    base = os.path.basename(obj)
+    return base.split(".so")[0] if base else "?"
+
+def parse(text):
+    """Self cost (Ir) per part of the program, from a callgrind dump (name compression aware)."""
+    names, objects = {}, {}
+    total = 0
+    parts = collections.Counter()
+    functions = collections.Counter()
+    current_obj, current_fn = "", ""
+    in_call = False
+    def resolve(table, value):
+        m = re.match(r"\((\d+)\)(?: (.*))?", value)
+        if not m: return value
+        if m.group(2) is not None: table[m.group(1)] = m.group(2)
+        return table.get(m.group(1), "?")
+    for line in text.splitlines():
+        if line.startswith("ob="): current_obj = resolve(objects, line[3:])
+        elif line.startswith("fn="): current_fn = resolve(names, line[3:])
+        elif line.startswith(("cob=",)): resolve(objects, line[4:])
+        elif line.startswith(("cfn=", "cfi=", "cfl=")):
+            if line.startswith("cfn="): resolve(names, line[4:])
+        elif line.startswith("calls="): in_call = True
+        elif line and (line[0].isdigit() or line[0] in "+-*"):
+            fields = line.split()
+            if in_call:  # the inclusive cost of a call line is not self cost
+                in_call = False
+                continue
+            if len(fields) >= 2:
+                cost = int(fields[1])
+                total += cost
+                parts[module_of(current_fn, current_obj)] += cost
+                functions[current_fn] += cost
+    return total, parts, functions
+
+def demangle(symbols):
+    try:
+        result = subprocess.run(["swift", "demangle", "--simplified", "--compact"], input="\n".join(symbols),
+                                capture_output=True, text=True, check=True)
+        return result.stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        return symbols
+
+for number, label in enumerate(figures, start=1):
+    total, parts, functions = parse(read_dump(number))
+    figures[label]["instructions_per_request"] = total // requests
+    figures[label]["parts"] = {name: cost // requests for name, cost in parts.most_common(12)}
+    top = functions.most_common(int(os.environ.get("TOP_FUNCTIONS", "15")))
+    figures[label]["functions"] = list(zip(demangle([name for name, _ in top]), [cost // requests for _, cost in top]))
+
+for label, figure in figures.items():
+    print(f"{label}: {figure['instructions_per_request']:,} instructions per request"
+          + (f" ({figure['chunks_per_request']:.1f} SSE events each)" if figure["chunks_per_request"] else ""))
+    print("  by part of the program (self cost):")
+    for name, cost in figure["parts"].items():
+        print(f"    {name:28} {cost:>12,}  {100 * cost / figure['instructions_per_request']:5.1f} %")
+    print("  by function (self cost):")
+    for name, cost in figure["functions"]:
+        print(f"    {cost:>10,}  {100 * cost / figure['instructions_per_request']:5.1f} %  {name[:150]}")
+
+if write:
+    with open(write, "w") as handle:
+        json.dump({label: {"instructions_per_request": f["instructions_per_request"]} for label, f in figures.items()},
+                  handle, indent=2)
+        handle.write("\n")
+    print(f"baseline written to {write}")
+if check:
+    baseline = json.load(open(check))
+    failed = False
+    for label, figure in figures.items():
+        before = baseline[label]["instructions_per_request"]
+        now = figure["instructions_per_request"]
+        change = (now - before) / before
+        verdict = "FAIL" if change > 0.20 else "ok"
+        failed |= change > 0.20
+        print(f"{label}: {now:,} vs baseline {before:,} ({change:+.1%}) {verdict}")
+    sys.exit(1 if failed else 0)
+PY
