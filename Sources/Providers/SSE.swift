@@ -28,22 +28,37 @@ public struct SSEParser: Sendable {
 
     public init() {}
 
-    /// Feeds bytes; returns every event they complete.
+    /// Feeds bytes; returns every event they complete. Scans for line ends and copies whole lines:
+    /// a line that arrived in one buffer is read in place, only a line split across buffers waits
+    /// in `pending`.
     public mutating func feed(_ buffer: ByteBuffer) throws -> [SSEEvent] {
         var events: [SSEEvent] = []
         buffer.withUnsafeReadableBytes { bytes in
-            for byte in bytes {
-                if lastWasCR {
-                    lastWasCR = false
-                    if byte == UInt8(ascii: "\n") { continue }
-                }
-                if byte == UInt8(ascii: "\n") || byte == UInt8(ascii: "\r") {
-                    lastWasCR = byte == UInt8(ascii: "\r")
-                    if let event = endLine() { events.append(event) }
-                } else {
-                    pending.append(byte)
-                }
+            let count = bytes.count
+            var index = 0
+            if lastWasCR, count > 0 {
+                lastWasCR = false
+                if bytes[0] == Self.lf { index = 1 }  // the LF of a CRLF split across buffers
             }
+            var lineStart = index
+            while index < count {
+                let byte = bytes[index]
+                guard byte == Self.lf || byte == Self.cr else {
+                    index += 1
+                    continue
+                }
+                if let event = endLine(UnsafeRawBufferPointer(rebasing: bytes[lineStart..<index])) { events.append(event) }
+                index += 1
+                if byte == Self.cr {
+                    if index == count {
+                        lastWasCR = true
+                    } else if bytes[index] == Self.lf {
+                        index += 1
+                    }
+                }
+                lineStart = index
+            }
+            if lineStart < count { pending.append(contentsOf: bytes[lineStart..<count]) }
         }
         guard pending.count <= SSEParser.maxLineLength else { throw SSEError.lineTooLong }
         return events
@@ -51,29 +66,39 @@ public struct SSEParser: Sendable {
 
     /// Ends the stream: returns an event that was complete except for its final blank line.
     public mutating func finish() -> SSEEvent? {
-        if !pending.isEmpty { _ = endLine() }
+        if !pending.isEmpty { _ = endLine(UnsafeRawBufferPointer(start: nil, count: 0)) }
         return dispatch()
     }
 
-    private mutating func endLine() -> SSEEvent? {
-        defer { pending.removeAll(keepingCapacity: true) }
-        if pending.isEmpty { return dispatch() }
-        if pending.first == UInt8(ascii: ":") { return nil }
-        let line = String(decoding: pending, as: UTF8.self)
-        let field: Substring
-        var value: Substring
-        if let colon = line.firstIndex(of: ":") {
-            field = line[..<colon]
-            value = line[line.index(after: colon)...]
-            if value.first == " " { value = value.dropFirst() }
-        } else {
-            field = line[...]
-            value = ""
-        }
-        switch field {
-        case "data": dataLines.append(String(value))
-        case "event": eventName = String(value)
-        default: break
+    private static let lf = UInt8(ascii: "\n")
+    private static let cr = UInt8(ascii: "\r")
+    private static let colon = UInt8(ascii: ":")
+
+    /// Ends the line made of what is pending and `tail`.
+    private mutating func endLine(_ tail: UnsafeRawBufferPointer) -> SSEEvent? {
+        if pending.isEmpty { return take(line: tail) }
+        var line: [UInt8] = []
+        swap(&line, &pending)
+        line.append(contentsOf: tail)
+        let event = line.withUnsafeBytes { take(line: $0) }
+        line.removeAll(keepingCapacity: true)
+        pending = line
+        return event
+    }
+
+    /// One line: a blank line dispatches the event, a comment is skipped, `data` and `event` are kept.
+    private mutating func take(line: UnsafeRawBufferPointer) -> SSEEvent? {
+        if line.isEmpty { return dispatch() }
+        if line[0] == Self.colon { return nil }
+        let colon = line.firstIndex(of: Self.colon) ?? line.count
+        var valueStart = Swift.min(colon + 1, line.count)
+        if valueStart < line.count && line[valueStart] == UInt8(ascii: " ") { valueStart += 1 }
+        let field = line[..<colon]
+        let value = UnsafeRawBufferPointer(rebasing: line[valueStart...])
+        if field.elementsEqual("data".utf8) {
+            dataLines.append(String(decoding: value, as: UTF8.self))
+        } else if field.elementsEqual("event".utf8) {
+            eventName = String(decoding: value, as: UTF8.self)
         }
         return nil
     }
@@ -84,7 +109,7 @@ public struct SSEParser: Sendable {
             dataLines.removeAll()
         }
         guard !dataLines.isEmpty else { return nil }
-        return SSEEvent(event: eventName, data: dataLines.joined(separator: "\n"))
+        return SSEEvent(event: eventName, data: dataLines.count == 1 ? dataLines[0] : dataLines.joined(separator: "\n"))
     }
 }
 
