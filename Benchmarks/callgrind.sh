@@ -23,18 +23,10 @@ while [ $# -gt 0 ]; do
 done
 
 command -v valgrind >/dev/null && command -v cc >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind gcc; }
-if [ -z "${SIGNALBOX_BIN:-}" ]; then
-  swift build -c release --product signalbox >/dev/null
-  SIGNALBOX_BIN="$(swift build -c release --show-bin-path)/signalbox"
-fi
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'; }
+WORK_PREFIX=signalbox-callgrind
+source Benchmarks/common.sh
+SIGNALBOX_BIN=$(release_binary)
 SIM_PORT=$(free_port); ROUTER_PORT=$(free_port)
-WORK=$(mktemp -d /tmp/signalbox-callgrind.XXXXXX)
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-[ -n "${KEEP_WORK:-}" ] && trap - EXIT
 
 # Valgrind 3.19 cannot read the DWARF 5 the Swift toolchain writes; the symbol table is all
 # callgrind needs to name functions, so it runs a copy without debug info.
@@ -50,11 +42,6 @@ cat >"$WORK/sigsuspend.c" <<'C'
 int sigsuspend(const sigset_t *mask) { sigset_t copy = *mask; return (int)syscall(SYS_rt_sigsuspend, &copy, 8); }
 C
 cc -shared -fPIC -O2 -o "$WORK/sigsuspend.so" "$WORK/sigsuspend.c"
-
-wait_for() {  # url seconds
-  for _ in $(seq 1 $(($2 * 10))); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done
-  echo "no answer from $1 within $2 s" >&2; exit 1
-}
 
 "$BIN" sim-provider --port "$SIM_PORT" --first-token-ms 0 --inter-token-ms 0 >"$WORK/sim.log" 2>&1 & pids+=($!)
 wait_for "http://127.0.0.1:$SIM_PORT/healthz" 20

@@ -17,16 +17,10 @@ ulimit -n "$(ulimit -Hn)"
 if [ "$(ulimit -n)" != unlimited ] && [ $((STREAMS * 2 + 200)) -gt "$(ulimit -n)" ]; then
   echo "note: $STREAMS streams need $((STREAMS * 2 + 200)) descriptors in the router; this shell allows $(ulimit -n)" >&2
 fi
-swift build -c release --product signalbox >/dev/null
-BIN="$(swift build -c release --show-bin-path)/signalbox"
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'; }
+WORK_PREFIX=signalbox-streams
+source Benchmarks/common.sh
+BIN=$(release_binary)
 SIM_PORT=$(free_port); ROUTER_PORT=$(free_port)
-WORK=$(mktemp -d /tmp/signalbox-streams.XXXXXX)
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-wait_for() { for _ in $(seq 1 200); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
 
 "$BIN" sim-provider --port "$SIM_PORT" --first-token-ms 1000 --inter-token-ms 1000 >"$WORK/sim.log" 2>&1 & pids+=($!)
 wait_for "http://127.0.0.1:$SIM_PORT/healthz"
