@@ -1,13 +1,46 @@
 /// One upstream call the router may make, in the order it would make them.
 public struct PlannedAttempt: Sendable, Hashable {
-    public var model: CatalogModel
-    public var endpoint: ModelEndpoint
-    public var provider: ProviderInfo
+    /// The catalog entries of the attempt, shared: planning copies attempts many times (filters,
+    /// sorts, the failover queue), and a copy is then one reference instead of every string and
+    /// array of a model, an endpoint and a provider.
+    private final class Parts: Sendable {
+        let model: CatalogModel
+        let endpoint: ModelEndpoint
+        let provider: ProviderInfo
+
+        init(model: CatalogModel, endpoint: ModelEndpoint, provider: ProviderInfo) {
+            self.model = model
+            self.endpoint = endpoint
+            self.provider = provider
+        }
+    }
+
+    private var parts: Parts
+    public var model: CatalogModel {
+        get { parts.model }
+        set { parts = Parts(model: newValue, endpoint: parts.endpoint, provider: parts.provider) }
+    }
+    public var endpoint: ModelEndpoint {
+        get { parts.endpoint }
+        set { parts = Parts(model: parts.model, endpoint: newValue, provider: parts.provider) }
+    }
+    public var provider: ProviderInfo {
+        get { parts.provider }
+        set { parts = Parts(model: parts.model, endpoint: parts.endpoint, provider: newValue) }
+    }
 
     public init(model: CatalogModel, endpoint: ModelEndpoint, provider: ProviderInfo) {
-        self.model = model
-        self.endpoint = endpoint
-        self.provider = provider
+        parts = Parts(model: model, endpoint: endpoint, provider: provider)
+    }
+
+    public static func == (lhs: PlannedAttempt, rhs: PlannedAttempt) -> Bool {
+        lhs.parts === rhs.parts || (lhs.model == rhs.model && lhs.endpoint == rhs.endpoint && lhs.provider == rhs.provider)
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(model)
+        hasher.combine(endpoint)
+        hasher.combine(provider)
     }
 
     /// The most completion tokens this attempt may produce per choice: the client's
