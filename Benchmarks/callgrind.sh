@@ -72,7 +72,7 @@ def chat(stream):
 def control(*args):
     subprocess.run(["callgrind_control", *args, pid], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-for stream in (False, True):  # warm-up: caches, pools, leases, JIT-free but lazy inits
+for stream in (False, True):  # warm-up: the key cache, connection pools, the lease, lazy initialisation
     for _ in range(50): chat(stream)
 control("-i", "on")
 figures = {}
