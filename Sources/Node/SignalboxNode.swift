@@ -85,7 +85,7 @@ public struct SignalboxNode: Service {
             readiness: readiness)
         let http = try api.buildApplication { port in
             await onServing(
-                ServingNode(port: port, ledger: ledger, credit: credit, readiness: readiness, cluster: cluster, starterKeys: nil))
+                ServingNode(port: port, ledger: ledger, credit: credit, readiness: readiness, starterKeys: nil))
         }
         var services: [any Service] = [
             LedgerUpkeepService(ledger: ledger, credit: credit, expiryInterval: configuration.leaseExpiryInterval, logger: logger)
@@ -126,7 +126,6 @@ public struct ServingNode: Sendable {
     public let credit: CreditLeases
     /// What `/readyz` reports.
     public let readiness: Readiness
-    public let cluster: ClusterNode?
     /// The starter keys, when the configuration asks for them.
     public var starterKeys: StarterKeys.Issued?
 }

@@ -77,9 +77,9 @@ public protocol UpstreamTransport: Sendable {
 
 /// `UpstreamTransport` over one shared AsyncHTTPClient `HTTPClient`.
 public struct AsyncHTTPClientTransport: UpstreamTransport {
-    public let client: HTTPClient
+    let client: HTTPClient
 
-    public init(client: HTTPClient) { self.client = client }
+    private init(client: HTTPClient) { self.client = client }
 
     /// A transport on its own client (close it with `shutdown()`): connect timeout, pooled
     /// connections, no redirects. `trustRoots` replaces the system's CAs (the peers' CA, when
