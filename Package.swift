@@ -37,11 +37,12 @@ let package = Package(
             name: "Providers",
             dependencies: [
                 "SignalboxCore",
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
             ]
         ),
         // Double-entry credit ledger, keys and generation records.
@@ -142,7 +143,12 @@ let package = Package(
         .testTarget(name: "GossipTests", dependencies: ["Gossip", "GossipSimulation"]),
         .testTarget(
             name: "ProvidersTests",
-            dependencies: ["Providers", "SignalboxCore", .product(name: "PropertyBased", package: "swift-property-based")]
+            dependencies: [
+                "Providers", "SignalboxCore", .product(name: "PropertyBased", package: "swift-property-based"),
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
         ),
         .testTarget(
             name: "LedgerTests",

@@ -72,9 +72,9 @@ public struct SignalboxNode: Service {
             store: ledger, committer: committer, nodeID: gateway.nodeID, policy: configuration.leasePolicy, logger: logger)
         let health = HealthTracker()
         let cluster = try configuration.cluster.map { try makeCluster($0, gateway: gateway, health: health, logger: logger) }
-        let upstream = AsyncHTTPClientTransport.make(connectTimeout: gateway.timeouts.connect)
-        let forwarding = configuration.peerTrustRoots.map {
-            AsyncHTTPClientTransport.make(connectTimeout: .seconds(5), trustRoots: $0)
+        let upstream = try PooledUpstreamTransport(connectTimeout: gateway.timeouts.connect)
+        let forwarding = try configuration.peerTrustRoots.map {
+            try PooledUpstreamTransport(connectTimeout: .seconds(5), trustRoots: $0)
         }
         let readiness = Readiness(ready: false)
         let api = RouterAPI(
@@ -115,7 +115,7 @@ public struct SignalboxNode: Service {
 /// which close once every service has stopped.
 public struct AssembledNode: Sendable {
     public let services: [any Service]
-    let transports: [AsyncHTTPClientTransport]
+    let transports: [PooledUpstreamTransport]
 }
 
 /// A node whose HTTP listener is bound, as `SignalboxNode` hands it to `onServing`.
@@ -161,9 +161,9 @@ struct NodeServices: Service {
         do {
             try await ServiceGroup(configuration: .init(services: node.services.map { .init(service: $0) }, logger: logger)).run()
         } catch {
-            for transport in node.transports { try? await transport.shutdown() }
+            for transport in node.transports { await transport.shutdown() }
             throw error
         }
-        for transport in node.transports { try await transport.shutdown() }
+        for transport in node.transports { await transport.shutdown() }
     }
 }

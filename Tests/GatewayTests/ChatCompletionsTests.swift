@@ -164,7 +164,8 @@ import Testing
     }
 
     @Test func aClientThatHangsUpIsChargedOnlyForTokensGeneratedSoFar() async throws {
-        try await TestNode.with(simulator: .init(firstTokenDelay: .milliseconds(5), interTokenDelay: .milliseconds(100))) { node in
+        // Tokens 250 ms apart: the hang-up must stop the upstream within about a second, even on a loaded machine.
+        try await TestNode.with(simulator: .init(firstTokenDelay: .milliseconds(5), interTokenDelay: .milliseconds(250))) { node in
             var request = HTTPClientRequest(url: node.url + "/api/v1/chat/completions")
             request.method = .POST
             request.headers.add(name: "Authorization", value: "Bearer \(node.key)")

@@ -130,7 +130,12 @@ extension ChatPipeline {
         for try await buffer in response.body {
             progress.withLockedValue { $0.lastActivity = clock.now }
             try handle(try parser.feed(buffer))
-            if done { break }
+            if done {
+                // What may follow is the body's terminator: the connection can serve again. (The
+                // overshoot cut stops without this, which closes the connection and so cancels the call.)
+                if !overshot { response.body.finishQuietly() }
+                break
+            }
         }
         if !done, let last = parser.finish() { try handle([last]) }
         if overshot {
