@@ -37,12 +37,14 @@ public final class PooledUpstreamTransport: UpstreamTransport {
         self.tls = try NIOSSLContext(configuration: configuration)
         self.pool = NIOLockedValueBox(Pool(state: UpstreamPoolState(limits: limits)))
         self.expiry = NIOLockedValueBox(nil)
-        let interval = TimeAmount(limits.idleTimeout / 2)
+        let interval = TimeAmount(max(limits.idleTimeout / 2, .milliseconds(100)))
         let task = group.next().scheduleRepeatedTask(initialDelay: interval, delay: interval) { [weak self] _ in
             self?.closeExpired()
         }
         expiry.withLockedValue { $0 = task }
     }
+
+    deinit { expiry.withLockedValue { $0?.cancel() } }
 
     /// Closes idle connections and refuses new requests; requests in flight finish.
     public func shutdown() async {
@@ -64,22 +66,41 @@ public final class PooledUpstreamTransport: UpstreamTransport {
         var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: target.path)
         head.headers.reserveCapacity(request.headers.count + 2)
         head.headers.add(name: "host", value: target.hostHeader)
-        for (name, value) in request.headers { head.headers.add(name: name, value: value) }
-        head.headers.replaceOrAdd(name: "content-length", value: String(request.body.readableBytes))
+        for (name, value) in request.headers where !Self.ownedHeaders.contains(name.lowercased()) {
+            head.headers.add(name: name, value: value)
+        }
+        head.headers.add(name: "content-length", value: String(request.body.readableBytes))
 
         let start = try await exchange(head, body: request.body, origin: target.origin)
         let body = start.body
         let connection = start.connection
+        let iterated = NIOLockedValueBox(false)
         return UpstreamResponse(
             status: Int(start.head.status.code),
             headers: start.head.headers.map { ($0.name, $0.value) },
             body: UpstreamBody(
                 makeNext: {
+                    // The body streams once: a second reader gets an error, not NIO's trap.
+                    guard
+                        iterated.withLockedValue({ iterated in
+                            defer { iterated = true }
+                            return !iterated
+                        })
+                    else {
+                        return { throw UpstreamFailure(.malformed, "The response body was already read") }
+                    }
                     let iterator = ProducerIteratorBox(body.makeAsyncIterator())
                     return { try await iterator.next() }
                 },
                 finishQuietly: { connection.finishQuietly(exchange: start.exchange) }))
     }
+
+    /// Headers the transport writes itself, and hop-by-hop headers that belong to one
+    /// connection: a caller's (or a forwarded client's) are dropped.
+    static let ownedHeaders: Set<String> = [
+        "host", "content-length", "transfer-encoding", "connection", "keep-alive", "proxy-connection", "proxy-authorization",
+        "proxy-authenticate", "te", "trailer", "upgrade", "expect",
+    ]
 
     /// Sends the request on a pooled connection. A reused connection found closed before the
     /// request left (the server dropped it while idle) is replaced once by a new one.
@@ -87,14 +108,16 @@ public final class PooledUpstreamTransport: UpstreamTransport {
         var attempts = 0
         while true {
             attempts += 1
-            let (connection, reused) = try await lease(origin)
-            let promise = connection.channel.eventLoop.makePromise(of: UpstreamResponseStart.self)
+            var reused = false
             do {
+                let (connection, wasReused) = try await lease(origin)
+                reused = wasReused
+                let promise = connection.channel.eventLoop.makePromise(of: UpstreamResponseStart.self)
                 let start = try await withTaskCancellationHandler {
                     connection.start(head, body: body, promise: promise)
                     return try await promise.futureResult.get()
                 } onCancel: {
-                    connection.channel.close(promise: nil)
+                    connection.cancel(promise)
                 }
                 try Task.checkCancellation()
                 return start
@@ -131,7 +154,11 @@ public final class PooledUpstreamTransport: UpstreamTransport {
             }
             // From here the connection reports its own closing to the pool.
             do {
-                try await ready.get()
+                try await withTaskCancellationHandler {
+                    try await ready.get()
+                } onCancel: {
+                    connection.channel.close(promise: nil)
+                }
             } catch {
                 connection.channel.close(promise: nil)
                 throw Self.connectFailure(error)
@@ -143,6 +170,7 @@ public final class PooledUpstreamTransport: UpstreamTransport {
     /// A new connection, and a future that completes when it can take a request.
     private func connect(_ origin: UpstreamOrigin) async throws -> (UpstreamConnection, EventLoopFuture<Void>) {
         let tls = origin.tls ? self.tls : nil
+        let handshakeTimeout = connectTimeout
         let serverName = origin.host.isIPAddress ? nil : origin.host
         let channel = try await ClientBootstrap(group: group)
             .connectTimeout(connectTimeout)
@@ -152,7 +180,7 @@ public final class PooledUpstreamTransport: UpstreamTransport {
                     let pipeline = channel.pipeline.syncOperations
                     if let tls { try pipeline.addHandler(try NIOSSLClientHandler(context: tls, serverHostname: serverName)) }
                     try pipeline.addHTTPClientHandlers()
-                    try pipeline.addHandler(UpstreamExchangeHandler(awaitsHandshake: tls != nil))
+                    try pipeline.addHandler(UpstreamExchangeHandler(handshakeTimeout: tls == nil ? nil : handshakeTimeout))
                 }
             }
             .connect(host: origin.host, port: origin.port)
@@ -251,7 +279,8 @@ extension String {
     }
 }
 
-/// Holds the body sequence's iterator, advanced by one task at a time. A body cut short because
+/// Holds the body sequence's iterator. One reader only: the body's iterator is advanced by one
+/// task at a time (`UpstreamBody` hands out one iterator per response). A body cut short because
 /// the reading task was cancelled ends in `CancellationError`, not in a quiet end of stream.
 final class ProducerIteratorBox: @unchecked Sendable {
     var base: UpstreamBodySequence.AsyncIterator

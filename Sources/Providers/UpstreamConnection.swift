@@ -38,6 +38,13 @@ final class UpstreamConnection: Hashable, Sendable {
         onEventLoop { handler.start(head, body: body, connection: connection, promise: promise) }
     }
 
+    /// The caller waiting for `promise` was cancelled: closes the connection if that exchange
+    /// still waits for its head (and only then: the connection may already serve another).
+    func cancel(_ promise: EventLoopPromise<UpstreamResponseStart>) {
+        let handler = self.handler
+        onEventLoop { handler.cancel(promise) }
+    }
+
     /// The reader of `exchange`'s body stops early, but not to cancel: see `UpstreamBody.finishQuietly`.
     func finishQuietly(exchange: Int) {
         let handler = self.handler
@@ -59,7 +66,8 @@ final class UpstreamConnection: Hashable, Sendable {
 ///
 /// Reads stop while the consumer is behind (the sequence's high watermark) and resume when it
 /// catches up. A consumer that stops before the end closes the connection, which is how an
-/// upstream call is cancelled; a body read to its end leaves the connection to the pool.
+/// upstream call is cancelled; a body read to its end leaves the connection to the pool — only
+/// when the request was written whole, the response was framed and both sides keep it alive.
 ///
 /// All mutable state is confined to the channel's event loop (hence `@unchecked Sendable`):
 /// every entry point runs there.
@@ -82,45 +90,70 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, @unchecked Sendable {
         /// The reader stopped after the stream's own end: the rest of the body is dropped, and
         /// the connection closes unless the body ends within `discardLimits`.
         case discarding(keepAlive: Bool, bytesLeft: Int, timeout: Scheduled<Void>)
+        /// Being closed, or closed: never handed out again.
         case closed
     }
 
     /// Byte buffers kept for a consumer that is behind before reads stop: enough to ride out a
     /// burst without holding a whole long answer in memory.
     static let watermarks = NIOAsyncSequenceProducerBackPressureStrategies.HighLowWatermark(lowWatermark: 4, highWatermark: 64)
+    /// How much of a body is read and dropped after the reader stopped, to keep the connection.
+    static let discardLimits = (bytes: 64 * 1024, time: TimeAmount.seconds(2))
 
     private var state = State.idle
     private var context: ChannelHandlerContext?
+    /// Cleared when the connection closes: the callbacks hold the connection, which holds this.
     private var events: Events?
+    private var reportedClosed = false
     /// Body buffers of the current socket read, handed over together at the read's end.
     private var batch: [ByteBuffer] = []
     /// The consumer wants more; when false, a read NIO asks for waits in `heldRead`.
     private var demand = true
     private var heldRead = false
-    /// Counts exchanges, so a late signal from a finished body's sequence cannot touch the next.
+    /// Counts exchanges, so a late signal from a finished exchange cannot touch the next.
     private var exchange = 0
+    /// The current request left whole; until then the connection cannot serve another.
+    private var requestWritten = false
 
-    /// Over TLS, the connection is ready once the handshake completed.
-    private let awaitsHandshake: Bool
+    /// Over TLS, the connection is ready once the handshake completed, within this long.
+    private let handshakeTimeout: TimeAmount?
     private var ready: EventLoopPromise<Void>?
-    private var readyFuture: EventLoopFuture<Void>!
+    private var readyFuture: EventLoopFuture<Void>?
 
-    init(awaitsHandshake: Bool) { self.awaitsHandshake = awaitsHandshake }
+    init(handshakeTimeout: TimeAmount?) { self.handshakeTimeout = handshakeTimeout }
 
     /// Sets the callbacks; a connection that already closed reports so at once. The future
     /// completes when the connection can take a request (after the TLS handshake) or fails with
     /// why it cannot.
     func attach(_ events: Events) -> EventLoopFuture<Void> {
-        self.events = events
-        if case .closed = state { events.closed() }
-        return readyFuture
+        if reportedClosed {
+            events.closed()
+        } else {
+            self.events = events
+        }
+        return readyFuture!
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        ready = context.eventLoop.makePromise()
-        readyFuture = ready?.futureResult
-        if !awaitsHandshake { settleReady(.success(())) }
+        let ready = context.eventLoop.makePromise(of: Void.self)
+        self.ready = ready
+        readyFuture = ready.futureResult
+        guard let handshakeTimeout else {
+            settleReady(.success(()))
+            return
+        }
+        context.eventLoop.assumeIsolated().scheduleTask(in: handshakeTimeout) { [weak self] in
+            guard let self, self.ready != nil else { return }
+            self.settleReady(
+                .failure(UpstreamFailure(.connect, "The provider did not complete the TLS handshake in time", neverReachedUpstream: true)))
+            self.close()
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+        events = nil
     }
 
     /// Completes `ready` once: the first outcome stands.
@@ -135,8 +168,7 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, @unchecked Sendable {
         context.fireUserInboundEventTriggered(event)
     }
 
-    /// How much of a body is read and dropped after the reader stopped, to keep the connection.
-    static let discardLimits = (bytes: 64 * 1024, time: TimeAmount.seconds(2))
+    // MARK: Requests
 
     func start(
         _ head: HTTPRequestHead, body: ByteBuffer, connection: UpstreamConnection, promise: EventLoopPromise<UpstreamResponseStart>
@@ -147,20 +179,35 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, @unchecked Sendable {
                     UpstreamFailure(
                         .disconnected, "The provider closed the connection before the request was sent", neverReachedUpstream: true))
             } else {
-                promise.fail(UpstreamFailure(.connect, "The upstream connection is busy"))
+                promise.fail(UpstreamFailure(.connect, "The upstream connection is busy", neverReachedUpstream: true))
             }
             return
         }
         exchange += 1
+        let exchange = self.exchange
         state = .awaitingHead(promise, connection, requestKeepAlive: head.isKeepAlive)
         demand = true
-        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        requestWritten = false
+        // A head the HTTP encoder refuses (a header value with a line break) fails its promise
+        // before anything is sent.
+        let headWritten = context.eventLoop.makePromise(of: Void.self)
+        context.write(wrapOutboundOut(.head(head)), promise: headWritten)
         if body.readableBytes > 0 { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
         let written = context.eventLoop.makePromise(of: Void.self)
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: written)
-        written.futureResult.whenFailure { [weak self] error in
-            // Not all of the request left: the upstream cannot have acted on it.
-            self?.fail(UpstreamFailure(.connect, "Could not send the request to the provider: \(error)", neverReachedUpstream: true))
+        headWritten.futureResult.assumeIsolated().whenFailure { [weak self] error in
+            self?.failRequest(
+                exchange, UpstreamFailure(.connect, "The request to the provider could not be sent: \(error)", neverReachedUpstream: true))
+        }
+        written.futureResult.assumeIsolated().whenComplete { [weak self] result in
+            guard let self, exchange == self.exchange else { return }
+            switch result {
+            case .success: self.requestWritten = true
+            case .failure(let error):
+                // Not all of the request left: the upstream cannot have acted on it.
+                self.failRequest(
+                    exchange, UpstreamFailure(.connect, "Could not send the request to the provider: \(error)", neverReachedUpstream: true))
+            }
         }
         if heldRead {
             heldRead = false
@@ -168,19 +215,38 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, @unchecked Sendable {
         }
     }
 
+    /// A request that could not be sent fails its exchange, if that exchange still waits for its head.
+    private func failRequest(_ exchange: Int, _ failure: UpstreamFailure) {
+        guard exchange == self.exchange, case .awaitingHead = state else { return }
+        fail(failure)
+    }
+
+    /// The caller of `start` was cancelled before the head arrived: only then, and only for its
+    /// own exchange, is the connection closed.
+    func cancel(_ promise: EventLoopPromise<UpstreamResponseStart>) {
+        guard case .awaitingHead(let waiting, _, _) = state, waiting.futureResult === promise.futureResult else { return }
+        fail(UpstreamFailure(.disconnected, "The call was cancelled"))
+    }
+
+    // MARK: Responses
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
             guard case .awaitingHead(let promise, let connection, let requestKeepAlive) = state else {
-                // An answer nobody asked for (an idle connection talking): not a connection to reuse.
-                context.close(promise: nil)
+                close()  // an answer nobody asked for: not a connection to trust
                 return
             }
-            if head.status.code >= 100 && head.status.code < 200 { return }  // 100 Continue and friends
+            if head.status == .switchingProtocols {
+                fail(UpstreamFailure(.malformed, "The provider tried to switch protocols"))
+                return
+            }
+            // A body that ends only when the connection closes leaves nothing to reuse.
+            let framed = head.headers.contains(name: "content-length") || head.headers.contains(name: "transfer-encoding")
             let sequence = UpstreamBodySequence.makeSequence(
                 backPressureStrategy: Self.watermarks, finishOnDeinit: false,
                 delegate: Demand(handler: self, eventLoop: context.eventLoop, exchange: exchange))
-            state = .streaming(sequence.source, keepAlive: requestKeepAlive && head.isKeepAlive)
+            state = .streaming(sequence.source, keepAlive: requestKeepAlive && head.isKeepAlive && framed)
             promise.succeed(UpstreamResponseStart(head: head, body: sequence.sequence, connection: connection, exchange: exchange))
         case .body(let buffer):
             switch state {
@@ -188,8 +254,7 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, @unchecked Sendable {
             case .discarding(let keepAlive, let bytesLeft, let timeout):
                 guard bytesLeft >= buffer.readableBytes else {
                     timeout.cancel()
-                    state = .idle
-                    context.close(promise: nil)
+                    close()
                     return
                 }
                 state = .discarding(keepAlive: keepAlive, bytesLeft: bytesLeft - buffer.readableBytes, timeout: timeout)
@@ -202,17 +267,25 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, @unchecked Sendable {
             switch state {
             case .streaming(let source, let keepAlive):
                 flushBatch(source)
-                state = .idle
-                keepAlive ? events?.reusable() : context.close(promise: nil)
+                finishExchange(keepAlive: keepAlive)
                 source.finish()
             case .discarding(let keepAlive, _, let timeout):
                 timeout.cancel()
-                state = .idle
-                keepAlive ? events?.reusable() : context.close(promise: nil)
+                finishExchange(keepAlive: keepAlive)
             default:
                 return
             }
         }
+    }
+
+    /// The response ended: the connection serves again, or closes.
+    private func finishExchange(keepAlive: Bool) {
+        guard keepAlive && requestWritten else {
+            close()
+            return
+        }
+        state = .idle
+        events?.reusable()
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -224,11 +297,8 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, @unchecked Sendable {
         guard !batch.isEmpty else { return }
         let result = source.yield(contentsOf: batch)
         batch.removeAll(keepingCapacity: true)
-        switch result {
-        case .produceMore: break
-        case .stopProducing: demand = false
-        case .dropped: context?.close(promise: nil)  // the consumer is gone
-        }
+        // `.dropped` means the reader is gone; its termination signal closes the connection.
+        if result == .stopProducing { demand = false }
     }
 
     func read(context: ChannelHandlerContext) {
@@ -255,15 +325,13 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, @unchecked Sendable {
         guard exchange == self.exchange, case .streaming(let source, let keepAlive) = state, let context else { return }
         batch.removeAll()
         guard keepAlive else {
-            state = .idle
-            context.close(promise: nil)
+            close()
             source.finish()
             return
         }
         let timeout = context.eventLoop.assumeIsolated().scheduleTask(in: Self.discardLimits.time) { [weak self] in
             guard let self, case .discarding = self.state else { return }
-            self.state = .idle
-            self.context?.close(promise: nil)
+            self.close()
         }
         state = .discarding(keepAlive: keepAlive, bytesLeft: Self.discardLimits.bytes, timeout: timeout)
         source.finish()
@@ -278,13 +346,15 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, @unchecked Sendable {
     /// upstream call: the connection closes.
     func consumerTerminated(exchange: Int) {
         guard exchange == self.exchange, case .streaming = state else { return }
-        context?.close(promise: nil)
+        fail(UpstreamFailure(.disconnected, "The reader stopped"))
     }
+
+    // MARK: Failures and closing
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         settleReady(.failure(UpstreamFailure(.connect, "Could not connect to the provider securely: \(error)", neverReachedUpstream: true)))
         fail(UpstreamFailure(.disconnected, "The provider connection failed: \(error)"))
-        context.close(promise: nil)
+        close()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -292,32 +362,50 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, @unchecked Sendable {
             .failure(UpstreamFailure(.connect, "The provider closed the connection while it was being made", neverReachedUpstream: true)))
         fail(UpstreamFailure(.disconnected, "The provider closed the connection"))
         state = .closed
-        events?.closed()
+        reportClosed()
         context.fireChannelInactive()
     }
 
-    /// Ends the exchange in progress, if any, with `failure`.
+    /// Ends the exchange in progress, if any, with `failure`, and closes the connection.
     private func fail(_ failure: UpstreamFailure) {
         switch state {
         case .awaitingHead(let promise, _, _):
-            state = .idle
             var failure = failure
             if !failure.neverReachedUpstream && failure.kind == .disconnected {
                 failure.message = "The provider closed the connection without answering"
             }
+            close()
             promise.fail(failure)
-            context?.close(promise: nil)
         case .streaming(let source, _):
-            state = .idle
             batch.removeAll()
+            close()
             source.finish(failure)
-            context?.close(promise: nil)
         case .discarding(_, _, let timeout):
             timeout.cancel()
-            state = .idle
+            close()
         case .idle, .closed:
             break
         }
+    }
+
+    /// Closes the connection; from now on it serves nothing.
+    private func close() {
+        guard let context else {
+            state = .closed
+            return
+        }
+        if case .closed = state { return }
+        state = .closed
+        context.close(promise: nil)
+    }
+
+    /// Tells the pool once, and lets go of its callbacks (which hold this handler's connection).
+    private func reportClosed() {
+        guard !reportedClosed else { return }
+        reportedClosed = true
+        let events = self.events
+        self.events = nil
+        events?.closed()
     }
 
     /// Forwards the body sequence's demand to the handler, on its event loop.

@@ -78,6 +78,7 @@ public struct UpstreamPoolState<Connection: Hashable & Sendable>: Sendable {
     /// A connection opened for `.connect` could not be made.
     public mutating func connectFailed(_ origin: UpstreamOrigin) {
         guard var entry = origins[origin] else { return }
+        assert(entry.open > 0, "a connection un-counted twice")
         entry.open = max(0, entry.open - 1)
         store(entry, for: origin)
     }
@@ -96,6 +97,7 @@ public struct UpstreamPoolState<Connection: Hashable & Sendable>: Sendable {
     public mutating func closed(_ connection: Connection, of origin: UpstreamOrigin) {
         guard var entry = origins[origin] else { return }
         if let index = entry.idle.firstIndex(where: { $0.connection == connection }) { entry.idle.remove(at: index) }
+        assert(entry.open > 0, "a connection un-counted twice")
         entry.open = max(0, entry.open - 1)
         store(entry, for: origin)
     }

@@ -193,6 +193,53 @@ import Testing
         }
     }
 
+    @Test func theTransportOwnsHostLengthAndHopByHopHeaders() async throws {
+        try await withServer { server in
+            let transport = try PooledUpstreamTransport(connectTimeout: .seconds(2))
+            defer { Task { await transport.shutdown() } }
+            let response = try await transport.send(
+                UpstreamRequest(
+                    url: "http://127.0.0.1:\(server.port)/echo",
+                    headers: [
+                        ("Host", "evil.example"), ("x-test", "kept"), ("Content-Length", "999"), ("Transfer-Encoding", "chunked"),
+                        ("Connection", "upgrade"), ("Upgrade", "websocket"), ("TE", "trailers"),
+                    ],
+                    body: ByteBuffer(string: "hi")))
+            let echoed = String(buffer: try await response.body.collect(upTo: 1 << 16))
+            #expect(echoed == "POST /echo host=127.0.0.1:\(server.port) x-test=kept length=2 hosts=1 upgrade=\nhi")
+        }
+    }
+
+    @Test func anUpstreamSwitchingProtocolsIsAFailureNotAHang() async throws {
+        try await withServer { server in
+            let transport = try PooledUpstreamTransport(connectTimeout: .seconds(2))
+            defer { Task { await transport.shutdown() } }
+            let failure = await #expect(throws: UpstreamFailure.self) { _ = try await transport.send(server.request("/switch")) }
+            #expect(failure?.kind == .malformed)
+        }
+    }
+
+    @Test func aTLSHandshakeThatNeverCompletesTimesOut() async throws {
+        // A listener that accepts and never answers: TCP connects, TLS never starts.
+        let silent = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { $0.eventLoop.makeSucceededVoidFuture() }
+            .bind(host: "127.0.0.1", port: 0).get()
+        defer { silent.close(promise: nil) }
+        let transport = try PooledUpstreamTransport(connectTimeout: .milliseconds(300))
+        defer { Task { await transport.shutdown() } }
+        let started = ContinuousClock.now
+        let failure = await #expect(throws: UpstreamFailure.self) {
+            _ = try await transport.send(
+                UpstreamRequest(url: "https://127.0.0.1:\(silent.localAddress!.port!)/", headers: [], body: ByteBuffer()))
+        }
+        #expect(failure?.kind == .connect)
+        #expect(failure?.neverReachedUpstream == true)
+        #expect(ContinuousClock.now - started < .seconds(5))
+        try await eventually {
+            transport.connectionCounts(UpstreamOrigin(tls: true, host: "127.0.0.1", port: silent.localAddress!.port!)) == (0, 0)
+        }
+    }
+
     @Test func urlsAreTakenApart() throws {
         let plain = try UpstreamTarget("http://provider.internal:8080/v1/chat/completions?x=1#frag")
         #expect(plain.origin == UpstreamOrigin(tls: false, host: "provider.internal", port: 8080))
@@ -293,12 +340,19 @@ final class TestUpstreamServer: Sendable {
             case "/echo":
                 let headers = head.headers
                 var text = "POST \(head.uri) host=\(headers["host"].first ?? "") x-test=\(headers["x-test"].first ?? "")"
-                text += " length=\(headers["content-length"].first ?? "")\n"
+                text += " length=\(headers["content-length"].joined(separator: ","))"
+                if head.uri == "/echo" { text += " hosts=\(headers["host"].count) upgrade=\(headers["upgrade"].joined())" }
+                text += "\n"
                 var out = ByteBuffer(string: text)
                 out.writeImmutableBuffer(body)
                 context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok))), promise: nil)
                 context.write(wrapOutboundOut(.body(.byteBuffer(out))), promise: nil)
                 context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            case "/switch":
+                var switching = HTTPResponseHead(version: .http1_1, status: .switchingProtocols)
+                switching.headers.add(name: "upgrade", value: "websocket")
+                switching.headers.add(name: "connection", value: "upgrade")
+                context.writeAndFlush(wrapOutboundOut(.head(switching)), promise: nil)
             case "/hangup":
                 context.close(promise: nil)
             case "/silent":
