@@ -2,9 +2,11 @@
 # Instructions the router executes per request, counted by callgrind on a fixed workload:
 # repeatable whatever else the machine is doing, unlike timings. The router runs under valgrind
 # with the simulated provider outside it (so only the router is counted), on the embedded ledger.
-# After a warm-up, it counts REQUESTS non-streamed and then REQUESTS streamed chat completions,
-# sent one at a time over one keep-alive connection, and prints instructions per request for each,
-# with the share of each part of the program (Swift module, or shared library).
+# After a warm-up, it counts REQUESTS non-streamed and then REQUESTS streamed chat completions of
+# 16 tokens, sent one at a time over one keep-alive connection, and prints instructions per
+# request for each, with the share of each part of the program (Swift module, or shared library).
+# Then REQUESTS/2 streamed answers of 2 tokens and as many of 102 give the cost of one relayed
+# chunk: the difference per request divided by the difference in events.
 #
 # Usage: Benchmarks/callgrind.sh [--check BASELINE.json] [--write BASELINE.json]
 #   --check: fail (exit 1) when a figure rose more than 20% over the baseline.
@@ -43,7 +45,7 @@ int sigsuspend(const sigset_t *mask) { sigset_t copy = *mask; return (int)syscal
 C
 cc -shared -fPIC -O2 -o "$WORK/sigsuspend.so" "$WORK/sigsuspend.c"
 
-"$BIN" sim-provider --port "$SIM_PORT" --first-token-ms 0 --inter-token-ms 0 >"$WORK/sim.log" 2>&1 & pids+=($!)
+"$BIN" sim-provider --port "$SIM_PORT" --first-token-ms 0 --inter-token-ms 0 --answer-tokens 200 >"$WORK/sim.log" 2>&1 & pids+=($!)
 wait_for "http://127.0.0.1:$SIM_PORT/healthz" 20
 
 # Counting is off until the workload starts (--instr-atstart=no): start-up is not measured.
@@ -58,8 +60,8 @@ import http.client, json, os, re, subprocess, sys, collections
 port, pid, requests, work, check, write = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
 
 connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-def chat(stream):
-    body = json.dumps({"model": "openai/gpt-4o-mini", "max_tokens": 16, "stream": stream,
+def chat(stream, tokens=16):
+    body = json.dumps({"model": "openai/gpt-4o-mini", "max_tokens": tokens, "stream": stream,
                        "messages": [{"role": "user", "content": "Benchmark request: say something short."}]})
     connection.request("POST", "/api/v1/chat/completions", body,
                        {"Authorization": "Bearer sk-sb-v1-callgrind", "Content-Type": "application/json"})
@@ -76,13 +78,18 @@ for stream in (False, True):  # warm-up: the key cache, connection pools, the le
     for _ in range(50): chat(stream)
 control("-i", "on")
 figures = {}
-for label, stream in (("non_streamed", False), ("streamed", True)):
+# The answer is as long as max_tokens (the simulator's --answer-tokens is larger): 16 tokens for
+# the two main figures; 2 and 102 for the cost of one relayed chunk, which is the difference
+# between them divided by the difference in events.
+workloads = (("non_streamed", False, 16, requests), ("streamed", True, 16, requests),
+             ("streamed_2_tokens", True, 2, requests // 2), ("streamed_102_tokens", True, 102, requests // 2))
+for label, stream, tokens, count in workloads:
     control("-z")
     chunks = 0
-    for _ in range(requests):
-        chunks += chat(stream).count(b"data: ")
+    for _ in range(count):
+        chunks += chat(stream, tokens).count(b"data: ")
     control("-d", label)
-    figures[label] = {"chunks_per_request": chunks / requests if stream else 0}
+    figures[label] = {"chunks_per_request": chunks / count if stream else 0, "requests": count}
 control("-i", "off")
 
 def read_dump(number):
@@ -140,12 +147,20 @@ def demangle(symbols):
 
 for number, label in enumerate(figures, start=1):
     total, parts, functions = parse(read_dump(number))
-    figures[label]["instructions_per_request"] = total // requests
-    figures[label]["parts"] = {name: cost // requests for name, cost in parts.most_common(12)}
+    count = figures[label]["requests"]
+    figures[label]["instructions_per_request"] = total // count
+    figures[label]["parts"] = {name: cost // count for name, cost in parts.most_common(12)}
     top = functions.most_common(int(os.environ.get("TOP_FUNCTIONS", "15")))
-    figures[label]["functions"] = list(zip(demangle([name for name, _ in top]), [cost // requests for _, cost in top]))
+    figures[label]["functions"] = list(zip(demangle([name for name, _ in top]), [cost // count for _, cost in top]))
+short, long = figures.pop("streamed_2_tokens"), figures.pop("streamed_102_tokens")
+per_chunk = (long["instructions_per_request"] - short["instructions_per_request"]) / (long["chunks_per_request"] - short["chunks_per_request"])
+figures["per_streamed_chunk"] = {"instructions_per_request": int(per_chunk), "chunks_per_request": 0, "parts": {}, "functions": [],
+                                 "note": f"{short['chunks_per_request']:.0f} vs {long['chunks_per_request']:.0f} events"}
 
 for label, figure in figures.items():
+    if label == "per_streamed_chunk":
+        print(f"per streamed chunk: {figure['instructions_per_request']:,} instructions ({figure['note']} per request)")
+        continue
     print(f"{label}: {figure['instructions_per_request']:,} instructions per request"
           + (f" ({figure['chunks_per_request']:.1f} SSE events each)" if figure["chunks_per_request"] else ""))
     print("  by part of the program (self cost):")
@@ -165,6 +180,7 @@ if check:
     baseline = json.load(open(check))
     failed = False
     for label, figure in figures.items():
+        if label not in baseline: continue
         before = baseline[label]["instructions_per_request"]
         now = figure["instructions_per_request"]
         change = (now - before) / before

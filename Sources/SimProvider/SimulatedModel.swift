@@ -29,6 +29,8 @@ public struct SimulatedRequest: Sendable {
     public var choices = 1
     /// The `overshoot` fault: the text answer is at least this long, whatever `max_tokens` says.
     public var minimumTokens: Int?
+    /// A fixed answer length instead of the one the prompt picks (`SimulatorConfiguration.answerTokens`).
+    public var answerTokens: Int?
 
     public init(
         model: String, promptText: String, messageCount: Int, maxTokens: Int? = nil,
@@ -162,7 +164,7 @@ public struct SimulatedModel: Sendable {
             }
             return Completion(tokens: tokens, toolCall: nil, promptTokens: promptTokens, finishReason: "stop")
         }
-        let natural = max(8 + Int(seed % 24), request.minimumTokens ?? 0)
+        let natural = max(request.answerTokens ?? (8 + Int(seed % 24)), request.minimumTokens ?? 0)
         let count = request.minimumTokens != nil ? natural : min(natural, request.maxTokens ?? natural)
         var tokens = words(seed: seed, count: count)
         if count == natural, !tokens.isEmpty { tokens[tokens.count - 1] += "." }

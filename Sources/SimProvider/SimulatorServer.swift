@@ -12,9 +12,14 @@ public struct SimulatorConfiguration: Sendable {
     /// Delay between streamed tokens.
     public var interTokenDelay: Duration
 
-    public init(firstTokenDelay: Duration = .milliseconds(20), interTokenDelay: Duration = .milliseconds(2)) {
+    /// When set, every text answer is this many tokens (still cut at `max_tokens`): benchmarks
+    /// that compare short and long answers choose the length with `max_tokens`.
+    public var answerTokens: Int?
+
+    public init(firstTokenDelay: Duration = .milliseconds(20), interTokenDelay: Duration = .milliseconds(2), answerTokens: Int? = nil) {
         self.firstTokenDelay = firstTokenDelay
         self.interTokenDelay = interTokenDelay
+        self.answerTokens = answerTokens
     }
 }
 
@@ -163,6 +168,7 @@ public struct Simulator: Sendable {
             break
         }
 
+        simulated.answerTokens = configuration.answerTokens
         if fault?.kind == .overshoot { simulated.minimumTokens = (simulated.maxTokens ?? 16) * 2 + 8 }
         var completion = model.complete(simulated)
         if fault?.kind == .usage { completion.usageFactor = max(1, min(fault?.factor ?? 10, 1_000_000)) }

@@ -12,11 +12,14 @@ struct SimProviderCommand: AsyncParsableCommand {
     @Option(help: "Port to listen on.") var port: Int = 8091
     @Option(help: "Milliseconds before the first token.") var firstTokenMs: Int = 20
     @Option(help: "Milliseconds between streamed tokens.") var interTokenMs: Int = 2
+    @Option(help: "Tokens in every text answer (still cut at max_tokens); by default the prompt picks 8 to 31.")
+    var answerTokens: Int?
 
     func run() async throws {
         let simulator = Simulator(
             configuration: .init(
-                firstTokenDelay: .milliseconds(firstTokenMs), interTokenDelay: .milliseconds(interTokenMs)))
+                firstTokenDelay: .milliseconds(firstTokenMs), interTokenDelay: .milliseconds(interTokenMs),
+                answerTokens: answerTokens))
         let app = Application(
             router: simulator.buildRouter(),
             configuration: .init(address: .hostname(host, port: port), serverName: "signalbox-sim"),

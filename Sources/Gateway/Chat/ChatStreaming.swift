@@ -36,9 +36,9 @@ extension RouterAPI {
                 let firstData = NIOLockedValueBox(false)
                 await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask {
-                        let outcome = await pipeline.run(prepared) { delta, attempt in
+                        let outcome = await pipeline.run(prepared) { events in
                             firstData.withLockedValue { $0 = true }
-                            continuation.yield(ChatResponses.chunk(delta, prepared: prepared, attempt: attempt))
+                            continuation.yield(events)
                         }
                         for buffer in ChatResponses.closingEvents(outcome, prepared: prepared) { continuation.yield(buffer) }
                         continuation.finish()

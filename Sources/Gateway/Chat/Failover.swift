@@ -18,9 +18,9 @@ extension ChatPipeline {
         case cancelled
     }
 
-    /// Runs the attempts in order. `emit`, when given, receives each delta as it arrives (a
-    /// streaming client); once one has been emitted, the request can no longer fail over.
-    func run(_ prepared: PreparedChat, emit: (@Sendable (CompletionDelta, PlannedAttempt) -> Void)?) async -> RequestOutcome {
+    /// Runs the attempts in order. `emit`, when given, receives the client's SSE events as they
+    /// arrive (a streaming client); once one has been emitted, the request can no longer fail over.
+    func run(_ prepared: PreparedChat, emit: (@Sendable (ByteBuffer) -> Void)?) async -> RequestOutcome {
         let heartbeat = idempotencyHeartbeat(prepared)
         defer { heartbeat?.cancel() }
         return await runAttempts(prepared, emit: emit)
@@ -51,7 +51,7 @@ extension ChatPipeline {
         }
     }
 
-    func runAttempts(_ prepared: PreparedChat, emit: (@Sendable (CompletionDelta, PlannedAttempt) -> Void)?) async -> RequestOutcome {
+    func runAttempts(_ prepared: PreparedChat, emit: (@Sendable (ByteBuffer) -> Void)?) async -> RequestOutcome {
         var records: [AttemptRecord] = []
         var failures: [UpstreamFailure] = []
         var insurance: [TransferRequest] = []

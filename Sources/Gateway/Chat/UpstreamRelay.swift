@@ -14,7 +14,7 @@ extension ChatPipeline {
     /// overdue.
     func runAttempt(
         _ attempt: PlannedAttempt, prepared: PreparedChat, progress: NIOLockedValueBox<AttemptProgress>,
-        emit: (@Sendable (CompletionDelta, PlannedAttempt) -> Void)?
+        emit: (@Sendable (ByteBuffer) -> Void)?
     ) async throws -> AttemptResult {
         let timeouts = configuration.timeouts
         let clock = self.clock
@@ -44,7 +44,7 @@ extension ChatPipeline {
 
     func callUpstream(
         _ attempt: PlannedAttempt, prepared: PreparedChat, progress: NIOLockedValueBox<AttemptProgress>,
-        emit: (@Sendable (CompletionDelta, PlannedAttempt) -> Void)?
+        emit: (@Sendable (ByteBuffer) -> Void)?
     ) async throws -> AttemptResult {
         try await callUpstream(
             ProviderAdapters.adapter(for: attempt.provider.format), attempt, prepared: prepared, progress: progress,
@@ -53,7 +53,7 @@ extension ChatPipeline {
 
     func callUpstream<Adapter: ProviderAdapter>(
         _ adapter: Adapter, _ attempt: PlannedAttempt, prepared: PreparedChat, progress: NIOLockedValueBox<AttemptProgress>,
-        emit: (@Sendable (CompletionDelta, PlannedAttempt) -> Void)?
+        emit: (@Sendable (ByteBuffer) -> Void)?
     ) async throws -> AttemptResult {
         let request = adapter.makeRequest(prepared.request, attempt: attempt, apiKey: providerKeys[attempt.provider.slug])
         let response: UpstreamResponse
@@ -77,49 +77,102 @@ extension ChatPipeline {
         var usage: TokenUsage?
         var done = false
         var delivered = 0
-        var held: [CompletionDelta] = []
+        var sawDelta = false
+        // Events for the client from one upstream read, written to it together.
+        var out = ByteBuffer()
+        // Events without output (the opening role chunk) wait for the first token: until one
+        // reaches the client, the request can still fail over.
+        var held: [ByteBuffer] = []
         // Each output piece is at least one token: more pieces than the reservation's completion
         // tokens means the upstream ignored the `max_tokens` it was sent.
         let completionBound = attempt.completionLimit(for: prepared.request) * prepared.request.choices
         var overshot = false
+        // OpenAI to an OpenAI client, streamed: chunks are relayed as bytes. Without a stored
+        // completion to assemble (no Idempotency-Key), only finish reasons are accumulated.
+        let relay: OpenAIChunkRelay? =
+            emit != nil && prepared.idempotencyKey == nil && attempt.provider.format == .openai
+            ? OpenAIChunkRelay(
+                generationID: prepared.generationID, provider: attempt.provider.name, model: attempt.model.id,
+                created: prepared.created, excludeReasoning: prepared.request.reasoning?.exclude ?? false)
+            : nil
+
+        /// Takes the event just written at `mark` in `out` as delivered, or holds it.
+        func place(from mark: Int, hasOutput: Bool) {
+            if !hasOutput && delivered == 0 {
+                if let event = out.getSlice(at: mark, length: out.writerIndex - mark) { held.append(event) }
+                out.moveWriterIndex(to: mark)
+            } else if !held.isEmpty {
+                var event = out.getSlice(at: mark, length: out.writerIndex - mark) ?? ByteBuffer()
+                out.moveWriterIndex(to: mark)
+                for var waiting in held { out.writeBuffer(&waiting) }
+                held.removeAll()
+                out.writeBuffer(&event)
+            }
+        }
+
+        /// The cut at the bound: a finish chunk instead of what went past it.
+        func cut(_ upstreamID: String?, _ fingerprint: String?) -> CompletionDelta {
+            overshot = true
+            done = true
+            return CompletionDelta(
+                choices: [["index": 0, "delta": [:], "finish_reason": "length", "native_finish_reason": "length"]],
+                upstreamID: upstreamID, systemFingerprint: fingerprint)
+        }
+
+        func take(_ delta: CompletionDelta, pieces: Int) {
+            delivered += pieces
+            sawDelta = true
+            guard emit != nil else { return }
+            let mark = out.writerIndex
+            var event = ChatResponses.chunk(delta, prepared: prepared, attempt: attempt)
+            out.writeBuffer(&event)
+            place(from: mark, hasOutput: delivered > 0 || delta.finishReason != nil)
+        }
 
         func handle(_ events: [SSEEvent]) throws {
             for event in events where !done {
+                if let relay, event.event == nil, event.data != "[DONE]" {
+                    let mark = out.writerIndex
+                    var data = event.data
+                    let relayed = data.withUTF8 {
+                        relay.relay(UnsafeRawBufferPointer($0), identity: !sawDelta, into: &out)
+                    }
+                    if let relayed {
+                        if let reported = relayed.usage { usage = reported }
+                        guard relayed.wroteEvent else { continue }
+                        if delivered + relayed.pieces > completionBound {
+                            out.moveWriterIndex(to: mark)
+                            let finish = cut(accumulator.upstreamID, accumulator.systemFingerprint)
+                            accumulator.add(finish)
+                            take(finish, pieces: 0)
+                            return
+                        }
+                        if !sawDelta || !relayed.finishedChoices.isEmpty {
+                            accumulator.add(
+                                CompletionDelta(
+                                    choices: relayed.finishedChoices, upstreamID: relayed.upstreamID,
+                                    systemFingerprint: relayed.systemFingerprint))
+                        }
+                        delivered += relayed.pieces
+                        sawDelta = true
+                        place(from: mark, hasOutput: delivered > 0 || relayed.finishReason != nil)
+                        continue
+                    }
+                }
                 for output in try decoder.decode(event) {
                     switch output {
-                    case .delta(var delta):
-                        var pieces = delta.outputPieces
-                        if delivered + pieces > completionBound {
+                    case .delta(let delta):
+                        if delivered + delta.outputPieces > completionBound {
                             // Stop relaying (and billing) at the bound; dropping the body cancels the upstream.
-                            overshot = true
-                            done = true
-                            delta = CompletionDelta(
-                                choices: [["index": 0, "delta": [:], "finish_reason": "length", "native_finish_reason": "length"]],
-                                upstreamID: delta.upstreamID, systemFingerprint: delta.systemFingerprint)
-                            pieces = 0
-                        }
-                        delivered += pieces
-                        progress.withLockedValue { state in
-                            state.delivered += pieces
-                            if state.firstToken == nil { state.firstToken = clock.now }
-                            if state.upstreamID == nil { state.upstreamID = delta.upstreamID }
-                        }
-                        if let emit {
-                            // Deltas without output (the opening role chunk) wait for the first
-                            // token: until one reaches the client, the request can still fail over.
-                            if delivered == 0 && delta.finishReason == nil {
-                                held.append(delta)
-                            } else {
-                                for waiting in held { emit(waiting, attempt) }
-                                held.removeAll()
-                                emit(delta, attempt)
-                            }
+                            let finish = cut(delta.upstreamID, delta.systemFingerprint)
+                            accumulator.add(finish)
+                            take(finish, pieces: 0)
+                            return
                         }
                         accumulator.add(delta)
-                        if overshot { return }
+                        take(delta, pieces: delta.outputPieces)
                     case .usage(let reported):
                         usage = reported
-                        progress.withLockedValue { $0.usage = reported }
                     case .done:
                         done = true
                     }
@@ -127,9 +180,27 @@ extension ChatPipeline {
             }
         }
 
+        /// What the watchdog and failover read, then the client's events: once bytes may have
+        /// reached the client, `delivered` says so.
+        func publish() {
+            let (now, count, first, reported, id) = (clock.now, delivered, sawDelta, usage, accumulator.upstreamID)
+            progress.withLockedValue { state in
+                state.lastActivity = now
+                state.delivered = count
+                if first && state.firstToken == nil { state.firstToken = now }
+                if state.upstreamID == nil { state.upstreamID = id }
+                if let reported { state.usage = reported }
+            }
+            if let emit, out.readableBytes > 0 {
+                emit(out)
+                out = ByteBuffer()
+            }
+        }
+
         for try await buffer in response.body {
             progress.withLockedValue { $0.lastActivity = clock.now }
             try handle(try parser.feed(buffer))
+            publish()
             if done {
                 // What may follow is the body's terminator: the connection can serve again. (The
                 // overshoot cut stops without this, which closes the connection and so cancels the call.)
@@ -137,7 +208,10 @@ extension ChatPipeline {
                 break
             }
         }
-        if !done, let last = parser.finish() { try handle([last]) }
+        if !done, let last = parser.finish() {
+            try handle([last])
+            publish()
+        }
         if overshot {
             logger.warning(
                 "the provider went past max_tokens; relaying stopped at the reserved bound",

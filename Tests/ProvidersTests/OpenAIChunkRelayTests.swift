@@ -1,0 +1,110 @@
+import NIOCore
+import Testing
+
+@testable import Providers
+@testable import SignalboxCore
+
+/// The byte relay writes what the full decode-and-encode path writes (plus the upstream's extra
+/// fields), counts the same output, and hands everything it should not relay to the full path.
+@Suite struct OpenAIChunkRelayTests {
+    let relay = OpenAIChunkRelay(
+        generationID: "gen-1", provider: "OpenAI", model: "openai/gpt-4o-mini", created: 1_700_000_000, excludeReasoning: false)
+
+    static let relayedChunks = [
+        #"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini-2024","system_fingerprint":"fp_1","choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}"#,
+        #"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"Hello \"world\"\n\u00e9"},"finish_reason":null}]}"#,
+        #"{"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":12,"total_tokens":21}}"#,
+        #"{"id":"c","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"get","arguments":""}}]},"finish_reason":null}]}"#,
+        #"{"id":"c","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"city\":"}}]},"finish_reason":null}]}"#,
+        #"{"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"function_call"},{"index":1,"delta":{"content":"x"},"finish_reason":"content_filter","logprobs":{"content":[]}}]}"#,
+        #"{"id":"c","choices":[{"index":0,"delta":{"reasoning":"thinking…"},"finish_reason":null}]}"#,
+        #"{"id":"c","service_tier":"default","choices":[{"index":0,"delta":{"content":"a"},"native_finish_reason":"bogus","finish_reason":null}],"provider":"spoofed"}"#,
+        #"  {"id" : "c" , "choices" : [ { "index" : 0 , "delta" : { "content" : "spaced" } , "finish_reason" : "length" } ] }  "#,
+    ]
+
+    @Test(arguments: relayedChunks) func writesWhatTheFullPathWrites(_ chunk: String) throws {
+        var out = ByteBuffer()
+        let relayed = try #require(relay(chunk, into: &out))
+        let written = try #require(Self.event(out))
+
+        var decoder = OpenAIStreamDecoder()
+        let events = try decoder.decode(SSEEvent(data: chunk))
+        guard case .delta(let delta)? = events.first else { throw Unexpected() }
+        var expected: JSONObject = [
+            "id": "gen-1", "provider": "OpenAI", "model": "openai/gpt-4o-mini", "object": "chat.completion.chunk",
+            "created": 1_700_000_000, "choices": .array(delta.choices),
+        ]
+        let upstream = try JSONParser.parse(chunk).objectValue!
+        for (key, value) in upstream where !["id", "provider", "model", "object", "created", "choices", "usage"].contains(key) {
+            expected[key] = value
+        }
+        #expect(written == .object(expected))
+        #expect(relayed.pieces == delta.outputPieces)
+        #expect(relayed.finishReason == delta.finishReason)
+        let usage = events.compactMap { if case .usage(let usage) = $0 { usage } else { nil } }.first
+        #expect(relayed.usage == usage)
+    }
+
+    @Test func aUsageChunkWithoutChoicesWritesNothingAndReportsTheUsage() throws {
+        var out = ByteBuffer(string: "earlier events\n\n")
+        let chunk =
+            #"{"id":"c","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12,"prompt_tokens_details":{"cached_tokens":2}}}"#
+        let relayed = try #require(relay(chunk, into: &out))
+        #expect(!relayed.wroteEvent)
+        #expect(String(buffer: out) == "earlier events\n\n")
+        #expect(relayed.usage?.promptTokens == 5 && relayed.usage?.completionTokens == 7 && relayed.usage?.cachedTokens == 2)
+    }
+
+    @Test func theUpstreamIdentityIsReadOnlyWhenAskedFor() throws {
+        var out = ByteBuffer()
+        let chunk = Self.relayedChunks[0]
+        let asked = try #require(relay(chunk, identity: true, into: &out))
+        #expect(asked.upstreamID == "chatcmpl-1" && asked.systemFingerprint == "fp_1")
+        let notAsked = try #require(relay(chunk, identity: false, into: &out))
+        #expect(notAsked.upstreamID == nil)
+    }
+
+    static let fullPathChunks = [
+        #"{"error":{"message":"overloaded","code":529}}"#,
+        #"{"object":"error","message":"bad"}"#,
+        #"{"id":"c","choices":[{"index":0,"delta":{"reasoning_content":"deepseek style"}}]}"#,
+        #"{"id":"c","\u0069d":"escaped key","choices":[]}"#,
+        #"{"id":"c","choices":[{"index":0,"delta":{"content":"cut"#,
+        #"{"id":"c"}"#,
+        #"{"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"st\u006fp"}]}"#,
+        "not json at all",
+    ]
+
+    @Test(arguments: fullPathChunks) func leavesTheRestToTheFullDecoder(_ chunk: String) {
+        var out = ByteBuffer(string: "kept")
+        #expect(relay(chunk, into: &out) == nil)
+        #expect(String(buffer: out) == "kept", "nothing half-written")
+    }
+
+    @Test func excludedReasoningGoesToTheFullDecoder() {
+        let excluding = OpenAIChunkRelay(generationID: "g", provider: "p", model: "m", created: 0, excludeReasoning: true)
+        var out = ByteBuffer()
+        var chunk = #"{"id":"c","choices":[{"index":0,"delta":{"reasoning":"hidden"}}]}"#
+        #expect(chunk.withUTF8 { excluding.relay(UnsafeRawBufferPointer($0), identity: false, into: &out) } == nil)
+    }
+
+    func relay(_ chunk: String, identity: Bool = false, into out: inout ByteBuffer) -> OpenAIChunkRelay.Relayed? {
+        var copy = chunk
+        return copy.withUTF8 { relay.relay(UnsafeRawBufferPointer($0), identity: identity, into: &out) }
+    }
+
+    /// The one SSE event in `buffer`, parsed.
+    static func event(_ buffer: ByteBuffer) -> JSONValue? {
+        let text = String(buffer: buffer)
+        guard text.hasPrefix("data: "), text.hasSuffix("\n\n") else { return nil }
+        return try? JSONParser.parse(String(text.dropFirst(6).dropLast(2)))
+    }
+
+    struct Unexpected: Error {}
+}
+
+extension OpenAIChunkRelay.Relayed: Equatable {
+    public static func == (lhs: Self, rhs: Self) -> Bool {
+        lhs.pieces == rhs.pieces && lhs.wroteEvent == rhs.wroteEvent && lhs.finishReason == rhs.finishReason && lhs.usage == rhs.usage
+    }
+}

@@ -1,0 +1,105 @@
+import Testing
+
+@testable import SignalboxCore
+
+/// The scanner accepts exactly what the parser accepts, and its spans hold the parser's values.
+@Suite struct JSONScannerTests {
+    static let documents = [
+        #"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"gpt","choices":[{"index":0,"delta":{"content":"Hi \"there\"\n"},"finish_reason":null}]}"#,
+        #"{"a":[1,-2,3.5,-0.0,1e-07,2E+3,0],"b":{"c":[{},[],"",true,false,null]},"d":"\u00e9\ud83d\ude00\\\/"}"#,
+        #"  [ 1 , { "x" : [ ] } , "y" ]  "#,
+        #""just a string""#, "0", "-12.5e3", "true", "null", "[]", "{}",
+        #"{"nested":[[[[[[[[[[{"deep":1}]]]]]]]]]]}"#,
+    ]
+
+    static let invalid = [
+        "", " ", "{", "}", "[1,]", "{\"a\":1,}", "{\"a\" 1}", "{a:1}", "01", "1.", ".5", "-", "1e", "+1", "tru", "nul",
+        "\"unterminated", "\"bad \\x escape\"", "\"bad \\u12G4\"", "\"raw \u{01} control\"", "[1] 2", "{\"a\":1}}", "[\"a\" \"b\"]",
+        "NaN", "Infinity", #""\ud83d""#, #""\ude00""#, #""\ud83d\u0041""#,
+    ]
+
+    @Test(arguments: documents) func acceptsWhatTheParserAccepts(_ text: String) throws {
+        #expect(accepts(text))
+        #expect((try? JSONParser.parse(text)) != nil)
+    }
+
+    @Test(arguments: invalid) func refusesWhatTheParserRefuses(_ text: String) {
+        #expect(!accepts(text), "scanner accepted \(text.debugDescription)")
+        #expect((try? JSONParser.parse(text)) == nil, "parser accepted \(text.debugDescription)")
+    }
+
+    /// What mutations insert: JSON's structural bytes and the starts of its tokens.
+    static let alphabet = Array("{}[]\",:0-.e\\ nu1tf".utf8)
+
+    @Test func agreesWithTheParserOnThousandsOfMutatedDocuments() {
+        var generator = SplitMix(seed: 14)
+        var disagreements: [String] = []
+        var checked = 0
+        for document in Self.documents {
+            let bytes = Array(document.utf8)
+            for _ in 0..<2_000 {
+                var mutated = bytes
+                for _ in 0...(generator.next() % 3) {
+                    let position = Int(generator.next() % UInt64(max(mutated.count, 1)))
+                    let byte = Self.alphabet[Int(generator.next() % UInt64(Self.alphabet.count))]
+                    switch generator.next() % 3 {
+                    case 0 where !mutated.isEmpty: mutated.remove(at: position)
+                    case 1: mutated.insert(byte, at: min(position, mutated.count))
+                    default: if !mutated.isEmpty { mutated[position] = byte }
+                    }
+                }
+                let text = String(decoding: mutated, as: UTF8.self)
+                guard Array(text.utf8) == mutated else { continue }  // only valid UTF-8: the scanner does not check it
+                checked += 1
+                if accepts(text) != ((try? JSONParser.parse(text)) != nil) { disagreements.append(text) }
+            }
+        }
+        #expect(checked > 10_000)
+        #expect(disagreements.isEmpty, "first disagreements: \(disagreements.prefix(5))")
+    }
+
+    @Test func membersAndElementsSpanTheParsersValues() throws {
+        var text = Self.documents[1]
+        try text.withUTF8 { utf8 in
+            let bytes = UnsafeRawBufferPointer(utf8)
+            let scanner = JSONScanner(bytes)
+            let parsed = try JSONParser.parse(bytes)
+            let members = try scanner.members(of: try scanner.document())
+            #expect(members.map { String(decoding: UnsafeRawBufferPointer(rebasing: bytes[$0.key]), as: UTF8.self) } == ["a", "b", "d"])
+            for member in members {
+                let key = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[member.key]), as: UTF8.self)
+                #expect(try JSONParser.parse(UnsafeRawBufferPointer(rebasing: bytes[member.value])) == parsed[key])
+            }
+            var elements: [JSONValue] = []
+            try scanner.forEachElement(of: members[0].value) { span in
+                elements.append(try! JSONParser.parse(UnsafeRawBufferPointer(rebasing: bytes[span])))
+            }
+            #expect(elements == parsed["a"]?.arrayValue)
+            #expect(scanner.plainString(members[2].value) == nil, "escapes are not decoded")
+        }
+    }
+
+    @Test func refusesNestingDeeperThanTheParser() {
+        let deep = String(repeating: "[", count: JSONParser.maxDepth + 2) + String(repeating: "]", count: JSONParser.maxDepth + 2)
+        #expect(!accepts(deep))
+        #expect((try? JSONParser.parse(deep)) == nil)
+    }
+
+    func accepts(_ text: String) -> Bool {
+        var copy = text
+        return copy.withUTF8 { (try? JSONScanner(UnsafeRawBufferPointer($0)).document()) != nil }
+    }
+}
+
+/// A small deterministic generator, so a failure repeats.
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
