@@ -44,44 +44,44 @@ public struct OpenAIChunkRelay: Sendable {
         public var systemFingerprint: String?
     }
 
-    /// Writes `data` (one event's data) as an SSE event at the end of `out` when it has choices,
+    /// Appends `data` (one event's data) as an SSE event to `out` when it has choices,
     /// and says what it held; nil, with `out` unchanged, when the chunk needs the full decoder.
-    public func relay(_ data: UnsafeRawBufferPointer, identity: Bool, into out: inout ByteBuffer) -> Relayed? {
-        let mark = out.writerIndex
+    public func relay(_ data: UnsafeRawBufferPointer, identity: Bool, into out: inout [UInt8]) -> Relayed? {
+        let mark = out.count
         do {
             let relayed = try write(data, identity: identity, into: &out)
-            if !relayed.wroteEvent { out.moveWriterIndex(to: mark) }
+            if !relayed.wroteEvent { out.removeSubrange(mark...) }
             return relayed
         } catch {
-            out.moveWriterIndex(to: mark)
+            out.removeSubrange(mark...)
             return nil
         }
     }
 
     private struct NotRelayed: Error {}
 
-    private func write(_ data: UnsafeRawBufferPointer, identity: Bool, into out: inout ByteBuffer) throws -> Relayed {
+    private func write(_ data: UnsafeRawBufferPointer, identity: Bool, into out: inout [UInt8]) throws -> Relayed {
         let scanner = JSONScanner(data)
         let document = try scanner.document()
         var relayed = Relayed()
         var sawChoices = false
         var usage: Range<Int>?
-        out.writeBytes(head)
+        out += head
         try scanner.forEachMember(of: document) { member throws(JSONScanner.Invalid) in
             guard !member.keyHasEscapes else { throw JSONScanner.Invalid(offset: member.key.lowerBound) }
             let key = member.key
             if scanner.equals(key, "choices") {
                 sawChoices = true
                 guard scanner.kind(of: member.value) == UInt8(ascii: "[") else { throw JSONScanner.Invalid(offset: key.lowerBound) }
-                out.writeStaticString(",\"choices\":[")
+                out.append(",\"choices\":[")
                 var first = true
                 try scanner.forEachElement(of: member.value) { element throws(JSONScanner.Invalid) in
-                    if !first { out.writeStaticString(",") }
+                    if !first { out.append(",") }
                     first = false
                     try writeChoice(element, scanner: scanner, into: &out, relayed: &relayed)
                     relayed.wroteEvent = true
                 }
-                out.writeStaticString("]")
+                out.append("]")
             } else if scanner.equals(key, "usage") {
                 usage = member.value
             } else if scanner.equals(key, "error") {
@@ -97,10 +97,10 @@ public struct OpenAIChunkRelay: Sendable {
                 if identity && scanner.equals(key, "system_fingerprint") {
                     relayed.systemFingerprint = scanner.plainString(member.value)
                 }
-                out.writeStaticString(",\"")
-                out.writeBytes(UnsafeRawBufferPointer(rebasing: data[member.key]))
-                out.writeStaticString("\":")
-                out.writeBytes(UnsafeRawBufferPointer(rebasing: data[member.value]))
+                out.append(",\"")
+                out.append(UnsafeRawBufferPointer(rebasing: data[member.key]))
+                out.append("\":")
+                out.append(UnsafeRawBufferPointer(rebasing: data[member.value]))
             }
         }
         guard sawChoices || usage != nil else { throw NotRelayed() }
@@ -108,20 +108,20 @@ public struct OpenAIChunkRelay: Sendable {
             // Usage comes once per stream: parsing it is cheap enough.
             relayed.usage = TokenUsage(openAI: try JSONParser.parse(UnsafeRawBufferPointer(rebasing: data[usage])))
         }
-        out.writeStaticString("}\n\n")
+        out.append("}\n\n")
         return relayed
     }
 
     /// One element of `choices`, with the finish trio rewritten and the delta read for output.
     private func writeChoice(
-        _ element: Range<Int>, scanner: JSONScanner, into out: inout ByteBuffer, relayed: inout Relayed
+        _ element: Range<Int>, scanner: JSONScanner, into out: inout [UInt8], relayed: inout Relayed
     ) throws(JSONScanner.Invalid) {
         guard scanner.kind(of: element) == UInt8(ascii: "{") else { throw JSONScanner.Invalid(offset: element.lowerBound) }
         let data = scanner.bytes
         var index: Range<Int>?
         var native: String?
         var logprobs: Range<Int>?
-        out.writeStaticString("{")
+        out.append("{")
         try scanner.forEachMember(of: element) { member throws(JSONScanner.Invalid) in
             guard !member.keyHasEscapes else { throw JSONScanner.Invalid(offset: member.key.lowerBound) }
             let key = member.key
@@ -139,24 +139,24 @@ public struct OpenAIChunkRelay: Sendable {
             }
             if scanner.equals(key, "index") { index = member.value }
             if scanner.equals(key, "delta") { relayed.pieces += try outputPieces(member.value, scanner: scanner) }
-            out.writeStaticString("\"")
-            out.writeBytes(UnsafeRawBufferPointer(rebasing: data[key]))
-            out.writeStaticString("\":")
-            out.writeBytes(UnsafeRawBufferPointer(rebasing: data[member.value]))
-            out.writeStaticString(",")
+            out.append("\"")
+            out.append(UnsafeRawBufferPointer(rebasing: data[key]))
+            out.append("\":")
+            out.append(UnsafeRawBufferPointer(rebasing: data[member.value]))
+            out.append(",")
         }
         let normalized = FinishReason.normalize(native)
-        out.writeStaticString("\"finish_reason\":")
+        out.append("\"finish_reason\":")
         writeOptionalString(normalized, into: &out)
-        out.writeStaticString(",\"native_finish_reason\":")
+        out.append(",\"native_finish_reason\":")
         writeOptionalString(native, into: &out)
-        out.writeStaticString(",\"logprobs\":")
+        out.append(",\"logprobs\":")
         if let logprobs {
-            out.writeBytes(UnsafeRawBufferPointer(rebasing: data[logprobs]))
+            out.append(UnsafeRawBufferPointer(rebasing: data[logprobs]))
         } else {
-            out.writeStaticString("null")
+            out.append("null")
         }
-        out.writeStaticString("}")
+        out.append("}")
         if let native {
             if relayed.finishReason == nil { relayed.finishReason = normalized }
             let position: JSONValue =
@@ -203,13 +203,20 @@ public struct OpenAIChunkRelay: Sendable {
         scanner.kind(of: value) == UInt8(ascii: "\"") && value.count > 2
     }
 
-    private func writeOptionalString(_ text: String?, into out: inout ByteBuffer) {
+    private func writeOptionalString(_ text: String?, into out: inout [UInt8]) {
         guard let text else {
-            out.writeStaticString("null")
+            out.append("null")
             return
         }
-        var bytes: [UInt8] = []
-        JSONWriter.write(.string(text), into: &bytes)
-        out.writeBytes(bytes)
+        JSONWriter.write(.string(text), into: &out)
     }
+}
+
+extension Array where Element == UInt8 {
+    /// Appends ASCII text known at compile time.
+    fileprivate mutating func append(_ text: StaticString) {
+        append(contentsOf: UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
+    }
+
+    fileprivate mutating func append(_ bytes: UnsafeRawBufferPointer) { append(contentsOf: bytes) }
 }

@@ -148,8 +148,16 @@ public struct JSONScanner {
     private func skipString(at start: Int) throws(Invalid) -> (end: Int, escaped: Bool) {
         var index = start + 1
         var escaped = false
-        while index < bytes.count {
-            let byte = bytes[index]
+        let count = bytes.count
+        guard let base = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self) else { throw Invalid(offset: start) }
+        while index < count {
+            // The common run: plain characters up to the closing quote.
+            var byte = base[index]
+            while byte != 0x22 && byte != 0x5C && byte >= 0x20 {
+                index += 1
+                guard index < count else { throw Invalid(offset: index) }
+                byte = base[index]
+            }
             if byte == UInt8(ascii: "\"") { return (index + 1, escaped) }
             if byte < 0x20 { throw Invalid(offset: index) }  // raw control characters are not JSON
             if byte == UInt8(ascii: "\\") {

@@ -23,7 +23,7 @@ import Testing
     ]
 
     @Test(arguments: relayedChunks) func writesWhatTheFullPathWrites(_ chunk: String) throws {
-        var out = ByteBuffer()
+        var out: [UInt8] = []
         let relayed = try #require(relay(chunk, into: &out))
         let written = try #require(Self.event(out))
 
@@ -46,17 +46,17 @@ import Testing
     }
 
     @Test func aUsageChunkWithoutChoicesWritesNothingAndReportsTheUsage() throws {
-        var out = ByteBuffer(string: "earlier events\n\n")
+        var out = Array("earlier events\n\n".utf8)
         let chunk =
             #"{"id":"c","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12,"prompt_tokens_details":{"cached_tokens":2}}}"#
         let relayed = try #require(relay(chunk, into: &out))
         #expect(!relayed.wroteEvent)
-        #expect(String(buffer: out) == "earlier events\n\n")
+        #expect(String(decoding: out, as: UTF8.self) == "earlier events\n\n")
         #expect(relayed.usage?.promptTokens == 5 && relayed.usage?.completionTokens == 7 && relayed.usage?.cachedTokens == 2)
     }
 
     @Test func theUpstreamIdentityIsReadOnlyWhenAskedFor() throws {
-        var out = ByteBuffer()
+        var out: [UInt8] = []
         let chunk = Self.relayedChunks[0]
         let asked = try #require(relay(chunk, identity: true, into: &out))
         #expect(asked.upstreamID == "chatcmpl-1" && asked.systemFingerprint == "fp_1")
@@ -76,26 +76,26 @@ import Testing
     ]
 
     @Test(arguments: fullPathChunks) func leavesTheRestToTheFullDecoder(_ chunk: String) {
-        var out = ByteBuffer(string: "kept")
+        var out = Array("kept".utf8)
         #expect(relay(chunk, into: &out) == nil)
-        #expect(String(buffer: out) == "kept", "nothing half-written")
+        #expect(String(decoding: out, as: UTF8.self) == "kept", "nothing half-written")
     }
 
     @Test func excludedReasoningGoesToTheFullDecoder() {
         let excluding = OpenAIChunkRelay(generationID: "g", provider: "p", model: "m", created: 0, excludeReasoning: true)
-        var out = ByteBuffer()
+        var out: [UInt8] = []
         var chunk = #"{"id":"c","choices":[{"index":0,"delta":{"reasoning":"hidden"}}]}"#
         #expect(chunk.withUTF8 { excluding.relay(UnsafeRawBufferPointer($0), identity: false, into: &out) } == nil)
     }
 
-    func relay(_ chunk: String, identity: Bool = false, into out: inout ByteBuffer) -> OpenAIChunkRelay.Relayed? {
+    func relay(_ chunk: String, identity: Bool = false, into out: inout [UInt8]) -> OpenAIChunkRelay.Relayed? {
         var copy = chunk
         return copy.withUTF8 { relay.relay(UnsafeRawBufferPointer($0), identity: identity, into: &out) }
     }
 
     /// The one SSE event in `buffer`, parsed.
-    static func event(_ buffer: ByteBuffer) -> JSONValue? {
-        let text = String(buffer: buffer)
+    static func event(_ bytes: [UInt8]) -> JSONValue? {
+        let text = String(decoding: bytes, as: UTF8.self)
         guard text.hasPrefix("data: "), text.hasSuffix("\n\n") else { return nil }
         return try? JSONParser.parse(String(text.dropFirst(6).dropLast(2)))
     }

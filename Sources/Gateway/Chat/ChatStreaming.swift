@@ -32,33 +32,98 @@ extension RouterAPI {
                     await pipeline.cancel(prepared)  // the client left before anything ran
                     throw error
                 }
-                let (events, continuation) = AsyncStream<ByteBuffer>.makeStream()
+                let events = EventPipe()
                 let firstData = NIOLockedValueBox(false)
                 await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask {
-                        let outcome = await pipeline.run(prepared) { events in
+                        let outcome = await pipeline.run(prepared) { bytes in
                             firstData.withLockedValue { $0 = true }
-                            continuation.yield(events)
+                            events.send(bytes)
                         }
-                        for buffer in ChatResponses.closingEvents(outcome, prepared: prepared) { continuation.yield(buffer) }
-                        continuation.finish()
+                        for buffer in ChatResponses.closingEvents(outcome, prepared: prepared) { events.send(buffer) }
+                        events.finish()
                     }
                     group.addTask {
                         while !firstData.withLockedValue({ $0 }) {
                             try await Task.sleep(for: keepAlive)
-                            if !firstData.withLockedValue({ $0 }) { continuation.yield(header) }
+                            if !firstData.withLockedValue({ $0 }) { events.send(header) }
                         }
                     }
                     do {
-                        for await buffer in events { try await writer.write(buffer) }
+                        while let bytes = await events.next() { try await writer.write(bytes) }
                     } catch {
                         group.cancelAll()  // the client is gone: cancel the upstream call
-                        continuation.finish()
+                        events.finish()
                     }
                     group.cancelAll()
                     try? await group.waitForAll()
                 }
                 try await writer.finish(nil)
             })
+    }
+}
+
+/// Carries a stream's SSE bytes from the relay to the task writing the response. Bytes sent
+/// while the writer is busy join those already waiting, so the writer takes everything pending
+/// in one write, and a waiting writer is woken once per send. (A stdlib `AsyncStream` costs a
+/// queue entry, unspecialized generic code and runtime metadata lookups for every event.)
+final class EventPipe: Sendable {
+    private struct State {
+        var pending = ByteBuffer()
+        var finished = false
+        var reader: UnsafeContinuation<ByteBuffer?, Never>?
+    }
+
+    private let state = NIOLockedValueBox(State())
+
+    /// Adds bytes for the writer; dropped once the pipe is finished.
+    func send(_ bytes: ByteBuffer) {
+        let reader = state.withLockedValue { state -> UnsafeContinuation<ByteBuffer?, Never>? in
+            guard !state.finished else { return nil }
+            if let reader = state.reader {
+                state.reader = nil
+                return reader
+            }
+            var bytes = bytes
+            state.pending.writeBuffer(&bytes)
+            return nil
+        }
+        reader?.resume(returning: bytes)
+    }
+
+    /// Everything sent since the last call, waiting for some if there is none; nil once finished
+    /// and drained.
+    func next() async -> ByteBuffer? {
+        if let ready = takePending() { return ready }
+        return await withUnsafeContinuation { continuation in
+            let immediate = state.withLockedValue { state -> ByteBuffer?? in
+                if state.pending.readableBytes > 0 {
+                    defer { state.pending = ByteBuffer() }
+                    return .some(state.pending)
+                }
+                if state.finished { return .some(nil) }
+                state.reader = continuation
+                return .none
+            }
+            if let immediate { continuation.resume(returning: immediate) }
+        }
+    }
+
+    /// No more bytes: a waiting writer gets nil.
+    func finish() {
+        let reader = state.withLockedValue { state -> UnsafeContinuation<ByteBuffer?, Never>? in
+            state.finished = true
+            defer { state.reader = nil }
+            return state.reader
+        }
+        reader?.resume(returning: nil)
+    }
+
+    private func takePending() -> ByteBuffer? {
+        state.withLockedValue { state in
+            guard state.pending.readableBytes > 0 else { return nil }
+            defer { state.pending = ByteBuffer() }
+            return state.pending
+        }
     }
 }

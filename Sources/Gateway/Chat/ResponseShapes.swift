@@ -92,14 +92,17 @@ enum ChatResponses {
         return ByteBuffer(bytes: bytes)
     }
 
-    static func chunk(_ delta: CompletionDelta, prepared: PreparedChat, attempt: PlannedAttempt) -> ByteBuffer {
+    /// Appends the stream chunk for `delta` as an SSE event.
+    static func writeChunk(_ delta: CompletionDelta, prepared: PreparedChat, attempt: PlannedAttempt, into bytes: inout [UInt8]) {
         var object: JSONObject = [
             "id": .string(prepared.generationID), "provider": .string(attempt.provider.name),
             "model": .string(attempt.model.id), "object": "chat.completion.chunk", "created": .int(prepared.created),
         ]
         if let fingerprint = delta.systemFingerprint { object["system_fingerprint"] = .string(fingerprint) }
         object["choices"] = .array(delta.choices)
-        return sse(.object(object))
+        bytes += "data: ".utf8
+        JSONWriter.write(.object(object), into: &bytes)
+        bytes += "\n\n".utf8
     }
 
     static func closingEvents(_ outcome: ChatPipeline.RequestOutcome, prepared: PreparedChat) -> [ByteBuffer] {

@@ -79,10 +79,10 @@ extension ChatPipeline {
         var delivered = 0
         var sawDelta = false
         // Events for the client from one upstream read, written to it together.
-        var out = ByteBuffer()
+        var out: [UInt8] = []
         // Events without output (the opening role chunk) wait for the first token: until one
         // reaches the client, the request can still fail over.
-        var held: [ByteBuffer] = []
+        var held: [[UInt8]] = []
         // Each output piece is at least one token: more pieces than the reservation's completion
         // tokens means the upstream ignored the `max_tokens` it was sent.
         let completionBound = attempt.completionLimit(for: prepared.request) * prepared.request.choices
@@ -99,14 +99,14 @@ extension ChatPipeline {
         /// Takes the event just written at `mark` in `out` as delivered, or holds it.
         func place(from mark: Int, hasOutput: Bool) {
             if !hasOutput && delivered == 0 {
-                if let event = out.getSlice(at: mark, length: out.writerIndex - mark) { held.append(event) }
-                out.moveWriterIndex(to: mark)
+                held.append(Array(out[mark...]))
+                out.removeSubrange(mark...)
             } else if !held.isEmpty {
-                var event = out.getSlice(at: mark, length: out.writerIndex - mark) ?? ByteBuffer()
-                out.moveWriterIndex(to: mark)
-                for var waiting in held { out.writeBuffer(&waiting) }
+                let event = Array(out[mark...])
+                out.removeSubrange(mark...)
+                for waiting in held { out += waiting }
                 held.removeAll()
-                out.writeBuffer(&event)
+                out += event
             }
         }
 
@@ -123,16 +123,15 @@ extension ChatPipeline {
             delivered += pieces
             sawDelta = true
             guard emit != nil else { return }
-            let mark = out.writerIndex
-            var event = ChatResponses.chunk(delta, prepared: prepared, attempt: attempt)
-            out.writeBuffer(&event)
+            let mark = out.count
+            ChatResponses.writeChunk(delta, prepared: prepared, attempt: attempt, into: &out)
             place(from: mark, hasOutput: delivered > 0 || delta.finishReason != nil)
         }
 
         func handle(_ events: [SSEEvent]) throws {
             for event in events where !done {
                 if let relay, event.event == nil, event.data != "[DONE]" {
-                    let mark = out.writerIndex
+                    let mark = out.count
                     var data = event.data
                     let relayed = data.withUTF8 {
                         relay.relay(UnsafeRawBufferPointer($0), identity: !sawDelta, into: &out)
@@ -141,7 +140,7 @@ extension ChatPipeline {
                         if let reported = relayed.usage { usage = reported }
                         guard relayed.wroteEvent else { continue }
                         if delivered + relayed.pieces > completionBound {
-                            out.moveWriterIndex(to: mark)
+                            out.removeSubrange(mark...)
                             let finish = cut(accumulator.upstreamID, accumulator.systemFingerprint)
                             accumulator.add(finish)
                             take(finish, pieces: 0)
@@ -191,9 +190,9 @@ extension ChatPipeline {
                 if state.upstreamID == nil { state.upstreamID = id }
                 if let reported { state.usage = reported }
             }
-            if let emit, out.readableBytes > 0 {
-                emit(out)
-                out = ByteBuffer()
+            if let emit, !out.isEmpty {
+                emit(ByteBuffer(bytes: out))
+                out.removeAll(keepingCapacity: true)
             }
         }
 
