@@ -61,49 +61,50 @@ public struct OpenAIChunkRelay: Sendable {
     private struct NotRelayed: Error {}
 
     private func write(_ data: UnsafeRawBufferPointer, identity: Bool, into out: inout [UInt8]) throws -> Relayed {
+        // One pass over the chunk: each value is read once, by the code that needs it or by a skip.
         let scanner = JSONScanner(data)
-        let document = try scanner.document()
         var relayed = Relayed()
         var sawChoices = false
         var usage: Range<Int>?
         out += head
-        try scanner.forEachMember(of: document) { member throws(JSONScanner.Invalid) in
-            guard !member.keyHasEscapes else { throw JSONScanner.Invalid(offset: member.key.lowerBound) }
-            let key = member.key
+        let start = scanner.skipWhitespace(from: 0)
+        let end = try scanner.scanObject(at: start, depth: 0) { key, escaped, valueStart throws(JSONScanner.Invalid) in
+            guard !escaped else { throw JSONScanner.Invalid(offset: key.lowerBound) }
             if scanner.equals(key, "choices") {
                 sawChoices = true
-                guard scanner.kind(of: member.value) == UInt8(ascii: "[") else { throw JSONScanner.Invalid(offset: key.lowerBound) }
                 out.append(",\"choices\":[")
                 var first = true
-                try scanner.forEachElement(of: member.value) { element throws(JSONScanner.Invalid) in
+                let end = try scanner.scanArray(at: valueStart, depth: 1) { element throws(JSONScanner.Invalid) in
                     if !first { out.append(",") }
                     first = false
-                    try writeChoice(element, scanner: scanner, into: &out, relayed: &relayed)
                     relayed.wroteEvent = true
+                    return try writeChoice(at: element, scanner: scanner, into: &out, relayed: &relayed)
                 }
                 out.append("]")
-            } else if scanner.equals(key, "usage") {
-                usage = member.value
+                return end
+            }
+            let value = valueStart..<(try scanner.skipValue(at: valueStart, depth: 1))
+            if scanner.equals(key, "usage") {
+                usage = value
             } else if scanner.equals(key, "error") {
                 // An error object (even in an otherwise normal chunk) is for the full decoder.
-                if scanner.kind(of: member.value) != UInt8(ascii: "n") { throw JSONScanner.Invalid(offset: key.lowerBound) }
+                if scanner.kind(of: value) != UInt8(ascii: "n") { throw JSONScanner.Invalid(offset: key.lowerBound) }
             } else if scanner.equals(key, "object") {
-                if scanner.equals(member.value, "\"error\"") { throw JSONScanner.Invalid(offset: key.lowerBound) }
+                if scanner.equals(value, "\"error\"") { throw JSONScanner.Invalid(offset: key.lowerBound) }
             } else if scanner.equals(key, "id") {
-                if identity { relayed.upstreamID = scanner.plainString(member.value) }
+                if identity { relayed.upstreamID = scanner.plainString(value) }
             } else if scanner.equals(key, "model") || scanner.equals(key, "created") || scanner.equals(key, "provider") {
                 // the router's own
             } else {
-                if identity && scanner.equals(key, "system_fingerprint") {
-                    relayed.systemFingerprint = scanner.plainString(member.value)
-                }
+                if identity && scanner.equals(key, "system_fingerprint") { relayed.systemFingerprint = scanner.plainString(value) }
                 out.append(",\"")
-                out.append(UnsafeRawBufferPointer(rebasing: data[member.key]))
+                out.append(UnsafeRawBufferPointer(rebasing: data[key]))
                 out.append("\":")
-                out.append(UnsafeRawBufferPointer(rebasing: data[member.value]))
+                out.append(UnsafeRawBufferPointer(rebasing: data[value]))
             }
+            return value.upperBound
         }
-        guard sawChoices || usage != nil else { throw NotRelayed() }
+        guard scanner.skipWhitespace(from: end) == data.count, sawChoices || usage != nil else { throw NotRelayed() }
         if let usage {
             // Usage comes once per stream: parsing it is cheap enough.
             relayed.usage = TokenUsage(openAI: try JSONParser.parse(UnsafeRawBufferPointer(rebasing: data[usage])))
@@ -113,37 +114,44 @@ public struct OpenAIChunkRelay: Sendable {
     }
 
     /// One element of `choices`, with the finish trio rewritten and the delta read for output.
+    /// Returns where the element ends.
     private func writeChoice(
-        _ element: Range<Int>, scanner: JSONScanner, into out: inout [UInt8], relayed: inout Relayed
-    ) throws(JSONScanner.Invalid) {
-        guard scanner.kind(of: element) == UInt8(ascii: "{") else { throw JSONScanner.Invalid(offset: element.lowerBound) }
+        at start: Int, scanner: JSONScanner, into out: inout [UInt8], relayed: inout Relayed
+    ) throws(JSONScanner.Invalid) -> Int {
         let data = scanner.bytes
         var index: Range<Int>?
         var native: String?
         var logprobs: Range<Int>?
         out.append("{")
-        try scanner.forEachMember(of: element) { member throws(JSONScanner.Invalid) in
-            guard !member.keyHasEscapes else { throw JSONScanner.Invalid(offset: member.key.lowerBound) }
-            let key = member.key
+        let end = try scanner.scanObject(at: start, depth: 2) { key, escaped, valueStart throws(JSONScanner.Invalid) in
+            guard !escaped else { throw JSONScanner.Invalid(offset: key.lowerBound) }
+            let value: Range<Int>
+            if scanner.equals(key, "delta") && scanner.kind(at: valueStart) == UInt8(ascii: "{") {
+                let (pieces, end) = try outputPieces(at: valueStart, scanner: scanner)
+                relayed.pieces += pieces
+                value = valueStart..<end
+            } else {
+                value = valueStart..<(try scanner.skipValue(at: valueStart, depth: 3))
+            }
             if scanner.equals(key, "finish_reason") {
-                if scanner.kind(of: member.value) != UInt8(ascii: "n") {
-                    guard let text = scanner.plainString(member.value) else { throw JSONScanner.Invalid(offset: key.lowerBound) }
+                if scanner.kind(of: value) != UInt8(ascii: "n") {
+                    guard let text = scanner.plainString(value) else { throw JSONScanner.Invalid(offset: key.lowerBound) }
                     native = text
                 }
-                return
+                return value.upperBound
             }
-            if scanner.equals(key, "native_finish_reason") { return }
+            if scanner.equals(key, "native_finish_reason") { return value.upperBound }
             if scanner.equals(key, "logprobs") {
-                logprobs = member.value
-                return
+                logprobs = value
+                return value.upperBound
             }
-            if scanner.equals(key, "index") { index = member.value }
-            if scanner.equals(key, "delta") { relayed.pieces += try outputPieces(member.value, scanner: scanner) }
+            if scanner.equals(key, "index") { index = value }
             out.append("\"")
             out.append(UnsafeRawBufferPointer(rebasing: data[key]))
             out.append("\":")
-            out.append(UnsafeRawBufferPointer(rebasing: data[member.value]))
+            out.append(UnsafeRawBufferPointer(rebasing: data[value]))
             out.append(",")
+            return value.upperBound
         }
         let normalized = FinishReason.normalize(native)
         out.append("\"finish_reason\":")
@@ -167,36 +175,41 @@ public struct OpenAIChunkRelay: Sendable {
                     "native_finish_reason": .string(native),
                 ])
         }
+        return end
     }
 
-    /// Output pieces in a delta, as `CompletionDelta.outputPieces` counts them. Reasoning the
-    /// router must rename (`reasoning_content`) or drop (`reasoning.exclude`) is the full decoder's.
-    private func outputPieces(_ delta: Range<Int>, scanner: JSONScanner) throws(JSONScanner.Invalid) -> Int {
-        guard scanner.kind(of: delta) == UInt8(ascii: "{") else { return 0 }
+    /// Output pieces in the delta object at `start`, as `CompletionDelta.outputPieces` counts
+    /// them, and where it ends. Reasoning the router must rename (`reasoning_content`) or drop
+    /// (`reasoning.exclude`) is the full decoder's.
+    private func outputPieces(at start: Int, scanner: JSONScanner) throws(JSONScanner.Invalid) -> (Int, end: Int) {
         var pieces = 0
-        try scanner.forEachMember(of: delta) { member throws(JSONScanner.Invalid) in
-            let key = member.key
-            if member.keyHasEscapes || scanner.equals(key, "reasoning_content") {
-                throw JSONScanner.Invalid(offset: key.lowerBound)
-            }
-            if scanner.equals(key, "content") {
-                if nonEmptyString(member.value, scanner) { pieces += 1 }
-            } else if scanner.equals(key, "reasoning") {
-                if excludeReasoning { throw JSONScanner.Invalid(offset: key.lowerBound) }
-                if nonEmptyString(member.value, scanner) { pieces += 1 }
-            } else if scanner.equals(key, "tool_calls"), scanner.kind(of: member.value) == UInt8(ascii: "[") {
-                try scanner.forEachElement(of: member.value) { call throws(JSONScanner.Invalid) in
-                    guard scanner.kind(of: call) == UInt8(ascii: "{") else { return }
-                    try scanner.forEachMember(of: call) { field throws(JSONScanner.Invalid) in
-                        guard scanner.equals(field.key, "function"), scanner.kind(of: field.value) == UInt8(ascii: "{") else { return }
-                        try scanner.forEachMember(of: field.value) { part throws(JSONScanner.Invalid) in
-                            if scanner.equals(part.key, "arguments") && nonEmptyString(part.value, scanner) { pieces += 1 }
+        let end = try scanner.scanObject(at: start, depth: 3) { key, escaped, valueStart throws(JSONScanner.Invalid) in
+            if escaped || scanner.equals(key, "reasoning_content") { throw JSONScanner.Invalid(offset: key.lowerBound) }
+            if scanner.equals(key, "tool_calls") && scanner.kind(at: valueStart) == UInt8(ascii: "[") {
+                return try scanner.scanArray(at: valueStart, depth: 4) { call throws(JSONScanner.Invalid) in
+                    guard scanner.kind(at: call) == UInt8(ascii: "{") else { return try scanner.skipValue(at: call, depth: 5) }
+                    return try scanner.scanObject(at: call, depth: 5) { field, _, fieldStart throws(JSONScanner.Invalid) in
+                        guard scanner.equals(field, "function"), scanner.kind(at: fieldStart) == UInt8(ascii: "{") else {
+                            return try scanner.skipValue(at: fieldStart, depth: 6)
+                        }
+                        return try scanner.scanObject(at: fieldStart, depth: 6) { part, _, partStart throws(JSONScanner.Invalid) in
+                            let value = partStart..<(try scanner.skipValue(at: partStart, depth: 7))
+                            if scanner.equals(part, "arguments") && nonEmptyString(value, scanner) { pieces += 1 }
+                            return value.upperBound
                         }
                     }
                 }
             }
+            let value = valueStart..<(try scanner.skipValue(at: valueStart, depth: 4))
+            if scanner.equals(key, "content") {
+                if nonEmptyString(value, scanner) { pieces += 1 }
+            } else if scanner.equals(key, "reasoning") {
+                if excludeReasoning { throw JSONScanner.Invalid(offset: key.lowerBound) }
+                if nonEmptyString(value, scanner) { pieces += 1 }
+            }
+            return value.upperBound
         }
-        return pieces
+        return (pieces, end)
     }
 
     private func nonEmptyString(_ value: Range<Int>, _ scanner: JSONScanner) -> Bool {

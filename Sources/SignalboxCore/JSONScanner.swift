@@ -33,6 +33,45 @@ public struct JSONScanner {
         return start..<end
     }
 
+    /// Reads the object starting at `start` in one pass: `body` gets each member's key (its
+    /// bytes between the quotes, and whether it has escapes) and where its value starts, and
+    /// returns where that value ends — by reading into it (`scanObject`, `scanArray`) or with
+    /// `skipValue`. Returns the end of the object. `depth` is the object's own nesting depth.
+    public func scanObject(
+        at start: Int, depth: Int, _ body: (_ key: Range<Int>, _ keyHasEscapes: Bool, _ valueStart: Int) throws(Invalid) -> Int
+    ) throws(Invalid) -> Int {
+        guard depth < JSONParser.maxDepth, start < bytes.count, bytes[start] == UInt8(ascii: "{") else { throw Invalid(offset: start) }
+        var index = skipWhitespace(from: start + 1)
+        if index < bytes.count && bytes[index] == UInt8(ascii: "}") { return index + 1 }
+        while true {
+            guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { throw Invalid(offset: index) }
+            let (keyEnd, escaped) = try skipString(at: index)
+            let key = (index + 1)..<(keyEnd - 1)
+            index = skipWhitespace(from: keyEnd)
+            guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { throw Invalid(offset: index) }
+            index = skipWhitespace(from: try body(key, escaped, skipWhitespace(from: index + 1)))
+            guard index < bytes.count else { throw Invalid(offset: index) }
+            if bytes[index] == UInt8(ascii: "}") { return index + 1 }
+            guard bytes[index] == UInt8(ascii: ",") else { throw Invalid(offset: index) }
+            index = skipWhitespace(from: index + 1)
+        }
+    }
+
+    /// Reads the array starting at `start` in one pass, as `scanObject` does: `body` gets where
+    /// each element starts and returns where it ends. Returns the end of the array.
+    public func scanArray(at start: Int, depth: Int, _ body: (_ elementStart: Int) throws(Invalid) -> Int) throws(Invalid) -> Int {
+        guard depth < JSONParser.maxDepth, start < bytes.count, bytes[start] == UInt8(ascii: "[") else { throw Invalid(offset: start) }
+        var index = skipWhitespace(from: start + 1)
+        if index < bytes.count && bytes[index] == UInt8(ascii: "]") { return index + 1 }
+        while true {
+            index = skipWhitespace(from: try body(index))
+            guard index < bytes.count else { throw Invalid(offset: index) }
+            if bytes[index] == UInt8(ascii: "]") { return index + 1 }
+            guard bytes[index] == UInt8(ascii: ",") else { throw Invalid(offset: index) }
+            index = skipWhitespace(from: index + 1)
+        }
+    }
+
     /// The members of the object spanning `range`, in order.
     public func members(of range: Range<Int>) throws(Invalid) -> [Member] {
         var result: [Member] = []
@@ -89,6 +128,9 @@ public struct JSONScanner {
     /// The first byte of a value: `"`, `{`, `[`, `n` (null), `t`/`f`, or a number's first byte.
     public func kind(of range: Range<Int>) -> UInt8 { bytes[range.lowerBound] }
 
+    /// The first byte of the value starting at `start` (as `kind(of:)`); 0 past the end.
+    public func kind(at start: Int) -> UInt8 { start < bytes.count ? bytes[start] : 0 }
+
     /// The text of a string value without escapes (nil for another kind, or one with escapes).
     public func plainString(_ range: Range<Int>) -> String? {
         guard kind(of: range) == UInt8(ascii: "\"") else { return nil }
@@ -99,7 +141,8 @@ public struct JSONScanner {
 
     // MARK: Skipping
 
-    func skipWhitespace(from start: Int) -> Int {
+    /// The first byte at or after `start` that is not JSON whitespace.
+    public func skipWhitespace(from start: Int) -> Int {
         var index = start
         while index < bytes.count {
             switch bytes[index] {
@@ -110,8 +153,8 @@ public struct JSONScanner {
         return index
     }
 
-    /// The end of the value starting at `index`.
-    func skipValue(at index: Int, depth: Int) throws(Invalid) -> Int {
+    /// The end of the value starting at `index`, checking it is JSON; `depth` is its nesting depth.
+    public func skipValue(at index: Int, depth: Int) throws(Invalid) -> Int {
         guard index < bytes.count else { throw Invalid(offset: index) }
         switch bytes[index] {
         case UInt8(ascii: "\""): return try skipString(at: index).end

@@ -51,7 +51,8 @@ import Testing
                 let text = String(decoding: mutated, as: UTF8.self)
                 guard Array(text.utf8) == mutated else { continue }  // only valid UTF-8: the scanner does not check it
                 checked += 1
-                if accepts(text) != ((try? JSONParser.parse(text)) != nil) { disagreements.append(text) }
+                let parsed = (try? JSONParser.parse(text)) != nil
+                if accepts(text) != parsed || walks(text) != parsed { disagreements.append(text) }
             }
         }
         #expect(checked > 10_000)
@@ -83,6 +84,30 @@ import Testing
         let deep = String(repeating: "[", count: JSONParser.maxDepth + 2) + String(repeating: "]", count: JSONParser.maxDepth + 2)
         #expect(!accepts(deep))
         #expect((try? JSONParser.parse(deep)) == nil)
+    }
+
+    /// Reads the whole text by descending into every object and array with `scanObject` and
+    /// `scanArray` (the one-pass way the relay reads chunks).
+    func walks(_ text: String) -> Bool {
+        var copy = text
+        return copy.withUTF8 { utf8 in
+            let scanner = JSONScanner(UnsafeRawBufferPointer(utf8))
+            func walk(_ start: Int, _ depth: Int) throws(JSONScanner.Invalid) -> Int {
+                switch scanner.kind(at: start) {
+                case UInt8(ascii: "{"):
+                    return try scanner.scanObject(at: start, depth: depth) { _, _, value throws(JSONScanner.Invalid) in
+                        try walk(value, depth + 1)
+                    }
+                case UInt8(ascii: "["):
+                    return try scanner.scanArray(at: start, depth: depth) { element throws(JSONScanner.Invalid) in
+                        try walk(element, depth + 1)
+                    }
+                default: return try scanner.skipValue(at: start, depth: depth)
+                }
+            }
+            guard let end = try? walk(scanner.skipWhitespace(from: 0), 0) else { return false }
+            return scanner.skipWhitespace(from: end) == utf8.count
+        }
     }
 
     func accepts(_ text: String) -> Bool {
