@@ -66,7 +66,7 @@ public struct OpenAIChunkRelay: Sendable {
         var relayed = Relayed()
         var sawChoices = false
         var usage: Range<Int>?
-        out += head
+        out.append(contentsOf: head)
         let start = scanner.skipWhitespace(from: 0)
         let end = try scanner.scanObject(at: start, depth: 0) { key, escaped, valueStart throws(JSONScanner.Invalid) in
             guard !escaped else { throw JSONScanner.Invalid(offset: key.lowerBound) }
@@ -228,8 +228,11 @@ public struct OpenAIChunkRelay: Sendable {
 extension Array where Element == UInt8 {
     /// Appends ASCII text known at compile time.
     fileprivate mutating func append(_ text: StaticString) {
-        append(contentsOf: UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
+        append(contentsOf: UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
     }
 
-    fileprivate mutating func append(_ bytes: UnsafeRawBufferPointer) { append(contentsOf: bytes) }
+    /// Appends raw bytes as one copy (an `UnsafeRawBufferPointer` would be appended byte by byte).
+    fileprivate mutating func append(_ bytes: UnsafeRawBufferPointer) {
+        append(contentsOf: bytes.assumingMemoryBound(to: UInt8.self))
+    }
 }

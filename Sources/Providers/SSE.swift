@@ -41,8 +41,9 @@ public struct SSEParser: Sendable {
                 if bytes[0] == Self.lf { index = 1 }  // the LF of a CRLF split across buffers
             }
             var lineStart = index
+            guard let base = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return }
             while index < count {
-                let byte = bytes[index]
+                let byte = base[index]
                 guard byte == Self.lf || byte == Self.cr else {
                     index += 1
                     continue
@@ -52,13 +53,13 @@ public struct SSEParser: Sendable {
                 if byte == Self.cr {
                     if index == count {
                         lastWasCR = true
-                    } else if bytes[index] == Self.lf {
+                    } else if base[index] == Self.lf {
                         index += 1
                     }
                 }
                 lineStart = index
             }
-            if lineStart < count { pending.append(contentsOf: bytes[lineStart..<count]) }
+            if lineStart < count { pending.append(contentsOf: UnsafeBufferPointer(start: base + lineStart, count: count - lineStart)) }
         }
         guard pending.count <= SSEParser.maxLineLength else { throw SSEError.lineTooLong }
         return events

@@ -118,6 +118,7 @@ public struct JSONScanner {
     }
 
     /// True when `range` holds exactly the ASCII text `literal`.
+    @inlinable
     public func equals(_ range: Range<Int>, _ literal: StaticString) -> Bool {
         guard range.count == literal.utf8CodeUnitCount else { return false }
         let pointer = literal.utf8Start
@@ -126,10 +127,10 @@ public struct JSONScanner {
     }
 
     /// The first byte of a value: `"`, `{`, `[`, `n` (null), `t`/`f`, or a number's first byte.
-    public func kind(of range: Range<Int>) -> UInt8 { bytes[range.lowerBound] }
+    @inlinable public func kind(of range: Range<Int>) -> UInt8 { bytes[range.lowerBound] }
 
     /// The first byte of the value starting at `start` (as `kind(of:)`); 0 past the end.
-    public func kind(at start: Int) -> UInt8 { start < bytes.count ? bytes[start] : 0 }
+    @inlinable public func kind(at start: Int) -> UInt8 { start < bytes.count ? bytes[start] : 0 }
 
     /// The text of a string value without escapes (nil for another kind, or one with escapes).
     public func plainString(_ range: Range<Int>) -> String? {
