@@ -1,12 +1,15 @@
 -- wrk script: POSTs one chat completion per request and prints a JSON summary at the end.
--- Environment: BENCH_PATH, BENCH_MODEL, BENCH_KEY (optional bearer key), BENCH_LABEL.
+-- Environment: BENCH_PATH, BENCH_MODEL, BENCH_KEY (optional bearer key), BENCH_LABEL,
+-- BENCH_STREAM ("true" for a streamed answer), BENCH_MAX_TOKENS (16).
 wrk.method = "POST"
 wrk.path = os.getenv("BENCH_PATH") or "/api/v1/chat/completions"
 wrk.headers["Content-Type"] = "application/json"
 local key = os.getenv("BENCH_KEY")
 if key and key ~= "" then wrk.headers["Authorization"] = "Bearer " .. key end
 wrk.body = '{"model": "' .. (os.getenv("BENCH_MODEL") or "openai/gpt-4o-mini") ..
-  '", "max_tokens": 16, "messages": [{"role": "user", "content": "Benchmark request: say something short."}]}'
+  '", "max_tokens": ' .. (os.getenv("BENCH_MAX_TOKENS") or "16") ..
+  ', "stream": ' .. (os.getenv("BENCH_STREAM") or "false") ..
+  ', "messages": [{"role": "user", "content": "Benchmark request: say something short."}]}'
 
 function done(summary, latency, requests)
   local seconds = summary.duration / 1e6
