@@ -42,14 +42,17 @@ public struct OpenAIChunkRelay: Sendable {
         /// The upstream's `id` and `system_fingerprint`, when asked for.
         public var upstreamID: String?
         public var systemFingerprint: String?
+        /// Each choice's text, tool calls and finish, when asked to collect them (for an answer
+        /// assembled for a non-streaming client).
+        public var parts: [ChoicePart] = []
     }
 
     /// Appends `data` (one event's data) as an SSE event to `out` when it has choices,
     /// and says what it held; nil, with `out` unchanged, when the chunk needs the full decoder.
-    public func relay(_ data: UnsafeRawBufferPointer, identity: Bool, into out: inout [UInt8]) -> Relayed? {
+    public func relay(_ data: UnsafeRawBufferPointer, identity: Bool, collect: Bool = false, into out: inout [UInt8]) -> Relayed? {
         let mark = out.count
         do {
-            let relayed = try write(data, identity: identity, into: &out)
+            let relayed = try write(data, identity: identity, collect: collect, into: &out)
             if !relayed.wroteEvent { out.removeSubrange(mark...) }
             return relayed
         } catch {
@@ -60,7 +63,7 @@ public struct OpenAIChunkRelay: Sendable {
 
     private struct NotRelayed: Error {}
 
-    private func write(_ data: UnsafeRawBufferPointer, identity: Bool, into out: inout [UInt8]) throws -> Relayed {
+    private func write(_ data: UnsafeRawBufferPointer, identity: Bool, collect: Bool, into out: inout [UInt8]) throws -> Relayed {
         // One pass over the chunk: each value is read once, by the code that needs it or by a skip.
         let scanner = JSONScanner(data)
         var relayed = Relayed()
@@ -78,7 +81,7 @@ public struct OpenAIChunkRelay: Sendable {
                     if !first { out.append(",") }
                     first = false
                     relayed.wroteEvent = true
-                    return try writeChoice(at: element, scanner: scanner, into: &out, relayed: &relayed)
+                    return try writeChoice(at: element, scanner: scanner, collect: collect, into: &out, relayed: &relayed)
                 }
                 out.append("]")
                 return end
@@ -116,9 +119,10 @@ public struct OpenAIChunkRelay: Sendable {
     /// One element of `choices`, with the finish trio rewritten and the delta read for output.
     /// Returns where the element ends.
     private func writeChoice(
-        at start: Int, scanner: JSONScanner, into out: inout [UInt8], relayed: inout Relayed
+        at start: Int, scanner: JSONScanner, collect: Bool, into out: inout [UInt8], relayed: inout Relayed
     ) throws(JSONScanner.Invalid) -> Int {
         let data = scanner.bytes
+        var part: ChoicePart? = collect ? ChoicePart(index: 0) : nil
         var index: Range<Int>?
         var native: String?
         var logprobs: Range<Int>?
@@ -127,7 +131,7 @@ public struct OpenAIChunkRelay: Sendable {
             guard !escaped else { throw JSONScanner.Invalid(offset: key.lowerBound) }
             let value: Range<Int>
             if scanner.equals(key, "delta") && scanner.kind(at: valueStart) == UInt8(ascii: "{") {
-                let (pieces, end) = try outputPieces(at: valueStart, scanner: scanner)
+                let (pieces, end) = try outputPieces(at: valueStart, scanner: scanner, part: &part)
                 relayed.pieces += pieces
                 value = valueStart..<end
             } else {
@@ -140,6 +144,8 @@ public struct OpenAIChunkRelay: Sendable {
                 }
                 return value.upperBound
             }
+            // A whole `message` in a stream chunk is not OpenAI's streaming shape: the full decoder's.
+            if scanner.equals(key, "message") { throw JSONScanner.Invalid(offset: key.lowerBound) }
             if scanner.equals(key, "native_finish_reason") { return value.upperBound }
             if scanner.equals(key, "logprobs") {
                 logprobs = value
@@ -165,10 +171,15 @@ public struct OpenAIChunkRelay: Sendable {
             out.append("null")
         }
         out.append("}")
+        let position: JSONValue = index.flatMap { try? JSONParser.parse(UnsafeRawBufferPointer(rebasing: data[$0])) } ?? .int(0)
+        if var part {
+            part.index = position.intValue ?? 0
+            part.finishReason = normalized
+            part.nativeFinishReason = native
+            relayed.parts.append(part)
+        }
         if let native {
             if relayed.finishReason == nil { relayed.finishReason = normalized }
-            let position: JSONValue =
-                index.flatMap { try? JSONParser.parse(UnsafeRawBufferPointer(rebasing: data[$0])) } ?? .int(0)
             relayed.finishedChoices.append(
                 [
                     "index": position, "delta": [:], "finish_reason": normalized.map { .string($0) } ?? .null,
@@ -181,35 +192,74 @@ public struct OpenAIChunkRelay: Sendable {
     /// Output pieces in the delta object at `start`, as `CompletionDelta.outputPieces` counts
     /// them, and where it ends. Reasoning the router must rename (`reasoning_content`) or drop
     /// (`reasoning.exclude`) is the full decoder's.
-    private func outputPieces(at start: Int, scanner: JSONScanner) throws(JSONScanner.Invalid) -> (Int, end: Int) {
+    private func outputPieces(
+        at start: Int, scanner: JSONScanner, part: inout ChoicePart?
+    ) throws(JSONScanner.Invalid) -> (Int, end: Int) {
         var pieces = 0
+        let collect = part != nil
         let end = try scanner.scanObject(at: start, depth: 3) { key, escaped, valueStart throws(JSONScanner.Invalid) in
             if escaped || scanner.equals(key, "reasoning_content") { throw JSONScanner.Invalid(offset: key.lowerBound) }
             if scanner.equals(key, "tool_calls") && scanner.kind(at: valueStart) == UInt8(ascii: "[") {
+                var position = 0
                 return try scanner.scanArray(at: valueStart, depth: 4) { call throws(JSONScanner.Invalid) in
+                    defer { position += 1 }
                     guard scanner.kind(at: call) == UInt8(ascii: "{") else { return try scanner.skipValue(at: call, depth: 5) }
-                    return try scanner.scanObject(at: call, depth: 5) { field, _, fieldStart throws(JSONScanner.Invalid) in
+                    var toolCall = ChoicePart.ToolCallPart(index: position)
+                    let end = try scanner.scanObject(at: call, depth: 5) { field, _, fieldStart throws(JSONScanner.Invalid) in
                         guard scanner.equals(field, "function"), scanner.kind(at: fieldStart) == UInt8(ascii: "{") else {
-                            return try scanner.skipValue(at: fieldStart, depth: 6)
+                            let value = fieldStart..<(try scanner.skipValue(at: fieldStart, depth: 6))
+                            if collect {
+                                if scanner.equals(field, "index") {
+                                    toolCall.index = Int(scanner.plainNumber(value) ?? "") ?? position
+                                } else if scanner.equals(field, "id") {
+                                    toolCall.id = try text(value, scanner)
+                                } else if scanner.equals(field, "type") {
+                                    toolCall.type = try text(value, scanner)
+                                }
+                            }
+                            return value.upperBound
                         }
-                        return try scanner.scanObject(at: fieldStart, depth: 6) { part, _, partStart throws(JSONScanner.Invalid) in
+                        return try scanner.scanObject(at: fieldStart, depth: 6) { name, _, partStart throws(JSONScanner.Invalid) in
                             let value = partStart..<(try scanner.skipValue(at: partStart, depth: 7))
-                            if scanner.equals(part, "arguments") && nonEmptyString(value, scanner) { pieces += 1 }
+                            if scanner.equals(name, "arguments") {
+                                if nonEmptyString(value, scanner) { pieces += 1 }
+                                if collect { toolCall.arguments = try text(value, scanner) }
+                            } else if collect && scanner.equals(name, "name") {
+                                toolCall.name = try text(value, scanner)
+                            }
                             return value.upperBound
                         }
                     }
+                    part?.toolCalls.append(toolCall)
+                    return end
                 }
             }
             let value = valueStart..<(try scanner.skipValue(at: valueStart, depth: 4))
             if scanner.equals(key, "content") {
                 if nonEmptyString(value, scanner) { pieces += 1 }
+                if collect { part?.content = try text(value, scanner) }
             } else if scanner.equals(key, "reasoning") {
                 if excludeReasoning { throw JSONScanner.Invalid(offset: key.lowerBound) }
                 if nonEmptyString(value, scanner) { pieces += 1 }
+                if collect { part?.reasoning = try text(value, scanner) }
+            } else if collect && scanner.equals(key, "role") {
+                part?.role = try text(value, scanner)
+            } else if collect && scanner.equals(key, "refusal") {
+                part?.refusal = try text(value, scanner)
             }
             return value.upperBound
         }
         return (pieces, end)
+    }
+
+    /// A string value's text (escapes decoded); nil for null or another kind, as `stringValue` reads it.
+    private func text(_ value: Range<Int>, _ scanner: JSONScanner) throws(JSONScanner.Invalid) -> String? {
+        guard scanner.kind(of: value) == UInt8(ascii: "\"") else { return nil }
+        if let plain = scanner.plainString(value) { return plain }
+        guard let decoded = try? JSONParser.parse(UnsafeRawBufferPointer(rebasing: scanner.bytes[value])) else {
+            throw JSONScanner.Invalid(offset: value.lowerBound)
+        }
+        return decoded.stringValue
     }
 
     private func nonEmptyString(_ value: Range<Int>, _ scanner: JSONScanner) -> Bool {

@@ -56,6 +56,58 @@ public enum FinishReason {
 ///
 /// The router always streams from upstreams (so it can measure time to first token, detect
 /// stalls and cancel), and builds the non-streamed answer here.
+/// One choice's share of a streamed chunk, as the accumulator takes it: from a decoded
+/// `CompletionDelta`, or read straight out of the chunk's bytes.
+public struct ChoicePart: Sendable, Hashable {
+    public struct ToolCallPart: Sendable, Hashable {
+        /// The call's `index` (or its position in the chunk when it has none).
+        public var index: Int
+        public var id: String?
+        public var type: String?
+        public var name: String?
+        public var arguments: String?
+
+        public init(index: Int, id: String? = nil, type: String? = nil, name: String? = nil, arguments: String? = nil) {
+            self.index = index
+            self.id = id
+            self.type = type
+            self.name = name
+            self.arguments = arguments
+        }
+    }
+
+    public var index: Int
+    public var role: String?
+    public var content: String?
+    public var reasoning: String?
+    public var refusal: String?
+    public var toolCalls: [ToolCallPart] = []
+    /// Normalized, and as the upstream said it.
+    public var finishReason: String?
+    public var nativeFinishReason: String?
+
+    public init(index: Int) { self.index = index }
+
+    /// The parts of an OpenAI `choices[]` entry (`delta` or `message`).
+    public init(openAIChoice choice: JSONValue) {
+        index = choice["index"]?.intValue ?? 0
+        if let body = choice["delta"] ?? choice["message"] {
+            role = body["role"]?.stringValue
+            content = body["content"]?.stringValue
+            reasoning = body["reasoning"]?.stringValue
+            refusal = body["refusal"]?.stringValue
+            for (position, call) in (body["tool_calls"]?.arrayValue ?? []).enumerated() {
+                toolCalls.append(
+                    ToolCallPart(
+                        index: call["index"]?.intValue ?? position, id: call["id"]?.stringValue, type: call["type"]?.stringValue,
+                        name: call["function"]?["name"]?.stringValue, arguments: call["function"]?["arguments"]?.stringValue))
+            }
+        }
+        finishReason = choice["finish_reason"]?.stringValue
+        nativeFinishReason = choice["native_finish_reason"]?.stringValue
+    }
+}
+
 public struct CompletionAccumulator: Sendable {
     struct ToolCall: Sendable {
         var id: String?
@@ -82,33 +134,37 @@ public struct CompletionAccumulator: Sendable {
     public init() {}
 
     public mutating func add(_ delta: CompletionDelta) {
-        if upstreamID == nil { upstreamID = delta.upstreamID }
-        if systemFingerprint == nil { systemFingerprint = delta.systemFingerprint }
-        for choice in delta.choices {
-            let index = choice["index"]?.intValue ?? 0
-            var state = choices[index] ?? Choice()
-            if let body = choice["delta"] ?? choice["message"] {
-                if let role = body["role"]?.stringValue { state.role = role }
-                if let text = body["content"]?.stringValue {
-                    state.content += text
-                    state.sawContent = true
-                }
-                if let text = body["reasoning"]?.stringValue { state.reasoning += text }
-                if let text = body["refusal"]?.stringValue { state.refusal = (state.refusal ?? "") + text }
-                for (position, call) in (body["tool_calls"]?.arrayValue ?? []).enumerated() {
-                    let callIndex = call["index"]?.intValue ?? position
-                    var tool = state.toolCalls[callIndex] ?? ToolCall()
-                    if let id = call["id"]?.stringValue { tool.id = id }
-                    if let type = call["type"]?.stringValue { tool.type = type }
-                    if let name = call["function"]?["name"]?.stringValue { tool.name += name }
-                    if let arguments = call["function"]?["arguments"]?.stringValue { tool.arguments += arguments }
-                    state.toolCalls[callIndex] = tool
-                }
-            }
-            if let reason = choice["finish_reason"]?.stringValue { state.finishReason = reason }
-            if let reason = choice["native_finish_reason"]?.stringValue { state.nativeFinishReason = reason }
-            choices[index] = state
+        noteIdentity(upstreamID: delta.upstreamID, systemFingerprint: delta.systemFingerprint)
+        for choice in delta.choices { add(ChoicePart(openAIChoice: choice)) }
+    }
+
+    /// The upstream's response id and fingerprint; the first ones seen stay.
+    public mutating func noteIdentity(upstreamID: String?, systemFingerprint: String?) {
+        if self.upstreamID == nil { self.upstreamID = upstreamID }
+        if self.systemFingerprint == nil { self.systemFingerprint = systemFingerprint }
+    }
+
+    /// One choice's share of a chunk.
+    public mutating func add(_ part: ChoicePart) {
+        var state = choices[part.index] ?? Choice()
+        if let role = part.role { state.role = role }
+        if let text = part.content {
+            state.content += text
+            state.sawContent = true
         }
+        if let text = part.reasoning { state.reasoning += text }
+        if let text = part.refusal { state.refusal = (state.refusal ?? "") + text }
+        for call in part.toolCalls {
+            var tool = state.toolCalls[call.index] ?? ToolCall()
+            if let id = call.id { tool.id = id }
+            if let type = call.type { tool.type = type }
+            if let name = call.name { tool.name += name }
+            if let arguments = call.arguments { tool.arguments += arguments }
+            state.toolCalls[call.index] = tool
+        }
+        if let reason = part.finishReason { state.finishReason = reason }
+        if let reason = part.nativeFinishReason { state.nativeFinishReason = reason }
+        choices[part.index] = state
     }
 
     /// The `choices` array of the assembled completion.

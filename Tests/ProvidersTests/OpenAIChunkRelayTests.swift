@@ -45,6 +45,30 @@ import Testing
         #expect(relayed.usage == usage)
     }
 
+    @Test func collectedPartsAssembleTheAnswerTheFullPathAssembles() throws {
+        // The relayed chunks in order, as one stream: both ways must assemble the same completion.
+        var decoder = OpenAIStreamDecoder()
+        var viaDecoder = CompletionAccumulator()
+        var viaScanner = CompletionAccumulator()
+        for chunk in Self.relayedChunks + [
+            #"{"id":"c","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"\"Paris\"}"}}]},"finish_reason":"tool_calls"}]}"#,
+            #"{"id":"c","choices":[{"index":1,"delta":{"role":"assistant","refusal":"no \u00e9"},"finish_reason":null}]}"#,
+        ] {
+            for event in try decoder.decode(SSEEvent(data: chunk)) {
+                if case .delta(let delta) = event { viaDecoder.add(delta) }
+            }
+            var out: [UInt8] = []
+            var copy = chunk
+            let relayed = try #require(copy.withUTF8 { relay.relay(UnsafeRawBufferPointer($0), identity: true, collect: true, into: &out) })
+            viaScanner.noteIdentity(upstreamID: relayed.upstreamID, systemFingerprint: relayed.systemFingerprint)
+            for part in relayed.parts { viaScanner.add(part) }
+        }
+        #expect(viaScanner.completedChoices() == viaDecoder.completedChoices())
+        #expect(viaScanner.upstreamID == viaDecoder.upstreamID && viaScanner.systemFingerprint == viaDecoder.systemFingerprint)
+        #expect(viaScanner.finishReason == viaDecoder.finishReason)
+        #expect(viaScanner.completedChoices().count == 2)
+    }
+
     @Test func aUsageChunkWithoutChoicesWritesNothingAndReportsTheUsage() throws {
         var out = Array("earlier events\n\n".utf8)
         let chunk =
@@ -72,6 +96,7 @@ import Testing
         #"{"id":"c","choices":[{"index":0,"delta":{"content":"cut"#,
         #"{"id":"c"}"#,
         #"{"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"st\u006fp"}]}"#,
+        #"{"id":"c","choices":[{"index":0,"message":{"role":"assistant","content":"whole"},"finish_reason":"stop"}]}"#,
         "not json at all",
     ]
 

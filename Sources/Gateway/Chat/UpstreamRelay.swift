@@ -87,10 +87,12 @@ extension ChatPipeline {
         // tokens means the upstream ignored the `max_tokens` it was sent.
         let completionBound = attempt.completionLimit(for: prepared.request) * prepared.request.choices
         var overshot = false
-        // OpenAI to an OpenAI client, streamed: chunks are relayed as bytes. Without a stored
-        // completion to assemble (no Idempotency-Key), only finish reasons are accumulated.
+        // An OpenAI upstream: chunks are read by scanning, not parsing, and a streaming client
+        // gets them relayed as bytes. The answer is assembled (collected) only when it is needed:
+        // for a non-streaming client, or to store for an Idempotency-Key.
+        let collect = emit == nil || prepared.idempotencyKey != nil
         let relay: OpenAIChunkRelay? =
-            emit != nil && prepared.idempotencyKey == nil && attempt.provider.format == .openai
+            attempt.provider.format == .openai
             ? OpenAIChunkRelay(
                 generationID: prepared.generationID, provider: attempt.provider.name, model: attempt.model.id,
                 created: prepared.created, excludeReasoning: prepared.request.reasoning?.exclude ?? false)
@@ -134,7 +136,7 @@ extension ChatPipeline {
                     let mark = out.count
                     var data = event.data
                     let relayed = data.withUTF8 {
-                        relay.relay(UnsafeRawBufferPointer($0), identity: !sawDelta, into: &out)
+                        relay.relay(UnsafeRawBufferPointer($0), identity: !sawDelta, collect: collect, into: &out)
                     }
                     if let relayed {
                         if let reported = relayed.usage { usage = reported }
@@ -146,15 +148,19 @@ extension ChatPipeline {
                             take(finish, pieces: 0)
                             return
                         }
-                        if !sawDelta || !relayed.finishedChoices.isEmpty {
-                            accumulator.add(
-                                CompletionDelta(
-                                    choices: relayed.finishedChoices, upstreamID: relayed.upstreamID,
-                                    systemFingerprint: relayed.systemFingerprint))
+                        accumulator.noteIdentity(upstreamID: relayed.upstreamID, systemFingerprint: relayed.systemFingerprint)
+                        if collect {
+                            for part in relayed.parts { accumulator.add(part) }
+                        } else if !relayed.finishedChoices.isEmpty {
+                            accumulator.add(CompletionDelta(choices: relayed.finishedChoices))
                         }
                         delivered += relayed.pieces
                         sawDelta = true
-                        place(from: mark, hasOutput: delivered > 0 || relayed.finishReason != nil)
+                        if emit == nil {
+                            out.removeSubrange(mark...)
+                        } else {
+                            place(from: mark, hasOutput: delivered > 0 || relayed.finishReason != nil)
+                        }
                         continue
                     }
                 }
