@@ -108,10 +108,12 @@ let package = Package(
         ),
         // One node assembled from one configuration value: the ledger and its pool, the committer
         // and upkeep, gossip, the HTTP API and the drain. `signalbox serve` and the tests both run it.
+        // The C allocator's statistics and trim (glibc), for giving freed memory back after a burst.
+        .target(name: "CAllocator"),
         .target(
             name: "Node",
             dependencies: [
-                "SignalboxCore", "Gateway", "Ledger", "Providers", "Gossip",
+                "SignalboxCore", "Gateway", "Ledger", "Providers", "Gossip", "CAllocator",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),

@@ -93,6 +93,7 @@ public struct SignalboxNode: Service {
         if let cluster { services.append(cluster) }
         services.append(http)
         services.append(DrainOnShutdownService(readiness: readiness, onDrain: { await cluster?.startDraining() }))
+        services.append(AllocatorTrimService(logger: logger))
         return AssembledNode(services: services, transports: [upstream] + (forwarding.map { [$0] } ?? []))
     }
 
