@@ -83,20 +83,7 @@ SIGNALBOX_DEMO_KEY=sk-sb-v1-benchmark "$BIN" serve --port "$ROUTER_PORT" --sim-u
   --data-dir "$WORK/data" --demo-credits 1000000 --log-level warning >"$WORK/router.log" 2>&1 & ROUTER_PID=$!; pids+=($ROUTER_PID)
 wait_for "http://127.0.0.1:$ROUTER_PORT/readyz" 60
 
-# The PostgreSQL ledger: a throwaway server (as the postgres user when we are root) unless one is given.
-for dir in /usr/lib/postgresql/*/bin; do [ -d "$dir" ] && PATH="$PATH:$dir"; done
-PG_URL=${SIGNALBOX_BENCH_DATABASE_URL:-}
-pg_stop() { :; }
-if [ -z "$PG_URL" ]; then
-  PG_PORT=$(free_port)
-  chmod 755 "$WORK"; mkdir -p "$WORK/pg" && chown postgres "$WORK/pg" 2>/dev/null || true
-  as_pg() { if [ "$(id -u)" = 0 ]; then su postgres -s /bin/sh -c "$1"; else sh -c "$1"; fi; }
-  as_pg "initdb -D '$WORK/pg/data' -U postgres --auth=trust >/dev/null"
-  as_pg "pg_ctl -D '$WORK/pg/data' -l '$WORK/pg/log' -w -o \"-p $PG_PORT -k '$WORK/pg' -c listen_addresses=127.0.0.1\" start >/dev/null"
-  pg_stop() { as_pg "pg_ctl -D '$WORK/pg/data' -m fast stop" >/dev/null 2>&1 || true; }
-  PG_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
-fi
-trap 'cleanup; pg_stop' EXIT
+start_bench_database
 SIGNALBOX_DEMO_KEY=sk-sb-v1-benchmark "$BIN" serve --port "$PG_ROUTER_PORT" --sim-url "http://127.0.0.1:$STATIC_PORT" \
   --database-url "$PG_URL" --data-dir "$WORK/data-pg" --demo-credits 1000000 --log-level warning >"$WORK/router-pg.log" 2>&1 &
 PG_ROUTER_PID=$!; pids+=($PG_ROUTER_PID)

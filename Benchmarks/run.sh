@@ -25,18 +25,10 @@ THREADS=2
 command -v wrk >/dev/null && command -v nginx >/dev/null || {
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light
 }
-swift build -c release --product signalbox >/dev/null
-BIN="$(swift build -c release --show-bin-path)/signalbox"
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'; }
+WORK_PREFIX=signalbox-bench
+source Benchmarks/common.sh
+BIN=$(release_binary)
 SIM_PORT=$(free_port); ROUTER_PORT=$(free_port); NGINX_PORT=$(free_port)
-WORK=$(mktemp -d /tmp/signalbox-bench.XXXXXX)
-pids=()
-pg_stop() { :; }
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; pg_stop; rm -rf "$WORK"; }
-trap cleanup EXIT
-
-wait_for() { for _ in $(seq 1 100); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
 
 # The upstream: no artificial latency, so the comparison measures the proxies.
 "$BIN" sim-provider --port "$SIM_PORT" --first-token-ms 0 --inter-token-ms 0 >"$WORK/sim.log" 2>&1 & pids+=($!)
@@ -46,18 +38,7 @@ SIGNALBOX_DEMO_KEY=sk-sb-v1-benchmark "$BIN" serve --port "$ROUTER_PORT" --sim-u
   --data-dir "$WORK/data" --demo-credits 1000000 --log-level warning >"$WORK/router.log" 2>&1 & ROUTER_PID=$!; pids+=($ROUTER_PID)
 wait_for "http://127.0.0.1:$ROUTER_PORT/readyz"
 
-# The PostgreSQL ledger: a throwaway server (as the postgres user when we are root) unless one is given.
-for dir in /usr/lib/postgresql/*/bin; do [ -d "$dir" ] && PATH="$PATH:$dir"; done
-PG_URL=${SIGNALBOX_BENCH_DATABASE_URL:-}
-if [ -z "$PG_URL" ]; then
-  PG_PORT=$(free_port)
-  chmod 755 "$WORK"; mkdir -p "$WORK/pg" && chown postgres "$WORK/pg" 2>/dev/null || true
-  as_pg() { if [ "$(id -u)" = 0 ]; then su postgres -s /bin/sh -c "$1"; else sh -c "$1"; fi; }
-  as_pg "initdb -D '$WORK/pg/data' -U postgres --auth=trust >/dev/null"
-  as_pg "pg_ctl -D '$WORK/pg/data' -l '$WORK/pg/log' -w -o \"-p $PG_PORT -k '$WORK/pg' -c listen_addresses=127.0.0.1\" start >/dev/null"
-  pg_stop() { as_pg "pg_ctl -D '$WORK/pg/data' -m fast stop" >/dev/null 2>&1 || true; }
-  PG_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
-fi
+start_bench_database
 PG_ROUTER_PORT=$(free_port)
 SIGNALBOX_DEMO_KEY=sk-sb-v1-benchmark "$BIN" serve --port "$PG_ROUTER_PORT" --sim-url "http://127.0.0.1:$SIM_PORT" \
   --database-url "$PG_URL" --data-dir "$WORK/data-pg" --demo-credits 1000000 --log-level warning >"$WORK/router-pg.log" 2>&1 &
