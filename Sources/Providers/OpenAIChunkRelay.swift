@@ -1,15 +1,19 @@
-import NIOCore
+import Foundation
 import SignalboxCore
 
-/// Relays an OpenAI chunk to an OpenAI client as bytes: the router's own fields (`id`,
-/// `provider`, `model`, `object`, `created`) are written first, every choice gets OpenRouter's
-/// `finish_reason` / `native_finish_reason` / `logprobs` trio, the upstream's `usage` is taken
-/// out (the router sends its own, priced), and everything else is copied as it came. What the
-/// router needs — output pieces, finish reasons, usage — is read by `JSONScanner`, not parsed.
+/// Relays an OpenAI chunk to an OpenAI client as bytes. The router's own fields (`id`,
+/// `provider`, `model`, `object`, `created`) are written first, then the upstream's
+/// `system_fingerprint` and its `choices` — each choice copied as it came, with OpenRouter's
+/// `finish_reason` / `native_finish_reason` / `logprobs` trio in place of the upstream's. The
+/// upstream's `usage` is taken out (the router sends its own, priced), as are its other top-level
+/// fields, so the client sees what the full decode-and-encode path would show. What the router
+/// needs — output pieces, finish reasons, usage, and for an assembled answer the text and tool
+/// calls — is read by `JSONScanner`, not parsed.
 ///
-/// A chunk it does not relay as is (an error, reasoning to rename or drop, an escaped key, text
-/// that is not JSON) returns nil: the caller then decodes it fully with `OpenAIStreamDecoder`,
-/// which handles or refuses it exactly as for any other client.
+/// A chunk it does not relay as is returns nil, and the caller decodes it fully with
+/// `OpenAIStreamDecoder`, which handles or refuses it as for any other client: an error, reasoning
+/// to rename or drop, an escaped key or a repeated one among those it reads, a line break (an
+/// event of several `data:` lines), a whole `message`, text that is not JSON.
 public struct OpenAIChunkRelay: Sendable {
     /// `data: {"id":…,"provider":…,"model":…,"object":"chat.completion.chunk","created":…`
     let head: [UInt8]
@@ -34,22 +38,25 @@ public struct OpenAIChunkRelay: Sendable {
         public var pieces = 0
         /// The chunk had choices, so an event was written.
         public var wroteEvent = false
-        /// The choices that finished, in OpenAI's shape, for the completion's bookkeeping.
-        public var finishedChoices: [JSONValue] = []
         /// The normalized finish reason of the first choice that has one.
         public var finishReason: String?
         public var usage: TokenUsage?
         /// The upstream's `id` and `system_fingerprint`, when asked for.
         public var upstreamID: String?
         public var systemFingerprint: String?
-        /// Each choice's text, tool calls and finish, when asked to collect them (for an answer
-        /// assembled for a non-streaming client).
+        /// One part per choice in the chunk: its index and finish always; its text and tool calls
+        /// when asked to collect them (an answer assembled for a non-streaming client).
         public var parts: [ChoicePart] = []
     }
 
     /// Appends `data` (one event's data) as an SSE event to `out` when it has choices,
     /// and says what it held; nil, with `out` unchanged, when the chunk needs the full decoder.
     public func relay(_ data: UnsafeRawBufferPointer, identity: Bool, collect: Bool = false, into out: inout [UInt8]) -> Relayed? {
+        // A line break can only be whitespace between tokens, from an event of several `data:`
+        // lines; copied as it came it would end the client's line mid-JSON.
+        if let base = data.baseAddress, memchr(base, 0x0A, data.count) != nil || memchr(base, 0x0D, data.count) != nil {
+            return nil
+        }
         let mark = out.count
         do {
             let relayed = try write(data, identity: identity, collect: collect, into: &out)
@@ -63,10 +70,21 @@ public struct OpenAIChunkRelay: Sendable {
 
     private struct NotRelayed: Error {}
 
+    /// Keys the relay reads, per object: seeing one twice sends the chunk to the full decoder
+    /// (whose parser keeps the last), so the relay never reads one value and forwards another.
+    private struct SeenKeys {
+        private var bits: UInt16 = 0
+        mutating func first(_ bit: UInt16) throws(JSONScanner.Invalid) {
+            guard bits & bit == 0 else { throw JSONScanner.Invalid(offset: 0) }
+            bits |= bit
+        }
+    }
+
     private func write(_ data: UnsafeRawBufferPointer, identity: Bool, collect: Bool, into out: inout [UInt8]) throws -> Relayed {
         // One pass over the chunk: each value is read once, by the code that needs it or by a skip.
         let scanner = JSONScanner(data)
         var relayed = Relayed()
+        var seen = SeenKeys()
         var sawChoices = false
         var usage: Range<Int>?
         out.append(contentsOf: head)
@@ -74,6 +92,7 @@ public struct OpenAIChunkRelay: Sendable {
         let end = try scanner.scanObject(at: start, depth: 0) { key, escaped, valueStart throws(JSONScanner.Invalid) in
             guard !escaped else { throw JSONScanner.Invalid(offset: key.lowerBound) }
             if scanner.equals(key, "choices") {
+                try seen.first(1)
                 sawChoices = true
                 out.append(",\"choices\":[")
                 var first = true
@@ -88,23 +107,27 @@ public struct OpenAIChunkRelay: Sendable {
             }
             let value = valueStart..<(try scanner.skipValue(at: valueStart, depth: 1))
             if scanner.equals(key, "usage") {
+                try seen.first(2)
                 usage = value
             } else if scanner.equals(key, "error") {
                 // An error object (even in an otherwise normal chunk) is for the full decoder.
                 if scanner.kind(of: value) != UInt8(ascii: "n") { throw JSONScanner.Invalid(offset: key.lowerBound) }
             } else if scanner.equals(key, "object") {
-                if scanner.equals(value, "\"error\"") { throw JSONScanner.Invalid(offset: key.lowerBound) }
+                try seen.first(4)
+                if try text(value, scanner) == "error" { throw JSONScanner.Invalid(offset: key.lowerBound) }
             } else if scanner.equals(key, "id") {
-                if identity { relayed.upstreamID = scanner.plainString(value) }
-            } else if scanner.equals(key, "model") || scanner.equals(key, "created") || scanner.equals(key, "provider") {
-                // the router's own
-            } else {
-                if identity && scanner.equals(key, "system_fingerprint") { relayed.systemFingerprint = scanner.plainString(value) }
-                out.append(",\"")
-                out.append(UnsafeRawBufferPointer(rebasing: data[key]))
-                out.append("\":")
-                out.append(UnsafeRawBufferPointer(rebasing: data[value]))
+                try seen.first(8)
+                if identity { relayed.upstreamID = try text(value, scanner) }
+            } else if scanner.equals(key, "system_fingerprint") {
+                try seen.first(16)
+                // Written only as a string, as the full path writes it.
+                if let fingerprint = try text(value, scanner) {
+                    if identity { relayed.systemFingerprint = fingerprint }
+                    out.append(",\"system_fingerprint\":")
+                    out.append(UnsafeRawBufferPointer(rebasing: data[value]))
+                }
             }
+            // Anything else (the upstream's model, created, its own extras) is not the client's.
             return value.upperBound
         }
         guard scanner.skipWhitespace(from: end) == data.count, sawChoices || usage != nil else { throw NotRelayed() }
@@ -122,36 +145,47 @@ public struct OpenAIChunkRelay: Sendable {
         at start: Int, scanner: JSONScanner, collect: Bool, into out: inout [UInt8], relayed: inout Relayed
     ) throws(JSONScanner.Invalid) -> Int {
         let data = scanner.bytes
-        var part: ChoicePart? = collect ? ChoicePart(index: 0) : nil
+        var part = ChoicePart(index: 0)
+        var seen = SeenKeys()
         var index: Range<Int>?
         var native: String?
         var logprobs: Range<Int>?
         out.append("{")
         let end = try scanner.scanObject(at: start, depth: 2) { key, escaped, valueStart throws(JSONScanner.Invalid) in
             guard !escaped else { throw JSONScanner.Invalid(offset: key.lowerBound) }
+            // A whole `message` in a stream chunk is not OpenAI's streaming shape: the full decoder's.
+            if scanner.equals(key, "message") { throw JSONScanner.Invalid(offset: key.lowerBound) }
             let value: Range<Int>
-            if scanner.equals(key, "delta") && scanner.kind(at: valueStart) == UInt8(ascii: "{") {
-                let (pieces, end) = try outputPieces(at: valueStart, scanner: scanner, part: &part)
-                relayed.pieces += pieces
-                value = valueStart..<end
+            if scanner.equals(key, "delta") {
+                try seen.first(1)
+                if scanner.kind(at: valueStart) == UInt8(ascii: "{") {
+                    let (pieces, end) = try readDelta(at: valueStart, scanner: scanner, collect: collect, part: &part)
+                    relayed.pieces += pieces
+                    value = valueStart..<end
+                } else {
+                    value = valueStart..<(try scanner.skipValue(at: valueStart, depth: 3))
+                }
             } else {
                 value = valueStart..<(try scanner.skipValue(at: valueStart, depth: 3))
             }
             if scanner.equals(key, "finish_reason") {
+                try seen.first(2)
                 if scanner.kind(of: value) != UInt8(ascii: "n") {
                     guard let text = scanner.plainString(value) else { throw JSONScanner.Invalid(offset: key.lowerBound) }
                     native = text
                 }
                 return value.upperBound
             }
-            // A whole `message` in a stream chunk is not OpenAI's streaming shape: the full decoder's.
-            if scanner.equals(key, "message") { throw JSONScanner.Invalid(offset: key.lowerBound) }
             if scanner.equals(key, "native_finish_reason") { return value.upperBound }
             if scanner.equals(key, "logprobs") {
+                try seen.first(4)
                 logprobs = value
                 return value.upperBound
             }
-            if scanner.equals(key, "index") { index = value }
+            if scanner.equals(key, "index") {
+                try seen.first(8)
+                index = value
+            }
             out.append("\"")
             out.append(UnsafeRawBufferPointer(rebasing: data[key]))
             out.append("\":")
@@ -171,85 +205,101 @@ public struct OpenAIChunkRelay: Sendable {
             out.append("null")
         }
         out.append("}")
-        let position: JSONValue = index.flatMap { try? JSONParser.parse(UnsafeRawBufferPointer(rebasing: data[$0])) } ?? .int(0)
-        if var part {
-            part.index = position.intValue ?? 0
-            part.finishReason = normalized
-            part.nativeFinishReason = native
-            relayed.parts.append(part)
-        }
-        if let native {
-            if relayed.finishReason == nil { relayed.finishReason = normalized }
-            relayed.finishedChoices.append(
-                [
-                    "index": position, "delta": [:], "finish_reason": normalized.map { .string($0) } ?? .null,
-                    "native_finish_reason": .string(native),
-                ])
-        }
+        if relayed.finishReason == nil { relayed.finishReason = normalized }
+        part.index = intValue(index, scanner) ?? 0
+        part.finishReason = normalized
+        part.nativeFinishReason = native
+        relayed.parts.append(part)
         return end
     }
 
-    /// Output pieces in the delta object at `start`, as `CompletionDelta.outputPieces` counts
-    /// them, and where it ends. Reasoning the router must rename (`reasoning_content`) or drop
-    /// (`reasoning.exclude`) is the full decoder's.
-    private func outputPieces(
-        at start: Int, scanner: JSONScanner, part: inout ChoicePart?
+    /// Reads the delta object at `start`: its output pieces, as `CompletionDelta.outputPieces`
+    /// counts them, and — when collecting — its text and tool calls into `part`. Returns the
+    /// pieces and where the delta ends. Reasoning the router must rename (`reasoning_content`) or
+    /// drop (`reasoning.exclude`) is the full decoder's.
+    private func readDelta(
+        at start: Int, scanner: JSONScanner, collect: Bool, part: inout ChoicePart
     ) throws(JSONScanner.Invalid) -> (Int, end: Int) {
         var pieces = 0
-        let collect = part != nil
+        var seen = SeenKeys()
         let end = try scanner.scanObject(at: start, depth: 3) { key, escaped, valueStart throws(JSONScanner.Invalid) in
             if escaped || scanner.equals(key, "reasoning_content") { throw JSONScanner.Invalid(offset: key.lowerBound) }
-            if scanner.equals(key, "tool_calls") && scanner.kind(at: valueStart) == UInt8(ascii: "[") {
+            if scanner.equals(key, "tool_calls") {
+                try seen.first(1)
+                guard scanner.kind(at: valueStart) == UInt8(ascii: "[") else { return try scanner.skipValue(at: valueStart, depth: 4) }
                 var position = 0
                 return try scanner.scanArray(at: valueStart, depth: 4) { call throws(JSONScanner.Invalid) in
                     defer { position += 1 }
-                    guard scanner.kind(at: call) == UInt8(ascii: "{") else { return try scanner.skipValue(at: call, depth: 5) }
-                    var toolCall = ChoicePart.ToolCallPart(index: position)
-                    let end = try scanner.scanObject(at: call, depth: 5) { field, _, fieldStart throws(JSONScanner.Invalid) in
-                        guard scanner.equals(field, "function"), scanner.kind(at: fieldStart) == UInt8(ascii: "{") else {
-                            let value = fieldStart..<(try scanner.skipValue(at: fieldStart, depth: 6))
-                            if collect {
-                                if scanner.equals(field, "index") {
-                                    toolCall.index = Int(scanner.plainNumber(value) ?? "") ?? position
-                                } else if scanner.equals(field, "id") {
-                                    toolCall.id = try text(value, scanner)
-                                } else if scanner.equals(field, "type") {
-                                    toolCall.type = try text(value, scanner)
-                                }
-                            }
-                            return value.upperBound
-                        }
-                        return try scanner.scanObject(at: fieldStart, depth: 6) { name, _, partStart throws(JSONScanner.Invalid) in
-                            let value = partStart..<(try scanner.skipValue(at: partStart, depth: 7))
-                            if scanner.equals(name, "arguments") {
-                                if nonEmptyString(value, scanner) { pieces += 1 }
-                                if collect { toolCall.arguments = try text(value, scanner) }
-                            } else if collect && scanner.equals(name, "name") {
-                                toolCall.name = try text(value, scanner)
-                            }
-                            return value.upperBound
-                        }
-                    }
-                    part?.toolCalls.append(toolCall)
+                    let (callPieces, toolCall, end) = try readToolCall(at: call, position: position, scanner: scanner, collect: collect)
+                    pieces += callPieces
+                    if collect { part.toolCalls.append(toolCall) }
                     return end
                 }
             }
             let value = valueStart..<(try scanner.skipValue(at: valueStart, depth: 4))
             if scanner.equals(key, "content") {
+                try seen.first(2)
                 if nonEmptyString(value, scanner) { pieces += 1 }
-                if collect { part?.content = try text(value, scanner) }
+                if collect { part.content = try text(value, scanner) }
             } else if scanner.equals(key, "reasoning") {
+                try seen.first(4)
                 if excludeReasoning { throw JSONScanner.Invalid(offset: key.lowerBound) }
                 if nonEmptyString(value, scanner) { pieces += 1 }
-                if collect { part?.reasoning = try text(value, scanner) }
-            } else if collect && scanner.equals(key, "role") {
-                part?.role = try text(value, scanner)
-            } else if collect && scanner.equals(key, "refusal") {
-                part?.refusal = try text(value, scanner)
+                if collect { part.reasoning = try text(value, scanner) }
+            } else if scanner.equals(key, "role") {
+                try seen.first(8)
+                if collect { part.role = try text(value, scanner) }
+            } else if scanner.equals(key, "refusal") {
+                try seen.first(16)
+                if collect { part.refusal = try text(value, scanner) }
             }
             return value.upperBound
         }
         return (pieces, end)
+    }
+
+    /// One element of `tool_calls`: its argument piece, and — when collecting — the call.
+    private func readToolCall(
+        at start: Int, position: Int, scanner: JSONScanner, collect: Bool
+    ) throws(JSONScanner.Invalid) -> (pieces: Int, ChoicePart.ToolCallPart, end: Int) {
+        var toolCall = ChoicePart.ToolCallPart(index: position)
+        guard scanner.kind(at: start) == UInt8(ascii: "{") else { return (0, toolCall, try scanner.skipValue(at: start, depth: 5)) }
+        var pieces = 0
+        var seen = SeenKeys()
+        let end = try scanner.scanObject(at: start, depth: 5) { field, escaped, fieldStart throws(JSONScanner.Invalid) in
+            guard !escaped else { throw JSONScanner.Invalid(offset: field.lowerBound) }
+            if scanner.equals(field, "function") {
+                try seen.first(1)
+                guard scanner.kind(at: fieldStart) == UInt8(ascii: "{") else { return try scanner.skipValue(at: fieldStart, depth: 6) }
+                var seenInFunction = SeenKeys()
+                return try scanner.scanObject(at: fieldStart, depth: 6) { name, escaped, partStart throws(JSONScanner.Invalid) in
+                    guard !escaped else { throw JSONScanner.Invalid(offset: name.lowerBound) }
+                    let value = partStart..<(try scanner.skipValue(at: partStart, depth: 7))
+                    if scanner.equals(name, "arguments") {
+                        try seenInFunction.first(1)
+                        if nonEmptyString(value, scanner) { pieces += 1 }
+                        if collect { toolCall.arguments = try text(value, scanner) }
+                    } else if scanner.equals(name, "name") {
+                        try seenInFunction.first(2)
+                        if collect { toolCall.name = try text(value, scanner) }
+                    }
+                    return value.upperBound
+                }
+            }
+            let value = fieldStart..<(try scanner.skipValue(at: fieldStart, depth: 6))
+            if scanner.equals(field, "index") {
+                try seen.first(2)
+                toolCall.index = intValue(value, scanner) ?? position
+            } else if scanner.equals(field, "id") {
+                try seen.first(4)
+                if collect { toolCall.id = try text(value, scanner) }
+            } else if scanner.equals(field, "type") {
+                try seen.first(8)
+                if collect { toolCall.type = try text(value, scanner) }
+            }
+            return value.upperBound
+        }
+        return (pieces, toolCall, end)
     }
 
     /// A string value's text (escapes decoded); nil for null or another kind, as `stringValue` reads it.
@@ -260,6 +310,12 @@ public struct OpenAIChunkRelay: Sendable {
             throw JSONScanner.Invalid(offset: value.lowerBound)
         }
         return decoded.stringValue
+    }
+
+    /// A number value as `intValue` reads it (nil for another kind, or a number that is no integer).
+    private func intValue(_ value: Range<Int>?, _ scanner: JSONScanner) -> Int? {
+        guard let value, scanner.kind(of: value) != UInt8(ascii: "\"") else { return nil }
+        return (try? JSONParser.parse(UnsafeRawBufferPointer(rebasing: scanner.bytes[value])))?.intValue
     }
 
     private func nonEmptyString(_ value: Range<Int>, _ scanner: JSONScanner) -> Bool {

@@ -16,15 +16,6 @@ public struct JSONScanner {
         public init(offset: Int) { self.offset = offset }
     }
 
-    /// A member of an object: the key's bytes between its quotes (escapes not decoded) and the
-    /// value's bytes.
-    public struct Member {
-        public var key: Range<Int>
-        public var value: Range<Int>
-        /// The key contains a backslash escape, so its raw bytes are not its text.
-        public var keyHasEscapes: Bool
-    }
-
     /// The whole text as one value (whitespace around it allowed).
     public func document() throws(Invalid) -> Range<Int> {
         let start = skipWhitespace(from: 0)
@@ -67,51 +58,6 @@ public struct JSONScanner {
             index = skipWhitespace(from: try body(index))
             guard index < bytes.count else { throw Invalid(offset: index) }
             if bytes[index] == UInt8(ascii: "]") { return index + 1 }
-            guard bytes[index] == UInt8(ascii: ",") else { throw Invalid(offset: index) }
-            index = skipWhitespace(from: index + 1)
-        }
-    }
-
-    /// The members of the object spanning `range`, in order.
-    public func members(of range: Range<Int>) throws(Invalid) -> [Member] {
-        var result: [Member] = []
-        try forEachMember(of: range) { result.append($0) }
-        return result
-    }
-
-    /// Calls `body` with each member of the object spanning `range`.
-    public func forEachMember(of range: Range<Int>, _ body: (Member) throws(Invalid) -> Void) throws(Invalid) {
-        guard range.count >= 2, bytes[range.lowerBound] == UInt8(ascii: "{") else { throw Invalid(offset: range.lowerBound) }
-        var index = skipWhitespace(from: range.lowerBound + 1)
-        if index < range.upperBound && bytes[index] == UInt8(ascii: "}") { return }
-        while true {
-            guard index < range.upperBound, bytes[index] == UInt8(ascii: "\"") else { throw Invalid(offset: index) }
-            let (keyEnd, escaped) = try skipString(at: index)
-            let key = (index + 1)..<(keyEnd - 1)
-            index = skipWhitespace(from: keyEnd)
-            guard index < range.upperBound, bytes[index] == UInt8(ascii: ":") else { throw Invalid(offset: index) }
-            let valueStart = skipWhitespace(from: index + 1)
-            let valueEnd = try skipValue(at: valueStart, depth: 1)
-            try body(Member(key: key, value: valueStart..<valueEnd, keyHasEscapes: escaped))
-            index = skipWhitespace(from: valueEnd)
-            guard index < range.upperBound else { throw Invalid(offset: index) }
-            if bytes[index] == UInt8(ascii: "}") { return }
-            guard bytes[index] == UInt8(ascii: ",") else { throw Invalid(offset: index) }
-            index = skipWhitespace(from: index + 1)
-        }
-    }
-
-    /// Calls `body` with the span of each element of the array spanning `range`.
-    public func forEachElement(of range: Range<Int>, _ body: (Range<Int>) throws(Invalid) -> Void) throws(Invalid) {
-        guard range.count >= 2, bytes[range.lowerBound] == UInt8(ascii: "[") else { throw Invalid(offset: range.lowerBound) }
-        var index = skipWhitespace(from: range.lowerBound + 1)
-        if index < range.upperBound && bytes[index] == UInt8(ascii: "]") { return }
-        while true {
-            let end = try skipValue(at: index, depth: 1)
-            try body(index..<end)
-            index = skipWhitespace(from: end)
-            guard index < range.upperBound else { throw Invalid(offset: index) }
-            if bytes[index] == UInt8(ascii: "]") { return }
             guard bytes[index] == UInt8(ascii: ",") else { throw Invalid(offset: index) }
             index = skipWhitespace(from: index + 1)
         }
@@ -163,7 +109,8 @@ public struct JSONScanner {
 
     /// The end of the value starting at `index`, checking it is JSON; `depth` is its nesting depth.
     public func skipValue(at index: Int, depth: Int) throws(Invalid) -> Int {
-        guard index < bytes.count else { throw Invalid(offset: index) }
+        // As the parser: no value, container or not, deeper than its limit.
+        guard depth < JSONParser.maxDepth, index < bytes.count else { throw Invalid(offset: index) }
         switch bytes[index] {
         case UInt8(ascii: "\""): return try skipString(at: index).end
         case UInt8(ascii: "{"), UInt8(ascii: "["): return try skipContainer(at: index, depth: depth)

@@ -29,4 +29,14 @@ import Testing
         let received = await writer.value
         #expect(received == (0..<1000).map { "\($0)," }.joined())
     }
+
+    @Test func aCancelledWriterStopsWaiting() async {
+        let pipe = EventPipe()
+        let writer = Task { await pipe.next() }
+        try? await Task.sleep(for: .milliseconds(20))
+        writer.cancel()
+        #expect(await writer.value == nil)
+        pipe.send(ByteBuffer(string: "dropped: the pipe is finished"))
+        #expect(await pipe.next() == nil)
+    }
 }

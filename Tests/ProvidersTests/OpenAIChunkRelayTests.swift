@@ -34,10 +34,9 @@ import Testing
             "id": "gen-1", "provider": "OpenAI", "model": "openai/gpt-4o-mini", "object": "chat.completion.chunk",
             "created": 1_700_000_000, "choices": .array(delta.choices),
         ]
-        let upstream = try JSONParser.parse(chunk).objectValue!
-        for (key, value) in upstream where !["id", "provider", "model", "object", "created", "choices", "usage"].contains(key) {
-            expected[key] = value
-        }
+        // As `ChatResponses.writeChunk` writes it: the upstream's fingerprint, when a string, and nothing
+        // else of the upstream's top level.
+        if let fingerprint = delta.systemFingerprint { expected["system_fingerprint"] = .string(fingerprint) }
         #expect(written == .object(expected))
         #expect(relayed.pieces == delta.outputPieces)
         #expect(relayed.finishReason == delta.finishReason)
@@ -86,6 +85,40 @@ import Testing
         #expect(asked.upstreamID == "chatcmpl-1" && asked.systemFingerprint == "fp_1")
         let notAsked = try #require(relay(chunk, identity: false, into: &out))
         #expect(notAsked.upstreamID == nil)
+    }
+
+    @Test func anUpstreamCannotHideOutputOrSmuggleFields() throws {
+        // Escaped keys where output is counted, a repeated finish or content, an escaped error
+        // object, a line break from a multi-line event: all go to the full decoder, which reads
+        // them as a client's parser would.
+        for chunk in [
+            #"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"\u0066unction":{"arguments":"x"}}]}}]}"#,
+            #"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"\u0061rguments":"x"}}]}}]}"#,
+            #"{"choices":[{"index":0,"delta":{"content":"A","content":"B"}}]}"#,
+            #"{"choices":[{"index":0,"delta":{},"finish_reason":"stop","finish_reason":null}]}"#,
+            #"{"choices":[],"choices":[{"index":0,"delta":{"content":"x"}}]}"#,
+            #"{"object":"\u0065rror","message":"x","choices":[{"index":0,"delta":{"content":"hi"}}]}"#,
+            "{\"choices\":[{\"index\":0,\"delta\":{\n\"content\":\"x\"}}]}",
+        ] {
+            var out: [UInt8] = []
+            #expect(relay(chunk, into: &out) == nil, "relayed: \(chunk)")
+        }
+        // The upstream's own top-level fields never reach the client.
+        var out: [UInt8] = []
+        let chunk = #"{"id":"c","service_tier":"x","cost":9,"system_fingerprint":{"not":"a string"},"choices":[{"index":0,"delta":{"content":"a"}}]}"#
+        _ = try #require(relay(chunk, into: &out))
+        let written = try #require(Self.event(out)?.objectValue)
+        #expect(Set(written.map(\.key)) == ["id", "provider", "model", "object", "created", "choices"])
+    }
+
+    @Test func everyChoiceIsReportedSoAnUnfinishedOneIsSeen() throws {
+        var out: [UInt8] = []
+        let relayed = try #require(relay(#"{"choices":[{"index":0,"delta":{"content":"a"}},{"index":1,"delta":{},"finish_reason":"stop"}]}"#, into: &out))
+        #expect(relayed.parts.map(\.index) == [0, 1])
+        #expect(relayed.parts.map(\.finishReason) == [nil, "stop"])
+        var accumulator = CompletionAccumulator()
+        for part in relayed.parts { accumulator.add(part) }
+        #expect(accumulator.finishReason == nil, "choice 0 has not finished")
     }
 
     static let fullPathChunks = [

@@ -65,19 +65,35 @@ import Testing
             let bytes = UnsafeRawBufferPointer(utf8)
             let scanner = JSONScanner(bytes)
             let parsed = try JSONParser.parse(bytes)
-            let members = try scanner.members(of: try scanner.document())
-            #expect(members.map { String(decoding: UnsafeRawBufferPointer(rebasing: bytes[$0.key]), as: UTF8.self) } == ["a", "b", "d"])
+            var members: [(key: String, value: Range<Int>)] = []
+            _ = try scanner.scanObject(at: try scanner.document().lowerBound, depth: 0) { key, _, start throws(JSONScanner.Invalid) in
+                let end = try scanner.skipValue(at: start, depth: 1)
+                members.append((String(decoding: UnsafeRawBufferPointer(rebasing: bytes[key]), as: UTF8.self), start..<end))
+                return end
+            }
+            #expect(members.map(\.key) == ["a", "b", "d"])
             for member in members {
-                let key = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[member.key]), as: UTF8.self)
-                #expect(try JSONParser.parse(UnsafeRawBufferPointer(rebasing: bytes[member.value])) == parsed[key])
+                #expect(try JSONParser.parse(UnsafeRawBufferPointer(rebasing: bytes[member.value])) == parsed[member.key])
             }
             var elements: [JSONValue] = []
-            try scanner.forEachElement(of: members[0].value) { span in
-                elements.append(try! JSONParser.parse(UnsafeRawBufferPointer(rebasing: bytes[span])))
+            _ = try scanner.scanArray(at: members[0].value.lowerBound, depth: 1) { start throws(JSONScanner.Invalid) in
+                let end = try scanner.skipValue(at: start, depth: 2)
+                elements.append(try! JSONParser.parse(UnsafeRawBufferPointer(rebasing: bytes[start..<end])))
+                return end
             }
             #expect(elements == parsed["a"]?.arrayValue)
             #expect(scanner.plainString(members[2].value) == nil, "escapes are not decoded")
         }
+    }
+
+    @Test func refusesAValueDeeperThanTheParsersLimitEvenAScalar() {
+        let depth = JSONParser.maxDepth
+        let scalarAtTheLimit = String(repeating: "[", count: depth) + "0" + String(repeating: "]", count: depth)
+        #expect(!accepts(scalarAtTheLimit) && !walks(scalarAtTheLimit))
+        #expect((try? JSONParser.parse(scalarAtTheLimit)) == nil)
+        let justInside = String(repeating: "[", count: depth - 1) + "0" + String(repeating: "]", count: depth - 1)
+        #expect(accepts(justInside) && walks(justInside))
+        #expect((try? JSONParser.parse(justInside)) != nil)
     }
 
     @Test func refusesNestingDeeperThanTheParser() {

@@ -39,6 +39,8 @@ struct AttemptProgress: Sendable {
     var lastActivity: ContinuousClock.Instant
     var firstToken: ContinuousClock.Instant?
     var delivered = 0
+    /// Some of this attempt's events were handed to a streaming client: it can no longer fail over.
+    var emitted = false
     var upstreamID: String?
     var usage: TokenUsage?
 }

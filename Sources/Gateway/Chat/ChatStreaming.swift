@@ -92,20 +92,25 @@ final class EventPipe: Sendable {
     }
 
     /// Everything sent since the last call, waiting for some if there is none; nil once finished
-    /// and drained.
+    /// and drained, or when the reading task is cancelled (which finishes the pipe). One reader.
     func next() async -> ByteBuffer? {
         if let ready = takePending() { return ready }
-        return await withUnsafeContinuation { continuation in
-            let immediate = state.withLockedValue { state -> ByteBuffer?? in
-                if state.pending.readableBytes > 0 {
-                    defer { state.pending = ByteBuffer() }
-                    return .some(state.pending)
+        return await withTaskCancellationHandler {
+            await withUnsafeContinuation { continuation in
+                let immediate = state.withLockedValue { state -> ByteBuffer?? in
+                    if state.pending.readableBytes > 0 {
+                        defer { state.pending = ByteBuffer() }
+                        return .some(state.pending)
+                    }
+                    if state.finished { return .some(nil) }
+                    precondition(state.reader == nil, "EventPipe has one reader")
+                    state.reader = continuation
+                    return .none
                 }
-                if state.finished { return .some(nil) }
-                state.reader = continuation
-                return .none
+                if let immediate { continuation.resume(returning: immediate) }
             }
-            if let immediate { continuation.resume(returning: immediate) }
+        } onCancel: {
+            finish()
         }
     }
 

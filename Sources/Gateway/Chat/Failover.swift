@@ -127,7 +127,7 @@ extension ChatPipeline {
                         "generation": "\(prepared.generationID)", "provider": "\(attempt.endpoint.tag)",
                         "error": "\(failure)",
                     ])
-                let delivered = progress.withLockedValue { $0.delivered } > 0 && emit != nil
+                let delivered = progress.withLockedValue { $0.emitted }
                 let verdict = queue.after(
                     .init(
                         retryable: failure.isRetryable, contextTooLong: failure.isContextLengthError,

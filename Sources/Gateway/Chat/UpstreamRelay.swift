@@ -136,7 +136,8 @@ extension ChatPipeline {
                     let mark = out.count
                     var data = event.data
                     let relayed = data.withUTF8 {
-                        relay.relay(UnsafeRawBufferPointer($0), identity: !sawDelta, collect: collect, into: &out)
+                        relay.relay(
+                            UnsafeRawBufferPointer($0), identity: accumulator.upstreamID == nil, collect: collect, into: &out)
                     }
                     if let relayed {
                         if let reported = relayed.usage { usage = reported }
@@ -149,11 +150,9 @@ extension ChatPipeline {
                             return
                         }
                         accumulator.noteIdentity(upstreamID: relayed.upstreamID, systemFingerprint: relayed.systemFingerprint)
-                        if collect {
-                            for part in relayed.parts { accumulator.add(part) }
-                        } else if !relayed.finishedChoices.isEmpty {
-                            accumulator.add(CompletionDelta(choices: relayed.finishedChoices))
-                        }
+                        // Every choice is recorded, finished or not, so a stream that ends with
+                        // one of them unfinished is seen as cut short.
+                        for part in relayed.parts { accumulator.add(part) }
                         delivered += relayed.pieces
                         sawDelta = true
                         if emit == nil {
@@ -186,15 +185,17 @@ extension ChatPipeline {
         }
 
         /// What the watchdog and failover read, then the client's events: once bytes may have
-        /// reached the client, `delivered` says so.
+        /// reached the client, `emitted` says so (and failover stops).
         func publish() {
             let (now, count, first, reported, id) = (clock.now, delivered, sawDelta, usage, accumulator.upstreamID)
+            let emitting = emit != nil && !out.isEmpty
             progress.withLockedValue { state in
                 state.lastActivity = now
                 state.delivered = count
                 if first && state.firstToken == nil { state.firstToken = now }
                 if state.upstreamID == nil { state.upstreamID = id }
                 if let reported { state.usage = reported }
+                if emitting { state.emitted = true }
             }
             if let emit, !out.isEmpty {
                 emit(ByteBuffer(bytes: out))
@@ -204,7 +205,12 @@ extension ChatPipeline {
 
         for try await buffer in response.body {
             progress.withLockedValue { $0.lastActivity = clock.now }
-            try handle(try parser.feed(buffer))
+            do {
+                try handle(try parser.feed(buffer))
+            } catch {
+                publish()  // what came before the failure in this read still reaches the client
+                throw error
+            }
             publish()
             if done {
                 // What may follow is the body's terminator: the connection can serve again. (The
