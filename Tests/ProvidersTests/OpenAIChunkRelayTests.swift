@@ -105,7 +105,9 @@ import Testing
         }
         // The upstream's own top-level fields never reach the client.
         var out: [UInt8] = []
-        let chunk = #"{"id":"c","service_tier":"x","cost":9,"system_fingerprint":{"not":"a string"},"choices":[{"index":0,"delta":{"content":"a"}}]}"#
+        let chunk =
+            #"{"id":"c","service_tier":"x","cost":9,"system_fingerprint":{"not":"a string"},"#
+            + #""choices":[{"index":0,"delta":{"content":"a"}}]}"#
         _ = try #require(relay(chunk, into: &out))
         let written = try #require(Self.event(out)?.objectValue)
         #expect(Set(written.map(\.key)) == ["id", "provider", "model", "object", "created", "choices"])
@@ -113,7 +115,8 @@ import Testing
 
     @Test func everyChoiceIsReportedSoAnUnfinishedOneIsSeen() throws {
         var out: [UInt8] = []
-        let relayed = try #require(relay(#"{"choices":[{"index":0,"delta":{"content":"a"}},{"index":1,"delta":{},"finish_reason":"stop"}]}"#, into: &out))
+        let chunk = #"{"choices":[{"index":0,"delta":{"content":"a"}},{"index":1,"delta":{},"finish_reason":"stop"}]}"#
+        let relayed = try #require(relay(chunk, into: &out))
         #expect(relayed.parts.map(\.index) == [0, 1])
         #expect(relayed.parts.map(\.finishReason) == [nil, "stop"])
         var accumulator = CompletionAccumulator()
