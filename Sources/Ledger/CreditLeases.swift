@@ -88,11 +88,11 @@ public actor CreditLeases {
         let growth = Task {
             do {
                 let grant = try await withLedgerDeadline(timeout, "a lease") { try await store.growLease(request) }
-                await self.finishGrowth(request, grant, requestedAt: requestedAt)
+                self.finishGrowth(request, grant, requestedAt: requestedAt)
                 return grant
             } catch {
-                await self.finishGrowth(request, nil, requestedAt: requestedAt)
-                if case LedgerError.unreachable? = error as? LedgerError { await self.growthUncertain(request) }
+                self.finishGrowth(request, nil, requestedAt: requestedAt)
+                if case LedgerError.unreachable? = error as? LedgerError { self.growthUncertain(request) }
                 if !((error as? LedgerError)?.isRefusal ?? false) { await self.committer.noticeOutage() }
                 throw error
             }
