@@ -51,11 +51,16 @@ final class UpstreamConnection: Hashable, Sendable {
         onEventLoop { handler.discardRest(exchange: exchange) }
     }
 
-    private func onEventLoop(_ work: @escaping @Sendable () -> Void) {
-        if channel.eventLoop.inEventLoop {
+    private func onEventLoop(_ work: @escaping @Sendable () -> Void) { channel.eventLoop.runNowOrSoon(work) }
+}
+
+extension EventLoop {
+    /// Runs `work` at once when called on this loop, otherwise queues it there.
+    fileprivate func runNowOrSoon(_ work: @escaping @Sendable () -> Void) {
+        if inEventLoop {
             work()
         } else {
-            channel.eventLoop.execute(work)
+            execute(work)
         }
     }
 }
@@ -416,20 +421,12 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, @unchecked Sendable {
 
         func produceMore() {
             let (handler, exchange) = (self.handler, self.exchange)
-            if eventLoop.inEventLoop {
-                handler.resumeReading(exchange: exchange)
-            } else {
-                eventLoop.execute { handler.resumeReading(exchange: exchange) }
-            }
+            eventLoop.runNowOrSoon { handler.resumeReading(exchange: exchange) }
         }
 
         func didTerminate() {
             let (handler, exchange) = (self.handler, self.exchange)
-            if eventLoop.inEventLoop {
-                handler.consumerTerminated(exchange: exchange)
-            } else {
-                eventLoop.execute { handler.consumerTerminated(exchange: exchange) }
-            }
+            eventLoop.runNowOrSoon { handler.consumerTerminated(exchange: exchange) }
         }
     }
 }

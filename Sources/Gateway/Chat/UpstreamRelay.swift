@@ -166,7 +166,8 @@ extension ChatPipeline {
                 for output in try decoder.decode(event) {
                     switch output {
                     case .delta(let delta):
-                        if delivered + delta.outputPieces > completionBound {
+                        let pieces = delta.outputPieces
+                        if delivered + pieces > completionBound {
                             // Stop relaying (and billing) at the bound; dropping the body cancels the upstream.
                             let finish = cut(delta.upstreamID, delta.systemFingerprint)
                             accumulator.add(finish)
@@ -174,7 +175,7 @@ extension ChatPipeline {
                             return
                         }
                         accumulator.add(delta)
-                        take(delta, pieces: delta.outputPieces)
+                        take(delta, pieces: pieces)
                     case .usage(let reported):
                         usage = reported
                     case .done:
