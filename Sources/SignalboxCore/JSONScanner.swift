@@ -86,13 +86,6 @@ public struct JSONScanner {
         return String(decoding: inner, as: UTF8.self)
     }
 
-    /// The text of a number value (nil for another kind).
-    public func plainNumber(_ range: Range<Int>) -> String? {
-        let first = kind(of: range)
-        guard first == UInt8(ascii: "-") || (first >= UInt8(ascii: "0") && first <= UInt8(ascii: "9")) else { return nil }
-        return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[range]), as: UTF8.self)
-    }
-
     // MARK: Skipping
 
     /// The first byte at or after `start` that is not JSON whitespace.

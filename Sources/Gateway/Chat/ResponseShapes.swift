@@ -86,10 +86,16 @@ enum ChatResponses {
     }
 
     static func sse(_ value: JSONValue) -> ByteBuffer {
-        var bytes = Array("data: ".utf8)
-        JSONWriter.write(value, into: &bytes)
-        bytes.append(contentsOf: "\n\n".utf8)
+        var bytes: [UInt8] = []
+        writeSSE(value, into: &bytes)
         return ByteBuffer(bytes: bytes)
+    }
+
+    /// Appends `value` as one SSE event (`data: …` and a blank line).
+    static func writeSSE(_ value: JSONValue, into bytes: inout [UInt8]) {
+        bytes += "data: ".utf8
+        JSONWriter.write(value, into: &bytes)
+        bytes += "\n\n".utf8
     }
 
     /// Appends the stream chunk for `delta` as an SSE event.
@@ -100,9 +106,7 @@ enum ChatResponses {
         ]
         if let fingerprint = delta.systemFingerprint { object["system_fingerprint"] = .string(fingerprint) }
         object["choices"] = .array(delta.choices)
-        bytes += "data: ".utf8
-        JSONWriter.write(.object(object), into: &bytes)
-        bytes += "\n\n".utf8
+        writeSSE(.object(object), into: &bytes)
     }
 
     static func closingEvents(_ outcome: ChatPipeline.RequestOutcome, prepared: PreparedChat) -> [ByteBuffer] {
