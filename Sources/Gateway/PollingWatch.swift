@@ -1,23 +1,21 @@
 import NIOConcurrencyHelpers
 
-/// Many waits on one timer: each `wait(until:)` suspends until its condition yields a value —
-/// checked every `interval` by a single polling task that runs only while someone waits — or
-/// until the waiting task is cancelled.
+/// Many request timers on one: each registration's check runs every `interval` on a single
+/// polling task, which runs only while something is registered. It serves each attempt's
+/// watchdog and client-gone check (`run(_:cancellingWhen:)`) and each stream's processing
+/// comments (`every(_:)`).
 ///
-/// Why not a `Task.sleep` per wait: a cancelled sleep gives its caller back at once but keeps its
-/// timer until the deadline. A watchdog sleeping a quarter of a 30 s stall window per request
+/// Why not a `Task.sleep` per request: a cancelled sleep gives its caller back at once but keeps
+/// its timer until the deadline. A watchdog sleeping a quarter of a 30 s stall window per request
 /// left ~18,000 timers pending at 2,400 requests/s, each firing later for nothing — about a
 /// tenth of the node's CPU, and load that went on for seconds after the traffic stopped. Here a
-/// wait costs a dictionary entry, and a finished request removes it.
+/// registration costs a dictionary entry, and a finished request removes it.
 final class PollingWatch: Sendable {
-    private struct Waiter: Sendable {
-        /// Evaluates the condition; when it holds, returns what resumes the waiter with it.
-        let check: @Sendable () -> (@Sendable () -> Void)?
-        let cancel: @Sendable () -> Void
-    }
+    /// Evaluates a registration; when it is done, returns what to run after it is removed.
+    private typealias Check = @Sendable () -> (@Sendable () -> Void)?
 
     private struct State {
-        var waiters: [UInt64: Waiter] = [:]
+        var checks: [UInt64: Check] = [:]
         var nextID: UInt64 = 0
         var polling = false
     }
@@ -29,61 +27,85 @@ final class PollingWatch: Sendable {
         self.interval = interval
     }
 
-    /// Waits until `condition` returns a value (checked every `interval`, so up to one interval
-    /// late), or throws `CancellationError` when the task is cancelled first.
-    func wait<Value: Sendable>(until condition: @escaping @Sendable () -> Value?) async throws -> Value {
-        let id = state.withLockedValue { state in
-            state.nextID &+= 1
-            return state.nextID
+    /// Runs `operation` in a task of its own and returns its result; the task is cancelled when
+    /// `stop` (checked every `interval`, so up to one interval late) returns true, or when the
+    /// calling task is cancelled. One task and a dictionary entry, where racing the work against
+    /// a waiting task costs a task group and two child tasks, each keeping its frames for as long
+    /// as the work runs.
+    func run<Value: Sendable>(
+        _ operation: @escaping @Sendable () async throws -> Value, cancellingWhen stop: @escaping @Sendable () -> Bool
+    ) async throws -> Value {
+        let task = Task { try await operation() }
+        let id = register {
+            guard stop() else { return nil }
+            return { task.cancel() }
         }
+        defer { remove(id) }
         return try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Value, any Error>) in
-                let waiter = Waiter(
-                    check: {
-                        guard let value = condition() else { return nil }
-                        return { continuation.resume(returning: value) }
-                    },
-                    cancel: { continuation.resume(throwing: CancellationError()) })
-                let startPolling = state.withLockedValue { state in
-                    state.waiters[id] = waiter
-                    defer { state.polling = true }
-                    return !state.polling
-                }
-                if startPolling { Task { await self.poll() } }
-                // Cancelled before the waiter was registered: the handler found nothing to cancel.
-                if Task.isCancelled { remove(id)?.cancel() }
-            }
+            try await task.value
         } onCancel: {
-            remove(id)?.cancel()
+            task.cancel()
         }
     }
 
-    /// Waits registered now (for tests and metrics).
-    var waiting: Int { state.withLockedValue { $0.waiters.count } }
+    /// Calls `tick` every `interval` until it returns false or `cancel(_:)` is called with the
+    /// returned registration: periodic work for a request without a task of its own.
+    func every(_ tick: @escaping @Sendable () -> Bool) -> Registration {
+        Registration(
+            id: register {
+                guard !tick() else { return nil }
+                return {}
+            })
+    }
 
-    /// Whether the polling task runs (it stops when nobody waits).
+    /// Ends a registration made by `every(_:)`; calling it again, or after the tick stopped, does nothing.
+    func cancel(_ registration: Registration) {
+        remove(registration.id)
+    }
+
+    /// What `every(_:)` registered.
+    struct Registration: Sendable {
+        fileprivate let id: UInt64
+    }
+
+    /// Registrations now (for tests and metrics).
+    var waiting: Int { state.withLockedValue { $0.checks.count } }
+
+    /// Whether the polling task runs (it stops when nothing is registered).
     var isPolling: Bool { state.withLockedValue { $0.polling } }
 
-    /// Whoever removes a waiter resumes it, so it is resumed exactly once.
-    private func remove(_ id: UInt64) -> Waiter? {
-        state.withLockedValue { $0.waiters.removeValue(forKey: id) }
+    private func register(_ check: @escaping Check) -> UInt64 {
+        let (id, startPolling) = state.withLockedValue { state in
+            state.nextID &+= 1
+            state.checks[state.nextID] = check
+            defer { state.polling = true }
+            return (state.nextID, !state.polling)
+        }
+        if startPolling { Task { await self.poll() } }
+        return id
+    }
+
+    /// Removes a registration; true when it was still there (whoever removes it acts on it, once).
+    @discardableResult
+    private func remove(_ id: UInt64) -> Bool {
+        state.withLockedValue { $0.checks.removeValue(forKey: id) } != nil
     }
 
     private func poll() async {
         while true {
             try? await Task.sleep(for: interval)
-            let waiters = state.withLockedValue { state -> [(key: UInt64, value: Waiter)]? in
-                guard !state.waiters.isEmpty else {
+            let checks = state.withLockedValue { state -> [(key: UInt64, value: Check)]? in
+                guard !state.checks.isEmpty else {
                     state.polling = false
                     return nil
                 }
-                return Array(state.waiters)
+                return Array(state.checks)
             }
-            guard let waiters else { return }
-            // Conditions run outside the lock: they take locks of their own.
-            for (id, waiter) in waiters {
-                guard let resume = waiter.check(), remove(id) != nil else { continue }
-                resume()
+            guard let checks else { return }
+            // Checks run outside the lock: they take locks of their own.
+            for (id, check) in checks {
+                guard let then = check(), remove(id) else { continue }
+                then()
             }
         }
     }

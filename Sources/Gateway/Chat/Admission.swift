@@ -25,10 +25,13 @@ extension ChatPipeline {
         }
         try await checkFreeTier(request, key: key)
         let keyRemaining = try await keyLimitRemaining(key)
-        var prepared = PreparedChat(
-            request: request, key: key, attempts: attempts, generationID: generationID,
-            created: Int64(Date().timeIntervalSince1970), reservation: nil, startedAt: clock.now, startedDate: Date(),
-            idempotencyKey: idempotencyKey)
+        let (startedAt, startedDate) = (clock.now, Date())
+        func admitted(_ attempts: [PlannedAttempt], reservation: CreditReservation?, keyReservation: Money) -> PreparedChat {
+            PreparedChat(
+                request: request, key: key, attempts: attempts, generationID: generationID,
+                created: Int64(startedDate.timeIntervalSince1970), reservation: reservation, keyReservation: keyReservation,
+                startedAt: startedAt, startedDate: startedDate, idempotencyKey: idempotencyKey)
+        }
 
         let worstCase = attempts.map { $0.worstCaseCost(for: request) }
         let largest = worstCase.max() ?? .zero
@@ -37,7 +40,7 @@ extension ChatPipeline {
             let (ledger, account) = (self.ledger, key.accountID)
             let balance = try await ledgerCall { try await ledger.balance(account: account) }
             guard balance.balance > .zero else { throw Self.noBalance(balance.balance) }
-            return prepared
+            return admitted(attempts, reservation: nil, keyReservation: .zero)
         }
         if credit.committer.reachability.isBacklogged {
             throw APIError(
@@ -47,6 +50,7 @@ extension ChatPipeline {
                 metadata: ["reason": "settlement_backlog", "error_type": "ledger_unavailable"])
         }
         var covered = largest
+        var keyReservation = Money.zero
         if keyRemaining != nil {
             // The key reserves what the dearest attempt may cost, so failover never charges the
             // key more than it reserved; when that is more than the key has left, keep the
@@ -57,36 +61,42 @@ extension ChatPipeline {
                 }
                 covered = worstCase[0]
             }
-            prepared.keyReservation = covered
+            keyReservation = covered
         }
         let kept = zip(attempts, worstCase).filter { $0.1 <= covered }
-        prepared.attempts = kept.map(\.0)
         do {
             let keptCosts = kept.map(\.1)
-            prepared.reservation = try await reserveCredit(&prepared, worstCase: keptCosts, largest: keptCosts.max() ?? covered)
-            return prepared
+            let (reservation, affordable) = try await reserveCredit(
+                account: key.accountID, request: request, attempts: kept.map(\.0), worstCase: keptCosts,
+                largest: keptCosts.max() ?? covered)
+            return admitted(affordable, reservation: reservation, keyReservation: keyReservation)
         } catch {
-            cancelKeyReservation(prepared)  // the key's reservation, when the account's could not be made
+            // The key's reservation, when the account's could not be made.
+            cancelKeyReservation(key, reserved: keyReservation)
             throw error
         }
     }
 
     /// One reservation covers every planned attempt, so failover never needs a second one. When
-    /// that is more than the account has, keep the attempts the first one's covers.
-    func reserveCredit(_ prepared: inout PreparedChat, worstCase: [Money], largest: Money) async throws -> CreditReservation {
-        let (credit, account, request) = (self.credit, prepared.key.accountID, prepared.request)
+    /// that is more than the account has, keep the attempts the first one's covers. Returns the
+    /// reservation and the attempts it covers.
+    func reserveCredit(
+        account: String, request: ChatRequest, attempts: [PlannedAttempt], worstCase: [Money], largest: Money
+    ) async throws -> (CreditReservation, [PlannedAttempt]) {
+        let credit = self.credit
+        var attempts = attempts
         var outcome = try await ledgerCall(local: true) { try await credit.reserve(account: account, amount: largest) }
         if case .insufficient(let available) = outcome, worstCase[0] < largest {
             guard available > .zero else { throw Self.noBalance(available) }
-            prepared.attempts = zip(prepared.attempts, worstCase).filter { $0.1 <= worstCase[0] }.map(\.0)
+            attempts = zip(attempts, worstCase).filter { $0.1 <= worstCase[0] }.map(\.0)
             outcome = try await ledgerCall(local: true) { try await credit.reserve(account: account, amount: worstCase[0]) }
         }
         switch outcome {
         case .reserved(let reservation):
-            return reservation
+            return (reservation, attempts)
         case .insufficient(let available):
             guard available > .zero else { throw Self.noBalance(available) }
-            throw Self.cannotAfford(prepared.attempts[0], request: request, available: available)
+            throw Self.cannotAfford(attempts[0], request: request, available: available)
         }
     }
 
@@ -99,9 +109,11 @@ extension ChatPipeline {
 
     /// Gives back what a request reserved against its key that will not be settled.
     func cancelKeyReservation(_ prepared: PreparedChat) {
-        if prepared.keyReservation > .zero {
-            keyLimits.settle(prepared.key.id, reserved: prepared.keyReservation, charged: .zero)
-        }
+        cancelKeyReservation(prepared.key, reserved: prepared.keyReservation)
+    }
+
+    func cancelKeyReservation(_ key: KeyRecord, reserved: Money) {
+        if reserved > .zero { keyLimits.settle(key.id, reserved: reserved, charged: .zero) }
     }
 
     /// Runs a ledger call for the request path. When the ledger cannot be reached the request is

@@ -78,25 +78,10 @@ extension RouterAPI {
     /// Runs a non-streamed request while watching the client's connection: a client that leaves
     /// cancels the upstream call, and the tokens generated until then are charged, as for streams.
     func runWatchingClient(_ prepared: PreparedChat, channel: (any Channel)?) async -> ChatPipeline.RequestOutcome {
-        let pipeline = self.pipeline
         guard let channel else { return await pipeline.run(prepared, emit: nil) }
         // HTTP clients do not half-close a connection they still read from: end-of-input means gone.
         try? await channel.setOption(ChannelOptions.allowRemoteHalfClosure, value: false).get()
-        return await withTaskGroup(of: ChatPipeline.RequestOutcome?.self) { group in
-            group.addTask { await pipeline.run(prepared, emit: nil) }
-            group.addTask {
-                _ = try? await pipeline.watch.wait { channel.isActive ? nil : () }
-                return nil
-            }
-            while let next = await group.next() {
-                if let outcome = next {
-                    group.cancelAll()
-                    return outcome
-                }
-                if !channel.isActive { group.cancelAll() }  // the client left: stop the work
-            }
-            return .cancelled
-        }
+        return await pipeline.run(prepared, emit: nil, clientGone: { !channel.isActive })
     }
 
     static let generationHeader = HTTPField.Name("X-Generation-Id")!

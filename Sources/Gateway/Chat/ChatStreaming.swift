@@ -18,6 +18,10 @@ extension RouterAPI {
     /// An SSE response: a processing comment at once and every few seconds until the first
     /// token, each upstream delta re-labelled and written as it arrives, then the usage chunk
     /// and `[DONE]`. A client that hangs up cancels the upstream call.
+    ///
+    /// The pipeline runs in an `async let` beside the writer, and the processing comments come
+    /// from a tick on the shared `watch`: one child task per stream, where a task group with a
+    /// ticker task cost a second task and the group's own allocation for as long as it is open.
     func streamResponse(_ prepared: PreparedChat) -> Response {
         let pipeline = self.pipeline
         let keepAlive = dependencies.configuration.keepAliveInterval
@@ -33,31 +37,34 @@ extension RouterAPI {
                     throw error
                 }
                 let events = EventPipe()
-                let firstData = NIOLockedValueBox(false)
-                await withThrowingTaskGroup(of: Void.self) { group in
-                    group.addTask {
-                        let outcome = await pipeline.run(prepared) { bytes in
-                            firstData.withLockedValue { $0 = true }
-                            events.send(bytes)
-                        }
-                        for buffer in ChatResponses.closingEvents(outcome, prepared: prepared) { events.send(buffer) }
-                        events.finish()
+                // When the next processing comment is due; nil once the first data went out.
+                let nextComment = NIOLockedValueBox<ContinuousClock.Instant?>(pipeline.clock.now + keepAlive)
+                let ticker = pipeline.watch.every {
+                    let due = nextComment.withLockedValue { next -> Bool in
+                        guard let due = next, pipeline.clock.now >= due else { return false }
+                        next = due + keepAlive
+                        return true
                     }
-                    group.addTask {
-                        while !firstData.withLockedValue({ $0 }) {
-                            try await Task.sleep(for: keepAlive)
-                            if !firstData.withLockedValue({ $0 }) { events.send(header) }
-                        }
-                    }
-                    do {
-                        while let bytes = await events.next() { try await writer.write(bytes) }
-                    } catch {
-                        group.cancelAll()  // the client is gone: cancel the upstream call
-                        events.finish()
-                    }
-                    group.cancelAll()
-                    try? await group.waitForAll()
+                    if due { events.send(header) }
+                    return nextComment.withLockedValue { $0 != nil }
                 }
+                defer { pipeline.watch.cancel(ticker) }
+                async let produced: Void = {
+                    let outcome = await pipeline.run(prepared) { bytes in
+                        nextComment.withLockedValue { $0 = nil }
+                        events.send(bytes)
+                    }
+                    for buffer in ChatResponses.closingEvents(outcome, prepared: prepared) { events.send(buffer) }
+                    events.finish()
+                }()
+                do {
+                    while let bytes = await events.next() { try await writer.write(bytes) }
+                } catch {
+                    // The client is gone: leaving this scope cancels the pipeline, and with it the upstream call.
+                    events.finish()
+                    throw error
+                }
+                await produced
                 try await writer.finish(nil)
             })
     }

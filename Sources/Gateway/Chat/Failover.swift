@@ -20,10 +20,14 @@ extension ChatPipeline {
 
     /// Runs the attempts in order. `emit`, when given, receives the client's SSE events as they
     /// arrive (a streaming client); once one has been emitted, the request can no longer fail over.
-    func run(_ prepared: PreparedChat, emit: (@Sendable (ByteBuffer) -> Void)?) async -> RequestOutcome {
+    /// `clientGone`, checked with each attempt's watchdog, ends the request as cancelled when it
+    /// says the client left (cancelling the calling task does the same).
+    func run(
+        _ prepared: PreparedChat, emit: (@Sendable (ByteBuffer) -> Void)?, clientGone: (@Sendable () -> Bool)? = nil
+    ) async -> RequestOutcome {
         let heartbeat = idempotencyHeartbeat(prepared)
         defer { heartbeat?.cancel() }
-        return await runAttempts(prepared, emit: emit)
+        return await runAttempts(prepared, emit: emit, clientGone: clientGone)
     }
 
     /// Keeps a running request's `Idempotency-Key` claim fresh, so a request that runs longer
@@ -51,7 +55,9 @@ extension ChatPipeline {
         }
     }
 
-    func runAttempts(_ prepared: PreparedChat, emit: (@Sendable (ByteBuffer) -> Void)?) async -> RequestOutcome {
+    func runAttempts(
+        _ prepared: PreparedChat, emit: (@Sendable (ByteBuffer) -> Void)?, clientGone: (@Sendable () -> Bool)?
+    ) async -> RequestOutcome {
         var records: [AttemptRecord] = []
         var failures: [UpstreamFailure] = []
         var insurance: [TransferRequest] = []
@@ -61,7 +67,8 @@ extension ChatPipeline {
             let progress = NIOLockedValueBox(AttemptProgress(lastActivity: started))
             let result: Result<AttemptResult, UpstreamFailure>
             do {
-                result = .success(try await runAttempt(attempt, prepared: prepared, progress: progress, emit: emit))
+                result = .success(
+                    try await runAttempt(attempt, prepared: prepared, progress: progress, emit: emit, clientGone: clientGone))
             } catch let failure as UpstreamFailure where !Task.isCancelled {
                 // (A failure racing the client's departure is the departure: charged as cancelled.)
                 result = .failure(failure)

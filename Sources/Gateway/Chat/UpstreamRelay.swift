@@ -9,36 +9,39 @@ import SignalboxCore
 extension ChatPipeline {
     // MARK: One attempt
 
-    /// One upstream call with its watchdog: the call and a wait on the shared `watch` race in a
-    /// task group; the wait wins (and cancels the call) when the first token or the next chunk is
-    /// overdue.
+    /// One upstream call with its watchdog: the call runs in a task of its own, which the shared
+    /// `watch` cancels when the first token or the next chunk is overdue (the attempt then fails
+    /// with that timeout) or when `clientGone` says the client left (it then ends in a
+    /// `CancellationError`, like a client cancelling the request's own task).
     func runAttempt(
         _ attempt: PlannedAttempt, prepared: PreparedChat, progress: NIOLockedValueBox<AttemptProgress>,
-        emit: (@Sendable (ByteBuffer) -> Void)?
+        emit: (@Sendable (ByteBuffer) -> Void)?, clientGone: (@Sendable () -> Bool)? = nil
     ) async throws -> AttemptResult {
         let timeouts = configuration.timeouts
         let clock = self.clock
-        return try await withThrowingTaskGroup(of: AttemptResult?.self) { group in
-            group.addTask { [watch] in
-                throw try await watch.wait { () -> UpstreamFailure? in
-                    let (deadline, phase) = progress.withLockedValue { state in
-                        state.firstToken == nil
-                            ? (state.lastActivity + timeouts.firstToken, UpstreamFailure.Kind.firstTokenTimeout)
-                            : (state.lastActivity + timeouts.stall, UpstreamFailure.Kind.stall)
-                    }
-                    guard clock.now >= deadline else { return nil }
-                    return UpstreamFailure(
-                        phase, phase == .stall ? "The provider stopped sending tokens" : "The provider did not send a first token in time")
-                }
-            }
-            group.addTask {
+        let stopped = NIOLockedValueBox<(any Error)?>(nil)
+        do {
+            return try await watch.run {
                 try await self.callUpstream(attempt, prepared: prepared, progress: progress, emit: emit)
+            } cancellingWhen: {
+                if clientGone?() == true {
+                    stopped.withLockedValue { $0 = CancellationError() }
+                    return true
+                }
+                let (deadline, phase) = progress.withLockedValue { state in
+                    state.firstToken == nil
+                        ? (state.lastActivity + timeouts.firstToken, UpstreamFailure.Kind.firstTokenTimeout)
+                        : (state.lastActivity + timeouts.stall, UpstreamFailure.Kind.stall)
+                }
+                guard clock.now >= deadline else { return false }
+                let failure = UpstreamFailure(
+                    phase, phase == .stall ? "The provider stopped sending tokens" : "The provider did not send a first token in time")
+                stopped.withLockedValue { $0 = failure }
+                return true
             }
-            defer { group.cancelAll() }
-            while let next = try await group.next() {
-                if let result = next { return result }
-            }
-            throw CancellationError()
+        } catch {
+            // The watchdog's reason, when it stopped the call: the call itself only saw a cancellation.
+            throw stopped.withLockedValue { $0 } ?? error
         }
     }
 
