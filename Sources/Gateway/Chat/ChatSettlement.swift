@@ -69,6 +69,7 @@ extension ChatPipeline {
     /// Posts a request's charges (none for a failure) and insurance entries, stores its generation
     /// record and closes its hold and idempotency claim, in one ledger transaction. It runs outside
     /// the request's cancellation: a client that hangs up must not stop its own settlement.
+    @inline(never)  // a frame of its own (see ChatPipeline)
     func settle(
         _ prepared: PreparedChat, transfers: [TransferRequest], generation: GenerationRecord,
         response: JSONValue? = nil
@@ -96,6 +97,7 @@ extension ChatPipeline {
         }.value
     }
 
+    @inline(never)  // a frame of its own (see ChatPipeline)
     func settleSuccess(
         _ prepared: PreparedChat, result: AttemptResult, records: [AttemptRecord],
         insurance: [TransferRequest]
@@ -131,6 +133,7 @@ extension ChatPipeline {
     }
 
     /// A failed request costs the client nothing; the generation record keeps the attempts.
+    @inline(never)  // a frame of its own (see ChatPipeline)
     func settleFailure(
         _ prepared: PreparedChat, attempt: PlannedAttempt, records: [AttemptRecord],
         progress: AttemptProgress, delivered: Bool, insurance: [TransferRequest]
@@ -144,6 +147,7 @@ extension ChatPipeline {
 
     /// The client hung up: the upstream call was cancelled, and the tokens generated until then
     /// are charged (the upstream's usage when it was reported, else one token per delivered piece).
+    @inline(never)  // a frame of its own (see ChatPipeline)
     func settleCancelled(
         _ prepared: PreparedChat, attempt: PlannedAttempt, progress: AttemptProgress,
         records: [AttemptRecord], insurance: [TransferRequest]

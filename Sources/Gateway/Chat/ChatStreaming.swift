@@ -49,14 +49,8 @@ extension RouterAPI {
                     return nextComment.withLockedValue { $0 != nil }
                 }
                 defer { pipeline.watch.cancel(ticker) }
-                async let produced: Void = {
-                    let outcome = await pipeline.run(prepared) { bytes in
-                        nextComment.withLockedValue { $0 = nil }
-                        events.send(bytes)
-                    }
-                    for buffer in ChatResponses.closingEvents(outcome, prepared: prepared) { events.send(buffer) }
-                    events.finish()
-                }()
+                async let produced: Void = Self.produce(
+                    prepared, pipeline: pipeline, into: events, firstData: { nextComment.withLockedValue { $0 = nil } })
                 do {
                     while let bytes = await events.next() { try await writer.write(bytes) }
                 } catch {
@@ -67,6 +61,21 @@ extension RouterAPI {
                 await produced
                 try await writer.finish(nil)
             })
+    }
+}
+
+extension RouterAPI {
+    /// Runs a streamed request, sending its events into `events` and finishing it.
+    @inline(never)  // the stream's child task starts with this small frame, not the pipeline's
+    static func produce(
+        _ prepared: PreparedChat, pipeline: ChatPipeline, into events: EventPipe, firstData: @escaping @Sendable () -> Void
+    ) async {
+        let outcome = await pipeline.run(prepared) { bytes in
+            firstData()
+            events.send(bytes)
+        }
+        for buffer in ChatResponses.closingEvents(outcome, prepared: prepared) { events.send(buffer) }
+        events.finish()
     }
 }
 

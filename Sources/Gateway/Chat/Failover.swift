@@ -22,6 +22,7 @@ extension ChatPipeline {
     /// arrive (a streaming client); once one has been emitted, the request can no longer fail over.
     /// `clientGone`, checked with each attempt's watchdog, ends the request as cancelled when it
     /// says the client left (cancelling the calling task does the same).
+    @inline(never)  // a frame of its own (see ChatPipeline)
     func run(
         _ prepared: PreparedChat, emit: (@Sendable (ByteBuffer) -> Void)?, clientGone: (@Sendable () -> Bool)? = nil
     ) async -> RequestOutcome {
@@ -55,6 +56,7 @@ extension ChatPipeline {
         }
     }
 
+    @inline(never)  // a frame of its own (see ChatPipeline)
     func runAttempts(
         _ prepared: PreparedChat, emit: (@Sendable (ByteBuffer) -> Void)?, clientGone: (@Sendable () -> Bool)?
     ) async -> RequestOutcome {

@@ -13,6 +13,7 @@ extension ChatPipeline {
     /// `watch` cancels when the first token or the next chunk is overdue (the attempt then fails
     /// with that timeout) or when `clientGone` says the client left (it then ends in a
     /// `CancellationError`, like a client cancelling the request's own task).
+    @inline(never)  // a frame of its own (see ChatPipeline)
     func runAttempt(
         _ attempt: PlannedAttempt, prepared: PreparedChat, progress: NIOLockedValueBox<AttemptProgress>,
         emit: (@Sendable (ByteBuffer) -> Void)?, clientGone: (@Sendable () -> Bool)? = nil
@@ -54,6 +55,7 @@ extension ChatPipeline {
             emit: emit)
     }
 
+    @inline(never)  // a frame of its own (see ChatPipeline)
     func callUpstream<Adapter: ProviderAdapter>(
         _ adapter: Adapter, _ attempt: PlannedAttempt, prepared: PreparedChat, progress: NIOLockedValueBox<AttemptProgress>,
         emit: (@Sendable (ByteBuffer) -> Void)?
