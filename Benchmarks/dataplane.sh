@@ -127,6 +127,57 @@ done
   run router-1 "$ROUTER" "$ROUTE" "$KEY" "$MODEL" false 16 1 "$ROUTER_PID"
   run router-streamed-1 "$ROUTER" "$ROUTE" "$KEY" "$MODEL" true 16 1 "$ROUTER_PID"
 } >>"$WORK/runs"
+
+# Time to first byte at half of the streamed peak: wrk's connections pause between requests so
+# that together they send half the router-streamed rate measured above, while a probe sends
+# streamed requests one at a time through the router and directly to the upstream, timing the
+# response head and the first data event of each.
+HALF_DELAY_MS=$(python3 - "$WORK/runs" "$CONNECTIONS" <<'PY'
+import json, sys
+runs = {r["label"]: r for r in map(json.loads, open(sys.argv[1]))}
+peak, connections = runs["router-streamed"]["rps"], int(sys.argv[2])
+# Each connection's cycle at half the peak, less the time a request takes at that load (~the 1-connection p50).
+print(max(1, round(connections * 1000 / (peak / 2) - runs["router-streamed-1"]["p50_us"] / 1000)))
+PY
+)
+BENCH_DELAY_MS=$HALF_DELAY_MS run router-streamed-half "$ROUTER" "$ROUTE" "$KEY" "$MODEL" true 16 "$CONNECTIONS" "$ROUTER_PID" \
+  >>"$WORK/runs" & HALF_LOAD=$!
+sleep 1
+python3 - "$ROUTER_PORT" "$STATIC_PORT" "$KEY" "$MODEL" "$UPSTREAM_PATH" "$((DURATION - 2))" >"$WORK/ttfb" <<'PY'
+import http.client, json, sys, time
+router_port, static_port, key, model, upstream_path, seconds = sys.argv[1:7]
+body = json.dumps({"model": model, "max_tokens": 16, "stream": True,
+                   "messages": [{"role": "user", "content": "Benchmark request: say something short."}]})
+targets = {"router": (int(router_port), "/api/v1/chat/completions", {"Authorization": f"Bearer {key}"}),
+           "direct": (int(static_port), upstream_path, {})}
+samples = {name: {"head": [], "data": []} for name in targets}
+connections = {name: http.client.HTTPConnection("127.0.0.1", port, timeout=30) for name, (port, _, _) in targets.items()}
+deadline = time.monotonic() + int(seconds)
+while time.monotonic() < deadline:
+    for name, (port, path, headers) in targets.items():
+        connection = connections[name]
+        started = time.perf_counter()
+        connection.request("POST", path, body, {"Content-Type": "application/json", **headers})
+        response = connection.getresponse()
+        head = time.perf_counter()
+        seen = b""
+        while b"data: " not in seen:
+            chunk = response.read1(65536)
+            if not chunk: break
+            seen += chunk
+        data = time.perf_counter()
+        response.read()
+        if response.status != 200 or b"data: " not in seen: sys.exit(f"{name}: {response.status} {seen[:200]!r}")
+        samples[name]["head"].append((head - started) * 1e6)
+        samples[name]["data"].append((data - started) * 1e6)
+def percentile(values, p):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * p / 100))]
+print(json.dumps({name: {kind: {"p50_us": percentile(v, 50), "p99_us": percentile(v, 99), "samples": len(v)}
+                         for kind, v in figures.items()} for name, figures in samples.items()}))
+PY
+wait "$HALF_LOAD"
+
 if [ -n "$PLOT" ]; then
   for connections in 1 2 4 8 16 32 64 128; do
     run "sweep-direct" "$STATIC" "$UPSTREAM_PATH" "" static false 16 "$connections"
@@ -135,10 +186,11 @@ if [ -n "$PLOT" ]; then
   done >>"$WORK/runs"
 fi
 
-python3 - "$WORK/runs" "$(getconf CLK_TCK)" "$DURATION" "$CONNECTIONS" "$PLOT" <<'PY'
+python3 - "$WORK/runs" "$(getconf CLK_TCK)" "$DURATION" "$CONNECTIONS" "$PLOT" "$WORK/ttfb" <<'PY'
 import json, sys
 lines = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
 ticks, duration, connections, plot = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+ttfb = json.load(open(sys.argv[6]))
 runs = {r["label"]: r for r in lines if not r["label"].startswith("sweep")}
 def cpu_us(r): return r["cpu_ticks"] / ticks * 1e6 / max(r["requests"], 1)
 print(f"Data plane against a static upstream: {duration}s per run, {connections} connections unless noted")
@@ -156,6 +208,12 @@ print(f"router CPU per relayed chunk: {per_chunk:.1f} µs ((102-chunk − 2-chun
 print(f"PostgreSQL ledger / embedded: {runs['router-pg']['rps'] / router['rps']:.2f}x")
 print(f"added p50 at 1 connection: router +{runs['router-1']['p50_us'] - runs['direct-1']['p50_us']} µs, "
       f"streamed +{runs['router-streamed-1']['p50_us'] - runs['direct-1']['p50_us']} µs, nginx +{runs['nginx-1']['p50_us'] - runs['direct-1']['p50_us']} µs")
+half = runs["router-streamed-half"]
+print(f"at half the streamed peak ({half['rps']:.0f} of {runs['router-streamed']['rps']:.0f} req/s, probe one request at a time):")
+for kind, what in (("head", "response head (first byte)"), ("data", "first data event")):
+    router, direct = ttfb["router"][kind], ttfb["direct"][kind]
+    print(f"  {what}: router p50 {router['p50_us']:.0f} µs, p99 {router['p99_us']:.0f} µs; direct p50 {direct['p50_us']:.0f} µs, "
+          f"p99 {direct['p99_us']:.0f} µs; added p99 +{router['p99_us'] - direct['p99_us']:.0f} µs ({router['samples']} samples)")
 sweep = [r for r in lines if r["label"].startswith("sweep")]
 if plot and sweep:
     import matplotlib
