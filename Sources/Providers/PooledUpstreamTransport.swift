@@ -71,9 +71,11 @@ public final class PooledUpstreamTransport: UpstreamTransport {
         }
         head.headers.add(name: "content-length", value: String(request.body.readableBytes))
 
-        let start = try await exchange(head, body: request.body, origin: target.origin)
+        let abort = request.abort
+        let start = try await exchange(head, body: request.body, origin: target.origin, abort: abort)
         let body = start.body
         let connection = start.connection
+        abort?.onAbort { connection.abort(exchange: start.exchange) }
         let iterated = NIOLockedValueBox(false)
         return UpstreamResponse(
             status: Int(start.head.status.code),
@@ -104,17 +106,22 @@ public final class PooledUpstreamTransport: UpstreamTransport {
 
     /// Sends the request on a pooled connection. A reused connection found closed before the
     /// request left (the server dropped it while idle) is replaced once by a new one.
-    private func exchange(_ head: HTTPRequestHead, body: ByteBuffer, origin: UpstreamOrigin) async throws -> UpstreamResponseStart {
+    private func exchange(
+        _ head: HTTPRequestHead, body: ByteBuffer, origin: UpstreamOrigin, abort: UpstreamAbort?
+    ) async throws -> UpstreamResponseStart {
         var attempts = 0
         while true {
             attempts += 1
             var reused = false
             do {
-                let (connection, wasReused) = try await lease(origin)
+                if abort?.isAborted == true { throw UpstreamFailure(.disconnected, "The call was stopped", neverReachedUpstream: true) }
+                let (connection, wasReused) = try await lease(origin, abort: abort)
                 reused = wasReused
                 let promise = connection.channel.eventLoop.makePromise(of: UpstreamResponseStart.self)
                 let start = try await withTaskCancellationHandler {
                     connection.start(head, body: body, promise: promise)
+                    // After `start`: both reach the connection's event loop in this order.
+                    abort?.onAbort { connection.cancel(promise) }
                     return try await promise.futureResult.get()
                 } onCancel: {
                     connection.cancel(promise)
@@ -132,7 +139,7 @@ public final class PooledUpstreamTransport: UpstreamTransport {
 
     // MARK: The pool
 
-    private func lease(_ origin: UpstreamOrigin) async throws -> (UpstreamConnection, reused: Bool) {
+    private func lease(_ origin: UpstreamOrigin, abort: UpstreamAbort?) async throws -> (UpstreamConnection, reused: Bool) {
         let decision = pool.withLockedValue { pool -> UpstreamPoolState<UpstreamConnection>.Lease? in
             pool.shutDown ? nil : pool.state.lease(origin)
         }
@@ -153,6 +160,7 @@ public final class PooledUpstreamTransport: UpstreamTransport {
                 throw Self.connectFailure(error)
             }
             // From here the connection reports its own closing to the pool.
+            abort?.onAbort { connection.channel.close(promise: nil) }
             do {
                 try await withTaskCancellationHandler {
                     try await ready.get()

@@ -45,6 +45,13 @@ final class UpstreamConnection: Hashable, Sendable {
         onEventLoop { handler.cancel(promise) }
     }
 
+    /// Stops `exchange` while its body streams (see `UpstreamAbort`): the body ends in a failure
+    /// and the connection closes. Nothing happens once that exchange is over.
+    func abort(exchange: Int) {
+        let handler = self.handler
+        onEventLoop { handler.abort(exchange: exchange) }
+    }
+
     /// The reader of `exchange`'s body stops early, but not to cancel: see `UpstreamBody.finishQuietly`.
     func finishQuietly(exchange: Int) {
         let handler = self.handler
@@ -352,6 +359,12 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, @unchecked Sendable {
     func consumerTerminated(exchange: Int) {
         guard exchange == self.exchange, case .streaming = state else { return }
         fail(UpstreamFailure(.disconnected, "The reader stopped"))
+    }
+
+    /// The call was stopped from outside (`UpstreamAbort`) while its body streamed.
+    func abort(exchange: Int) {
+        guard exchange == self.exchange, case .streaming = state else { return }
+        fail(UpstreamFailure(.disconnected, "The call was stopped"))
     }
 
     // MARK: Failures and closing

@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -9,11 +10,54 @@ public struct UpstreamRequest: Sendable {
     public var url: String
     public var headers: [(String, String)]
     public var body: ByteBuffer
+    /// Stops the call from outside the task that makes it (a watchdog, a departed client).
+    public var abort: UpstreamAbort?
 
-    public init(url: String, headers: [(String, String)], body: ByteBuffer) {
+    public init(url: String, headers: [(String, String)], body: ByteBuffer, abort: UpstreamAbort? = nil) {
         self.url = url
         self.headers = headers
         self.body = body
+        self.abort = abort
+    }
+}
+
+/// Stops one upstream call from outside the task making it: the call then fails as a dropped
+/// connection would (an `UpstreamFailure`), wherever it is — connecting, waiting for the head,
+/// or streaming the body — and the connection is closed. Cancelling the task does the same, but
+/// a task cannot be un-cancelled: an attempt stopped by its watchdog must leave its request free
+/// to fail over, so the attempt runs in the request's task and is stopped through this instead.
+public final class UpstreamAbort: Sendable {
+    private struct State {
+        var aborted = false
+        var action: (@Sendable () -> Void)?
+    }
+
+    private let state = NIOLockedValueBox(State())
+
+    public init() {}
+
+    /// Stops the call (once; later calls do nothing).
+    public func abort() {
+        let action = state.withLockedValue { state -> (@Sendable () -> Void)? in
+            guard !state.aborted else { return nil }
+            state.aborted = true
+            defer { state.action = nil }
+            return state.action
+        }
+        action?()
+    }
+
+    public var isAborted: Bool { state.withLockedValue { $0.aborted } }
+
+    /// For transports: what stopping the call does in its current phase, replacing the previous
+    /// phase's. Runs at once when the call was already stopped.
+    public func onAbort(_ action: @escaping @Sendable () -> Void) {
+        let now = state.withLockedValue { state -> Bool in
+            if state.aborted { return true }
+            state.action = action
+            return false
+        }
+        if now { action() }
     }
 }
 

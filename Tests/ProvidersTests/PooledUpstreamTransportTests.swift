@@ -173,6 +173,51 @@ import Testing
         }
     }
 
+    @Test func anAbortedCallFailsInEveryPhaseAndClosesOnlyItsOwnConnection() async throws {
+        try await withServer { server in
+            let transport = try PooledUpstreamTransport(connectTimeout: .seconds(2))
+            defer { Task { await transport.shutdown() } }
+            // Before anything was sent: no connection is made.
+            let early = UpstreamAbort()
+            early.abort()
+            var request = server.request("/chunks?count=3&size=10")
+            request.abort = early
+            await #expect(throws: UpstreamFailure.self) { _ = try await transport.send(request) }
+            #expect(server.accepted == 0)
+
+            // Waiting for the head.
+            let waiting = UpstreamAbort()
+            request = server.request("/silent")
+            request.abort = waiting
+            let call = Task { [request] in try await transport.send(request) }
+            try await eventually { server.accepted == 1 }
+            waiting.abort()
+            await #expect(throws: UpstreamFailure.self) { _ = try await call.value }
+            try await eventually { server.closedByClient == 1 }
+
+            // While the body streams.
+            let streaming = UpstreamAbort()
+            request = server.request("/chunks?count=1000000&size=1000&delayMs=5")
+            request.abort = streaming
+            let response = try await transport.send(request)
+            let iterator = response.body.makeAsyncIterator()
+            _ = try await iterator.next()
+            streaming.abort()
+            await #expect(throws: UpstreamFailure.self) { while try await iterator.next() != nil {} }
+            try await eventually { server.closedByClient == 2 }
+
+            // After its body ended: the pooled connection serves the next call undisturbed.
+            let late = UpstreamAbort()
+            request = server.request("/chunks?count=3&size=10")
+            request.abort = late
+            #expect(try await transport.send(request).body.collect(upTo: 1 << 20).readableBytes == 30)
+            late.abort()
+            #expect(try await transport.send(server.request("/chunks?count=3&size=10")).body.collect(upTo: 1 << 20).readableBytes == 30)
+            #expect(server.accepted == 3)
+            #expect(transport.connectionCounts(server.origin) == (open: 1, idle: 1))
+        }
+    }
+
     @Test func tlsWithTheGivenTrustRoots() async throws {
         let (certificate, key) = try selfSignedCertificate()
         var tls = TLSConfiguration.makeServerConfiguration(certificateChain: [.certificate(certificate)], privateKey: .privateKey(key))

@@ -56,106 +56,130 @@ extension ChatPipeline {
         }
     }
 
+    /// What a request's attempts left so far: the record of each, the failures, and the
+    /// insurance transfers for what failed attempts cost the operator.
+    struct AttemptHistory {
+        var records: [AttemptRecord] = []
+        var failures: [UpstreamFailure] = []
+        var insurance: [TransferRequest] = []
+    }
+
+    /// Tries the planned attempts in order. The loop keeps little across the attempt that is
+    /// running (its frame lives as long as the stream does); what happens after an attempt runs
+    /// in `conclude`, whose frame exists only once the attempt's are gone.
     @inline(never)  // a frame of its own (see ChatPipeline)
     func runAttempts(
         _ prepared: PreparedChat, emit: (@Sendable (ByteBuffer) -> Void)?, clientGone: (@Sendable () -> Bool)?
     ) async -> RequestOutcome {
-        var records: [AttemptRecord] = []
-        var failures: [UpstreamFailure] = []
-        var insurance: [TransferRequest] = []
+        var history = AttemptHistory()
         var queue = FailoverQueue(prepared.attempts)
         while let attempt = queue.next() {
             let started = clock.now
             let progress = NIOLockedValueBox(AttemptProgress(lastActivity: started))
-            let result: Result<AttemptResult, UpstreamFailure>
+            let result: Result<AttemptResult, any Error>
             do {
                 result = .success(
                     try await runAttempt(attempt, prepared: prepared, progress: progress, emit: emit, clientGone: clientGone))
-            } catch let failure as UpstreamFailure where !Task.isCancelled {
-                // (A failure racing the client's departure is the departure: charged as cancelled.)
-                result = .failure(failure)
-            } catch is CancellationError {
-                await settleCancelled(
-                    prepared, attempt: attempt, progress: progress.withLockedValue { $0 }, records: records,
-                    insurance: insurance)
-                return .cancelled
             } catch {
-                if Task.isCancelled {
-                    await settleCancelled(
-                        prepared, attempt: attempt, progress: progress.withLockedValue { $0 }, records: records,
-                        insurance: insurance)
-                    return .cancelled
-                }
-                result = .failure(Self.classify(error))
+                result = .failure(error)
             }
-            let latency = Int((clock.now - started) / .milliseconds(1))
-            switch result {
-            case .success(let success):
-                metrics.attempt(provider: attempt.endpoint.tag, outcome: "ok")
-                let firstToken = success.firstTokenAt.map { $0 - started }
-                if let firstToken { metrics.firstToken(provider: attempt.endpoint.tag, after: firstToken) }
-                let streaming = success.firstTokenAt.map { clock.now - $0 }
-                let seconds = streaming.map { Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18 }
-                let tokens = success.usage?.completionTokens ?? success.delivered
-                health.recordSuccess(
-                    attempt, firstTokenMillis: firstToken.map { Int($0 / .milliseconds(1)) },
-                    tokensPerSecond: seconds.flatMap { $0 > 0.001 ? Double(tokens) / $0 : nil })
-                records.append(
-                    AttemptRecord(
-                        provider: attempt.endpoint.tag, providerName: attempt.provider.name,
-                        model: attempt.model.id, status: "200", latencyMs: latency))
-                let cost = await settleSuccess(prepared, result: success, records: records, insurance: insurance)
-                return .success(success, cost)
-            case .failure(let failure):
-                metrics.attempt(provider: attempt.endpoint.tag, outcome: failure.code)
-                // Only the provider's failures count against it; a 400 is the request's own.
-                if failure.isRetryable { health.recordFailure(attempt, rateLimited: failure.isRateLimit) }
-                // What the provider will bill us for this failed attempt (tokens it generated) is
-                // the operator's insurance expense, never the client's.
-                let spentOn = progress.withLockedValue { $0 }
-                let spent = Charging.insurance(
-                    reported: spentOn.usage, deliveredPieces: spentOn.delivered,
-                    promptEstimate: prepared.request.promptTokenEstimate, pricing: attempt.endpoint.pricing)
-                if spent > .zero {
-                    insurance.append(
-                        TransferRequest(
-                            idempotencyKey: "insurance:\(prepared.generationID):\(records.count)", debit: Billing.SystemAccount.insurance,
-                            credit: Billing.SystemAccount.provider(attempt.provider.slug), amount: spent, kind: .insurance,
-                            keyID: prepared.key.id, generationID: prepared.generationID,
-                            memo: "failed attempt: \(attempt.model.id) via \(attempt.endpoint.tag)"))
-                }
-                records.append(
-                    AttemptRecord(
-                        provider: attempt.endpoint.tag, providerName: attempt.provider.name,
-                        model: attempt.model.id, status: failure.code, latencyMs: latency,
-                        error: failure.message, providerCost: spent))
-                failures.append(failure)
-                logger.info(
-                    "upstream attempt failed",
-                    metadata: [
-                        "generation": "\(prepared.generationID)", "provider": "\(attempt.endpoint.tag)",
-                        "error": "\(failure)",
-                    ])
-                let delivered = progress.withLockedValue { $0.emitted }
-                let verdict = queue.after(
-                    .init(
-                        retryable: failure.isRetryable, contextTooLong: failure.isContextLengthError,
-                        deliveredToClient: delivered), of: attempt)
-                if verdict == .stop {
-                    let error = Self.finalError(failures, last: attempt, records: records)
-                    await settleFailure(
-                        prepared, attempt: attempt, records: records,
-                        progress: progress.withLockedValue { $0 }, delivered: delivered, insurance: insurance)
-                    return .failure(error, deliveredBeforeFailure: delivered)
-                }
-                metrics.failover()
+            if let outcome = await conclude(
+                result, of: attempt, started: started, progress: progress, prepared: prepared, history: &history, queue: &queue)
+            {
+                return outcome
             }
         }
-        let error = Self.finalError(failures, last: prepared.attempts.last!, records: records)
+        let error = Self.finalError(history.failures, last: prepared.attempts.last!, records: history.records)
         await settleFailure(
-            prepared, attempt: prepared.attempts.last!, records: records,
-            progress: AttemptProgress(lastActivity: clock.now), delivered: false, insurance: insurance)
+            prepared, attempt: prepared.attempts.last!, records: history.records,
+            progress: AttemptProgress(lastActivity: clock.now), delivered: false, insurance: history.insurance)
         return .failure(error, deliveredBeforeFailure: false)
+    }
+
+    /// Records how an attempt ended and settles the request when it is over: the outcome, or nil
+    /// to fail over to the next attempt.
+    @inline(never)  // a frame of its own (see ChatPipeline)
+    func conclude(
+        _ result: Result<AttemptResult, any Error>, of attempt: PlannedAttempt, started: ContinuousClock.Instant,
+        progress: NIOLockedValueBox<AttemptProgress>, prepared: PreparedChat, history: inout AttemptHistory,
+        queue: inout FailoverQueue
+    ) async -> RequestOutcome? {
+        let failure: UpstreamFailure
+        switch result {
+        case .success(let success):
+            let latency = Int((clock.now - started) / .milliseconds(1))
+            metrics.attempt(provider: attempt.endpoint.tag, outcome: "ok")
+            let firstToken = success.firstTokenAt.map { $0 - started }
+            if let firstToken { metrics.firstToken(provider: attempt.endpoint.tag, after: firstToken) }
+            let streaming = success.firstTokenAt.map { clock.now - $0 }
+            let seconds = streaming.map { Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18 }
+            let tokens = success.usage?.completionTokens ?? success.delivered
+            health.recordSuccess(
+                attempt, firstTokenMillis: firstToken.map { Int($0 / .milliseconds(1)) },
+                tokensPerSecond: seconds.flatMap { $0 > 0.001 ? Double(tokens) / $0 : nil })
+            history.records.append(
+                AttemptRecord(
+                    provider: attempt.endpoint.tag, providerName: attempt.provider.name,
+                    model: attempt.model.id, status: "200", latencyMs: latency))
+            let cost = await settleSuccess(prepared, result: success, records: history.records, insurance: history.insurance)
+            return .success(success, cost)
+        case .failure(let error as UpstreamFailure) where !Task.isCancelled:
+            // (A failure racing the client's departure is the departure: charged as cancelled.)
+            failure = error
+        case .failure(let error):
+            guard !(error is CancellationError) && !Task.isCancelled else {
+                await settleCancelled(
+                    prepared, attempt: attempt, progress: progress.withLockedValue { $0 }, records: history.records,
+                    insurance: history.insurance)
+                return .cancelled
+            }
+            failure = Self.classify(error)
+        }
+        let latency = Int((clock.now - started) / .milliseconds(1))
+        metrics.attempt(provider: attempt.endpoint.tag, outcome: failure.code)
+        // Only the provider's failures count against it; a 400 is the request's own.
+        if failure.isRetryable { health.recordFailure(attempt, rateLimited: failure.isRateLimit) }
+        // What the provider will bill us for this failed attempt (tokens it generated) is
+        // the operator's insurance expense, never the client's.
+        let spentOn = progress.withLockedValue { $0 }
+        let spent = Charging.insurance(
+            reported: spentOn.usage, deliveredPieces: spentOn.delivered,
+            promptEstimate: prepared.request.promptTokenEstimate, pricing: attempt.endpoint.pricing)
+        if spent > .zero {
+            history.insurance.append(
+                TransferRequest(
+                    idempotencyKey: "insurance:\(prepared.generationID):\(history.records.count)",
+                    debit: Billing.SystemAccount.insurance,
+                    credit: Billing.SystemAccount.provider(attempt.provider.slug), amount: spent, kind: .insurance,
+                    keyID: prepared.key.id, generationID: prepared.generationID,
+                    memo: "failed attempt: \(attempt.model.id) via \(attempt.endpoint.tag)"))
+        }
+        history.records.append(
+            AttemptRecord(
+                provider: attempt.endpoint.tag, providerName: attempt.provider.name,
+                model: attempt.model.id, status: failure.code, latencyMs: latency,
+                error: failure.message, providerCost: spent))
+        history.failures.append(failure)
+        logger.info(
+            "upstream attempt failed",
+            metadata: [
+                "generation": "\(prepared.generationID)", "provider": "\(attempt.endpoint.tag)",
+                "error": "\(failure)",
+            ])
+        let delivered = spentOn.emitted
+        let verdict = queue.after(
+            .init(
+                retryable: failure.isRetryable, contextTooLong: failure.isContextLengthError,
+                deliveredToClient: delivered), of: attempt)
+        if verdict == .stop {
+            let error = Self.finalError(history.failures, last: attempt, records: history.records)
+            await settleFailure(
+                prepared, attempt: attempt, records: history.records, progress: spentOn, delivered: delivered,
+                insurance: history.insurance)
+            return .failure(error, deliveredBeforeFailure: delivered)
+        }
+        metrics.failover()
+        return nil
     }
 
     /// 429 when every attempt was rate-limited, the upstream's own status for a client error it

@@ -9,10 +9,12 @@ import SignalboxCore
 extension ChatPipeline {
     // MARK: One attempt
 
-    /// One upstream call with its watchdog: the call runs in a task of its own, which the shared
-    /// `watch` cancels when the first token or the next chunk is overdue (the attempt then fails
-    /// with that timeout) or when `clientGone` says the client left (it then ends in a
-    /// `CancellationError`, like a client cancelling the request's own task).
+    /// One upstream call with its watchdog. The call runs in the request's own task; a tick on
+    /// the shared `watch` stops it through an `UpstreamAbort` when the first token or the next
+    /// chunk is overdue (the attempt then fails with that timeout, and the request may fail over)
+    /// or when `clientGone` says the client left (it then ends in a `CancellationError`, as when
+    /// the request's task is cancelled). No task of its own: a task per attempt kept its frames
+    /// and slabs for as long as the stream ran.
     @inline(never)  // a frame of its own (see ChatPipeline)
     func runAttempt(
         _ attempt: PlannedAttempt, prepared: PreparedChat, progress: NIOLockedValueBox<AttemptProgress>,
@@ -20,47 +22,51 @@ extension ChatPipeline {
     ) async throws -> AttemptResult {
         let timeouts = configuration.timeouts
         let clock = self.clock
+        let abort = UpstreamAbort()
         let stopped = NIOLockedValueBox<(any Error)?>(nil)
-        do {
-            return try await watch.run {
-                try await self.callUpstream(attempt, prepared: prepared, progress: progress, emit: emit)
-            } cancellingWhen: {
-                if clientGone?() == true {
-                    stopped.withLockedValue { $0 = CancellationError() }
-                    return true
-                }
+        let watchdog = watch.every {
+            let reason: (any Error)?
+            if clientGone?() == true {
+                reason = CancellationError()
+            } else {
                 let (deadline, phase) = progress.withLockedValue { state in
                     state.firstToken == nil
                         ? (state.lastActivity + timeouts.firstToken, UpstreamFailure.Kind.firstTokenTimeout)
                         : (state.lastActivity + timeouts.stall, UpstreamFailure.Kind.stall)
                 }
-                guard clock.now >= deadline else { return false }
-                let failure = UpstreamFailure(
+                guard clock.now >= deadline else { return true }
+                reason = UpstreamFailure(
                     phase, phase == .stall ? "The provider stopped sending tokens" : "The provider did not send a first token in time")
-                stopped.withLockedValue { $0 = failure }
-                return true
             }
+            stopped.withLockedValue { $0 = reason }
+            abort.abort()
+            return false
+        }
+        defer { watch.cancel(watchdog) }
+        do {
+            return try await callUpstream(attempt, prepared: prepared, progress: progress, emit: emit, abort: abort)
         } catch {
-            // The watchdog's reason, when it stopped the call: the call itself only saw a cancellation.
+            // The watchdog's reason, when it stopped the call: the call itself only saw its connection close.
             throw stopped.withLockedValue { $0 } ?? error
         }
     }
 
     func callUpstream(
         _ attempt: PlannedAttempt, prepared: PreparedChat, progress: NIOLockedValueBox<AttemptProgress>,
-        emit: (@Sendable (ByteBuffer) -> Void)?
+        emit: (@Sendable (ByteBuffer) -> Void)?, abort: UpstreamAbort? = nil
     ) async throws -> AttemptResult {
         try await callUpstream(
             ProviderAdapters.adapter(for: attempt.provider.format), attempt, prepared: prepared, progress: progress,
-            emit: emit)
+            emit: emit, abort: abort)
     }
 
     @inline(never)  // a frame of its own (see ChatPipeline)
     func callUpstream<Adapter: ProviderAdapter>(
         _ adapter: Adapter, _ attempt: PlannedAttempt, prepared: PreparedChat, progress: NIOLockedValueBox<AttemptProgress>,
-        emit: (@Sendable (ByteBuffer) -> Void)?
+        emit: (@Sendable (ByteBuffer) -> Void)?, abort: UpstreamAbort?
     ) async throws -> AttemptResult {
-        let request = adapter.makeRequest(prepared.request, attempt: attempt, apiKey: providerKeys[attempt.provider.slug])
+        var request = adapter.makeRequest(prepared.request, attempt: attempt, apiKey: providerKeys[attempt.provider.slug])
+        request.abort = abort
         let response: UpstreamResponse
         do {
             response = try await transport.send(request)
