@@ -33,7 +33,8 @@ final class PollingWatch: Sendable {
             defer { state.polling = true }
             return (state.nextID, !state.polling)
         }
-        if startPolling { Task { await self.poll() } }
+        // Detached: the poll outlives the request that started it, and must not carry its context.
+        if startPolling { Task.detached { await self.poll() } }
         return Registration(id: id)
     }
 

@@ -120,8 +120,10 @@ public final class PooledUpstreamTransport: UpstreamTransport {
                 let promise = connection.channel.eventLoop.makePromise(of: UpstreamResponseStart.self)
                 let start = try await withTaskCancellationHandler {
                     connection.start(head, body: body, promise: promise)
-                    // After `start`: both reach the connection's event loop in this order.
+                    // After `start`: each reaches the connection's event loop after it. (A task
+                    // cancelled before this ran its handler first, when there was nothing to cancel.)
                     abort?.onAbort { connection.cancel(promise) }
+                    if Task.isCancelled { connection.cancel(promise) }
                     return try await promise.futureResult.get()
                 } onCancel: {
                     connection.cancel(promise)
@@ -160,7 +162,7 @@ public final class PooledUpstreamTransport: UpstreamTransport {
                 throw Self.connectFailure(error)
             }
             // From here the connection reports its own closing to the pool.
-            abort?.onAbort { connection.channel.close(promise: nil) }
+            abort?.onAbort { connection.abortConnecting() }
             do {
                 try await withTaskCancellationHandler {
                     try await ready.get()

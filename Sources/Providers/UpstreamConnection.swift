@@ -45,6 +45,13 @@ final class UpstreamConnection: Hashable, Sendable {
         onEventLoop { handler.cancel(promise) }
     }
 
+    /// Stops a call while its new connection is being made (see `UpstreamAbort`): closes the
+    /// connection only if it has not started an exchange (by then it may serve another call).
+    func abortConnecting() {
+        let handler = self.handler
+        onEventLoop { handler.abortConnecting() }
+    }
+
     /// Stops `exchange` while its body streams (see `UpstreamAbort`): the body ends in a failure
     /// and the connection closes. Nothing happens once that exchange is over.
     func abort(exchange: Int) {
@@ -359,6 +366,12 @@ final class UpstreamExchangeHandler: ChannelDuplexHandler, @unchecked Sendable {
     func consumerTerminated(exchange: Int) {
         guard exchange == self.exchange, case .streaming = state else { return }
         fail(UpstreamFailure(.disconnected, "The reader stopped"))
+    }
+
+    /// The call that made this connection was stopped before it sent anything.
+    func abortConnecting() {
+        guard exchange == 0 else { return }
+        close()
     }
 
     /// The call was stopped from outside (`UpstreamAbort`) while its body streamed.

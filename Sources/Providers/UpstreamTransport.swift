@@ -122,7 +122,8 @@ public struct UpstreamBodyTooLarge: Error {}
 /// behind it (ADR 0001).
 public protocol UpstreamTransport: Sendable {
     /// Sends `request` (a POST) and returns once the response head arrived. Cancelling the calling
-    /// task cancels the upstream request, including a body being streamed. Network failures,
+    /// task cancels the upstream request, including a body being streamed, and so must
+    /// `request.abort` (the router's watchdogs and client-gone checks rely on it). Network failures,
     /// sending or reading the body, are thrown as `UpstreamFailure` (`.connect` or
     /// `.disconnected`), so callers never see the transport's own error types.
     func send(_ request: UpstreamRequest) async throws -> UpstreamResponse

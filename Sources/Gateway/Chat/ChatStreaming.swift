@@ -40,13 +40,15 @@ extension RouterAPI {
                 // When the next processing comment is due; nil once the first data went out.
                 let nextComment = NIOLockedValueBox<ContinuousClock.Instant?>(pipeline.clock.now + keepAlive)
                 let ticker = pipeline.watch.every {
-                    let due = nextComment.withLockedValue { next -> Bool in
-                        guard let due = next, pipeline.clock.now >= due else { return false }
-                        next = due + keepAlive
+                    // Sent under the lock the first data takes, so no comment follows it.
+                    nextComment.withLockedValue { next -> Bool in
+                        guard let due = next else { return false }
+                        if pipeline.clock.now >= due {
+                            next = due + keepAlive
+                            events.send(header)
+                        }
                         return true
                     }
-                    if due { events.send(header) }
-                    return nextComment.withLockedValue { $0 != nil }
                 }
                 defer { pipeline.watch.cancel(ticker) }
                 async let produced: Void = Self.produce(

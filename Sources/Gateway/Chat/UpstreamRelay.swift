@@ -20,6 +20,8 @@ extension ChatPipeline {
         _ attempt: PlannedAttempt, prepared: PreparedChat, progress: NIOLockedValueBox<AttemptProgress>,
         emit: (@Sendable (ByteBuffer) -> Void)?, clientGone: (@Sendable () -> Bool)? = nil
     ) async throws -> AttemptResult {
+        // A client that left while the previous attempt ended gets no further attempt sent.
+        if clientGone?() == true { throw CancellationError() }
         let timeouts = configuration.timeouts
         let clock = self.clock
         let abort = UpstreamAbort()
@@ -216,6 +218,8 @@ extension ChatPipeline {
         }
 
         for try await buffer in response.body {
+            // Bytes read before the watchdog stopped the call are not relayed after it.
+            if abort?.isAborted == true { throw UpstreamFailure(.disconnected, "The call was stopped") }
             progress.withLockedValue { $0.lastActivity = clock.now }
             do {
                 try handle(try parser.feed(buffer))
