@@ -52,10 +52,6 @@ public enum FinishReason {
     }
 }
 
-/// Assembles streamed deltas into the `choices` of a non-streamed `chat.completion`.
-///
-/// The router always streams from upstreams (so it can measure time to first token, detect
-/// stalls and cancel), and builds the non-streamed answer here.
 /// One choice's share of a streamed chunk, as the accumulator takes it: from a decoded
 /// `CompletionDelta`, or read straight out of the chunk's bytes.
 public struct ChoicePart: Sendable, Hashable {
@@ -108,6 +104,10 @@ public struct ChoicePart: Sendable, Hashable {
     }
 }
 
+/// Assembles streamed deltas into the `choices` of a non-streamed `chat.completion`.
+///
+/// The router always streams from upstreams (so it can measure time to first token, detect
+/// stalls and cancel), and builds the non-streamed answer here.
 public struct CompletionAccumulator: Sendable {
     struct ToolCall: Sendable {
         var id: String?
@@ -144,9 +144,13 @@ public struct CompletionAccumulator: Sendable {
         if self.systemFingerprint == nil { self.systemFingerprint = systemFingerprint }
     }
 
-    /// One choice's share of a chunk.
+    /// One choice's share of a chunk. The choice is changed in place: a copy taken out and put
+    /// back shared its text with the dictionary, so every append copied the whole answer so far.
     public mutating func add(_ part: ChoicePart) {
-        var state = choices[part.index] ?? Choice()
+        Self.apply(part, to: &choices[part.index, default: Choice()])
+    }
+
+    private static func apply(_ part: ChoicePart, to state: inout Choice) {
         if let role = part.role { state.role = role }
         if let text = part.content {
             state.content += text
@@ -154,17 +158,16 @@ public struct CompletionAccumulator: Sendable {
         }
         if let text = part.reasoning { state.reasoning += text }
         if let text = part.refusal { state.refusal = (state.refusal ?? "") + text }
-        for call in part.toolCalls {
-            var tool = state.toolCalls[call.index] ?? ToolCall()
-            if let id = call.id { tool.id = id }
-            if let type = call.type { tool.type = type }
-            if let name = call.name { tool.name += name }
-            if let arguments = call.arguments { tool.arguments += arguments }
-            state.toolCalls[call.index] = tool
-        }
+        for call in part.toolCalls { apply(call, to: &state.toolCalls[call.index, default: ToolCall()]) }
         if let reason = part.finishReason { state.finishReason = reason }
         if let reason = part.nativeFinishReason { state.nativeFinishReason = reason }
-        choices[part.index] = state
+    }
+
+    private static func apply(_ call: ChoicePart.ToolCallPart, to tool: inout ToolCall) {
+        if let id = call.id { tool.id = id }
+        if let type = call.type { tool.type = type }
+        if let name = call.name { tool.name += name }
+        if let arguments = call.arguments { tool.arguments += arguments }
     }
 
     /// The `choices` array of the assembled completion.

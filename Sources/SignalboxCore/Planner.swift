@@ -16,16 +16,18 @@ public struct PlannedAttempt: Sendable, Hashable {
     }
 
     private var parts: Parts
+    // Read in place (`_read`): a getter returned the whole entry, copying every string and array
+    // in it for each `attempt.endpoint.tag` — ~135 retains per request.
     public var model: CatalogModel {
-        get { parts.model }
+        _read { yield parts.model }
         set { parts = Parts(model: newValue, endpoint: parts.endpoint, provider: parts.provider) }
     }
     public var endpoint: ModelEndpoint {
-        get { parts.endpoint }
+        _read { yield parts.endpoint }
         set { parts = Parts(model: parts.model, endpoint: newValue, provider: parts.provider) }
     }
     public var provider: ProviderInfo {
-        get { parts.provider }
+        _read { yield parts.provider }
         set { parts = Parts(model: parts.model, endpoint: parts.endpoint, provider: newValue) }
     }
 
