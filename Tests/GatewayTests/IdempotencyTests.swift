@@ -88,10 +88,12 @@ import Testing
     @Test func aDuplicateWhileTheFirstRunsIsAConflictAndAFailureCanBeRetried() async throws {
         try await TestNode.with { node in
             // Slow enough that the first is still running, even on a loaded machine, when the duplicate arrives
-            // a second later (the simulator counts a request only once it has answered it, so it cannot be polled).
+            // 1.5 s later (the simulator counts a request only once it has answered it, so it cannot be polled):
+            // openai misses the 2 s first-token deadline, then azure answers after 1.5 s, ~3.5 s in all.
             try await node.fault(#"{"provider": "openai", "kind": "slow", "delay_ms": 5000, "count": 1}"#)
+            try await node.fault(#"{"provider": "azure", "kind": "slow", "delay_ms": 1500, "count": 1}"#)
             async let first = chat(node, key: "dup")
-            try await Task.sleep(for: .seconds(1))
+            try await Task.sleep(for: .milliseconds(1500))
             let duplicate = try await chat(node, key: "dup")
             #expect(duplicate.status == 409)
             #expect(try await first.status == 200)

@@ -59,9 +59,10 @@ import Testing
         try await Self.within { called.withLockedValue { $0 } }
     }
 
-    /// Waits up to 5 s for `condition`, then records it as failed.
+    /// Waits up to 30 s for `condition` (generous: the poll runs on the cooperative threads the
+    /// other suites share), then records it as failed.
     static func within(_ condition: () -> Bool, sourceLocation: SourceLocation = #_sourceLocation) async throws {
-        let deadline = ContinuousClock.now + .seconds(5)
+        let deadline = ContinuousClock.now + .seconds(30)
         while !condition() && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
         #expect(condition(), sourceLocation: sourceLocation)
     }

@@ -581,15 +581,17 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
             try await store.createAccount(id: "acct", name: "A")
             try await grant(store, "acct", "1")
             let request = { (id: String) in
-                IdempotencyClaimRequest(account: "acct", key: "k", generationID: id, fingerprint: "f", staleAfter: 2)
+                IdempotencyClaimRequest(account: "acct", key: "k", generationID: id, fingerprint: "f", staleAfter: 6)
             }
             #expect(try await store.claimIdempotencyKey(request("first")) == .claimed)
             // A renewed claim stays its owner's; one left alone past the stale window (by the ledger's clock) is taken over.
-            try await Task.sleep(for: .milliseconds(1500))
+            // (A sleep can end late, never early, and the suites beside this one can hold up a
+            // wake-up: the renewal has 2 s to spare, the check 3.5 s.)
+            try await Task.sleep(for: .seconds(4))
             #expect(try await store.renewIdempotencyClaim(account: "acct", key: "k", generationID: "first"))
-            try await Task.sleep(for: .milliseconds(700))  // 2.2 s after the claim, 0.7 s after the renewal
+            try await Task.sleep(for: .milliseconds(2500))  // 6.5 s after the claim, past its window; 2.5 s after the renewal
             #expect(try await store.claimIdempotencyKey(request("retry")) == .inProgress(generationID: "first"))
-            try await Task.sleep(for: .milliseconds(2500))
+            try await Task.sleep(for: .seconds(7))
             #expect(try await store.claimIdempotencyKey(request("retry")) == .claimed)
             #expect(try await store.renewIdempotencyClaim(account: "acct", key: "k", generationID: "first") == false)
             try await settleUnreserved(
