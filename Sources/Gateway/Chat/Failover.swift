@@ -104,10 +104,10 @@ extension ChatPipeline {
         progress: NIOLockedValueBox<AttemptProgress>, prepared: PreparedChat, history: inout AttemptHistory,
         queue: inout FailoverQueue
     ) async -> RequestOutcome? {
+        let latency = Int((clock.now - started) / .milliseconds(1))
         let failure: UpstreamFailure
         switch result {
         case .success(let success):
-            let latency = Int((clock.now - started) / .milliseconds(1))
             metrics.attempt(provider: attempt.endpoint.tag, outcome: "ok")
             let firstToken = success.firstTokenAt.map { $0 - started }
             if let firstToken { metrics.firstToken(provider: attempt.endpoint.tag, after: firstToken) }
@@ -135,7 +135,6 @@ extension ChatPipeline {
             }
             failure = Self.classify(error)
         }
-        let latency = Int((clock.now - started) / .milliseconds(1))
         metrics.attempt(provider: attempt.endpoint.tag, outcome: failure.code)
         // Only the provider's failures count against it; a 400 is the request's own.
         if failure.isRetryable { health.recordFailure(attempt, rateLimited: failure.isRateLimit) }

@@ -18,7 +18,7 @@ extension ChatPipeline {
     @inline(never)  // a frame of its own (see ChatPipeline)
     func runAttempt(
         _ attempt: PlannedAttempt, prepared: PreparedChat, progress: NIOLockedValueBox<AttemptProgress>,
-        emit: (@Sendable (ByteBuffer) -> Void)?, clientGone: (@Sendable () -> Bool)? = nil
+        emit: (@Sendable (ByteBuffer) -> Void)?, clientGone: (@Sendable () -> Bool)?
     ) async throws -> AttemptResult {
         // A client that left while the previous attempt ended gets no further attempt sent.
         if clientGone?() == true { throw CancellationError() }
@@ -55,7 +55,7 @@ extension ChatPipeline {
 
     func callUpstream(
         _ attempt: PlannedAttempt, prepared: PreparedChat, progress: NIOLockedValueBox<AttemptProgress>,
-        emit: (@Sendable (ByteBuffer) -> Void)?, abort: UpstreamAbort? = nil
+        emit: (@Sendable (ByteBuffer) -> Void)?, abort: UpstreamAbort
     ) async throws -> AttemptResult {
         try await callUpstream(
             ProviderAdapters.adapter(for: attempt.provider.format), attempt, prepared: prepared, progress: progress,
@@ -65,7 +65,7 @@ extension ChatPipeline {
     @inline(never)  // a frame of its own (see ChatPipeline)
     func callUpstream<Adapter: ProviderAdapter>(
         _ adapter: Adapter, _ attempt: PlannedAttempt, prepared: PreparedChat, progress: NIOLockedValueBox<AttemptProgress>,
-        emit: (@Sendable (ByteBuffer) -> Void)?, abort: UpstreamAbort?
+        emit: (@Sendable (ByteBuffer) -> Void)?, abort: UpstreamAbort
     ) async throws -> AttemptResult {
         var request = adapter.makeRequest(prepared.request, attempt: attempt, apiKey: providerKeys[attempt.provider.slug])
         request.abort = abort
@@ -219,7 +219,7 @@ extension ChatPipeline {
 
         for try await buffer in response.body {
             // Bytes read before the watchdog stopped the call are not relayed after it.
-            if abort?.isAborted == true { throw UpstreamFailure(.disconnected, "The call was stopped") }
+            if abort.isAborted { throw UpstreamFailure(.disconnected, "The call was stopped") }
             progress.withLockedValue { $0.lastActivity = clock.now }
             do {
                 try handle(try parser.feed(buffer))
