@@ -13,7 +13,7 @@ public struct AnthropicAdapter: ProviderAdapter {
     public init() {}
 
     public func makeRequest(_ request: ChatRequest, attempt: PlannedAttempt, apiKey: String?) -> UpstreamRequest {
-        let source = request.body
+        let source = request.parsedBody()
         var body = JSONObject()
         body["model"] = .string(attempt.endpoint.upstreamModel)
         body["max_tokens"] = .int(Int64(attempt.completionLimit(for: request)))
@@ -54,7 +54,7 @@ public struct AnthropicAdapter: ProviderAdapter {
             body["top_k"] = nil
             if let topP = body["top_p"]?.decimalText.flatMap(Double.init), topP < 0.95 { body["top_p"] = nil }
         }
-        if Self.emulatesJSON(source) && !dropped.contains("response_format") {
+        if Self.emulatesJSON(responseFormat: source["response_format"], tools: source["tools"]) && !dropped.contains("response_format") {
             let schema = source["response_format"]?["json_schema"]?["schema"] ?? ["type": "object"]
             body["tools"] = [["name": .string(Self.jsonTool), "description": "Respond with the requested JSON.", "input_schema": schema]]
             body["tool_choice"] = ["type": "tool", "name": .string(Self.jsonTool)]
@@ -166,7 +166,8 @@ public struct AnthropicAdapter: ProviderAdapter {
 
     public func makeDecoder(for request: ChatRequest) -> AnthropicStreamDecoder {
         AnthropicStreamDecoder(
-            jsonTool: Self.emulatesJSON(request.body) ? Self.jsonTool : nil,
+            jsonTool: Self.emulatesJSON(responseFormat: request.field("response_format"), tools: request.field("tools"))
+                ? Self.jsonTool : nil,
             excludeReasoning: request.reasoning?.exclude ?? false)
     }
 
@@ -174,9 +175,9 @@ public struct AnthropicAdapter: ProviderAdapter {
     /// this tool, whose input schema is the requested schema, and its input becomes the answer.
     public static let jsonTool = "json_output"
 
-    static func emulatesJSON(_ body: JSONObject) -> Bool {
-        let type = body["response_format"]?["type"]?.stringValue
-        return (type == "json_object" || type == "json_schema") && (body["tools"]?.arrayValue ?? []).isEmpty
+    static func emulatesJSON(responseFormat: JSONValue?, tools: JSONValue?) -> Bool {
+        let type = responseFormat?["type"]?.stringValue
+        return (type == "json_object" || type == "json_schema") && (tools?.arrayValue ?? []).isEmpty
     }
 
     public func failure(status: Int, body: ByteBuffer, retryAfter: Int?) -> UpstreamFailure {

@@ -10,7 +10,7 @@ public struct GeminiAdapter: ProviderAdapter {
     public init() {}
 
     public func makeRequest(_ request: ChatRequest, attempt: PlannedAttempt, apiKey: String?) -> UpstreamRequest {
-        let source = request.body
+        let source = request.parsedBody()
         var body = JSONObject()
         let (system, contents) = Self.translateMessages(source["messages"]?.arrayValue ?? [])
         if !system.isEmpty { body["systemInstruction"] = ["parts": .array(system)] }

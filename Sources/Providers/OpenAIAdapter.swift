@@ -10,15 +10,40 @@ public struct OpenAIAdapter: ProviderAdapter {
     public init() {}
 
     public func makeRequest(_ request: ChatRequest, attempt: PlannedAttempt, apiKey: String?) -> UpstreamRequest {
-        var body = request.body
-        for field in ChatRequest.routerOnlyFields { body[field] = nil }
-        for parameter in unsupportedParameters(request, attempt.endpoint) { body[parameter] = nil }
-        body["model"] = .string(attempt.endpoint.upstreamModel)
+        let unsupported = unsupportedParameters(request, attempt.endpoint)
+        // The client's members are copied as written (of a repeated name, `ChatRequest` kept
+        // the last), except those the router owns or the endpoint does not take.
+        func copied(_ member: ChatRequest.Member) -> Bool {
+            switch member.field {
+            case .model?, .maxTokens?, .maxCompletionTokens?, .stream?, .streamOptions?, .n?, .reasoning?, .includeReasoning?,
+                .reasoningEffort?:
+                return false
+            case let field?: return !field.isRouterOnly && !unsupported.contains(field.name)
+            case nil: return true
+            }
+        }
+        var body = ByteBuffer()
+        body.reserveCapacity(request.bodyBytes.count + 160)
+        body.writeInteger(UInt8(ascii: "{"))
+        var first = true
+        func separate() {
+            if !first { body.writeInteger(UInt8(ascii: ",")) }
+            first = false
+        }
+        for member in request.members where copied(member) {
+            separate()
+            body.writeBytes(request.bodyBytes[member.span])
+        }
+        func write(_ name: StaticString, _ value: JSONValue) {
+            separate()
+            body.writeStaticString(name)
+            var bytes: [UInt8] = []
+            JSONWriter.write(value, into: &bytes)
+            body.writeBytes(bytes)
+        }
+        write(#""model":"#, .string(attempt.endpoint.upstreamModel))
         // OpenRouter's `reasoning` object becomes OpenAI's `reasoning_effort`.
-        body["reasoning"] = nil
-        body["include_reasoning"] = nil
-        body["reasoning_effort"] = nil
-        if let reasoning = request.reasoning, reasoning.enabled, !unsupportedParameters(request, attempt.endpoint).contains("reasoning") {
+        if let reasoning = request.reasoning, reasoning.enabled, !unsupported.contains("reasoning") {
             let effort: String =
                 switch reasoning.effort ?? .medium {
                 case .none, .minimal: "minimal"
@@ -26,27 +51,26 @@ public struct OpenAIAdapter: ProviderAdapter {
                 case .medium: "medium"
                 case .high, .xhigh, .max: "high"
                 }
-            body["reasoning_effort"] = .string(effort)
+            write(#""reasoning_effort":"#, .string(effort))
         }
-        // The reservation covers `completionLimit` tokens per choice: the upstream is told so, in
-        // the field the client used (`max_completion_tokens` for OpenAI's reasoning models).
+        // The reservation covers `completionLimit` tokens per choice, for `n` choices: the
+        // upstream is told both as the router read them, in the field the client used
+        // (`max_completion_tokens` for OpenAI's reasoning models).
         let limit = JSONValue.int(Int64(attempt.completionLimit(for: request)))
-        if body["max_completion_tokens"].map({ !$0.isNull }) ?? false {
-            body["max_completion_tokens"] = limit
-            body["max_tokens"] = nil
+        if request.field(.maxCompletionTokens).map({ !$0.isNull }) ?? false {
+            write(#""max_completion_tokens":"#, limit)
         } else {
-            body["max_tokens"] = limit
+            write(#""max_tokens":"#, limit)
         }
-        body["stream"] = true
-        var options = body["stream_options"]?.objectValue ?? JSONObject()
-        options["include_usage"] = true
-        body["stream_options"] = .object(options)
+        if request.choices != 1 { write(#""n":"#, .int(Int64(request.choices))) }
+        write(#""stream":"#, true)
+        var streamOptions = request.field(.streamOptions)?.objectValue ?? JSONObject()
+        streamOptions["include_usage"] = true
+        write(#""stream_options":"#, .object(streamOptions))
+        body.writeInteger(UInt8(ascii: "}"))
         var headers = [("content-type", "application/json"), ("accept", "text/event-stream")]
         if let apiKey { headers.append(("authorization", "Bearer \(apiKey)")) }
-        return UpstreamRequest(
-            url: url(attempt, "/chat/completions"), headers: headers,
-            body: ByteBuffer(bytes: JSONWriter.bytes(.object(body)))
-        )
+        return UpstreamRequest(url: url(attempt, "/chat/completions"), headers: headers, body: body)
     }
 
     public func makeDecoder(for request: ChatRequest) -> OpenAIStreamDecoder {

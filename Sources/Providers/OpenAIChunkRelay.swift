@@ -314,8 +314,8 @@ public struct OpenAIChunkRelay: Sendable {
 
     /// A number value as `intValue` reads it (nil for another kind, or a number that is no integer).
     private func intValue(_ value: Range<Int>?, _ scanner: JSONScanner) -> Int? {
-        guard let value, scanner.kind(of: value) != UInt8(ascii: "\"") else { return nil }
-        return (try? JSONParser.parse(UnsafeRawBufferPointer(rebasing: scanner.bytes[value])))?.intValue
+        guard let value else { return nil }
+        return scanner.integer(value)
     }
 
     private func nonEmptyString(_ value: Range<Int>, _ scanner: JSONScanner) -> Bool {

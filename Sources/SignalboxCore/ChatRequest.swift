@@ -1,8 +1,16 @@
 /// The parts of a chat completion request that routing and billing need, read from the
-/// client's JSON body. The body itself travels on as `body`.
+/// client's JSON body in one pass that builds no tree. The body itself travels on as
+/// `bodyBytes`: an adapter that speaks the same format copies it, member by member.
 public struct ChatRequest: Sendable {
-    /// The whole request body as the client sent it.
-    public var body: JSONObject
+    /// The request body exactly as the client sent it: one JSON object, valid UTF-8.
+    public let bodyBytes: [UInt8]
+    /// The body's top-level members, in the order sent; of a repeated name, only the last.
+    public let members: [Member]
+    /// The body as a tree, built anew on each call (a parse of the whole body): for adapters
+    /// that translate it. `bodyBytes` passed the same grammar, so it always parses.
+    public func parsedBody() -> JSONObject {
+        (try? JSONParser.parse(bodyBytes))?.objectValue ?? JSONObject()
+    }
     /// Models to try in order: `model` first, then each of `models`.
     public var models: [String]
     public var stream: Bool
@@ -22,137 +30,411 @@ public struct ChatRequest: Sendable {
     /// `include_reasoning`; nil when it asked nothing.
     public var reasoning: ReasoningRequest?
 
-    /// Fields that exist only between the client and the router; never sent upstream.
-    public static let routerOnlyFields: Set<String> = [
-        "models", "route", "provider", "transforms", "plugins", "usage", "debug", "session_id",
-    ]
+    /// A top-level member of the body where it lies in `bodyBytes`.
+    public struct Member: Sendable, Hashable {
+        /// The key, escapes decoded.
+        public var name: String
+        /// The field when the router reads or owns it.
+        public var field: Field?
+        /// From the key's opening quote to the end of the value: the member as written.
+        public var span: Range<Int>
+        /// The value's bytes.
+        public var value: Range<Int>
+    }
+
+    /// Every top-level field the router reads or owns. A client may not spell one in other
+    /// letter case (see `BodyFields.fields`).
+    public enum Field: Int, Sendable, Hashable, CaseIterable {
+        case model, models, messages, prompt, tools, functions, functionCall, responseFormat, toolChoice, stream
+        case streamOptions, maxTokens, maxCompletionTokens, n, temperature, topP, topK, frequencyPenalty
+        case presencePenalty, stop, seed, logitBias, logprobs, topLogprobs, provider, reasoning, reasoningEffort
+        case includeReasoning, route, transforms, plugins, usage, debug, sessionID
+
+        /// The name a client writes.
+        public var name: String {
+            switch self {
+            case .model: "model"
+            case .models: "models"
+            case .messages: "messages"
+            case .prompt: "prompt"
+            case .tools: "tools"
+            case .functions: "functions"
+            case .functionCall: "function_call"
+            case .responseFormat: "response_format"
+            case .toolChoice: "tool_choice"
+            case .stream: "stream"
+            case .streamOptions: "stream_options"
+            case .maxTokens: "max_tokens"
+            case .maxCompletionTokens: "max_completion_tokens"
+            case .n: "n"
+            case .temperature: "temperature"
+            case .topP: "top_p"
+            case .topK: "top_k"
+            case .frequencyPenalty: "frequency_penalty"
+            case .presencePenalty: "presence_penalty"
+            case .stop: "stop"
+            case .seed: "seed"
+            case .logitBias: "logit_bias"
+            case .logprobs: "logprobs"
+            case .topLogprobs: "top_logprobs"
+            case .provider: "provider"
+            case .reasoning: "reasoning"
+            case .reasoningEffort: "reasoning_effort"
+            case .includeReasoning: "include_reasoning"
+            case .route: "route"
+            case .transforms: "transforms"
+            case .plugins: "plugins"
+            case .usage: "usage"
+            case .debug: "debug"
+            case .sessionID: "session_id"
+            }
+        }
+
+        /// The field a name means, once its escapes are decoded.
+        public init?(name: String) {
+            guard let field = Self.allCases.first(where: { $0.name == name }) else { return nil }
+            self = field
+        }
+
+        /// Fields that exist only between the client and the router; never sent upstream.
+        public var isRouterOnly: Bool {
+            switch self {
+            case .models, .route, .provider, .transforms, .plugins, .usage, .debug, .sessionID: true
+            default: false
+            }
+        }
+
+        /// The field whose name is the bytes at `key`, compared by length first: no string is built.
+        static func named(_ key: Range<Int>, in scanner: JSONScanner) -> Field? {
+            guard key.count < byLength.count else { return nil }
+            for (field, name) in byLength[key.count] where name.indices.allSatisfy({ name[$0] == scanner.bytes[key.lowerBound + $0] }) {
+                return field
+            }
+            return nil
+        }
+
+        private static let byLength: [[(Field, [UInt8])]] = {
+            var table = [[(Field, [UInt8])]](repeating: [], count: allCases.map(\.name.utf8.count).max()! + 1)
+            for field in allCases { table[field.name.utf8.count].append((field, Array(field.name.utf8))) }
+            return table
+        }()
+    }
 
     /// Parameters whose support differs between endpoints (see `ModelEndpoint.supportedParameters`).
-    static let routableParameters: [String] = [
-        "tools", "tool_choice", "response_format", "temperature", "top_p", "top_k", "stop", "seed",
-        "frequency_penalty", "presence_penalty", "logit_bias", "logprobs", "top_logprobs", "reasoning",
+    static let routableParameters: [Field] = [
+        .tools, .toolChoice, .responseFormat, .temperature, .topP, .topK, .stop, .seed,
+        .frequencyPenalty, .presencePenalty, .logitBias, .logprobs, .topLogprobs, .reasoning,
     ]
 
     static let roles: Set<String> = ["system", "developer", "user", "assistant", "tool", "function"]
 
-    /// Validates and reads a request body. Throws an `InvalidRequest` that names the field and says what is wrong.
+    /// Validates and reads a request body given as a tree (tests, and fronts that build one).
     public init(json: JSONValue) throws(InvalidRequest) {
-        guard case .object(let body) = json else {
-            throw InvalidRequest("Request body must be a JSON object")
-        }
-        self.body = body
+        try self.init(bytes: JSONWriter.bytes(json))
+    }
 
-        var models: [String] = []
-        switch body["model"] {
-        case .string(let model)? where !model.isEmpty: models.append(model)
-        case nil, .null?: break
-        default: throw InvalidRequest("'model' must be a non-empty string")
-        }
-        if let list = body["models"], !list.isNull {
-            guard let array = list.arrayValue else { throw InvalidRequest("'models' must be an array of model ids") }
-            for item in array {
-                guard let id = item.stringValue, !id.isEmpty else { throw InvalidRequest("'models' must be an array of model ids") }
-                if !models.contains(id) { models.append(id) }
-            }
-        }
-        guard !models.isEmpty else { throw InvalidRequest("'model' is required") }
-        self.models = models
+    /// Validates and reads a request body. Throws an `InvalidRequest` that names the field and
+    /// says what is wrong.
+    public init(bytes: [UInt8]) throws(InvalidRequest) {
+        bodyBytes = bytes
+        let read = try bytes.withUnsafeBytes { raw -> Result<BodyFields, InvalidRequest> in
+            do throws(InvalidRequest) { return .success(try BodyFields(JSONScanner(raw))) } catch { return .failure(error) }
+        }.get()
+        members = read.members
+        models = read.models
+        stream = read.stream
+        maxTokens = read.maxTokens
+        choices = read.choices
+        prompt = read.prompt
+        provider = read.provider
+        reasoning = read.reasoning
+        var used = read.usedParameters
+        if reasoning != nil && !used.contains("reasoning") { used.append("reasoning") }
+        usedParameters = used
+    }
 
-        var prompt = PromptBound()
-        if let messages = body["messages"] {
-            guard let array = messages.arrayValue, !array.isEmpty else {
-                throw InvalidRequest("'messages' must be a non-empty array")
-            }
-            for (index, message) in array.enumerated() {
-                guard let object = message.objectValue else { throw InvalidRequest("messages[\(index)] must be an object") }
-                guard let role = object["role"]?.stringValue, ChatRequest.roles.contains(role) else {
-                    throw InvalidRequest("messages[\(index)].role must be one of system, developer, user, assistant, tool")
-                }
-                switch object["content"] {
-                case .string(let text)?: prompt.textTokens += ChatRequest.tokenUpperBound(text)
-                case .array(let parts)?:
-                    for part in parts { prompt.add(part: part) }
-                case nil, .null?:
-                    guard role == "assistant" else { throw InvalidRequest("messages[\(index)].content is required") }
-                default: throw InvalidRequest("messages[\(index)].content must be a string or an array of content parts")
-                }
-                if let calls = object["tool_calls"] { prompt.textTokens += ChatRequest.tokenUpperBound(calls) }
-                for field in ["name", "tool_call_id"] {
-                    if let text = object[field]?.stringValue { prompt.textTokens += ChatRequest.tokenUpperBound(text) }
-                }
-                prompt.textTokens += PromptBound.perMessage
-            }
-        } else if let text = body["prompt"]?.stringValue {
-            prompt.textTokens += ChatRequest.tokenUpperBound(text)
-        } else {
-            throw InvalidRequest("'messages' is required")
-        }
-        if let tools = body["tools"] {
-            guard let list = tools.arrayValue ?? (tools.isNull ? [] : nil) else { throw InvalidRequest("'tools' must be an array") }
-            prompt.textTokens += ChatRequest.tokenUpperBound(tools) + PromptBound.perTool * list.count
-        }
-        // A schema or tool choice is rendered into the prompt by the provider.
-        for field in ["response_format", "tool_choice"] {
-            if let value = body[field], !value.isNull { prompt.textTokens += ChatRequest.tokenUpperBound(value) }
-        }
-        prompt.textTokens += PromptBound.perRequest
-        self.prompt = prompt
+    /// The value of the member named `name`, built as a tree (the last one, as JSON parsers
+    /// read duplicates); nil when the body has none.
+    public func field(_ name: String) -> JSONValue? {
+        guard let range = members.first(where: { $0.name == name })?.value else { return nil }
+        return bodyBytes.withUnsafeBytes { JSONScanner($0).value(range) }
+    }
 
-        switch body["stream"] {
-        case nil, .null?: stream = false
-        case .bool(let flag)?: stream = flag
-        default: throw InvalidRequest("'stream' must be a boolean")
-        }
-
-        maxTokens = nil
-        for key in ["max_completion_tokens", "max_tokens"] {
-            guard let value = body[key], !value.isNull else { continue }
-            guard let count = value.intValue, count >= 1 else { throw InvalidRequest("'\(key)' must be an integer ≥ 1") }
-            maxTokens = count
-            break
-        }
-        switch body["n"] {
-        case nil, .null?: choices = 1
-        case let value?:
-            guard let count = value.intValue, (1...ChatRequest.maximumChoices).contains(count) else {
-                throw InvalidRequest("'n' must be an integer from 1 to \(ChatRequest.maximumChoices)")
-            }
-            choices = count
-        }
-        for key in ["temperature", "top_p", "frequency_penalty", "presence_penalty"] {
-            guard let value = body[key], !value.isNull else { continue }
-            switch value {
-            case .int, .double: break
-            default: throw InvalidRequest("'\(key)' must be a number")
-            }
-        }
-
-        provider = try ProviderPreferences(json: body["provider"])
-        reasoning = try ReasoningRequest(body: body)
-        usedParameters = ChatRequest.routableParameters.filter { key in
-            guard let value = body[key] else { return false }
-            return !value.isNull
-        }
-        if reasoning != nil && !usedParameters.contains("reasoning") { usedParameters.append("reasoning") }
+    /// The value of a field the router reads, built as a tree; nil when the body has none.
+    public func field(_ field: Field) -> JSONValue? {
+        guard let range = members.first(where: { $0.field == field })?.value else { return nil }
+        return bodyBytes.withUnsafeBytes { JSONScanner($0).value(range) }
     }
 
     /// The first model asked for.
     public var requestedModel: String { models[0] }
 
+    /// The most top-level fields a body may have: OpenAI's API has about forty.
+    public static let maximumFields = 1_024
+
     /// The most completions one request may ask for (`n`), as OpenAI allows.
     public static let maximumChoices = 128
+}
 
-    /// An upper bound on the tokens in a text: byte-level BPE tokenizers (every major provider's)
-    /// emit at most one token per UTF-8 byte, plus one for a boundary. Reservations are sized with
-    /// it; the charge uses the upstream's own count, capped at the reservation.
-    static func tokenUpperBound(_ text: String) -> Int {
-        text.utf8.count + 1
+/// One pass over a chat request body: the checks and figures of `ChatRequest`, read from the
+/// scanner's spans. Only the router's own small objects (`provider`, `reasoning`) are built as trees.
+///
+/// Token bounds: byte-level BPE tokenizers (every major provider's) emit at most one token per
+/// UTF-8 byte, plus one for a boundary, so a text bounds at its decoded bytes + 1, and a
+/// structured value (tool definitions, calls, schemas) at its compact serialized bytes + 1 —
+/// digits, punctuation and escapes are bytes a tokenizer may see too. Reservations are sized
+/// with these bounds; the charge uses the upstream's own count, capped at the reservation.
+private struct BodyFields {
+    var members: [ChatRequest.Member] = []
+    var models: [String] = []
+    var stream = false
+    var maxTokens: Int?
+    var choices = 1
+    var prompt = PromptBound()
+    var provider = ProviderPreferences()
+    var reasoning: ReasoningRequest?
+    var usedParameters: [String] = []
+
+    init(_ scanner: JSONScanner) throws(InvalidRequest) {
+        guard scanner.isValidUTF8() else { throw InvalidRequest("Request body is not valid UTF-8") }
+        let document: Range<Int>
+        do { document = try scanner.document() } catch { throw InvalidRequest("Request body is not valid JSON") }
+        guard scanner.kind(of: document) == UInt8(ascii: "{") else { throw InvalidRequest("Request body must be a JSON object") }
+        // `document()` checked the whole body, so the scans below meet no malformed JSON: they
+        // throw only to stop early, and then say why in a captured `InvalidRequest`.
+        var members: [ChatRequest.Member] = []
+        members.reserveCapacity(16)
+        // The last value of each field the router reads (null counts as absent).
+        var fields = [Range<Int>?](repeating: nil, count: ChatRequest.Field.allCases.count)
+        var failure: InvalidRequest?
+        _ = try? scanner.scanObject(at: document.lowerBound, depth: 0) { key, escaped, valueStart throws(JSONScanner.Invalid) in
+            guard members.count < ChatRequest.maximumFields else {
+                failure = InvalidRequest("Request body has more than \(ChatRequest.maximumFields) fields")
+                throw JSONScanner.Invalid(offset: valueStart)
+            }
+            let end = try scanner.skipValue(at: valueStart, depth: 1)
+            let name: String
+            var field: ChatRequest.Field?
+            if escaped {
+                name = scanner.string((key.lowerBound - 1)..<(key.upperBound + 1)) ?? ""
+                field = ChatRequest.Field(name: name)
+            } else {
+                name = String(decoding: UnsafeRawBufferPointer(rebasing: scanner.bytes[key]), as: UTF8.self)
+                field = ChatRequest.Field.named(key, in: scanner)
+            }
+            if field == nil, !scanner.isLowercaseASCII(key), let meant = ChatRequest.Field(name: Self.folded(name)) {
+                failure = InvalidRequest("'\(name)' is not '\(meant.name)': field names are case-sensitive")
+                throw JSONScanner.Invalid(offset: valueStart)
+            }
+            if let field { fields[field.rawValue] = scanner.isNull(valueStart..<end) ? nil : valueStart..<end }
+            members.append(ChatRequest.Member(name: name, field: field, span: (key.lowerBound - 1)..<end, value: valueStart..<end))
+            return end
+        }
+        if let failure { throw failure }
+        self.members = Self.lastOfEachName(members)
+        func value(_ field: ChatRequest.Field) -> Range<Int>? { fields[field.rawValue] }
+
+        if let model = value(.model) {
+            guard let id = scanner.string(model), !id.isEmpty else { throw InvalidRequest("'model' must be a non-empty string") }
+            models.append(id)
+        }
+        if let list = value(.models) {
+            guard scanner.kind(of: list) == UInt8(ascii: "[") else { throw InvalidRequest("'models' must be an array of model ids") }
+            var ids: [String] = []
+            var valid = true
+            _ = try? scanner.scanArray(at: list.lowerBound, depth: 1) { start throws(JSONScanner.Invalid) in
+                let end = try scanner.skipValue(at: start, depth: 2)
+                if let id = scanner.string(start..<end), !id.isEmpty { ids.append(id) } else { valid = false }
+                return end
+            }
+            guard valid else { throw InvalidRequest("'models' must be an array of model ids") }
+            for id in ids where !models.contains(id) { models.append(id) }
+        }
+        guard !models.isEmpty else { throw InvalidRequest("'model' is required") }
+
+        if let messages = self.members.first(where: { $0.field == .messages })?.value {
+            try readMessages(messages, scanner)
+        } else if let text = value(.prompt), scanner.kind(of: text) == UInt8(ascii: "\"") {
+            prompt.textTokens += scanner.decodedByteCount(ofString: text) + 1
+        } else {
+            throw InvalidRequest("'messages' is required")
+        }
+        if let tools = value(.tools) {
+            var count = 0
+            guard scanner.kind(of: tools) == UInt8(ascii: "[") else { throw InvalidRequest("'tools' must be an array") }
+            _ = try? scanner.scanArray(at: tools.lowerBound, depth: 1) { start throws(JSONScanner.Invalid) in
+                count += 1
+                return try scanner.skipValue(at: start, depth: 2)
+            }
+            prompt.textTokens += scanner.compactByteCount(tools) + 1 + PromptBound.perTool * count
+        }
+        // A schema or tool choice is rendered into the prompt by the provider, and so are the
+        // legacy `functions`.
+        for field in [ChatRequest.Field.responseFormat, .toolChoice, .functions, .functionCall] {
+            if let range = value(field) { prompt.textTokens += scanner.compactByteCount(range) + 1 }
+        }
+        prompt.textTokens += PromptBound.perRequest
+
+        if let flag = value(.stream) {
+            switch scanner.kind(of: flag) {
+            case UInt8(ascii: "t"): stream = true
+            case UInt8(ascii: "f"): stream = false
+            default: throw InvalidRequest("'stream' must be a boolean")
+            }
+        }
+        for field in [ChatRequest.Field.maxCompletionTokens, .maxTokens] {
+            guard let range = value(field) else { continue }
+            guard let count = scanner.integer(range), count >= 1 else { throw InvalidRequest("'\(field.name)' must be an integer ≥ 1") }
+            maxTokens = count
+            break
+        }
+        if let range = value(.n) {
+            guard let count = scanner.integer(range), (1...ChatRequest.maximumChoices).contains(count) else {
+                throw InvalidRequest("'n' must be an integer from 1 to \(ChatRequest.maximumChoices)")
+            }
+            choices = count
+        }
+        for field in [ChatRequest.Field.temperature, .topP, .frequencyPenalty, .presencePenalty] {
+            guard let range = value(field) else { continue }
+            switch scanner.value(range) {
+            case .int: break
+            case .double(let number) where number.isFinite: break
+            default: throw InvalidRequest("'\(field.name)' must be a finite number")
+            }
+        }
+
+        provider = try ProviderPreferences(json: value(.provider).map(scanner.value))
+        reasoning = try ReasoningRequest(
+            reasoning: value(.reasoning).map(scanner.value), effort: value(.reasoningEffort).map(scanner.value),
+            include: value(.includeReasoning).map(scanner.value))
+        usedParameters = ChatRequest.routableParameters.compactMap { value($0) == nil ? nil : $0.name }
     }
 
-    /// A structured value (tool definitions, calls, schemas) bounds at its serialized bytes:
-    /// digits, punctuation and escapes are bytes a tokenizer may see too.
-    static func tokenUpperBound(_ value: JSONValue) -> Int {
-        JSONWriter.bytes(value).count + 1
+    /// Of each repeated name, only the last member: the one the router read, and the one it
+    /// forwards. Names are compared by length first, so a body without repeats costs little.
+    static func lastOfEachName(_ members: [ChatRequest.Member]) -> [ChatRequest.Member] {
+        func repeated(_ index: Int) -> Bool {
+            let member = members[index]
+            let length = member.name.utf8.count
+            return members[(index + 1)...].contains { $0.name.utf8.count == length && $0.name == member.name }
+        }
+        guard members.count > 32 else {
+            guard members.indices.contains(where: repeated) else { return members }
+            return members.indices.filter { !repeated($0) }.map { members[$0] }
+        }
+        var seen = Set<String>()
+        return members.reversed().filter { seen.insert($0.name).inserted }.reversed()
+    }
+
+    /// Checks each message and adds its size to the prompt bound.
+    private mutating func readMessages(_ messages: Range<Int>, _ scanner: JSONScanner) throws(InvalidRequest) {
+        guard scanner.kind(of: messages) == UInt8(ascii: "[") else { throw InvalidRequest("'messages' must be a non-empty array") }
+        var failure: InvalidRequest?
+        var index = 0
+        var bound = prompt
+        _ = try? scanner.scanArray(at: messages.lowerBound, depth: 1) { start throws(JSONScanner.Invalid) in
+            let end = try scanner.skipValue(at: start, depth: 2)
+            do throws(InvalidRequest) {
+                try Self.readMessage(start..<end, index: index, scanner, into: &bound)
+            } catch {
+                failure = error
+                throw JSONScanner.Invalid(offset: start)  // stops the scan
+            }
+            index += 1
+            return end
+        }
+        if let failure { throw failure }
+        guard index > 0 else { throw InvalidRequest("'messages' must be a non-empty array") }
+        prompt = bound
+    }
+
+    private static func readMessage(_ range: Range<Int>, index: Int, _ scanner: JSONScanner, into prompt: inout PromptBound)
+        throws(InvalidRequest)
+    {
+        guard scanner.kind(of: range) == UInt8(ascii: "{") else { throw InvalidRequest("messages[\(index)] must be an object") }
+        let found = try fields(
+            ["role", "content", "tool_calls", "function_call", "name", "tool_call_id"], of: range, depth: 2, scanner
+        ) { "messages[\(index)]" }
+        guard let role = found[0], let name = scanner.string(role), ChatRequest.roles.contains(name) else {
+            throw InvalidRequest("messages[\(index)].role must be one of system, developer, user, assistant, tool")
+        }
+        var extra = 0
+        for calls in [found[2], found[3]] {
+            if let calls { extra += scanner.compactByteCount(calls) + 1 }
+        }
+        for text in [found[4], found[5]] {
+            if let text, scanner.kind(of: text) == UInt8(ascii: "\"") { extra += scanner.decodedByteCount(ofString: text) + 1 }
+        }
+        if let content = found[1], scanner.kind(of: content) == UInt8(ascii: "\"") {
+            prompt.textTokens += scanner.decodedByteCount(ofString: content) + 1
+        } else if let content = found[1], scanner.kind(of: content) == UInt8(ascii: "[") {
+            var failure: InvalidRequest?
+            var part = 0
+            var bound = prompt
+            _ = try? scanner.scanArray(at: content.lowerBound, depth: 3) { start throws(JSONScanner.Invalid) in
+                let end = try scanner.skipValue(at: start, depth: 4)
+                do throws(InvalidRequest) {
+                    try bound.add(part: start..<end, scanner) { "messages[\(index)].content[\(part)]" }
+                } catch {
+                    failure = error
+                    throw JSONScanner.Invalid(offset: start)
+                }
+                part += 1
+                return end
+            }
+            if let failure { throw failure }
+            prompt = bound
+        } else if found[1].map({ scanner.isNull($0) }) ?? true {
+            guard name == "assistant" else { throw InvalidRequest("messages[\(index)].content is required") }
+        } else {
+            throw InvalidRequest("messages[\(index)].content must be a string or an array of content parts")
+        }
+        prompt.textTokens += extra + PromptBound.perMessage
+    }
+
+    /// The values of `names` in the object at `range`, nil where absent. A name given twice, or
+    /// in other letters that fold to it (`"Content"`, `"ſtream"`), is refused: JSON parsers
+    /// differ on which copy they keep (the first, the last, or — Go's — any case-insensitive
+    /// match), and what the router counts must be what the upstream reads.
+    static func fields(
+        _ names: [StaticString], of range: Range<Int>, depth: Int, _ scanner: JSONScanner, at path: () -> String
+    ) throws(InvalidRequest) -> [Range<Int>?] {
+        var found = [Range<Int>?](repeating: nil, count: names.count)
+        var failure: InvalidRequest?
+        _ = try? scanner.scanObject(at: range.lowerBound, depth: depth) { key, escaped, valueStart throws(JSONScanner.Invalid) in
+            let end = try scanner.skipValue(at: valueStart, depth: depth + 1)
+            if let slot = names.firstIndex(where: { scanner.key(key, escaped: escaped, is: $0) }) {
+                guard found[slot] == nil else {
+                    failure = InvalidRequest("\(path()) has '\(names[slot])' more than once")
+                    throw JSONScanner.Invalid(offset: valueStart)
+                }
+                found[slot] = valueStart..<end
+            } else if !scanner.isLowercaseASCII(key) {
+                let name = scanner.string((key.lowerBound - 1)..<(key.upperBound + 1)) ?? ""
+                if let meant = names.first(where: { folded(name) == "\($0)" }) {
+                    failure = InvalidRequest("\(path()).\(name) is not '\(meant)': field names are case-sensitive")
+                    throw JSONScanner.Invalid(offset: valueStart)
+                }
+            }
+            return end
+        }
+        if let failure { throw failure }
+        return found
+    }
+
+    /// A name as Go's `encoding/json` matches it: letters folded to lower case, including the
+    /// two non-ASCII letters that fold to ASCII ones (ſ to s, the Kelvin sign to k).
+    static func folded(_ name: String) -> String {
+        var result = ""
+        for scalar in name.unicodeScalars {
+            switch scalar.value {
+            case 0x41...0x5A: result.unicodeScalars.append(Unicode.Scalar(scalar.value + 0x20)!)
+            case 0x17F: result.append("s")
+            case 0x212A: result.append("k")
+            default: result.unicodeScalars.append(scalar)
+            }
+        }
+        return result
     }
 }
 
@@ -284,24 +566,24 @@ public struct ReasoningRequest: Sendable, Hashable {
         self.enabled = enabled
     }
 
-    init?(body: JSONObject) throws(InvalidRequest) {
+    init?(reasoning: JSONValue?, effort shorthand: JSONValue?, include: JSONValue?) throws(InvalidRequest) {
         var found = false
         effort = nil
         maxTokens = nil
         exclude = false
         enabled = true
-        if let shorthand = body["reasoning_effort"], !shorthand.isNull {
+        if let shorthand, !shorthand.isNull {
             guard let text = shorthand.stringValue, let parsed = Effort(rawValue: text) else {
                 throw InvalidRequest("'reasoning_effort' must be one of \(Effort.allCases.map(\.rawValue).joined(separator: ", "))")
             }
             effort = parsed
             found = true
         }
-        if let include = body["include_reasoning"]?.boolValue {
+        if let include = include?.boolValue {
             exclude = !include
             found = true
         }
-        if let object = body["reasoning"], !object.isNull {
+        if let object = reasoning, !object.isNull {
             guard object.objectValue != nil else { throw InvalidRequest("'reasoning' must be an object") }
             found = true
             if let text = object["effort"]?.stringValue {
@@ -362,17 +644,28 @@ public struct PromptBound: Sendable, Hashable {
 
     /// Counts a content part by its `type`, as the adapters translate it: a part's other fields
     /// (a stray `text` on an image part) cannot make it count as less than it is.
-    mutating func add(part: JSONValue) {
-        switch part["type"]?.stringValue {
+    mutating func add(part range: Range<Int>, _ scanner: JSONScanner, at path: () -> String) throws(InvalidRequest) {
+        var type: Range<Int>?
+        var text: Range<Int>?
+        if scanner.kind(of: range) == UInt8(ascii: "{") {
+            let found = try BodyFields.fields(["type", "text"], of: range, depth: 4, scanner, at: path)
+            (type, text) = (found[0], found[1])
+        }
+        let kind = type.flatMap(scanner.string)
+        switch kind {
         case "text"?, "input_text"?:
-            textTokens += ChatRequest.tokenUpperBound(part["text"]?.stringValue ?? "")
+            if let text, scanner.kind(of: text) == UInt8(ascii: "\"") {
+                textTokens += scanner.decodedByteCount(ofString: text) + 1
+            } else {
+                textTokens += 1
+            }
         case "image_url"?, "input_image"?, "image"?:
             images += 1  // counted by pixels, not bytes: the endpoint's per-image allowance
         default:
             // A file, document or audio part — or one of an unknown type: its bytes (base64 or a
             // URL) bound any text in it, and the allowance covers what rendering adds.
             files += 1
-            textTokens += ChatRequest.tokenUpperBound(part)
+            textTokens += scanner.compactByteCount(range) + 1
         }
     }
 }

@@ -23,6 +23,12 @@ public enum JSONParser {
         return try result.get()
     }
 
+    /// The same, for bytes already in memory: no generic dispatch, which costs more than parsing
+    /// a short value.
+    public static func parse(_ buffer: UnsafeRawBufferPointer) throws(JSONParseError) -> JSONValue {
+        try parse(buffer: buffer).get()
+    }
+
     public static func parse(_ text: String) throws(JSONParseError) -> JSONValue {
         var copy = text
         let result = copy.withUTF8 { parse(buffer: UnsafeRawBufferPointer($0)) }

@@ -72,6 +72,24 @@ public struct JSONScanner {
         return true
     }
 
+    /// True when the key at `key` (its bytes between the quotes, as `scanObject` gives them)
+    /// reads `literal` once its escapes, if any, are decoded.
+    public func key(_ key: Range<Int>, escaped: Bool, is literal: StaticString) -> Bool {
+        guard escaped else { return equals(key, literal) }
+        guard let text = string((key.lowerBound - 1)..<(key.upperBound + 1)) else { return false }
+        return text.utf8.elementsEqual(UnsafeBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount))
+    }
+
+    /// True when the key at `key` (as `scanObject` gives it) has no upper-case letters, no
+    /// escapes and no bytes outside ASCII: the spelling of every field name a client should send.
+    public func isLowercaseASCII(_ key: Range<Int>) -> Bool {
+        for index in key {
+            let byte = bytes[index]
+            if byte >= 0x80 || byte == UInt8(ascii: "\\") || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z")) { return false }
+        }
+        return true
+    }
+
     /// The first byte of a value: `"`, `{`, `[`, `n` (null), `t`/`f`, or a number's first byte.
     @inlinable public func kind(of range: Range<Int>) -> UInt8 { bytes[range.lowerBound] }
 
@@ -84,6 +102,135 @@ public struct JSONScanner {
         let inner = UnsafeRawBufferPointer(rebasing: bytes[(range.lowerBound + 1)..<(range.upperBound - 1)])
         guard !inner.contains(UInt8(ascii: "\\")) else { return nil }
         return String(decoding: inner, as: UTF8.self)
+    }
+
+    /// The text of a string value, escapes decoded (nil for another kind).
+    public func string(_ range: Range<Int>) -> String? {
+        if let plain = plainString(range) { return plain }
+        guard kind(of: range) == UInt8(ascii: "\"") else { return nil }
+        return try? JSONParser.parse(buffer: UnsafeRawBufferPointer(rebasing: bytes[range])).get().stringValue
+    }
+
+    /// The value at `range` as a `JSONValue`: for the small parts of a document worth building.
+    public func value(_ range: Range<Int>) -> JSONValue {
+        (try? JSONParser.parse(buffer: UnsafeRawBufferPointer(rebasing: bytes[range])).get()) ?? .null
+    }
+
+    /// The number at `range` as an `Int` when it is one exactly (`7`, `7.0`, `7e0`), as
+    /// `JSONValue.intValue` reads it; nil for another kind or a number with a fraction.
+    public func integer(_ range: Range<Int>) -> Int? {
+        var index = range.lowerBound
+        let negative = bytes[index] == UInt8(ascii: "-")
+        if negative { index += 1 }
+        // The common form, up to 18 digits, read here; anything else the parser reads.
+        if range.upperBound - index <= 18 {
+            var value = 0
+            while index < range.upperBound, bytes[index] >= UInt8(ascii: "0"), bytes[index] <= UInt8(ascii: "9") {
+                value = value * 10 + Int(bytes[index] - UInt8(ascii: "0"))
+                index += 1
+            }
+            if index == range.upperBound && index > range.lowerBound + (negative ? 1 : 0) { return negative ? -value : value }
+        }
+        guard kind(of: range) != UInt8(ascii: "\""), kind(of: range) != UInt8(ascii: "n") else { return nil }
+        return value(range).intValue
+    }
+
+    /// True when the value at `range` is the literal `null`.
+    @inlinable public func isNull(_ range: Range<Int>) -> Bool { kind(of: range) == UInt8(ascii: "n") }
+
+    /// How many UTF-8 bytes the string value at `range` holds once its escapes are decoded.
+    public func decodedByteCount(ofString range: Range<Int>) -> Int {
+        var count = 0
+        var index = range.lowerBound + 1
+        let end = range.upperBound - 1
+        while index < end {
+            guard bytes[index] == UInt8(ascii: "\\") else {
+                count += 1
+                index += 1
+                continue
+            }
+            if bytes[index + 1] == UInt8(ascii: "u") {
+                // Each half of a surrogate pair counts 2: the pair is one 4-byte character.
+                let code = (try? hex4(at: index + 2)) ?? 0
+                count += code < 0x80 ? 1 : code < 0x800 || (0xD800..<0xE000).contains(code) ? 2 : 3
+                index += 6
+            } else {
+                count += 1
+                index += 2
+            }
+        }
+        return count
+    }
+
+    /// The bytes of the value at `range` that are not whitespace between tokens: its length
+    /// as a compact serializer would write it (escapes as written).
+    public func compactByteCount(_ range: Range<Int>) -> Int {
+        var count = 0
+        var index = range.lowerBound
+        var inString = false
+        while index < range.upperBound {
+            let byte = bytes[index]
+            if inString {
+                if byte == UInt8(ascii: "\\") {
+                    count += 1
+                    index += 1
+                } else if byte == UInt8(ascii: "\"") {
+                    inString = false
+                }
+                count += 1
+            } else {
+                switch byte {
+                case 0x20, 0x0A, 0x0D, 0x09: break
+                case UInt8(ascii: "\""):
+                    inString = true
+                    count += 1
+                default: count += 1
+                }
+            }
+            index += 1
+        }
+        return count
+    }
+
+    /// True when every byte sequence is well-formed UTF-8 (no overlong forms, surrogates or
+    /// code points past U+10FFFF), as RFC 8259 requires of JSON text.
+    public func isValidUTF8() -> Bool {
+        var index = 0
+        let count = bytes.count
+        while index < count {
+            let lead = bytes[index]
+            if lead < 0x80 {
+                index += 1
+                continue
+            }
+            let length: Int
+            var lowest: UInt8 = 0x80
+            var highest: UInt8 = 0xBF
+            switch lead {
+            case 0xC2...0xDF: length = 2
+            case 0xE0:
+                length = 3
+                lowest = 0xA0
+            case 0xE1...0xEC, 0xEE...0xEF: length = 3
+            case 0xED:
+                length = 3
+                highest = 0x9F
+            case 0xF0:
+                length = 4
+                lowest = 0x90
+            case 0xF1...0xF3: length = 4
+            case 0xF4:
+                length = 4
+                highest = 0x8F
+            default: return false
+            }
+            guard index + length <= count else { return false }
+            let second = bytes[index + 1]
+            guard second >= lowest && second <= highest else { return false }
+            for offset in 2..<length where bytes[index + offset] & 0xC0 != 0x80 { return false }
+            index += length
+        }
+        return true
     }
 
     // MARK: Skipping

@@ -46,6 +46,28 @@ import Testing
         for field in ["provider", "models", "transforms", "logit_bias", "seed"] { #expect(sent[field] == nil, "\(field)") }
     }
 
+    @Test func copiesWhatTheClientWroteByteForByteAndKeepsOnlyTheLastOfARepeatedKey() throws {
+        // Numbers and nesting as the client wrote them: a re-encoder would turn 1.50e-7 into
+        // 1.5e-07 and reorder nothing, but it may not change a byte of what it does not own.
+        let text = #"""
+            {"m\u006fdel": "meta-llama/llama-3.3-70b-instruct", "messages": [{"role": "user", "content": "h\u00e9"}],
+             "metadata": {"k" :  1.50e-7, "nested": [true, null]}, "user": "old", "user": "new",
+             "max_tokens": 5, "n": 2.0, "stream_options": {"include_obfuscation": false}, "provider": {"sort": "price"}}
+            """#
+        let chat = try ChatRequest(bytes: Array(text.utf8))
+        let request = OpenAIAdapter().makeRequest(chat, attempt: attempt, apiKey: nil)
+        let sent = String(buffer: request.body)
+        #expect(sent.contains(#""metadata": {"k" :  1.50e-7, "nested": [true, null]}"#), "\(sent)")
+        #expect(sent.contains(#""content": "h\u00e9""#))
+        #expect(!sent.contains("old") && !sent.contains("provider") && !sent.contains("m\\u006fdel"), "\(sent)")
+        let parsed = try body(request)
+        #expect(parsed["model"] == "meta-llama/Llama-3.3-70B-Instruct")
+        #expect(parsed["user"] == "new")
+        #expect(parsed["max_tokens"] == 5)
+        #expect(sent.contains(#""n":2"#) && !sent.contains("2.0"), "the router's reading of n, written as an integer")
+        #expect(parsed["stream_options"] == ["include_obfuscation": false, "include_usage": true])
+    }
+
     @Test func decodesChunksUsageAndDone() throws {
         var decoder = OpenAIStreamDecoder()
         let events = try decoder.decode(

@@ -42,15 +42,81 @@ func json(_ text: String) -> JSONValue {
         (#"{"model": "a/b", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}"#, "'stream'"),
         (#"{"model": "a/b", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}"#, "max_tokens"),
         (#"{"model": "a/b", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}"#, "temperature"),
+        (
+            #"{"model": "a/b", "messages": [{"role": "user", "content": "x"}], "temperature": 1e400}"#,
+            "'temperature' must be a finite number"
+        ),
+        (#"{"model": "a/b", "messages": [{"role": "user", "content": "x"}]} x"#, "not valid JSON"),
+        (#"{"model": "a/b", "messages": [{"role": "user", "content": "x"}], "n": 2, "n": 500}"#, "'n'"),
         (#"{"model": "a/b", "messages": [{"role": "user", "content": "x"}], "provider": {"sort": "vibes"}}"#, "sort"),
         (#"{"model": "a/b", "messages": [{"role": "user", "content": "x"}], "provider": {"data_collection": "maybe"}}"#, "data_collection"),
     ])
     func rejectsMalformedRequestsWithAMessageThatSaysWhy(body: String, fragment: String) {
         do {
-            _ = try ChatRequest(json: json(body))
+            _ = try ChatRequest(bytes: Array(body.utf8))
             Issue.record("accepted \(body)")
         } catch {
             #expect(error.message.contains(fragment), "\(error.message)")
+        }
+    }
+
+    @Test func aBodyThatIsNotUTF8IsRefused() {
+        var bytes = Array(#"{"model": "a/b", "messages": [{"role": "user", "content": "x"}]}"#.utf8)
+        bytes[bytes.count - 5] = 0xC0  // an overlong lead byte inside the content
+        #expect(throws: InvalidRequest("Request body is not valid UTF-8")) { try ChatRequest(bytes: bytes) }
+    }
+
+    @Test func thePromptBoundCountsDecodedTextWhateverTheKeysAndEscapesLookLike() throws {
+        let plain = try ChatRequest(bytes: Array(#"{"model": "a/b", "messages": [{"role": "user", "content": "日本語"}]}"#.utf8))
+        // What Python's json.dumps writes by default: every non-ASCII character escaped.
+        let escaped = try ChatRequest(
+            bytes: Array(#"{"model": "a/b", "messages": [{"role": "user", "content": "\u65e5\u672c\u8a9e"}]}"#.utf8))
+        #expect(escaped.prompt == plain.prompt)
+        // A key spelt with escapes is the same key to the upstream, so it counts the same.
+        let long = String(repeating: "x", count: 10_000)
+        let hidden = try ChatRequest(bytes: Array(#"{"model": "a/b", "messages": [{"role": "user", "c\u006fntent": "\#(long)"}]}"#.utf8))
+        #expect(hidden.prompt.textTokens > 10_000)
+        // Of a repeated top-level key the router reads the last, and forwards only that one.
+        let repeated = try ChatRequest(
+            bytes: Array(#"{"model": "a/b", "messages": [{"role": "user", "content": "x"}], "n": 1, "n": 3}"#.utf8))
+        #expect(repeated.choices == 3)
+    }
+
+    /// Parsers disagree on which copy of a repeated key they keep, and Go's matches keys in any
+    /// letter case: the router refuses what it could read differently from an upstream.
+    @Test(arguments: [
+        (#"{"role": "user", "content": "LONG", "content": "hi"}"#, "messages[0] has 'content' more than once"),
+        (
+            #"{"role": "user", "content": [{"type": "image_url", "type": "text", "text": "LONG"}]}"#,
+            "messages[0].content[0] has 'type' more than once"
+        ),
+        (#"{"role": "user", "content": "hi", "Content": "LONG"}"#, "messages[0].Content is not 'content'"),
+        (#"{"role": "user", "content": [{"type": "text", "text": "hi", "TEXT": "LONG"}]}"#, "messages[0].content[0].TEXT is not 'text'"),
+    ])
+    func aMessageTheRouterCouldReadOtherwiseThanTheUpstreamIsRefused(message: String, expected: String) {
+        let long = String(repeating: "x", count: 10_000)
+        let body = #"{"model": "a/b", "messages": [\#(message.replacingOccurrences(of: "LONG", with: long))]}"#
+        #expect(
+            throws: InvalidRequest(
+                expected + (expected.hasSuffix("'") && expected.contains(" is not ") ? ": field names are case-sensitive" : ""))
+        ) {
+            try ChatRequest(bytes: Array(body.utf8))
+        }
+    }
+
+    @Test func aTopLevelFieldInOtherLettersOrTooManyFieldsAreRefused() {
+        for spelling in ["Messages", "MESSAGES", #"me\u017f\u017fages"#, "meſſages"] {
+            let body = #"{"model": "a/b", "messages": [{"role": "user", "content": "hi"}], "\#(spelling)": []}"#
+            #expect(throws: InvalidRequest.self, "\(spelling)") { try ChatRequest(bytes: Array(body.utf8)) }
+        }
+        let fields = (0..<ChatRequest.maximumFields).map { #""f\#($0)": 0"# }.joined(separator: ",")
+        let crowded = #"{"model": "a/b", "messages": [{"role": "user", "content": "hi"}], \#(fields)}"#
+        #expect(throws: InvalidRequest("Request body has more than \(ChatRequest.maximumFields) fields")) {
+            try ChatRequest(bytes: Array(crowded.utf8))
+        }
+        // A field nobody reads may be spelt any way: it is the client's own.
+        #expect(throws: Never.self) {
+            try ChatRequest(bytes: Array(#"{"model": "a/b", "messages": [{"role": "user", "content": "hi"}], "X-Trace": 1}"#.utf8))
         }
     }
 

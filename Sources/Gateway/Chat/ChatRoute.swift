@@ -26,13 +26,7 @@ extension RouterAPI {
         if let region = key.pinnedRegion, region != dependencies.configuration.region {
             return try await forwardToRegion(region, request: request, body: body)
         }
-        let json: JSONValue
-        do {
-            json = try JSONParser.parse(body.readableBytesView)
-        } catch {
-            throw APIError.badRequest("Request body is not valid JSON")
-        }
-        let chat = try ChatRequest(json: json)
+        let chat = try ChatRequest(bytes: Array(body.readableBytesView))
         let idempotencyKey = request.headers[Self.idempotencyHeader].flatMap { $0.isEmpty ? nil : $0 }
         if let idempotencyKey, idempotencyKey.utf8.count > 256 {
             throw APIError.badRequest("Idempotency-Key is longer than 256 bytes")
@@ -42,7 +36,7 @@ extension RouterAPI {
         let generationID = ChatPipeline.makeGenerationID()
         if let idempotencyKey,
             let stored = try await claimIdempotencyKey(
-                idempotencyKey, key: key, generationID: generationID, request: chat, body: json)
+                idempotencyKey, key: key, generationID: generationID, request: chat)
         {
             return stored
         }
@@ -91,13 +85,12 @@ extension RouterAPI {
     /// with the key already succeeded; refuses with 409 while one is running, and with 422 when
     /// the key was used for a different request (another body or API key), as Stripe does.
     func claimIdempotencyKey(
-        _ idempotencyKey: String, key: KeyRecord, generationID: String, request: ChatRequest,
-        body: JSONValue
+        _ idempotencyKey: String, key: KeyRecord, generationID: String, request: ChatRequest
     ) async throws -> Response? {
         let ledger = dependencies.ledger
         let claimRequest = IdempotencyClaimRequest(
             account: key.accountID, key: idempotencyKey, generationID: generationID,
-            fingerprint: Self.fingerprint(apiKey: key, body: body), staleAfter: dependencies.configuration.holdTTL)
+            fingerprint: Self.fingerprint(apiKey: key, body: .object(request.parsedBody())), staleAfter: dependencies.configuration.holdTTL)
         let claim = try await pipeline.ledgerCall { try await ledger.claimIdempotencyKey(claimRequest) }
         switch claim {
         case .claimed:
