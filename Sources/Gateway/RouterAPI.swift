@@ -101,8 +101,11 @@ public struct RouterAPI: Sendable {
             return JSONResponse.make(body)
         }
         api.get("/providers") { _, _ in JSONResponse.make(catalogResponses.providers) }
-        api.authenticated(.inferenceKey, by: authenticator)
-            .post("/chat/completions") { request, context in try await chatCompletions(request, context: context) }
+        let inference = api.authenticated(.inferenceKey, by: authenticator)
+        inference.post("/chat/completions") { request, context in try await chatCompletions(request, context: context) }
+        inference.post("/completions") { request, context in
+            try await serveChat(request, context: context, surface: LegacyCompletionsSurface())
+        }
         let account = api.authenticated(.anyKey, by: authenticator)
         account.get("/key") { _, context in try await keyInfo(context.key) }
         account.get("/auth/key") { _, context in try await keyInfo(context.key) }

@@ -303,7 +303,7 @@ private struct BodyFields {
             }
         }
 
-        provider = try ProviderPreferences(json: value(.provider).map(scanner.value))
+        provider = try ProviderPreferences(json: value(.provider).map(scanner.exactValue))
         reasoning = try ReasoningRequest(
             reasoning: value(.reasoning).map(scanner.value), effort: value(.reasoningEffort).map(scanner.value),
             include: value(.includeReasoning).map(scanner.value))
@@ -463,6 +463,10 @@ public struct ProviderPreferences: Sendable, Hashable {
 
     public init() {}
 
+    /// The largest `max_price` a client may write, USD per million tokens: anything above it
+    /// would be no ceiling at all.
+    static let maximumPrice = ExactDecimal("1e30")!
+
     public init(json: JSONValue?) throws(InvalidRequest) {
         guard let json, !json.isNull else { return }
         guard let object = json.objectValue else { throw InvalidRequest("'provider' must be an object") }
@@ -512,7 +516,9 @@ public struct ProviderPreferences: Sendable, Hashable {
             guard let value = object[key], !value.isNull else { return nil }
             // A number means p50; of a percentile object, p50 is the one this node tracks.
             let number = value.numericValue ?? value["p50"]?.numericValue
-            guard let number, number >= 0 else { throw InvalidRequest("'provider.\(key)' must be a number or {p50: number}") }
+            guard let number, number >= 0, number.isFinite else {
+                throw InvalidRequest("'provider.\(key)' must be a finite number ≥ 0 or {p50: number}")
+            }
             return number
         }
         preferredMinThroughput = try threshold("preferred_min_throughput")
@@ -521,8 +527,10 @@ public struct ProviderPreferences: Sendable, Hashable {
             guard let prices = value.objectValue else { throw InvalidRequest("'provider.max_price' must be an object") }
             func price(_ key: String) throws(InvalidRequest) -> ExactDecimal? {
                 guard let field = prices[key], !field.isNull else { return nil }
-                guard let text = field.decimalText, let decimal = ExactDecimal(text), decimal.significand >= 0 else {
-                    throw InvalidRequest("'provider.max_price.\(key)' must be a non-negative number")
+                guard let text = field.decimalText, let decimal = ExactDecimal(text), decimal.significand >= 0,
+                    !decimal.isGreater(than: ProviderPreferences.maximumPrice)
+                else {
+                    throw InvalidRequest("'provider.max_price.\(key)' must be a number from 0 to 1e30 (USD per million tokens)")
                 }
                 return decimal
             }

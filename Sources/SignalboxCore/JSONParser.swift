@@ -40,8 +40,14 @@ public enum JSONParser {
         return try result.get()
     }
 
-    static func parse(buffer: UnsafeRawBufferPointer) -> Result<JSONValue, JSONParseError> {
-        var reader = Reader(bytes: buffer)
+    /// Parses with numbers that are not integers kept as their text (`.decimal`), for values
+    /// that are money: `0.1` stays one tenth, not the nearest binary fraction.
+    public static func parseExact(_ buffer: UnsafeRawBufferPointer) throws(JSONParseError) -> JSONValue {
+        try parse(buffer: buffer, exactNumbers: true).get()
+    }
+
+    static func parse(buffer: UnsafeRawBufferPointer, exactNumbers: Bool = false) -> Result<JSONValue, JSONParseError> {
+        var reader = Reader(bytes: buffer, exactNumbers: exactNumbers)
         do throws(JSONParseError) {
             reader.skipWhitespace()
             let value = try reader.value(depth: 0)
@@ -55,6 +61,8 @@ public enum JSONParser {
 
     struct Reader {
         let bytes: UnsafeRawBufferPointer
+        /// Numbers with a fraction or exponent become `.decimal(text)` instead of `.double`.
+        var exactNumbers = false
         var index = 0
 
         func fail(_ reason: String) -> JSONParseError { JSONParseError(offset: index, reason: reason) }
@@ -258,6 +266,7 @@ public enum JSONParser {
             }
             let text = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)
             if integral, let value = Int64(text) { return .int(value) }
+            if exactNumbers { return .decimal(text) }
             guard let value = Double(text) else { throw fail("invalid number") }
             return .double(value)
         }

@@ -116,6 +116,11 @@ public struct JSONScanner {
         (try? JSONParser.parse(buffer: UnsafeRawBufferPointer(rebasing: bytes[range])).get()) ?? .null
     }
 
+    /// As `value(_:)`, with numbers that are not integers kept as their text (`.decimal`): for money.
+    public func exactValue(_ range: Range<Int>) -> JSONValue {
+        (try? JSONParser.parse(buffer: UnsafeRawBufferPointer(rebasing: bytes[range]), exactNumbers: true).get()) ?? .null
+    }
+
     /// The number at `range` as an `Int` when it is one exactly (`7`, `7.0`, `7e0`), as
     /// `JSONValue.intValue` reads it; nil for another kind or a number with a fraction.
     public func integer(_ range: Range<Int>) -> Int? {

@@ -85,7 +85,11 @@ public struct ExactDecimal: Sendable, Hashable {
     public var significand: Int128
     public var fractionDigits: Int
 
-    /// Accepts `[-]digits[.digits]`; at most 30 fractional digits.
+    /// The most fractional digits kept: digits past the 36th are dropped (rounded toward zero).
+    public static let maximumFractionDigits = 36
+
+    /// Accepts every JSON number form, `[-]digits[.digits][(e|E)[+|-]digits]` (`0.15`, `1e-07`,
+    /// `1E3`, `2.50`, `-0.0`), as long as the value fits in 38 significant digits once scaled.
     public init?(_ text: String) {
         var bytes = Substring(text).utf8[...]
         var negative = false
@@ -97,7 +101,16 @@ public struct ExactDecimal: Sendable, Hashable {
         var value: Int128 = 0
         var fraction = -1
         var digits = 0
-        for byte in bytes {
+        var exponent = 0
+        var index = bytes.startIndex
+        while index < bytes.endIndex {
+            let byte = bytes[index]
+            if byte == UInt8(ascii: "e") || byte == UInt8(ascii: "E") {
+                guard let parsed = Self.exponent(bytes[bytes.index(after: index)...]) else { return nil }
+                exponent = parsed
+                break
+            }
+            bytes.formIndex(after: &index)
             if byte == UInt8(ascii: ".") {
                 guard fraction < 0 else { return nil }
                 fraction = 0
@@ -110,9 +123,53 @@ public struct ExactDecimal: Sendable, Hashable {
             digits += 1
             if fraction >= 0 { fraction += 1 }
         }
-        guard digits > 0, fraction != 0, fraction <= 30 else { return nil }
+        guard digits > 0, fraction != 0 else { return nil }
+        var scale = max(fraction, 0) - exponent
+        while scale < 0 {
+            let (product, overflow) = value.multipliedReportingOverflow(by: 10)
+            guard !overflow else { return nil }
+            value = product
+            scale += 1
+        }
+        while scale > Self.maximumFractionDigits {
+            value /= 10
+            scale -= 1
+        }
         significand = negative ? -value : value
-        fractionDigits = max(fraction, 0)
+        fractionDigits = scale
+    }
+
+    /// True when this number is larger than `other`, whatever their fraction digits.
+    public func isGreater(than other: ExactDecimal) -> Bool {
+        var (left, right) = (significand, other.significand)
+        var (leftDigits, rightDigits) = (fractionDigits, other.fractionDigits)
+        // Scaled to the same fraction digits; a side that outgrows 128 bits is the larger in magnitude.
+        while leftDigits < rightDigits {
+            let (product, overflow) = left.multipliedReportingOverflow(by: 10)
+            if overflow { return left > 0 }
+            (left, leftDigits) = (product, leftDigits + 1)
+        }
+        while rightDigits < leftDigits {
+            let (product, overflow) = right.multipliedReportingOverflow(by: 10)
+            if overflow { return right < 0 }
+            (right, rightDigits) = (product, rightDigits + 1)
+        }
+        return left > right
+    }
+
+    /// A signed exponent of at most four digits (a larger one cannot scale a value that fits).
+    private static func exponent(_ bytes: Substring.UTF8View.SubSequence) -> Int? {
+        var rest = bytes
+        var negative = false
+        if rest.first == UInt8(ascii: "+") || rest.first == UInt8(ascii: "-") {
+            negative = rest.first == UInt8(ascii: "-")
+            rest = rest.dropFirst()
+        }
+        guard !rest.isEmpty, rest.count <= 4, rest.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) else {
+            return nil
+        }
+        let value = rest.reduce(0) { $0 * 10 + Int($1 - UInt8(ascii: "0")) }
+        return negative ? -value : value
     }
 }
 

@@ -333,12 +333,16 @@ public struct RoutingPlanner: Sendable {
         // USD/M → atto-USD per token: × 1e18 / 1e6 = × 1e12, then undo the decimal's fraction digits.
         var exponent = 12 - ceilingPerMillion.fractionDigits
         while exponent > 0 {
-            ceilingAttos *= 10
+            let (product, overflow) = ceilingAttos.multipliedReportingOverflow(by: 10)
+            if overflow { return false }  // a ceiling past 10^38 atto-USD is no ceiling
+            ceilingAttos = product
             exponent -= 1
         }
         var price = price.attos
         while exponent < 0 {
-            price *= 10
+            let (product, overflow) = price.multipliedReportingOverflow(by: 10)
+            if overflow { return true }  // the price outgrew every ceiling a decimal can write
+            price = product
             exponent += 1
         }
         return price > ceilingAttos

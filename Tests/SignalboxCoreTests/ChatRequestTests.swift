@@ -135,4 +135,37 @@ func json(_ text: String) -> JSONValue {
         #expect(preferences.sort == .price)
         #expect(preferences.maxCompletionPerMillion == ExactDecimal("2.5"))
     }
+
+    /// Every JSON number form a client's library may write — Python's json.dumps writes 1e-07
+    /// for 0.0000001 — is the exact decimal it means; what no decimal can mean is a 400.
+    @Test(arguments: [
+        ("1e-07", "1", 7), ("0.0000001", "1", 7), ("0.00001", "1", 5), ("1e16", "10000000000000000", 0),
+        ("1E3", "1000", 0), ("2.50", "250", 2), ("-0.0", "0", 1), ("1.5e-3", "15", 4), ("1e-400", "0", 36),
+        ("\"1e-07\"", "1", 7), ("0.1", "1", 1),
+    ])
+    func maxPriceTakesEveryNumberForm(text: String, significand: String, fractionDigits: Int) throws {
+        let request = try ChatRequest(
+            bytes: Array(
+                #"{"model": "a/b", "messages": [{"role": "user", "content": "x"}], "provider": {"max_price": {"prompt": \#(text)}}}"#.utf8))
+        let price = try #require(request.provider.maxPromptPerMillion)
+        #expect(price.significand == Int128(significand)! && price.fractionDigits == fractionDigits, "\(price)")
+    }
+
+    @Test(arguments: ["1e31", "1e400", "-1e-07", "99999999999999999999999999999999999999999", "\"cheap\"", "true"])
+    func maxPriceOutOfRangeIsA400NamingTheField(text: String) {
+        let body = #"{"model": "a/b", "messages": [{"role": "user", "content": "x"}], "provider": {"max_price": {"completion": \#(text)}}}"#
+        #expect(throws: InvalidRequest("'provider.max_price.completion' must be a number from 0 to 1e30 (USD per million tokens)")) {
+            try ChatRequest(bytes: Array(body.utf8))
+        }
+    }
+
+    @Test func integerFieldsTakeIntegerValuedNumbersInAnyForm() throws {
+        let body = #"{"model": "a/b", "messages": [{"role": "user", "content": "x"}], "max_tokens": 1e3, "n": 2.0}"#
+        let request = try ChatRequest(bytes: Array(body.utf8))
+        #expect(request.maxTokens == 1000 && request.choices == 2)
+        for (field, value) in [("max_tokens", "1e-07"), ("max_tokens", "2.5"), ("n", "1e400")] {
+            let bad = #"{"model": "a/b", "messages": [{"role": "user", "content": "x"}], "\#(field)": \#(value)}"#
+            #expect(throws: InvalidRequest.self, "\(field): \(value)") { try ChatRequest(bytes: Array(bad.utf8)) }
+        }
+    }
 }

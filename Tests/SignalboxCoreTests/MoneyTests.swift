@@ -10,8 +10,17 @@ import Testing
         #expect(Money(nanos: 14_000).decimalString == "0.000014")
     }
 
-    @Test func rejectsAnythingThatIsNotAPlainDecimal() {
-        for text in ["", "1e3", "1.2.3", "abc", "0.0000000001", "1,5", "."] {
+    @Test func readsEveryJSONNumberFormExactly() {
+        // What JSON libraries write for amounts: exponents, either case, a sign on the exponent.
+        #expect(Money(decimal: "1e3")?.nanos == 1_000_000_000_000)
+        #expect(Money(decimal: "2.5E-3")?.nanos == 2_500_000)
+        #expect(Money(decimal: "1e-09")?.nanos == 1)
+        #expect(Money(decimal: "1.5e+1")?.decimalString == "15")
+        #expect(Money(decimal: "-0.0")?.nanos == 0)
+    }
+
+    @Test func rejectsAnythingThatIsNotADecimalNumber() {
+        for text in ["", "1.2.3", "abc", "0.0000000001", "1e-10", "1,5", ".", "1e", "e3", "1e+", "1e99999", "0x10", "1.e3"] {
             #expect(Money(decimal: text) == nil, "\(text)")
         }
     }

@@ -106,6 +106,14 @@ struct SplitMix64: RandomNumberGenerator {
     @Test func maxPriceIsPerMillionTokens() throws {
         // $0.5/M prompt and $1/M completion admit beta/turbo ($0.5, $1) and gamma ($0.2, $0.4).
         #expect(try Fixture.tags(#", "provider": {"max_price": {"prompt": 0.5, "completion": 1}}"#) == ["beta/turbo", "gamma"])
+        // The same ceilings in the forms other JSON libraries write them.
+        #expect(try Fixture.tags(#", "provider": {"max_price": {"prompt": 5e-1, "completion": 1E0}}"#) == ["beta/turbo", "gamma"])
+        // A ceiling far above every price admits everything; one far below, nothing paid
+        // (scaling either to atto-dollars overflows 128 bits: that must not trap).
+        #expect(try Fixture.tags(#", "provider": {"max_price": {"prompt": "999999999999999999999999999999"}}"#).count == 4)
+        #expect(throws: PlanningError.self) {
+            try Fixture.tags(#", "provider": {"max_price": {"prompt": 1e-36, "completion": 1e-36}}"#)
+        }
     }
 
     @Test func maxTokensBeyondAnEndpointsOutputCapSkipsIt() throws {

@@ -16,6 +16,11 @@ extension RouterAPI {
     // MARK: Chat completions
 
     func chatCompletions(_ request: Request, context: AuthenticatedRequestContext) async throws -> Response {
+        try await serveChat(request, context: context, surface: ChatCompletionsSurface())
+    }
+
+    /// Runs a request of any surface on the chat pipeline (see `ChatSurface`).
+    func serveChat(_ request: Request, context: AuthenticatedRequestContext, surface: some ChatSurface) async throws -> Response {
         let key = context.key
         let body: ByteBuffer
         do {
@@ -26,7 +31,7 @@ extension RouterAPI {
         if let region = key.pinnedRegion, region != dependencies.configuration.region {
             return try await forwardToRegion(region, request: request, body: body)
         }
-        let chat = try ChatRequest(bytes: Array(body.readableBytesView))
+        let chat = try surface.chatRequest(from: body)
         let idempotencyKey = request.headers[Self.idempotencyHeader].flatMap { $0.isEmpty ? nil : $0 }
         if let idempotencyKey, idempotencyKey.utf8.count > 256 {
             throw APIError.badRequest("Idempotency-Key is longer than 256 bytes")
@@ -36,7 +41,7 @@ extension RouterAPI {
         let generationID = ChatPipeline.makeGenerationID()
         if let idempotencyKey,
             let stored = try await claimIdempotencyKey(
-                idempotencyKey, key: key, generationID: generationID, request: chat)
+                idempotencyKey, key: key, generationID: generationID, request: chat, surface: surface)
         {
             return stored
         }
@@ -53,19 +58,19 @@ extension RouterAPI {
             }
             throw error
         }
-        if chat.stream { return streamResponse(prepared) }
+        if chat.stream { return streamResponse(prepared, translator: surface.makeStream()) }
 
         switch await runWatchingClient(prepared, channel: context.channel) {
         case .success(let result, let cost):
             return JSONResponse.make(
-                ChatResponses.completion(prepared, result: result, cost: cost),
+                surface.response(to: ChatResponses.completion(prepared, result: result, cost: cost)),
                 headers: [Self.generationHeader: prepared.generationID])
         case .failure(let error, _):
-            var response = error.jsonResponse()
+            var response = surface.errorResponse(error)
             response.headers[Self.generationHeader] = prepared.generationID
             return response
         case .cancelled:
-            return APIError(status: 499, message: "Client closed the request").jsonResponse()
+            return surface.errorResponse(APIError(status: 499, message: "Client closed the request"))
         }
     }
 
@@ -85,7 +90,7 @@ extension RouterAPI {
     /// with the key already succeeded; refuses with 409 while one is running, and with 422 when
     /// the key was used for a different request (another body or API key), as Stripe does.
     func claimIdempotencyKey(
-        _ idempotencyKey: String, key: KeyRecord, generationID: String, request: ChatRequest
+        _ idempotencyKey: String, key: KeyRecord, generationID: String, request: ChatRequest, surface: some ChatSurface
     ) async throws -> Response? {
         let ledger = dependencies.ledger
         let claimRequest = IdempotencyClaimRequest(
@@ -107,7 +112,10 @@ extension RouterAPI {
                 metadata: ["error_type": "idempotency_key_reused", "generation_id": .string(generationID)])
         case .completed(let generationID, let stored):
             let completion = (try? JSONParser.parse(stored)) ?? [:]
-            var response = request.stream ? ChatResponses.replayStream(completion) : JSONResponse.make(completion)
+            var response =
+                request.stream
+                ? ChatResponses.replayStream(completion, translator: surface.makeStream())
+                : JSONResponse.make(surface.response(to: completion))
             response.headers[Self.generationHeader] = generationID
             response.headers[Self.idempotencyHeader] = idempotencyKey
             return response

@@ -22,10 +22,14 @@ extension RouterAPI {
     /// The pipeline runs in an `async let` beside the writer, and the processing comments come
     /// from a tick on the shared `watch`: one child task per stream, where a task group with a
     /// ticker task cost a second task and the group's own allocation for as long as it is open.
-    func streamResponse(_ prepared: PreparedChat) -> Response {
+    ///
+    /// With a `translator` (a surface other than chat completions), every chat event passes
+    /// through it on its way to the client, and its `keepAlive` replaces the processing comment.
+    func streamResponse(_ prepared: PreparedChat, translator: (any SurfaceStream)? = nil) -> Response {
         let pipeline = self.pipeline
         let keepAlive = dependencies.configuration.keepAliveInterval
-        let header = ChatResponses.processing
+        let header = translator?.keepAlive ?? ChatResponses.processing
+        let translation = translator.map { NIOLockedValueBox($0) }
         return Response(
             status: .ok,
             headers: [.contentType: "text/event-stream", .cacheControl: "no-cache", Self.generationHeader: prepared.generationID],
@@ -52,7 +56,8 @@ extension RouterAPI {
                 }
                 defer { pipeline.watch.cancel(ticker) }
                 async let produced: Void = Self.produce(
-                    prepared, pipeline: pipeline, into: events, firstData: { nextComment.withLockedValue { $0 = nil } })
+                    prepared, pipeline: pipeline, into: events, translation: translation,
+                    firstData: { nextComment.withLockedValue { $0 = nil } })
                 do {
                     while let bytes = await events.next() { try await writer.write(bytes) }
                 } catch {
@@ -70,13 +75,19 @@ extension RouterAPI {
     /// Runs a streamed request, sending its events into `events` and finishing it.
     @inline(never)  // the stream's child task starts with this small frame, not the pipeline's
     static func produce(
-        _ prepared: PreparedChat, pipeline: ChatPipeline, into events: EventPipe, firstData: @escaping @Sendable () -> Void
+        _ prepared: PreparedChat, pipeline: ChatPipeline, into events: EventPipe,
+        translation: NIOLockedValueBox<any SurfaceStream>?, firstData: @escaping @Sendable () -> Void
     ) async {
+        @Sendable func send(_ bytes: ByteBuffer) {
+            guard let translation else { return events.send(bytes) }
+            let translated = translation.withLockedValue { $0.translate(bytes) }
+            if translated.readableBytes > 0 { events.send(translated) }
+        }
         let outcome = await pipeline.run(prepared) { bytes in
             firstData()
-            events.send(bytes)
+            send(bytes)
         }
-        for buffer in ChatResponses.closingEvents(outcome, prepared: prepared) { events.send(buffer) }
+        for buffer in ChatResponses.closingEvents(outcome, prepared: prepared) { send(buffer) }
         events.finish()
     }
 }

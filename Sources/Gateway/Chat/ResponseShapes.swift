@@ -48,7 +48,7 @@ enum ChatResponses {
 
     /// A stored completion, streamed as if it were new: its message in one chunk, the finish
     /// chunk, the usage chunk and `[DONE]`.
-    static func replayStream(_ completion: JSONValue) -> Response {
+    static func replayStream(_ completion: JSONValue, translator: (any SurfaceStream)? = nil) -> Response {
         var common: JSONObject = ["object": "chat.completion.chunk"]
         for field in ["id", "provider", "model", "created", "system_fingerprint"] { common[field] = completion[field] }
         var events: [ByteBuffer] = [processing]
@@ -80,6 +80,12 @@ enum ChatResponses {
         events.append(done)
         var body = ByteBuffer()
         for var event in events { body.writeBuffer(&event) }
+        if var translator {
+            var translated = translator.keepAlive
+            var rest = translator.translate(body)
+            translated.writeBuffer(&rest)
+            body = translated
+        }
         return Response(
             status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"],
             body: .init(byteBuffer: body))

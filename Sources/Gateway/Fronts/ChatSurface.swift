@@ -1,0 +1,59 @@
+import Hummingbird
+import NIOCore
+import Providers
+import SignalboxCore
+
+/// A client-facing API that runs on the chat pipeline: chat completions itself, legacy
+/// completions, and the other fronts. Its request becomes a `ChatRequest`, and the pipeline's
+/// OpenAI chat answer — a `chat.completion`, or a stream of chunks — becomes the surface's own
+/// response. Routing, every `provider` preference, failover, reservations, settlement,
+/// `Idempotency-Key`, `X-Generation-Id` and key limits apply unchanged, because they only ever
+/// see the chat request.
+protocol ChatSurface: Sendable {
+    /// Reads the client's body. An `InvalidRequest` is a 400 in the surface's error shape.
+    func chatRequest(from body: ByteBuffer) throws(InvalidRequest) -> ChatRequest
+    /// The non-streamed answer, from the pipeline's `chat.completion`.
+    func response(to completion: JSONValue) -> JSONValue
+    /// A translator for one streamed answer; nil when the chat stream is the answer.
+    func makeStream() -> (any SurfaceStream)?
+    /// An error as this surface's clients expect it.
+    func errorResponse(_ error: APIError) -> Response
+}
+
+/// Turns one streamed chat answer — OpenAI `chat.completion.chunk` events, the closing usage
+/// chunk (or error chunk) and `[DONE]`, exactly as a chat client gets them — into a surface's events.
+protocol SurfaceStream: Sendable {
+    /// Sent at once, before anything runs (so before any failover), and while waiting for the
+    /// first token every few seconds.
+    var keepAlive: ByteBuffer { get }
+    /// The surface's events for whole chat SSE events (possibly several, possibly none).
+    mutating func translate(_ chatEvents: ByteBuffer) -> ByteBuffer
+}
+
+/// `POST /api/v1/chat/completions`: the pipeline's own language.
+struct ChatCompletionsSurface: ChatSurface {
+    func chatRequest(from body: ByteBuffer) throws(InvalidRequest) -> ChatRequest {
+        try ChatRequest(bytes: Array(body.readableBytesView))
+    }
+
+    func response(to completion: JSONValue) -> JSONValue { completion }
+
+    func makeStream() -> (any SurfaceStream)? { nil }
+
+    func errorResponse(_ error: APIError) -> Response { error.jsonResponse() }
+}
+
+extension SurfaceStream {
+    /// Each chat event in `bytes`, parsed: `nil` for `[DONE]`. Events that are not JSON (none
+    /// are sent) are skipped.
+    static func chatEvents(_ bytes: ByteBuffer) -> [JSONValue?] {
+        var parser = SSEParser()
+        var events = (try? parser.feed(bytes)) ?? []
+        if let last = parser.finish() { events.append(last) }
+        return events.compactMap { event -> JSONValue?? in
+            if event.data == "[DONE]" { return .some(nil) }
+            guard let value = try? JSONParser.parse(event.data) else { return .none }
+            return .some(value)
+        }
+    }
+}
