@@ -41,28 +41,34 @@ struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
             return try await next(request, context)
-        } catch let error as APIError {
-            return error.jsonResponse()
-        } catch let error as InvalidRequest {
-            return APIError.badRequest(error.message).jsonResponse()
-        } catch let error as HTTPError {
-            if error.status == .notFound, let allowed = routes.allowedMethods(for: request.uri.path) {
-                var apiError = APIError(status: 405, message: "Method \(request.method) is not allowed on \(request.uri.path)")
+        } catch {
+            var apiError = Self.apiError(for: error, request: request, context: context)
+            if apiError.statusCode == 404, error is HTTPError, let allowed = routes.allowedMethods(for: request.uri.path) {
+                apiError = APIError(status: 405, message: "Method \(request.method) is not allowed on \(request.uri.path)")
                 apiError.headers = [("Allow", allowed.map(\.rawValue).sorted().joined(separator: ", "))]
-                return apiError.jsonResponse()
             }
+            return apiError.jsonResponse()
+        }
+    }
+
+    /// The router error any thrown error stands for, whatever shape a surface then gives it.
+    static func apiError(for error: any Error, request: Request, context: Context) -> APIError {
+        switch error {
+        case let error as APIError: return error
+        case let error as InvalidRequest: return APIError.badRequest(error.message)
+        case let error as HTTPError:
             let message: String =
                 switch error.status.code {
                 case 404: "Not found: \(request.method) \(request.uri.path)"
                 case 413: "Request body is too large"
                 default: error.body ?? error.status.reasonPhrase
                 }
-            return APIError(status: error.status.code, message: message).jsonResponse()
-        } catch let error as any HTTPResponseError {
-            return APIError(status: error.status.code, message: error.status.reasonPhrase).jsonResponse()
-        } catch {
+            return APIError(status: error.status.code, message: message)
+        case let error as any HTTPResponseError:
+            return APIError(status: error.status.code, message: error.status.reasonPhrase)
+        default:
             context.logger.error("unhandled error", metadata: ["error": "\(error)"])
-            return APIError.internalError().jsonResponse()
+            return APIError.internalError()
         }
     }
 }

@@ -1,3 +1,4 @@
+import HTTPTypes
 import Hummingbird
 import SignalboxCore
 
@@ -17,9 +18,16 @@ struct KeyAuthentication: RouterMiddleware {
     typealias Context = GatewayRequestContext
     let authenticator: KeyAuthenticator
     let requirement: KeyRequirement
+    /// Also read the key from `x-api-key` when there is no `Authorization` header, as Anthropic
+    /// clients send it.
+    var acceptsAPIKeyHeader = false
+
+    static let apiKeyHeader = HTTPField.Name("x-api-key")!
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        let key = try await authenticator.authenticate(authorization: request.headers[.authorization])
+        var authorization = request.headers[.authorization]
+        if authorization == nil, acceptsAPIKeyHeader, let key = request.headers[Self.apiKeyHeader] { authorization = "Bearer \(key)" }
+        let key = try await authenticator.authenticate(authorization: authorization)
         switch requirement {
         case .anyKey: break
         case .inferenceKey:
@@ -35,9 +43,14 @@ struct KeyAuthentication: RouterMiddleware {
 
 extension RouterMethods where Context == GatewayRequestContext {
     /// A group whose routes run only for keys that meet `requirement`, and see the key in their context.
-    func authenticated(_ requirement: KeyRequirement, by authenticator: KeyAuthenticator) -> RouterGroup<AuthenticatedRequestContext> {
+    func authenticated(
+        _ requirement: KeyRequirement, by authenticator: KeyAuthenticator, acceptingAPIKeyHeader: Bool = false
+    ) -> RouterGroup<AuthenticatedRequestContext> {
         group()
-            .add(middleware: KeyAuthentication(authenticator: authenticator, requirement: requirement))
+            .add(
+                middleware: KeyAuthentication(
+                    authenticator: authenticator, requirement: requirement, acceptsAPIKeyHeader: acceptingAPIKeyHeader)
+            )
             .group(context: AuthenticatedRequestContext.self)
     }
 }

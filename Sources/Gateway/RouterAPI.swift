@@ -106,6 +106,16 @@ public struct RouterAPI: Sendable {
         inference.post("/completions") { request, context in
             try await serveChat(request, context: context, surface: LegacyCompletionsSurface())
         }
+        // Anthropic's Messages API: its errors, authentication's included, in Anthropic's shape.
+        let messages = api.group()
+            .add(middleware: AnthropicErrorMiddleware<GatewayRequestContext>())
+            .authenticated(.inferenceKey, by: authenticator, acceptingAPIKeyHeader: true)
+        let anthropic = AnthropicMessagesSurface(catalog: dependencies.catalog)
+        messages.post("/messages") { request, context in try await serveChat(request, context: context, surface: anthropic) }
+        messages.post("/messages/count_tokens") { request, _ in
+            let body = try await request.body.collect(upTo: dependencies.configuration.maxBodyBytes)
+            return JSONResponse.make(try anthropic.countTokens(body))
+        }
         let account = api.authenticated(.anyKey, by: authenticator)
         account.get("/key") { _, context in try await keyInfo(context.key) }
         account.get("/auth/key") { _, context in try await keyInfo(context.key) }

@@ -60,6 +60,19 @@ class Node:
     def sim_stats(self):
         return self.sim_request("GET", "/_sim/stats")["providers"]
 
+    def admin_post(self, path, body):
+        req = urllib.request.Request(self.api + path, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Authorization": f"Bearer {self.admin_key}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read())
+
+    def funded_key(self, name, credits="1"):
+        """A key on an account of its own with `credits` USD granted: for suites that would
+        otherwise spend the shared demo account's small balance."""
+        account = self.admin_post("/admin/accounts", {"name": name})["id"]
+        self.admin_post("/admin/credits", {"account": account, "amount": credits, "kind": "grant"})
+        return self.admin_post("/keys", {"name": name, "account": account})["key"]
+
     def get(self, path, key=None):
         req = urllib.request.Request(self.api + path, headers={"Authorization": f"Bearer {key or self.demo_key}"})
         with urllib.request.urlopen(req, timeout=10) as r:

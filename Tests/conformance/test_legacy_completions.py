@@ -7,14 +7,19 @@ import pytest
 PROMPT = "Say hello to the legacy completions suite"
 
 
+@pytest.fixture(scope="module")
+def key(node):
+    return node.funded_key("legacy-completions")
+
+
 @pytest.fixture
-def client(node):
-    return openai.OpenAI(base_url=node.api, api_key=node.demo_key, max_retries=0)
+def client(node, key):
+    return openai.OpenAI(base_url=node.api, api_key=key, max_retries=0)
 
 
 @pytest.mark.parametrize("model", ["openai/gpt-4o-mini", "anthropic/claude-sonnet-4", "google/gemini-2.5-flash"])
-def test_a_prompt_gets_the_text_the_chat_route_gives_and_is_billed_once(client, node, model):
-    before = node.get("/key")["data"]["usage"]
+def test_a_prompt_gets_the_text_the_chat_route_gives_and_is_billed_once(client, key, node, model):
+    before = node.get("/key", key)["data"]["usage"]
     raw = client.completions.with_raw_response.create(model=model, prompt=PROMPT, max_tokens=30)
     completion = raw.parse()
     chat = client.chat.completions.create(model=model, messages=[{"role": "user", "content": PROMPT}], max_tokens=30)
@@ -24,10 +29,10 @@ def test_a_prompt_gets_the_text_the_chat_route_gives_and_is_billed_once(client, 
     assert completion.choices[0].text and completion.choices[0].text == chat.choices[0].message.content
     assert completion.choices[0].finish_reason in ("stop", "length")
     assert completion.usage.prompt_tokens > 0 and completion.usage.completion_tokens > 0
-    record = node.get(f"/generation?id={completion.id}")["data"]
+    record = node.get(f"/generation?id={completion.id}", key)["data"]
     cost = completion.usage.model_extra["cost"]
     assert cost > 0 and record["total_cost"] == pytest.approx(cost)
-    charged = node.get("/key")["data"]["usage"] - before
+    charged = node.get("/key", key)["data"]["usage"] - before
     assert charged == pytest.approx(cost + chat.usage.model_extra["cost"])
 
 
@@ -51,9 +56,9 @@ def test_several_choices_come_back_indexed(client):
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_a_failing_provider_is_invisible_and_the_serving_one_is_charged(client, node, stream):
+def test_a_failing_provider_is_invisible_and_the_serving_one_is_charged(client, key, node, stream):
     node.fault(provider="openai", kind="status", status=503)
-    before = node.get("/key")["data"]["usage"]
+    before = node.get("/key", key)["data"]["usage"]
     ask = dict(model="openai/gpt-4o-mini", prompt=PROMPT, max_tokens=20, extra_body={"provider": {"order": ["openai", "azure"]}})
     if stream:
         chunks = list(client.completions.create(stream=True, stream_options={"include_usage": True}, **ask))
@@ -63,9 +68,9 @@ def test_a_failing_provider_is_invisible_and_the_serving_one_is_charged(client, 
         reply = client.completions.create(**ask)
         text, generation, usage, provider = reply.choices[0].text, reply.id, reply.usage, reply.model_extra["provider"]
     assert text and provider == "Azure"
-    record = node.get(f"/generation?id={generation}")["data"]
+    record = node.get(f"/generation?id={generation}", key)["data"]
     assert [r["tag"] for r in record["provider_responses"]] == ["openai", "azure"]
-    charged = node.get("/key")["data"]["usage"] - before
+    charged = node.get("/key", key)["data"]["usage"] - before
     assert charged == pytest.approx(usage.model_extra["cost"])
     # Azure's list price for gpt-4o-mini: $0.15/M prompt, $0.60/M completion
     assert charged == pytest.approx(usage.prompt_tokens * 0.15e-6 + usage.completion_tokens * 0.6e-6)
@@ -81,19 +86,19 @@ def test_a_failing_provider_is_invisible_and_the_serving_one_is_charged(client, 
     ({"model": "openai/gpt-4o-mini", "prompt": "x", "max_tokens": 1e-07}, "'max_tokens'"),
     ({"model": "nobody/no-such-model", "prompt": "x"}, "not a valid model"),
 ])
-def test_bad_input_is_a_400_in_the_openai_shape_and_charges_nothing(node, body, fragment):
+def test_bad_input_is_a_400_in_the_openai_shape_and_charges_nothing(node, key, body, fragment):
     import json
     import urllib.error
     import urllib.request
-    before = node.get("/key")["data"]["usage"]
+    before = node.get("/key", key)["data"]["usage"]
     request = urllib.request.Request(node.api + "/completions", data=json.dumps(body).encode(), method="POST",
-                                     headers={"Authorization": f"Bearer {node.demo_key}", "Content-Type": "application/json"})
+                                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
     with pytest.raises(urllib.error.HTTPError) as error:
         urllib.request.urlopen(request, timeout=10)
     assert error.value.code == 400
     answer = json.loads(error.value.read())
     assert fragment in answer["error"]["message"] and answer["error"]["code"] == 400
-    assert node.get("/key")["data"]["usage"] == before
+    assert node.get("/key", key)["data"]["usage"] == before
 
 
 def test_a_bad_key_is_an_authentication_error(node):

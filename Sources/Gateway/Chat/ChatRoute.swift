@@ -58,7 +58,9 @@ extension RouterAPI {
             }
             throw error
         }
-        if chat.stream { return streamResponse(prepared, translator: surface.makeStream()) }
+        if chat.stream {
+            return streamResponse(prepared, translator: surface.makeStream(generationID: generationID, model: chat.requestedModel))
+        }
 
         switch await runWatchingClient(prepared, channel: context.channel) {
         case .success(let result, let cost):
@@ -114,7 +116,9 @@ extension RouterAPI {
             let completion = (try? JSONParser.parse(stored)) ?? [:]
             var response =
                 request.stream
-                ? ChatResponses.replayStream(completion, translator: surface.makeStream())
+                ? ChatResponses.replayStream(
+                    completion,
+                    translator: surface.makeStream(generationID: generationID, model: completion["model"]?.stringValue ?? ""))
                 : JSONResponse.make(surface.response(to: completion))
             response.headers[Self.generationHeader] = generationID
             response.headers[Self.idempotencyHeader] = idempotencyKey

@@ -29,13 +29,14 @@ extension RouterAPI {
         let pipeline = self.pipeline
         let keepAlive = dependencies.configuration.keepAliveInterval
         let header = translator?.keepAlive ?? ChatResponses.processing
+        let opening = translator?.opening ?? header
         let translation = translator.map { NIOLockedValueBox($0) }
         return Response(
             status: .ok,
             headers: [.contentType: "text/event-stream", .cacheControl: "no-cache", Self.generationHeader: prepared.generationID],
             body: ResponseBody { writer in
                 do {
-                    try await writer.write(header)
+                    try await writer.write(opening)
                 } catch {
                     await pipeline.cancel(prepared)  // the client left before anything ran
                     throw error

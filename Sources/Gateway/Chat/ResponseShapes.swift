@@ -81,7 +81,7 @@ enum ChatResponses {
         var body = ByteBuffer()
         for var event in events { body.writeBuffer(&event) }
         if var translator {
-            var translated = translator.keepAlive
+            var translated = translator.opening
             var rest = translator.translate(body)
             translated.writeBuffer(&rest)
             body = translated

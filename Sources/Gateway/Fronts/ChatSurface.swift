@@ -10,12 +10,14 @@ import SignalboxCore
 /// `Idempotency-Key`, `X-Generation-Id` and key limits apply unchanged, because they only ever
 /// see the chat request.
 protocol ChatSurface: Sendable {
-    /// Reads the client's body. An `InvalidRequest` is a 400 in the surface's error shape.
-    func chatRequest(from body: ByteBuffer) throws(InvalidRequest) -> ChatRequest
+    /// Reads the client's body. An `InvalidRequest` is a 400 in the surface's error shape, an
+    /// `APIError` its own status.
+    func chatRequest(from body: ByteBuffer) throws -> ChatRequest
     /// The non-streamed answer, from the pipeline's `chat.completion`.
     func response(to completion: JSONValue) -> JSONValue
-    /// A translator for one streamed answer; nil when the chat stream is the answer.
-    func makeStream() -> (any SurfaceStream)?
+    /// A translator for one streamed answer (the generation's id and the model asked for);
+    /// nil when the chat stream is the answer.
+    func makeStream(generationID: String, model: String) -> (any SurfaceStream)?
     /// An error as this surface's clients expect it.
     func errorResponse(_ error: APIError) -> Response
 }
@@ -23,8 +25,9 @@ protocol ChatSurface: Sendable {
 /// Turns one streamed chat answer — OpenAI `chat.completion.chunk` events, the closing usage
 /// chunk (or error chunk) and `[DONE]`, exactly as a chat client gets them — into a surface's events.
 protocol SurfaceStream: Sendable {
-    /// Sent at once, before anything runs (so before any failover), and while waiting for the
-    /// first token every few seconds.
+    /// Sent at once, before anything runs (so before any failover).
+    var opening: ByteBuffer { get }
+    /// Sent every few seconds while waiting for the first token.
     var keepAlive: ByteBuffer { get }
     /// The surface's events for whole chat SSE events (possibly several, possibly none).
     mutating func translate(_ chatEvents: ByteBuffer) -> ByteBuffer
@@ -32,18 +35,20 @@ protocol SurfaceStream: Sendable {
 
 /// `POST /api/v1/chat/completions`: the pipeline's own language.
 struct ChatCompletionsSurface: ChatSurface {
-    func chatRequest(from body: ByteBuffer) throws(InvalidRequest) -> ChatRequest {
+    func chatRequest(from body: ByteBuffer) throws -> ChatRequest {
         try ChatRequest(bytes: Array(body.readableBytesView))
     }
 
     func response(to completion: JSONValue) -> JSONValue { completion }
 
-    func makeStream() -> (any SurfaceStream)? { nil }
+    func makeStream(generationID: String, model: String) -> (any SurfaceStream)? { nil }
 
     func errorResponse(_ error: APIError) -> Response { error.jsonResponse() }
 }
 
 extension SurfaceStream {
+    var opening: ByteBuffer { keepAlive }
+
     /// Each chat event in `bytes`, parsed: `nil` for `[DONE]`. Events that are not JSON (none
     /// are sent) are skipped.
     static func chatEvents(_ bytes: ByteBuffer) -> [JSONValue?] {

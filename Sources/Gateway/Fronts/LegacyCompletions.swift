@@ -15,7 +15,7 @@ struct LegacyCompletionsSurface: ChatSurface {
         ("logprobs", { !$0.isNull && $0.boolValue != false }),
     ]
 
-    func chatRequest(from body: ByteBuffer) throws(InvalidRequest) -> ChatRequest {
+    func chatRequest(from body: ByteBuffer) throws -> ChatRequest {
         let json: JSONValue
         do { json = try JSONParser.parse(body.readableBytesView) } catch { throw InvalidRequest("Request body is not valid JSON") }
         guard var object = json.objectValue else { throw InvalidRequest("Request body must be a JSON object") }
@@ -47,7 +47,7 @@ struct LegacyCompletionsSurface: ChatSurface {
         return .object(object)
     }
 
-    func makeStream() -> (any SurfaceStream)? { LegacyCompletionStream() }
+    func makeStream(generationID: String, model: String) -> (any SurfaceStream)? { LegacyCompletionStream() }
 
     func errorResponse(_ error: APIError) -> Response { error.jsonResponse() }
 

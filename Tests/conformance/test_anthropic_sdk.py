@@ -1,0 +1,222 @@
+"""The official Anthropic Python SDK — what Claude Code is built on — pointed at Signalbox with
+`base_url=http://host/api`: messages plain and streamed, tools, images, thinking, count_tokens and
+errors in Anthropic's shape, whichever upstream format serves the model, failed over and billed
+as chat is."""
+import base64
+import json
+import urllib.error
+import urllib.request
+
+import anthropic
+import pytest
+
+HELLO = [{"role": "user", "content": "Say hello to the Messages suite"}]
+WEATHER = {"name": "get_weather", "description": "Current weather in a city",
+           "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+# A 1×1 transparent PNG.
+PIXEL = base64.b64encode(bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082")).decode()
+# One model per upstream wire format, each pinned to the provider that speaks it.
+SERVED_BY = [("anthropic/claude-sonnet-4.5", "anthropic"), ("openai/gpt-4o-mini", "openai"),
+             ("google/gemini-2.5-flash", "google-ai-studio")]
+
+
+@pytest.fixture(scope="module")
+def key(node):
+    return node.funded_key("anthropic-sdk")
+
+
+@pytest.fixture
+def client(node, key):
+    return anthropic.Anthropic(base_url=node.base + "/api", auth_token=key, max_retries=0)
+
+
+def price_of(node, model, provider_name):
+    """The served endpoint's USD prices per prompt and completion token."""
+    author, slug = model.split("/")
+    endpoints = node.get(f"/models/{author}/{slug}/endpoints")["data"]["endpoints"]
+    endpoint = next(e for e in endpoints if e["provider_name"] == provider_name)
+    return float(endpoint["pricing"]["prompt"]), float(endpoint["pricing"]["completion"])
+
+
+def check_billed_once(node, key, message, before):
+    record = node.get(f"/generation?id={message.id}", key)["data"]
+    prompt, completion = price_of(node, record["model"], record["provider_name"])
+    usage = message.usage
+    expected = usage.input_tokens * prompt + usage.output_tokens * completion
+    assert record["total_cost"] == pytest.approx(expected, rel=1e-6)
+    assert node.get("/key", key)["data"]["usage"] - before == pytest.approx(expected, rel=1e-6)
+    return record
+
+
+@pytest.mark.parametrize("model,provider", SERVED_BY)
+def test_a_message_from_every_upstream_format(client, key, node, model, provider):
+    before = node.get("/key", key)["data"]["usage"]
+    message = client.messages.create(model=model, max_tokens=60, messages=HELLO,
+                                     extra_body={"provider": {"order": [provider], "allow_fallbacks": False}})
+    assert message.type == "message" and message.role == "assistant" and message.model == model
+    assert message.id.startswith("gen-")
+    assert [block.type for block in message.content] == ["text"] and message.content[0].text
+    assert message.stop_reason in ("end_turn", "max_tokens")
+    assert message.usage.input_tokens > 0 and message.usage.output_tokens > 0
+    record = check_billed_once(node, key, message, before)
+    assert record["provider_responses"][-1]["tag"].split("/")[0] == provider
+
+
+@pytest.mark.parametrize("model,provider", SERVED_BY)
+def test_a_stream_is_anthropics_event_sequence_and_matches_the_plain_answer(client, key, node, model, provider):
+    pinned = {"provider": {"order": [provider], "allow_fallbacks": False}}
+    plain = client.messages.create(model=model, max_tokens=60, messages=HELLO, extra_body=pinned)
+    before = node.get("/key", key)["data"]["usage"]
+    with client.messages.stream(model=model, max_tokens=60, messages=HELLO, extra_body=pinned) as stream:
+        events = [event.type for event in stream]
+        final = stream.get_final_message()
+    assert events[0] == "message_start" and events[-1] == "message_stop"
+    assert "ping" not in events[:1]
+    assert events.count("message_delta") == 1 and events.index("message_delta") == len(events) - 2
+    assert final.content[0].text == plain.content[0].text
+    assert final.usage.output_tokens == plain.usage.output_tokens
+    assert final.stop_reason == plain.stop_reason
+    check_billed_once(node, key, final, before)
+
+
+@pytest.mark.parametrize("name", ["claude-sonnet-4-5", "claude-sonnet-4-5-20250929", "claude-sonnet-4.5",
+                                  "anthropic/claude-sonnet-4.5"])
+def test_anthropic_model_names_resolve_to_the_catalog(client, name):
+    message = client.messages.create(model=name, max_tokens=20, messages=HELLO)
+    assert message.model == "anthropic/claude-sonnet-4.5"
+
+
+def test_haiku_and_opus_names_resolve(client):
+    assert client.messages.create(model="claude-haiku-4-5-20251001", max_tokens=10, messages=HELLO).model == "anthropic/claude-haiku-4.5"
+    assert client.messages.create(model="claude-opus-4-5", max_tokens=10, messages=HELLO).model == "anthropic/claude-opus-4.5"
+
+
+@pytest.mark.parametrize("model,provider", SERVED_BY)
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_tool_use_round_trip(client, model, provider, stream):
+    pinned = {"provider": {"order": [provider], "allow_fallbacks": False}}
+    ask = dict(model=model, max_tokens=200, tools=[WEATHER], tool_choice={"type": "tool", "name": "get_weather"},
+               messages=[{"role": "user", "content": "What is the weather in Paris?"}], extra_body=pinned)
+    if stream:
+        with client.messages.stream(**ask) as events:
+            kinds = [(event.type, getattr(getattr(event, "delta", None), "type", None)) for event in events]
+            first = events.get_final_message()
+        assert ("content_block_delta", "input_json_delta") in kinds
+    else:
+        first = client.messages.create(**ask)
+    calls = [block for block in first.content if block.type == "tool_use"]
+    assert first.stop_reason == "tool_use" and len(calls) == 1
+    assert calls[0].name == "get_weather" and isinstance(calls[0].input, dict) and "city" in calls[0].input
+    answer = client.messages.create(
+        model=model, max_tokens=60, tools=[WEATHER], extra_body=pinned,
+        messages=[{"role": "user", "content": "What is the weather in Paris?"},
+                  {"role": "assistant", "content": [block.model_dump() for block in first.content]},
+                  {"role": "user", "content": [{"type": "tool_result", "tool_use_id": calls[0].id, "content": "Sunny, 21 °C"}]}])
+    assert answer.content and answer.content[0].type == "text" and answer.content[0].text
+
+
+def test_an_image_and_a_system_prompt_in_blocks(client):
+    message = client.messages.create(
+        model="anthropic/claude-sonnet-4.5", max_tokens=40,
+        system=[{"type": "text", "text": "You describe images."}],
+        messages=[{"role": "user", "content": [
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PIXEL}},
+            {"type": "text", "text": "What is in this image?"}]}])
+    assert message.content[0].text
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_thinking_comes_back_and_can_be_sent_back(client, stream):
+    ask = dict(model="anthropic/claude-sonnet-4.5", max_tokens=1100, thinking={"type": "enabled", "budget_tokens": 1024},
+               messages=[{"role": "user", "content": "Think, then answer: what is 2 + 2?"}],
+               extra_body={"provider": {"order": ["anthropic"], "allow_fallbacks": False}})
+    if stream:
+        with client.messages.stream(**ask) as events:
+            kinds = [getattr(getattr(event, "delta", None), "type", None) for event in events]
+            message = events.get_final_message()
+        assert "thinking_delta" in kinds
+    else:
+        message = client.messages.create(**ask)
+    types = [block.type for block in message.content]
+    assert types[0] == "thinking" and "text" in types and message.content[0].thinking
+    follow_up = client.messages.create(
+        model="anthropic/claude-sonnet-4.5", max_tokens=1100, thinking={"type": "enabled", "budget_tokens": 1024},
+        messages=[ask["messages"][0], {"role": "assistant", "content": [block.model_dump() for block in message.content]},
+                  {"role": "user", "content": "And 3 + 3?"}])
+    assert any(block.type == "text" and block.text for block in follow_up.content)
+
+
+def test_count_tokens_is_an_estimate_below_the_reservation_bound(client):
+    counted = client.messages.count_tokens(model="claude-sonnet-4-5", messages=HELLO, system="Be brief.")
+    text = len("Say hello to the Messages suite") + len("Be brief.")
+    assert 0 < counted.input_tokens < text
+
+
+def test_an_api_key_header_authenticates_too(node, key):
+    message = anthropic.Anthropic(base_url=node.base + "/api", api_key=key, max_retries=0).messages.create(
+        model="claude-haiku-4-5", max_tokens=10, messages=HELLO)
+    assert message.content[0].text
+
+
+def raw_post(node, path, body, headers):
+    request = urllib.request.Request(node.base + "/api/v1" + path, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json", **headers})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@pytest.mark.parametrize("body,status,kind", [
+    ({"model": "claude-sonnet-4-5", "messages": HELLO}, 400, "invalid_request_error"),  # max_tokens is required
+    ({"model": "claude-sonnet-4-5", "max_tokens": 10, "messages": []}, 400, "invalid_request_error"),
+    ({"model": "claude-sonnet-4-5", "max_tokens": 10, "messages": [{"role": "robot", "content": "x"}]}, 400,
+     "invalid_request_error"),
+    ({"model": "claude-sonnet-4-5", "max_tokens": 10, "messages": HELLO, "tools": [{"type": "web_search_20250305",
+                                                                                    "name": "web_search"}]}, 400,
+     "invalid_request_error"),
+    ({"model": "claude-nonexistent-9", "max_tokens": 10, "messages": HELLO}, 404, "not_found_error"),
+    ({"model": "claude-sonnet-4-5", "max_tokens": 1e-07, "messages": HELLO}, 400, "invalid_request_error"),
+])
+def test_bad_input_is_an_anthropic_error_and_charges_nothing(node, key, body, status, kind):
+    before = node.get("/key", key)["data"]["usage"]
+    code, answer = raw_post(node, "/messages", body, {"x-api-key": key, "anthropic-version": "2023-06-01"})
+    assert code == status and answer["type"] == "error" and answer["error"]["type"] == kind and answer["error"]["message"]
+    assert node.get("/key", key)["data"]["usage"] == before
+
+
+def test_errors_map_to_the_sdks_exception_classes(node, key, client):
+    bad = anthropic.Anthropic(base_url=node.base + "/api", api_key="sk-sb-v1-not-a-real-key", max_retries=0)
+    with pytest.raises(anthropic.AuthenticationError) as error:
+        bad.messages.create(model="claude-sonnet-4-5", max_tokens=10, messages=HELLO)
+    assert error.value.status_code == 401 and error.value.body["error"]["type"] == "authentication_error"
+    code, answer = raw_post(node, "/messages", {"model": "x", "max_tokens": 1, "messages": HELLO}, {})
+    assert code == 401 and answer["error"]["type"] == "authentication_error"
+    with pytest.raises(anthropic.NotFoundError):
+        client.messages.create(model="claude-nonexistent-9", max_tokens=10, messages=HELLO)
+    with pytest.raises(anthropic.BadRequestError):
+        client.messages.create(model="claude-sonnet-4-5", max_tokens=10, messages=[])
+    node.fault(provider="anthropic", kind="status", status=529)
+    with pytest.raises(anthropic.APIStatusError) as overloaded:
+        client.messages.create(model="anthropic/claude-sonnet-4.5", max_tokens=10, messages=HELLO,
+                               extra_body={"provider": {"order": ["anthropic"], "allow_fallbacks": False}})
+    assert overloaded.value.status_code == 529 and overloaded.value.body["error"]["type"] == "overloaded_error"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_provider_failing_before_the_first_token_is_invisible(client, key, node, stream):
+    node.fault(provider="anthropic", kind="status", status=503)
+    before = node.get("/key", key)["data"]["usage"]
+    ask = dict(model="anthropic/claude-sonnet-4.5", max_tokens=40, messages=HELLO,
+               extra_body={"provider": {"order": ["anthropic", "openrouter"]}})
+    if stream:
+        with client.messages.stream(**ask) as events:
+            message = events.get_final_message()
+    else:
+        message = client.messages.create(**ask)
+    assert message.content[0].text
+    record = check_billed_once(node, key, message, before)
+    assert [r["tag"] for r in record["provider_responses"]] == ["anthropic", "openrouter"]
