@@ -13,6 +13,9 @@ public struct AnthropicAdapter: ProviderAdapter {
     public init() {}
 
     public func makeRequest(_ request: ChatRequest, attempt: PlannedAttempt, apiKey: String?) -> UpstreamRequest {
+        if let native = request.native, native.format == .anthropic {
+            return nativeRequest(native, request, attempt: attempt, apiKey: apiKey)
+        }
         let source = request.parsedBody()
         var body = JSONObject()
         body["model"] = .string(attempt.endpoint.upstreamModel)
@@ -65,6 +68,26 @@ public struct AnthropicAdapter: ProviderAdapter {
             ("content-type", "application/json"), ("accept", "text/event-stream"),
             ("anthropic-version", Self.version),
         ]
+        if let apiKey { headers.append(("x-api-key", apiKey)) }
+        return UpstreamRequest(url: url(attempt, "/messages"), headers: headers, body: ByteBuffer(bytes: JSONWriter.bytes(.object(body))))
+    }
+
+    /// A Messages request the client wrote, passed through: thinking blocks and their signatures,
+    /// `cache_control`, documents and every field Anthropic knows reach it as sent. The router
+    /// changes only what it owns: the model, `max_tokens` (what the reservation covers), streaming,
+    /// and its own fields, which it removes.
+    func nativeRequest(_ native: ChatRequest.NativeBody, _ request: ChatRequest, attempt: PlannedAttempt, apiKey: String?)
+        -> UpstreamRequest
+    {
+        var body = native.body
+        for field in ChatRequest.Field.allCases where field.isRouterOnly { body[field.name] = nil }
+        body["model"] = .string(attempt.endpoint.upstreamModel)
+        body["max_tokens"] = .int(Int64(attempt.completionLimit(for: request)))
+        body["stream"] = true
+        var headers = [
+            ("content-type", "application/json"), ("accept", "text/event-stream"), ("anthropic-version", Self.version),
+        ]
+        headers += native.headers
         if let apiKey { headers.append(("x-api-key", apiKey)) }
         return UpstreamRequest(url: url(attempt, "/messages"), headers: headers, body: ByteBuffer(bytes: JSONWriter.bytes(.object(body))))
     }
@@ -254,6 +277,9 @@ public struct AnthropicStreamDecoder: StreamDecoder {
                     ])
                 ]
             }
+            if block?["type"] == "redacted_thinking", let data = block?["data"] {
+                return [delta(["reasoning_details": [Self.detail("reasoning.encrypted", index: index, ["data": data])]])]
+            }
             if let text = block?["text"]?.stringValue, !text.isEmpty { return [delta(["content": .string(text)])] }
             return []
         case "content_block_delta":
@@ -261,6 +287,12 @@ public struct AnthropicStreamDecoder: StreamDecoder {
             switch body?["type"]?.stringValue {
             case "text_delta": return [delta(["content": body?["text"] ?? ""])]
             case "thinking_delta": return excludeReasoning ? [] : [delta(["reasoning": body?["thinking"] ?? ""])]
+            case "signature_delta":
+                // What lets a client send the thinking back to Anthropic in a later turn.
+                let index = json["index"]?.intValue ?? 0
+                return [
+                    delta(["reasoning_details": [Self.detail("reasoning.text", index: index, ["signature": body?["signature"] ?? ""])]])
+                ]
             case "input_json_delta" where json["index"]?.intValue == jsonBlock:
                 return [delta(["content": body?["partial_json"] ?? ""])]
             case "input_json_delta":
@@ -285,6 +317,15 @@ public struct AnthropicStreamDecoder: StreamDecoder {
         default:
             return []  // ping, content_block_stop, unknown future events
         }
+    }
+}
+
+extension AnthropicStreamDecoder {
+    /// One of OpenRouter's `reasoning_details` entries, in Anthropic's format.
+    static func detail(_ type: String, index: Int, _ fields: JSONObject) -> JSONValue {
+        var entry: JSONObject = ["type": .string(type), "format": "anthropic-claude-v1", "index": .int(Int64(index))]
+        for (key, value) in fields { entry[key] = value }
+        return .object(entry)
     }
 }
 

@@ -29,6 +29,23 @@ public struct ChatRequest: Sendable {
     /// What the client asked of the model's reasoning, from `reasoning`, `reasoning_effort` or
     /// `include_reasoning`; nil when it asked nothing.
     public var reasoning: ReasoningRequest?
+    /// The client's own body when it spoke an upstream's native format (Anthropic Messages):
+    /// an upstream of that format gets it instead of a translation, so nothing is lost.
+    public var native: NativeBody?
+
+    /// A request body in an upstream wire format, as the client sent it.
+    public struct NativeBody: Sendable {
+        public var format: WireFormat
+        public var body: JSONObject
+        /// Headers the client sent for that format's upstream (`anthropic-beta`).
+        public var headers: [(String, String)]
+
+        public init(format: WireFormat, body: JSONObject, headers: [(String, String)] = []) {
+            self.format = format
+            self.body = body
+            self.headers = headers
+        }
+    }
 
     /// A top-level member of the body where it lies in `bodyBytes`.
     public struct Member: Sendable, Hashable {

@@ -76,6 +76,8 @@ public struct ChoicePart: Sendable, Hashable {
     public var role: String?
     public var content: String?
     public var reasoning: String?
+    /// OpenRouter's `reasoning_details` entries (signatures, encrypted reasoning), as sent.
+    public var reasoningDetails: [JSONValue] = []
     public var refusal: String?
     public var toolCalls: [ToolCallPart] = []
     /// Normalized, and as the upstream said it.
@@ -91,6 +93,7 @@ public struct ChoicePart: Sendable, Hashable {
             role = body["role"]?.stringValue
             content = body["content"]?.stringValue
             reasoning = body["reasoning"]?.stringValue
+            reasoningDetails = body["reasoning_details"]?.arrayValue ?? []
             refusal = body["refusal"]?.stringValue
             for (position, call) in (body["tool_calls"]?.arrayValue ?? []).enumerated() {
                 toolCalls.append(
@@ -121,6 +124,8 @@ public struct CompletionAccumulator: Sendable {
         var content: String = ""
         var sawContent = false
         var reasoning: String = ""
+        /// `reasoning_details` by their `index`, merged as they stream.
+        var reasoningDetails: [Int: JSONObject] = [:]
         var refusal: String?
         var toolCalls: [Int: ToolCall] = [:]
         var finishReason: String?
@@ -157,10 +162,27 @@ public struct CompletionAccumulator: Sendable {
             state.sawContent = true
         }
         if let text = part.reasoning { state.reasoning += text }
+        for detail in part.reasoningDetails { merge(detail, into: &state.reasoningDetails) }
         if let text = part.refusal { state.refusal = (state.refusal ?? "") + text }
         for call in part.toolCalls { apply(call, to: &state.toolCalls[call.index, default: ToolCall()]) }
         if let reason = part.finishReason { state.finishReason = reason }
         if let reason = part.nativeFinishReason { state.nativeFinishReason = reason }
+    }
+
+    /// Streamed pieces of one detail share its `index`: texts are joined, the rest (a signature,
+    /// encrypted data) is taken as sent.
+    private static func merge(_ detail: JSONValue, into details: inout [Int: JSONObject]) {
+        guard let fields = detail.objectValue else { return }
+        let index = detail["index"]?.intValue ?? 0
+        var entry = details[index] ?? JSONObject()
+        for (key, value) in fields {
+            if key == "text", let text = value.stringValue {
+                entry["text"] = .string((entry["text"]?.stringValue ?? "") + text)
+            } else {
+                entry[key] = value
+            }
+        }
+        details[index] = entry
     }
 
     private static func apply(_ call: ChoicePart.ToolCallPart, to tool: inout ToolCall) {
@@ -180,6 +202,9 @@ public struct CompletionAccumulator: Sendable {
             message["content"] = state.sawContent || state.toolCalls.isEmpty ? .string(state.content) : .null
             message["refusal"] = state.refusal.map { .string($0) } ?? .null
             message["reasoning"] = state.reasoning.isEmpty ? .null : .string(state.reasoning)
+            if !state.reasoningDetails.isEmpty {
+                message["reasoning_details"] = .array(state.reasoningDetails.keys.sorted().map { .object(state.reasoningDetails[$0]!) })
+            }
             if !state.toolCalls.isEmpty {
                 message["tool_calls"] = .array(
                     state.toolCalls.keys.sorted().map { key in

@@ -9,6 +9,8 @@ protocol Personality: Sendable {
     func read(_ body: JSONValue, pathModel: String?, pathStream: Bool) -> (request: SimulatedRequest, stream: Bool, includeUsage: Bool)
     /// The provider's own error for `status`: the HTTP status it sends, its body and headers.
     func error(status: Int) -> (status: Int, body: JSONValue, headers: [(String, String)])
+    /// The 400 body for a request the provider would refuse, or nil.
+    func refusal(_ body: JSONValue) -> JSONValue?
     func response(_ completion: SimulatedModel.Completion, model: String, id: String) -> JSONValue
     /// The error event a provider sends inside a stream it already started.
     func streamError() -> ByteBuffer
@@ -21,6 +23,8 @@ protocol Personality: Sendable {
 
 extension Personality {
     var streamContentType: String { "text/event-stream" }
+
+    func refusal(_ body: JSONValue) -> JSONValue? { nil }
 
     func streamError() -> ByteBuffer {
         Self.data(["error": ["message": "The server is overloaded (simulated)", "type": "server_error", "code": "overloaded"]])
@@ -209,6 +213,24 @@ struct AnthropicPersonality: Personality {
                 "message": .string("prompt is too long: \(promptTokens + 200000) tokens > 200000 maximum"),
             ],
         ]
+    }
+
+    /// As Anthropic: a thinking block sent back must carry the signature it was given (the
+    /// simulator signs every thinking block `sig-sim`).
+    func refusal(_ body: JSONValue) -> JSONValue? {
+        for (turn, message) in (body["messages"]?.arrayValue ?? []).enumerated() {
+            for (position, block) in (message["content"]?.arrayValue ?? []).enumerated()
+            where block["type"] == "thinking" && block["signature"]?.stringValue != "sig-sim" {
+                return [
+                    "type": "error",
+                    "error": [
+                        "type": "invalid_request_error",
+                        "message": .string("messages.\(turn).content.\(position): Invalid `signature` in `thinking` block"),
+                    ],
+                ]
+            }
+        }
+        return nil
     }
 
     func read(_ body: JSONValue, pathModel: String?, pathStream: Bool) -> (request: SimulatedRequest, stream: Bool, includeUsage: Bool) {

@@ -130,6 +130,7 @@ public struct Simulator: Sendable {
             let (status, error, _) = personality.error(status: 400)
             return Simulator.json(error, status: .init(code: status))
         }
+        if let refusal = personality.refusal(body) { return Simulator.json(refusal, status: .badRequest) }
         var (simulated, stream, includeUsage) = personality.read(body, pathModel: pathModel, pathStream: pathStream)
         if let prefix = simulated.cachePrefix {
             if await state.cache(prefix: prefix.hash) { simulated.cacheRead = prefix.tokens } else { simulated.cacheWrite = prefix.tokens }

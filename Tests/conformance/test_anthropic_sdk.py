@@ -128,24 +128,66 @@ def test_an_image_and_a_system_prompt_in_blocks(client):
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_thinking_comes_back_and_can_be_sent_back(client, stream):
+def test_signed_thinking_comes_back_and_goes_back_to_anthropic_intact(client, stream):
+    pinned = {"provider": {"order": ["anthropic"], "allow_fallbacks": False}}
     ask = dict(model="anthropic/claude-sonnet-4.5", max_tokens=1100, thinking={"type": "enabled", "budget_tokens": 1024},
-               messages=[{"role": "user", "content": "Think, then answer: what is 2 + 2?"}],
-               extra_body={"provider": {"order": ["anthropic"], "allow_fallbacks": False}})
+               messages=[{"role": "user", "content": "Think, then answer: what is 2 + 2?"}], extra_body=pinned)
     if stream:
         with client.messages.stream(**ask) as events:
             kinds = [getattr(getattr(event, "delta", None), "type", None) for event in events]
             message = events.get_final_message()
-        assert "thinking_delta" in kinds
+        assert "thinking_delta" in kinds and "signature_delta" in kinds
     else:
         message = client.messages.create(**ask)
     types = [block.type for block in message.content]
     assert types[0] == "thinking" and "text" in types and message.content[0].thinking
-    follow_up = client.messages.create(
-        model="anthropic/claude-sonnet-4.5", max_tokens=1100, thinking={"type": "enabled", "budget_tokens": 1024},
-        messages=[ask["messages"][0], {"role": "assistant", "content": [block.model_dump() for block in message.content]},
+    # The simulated Anthropic, like Anthropic, refuses a thinking block whose signature is not its own.
+    assert message.content[0].signature == "sig-sim"
+    turn = [block.model_dump() for block in message.content]
+    follow_up = dict(model="anthropic/claude-sonnet-4.5", max_tokens=1100, thinking={"type": "enabled", "budget_tokens": 1024},
+                     extra_body=pinned)
+    again = client.messages.create(
+        messages=[ask["messages"][0], {"role": "assistant", "content": turn}, {"role": "user", "content": "And 3 + 3?"}],
+        **follow_up)
+    assert any(block.type == "text" and block.text for block in again.content)
+    tampered = [dict(block, signature="forged") if block["type"] == "thinking" else block for block in turn]
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        client.messages.create(
+            messages=[ask["messages"][0], {"role": "assistant", "content": tampered}, {"role": "user", "content": "And 3 + 3?"}],
+            **follow_up)
+    assert "signature" in refused.value.message
+
+
+def test_thinking_sent_to_a_model_of_another_format_is_left_out(client):
+    """A conversation begun on Claude may continue on another model: its thinking blocks, which
+    only Anthropic can read, are not sent there."""
+    turn = [{"type": "thinking", "thinking": "2 + 2 is 4", "signature": "sig-sim"}, {"type": "text", "text": "4"}]
+    message = client.messages.create(
+        model="openai/gpt-4o-mini", max_tokens=40,
+        messages=[{"role": "user", "content": "What is 2 + 2?"}, {"role": "assistant", "content": turn},
                   {"role": "user", "content": "And 3 + 3?"}])
-    assert any(block.type == "text" and block.text for block in follow_up.content)
+    assert message.content[0].text
+
+
+def test_cache_control_reaches_anthropic_and_cached_tokens_are_billed_at_cache_prices(client, node, key):
+    pinned = {"provider": {"order": ["anthropic"], "allow_fallbacks": False}}
+    system = [{"type": "text", "text": "You are a careful assistant. " * 200, "cache_control": {"type": "ephemeral"}}]
+    prompt, completion = price_of(node, "anthropic/claude-sonnet-4.5", "Anthropic")
+    endpoints = node.get("/models/anthropic/claude-sonnet-4.5/endpoints")["data"]["endpoints"]
+    pricing = next(e for e in endpoints if e["provider_name"] == "Anthropic")["pricing"]
+    read, write = float(pricing["input_cache_read"]), float(pricing["input_cache_write"])
+    for round in ("write", "read"):
+        before = node.get("/key", key)["data"]["usage"]
+        message = client.messages.create(model="anthropic/claude-sonnet-4.5", max_tokens=20, system=system,
+                                         messages=HELLO, extra_body=pinned)
+        usage = message.usage
+        if round == "write":
+            assert usage.cache_creation_input_tokens > 0 and usage.cache_read_input_tokens == 0
+        else:
+            assert usage.cache_read_input_tokens > 0 and usage.cache_creation_input_tokens == 0
+        expected = (usage.input_tokens * prompt + usage.output_tokens * completion
+                    + usage.cache_creation_input_tokens * write + usage.cache_read_input_tokens * read)
+        assert node.get("/key", key)["data"]["usage"] - before == pytest.approx(expected, rel=1e-6)
 
 
 def test_count_tokens_is_an_estimate_below_the_reservation_bound(client):

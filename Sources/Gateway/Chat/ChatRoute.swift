@@ -31,7 +31,7 @@ extension RouterAPI {
         if let region = key.pinnedRegion, region != dependencies.configuration.region {
             return try await forwardToRegion(region, request: request, body: body)
         }
-        let chat = try surface.chatRequest(from: body)
+        let chat = try surface.chatRequest(from: body, headers: request.headers)
         let idempotencyKey = request.headers[Self.idempotencyHeader].flatMap { $0.isEmpty ? nil : $0 }
         if let idempotencyKey, idempotencyKey.utf8.count > 256 {
             throw APIError.badRequest("Idempotency-Key is longer than 256 bytes")

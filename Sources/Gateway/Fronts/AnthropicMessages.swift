@@ -12,15 +12,33 @@ import SignalboxCore
 struct AnthropicMessagesSurface: ChatSurface {
     let catalog: Catalog
 
-    func chatRequest(from body: ByteBuffer) throws -> ChatRequest {
-        try ChatRequest(json: .object(try chatBody(from: body)))
+    static let betaHeader = HTTPField.Name("anthropic-beta")!
+
+    /// The chat request for a Messages body, carrying the body itself for Anthropic upstreams.
+    /// The prompt bound also counts what only they are sent (thinking blocks sent back, media
+    /// inside tool results), so the reservation covers what Anthropic bills either way.
+    func chatRequest(from body: ByteBuffer, headers: HTTPFields) throws -> ChatRequest {
+        let source = try Self.object(body)
+        var nativeOnly = PromptBound()
+        var chat = try ChatRequest(json: .object(try chatBody(from: source, nativeOnly: &nativeOnly)))
+        chat.prompt.textTokens += nativeOnly.textTokens
+        chat.prompt.images += nativeOnly.images
+        chat.prompt.files += nativeOnly.files
+        let beta = headers[values: Self.betaHeader].map { ("anthropic-beta", $0) }
+        chat.native = ChatRequest.NativeBody(format: .anthropic, body: source, headers: beta)
+        return chat
     }
 
-    /// The chat body for a Messages body; also what `count_tokens` counts.
-    func chatBody(from body: ByteBuffer, forCounting: Bool = false) throws -> JSONObject {
+    static func object(_ body: ByteBuffer) throws -> JSONObject {
         let json: JSONValue
         do { json = try JSONParser.parse(body.readableBytesView) } catch { throw InvalidRequest("Request body is not valid JSON") }
         guard let source = json.objectValue else { throw InvalidRequest("Request body must be a JSON object") }
+        return source
+    }
+
+    /// The chat body for a Messages body; also what `count_tokens` counts. `nativeOnly` gets
+    /// the size of what the translation leaves out but an Anthropic upstream is sent.
+    func chatBody(from source: JSONObject, forCounting: Bool = false, nativeOnly: inout PromptBound) throws -> JSONObject {
         guard let name = source["model"]?.stringValue, !name.isEmpty else { throw InvalidRequest("'model' is required") }
         guard let model = AnthropicModelNames.resolve(name, in: catalog) else {
             throw APIError.notFound("model: \(name) is not a model this router serves (see GET /api/v1/models)")
@@ -49,7 +67,7 @@ struct AnthropicMessagesSurface: ChatSurface {
         guard let turns = source["messages"]?.arrayValue, !turns.isEmpty else {
             throw InvalidRequest("'messages' must be a non-empty array")
         }
-        for (index, turn) in turns.enumerated() { messages += try Self.chatMessages(turn, index: index) }
+        for (index, turn) in turns.enumerated() { messages += try Self.chatMessages(turn, index: index, nativeOnly: &nativeOnly) }
         chat["messages"] = .array(messages)
 
         if let tools = source["tools"], !tools.isNull {
@@ -91,10 +109,7 @@ struct AnthropicMessagesSurface: ChatSurface {
     func response(to completion: JSONValue) -> JSONValue {
         let choice = completion["choices"]?.arrayValue?.first
         let message = choice?["message"]
-        var content: [JSONValue] = []
-        if let reasoning = message?["reasoning"]?.stringValue, !reasoning.isEmpty {
-            content.append(["type": "thinking", "thinking": .string(reasoning), "signature": ""])
-        }
+        var content = Self.thinkingBlocks(reasoning: message?["reasoning"]?.stringValue, details: message?["reasoning_details"])
         if let text = message?["content"]?.stringValue, !text.isEmpty { content.append(["type": "text", "text": .string(text)]) }
         for call in message?["tool_calls"]?.arrayValue ?? [] {
             content.append([
@@ -120,7 +135,7 @@ struct AnthropicMessagesSurface: ChatSurface {
 
     /// One Messages turn as chat messages: a user turn's tool results become `tool` messages
     /// first (chat wants them right after the assistant's calls), then the rest of its content.
-    static func chatMessages(_ turn: JSONValue, index: Int) throws(InvalidRequest) -> [JSONValue] {
+    static func chatMessages(_ turn: JSONValue, index: Int, nativeOnly: inout PromptBound) throws(InvalidRequest) -> [JSONValue] {
         guard let role = turn["role"]?.stringValue, role == "user" || role == "assistant" else {
             throw InvalidRequest("messages[\(index)].role must be \"user\" or \"assistant\"")
         }
@@ -159,11 +174,19 @@ struct AnthropicMessagesSurface: ChatSurface {
                     throw InvalidRequest("\(path): a tool_result block needs a tool_use_id, in a user turn")
                 }
                 var result = try toolResultText(block["content"], path: path)
+                for part in block["content"]?.arrayValue ?? [] {
+                    switch part["type"]?.stringValue {
+                    case "image"?: nativeOnly.images += 1
+                    case "document"?: nativeOnly.files += 1
+                    default: break
+                    }
+                }
                 if block["is_error"]?.boolValue == true { result = "Error: " + result }
                 out.append(["role": "tool", "tool_call_id": .string(id), "content": .string(result)])
             case "thinking"?, "redacted_thinking"?:
-                // Reasoning an upstream produced earlier: only Anthropic can read it back, and
-                // the chat request carries none; the answer does not depend on it.
+                // Reasoning an upstream produced earlier: only Anthropic reads it back (the
+                // native body carries it there); a translated request leaves it out.
+                nativeOnly.textTokens += JSONWriter.bytes(block).count + 1
                 continue
             case let other:
                 throw InvalidRequest("\(path).type \(other.map { "'\($0)'" } ?? "(missing)") is not a content block this router reads")
@@ -243,6 +266,29 @@ struct AnthropicMessagesSurface: ChatSurface {
 
     // MARK: Response translation
 
+    /// The thinking blocks of an answer: one per signed (or encrypted) reasoning detail, in
+    /// order, or the reasoning text alone (unsigned, from an upstream that is not Anthropic).
+    static func thinkingBlocks(reasoning: String?, details: JSONValue?) -> [JSONValue] {
+        let entries = details?.arrayValue ?? []
+        var blocks: [JSONValue] = []
+        var textUsed = false
+        for entry in entries {
+            switch entry["type"]?.stringValue {
+            case "reasoning.encrypted"?: blocks.append(["type": "redacted_thinking", "data": entry["data"] ?? ""])
+            case "reasoning.text"?:
+                // The streamed reasoning text is the thinking of the first signed block.
+                let text = entry["text"]?.stringValue ?? (textUsed ? "" : reasoning ?? "")
+                textUsed = true
+                blocks.append(["type": "thinking", "thinking": .string(text), "signature": entry["signature"] ?? ""])
+            default: continue
+            }
+        }
+        if !textUsed, let reasoning, !reasoning.isEmpty {
+            blocks.insert(["type": "thinking", "thinking": .string(reasoning), "signature": ""], at: 0)
+        }
+        return blocks
+    }
+
     /// A tool call's arguments as the `input` object Anthropic clients expect.
     static func toolInput(_ arguments: String?) -> JSONValue {
         guard let arguments, let parsed = try? JSONParser.parse(arguments), parsed.objectValue != nil else { return [:] }
@@ -280,7 +326,8 @@ struct AnthropicMessagesSurface: ChatSurface {
     /// `count_tokens`: an estimate of the prompt's tokens, about four bytes of text per token
     /// plus each image's typical cost — not the reservation's bound, which is one per byte.
     func countTokens(_ body: ByteBuffer) throws -> JSONValue {
-        let chat = try ChatRequest(json: .object(try chatBody(from: body, forCounting: true)))
+        var nativeOnly = PromptBound()
+        let chat = try ChatRequest(json: .object(try chatBody(from: Self.object(body), forCounting: true, nativeOnly: &nativeOnly)))
         let text = (chat.prompt.textTokens + 3) / 4
         return ["input_tokens": .int(Int64(text + chat.prompt.images * 1_600 + chat.prompt.files * PromptBound.perFile))]
     }
@@ -366,6 +413,7 @@ struct AnthropicMessageStream: SurfaceStream {
     enum Block: Equatable {
         case thinking, text
         case tool(Int)
+        case redacted(Int)
     }
 
     let generationID: String
@@ -434,6 +482,18 @@ struct AnthropicMessageStream: SurfaceStream {
         if let reasoning = delta?["reasoning"]?.stringValue, !reasoning.isEmpty {
             start(.thinking, ["type": "thinking", "thinking": "", "signature": ""], into: &out)
             writeDelta(["type": "thinking_delta", "thinking": .string(reasoning)], into: &out)
+        }
+        for detail in delta?["reasoning_details"]?.arrayValue ?? [] {
+            switch detail["type"]?.stringValue {
+            case "reasoning.text"? where detail["signature"].map({ !$0.isNull }) ?? false:
+                start(.thinking, ["type": "thinking", "thinking": "", "signature": ""], into: &out)
+                writeDelta(["type": "signature_delta", "signature": detail["signature"] ?? ""], into: &out)
+            case "reasoning.encrypted"?:
+                close(into: &out)
+                start(.redacted(nextIndex), ["type": "redacted_thinking", "data": detail["data"] ?? ""], into: &out)
+                close(into: &out)
+            default: continue
+            }
         }
         if let text = delta?["content"]?.stringValue, !text.isEmpty {
             start(.text, ["type": "text", "text": ""], into: &out)

@@ -1,3 +1,4 @@
+import HTTPTypes
 import Hummingbird
 import NIOCore
 import Providers
@@ -12,7 +13,7 @@ import SignalboxCore
 protocol ChatSurface: Sendable {
     /// Reads the client's body. An `InvalidRequest` is a 400 in the surface's error shape, an
     /// `APIError` its own status.
-    func chatRequest(from body: ByteBuffer) throws -> ChatRequest
+    func chatRequest(from body: ByteBuffer, headers: HTTPFields) throws -> ChatRequest
     /// The non-streamed answer, from the pipeline's `chat.completion`.
     func response(to completion: JSONValue) -> JSONValue
     /// A translator for one streamed answer (the generation's id and the model asked for);
@@ -35,7 +36,7 @@ protocol SurfaceStream: Sendable {
 
 /// `POST /api/v1/chat/completions`: the pipeline's own language.
 struct ChatCompletionsSurface: ChatSurface {
-    func chatRequest(from body: ByteBuffer) throws -> ChatRequest {
+    func chatRequest(from body: ByteBuffer, headers: HTTPFields) throws -> ChatRequest {
         try ChatRequest(bytes: Array(body.readableBytesView))
     }
 

@@ -1,3 +1,4 @@
+import HTTPTypes
 import Hummingbird
 import NIOCore
 import SignalboxCore
@@ -15,7 +16,7 @@ struct LegacyCompletionsSurface: ChatSurface {
         ("logprobs", { !$0.isNull && $0.boolValue != false }),
     ]
 
-    func chatRequest(from body: ByteBuffer) throws -> ChatRequest {
+    func chatRequest(from body: ByteBuffer, headers: HTTPFields) throws -> ChatRequest {
         let json: JSONValue
         do { json = try JSONParser.parse(body.readableBytesView) } catch { throw InvalidRequest("Request body is not valid JSON") }
         guard var object = json.objectValue else { throw InvalidRequest("Request body must be a JSON object") }
