@@ -106,6 +106,9 @@ public struct RouterAPI: Sendable {
         inference.post("/completions") { request, context in
             try await serveChat(request, context: context, surface: LegacyCompletionsSurface())
         }
+        inference.post("/responses") { request, context in
+            try await serveChat(request, context: context, surface: OpenAIResponsesSurface())
+        }
         // Anthropic's Messages API: its errors, authentication's included, in Anthropic's shape.
         let messages = api.group()
             .add(middleware: AnthropicErrorMiddleware<GatewayRequestContext>())

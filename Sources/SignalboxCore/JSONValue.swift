@@ -125,6 +125,7 @@ public enum JSONValue: Sendable, Hashable, Codable {
         switch self {
         case .int(let value): return Int(exactly: value)
         case .double(let value): return Int(exactly: value)
+        case .decimal(let text): return Double(text).flatMap { Int(exactly: $0) }
         default: return nil
         }
     }

@@ -29,13 +29,6 @@ struct AnthropicMessagesSurface: ChatSurface {
         return chat
     }
 
-    static func object(_ body: ByteBuffer) throws -> JSONObject {
-        let json: JSONValue
-        do { json = try JSONParser.parse(body.readableBytesView) } catch { throw InvalidRequest("Request body is not valid JSON") }
-        guard let source = json.objectValue else { throw InvalidRequest("Request body must be a JSON object") }
-        return source
-    }
-
     /// The chat body for a Messages body; also what `count_tokens` counts. `nativeOnly` gets
     /// the size of what the translation leaves out but an Anthropic upstream is sent.
     func chatBody(from source: JSONObject, forCounting: Bool = false, nativeOnly: inout PromptBound) throws -> JSONObject {

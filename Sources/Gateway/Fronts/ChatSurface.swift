@@ -34,6 +34,17 @@ protocol SurfaceStream: Sendable {
     mutating func translate(_ chatEvents: ByteBuffer) -> ByteBuffer
 }
 
+extension ChatSurface {
+    /// A front's body as a JSON object, numbers kept as written (`1e-07` stays `1e-07`, `1e400`
+    /// stays out of range), so the chat request checks them as the chat route would.
+    static func object(_ body: ByteBuffer) throws(InvalidRequest) -> JSONObject {
+        let json = body.withUnsafeReadableBytes { try? JSONParser.parseExact($0) }
+        guard let json else { throw InvalidRequest("Request body is not valid JSON") }
+        guard let object = json.objectValue else { throw InvalidRequest("Request body must be a JSON object") }
+        return object
+    }
+}
+
 /// `POST /api/v1/chat/completions`: the pipeline's own language.
 struct ChatCompletionsSurface: ChatSurface {
     func chatRequest(from body: ByteBuffer, headers: HTTPFields) throws -> ChatRequest {

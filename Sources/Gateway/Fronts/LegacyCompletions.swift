@@ -17,9 +17,7 @@ struct LegacyCompletionsSurface: ChatSurface {
     ]
 
     func chatRequest(from body: ByteBuffer, headers: HTTPFields) throws -> ChatRequest {
-        let json: JSONValue
-        do { json = try JSONParser.parse(body.readableBytesView) } catch { throw InvalidRequest("Request body is not valid JSON") }
-        guard var object = json.objectValue else { throw InvalidRequest("Request body must be a JSON object") }
+        var object = try Self.object(body)
         let prompt: String
         switch object["prompt"] {
         case .string(let text)?: prompt = text
