@@ -43,7 +43,7 @@ extension RouterAPI {
             headers.append((Self.forwardedHeader.rawName, dependencies.configuration.nodeID))
             do {
                 response = try await forwardingTransport.send(
-                    UpstreamRequest(url: base + "/api/v1/chat/completions", headers: headers, body: body))
+                    UpstreamRequest(url: base + request.uri.description, headers: headers, body: body))
                 break
             } catch let failure as UpstreamFailure where failure.neverReachedUpstream {
                 failures.append("\(candidate.id): \(failure.message)")

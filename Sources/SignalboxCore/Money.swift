@@ -131,6 +131,8 @@ public struct ExactDecimal: Sendable, Hashable {
             value = product
             scale += 1
         }
+        // Digits past the kept ones: a value of 38 digits at most is zero after 39 divisions.
+        if scale - Self.maximumFractionDigits > 39 { (value, scale) = (0, Self.maximumFractionDigits) }
         while scale > Self.maximumFractionDigits {
             value /= 10
             scale -= 1

@@ -73,7 +73,6 @@ def test_a_stream_is_anthropics_event_sequence_and_matches_the_plain_answer(clie
         events = [event.type for event in stream]
         final = stream.get_final_message()
     assert events[0] == "message_start" and events[-1] == "message_stop"
-    assert "ping" not in events[:1]
     assert events.count("message_delta") == 1 and events.index("message_delta") == len(events) - 2
     assert final.content[0].text == plain.content[0].text
     assert final.usage.output_tokens == plain.usage.output_tokens
@@ -190,10 +189,48 @@ def test_cache_control_reaches_anthropic_and_cached_tokens_are_billed_at_cache_p
         assert node.get("/key", key)["data"]["usage"] - before == pytest.approx(expected, rel=1e-6)
 
 
-def test_count_tokens_is_an_estimate_below_the_reservation_bound(client):
+def test_count_tokens_is_a_free_estimate_that_grows_with_the_prompt(client, node, key):
+    before = node.get("/key", key)["data"]["usage"]
     counted = client.messages.count_tokens(model="claude-sonnet-4-5", messages=HELLO, system="Be brief.")
     text = len("Say hello to the Messages suite") + len("Be brief.")
     assert 0 < counted.input_tokens < text
+    longer = client.messages.count_tokens(model="claude-sonnet-4-5", messages=[{"role": "user", "content": "word " * 400}])
+    assert longer.input_tokens > 300
+    image = client.messages.count_tokens(model="claude-sonnet-4-5", messages=[{"role": "user", "content": [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PIXEL}},
+        {"type": "text", "text": "What is this?"}]}])
+    assert image.input_tokens > counted.input_tokens + 1000
+    with_tools = client.messages.count_tokens(model="claude-sonnet-4-5", messages=HELLO, system="Be brief.", tools=[WEATHER])
+    assert with_tools.input_tokens > counted.input_tokens
+    assert node.get("/key", key)["data"]["usage"] == before
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_idempotent_retry_replays_the_answer_in_anthropics_shape_and_charges_once(client, node, key, stream):
+    import uuid
+    headers = {"Idempotency-Key": str(uuid.uuid4())}
+    ask = dict(model="anthropic/claude-sonnet-4.5", max_tokens=40, messages=HELLO, extra_headers=headers)
+    if stream:  # the stream flag is part of what a key identifies: both runs stream
+        with client.messages.stream(**ask) as events:
+            first = events.get_final_message()
+    else:
+        first = client.messages.create(**ask)
+    after_first = node.get("/key", key)["data"]["usage"]
+    if stream:
+        with client.messages.stream(**ask) as events:
+            kinds = [event.type for event in events]
+            again = events.get_final_message()
+        assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
+    else:
+        again = client.messages.create(**ask)
+    assert again.id == first.id and again.content[0].text == first.content[0].text
+    assert node.get("/key", key)["data"]["usage"] == after_first
+    # The same key with another body is refused, even when only what a translation drops differs.
+    with pytest.raises(anthropic.APIStatusError) as reused:
+        client.messages.create(model="anthropic/claude-sonnet-4.5", max_tokens=40, extra_headers=headers,
+                               messages=[{"role": "user", "content": [{"type": "text", "text": HELLO[0]["content"],
+                                                                      "cache_control": {"type": "ephemeral"}}]}])
+    assert reused.value.status_code == 422
 
 
 def test_an_api_key_header_authenticates_too(node, key):

@@ -41,7 +41,11 @@ extension RouterAPI {
         let generationID = ChatPipeline.makeGenerationID()
         if let idempotencyKey,
             let stored = try await claimIdempotencyKey(
-                idempotencyKey, key: key, generationID: generationID, request: chat, surface: surface)
+                idempotencyKey, key: key, generationID: generationID, request: chat, surface: surface,
+                fingerprinted: surface is ChatCompletionsSurface
+                    ? .object(chat.parsedBody())
+                    // A front's own body, not its translation (which leaves things out), and its route.
+                    : ["route": .string(request.uri.path), "body": (try? .object(ChatCompletionsSurface.object(body))) ?? nil])
         {
             return stored
         }
@@ -92,12 +96,13 @@ extension RouterAPI {
     /// with the key already succeeded; refuses with 409 while one is running, and with 422 when
     /// the key was used for a different request (another body or API key), as Stripe does.
     func claimIdempotencyKey(
-        _ idempotencyKey: String, key: KeyRecord, generationID: String, request: ChatRequest, surface: some ChatSurface
+        _ idempotencyKey: String, key: KeyRecord, generationID: String, request: ChatRequest, surface: some ChatSurface,
+        fingerprinted: JSONValue
     ) async throws -> Response? {
         let ledger = dependencies.ledger
         let claimRequest = IdempotencyClaimRequest(
             account: key.accountID, key: idempotencyKey, generationID: generationID,
-            fingerprint: Self.fingerprint(apiKey: key, body: .object(request.parsedBody())), staleAfter: dependencies.configuration.holdTTL)
+            fingerprint: Self.fingerprint(apiKey: key, body: fingerprinted), staleAfter: dependencies.configuration.holdTTL)
         let claim = try await pipeline.ledgerCall { try await ledger.claimIdempotencyKey(claimRequest) }
         switch claim {
         case .claimed:

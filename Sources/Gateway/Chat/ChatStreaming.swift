@@ -79,16 +79,21 @@ extension RouterAPI {
         _ prepared: PreparedChat, pipeline: ChatPipeline, into events: EventPipe,
         translation: NIOLockedValueBox<any SurfaceStream>?, firstData: @escaping @Sendable () -> Void
     ) async {
-        @Sendable func send(_ bytes: ByteBuffer) {
-            guard let translation else { return events.send(bytes) }
-            let translated = translation.withLockedValue { $0.translate(bytes) }
-            if translated.readableBytes > 0 { events.send(translated) }
+        /// What the client gets for `bytes`: empty for a translated chunk with no counterpart,
+        /// which keeps the processing comments going.
+        @Sendable func translated(_ bytes: ByteBuffer) -> ByteBuffer {
+            translation?.withLockedValue { $0.translate(bytes) } ?? bytes
         }
         let outcome = await pipeline.run(prepared) { bytes in
-            firstData()
-            send(bytes)
+            let out = translated(bytes)
+            guard out.readableBytes > 0 else { return }
+            firstData()  // before the data: no comment may follow it
+            events.send(out)
         }
-        for buffer in ChatResponses.closingEvents(outcome, prepared: prepared) { send(buffer) }
+        for buffer in ChatResponses.closingEvents(outcome, prepared: prepared) {
+            let out = translated(buffer)
+            if out.readableBytes > 0 { events.send(out) }
+        }
         events.finish()
     }
 }

@@ -24,10 +24,30 @@ struct AnthropicMessagesSurface: ChatSurface {
         chat.prompt.textTokens += nativeOnly.textTokens
         chat.prompt.images += nativeOnly.images
         chat.prompt.files += nativeOnly.files
-        let beta = headers[values: Self.betaHeader].map { ("anthropic-beta", $0) }
-        chat.native = ChatRequest.NativeBody(format: .anthropic, body: source, headers: beta)
+        var native = JSONObject()
+        for (field, value) in source where Self.nativeFields.contains(field) { native[field] = value }
+        let betas = headers[values: Self.betaHeader].flatMap { $0.split(separator: ",") }
+            .map { $0.trimmingCharacters(in: .whitespaces) }
+            .filter { beta in Self.passedBetas.contains { beta.hasPrefix($0) } }
+        let beta = betas.isEmpty ? [] : [("anthropic-beta", betas.joined(separator: ","))]
+        chat.native = ChatRequest.NativeBody(format: .anthropic, body: native, headers: beta)
         return chat
     }
+
+    /// The Messages fields an Anthropic upstream is sent as the client wrote them. Others —
+    /// `service_tier`, `mcp_servers`, `container`, … — change what Anthropic charges or runs
+    /// beyond what the catalog prices and the reservation covers, so they are not passed on.
+    static let nativeFields: Set<String> = [
+        "model", "messages", "max_tokens", "system", "metadata", "stop_sequences", "stream", "temperature", "top_k", "top_p",
+        "tools", "tool_choice", "thinking",
+    ]
+
+    /// `anthropic-beta` features passed to Anthropic: those that change how an answer streams or
+    /// what it may contain, not its price (a 1M-token context, for one, is billed at other rates).
+    static let passedBetas = [
+        "interleaved-thinking-", "fine-grained-tool-streaming-", "token-efficient-tools-", "claude-code-", "prompt-caching-",
+        "pdfs-", "output-128k-",
+    ]
 
     /// The chat body for a Messages body; also what `count_tokens` counts. `nativeOnly` gets
     /// the size of what the translation leaves out but an Anthropic upstream is sent.
@@ -372,7 +392,7 @@ enum AnthropicErrors {
     static func kind(_ error: APIError) -> (status: Int, type: String) {
         let upstream = error.metadata?["provider_code"]?.stringValue
         switch error.statusCode {
-        case 400, 422: return (400, "invalid_request_error")
+        case 400: return (400, "invalid_request_error")
         case 401: return (401, "authentication_error")
         case 402: return (402, "billing_error")
         case 403: return (403, "permission_error")
@@ -381,8 +401,7 @@ enum AnthropicErrors {
         case 413: return (413, "request_too_large")
         case 429: return (429, "rate_limit_error")
         case 502 where upstream == "529" || upstream == "503": return (529, "overloaded_error")
-        case 503: return (529, "overloaded_error")
-        default: return (error.statusCode >= 500 ? error.statusCode : 400, error.statusCode >= 500 ? "api_error" : "invalid_request_error")
+        default: return (error.statusCode, error.statusCode >= 500 ? "api_error" : "invalid_request_error")
         }
     }
 }
@@ -409,11 +428,21 @@ struct AnthropicMessageStream: SurfaceStream {
         case redacted(Int)
     }
 
+    struct ToolCall {
+        var id: String?
+        var name = ""
+        /// Arguments not yet written.
+        var arguments = ""
+        var started = false
+    }
+
     let generationID: String
     let model: String
     /// The block being written and its index; nil before the first and after the last.
     var open: (block: Block, index: Int)?
     var nextIndex = 0
+    /// Tool calls by their chat index: a call whose block is not open is held here.
+    var tools: [Int: ToolCall] = [:]
     var stopReason = "end_turn"
     var finished = false
 
@@ -457,6 +486,7 @@ struct AnthropicMessageStream: SurfaceStream {
             }
             if let usage = chunk["usage"], !usage.isNull {
                 close(into: &out)
+                writeWaitingCalls(into: &out)
                 Self.write(
                     "message_delta",
                     [
@@ -494,20 +524,45 @@ struct AnthropicMessageStream: SurfaceStream {
         }
         for call in delta?["tool_calls"]?.arrayValue ?? [] {
             let tool = call["index"]?.intValue ?? 0
-            if open?.block != .tool(tool) {
+            var state = tools[tool] ?? ToolCall()
+            if let id = call["id"]?.stringValue { state.id = id }
+            if let name = call["function"]?["name"]?.stringValue { state.name += name }
+            let fragment = call["function"]?["arguments"]?.stringValue ?? ""
+            if open?.block == .tool(tool) {
+                tools[tool] = state
+                if !fragment.isEmpty { writeDelta(["type": "input_json_delta", "partial_json": .string(fragment)], into: &out) }
+            } else if !state.started, !(open.map { if case .tool = $0.block { true } else { false } } ?? false) {
+                // Nothing else is being called: the call streams in a block of its own.
+                state.started = true
+                tools[tool] = state
                 start(
                     .tool(tool),
-                    [
-                        "type": "tool_use", "id": call["id"] ?? .string("toolu_\(tool)"), "name": call["function"]?["name"] ?? "",
-                        "input": [:],
-                    ], into: &out)
-            }
-            if let fragment = call["function"]?["arguments"]?.stringValue, !fragment.isEmpty {
-                writeDelta(["type": "input_json_delta", "partial_json": .string(fragment)], into: &out)
+                    ["type": "tool_use", "id": .string(state.id ?? "toolu_\(tool)"), "name": .string(state.name), "input": [:]], into: &out)
+                let arguments = state.arguments + fragment
+                if !arguments.isEmpty { writeDelta(["type": "input_json_delta", "partial_json": .string(arguments)], into: &out) }
+                tools[tool]?.arguments = ""
+            } else {
+                // Another call's block is open (parallel calls interleaved): this one waits,
+                // and is written whole when the answer ends.
+                state.arguments += fragment
+                tools[tool] = state
             }
         }
         if let finish = choice["finish_reason"], !finish.isNull {
             stopReason = AnthropicMessagesSurface.stopReason(finish: finish, native: choice["native_finish_reason"])
+        }
+    }
+
+    /// Calls that streamed while another call's block was open, each as a whole block.
+    private mutating func writeWaitingCalls(into out: inout [UInt8]) {
+        for index in tools.keys.sorted() where !(tools[index]?.started ?? true) {
+            guard let call = tools[index] else { continue }
+            tools[index]?.started = true
+            start(
+                .tool(index), ["type": "tool_use", "id": .string(call.id ?? "toolu_\(index)"), "name": .string(call.name), "input": [:]],
+                into: &out)
+            if !call.arguments.isEmpty { writeDelta(["type": "input_json_delta", "partial_json": .string(call.arguments)], into: &out) }
+            close(into: &out)
         }
     }
 

@@ -14,6 +14,10 @@ struct LegacyCompletionsSurface: ChatSurface {
         ("suffix", { !$0.isNull && $0.stringValue != "" }),
         ("best_of", { !$0.isNull && $0.intValue != 1 }),
         ("logprobs", { !$0.isNull && $0.boolValue != false }),
+        // Chat outputs a text completion has no place for: they would be billed, never seen.
+        ("tools", { !$0.isNull }), ("tool_choice", { !$0.isNull }), ("functions", { !$0.isNull }),
+        ("function_call", { !$0.isNull }), ("modalities", { !$0.isNull }), ("audio", { !$0.isNull }),
+        ("response_format", { !$0.isNull }),
     ]
 
     func chatRequest(from body: ByteBuffer, headers: HTTPFields) throws -> ChatRequest {
