@@ -106,6 +106,8 @@ public struct RouterAPI: Sendable {
         inference.post("/completions") { request, context in
             try await serveChat(request, context: context, surface: LegacyCompletionsSurface())
         }
+        let embeddings = EmbeddingsSurface(catalog: dependencies.catalog)
+        inference.post("/embeddings") { request, context in try await serveChat(request, context: context, surface: embeddings) }
         inference.post("/responses") { request, context in
             try await serveChat(request, context: context, surface: OpenAIResponsesSurface())
         }

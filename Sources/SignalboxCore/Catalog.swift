@@ -198,6 +198,13 @@ public struct CatalogModel: Sendable, Codable, Hashable {
     public var tokenizer: String
     public var supportedParameters: [String]
     public var endpoints: [ModelEndpoint]
+    /// For an embeddings model (`output_modalities: ["embeddings"]`): its vectors' length.
+    public var embeddingDimensions: Int?
+    /// Whether a request may ask for shorter vectors (`dimensions`), as OpenAI's v3 and Gemini's allow.
+    public var reducibleDimensions: Bool = false
+
+    /// An embeddings model: it answers `/embeddings`, never chat.
+    public var isEmbeddings: Bool { outputModalities.contains("embeddings") }
 
     public init(
         id: String, name: String, author: String, created: Int = 0, description: String = "",
@@ -226,11 +233,15 @@ public struct CatalogModel: Sendable, Codable, Hashable {
         case inputModalities = "input_modalities"
         case outputModalities = "output_modalities"
         case supportedParameters = "supported_parameters"
+        case embeddingDimensions = "embedding_dimensions"
+        case reducibleDimensions = "reducible_dimensions"
     }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         id = try c.decode(String.self, forKey: .id)
+        embeddingDimensions = try c.decodeIfPresent(Int.self, forKey: .embeddingDimensions)
+        reducibleDimensions = try c.decodeIfPresent(Bool.self, forKey: .reducibleDimensions) ?? false
         name = try c.decodeIfPresent(String.self, forKey: .name) ?? id
         author = try c.decodeIfPresent(String.self, forKey: .author) ?? String(id.split(separator: "/").first ?? "")
         created = try c.decodeIfPresent(Int.self, forKey: .created) ?? 0

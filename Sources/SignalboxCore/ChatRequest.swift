@@ -29,9 +29,39 @@ public struct ChatRequest: Sendable {
     /// What the client asked of the model's reasoning, from `reasoning`, `reasoning_effort` or
     /// `include_reasoning`; nil when it asked nothing.
     public var reasoning: ReasoningRequest?
+    /// Set for an embeddings request: the inputs to embed, instead of a conversation to answer.
+    public var embeddings: EmbeddingsInput?
     /// The client's own body when it spoke an upstream's native format (Anthropic Messages):
     /// an upstream of that format gets it instead of a translation, so nothing is lost.
     public var native: NativeBody?
+
+    /// What an embeddings request embeds.
+    public struct EmbeddingsInput: Sendable, Hashable {
+        public enum Items: Sendable, Hashable {
+            case texts([String])
+            /// Token ids, which only upstreams of the model's own tokenizer (OpenAI's format) take.
+            case tokens([[Int]])
+        }
+
+        public var items: Items
+        /// Shorter vectors than the model's own, where it allows them.
+        public var dimensions: Int?
+        /// The client wants each vector as base64 of little-endian float32s, not a JSON array.
+        public var base64: Bool
+
+        public init(items: Items, dimensions: Int? = nil, base64: Bool = false) {
+            self.items = items
+            self.dimensions = dimensions
+            self.base64 = base64
+        }
+
+        public var count: Int {
+            switch items {
+            case .texts(let texts): texts.count
+            case .tokens(let lists): lists.count
+            }
+        }
+    }
 
     /// A request body in an upstream wire format, as the client sent it.
     public struct NativeBody: Sendable {

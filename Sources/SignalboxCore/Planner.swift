@@ -148,6 +148,10 @@ public struct RoutingPlanner: Sendable {
                 }
                 continue
             }
+            // Chat never reaches an embeddings model, nor embeddings a chat model.
+            guard model.isEmbeddings == (request.embeddings != nil) else {
+                throw .wrongKind(model: model.id, embeddings: model.isEmbeddings)
+            }
             var candidates: [PlannedAttempt] = []
             for endpoint in model.endpoints {
                 guard let provider = catalog.provider(endpoint.provider) else { continue }
@@ -418,6 +422,8 @@ public enum PlanningError: Error, Sendable, Hashable {
     case outsidePinnedRegion(model: String, region: String)
     /// This node has credentials for none of the planned endpoints' providers (slug → name).
     case noCredentials(model: String, providers: [String: String])
+    /// An embeddings model asked for chat (`embeddings` true), or a chat model for embeddings.
+    case wrongKind(model: String, embeddings: Bool)
 }
 
 /// An operator's routing rules for one region (`/api/v1/admin/routing/{region}`), gossiped to every

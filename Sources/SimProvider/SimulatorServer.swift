@@ -89,6 +89,9 @@ public struct Simulator: Sendable {
         router.post("/:provider/v1/messages") { request, context -> Response in
             try await serve(AnthropicPersonality(), request, context: context)
         }
+        router.post("/:provider/v1/embeddings") { request, context -> Response in
+            try await embeddings(request, context: context) { body, _ in SimulatedEmbeddings.openAIResponse(body) }
+        }
         // Gemini: `v1beta` is what the catalog uses; current Google GenAI SDKs call `v1` when given a base URL.
         for version in ["v1beta", "v1"] {
             router.post("/:provider/\(version)/models/:action") { request, context -> Response in
@@ -111,6 +114,12 @@ public struct Simulator: Sendable {
             return Simulator.json(GeminiPersonality().error(status: 404).body, status: .notFound)
         }
         let method = action[action.index(after: colon)...]
+        if method == "embedContent" || method == "batchEmbedContents" {
+            let model = String(action[..<colon])
+            return try await embeddings(request, context: context, model: model) { body, _ in
+                SimulatedEmbeddings.geminiResponse(body, model: model, batch: method == "batchEmbedContents")
+            }
+        }
         guard method == "generateContent" || method == "streamGenerateContent" else {
             return Simulator.json(GeminiPersonality().error(status: 404).body, status: .notFound)
         }
@@ -211,6 +220,43 @@ public struct Simulator: Sendable {
                 }
                 try await writer.finish(nil)
             })
+    }
+
+    /// An embeddings call in either format: the faults that apply to an answer that is not
+    /// streamed (a status, a hang, a reset, a malformed or slow answer), else `answer`.
+    func embeddings(
+        _ request: Request, context: SimulatorRequestContext, model pathModel: String? = nil,
+        answer: @Sendable (JSONValue, String) -> (status: HTTPResponse.Status, body: JSONValue)
+    ) async throws -> Response {
+        let provider = context.parameters.get("provider") ?? "unknown"
+        let raw = try await request.body.collect(upTo: 64 << 20)
+        guard let body = try? JSONParser.parse(raw.readableBytesView), body.objectValue != nil else {
+            return Simulator.json(["error": ["message": "Request body is not JSON (simulated)"]], status: .badRequest)
+        }
+        let model = pathModel ?? body["model"]?.stringValue ?? ""
+        let fault = await state.admit(provider: provider, model: model)
+        switch fault?.kind {
+        case .status?:
+            let status = fault?.status ?? 500
+            return Simulator.json(
+                ["error": ["message": .string("Simulated \(status)"), "code": .int(Int64(status))]], status: .init(code: status))
+        case .timeout?, .stall?:
+            try? await context.channel.setOption(ChannelOptions.allowRemoteHalfClosure, value: false).get()
+            try await Simulator.waitUntilClosed(context.channel)
+            return Response(status: .gatewayTimeout)
+        case .reset?, .dropAfterChunks?:
+            try? await context.channel.close()
+            return Response(status: .internalServerError)
+        case .malformed?, .streamError?:
+            return Response(
+                status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: "{\"data\": [")))
+        case .slow?:
+            try await Task.sleep(for: .milliseconds(fault?.delayMs ?? 1000))
+        default:
+            break
+        }
+        let (status, reply) = answer(body, model)
+        return Simulator.json(reply, status: status)
     }
 
     /// Sleeps until the client goes away (or an hour passes): the `timeout` and `stall` faults.

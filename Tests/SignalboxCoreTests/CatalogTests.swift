@@ -19,6 +19,13 @@ import Testing
         #expect(Set(model.endpoints.map(\.provider)).count >= 2)
     }
 
+    @Test func embeddingsModelsSayHowLongTheirVectorsAre() {
+        let embeddings = catalog.models.filter(\.isEmbeddings)
+        #expect(embeddings.count >= 5)
+        #expect(Set(embeddings.map(\.author)).count >= 3)
+        for model in embeddings { #expect((model.embeddingDimensions ?? 0) > 0, "\(model.id)") }
+    }
+
     @Test func freeVariantsCostNothing() {
         for model in catalog.models where model.isFreeVariant {
             #expect(model.endpoints.allSatisfy { $0.pricing.isFree }, "\(model.id)")
@@ -31,7 +38,11 @@ import Testing
             #expect(model.contextLength > 0)
             #expect(Set(model.endpoints.map(\.tag)).count == model.endpoints.count, "duplicate tag in \(model.id)")
             for endpoint in model.endpoints {
-                #expect(endpoint.maxOutputTokens > 0 && endpoint.maxOutputTokens <= endpoint.contextLength)
+                // An embeddings endpoint has no output tokens; every other one has some.
+                #expect(
+                    model.isEmbeddings
+                        ? endpoint.maxOutputTokens == 0 && endpoint.pricing.completion.isZero
+                        : endpoint.maxOutputTokens > 0 && endpoint.maxOutputTokens <= endpoint.contextLength, "\(model.id)")
                 #expect(!endpoint.upstreamModel.isEmpty)
             }
         }

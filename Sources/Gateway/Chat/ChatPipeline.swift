@@ -52,6 +52,8 @@ struct AttemptResult: Sendable {
     var delivered: Int
     var finishReason: String?
     var firstTokenAt: ContinuousClock.Instant?
+    /// An embeddings request's vectors, one per input.
+    var embeddings: [[Float]]? = nil
 }
 
 /// Shared between an attempt and its watchdog.

@@ -69,7 +69,7 @@ extension RouterAPI {
         switch await runWatchingClient(prepared, channel: context.channel) {
         case .success(let result, let cost):
             return JSONResponse.make(
-                surface.response(to: ChatResponses.completion(prepared, result: result, cost: cost)),
+                surface.response(to: ChatResponses.completion(prepared, result: result, cost: cost), of: chat),
                 headers: [Self.generationHeader: prepared.generationID])
         case .failure(let error, _):
             var response = surface.errorResponse(error)
@@ -124,7 +124,7 @@ extension RouterAPI {
                 ? ChatResponses.replayStream(
                     completion,
                     translator: surface.makeStream(generationID: generationID, model: completion["model"]?.stringValue ?? ""))
-                : JSONResponse.make(surface.response(to: completion))
+                : JSONResponse.make(surface.response(to: completion, of: request))
             response.headers[Self.generationHeader] = generationID
             response.headers[Self.idempotencyHeader] = idempotencyKey
             return response

@@ -27,6 +27,12 @@ extension PlanningError {
                 status: 404,
                 message: "No endpoint for \(model) is in region \(region), "
                     + "where this key's requests must be served", metadata: ["region": .string(region)])
+        case .wrongKind(let model, let embeddings):
+            return .badRequest(
+                embeddings
+                    ? "\(model) is an embeddings model: send it to POST /api/v1/embeddings"
+                    : "\(model) is not an embeddings model: /api/v1/embeddings takes a model whose output is embeddings (see GET /api/v1/models)",
+                metadata: ["model": .string(model)])
         case .noCredentials(let model, let providers):
             return APIError(
                 status: 503,

@@ -20,7 +20,22 @@ enum ChatResponses {
     /// The non-streamed `chat.completion` for a successful attempt (also what an idempotent
     /// retry gets back).
     static func completion(_ prepared: PreparedChat, result: AttemptResult, cost: CostBreakdown) -> JSONValue {
-        [
+        if let vectors = result.embeddings {
+            let usage = result.usage ?? TokenUsage()
+            return [
+                "id": .string(prepared.generationID), "object": "list", "model": .string(result.attempt.model.id),
+                "provider": .string(result.attempt.provider.name), "created": .int(prepared.created),
+                "data": .array(
+                    vectors.enumerated().map { index, vector in
+                        ["object": "embedding", "index": .int(Int64(index)), "embedding": .array(vector.map { .double(Double($0)) })]
+                    }),
+                "usage": [
+                    "prompt_tokens": .int(Int64(usage.promptTokens)), "total_tokens": .int(Int64(usage.promptTokens)),
+                    "cost": .number(cost.total),
+                ],
+            ]
+        }
+        return [
             "id": .string(prepared.generationID), "provider": .string(result.attempt.provider.name),
             "model": .string(result.attempt.model.id), "object": "chat.completion", "created": .int(prepared.created),
             "system_fingerprint": result.accumulator.systemFingerprint.map { .string($0) } ?? nil,

@@ -119,7 +119,7 @@ struct AnthropicMessagesSurface: ChatSurface {
         return chat
     }
 
-    func response(to completion: JSONValue) -> JSONValue {
+    func response(to completion: JSONValue, of request: ChatRequest) -> JSONValue {
         let choice = completion["choices"]?.arrayValue?.first
         let message = choice?["message"]
         var content = Self.thinkingBlocks(reasoning: message?["reasoning"]?.stringValue, details: message?["reasoning_details"])

@@ -15,7 +15,7 @@ protocol ChatSurface: Sendable {
     /// `APIError` its own status.
     func chatRequest(from body: ByteBuffer, headers: HTTPFields) throws -> ChatRequest
     /// The non-streamed answer, from the pipeline's `chat.completion`.
-    func response(to completion: JSONValue) -> JSONValue
+    func response(to completion: JSONValue, of request: ChatRequest) -> JSONValue
     /// A translator for one streamed answer (the generation's id and the model asked for);
     /// nil when the chat stream is the answer.
     func makeStream(generationID: String, model: String) -> (any SurfaceStream)?
@@ -51,7 +51,7 @@ struct ChatCompletionsSurface: ChatSurface {
         try ChatRequest(bytes: Array(body.readableBytesView))
     }
 
-    func response(to completion: JSONValue) -> JSONValue { completion }
+    func response(to completion: JSONValue, of request: ChatRequest) -> JSONValue { completion }
 
     func makeStream(generationID: String, model: String) -> (any SurfaceStream)? { nil }
 

@@ -43,7 +43,7 @@ struct LegacyCompletionsSurface: ChatSurface {
         return try ChatRequest(json: .object(object))
     }
 
-    func response(to completion: JSONValue) -> JSONValue {
+    func response(to completion: JSONValue, of request: ChatRequest) -> JSONValue {
         var object = completion.objectValue ?? JSONObject()
         object["object"] = "text_completion"
         object["choices"] = .array((completion["choices"]?.arrayValue ?? []).map(Self.choice(fromMessage:)))

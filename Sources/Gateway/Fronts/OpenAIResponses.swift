@@ -157,7 +157,7 @@ struct OpenAIResponsesSurface: ChatSurface {
         }
     }
 
-    func response(to completion: JSONValue) -> JSONValue {
+    func response(to completion: JSONValue, of request: ChatRequest) -> JSONValue {
         let choice = completion["choices"]?.arrayValue?.first
         let message = choice?["message"]
         let id = completion["id"]?.stringValue ?? ""
