@@ -285,6 +285,34 @@ def test_errors_map_to_the_sdks_exception_classes(node, key, client):
     assert overloaded.value.status_code == 529 and overloaded.value.body["error"]["type"] == "overloaded_error"
 
 
+def test_refusals_of_every_kind_raise_the_sdks_own_exception(node, client):
+    pinned = {"provider": {"order": ["anthropic"], "allow_fallbacks": False}}
+    admin = anthropic.Anthropic(base_url=node.base + "/api", api_key=node.admin_key, max_retries=0)
+    with pytest.raises(anthropic.PermissionDeniedError) as denied:
+        admin.messages.create(model="claude-sonnet-4-5", max_tokens=10, messages=HELLO)
+    assert denied.value.body["error"]["type"] == "permission_error"
+    account = node.admin_post("/admin/accounts", {"name": "penniless"})["id"]
+    broke = node.admin_post("/keys", {"name": "penniless", "account": account})["key"]
+    with pytest.raises(anthropic.APIStatusError) as unpaid:
+        anthropic.Anthropic(base_url=node.base + "/api", api_key=broke, max_retries=0).messages.create(
+            model="anthropic/claude-sonnet-4.5", max_tokens=10, messages=HELLO)
+    assert unpaid.value.status_code == 402 and unpaid.value.body["error"]["type"] == "billing_error"
+    node.fault(provider="anthropic", kind="status", status=429)
+    with pytest.raises(anthropic.RateLimitError) as limited:
+        client.messages.create(model="anthropic/claude-sonnet-4.5", max_tokens=10, messages=HELLO, extra_body=pinned)
+    assert limited.value.body["error"]["type"] == "rate_limit_error"
+
+
+@pytest.mark.parametrize("body", ["{not json", "[1, 2]", '{"model": 5, "max_tokens": 10, "messages": []}'])
+def test_a_malformed_body_is_an_anthropic_400(node, key, body):
+    request = urllib.request.Request(node.base + "/api/v1/messages", data=body.encode(), method="POST",
+                                     headers={"x-api-key": key, "Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(request, timeout=10)
+    answer = json.loads(error.value.read())
+    assert error.value.code == 400 and answer["type"] == "error" and answer["error"]["type"] == "invalid_request_error"
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_provider_failing_before_the_first_token_is_invisible(client, key, node, stream):
     node.fault(provider="anthropic", kind="status", status=503)

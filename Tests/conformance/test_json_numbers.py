@@ -84,3 +84,21 @@ def test_a_max_price_in_any_form_filters_like_any_other(node, key, surface, form
     assert status == 404 and "max_price" in message_of(answer), answer
     status, answer = post(node, key, surface, '"provider": {"max_price": {"prompt": 1e16, "completion": 1E3}}')
     assert status == 200, answer
+
+
+@pytest.mark.parametrize("surface", list(SURFACES) + ["embeddings"])
+@pytest.mark.parametrize("body", ["{not json", "[1, 2]", '{"model": 5}', "\"just a string\""])
+def test_a_malformed_body_is_a_400_in_the_surfaces_shape_and_charges_nothing(node, key, surface, body):
+    before = node.get("/key", key)["data"]["usage"]
+    path = "/embeddings" if surface == "embeddings" else SURFACES[surface][0]
+    request = urllib.request.Request(node.api + path, data=body.encode(), method="POST",
+                                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(request, timeout=10)
+    answer = json.loads(error.value.read())
+    assert error.value.code == 400
+    if surface == "messages":
+        assert answer["type"] == "error" and answer["error"]["type"] == "invalid_request_error"
+    else:
+        assert answer["error"]["code"] == 400 and answer["error"]["message"]
+    assert node.get("/key", key)["data"]["usage"] == before
