@@ -125,6 +125,18 @@ public struct AnthropicAdapter: ProviderAdapter {
                         return ["type": "image", "source": ["type": "base64", "media_type": .string(mediaType), "data": .string(data)]]
                     }
                     return ["type": "image", "source": ["type": "url", "url": .string(url)]]
+                case "file":
+                    // OpenAI's file part (a PDF, as data or a URL) is Anthropic's document block.
+                    let file = part["file"]
+                    if let data = file?["file_data"]?.stringValue, let (mediaType, content) = DataURL.split(data) {
+                        return [
+                            "type": "document", "source": ["type": "base64", "media_type": .string(mediaType), "data": .string(content)],
+                        ]
+                    }
+                    if let url = file?["file_url"]?.stringValue ?? file?["url"]?.stringValue {
+                        return ["type": "document", "source": ["type": "url", "url": .string(url)]]
+                    }
+                    return nil
                 default:
                     return nil
                 }

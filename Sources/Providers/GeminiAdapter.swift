@@ -100,6 +100,16 @@ public struct GeminiAdapter: ProviderAdapter {
                         return ["inlineData": ["mimeType": .string(mediaType), "data": .string(data)]]
                     }
                     return ["fileData": ["mimeType": .string(mimeType(for: url)), "fileUri": .string(url)]]
+                case "file":
+                    // A file part (a PDF, as data or a URL) is inline data or a file reference.
+                    let file = part["file"]
+                    if let data = file?["file_data"]?.stringValue, let (mediaType, content) = DataURL.split(data) {
+                        return ["inlineData": ["mimeType": .string(mediaType), "data": .string(content)]]
+                    }
+                    if let url = file?["file_url"]?.stringValue ?? file?["url"]?.stringValue {
+                        return ["fileData": ["mimeType": "application/pdf", "fileUri": .string(url)]]
+                    }
+                    return nil
                 default: return nil
                 }
             }

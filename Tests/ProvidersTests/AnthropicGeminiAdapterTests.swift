@@ -254,3 +254,36 @@ let toolConversation = """
         #expect(delta.choices[0]["delta"] == ["reasoning": "hmm"])
     }
 }
+
+/// A chat file part (a PDF) reaches Anthropic as a document block and Gemini as inline data or a
+/// file reference, rather than being dropped.
+@Suite struct FilePartTranslationTests {
+    let chat = try! ChatRequest(
+        json: decodeJSON(
+            """
+            {"model": "a/m", "messages": [{"role": "user", "content": [
+              {"type": "text", "text": "Summarize"},
+              {"type": "file", "file": {"filename": "a.pdf", "file_data": "data:application/pdf;base64,JVBERi0x"}},
+              {"type": "file", "file": {"filename": "b.pdf", "file_url": "https://example.com/b.pdf"}}]}]}
+            """))
+
+    func body(_ request: UpstreamRequest) throws -> JSONValue {
+        try JSONParser.parse(request.body.readableBytesView)
+    }
+
+    @Test func anthropicGetsDocumentBlocks() throws {
+        let sent = try body(AnthropicAdapter().makeRequest(chat, attempt: attempt(format: .anthropic, upstream: "c"), apiKey: nil))
+        let blocks = sent["messages"]?.arrayValue?.first?["content"]?.arrayValue ?? []
+        #expect(blocks.map { $0["type"]?.stringValue } == ["text", "document", "document"])
+        #expect(blocks[1]["source"] == ["type": "base64", "media_type": "application/pdf", "data": "JVBERi0x"])
+        #expect(blocks[2]["source"] == ["type": "url", "url": "https://example.com/b.pdf"])
+    }
+
+    @Test func geminiGetsInlineDataAndAFileReference() throws {
+        let sent = try body(GeminiAdapter().makeRequest(chat, attempt: attempt(format: .gemini, upstream: "g"), apiKey: nil))
+        let parts = sent["contents"]?.arrayValue?.first?["parts"]?.arrayValue ?? []
+        #expect(parts.count == 3)
+        #expect(parts[1]["inlineData"] == ["mimeType": "application/pdf", "data": "JVBERi0x"])
+        #expect(parts[2]["fileData"]?["fileUri"] == "https://example.com/b.pdf")
+    }
+}
