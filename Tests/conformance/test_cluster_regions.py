@@ -157,3 +157,38 @@ def test_forwarding_between_nodes_runs_over_tls():
     finally:
         for node in (eu, us):
             node.stop(signal.SIGKILL)
+
+
+def post(node, key, path, body, headers=None):
+    request = urllib.request.Request(node.base + "/api/v1" + path, data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json", **(headers or {"Authorization": f"Bearer {key}"})})
+    try:
+        with urllib.request.urlopen(request, timeout=30, context=node.context) as response:
+            return response.status, dict(response.headers), json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), json.loads(error.read())
+
+
+def test_every_front_of_a_pinned_key_is_forwarded_on_its_own_route(regions):
+    """A key pinned to eu, arriving in us on Messages, Responses, legacy completions or
+    embeddings, is served in eu on the same route and answered in that route's shape."""
+    eu, us, database_url = regions
+    resident = account(database_url, region="eu")
+    key = cli("keys", "create", "--account", resident, database_url=database_url)["key"]
+    model, ask = "mistralai/ministral-14b-2512", "Where am I served?"
+    calls = [
+        ("/messages", {"model": model, "max_tokens": 10, "messages": [{"role": "user", "content": ask}]}, {"x-api-key": key},
+         lambda body: body["type"] == "message" and body["content"][0]["text"]),
+        ("/responses", {"model": model, "input": ask, "max_output_tokens": 10}, None,
+         lambda body: body["object"] == "response" and body["output"][0]["type"] == "message"),
+        ("/completions", {"model": model, "prompt": ask, "max_tokens": 10}, None,
+         lambda body: body["object"] == "text_completion" and body["choices"][0]["text"]),
+        ("/embeddings", {"model": "mistralai/mistral-embed", "input": ask}, None,
+         lambda body: body["object"] == "list" and len(body["data"][0]["embedding"]) == 1024),
+    ]
+    for path, body, headers, shaped in calls:
+        status, reply_headers, reply = post(us, key, path, body, headers)
+        assert status == 200, (path, reply)
+        assert reply_headers.get("X-Signalbox-Served-By") == "eu-1", path
+        assert shaped(reply), (path, reply)
+        assert reply["provider"] == "Mistral", path
