@@ -303,6 +303,32 @@ def test_refusals_of_every_kind_raise_the_sdks_own_exception(node, client):
     assert limited.value.body["error"]["type"] == "rate_limit_error"
 
 
+@pytest.mark.parametrize("status,exception", [(529, anthropic.OverloadedError), (429, anthropic.RateLimitError),
+                                               (500, anthropic.InternalServerError)])
+def test_a_stream_that_fails_before_any_output_is_an_http_error_the_sdk_retries_by(client, node, key, status, exception):
+    """As Anthropic answers: until a token exists the request can fail as a whole, with a status."""
+    node.fault(provider="anthropic", kind="status", status=status)
+    before = node.get("/key", key)["data"]["usage"]
+    with pytest.raises(exception) as error:
+        with client.messages.stream(model="anthropic/claude-sonnet-4.5", max_tokens=20, messages=HELLO,
+                                    extra_body={"provider": {"order": ["anthropic"], "allow_fallbacks": False}}) as events:
+            list(events)
+    assert error.value.body["type"] == "error"
+    assert node.get("/key", key)["data"]["usage"] == before
+
+
+def test_a_stream_that_fails_after_output_ends_with_an_error_event(client, node):
+    node.fault(provider="anthropic", kind="stream_error", after_chunks=4)
+    received = []
+    with pytest.raises(anthropic.APIStatusError) as error:
+        with client.messages.stream(model="anthropic/claude-sonnet-4.5", max_tokens=40, messages=HELLO,
+                                    extra_body={"provider": {"order": ["anthropic"], "allow_fallbacks": False}}) as events:
+            for event in events:
+                received.append(event.type)
+    assert received[0] == "message_start" and "content_block_delta" in received and "message_stop" not in received
+    assert error.value.body["type"] == "error"
+
+
 @pytest.mark.parametrize("body", ["{not json", "[1, 2]", '{"model": 5, "max_tokens": 10, "messages": []}'])
 def test_a_malformed_body_is_an_anthropic_400(node, key, body):
     request = urllib.request.Request(node.base + "/api/v1/messages", data=body.encode(), method="POST",

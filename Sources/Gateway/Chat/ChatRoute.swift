@@ -63,7 +63,11 @@ extension RouterAPI {
             throw error
         }
         if chat.stream {
-            return streamResponse(prepared, translator: surface.makeStream(generationID: generationID, model: chat.requestedModel))
+            let translator = surface.makeStream(generationID: generationID, model: chat.requestedModel)
+            if surface.holdsStreamHead, let translator {
+                return await heldStreamResponse(prepared, translator: translator, channel: context.channel, surface: surface)
+            }
+            return streamResponse(prepared, translator: translator)
         }
 
         switch await runWatchingClient(prepared, channel: context.channel) {

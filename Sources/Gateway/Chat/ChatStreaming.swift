@@ -56,7 +56,7 @@ extension RouterAPI {
                     }
                 }
                 defer { pipeline.watch.cancel(ticker) }
-                async let produced: Void = Self.produce(
+                async let produced = Self.produce(
                     prepared, pipeline: pipeline, into: events, translation: translation,
                     firstData: { nextComment.withLockedValue { $0 = nil } })
                 do {
@@ -66,35 +66,97 @@ extension RouterAPI {
                     events.finish()
                     throw error
                 }
-                await produced
+                _ = await produced
                 try await writer.finish(nil)
             })
     }
 }
 
 extension RouterAPI {
+    /// A stream whose response head waits for its first event: until an attempt produced output
+    /// the request can still fail, and then the client gets the failure as an HTTP error in its
+    /// surface's shape — a status its SDK retries by (Anthropic's 529, 429, 5xx) — instead of a
+    /// 200 whose stream holds only an error event. Anthropic answers so. Nothing is written while
+    /// waiting, so there are no keep-alive events before the first; a client that leaves
+    /// meanwhile ends the request, as a departed client always does.
+    func heldStreamResponse(
+        _ prepared: PreparedChat, translator: any SurfaceStream, channel: (any Channel)?, surface: some ChatSurface
+    ) async -> Response {
+        let pipeline = self.pipeline
+        let opening = translator.opening
+        let translation = NIOLockedValueBox<any SurfaceStream>(translator)
+        let events = EventPipe()
+        let gate = FirstEventGate()
+        var clientGone: (@Sendable () -> Bool)?
+        if let channel {
+            // HTTP clients do not half-close a connection they still read from: end-of-input means gone.
+            try? await channel.setOption(ChannelOptions.allowRemoteHalfClosure, value: false).get()
+            clientGone = { !channel.isActive }
+        }
+        let producer = Task { [clientGone] in
+            let outcome = await Self.produce(
+                prepared, pipeline: pipeline, into: events, translation: translation, clientGone: clientGone,
+                firstData: { gate.open(.started) })
+            gate.open(.finished(outcome))
+        }
+        let first = await withTaskCancellationHandler {
+            await gate.wait()
+        } onCancel: {
+            producer.cancel()
+        }
+        switch first {
+        case .finished(.failure(let error, deliveredBeforeFailure: false)):
+            var response = surface.errorResponse(error)
+            response.headers[Self.generationHeader] = prepared.generationID
+            return response
+        case .finished(.cancelled):
+            return surface.errorResponse(APIError(status: 499, message: "Client closed the request"))
+        case .started, .finished:
+            return Response(
+                status: .ok,
+                headers: [.contentType: "text/event-stream", .cacheControl: "no-cache", Self.generationHeader: prepared.generationID],
+                body: ResponseBody { writer in
+                    do {
+                        try await writer.write(opening)
+                        while let bytes = await events.next() { try await writer.write(bytes) }
+                    } catch {
+                        events.finish()
+                        producer.cancel()  // the client is gone: so is the upstream call
+                        throw error
+                    }
+                    await producer.value
+                    try await writer.finish(nil)
+                })
+        }
+    }
+
     /// Runs a streamed request, sending its events into `events` and finishing it.
     @inline(never)  // the stream's child task starts with this small frame, not the pipeline's
+    @discardableResult
     static func produce(
         _ prepared: PreparedChat, pipeline: ChatPipeline, into events: EventPipe,
-        translation: NIOLockedValueBox<any SurfaceStream>?, firstData: @escaping @Sendable () -> Void
-    ) async {
+        translation: NIOLockedValueBox<any SurfaceStream>?, clientGone: (@Sendable () -> Bool)? = nil,
+        firstData: @escaping @Sendable () -> Void
+    ) async -> ChatPipeline.RequestOutcome {
         /// What the client gets for `bytes`: empty for a translated chunk with no counterpart,
         /// which keeps the processing comments going.
         @Sendable func translated(_ bytes: ByteBuffer) -> ByteBuffer {
             translation?.withLockedValue { $0.translate(bytes) } ?? bytes
         }
-        let outcome = await pipeline.run(prepared) { bytes in
-            let out = translated(bytes)
-            guard out.readableBytes > 0 else { return }
-            firstData()  // before the data: no comment may follow it
-            events.send(out)
-        }
+        let outcome = await pipeline.run(
+            prepared,
+            emit: { bytes in
+                let out = translated(bytes)
+                guard out.readableBytes > 0 else { return }
+                firstData()  // before the data: no comment may follow it
+                events.send(out)
+            }, clientGone: clientGone)
         for buffer in ChatResponses.closingEvents(outcome, prepared: prepared) {
             let out = translated(buffer)
             if out.readableBytes > 0 { events.send(out) }
         }
         events.finish()
+        return outcome
     }
 }
 
@@ -164,6 +226,43 @@ final class EventPipe: Sendable {
             guard state.pending.readableBytes > 0 else { return nil }
             defer { state.pending = ByteBuffer() }
             return state.pending
+        }
+    }
+}
+
+/// Says when a held stream's first event came, or how the request ended without one: once.
+final class FirstEventGate: Sendable {
+    enum Event: Sendable {
+        case started
+        case finished(ChatPipeline.RequestOutcome)
+    }
+
+    private struct State {
+        var event: Event?
+        var waiter: CheckedContinuation<Event, Never>?
+    }
+
+    private let state = NIOLockedValueBox(State())
+
+    /// The first call decides; later ones are ignored.
+    func open(_ event: Event) {
+        let waiter = state.withLockedValue { state -> CheckedContinuation<Event, Never>? in
+            guard state.event == nil else { return nil }
+            state.event = event
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume(returning: event)
+    }
+
+    func wait() async -> Event {
+        await withCheckedContinuation { continuation in
+            let ready = state.withLockedValue { state -> Event? in
+                if let event = state.event { return event }
+                state.waiter = continuation
+                return nil
+            }
+            if let ready { continuation.resume(returning: ready) }
         }
     }
 }

@@ -144,6 +144,10 @@ struct AnthropicMessagesSurface: ChatSurface {
 
     func errorResponse(_ error: APIError) -> Response { AnthropicErrors.response(error) }
 
+    /// Anthropic answers a request that fails before any output with an HTTP error (a 529 its
+    /// clients retry), not a stream holding an error event.
+    var holdsStreamHead: Bool { true }
+
     // MARK: Request translation
 
     /// One Messages turn as chat messages: a user turn's tool results become `tool` messages

@@ -21,6 +21,13 @@ protocol ChatSurface: Sendable {
     func makeStream(generationID: String, model: String) -> (any SurfaceStream)?
     /// An error as this surface's clients expect it.
     func errorResponse(_ error: APIError) -> Response
+    /// Whether a stream's response head waits for its first event, so a request that fails
+    /// before any output is an HTTP error (see `RouterAPI.heldStreamResponse`).
+    var holdsStreamHead: Bool { get }
+}
+
+extension ChatSurface {
+    var holdsStreamHead: Bool { false }
 }
 
 /// Turns one streamed chat answer — OpenAI `chat.completion.chunk` events, the closing usage
