@@ -133,7 +133,7 @@ public struct AnthropicAdapter: ProviderAdapter {
                             "type": "document", "source": ["type": "base64", "media_type": .string(mediaType), "data": .string(content)],
                         ]
                     }
-                    if let url = file?["file_url"]?.stringValue ?? file?["url"]?.stringValue {
+                    if let url = file?["file_url"]?.stringValue ?? file?["url"]?.stringValue ?? file?["file_data"]?.stringValue {
                         return ["type": "document", "source": ["type": "url", "url": .string(url)]]
                     }
                     return nil
@@ -298,7 +298,12 @@ public struct AnthropicStreamDecoder: StreamDecoder {
             let body = json["delta"]
             switch body?["type"]?.stringValue {
             case "text_delta": return [delta(["content": body?["text"] ?? ""])]
-            case "thinking_delta": return excludeReasoning ? [] : [delta(["reasoning": body?["thinking"] ?? ""])]
+            case "thinking_delta":
+                // The text also goes by block (its `index`), so each signed block keeps its own.
+                guard !excludeReasoning else { return [] }
+                let thinking = body?["thinking"] ?? ""
+                let detail = Self.detail("reasoning.text", index: json["index"]?.intValue ?? 0, ["text": thinking])
+                return [delta(["reasoning": thinking, "reasoning_details": [detail]])]
             case "signature_delta":
                 // What lets a client send the thinking back to Anthropic in a later turn.
                 let index = json["index"]?.intValue ?? 0

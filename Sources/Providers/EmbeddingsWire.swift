@@ -11,9 +11,19 @@ public enum EmbeddingsWire {
         public var promptTokens: Int?
     }
 
-    /// The upstream request for `input` at `attempt`'s endpoint; nil for a format with no embeddings.
-    public static func request(_ input: ChatRequest.EmbeddingsInput, attempt: PlannedAttempt, apiKey: String?) -> UpstreamRequest? {
+    /// Gemini's `batchEmbedContents` takes at most this many texts a call.
+    public static let geminiBatch = 100
+
+    /// The upstream requests for `input` at `attempt`'s endpoint, with how many inputs each
+    /// carries (one for OpenAI's format; Gemini's in batches of 100); nil for a format (or an
+    /// input) the endpoint cannot take. `dimensions` is sent only to a model that can shorten
+    /// its vectors, and only when it asks for shorter ones.
+    public static func requests(
+        _ input: ChatRequest.EmbeddingsInput, attempt: PlannedAttempt, apiKey: String?
+    ) -> [(request: UpstreamRequest, inputs: Int)]? {
         let base = attempt.provider.baseURL.hasSuffix("/") ? String(attempt.provider.baseURL.dropLast()) : attempt.provider.baseURL
+        let model = attempt.model
+        let dimensions = input.dimensions.flatMap { model.reducibleDimensions && $0 != model.embeddingDimensions ? $0 : nil }
         switch attempt.provider.format {
         case .openai:
             var body: JSONObject = ["model": .string(attempt.endpoint.upstreamModel), "encoding_format": "float"]
@@ -21,25 +31,31 @@ public enum EmbeddingsWire {
             case .texts(let texts): body["input"] = .array(texts.map { .string($0) })
             case .tokens(let lists): body["input"] = .array(lists.map { .array($0.map { .int(Int64($0)) }) })
             }
-            if let dimensions = input.dimensions { body["dimensions"] = .int(Int64(dimensions)) }
+            if let dimensions { body["dimensions"] = .int(Int64(dimensions)) }
             var headers = [("content-type", "application/json")]
             if let apiKey { headers.append(("authorization", "Bearer \(apiKey)")) }
-            return UpstreamRequest(url: base + "/embeddings", headers: headers, body: ByteBuffer(bytes: JSONWriter.bytes(.object(body))))
+            let request = UpstreamRequest(
+                url: base + "/embeddings", headers: headers, body: ByteBuffer(bytes: JSONWriter.bytes(.object(body))))
+            return [(request, input.count)]
         case .gemini:
             guard case .texts(let texts) = input.items else { return nil }
-            let model =
+            let name =
                 attempt.endpoint.upstreamModel.hasPrefix("models/")
                 ? attempt.endpoint.upstreamModel : "models/" + attempt.endpoint.upstreamModel
-            let requests: [JSONValue] = texts.map { text in
-                var request: JSONObject = ["model": .string(model), "content": ["parts": [["text": .string(text)]]]]
-                if let dimensions = input.dimensions { request["outputDimensionality"] = .int(Int64(dimensions)) }
-                return .object(request)
-            }
             var headers = [("content-type", "application/json")]
             if let apiKey { headers.append(("x-goog-api-key", apiKey)) }
-            return UpstreamRequest(
-                url: base + "/\(model):batchEmbedContents", headers: headers,
-                body: ByteBuffer(bytes: JSONWriter.bytes(["requests": .array(requests)])))
+            return stride(from: 0, to: texts.count, by: geminiBatch).map { start in
+                let batch = texts[start..<min(start + geminiBatch, texts.count)]
+                let requests: [JSONValue] = batch.map { text in
+                    var request: JSONObject = ["model": .string(name), "content": ["parts": [["text": .string(text)]]]]
+                    if let dimensions { request["outputDimensionality"] = .int(Int64(dimensions)) }
+                    return .object(request)
+                }
+                let request = UpstreamRequest(
+                    url: base + "/\(name):batchEmbedContents", headers: headers,
+                    body: ByteBuffer(bytes: JSONWriter.bytes(["requests": .array(requests)])))
+                return (request, batch.count)
+            }
         case .anthropic:
             return nil
         }
@@ -82,21 +98,27 @@ public enum EmbeddingsWire {
             var vector: [Float] = []
             vector.reserveCapacity(dimensions)
             for value in values {
-                guard let number = value.numericValue, number.isFinite else {
-                    throw UpstreamFailure(.malformed, "Provider answered a vector with a value that is not a finite number")
+                guard let number = value.numericValue.map(Float.init), number.isFinite else {
+                    throw UpstreamFailure(.malformed, "Provider answered a vector with a value that is not a finite float")
                 }
-                vector.append(Float(number))
+                vector.append(number)
             }
             vectors.append(vector)
         }
         return Answer(vectors: vectors, promptTokens: tokens)
     }
 
-    /// The router's own count where the upstream reports none: about four bytes of UTF-8 per
-    /// token, at least one per input (the estimate `count_tokens` uses), or the ids given.
+    /// The router's own count where the upstream reports none: about four ASCII bytes per token
+    /// and one token per other character (a CJK character is one or more tokens, not a
+    /// quarter of three bytes), at least one per input; or the ids given.
     public static func estimatedTokens(_ input: ChatRequest.EmbeddingsInput) -> Int {
         switch input.items {
-        case .texts(let texts): texts.reduce(0) { $0 + max(1, ($1.utf8.count + 3) / 4) }
+        case .texts(let texts):
+            texts.reduce(0) { total, text in
+                let ascii = text.utf8.reduce(0) { $0 + ($1 < 0x80 ? 1 : 0) }
+                let others = text.unicodeScalars.reduce(0) { $0 + ($1.isASCII ? 0 : 1) }
+                return total + max(1, (ascii + 3) / 4 + others)
+            }
         case .tokens(let lists): lists.reduce(0) { $0 + $1.count }
         }
     }

@@ -106,7 +106,7 @@ public struct GeminiAdapter: ProviderAdapter {
                     if let data = file?["file_data"]?.stringValue, let (mediaType, content) = DataURL.split(data) {
                         return ["inlineData": ["mimeType": .string(mediaType), "data": .string(content)]]
                     }
-                    if let url = file?["file_url"]?.stringValue ?? file?["url"]?.stringValue {
+                    if let url = file?["file_url"]?.stringValue ?? file?["url"]?.stringValue ?? file?["file_data"]?.stringValue {
                         return ["fileData": ["mimeType": "application/pdf", "fileUri": .string(url)]]
                     }
                     return nil

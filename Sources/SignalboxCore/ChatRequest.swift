@@ -696,6 +696,8 @@ public struct PromptBound: Sendable, Hashable {
     /// Tokens one file or document part may add beyond its own bytes: a rendered PDF page is
     /// charged as an image plus its text (Anthropic: up to ~3,000 tokens a page).
     public static let perFile = 3_000
+    /// Files given by URL: the router never sees their size, so each may fill the context.
+    public var unboundedFiles = 0
 
     /// Counts a content part by its `type`, as the adapters translate it: a part's other fields
     /// (a stray `text` on an image part) cannot make it count as less than it is.
@@ -721,7 +723,31 @@ public struct PromptBound: Sendable, Hashable {
             // URL) bound any text in it, and the allowance covers what rendering adds.
             files += 1
             textTokens += scanner.compactByteCount(range) + 1
+            if kind == "file", Self.isLinked(file: range, scanner) { unboundedFiles += 1 }
         }
+    }
+
+    /// True when a file part names its file by URL (`file_url`, or a `file_data` that is no
+    /// `data:` URL, as OpenRouter allows) instead of carrying it.
+    static func isLinked(file part: Range<Int>, _ scanner: JSONScanner) -> Bool {
+        var linked = false
+        _ = try? scanner.scanObject(at: part.lowerBound, depth: 4) { key, escaped, valueStart throws(JSONScanner.Invalid) in
+            let end = try scanner.skipValue(at: valueStart, depth: 5)
+            guard scanner.key(key, escaped: escaped, is: "file"), scanner.kind(at: valueStart) == UInt8(ascii: "{") else { return end }
+            _ = try? scanner.scanObject(at: valueStart, depth: 5) { inner, innerEscaped, innerStart throws(JSONScanner.Invalid) in
+                let innerEnd = try scanner.skipValue(at: innerStart, depth: 6)
+                if scanner.key(inner, escaped: innerEscaped, is: "file_url") || scanner.key(inner, escaped: innerEscaped, is: "url") {
+                    linked = true
+                } else if scanner.key(inner, escaped: innerEscaped, is: "file_data"), let text = scanner.string(innerStart..<innerEnd),
+                    !text.hasPrefix("data:")
+                {
+                    linked = true
+                }
+                return innerEnd
+            }
+            return end
+        }
+        return linked
     }
 }
 

@@ -55,7 +55,9 @@ public struct PlannedAttempt: Sendable, Hashable {
     /// An upper bound on the prompt tokens this endpoint will count for the request.
     public func promptTokenBound(for request: ChatRequest) -> Int {
         let prompt = request.prompt
-        return prompt.textTokens + prompt.images * endpoint.imageTokenAllowance + prompt.files * PromptBound.perFile
+        let bound = prompt.textTokens + prompt.images * endpoint.imageTokenAllowance + prompt.files * PromptBound.perFile
+        // A file given by URL may be as long as the context allows: nothing else bounds it.
+        return prompt.unboundedFiles > 0 ? max(bound, endpoint.contextLength) : bound
     }
 
     /// The worst-case cost of this attempt, rounded up: every prompt token at the dearer of the

@@ -67,6 +67,12 @@ public enum SimulatedEmbeddings {
             return (.badRequest, ["error": ["message": "'input' and 'model' are required", "type": "invalid_request_error"]])
         }
         let dimensions = body["dimensions"]?.intValue
+        // As OpenAI: only the v3 models take `dimensions`, and not past their own length.
+        if dimensions != nil && !model.hasPrefix("text-embedding-3") {
+            return (
+                .badRequest, ["error": ["message": "This model does not support specifying dimensions.", "type": "invalid_request_error"]]
+            )
+        }
         let data: [JSONValue] = texts.enumerated().map { index, text in
             ["object": "embedding", "index": .int(Int64(index)), "embedding": floats(vector(text, model: model, dimensions: dimensions))]
         }
@@ -92,6 +98,18 @@ public enum SimulatedEmbeddings {
         let invalid: JSONValue = ["error": ["code": 400, "message": "Invalid embedding request (simulated)", "status": "INVALID_ARGUMENT"]]
         if batch {
             guard let requests = body["requests"]?.arrayValue, !requests.isEmpty else { return (.badRequest, invalid) }
+            // As Google: "at most 100 requests can be in one batch".
+            guard requests.count <= 100 else {
+                return (
+                    .badRequest,
+                    [
+                        "error": [
+                            "code": 400, "message": "* BatchEmbedContentsRequest.requests: at most 100 requests can be in one batch",
+                            "status": "INVALID_ARGUMENT",
+                        ]
+                    ]
+                )
+            }
             let embeddings = requests.map(embed)
             guard embeddings.allSatisfy({ $0 != nil }) else { return (.badRequest, invalid) }
             return (.ok, ["embeddings": .array(embeddings.compactMap { $0 })])

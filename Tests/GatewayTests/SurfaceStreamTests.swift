@@ -113,3 +113,22 @@ import Testing
         #expect(chunks.last?["usage"]?["completion_tokens"] == 5)
     }
 }
+
+extension SurfaceStreamTests {
+    @Test func parallelToolCallsThatInterleaveBecomeWholeResponsesItems() throws {
+        var stream = ResponsesEventStream(id: "gen-1", model: "m")
+        let text =
+            Self.chunk([["index": 0, "delta": ["tool_calls": [Self.call(0, id: "a", name: "first", arguments: "")]]]])
+            + Self.chunk([["index": 0, "delta": ["tool_calls": [Self.call(1, id: "b", name: "second", arguments: "")]]]])
+            + Self.chunk([["index": 0, "delta": ["tool_calls": [Self.call(0, arguments: #"{"x":"#)]]]])
+            + Self.chunk([["index": 0, "delta": ["tool_calls": [Self.call(1, arguments: #"{"y":2}"#)]]]])
+            + Self.chunk([["index": 0, "delta": ["tool_calls": [Self.call(0, arguments: "1}")]], "finish_reason": "tool_calls"]])
+            + Self.chunk([], usage: Self.usage) + "data: [DONE]\n\n"
+        let events = try Self.events(stream.translate(ByteBuffer(string: text)))
+        let added = events.filter { $0.0 == "response.output_item.added" }.map { $0.1["item"]?["call_id"]?.stringValue }
+        #expect(added == ["a", "b"], "one item per call, never reopened")
+        let output = events.last?.1["response"]?["output"]?.arrayValue ?? []
+        #expect(output.map { $0["arguments"]?.stringValue } == [#"{"x":1}"#, #"{"y":2}"#])
+        #expect(output.map { $0["name"]?.stringValue } == ["first", "second"])
+    }
+}

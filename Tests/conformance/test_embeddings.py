@@ -99,6 +99,20 @@ def test_base64_carries_the_same_values_as_little_endian_float32(node, key, mode
     assert sdk.data[0].embedding == pytest.approx(floats["data"][0]["embedding"], abs=1e-7)
 
 
+def test_more_texts_than_one_gemini_batch_are_sent_in_batches_and_come_back_in_order(client):
+    texts = [f"text number {i}" for i in range(250)]
+    reply = client.embeddings.create(model="google/gemini-embedding-001", input=texts, dimensions=8)
+    assert [item.index for item in reply.data] == list(range(250))
+    single = client.embeddings.create(model="google/gemini-embedding-001", input=texts[137], dimensions=8)
+    assert reply.data[137].embedding == single.data[0].embedding
+
+
+def test_a_fixed_length_model_asked_for_its_own_length_is_not_sent_dimensions(client):
+    # OpenAI refuses `dimensions` on ada-002 even at 1,536: the router leaves it out.
+    reply = client.embeddings.create(model="openai/text-embedding-ada-002", input="x", dimensions=1536)
+    assert len(reply.data[0].embedding) == 1536
+
+
 def test_token_ids_go_to_an_endpoint_that_takes_them(client):
     one = client.embeddings.create(model="openai/text-embedding-3-small", input=[1, 2, 3])
     many = client.embeddings.create(model="openai/text-embedding-3-small", input=[[1, 2, 3], [4, 5]])
@@ -149,6 +163,11 @@ def raw_post(node, key, body):
     ('{"model": "openai/text-embedding-ada-002", "input": "x", "dimensions": 256}', 400, "always answers 1536"),
     ('{"model": "google/gemini-embedding-001", "input": [1, 2]}', 400, "token ids"),
     ('{"model": "openai/gpt-4o-mini", "input": "x"}', 400, "not an embeddings model"),
+    ('{"model": "openai/text-embedding-3-large", "input": ' + json.dumps(["x"] * 400) + '}', 400, "more than 1048576 values"),
+    ('{"model": "openai/text-embedding-3-small", "models": ["mistralai/mistral-embed"], "input": "x"}', 400,
+     "different lengths"),
+    ('{"model": "openai/text-embedding-3-small", "models": ["openai/text-embedding-3-large"], "input": "x", "dimensions": 512}',
+     200, None),
     ('{"model": "nobody/no-such-model", "input": "x"}', 400, "not a valid model"),
 ])
 def test_bad_input_is_a_400_and_charges_nothing(node, key, body, status, fragment):

@@ -31,10 +31,13 @@ extension RouterAPI {
         let header = translator?.keepAlive ?? ChatResponses.processing
         let opening = translator?.opening ?? header
         let translation = translator.map { NIOLockedValueBox($0) }
+        // Hummingbird never runs the body when the head cannot be written: the hold goes then.
+        let unstarted = StreamStartGuard { Task { await pipeline.cancel(prepared) } }
         return Response(
             status: .ok,
             headers: [.contentType: "text/event-stream", .cacheControl: "no-cache", Self.generationHeader: prepared.generationID],
             body: ResponseBody { writer in
+                unstarted.started()
                 do {
                     try await writer.write(opening)
                 } catch {
@@ -84,6 +87,8 @@ extension RouterAPI {
     ) async -> Response {
         let pipeline = self.pipeline
         let opening = translator.opening
+        let keepAlive = translator.keepAlive
+        let interval = dependencies.configuration.keepAliveInterval
         let translation = NIOLockedValueBox<any SurfaceStream>(translator)
         let events = EventPipe()
         let gate = FirstEventGate()
@@ -99,11 +104,18 @@ extension RouterAPI {
                 firstData: { gate.open(.started) })
             gate.open(.finished(outcome))
         }
+        // The head waits at most this long: past it the stream begins, and keep-alive events
+        // hold the connection open through proxies' idle timeouts until the first output.
+        let deadline = Task {
+            try? await Task.sleep(for: Self.longestHeldHead)
+            gate.open(.waited)
+        }
         let first = await withTaskCancellationHandler {
             await gate.wait()
         } onCancel: {
             producer.cancel()
         }
+        deadline.cancel()
         switch first {
         case .finished(.failure(let error, deliveredBeforeFailure: false)):
             var response = surface.errorResponse(error)
@@ -111,24 +123,43 @@ extension RouterAPI {
             return response
         case .finished(.cancelled):
             return surface.errorResponse(APIError(status: 499, message: "Client closed the request"))
-        case .started, .finished:
+        case .started, .finished, .waited:
+            // Hummingbird never runs the body when the head cannot be written: the request ends then.
+            let unstarted = StreamStartGuard { producer.cancel() }
             return Response(
                 status: .ok,
                 headers: [.contentType: "text/event-stream", .cacheControl: "no-cache", Self.generationHeader: prepared.generationID],
                 body: ResponseBody { writer in
-                    do {
-                        try await writer.write(opening)
-                        while let bytes = await events.next() { try await writer.write(bytes) }
-                    } catch {
-                        events.finish()
-                        producer.cancel()  // the client is gone: so is the upstream call
-                        throw error
+                    unstarted.started()
+                    // Past the longest hold with no output yet: keep-alive events until it comes.
+                    let ticker: PollingWatch.Registration? =
+                        first == .waited
+                        ? pipeline.watch.every {
+                            guard !gate.started else { return false }
+                            if gate.keepAliveDue(every: interval, now: pipeline.clock.now) { events.send(keepAlive) }
+                            return true
+                        } : nil
+                    defer { if let ticker { pipeline.watch.cancel(ticker) } }
+                    try await withTaskCancellationHandler {
+                        do {
+                            try await writer.write(opening)
+                            while let bytes = await events.next() { try await writer.write(bytes) }
+                        } catch {
+                            events.finish()
+                            producer.cancel()  // the client is gone: so is the upstream call
+                            throw error
+                        }
+                        await producer.value
+                        try await writer.finish(nil)
+                    } onCancel: {
+                        producer.cancel()
                     }
-                    await producer.value
-                    try await writer.finish(nil)
                 })
         }
     }
+
+    /// How long a held stream's head may wait for the first output (see `heldStreamResponse`).
+    static let longestHeldHead = Duration.seconds(15)
 
     /// Runs a streamed request, sending its events into `events` and finishing it.
     @inline(never)  // the stream's child task starts with this small frame, not the pipeline's
@@ -230,29 +261,55 @@ final class EventPipe: Sendable {
     }
 }
 
-/// Says when a held stream's first event came, or how the request ended without one: once.
+/// Says when a held stream's first event came, how the request ended without one, or that the
+/// wait ran out: the first of these decides.
 final class FirstEventGate: Sendable {
-    enum Event: Sendable {
+    enum Event: Sendable, Equatable {
         case started
         case finished(ChatPipeline.RequestOutcome)
+        /// The wait ran out before either.
+        case waited
+
+        static func == (lhs: Event, rhs: Event) -> Bool {
+            switch (lhs, rhs) {
+            case (.started, .started), (.waited, .waited): true
+            case (.finished, .finished): true
+            default: false
+            }
+        }
     }
 
     private struct State {
         var event: Event?
+        var started = false
+        var lastKeepAlive: ContinuousClock.Instant?
         var waiter: CheckedContinuation<Event, Never>?
     }
 
     private let state = NIOLockedValueBox(State())
 
-    /// The first call decides; later ones are ignored.
+    /// The first call decides what the waiter gets; `.started` is remembered whenever it comes.
     func open(_ event: Event) {
         let waiter = state.withLockedValue { state -> CheckedContinuation<Event, Never>? in
+            if event == .started { state.started = true }
             guard state.event == nil else { return nil }
             state.event = event
             defer { state.waiter = nil }
             return state.waiter
         }
         waiter?.resume(returning: event)
+    }
+
+    /// Whether any output came.
+    var started: Bool { state.withLockedValue { $0.started } }
+
+    /// True once per `interval`: when a keep-alive event is due.
+    func keepAliveDue(every interval: Duration, now: ContinuousClock.Instant) -> Bool {
+        state.withLockedValue { state in
+            if let last = state.lastKeepAlive, now - last < interval { return false }
+            state.lastKeepAlive = now
+            return true
+        }
     }
 
     func wait() async -> Event {
@@ -264,5 +321,20 @@ final class FirstEventGate: Sendable {
             }
             if let ready { continuation.resume(returning: ready) }
         }
+    }
+}
+
+/// Runs `onDrop` when a stream's body is released without having run (its response head could
+/// not be written), so what the request holds is given back.
+final class StreamStartGuard: Sendable {
+    private let didStart = NIOLockedValueBox(false)
+    private let onDrop: @Sendable () -> Void
+
+    init(onDrop: @escaping @Sendable () -> Void) { self.onDrop = onDrop }
+
+    func started() { didStart.withLockedValue { $0 = true } }
+
+    deinit {
+        if !didStart.withLockedValue({ $0 }) { onDrop() }
     }
 }

@@ -72,48 +72,58 @@ extension ChatPipeline {
         _ input: ChatRequest.EmbeddingsInput, _ attempt: PlannedAttempt, prepared: PreparedChat,
         progress: NIOLockedValueBox<AttemptProgress>, abort: UpstreamAbort
     ) async throws -> AttemptResult {
-        guard var request = EmbeddingsWire.request(input, attempt: attempt, apiKey: providerKeys[attempt.provider.slug]) else {
+        guard let calls = EmbeddingsWire.requests(input, attempt: attempt, apiKey: providerKeys[attempt.provider.slug]) else {
             throw UpstreamFailure(
                 .status(400), "\(attempt.provider.name) takes no token-id inputs for embeddings", neverReachedUpstream: true)
         }
-        request.abort = abort
-        let response: UpstreamResponse
-        do {
-            response = try await transport.send(request)
-        } catch let failure as UpstreamFailure where !Task.isCancelled {
-            throw failure
-        } catch  where !(error is CancellationError) && !Task.isCancelled {
-            throw UpstreamFailure(.connect, "Could not connect to the provider: \(error)")
-        }
-        let headAt = clock.now
-        progress.withLockedValue {
-            $0.lastActivity = headAt
-            $0.firstToken = headAt
-        }
-        guard (200..<300).contains(response.status) else {
-            let body = try await response.body.collect(upTo: 64 * 1024)
-            throw ProviderAdapters.adapter(for: attempt.provider.format).failure(
-                status: response.status, body: body, retryAfter: response.header("retry-after").flatMap { Int($0) })
-        }
-        var body = ByteBuffer()
-        for try await var chunk in response.body {
-            guard body.readableBytes + chunk.readableBytes <= Self.maximumEmbeddingsAnswer else {
-                throw UpstreamFailure(.malformed, "Provider's embeddings answer is larger than \(Self.maximumEmbeddingsAnswer) bytes")
-            }
-            body.writeBuffer(&chunk)
-            progress.withLockedValue { $0.lastActivity = clock.now }
-        }
         let dimensions = input.dimensions ?? attempt.model.embeddingDimensions ?? 0
-        let answer = try EmbeddingsWire.answer(body, format: attempt.provider.format, inputs: input.count, dimensions: dimensions)
-        let usage = TokenUsage(promptTokens: answer.promptTokens ?? EmbeddingsWire.estimatedTokens(input), completionTokens: 0)
+        var vectors: [[Float]] = []
+        vectors.reserveCapacity(input.count)
+        var reported: Int? = 0
+        var headAt: ContinuousClock.Instant?
+        for (var request, inputs) in calls {
+            request.abort = abort
+            let response: UpstreamResponse
+            do {
+                response = try await transport.send(request)
+            } catch let failure as UpstreamFailure where !Task.isCancelled {
+                throw failure
+            } catch  where !(error is CancellationError) && !Task.isCancelled {
+                throw UpstreamFailure(.connect, "Could not connect to the provider: \(error)")
+            }
+            let now = clock.now
+            if headAt == nil { headAt = now }
+            progress.withLockedValue {
+                $0.lastActivity = now
+                $0.firstToken = headAt
+            }
+            guard (200..<300).contains(response.status) else {
+                let body = try await response.body.collect(upTo: 64 * 1024)
+                throw ProviderAdapters.adapter(for: attempt.provider.format).failure(
+                    status: response.status, body: body, retryAfter: response.header("retry-after").flatMap { Int($0) })
+            }
+            var body = ByteBuffer()
+            for try await var chunk in response.body {
+                guard body.readableBytes + chunk.readableBytes <= Self.maximumEmbeddingsAnswer else {
+                    throw UpstreamFailure(.malformed, "Provider's embeddings answer is larger than \(Self.maximumEmbeddingsAnswer) bytes")
+                }
+                body.writeBuffer(&chunk)
+                progress.withLockedValue { $0.lastActivity = clock.now }
+            }
+            let answer = try EmbeddingsWire.answer(body, format: attempt.provider.format, inputs: inputs, dimensions: dimensions)
+            vectors += answer.vectors
+            reported = answer.promptTokens.flatMap { tokens in reported.map { $0 + tokens } }
+        }
+        let usage = TokenUsage(promptTokens: reported ?? EmbeddingsWire.estimatedTokens(input), completionTokens: 0)
         progress.withLockedValue { $0.usage = usage }
         return AttemptResult(
             attempt: attempt, usage: usage, accumulator: CompletionAccumulator(), delivered: 0, finishReason: "stop",
-            firstTokenAt: headAt, embeddings: answer.vectors)
+            firstTokenAt: headAt, embeddings: vectors)
     }
 
-    /// The largest embeddings answer read: 2,048 vectors of 3,072 values as JSON text fit.
-    static let maximumEmbeddingsAnswer = 160 << 20
+    /// The largest embeddings answer read: a request's most values (`EmbeddingsSurface.maximumValues`)
+    /// fit as JSON text, indented, with room to spare.
+    static let maximumEmbeddingsAnswer = 64 << 20
 
     @inline(never)  // a frame of its own (see ChatPipeline)
     func callUpstream<Adapter: ProviderAdapter>(

@@ -25,13 +25,35 @@ struct AnthropicMessagesSurface: ChatSurface {
         chat.prompt.images += nativeOnly.images
         chat.prompt.files += nativeOnly.files
         var native = JSONObject()
-        for (field, value) in source where Self.nativeFields.contains(field) { native[field] = value }
+        for (field, value) in source where Self.nativeFields.contains(field) { native[field] = Self.withoutCacheTTL(value) }
         let betas = headers[values: Self.betaHeader].flatMap { $0.split(separator: ",") }
             .map { $0.trimmingCharacters(in: .whitespaces) }
             .filter { beta in Self.passedBetas.contains { beta.hasPrefix($0) } }
         let beta = betas.isEmpty ? [] : [("anthropic-beta", betas.joined(separator: ","))]
         chat.native = ChatRequest.NativeBody(format: .anthropic, body: native, headers: beta)
         return chat
+    }
+
+    /// `value` with every `cache_control.ttl` removed: an hour's cache write costs twice the
+    /// input price, above the catalog's cache-write price, so the pass-through asks for
+    /// Anthropic's default five minutes.
+    static func withoutCacheTTL(_ value: JSONValue) -> JSONValue {
+        switch value {
+        case .array(let items): return .array(items.map(withoutCacheTTL))
+        case .object(var object):
+            for (key, member) in object {
+                if key == "cache_control", var control = member.objectValue {
+                    control["ttl"] = nil
+                    object[key] = .object(control)
+                } else if case .array = member {
+                    object[key] = withoutCacheTTL(member)
+                } else if case .object = member, key == "content" || key == "source" {
+                    object[key] = withoutCacheTTL(member)
+                }
+            }
+            return .object(object)
+        default: return value
+        }
     }
 
     /// The Messages fields an Anthropic upstream is sent as the client wrote them. Others —
@@ -191,11 +213,16 @@ struct AnthropicMessagesSurface: ChatSurface {
                     throw InvalidRequest("\(path): a tool_result block needs a tool_use_id, in a user turn")
                 }
                 var result = try toolResultText(block["content"], path: path)
+                // What a tool result holds besides text reaches only Anthropic: counted whole.
                 for part in block["content"]?.arrayValue ?? [] {
                     switch part["type"]?.stringValue {
+                    case "text"?: break
                     case "image"?: nativeOnly.images += 1
-                    case "document"?: nativeOnly.files += 1
-                    default: break
+                    case "document"?:
+                        nativeOnly.files += 1
+                        nativeOnly.textTokens += JSONWriter.bytes(part).count + 1
+                        if part["source"]?["type"]?.stringValue == "url" { nativeOnly.unboundedFiles += 1 }
+                    default: nativeOnly.textTokens += JSONWriter.bytes(part).count + 1
                     }
                 }
                 if block["is_error"]?.boolValue == true { result = "Error: " + result }
@@ -530,7 +557,8 @@ struct AnthropicMessageStream: SurfaceStream {
             let tool = call["index"]?.intValue ?? 0
             var state = tools[tool] ?? ToolCall()
             if let id = call["id"]?.stringValue { state.id = id }
-            if let name = call["function"]?["name"]?.stringValue { state.name += name }
+            // Most providers send the name once; some repeat it whole in every chunk.
+            if let name = call["function"]?["name"]?.stringValue, !name.isEmpty, name != state.name { state.name += name }
             let fragment = call["function"]?["arguments"]?.stringValue ?? ""
             if open?.block == .tool(tool) {
                 tools[tool] = state

@@ -11,6 +11,13 @@ import SignalboxCore
 struct EmbeddingsSurface: ChatSurface {
     let catalog: Catalog
 
+    /// Providers whose embeddings endpoints take token ids (OpenAI's tokenizer, OpenAI's API).
+    static let takesTokenIDs: Set<String> = ["openai", "azure"]
+
+    /// The most vector values (inputs × dimensions) one request may ask for: what the router
+    /// holds of an answer while it is read, checked and written stays in the tens of megabytes.
+    static let maximumValues = 1 << 20
+
     /// OpenAI's limit on inputs per request.
     static let maximumInputs = 2_048
 
@@ -27,12 +34,6 @@ struct EmbeddingsSurface: ChatSurface {
         var dimensions: Int?
         if let value = source["dimensions"], !value.isNull {
             guard let count = value.intValue, count >= 1 else { throw InvalidRequest("'dimensions' must be an integer ≥ 1") }
-            if let entry = catalog.model(id: model), let full = entry.embeddingDimensions {
-                guard entry.reducibleDimensions || count == full else {
-                    throw InvalidRequest("'dimensions': \(model) always answers \(full) dimensions")
-                }
-                guard count <= full else { throw InvalidRequest("'dimensions' must be at most \(full) for \(model)") }
-            }
             dimensions = count
         }
         // Planning sees a chat request for the model with the router's own fields; what is
@@ -42,16 +43,53 @@ struct EmbeddingsSurface: ChatSurface {
             if let value = source[field.name] { chat[field.name] = value }
         }
         var request = try ChatRequest(json: .object(chat))
+        let length = try checkLengths(of: request.models, dimensions: dimensions)
+        let count: Int =
+            switch items {
+            case .texts(let texts): texts.count
+            case .tokens(let lists): lists.count
+            }
+        guard count * length <= Self.maximumValues else {
+            throw InvalidRequest(
+                "'input': \(count) inputs of \(length) dimensions are more than \(Self.maximumValues) values a request; "
+                    + "send fewer inputs per request, or ask for fewer 'dimensions'")
+        }
         let input = ChatRequest.EmbeddingsInput(items: items, dimensions: dimensions, base64: base64)
         request.prompt = PromptBound(textTokens: Self.tokenBound(input))
-        // Token ids mean something only to the model's own tokenizer: OpenAI-format endpoints.
+        // Token ids mean something only to the model's own tokenizer: OpenAI's and Azure's endpoints.
         if case .tokens = items, let entry = catalog.model(id: model) {
-            let tags = entry.endpoints.filter { catalog.provider($0.provider)?.format == .openai }.map(\.tag)
+            let tags = entry.endpoints.filter { Self.takesTokenIDs.contains($0.provider) }.map(\.tag)
             guard !tags.isEmpty else { throw InvalidRequest("'input' as token ids: \(model) has no endpoint that takes them; send text") }
-            request.provider.only = (request.provider.only.map { only in tags.filter { only.contains($0) } }) ?? tags
+            request.provider.only =
+                request.provider.only.map { only in tags.filter { tag in only.contains { RoutingPlanner.slug($0, matches: tag) } } } ?? tags
         }
         request.embeddings = input
         return request
+    }
+
+    /// Every model that may serve the request must answer vectors of one length: the asked
+    /// `dimensions` (each model able to give it), or, without it, the same full length — a
+    /// fallback that answered another length would corrupt the client's index.
+    /// Returns that length (0 when no model is known: planning then refuses the request).
+    func checkLengths(of models: [String], dimensions: Int?) throws(InvalidRequest) -> Int {
+        let entries = models.compactMap { id -> CatalogModel? in
+            let base = [":nitro", ":floor"].first { id.hasSuffix($0) }.map { String(id.dropLast($0.count)) } ?? id
+            return catalog.model(id: base)
+        }.filter(\.isEmbeddings)
+        if let dimensions {
+            for entry in entries {
+                guard let full = entry.embeddingDimensions else { continue }
+                guard entry.reducibleDimensions || dimensions == full else {
+                    throw InvalidRequest("'dimensions': \(entry.id) always answers \(full) dimensions")
+                }
+                guard dimensions <= full else { throw InvalidRequest("'dimensions' must be at most \(full) for \(entry.id)") }
+            }
+            return dimensions
+        } else if Set(entries.compactMap(\.embeddingDimensions)).count > 1 {
+            let lengths = entries.map { "\($0.id): \($0.embeddingDimensions ?? 0)" }.joined(separator: ", ")
+            throw InvalidRequest("'models' answer vectors of different lengths (\(lengths)): ask for 'dimensions' they share")
+        }
+        return entries.first?.embeddingDimensions ?? 0
     }
 
     /// `input`: a string, strings, token ids, or lists of token ids; none empty.

@@ -251,6 +251,14 @@ struct ResponsesEventStream: SurfaceStream {
         case call(Int)
     }
 
+    /// A tool call as it streams; one whose item is not open waits here.
+    struct PendingCall {
+        var callID: String?
+        var name = ""
+        var arguments = ""
+        var started = false
+    }
+
     struct Item {
         var kind: Kind
         var index: Int
@@ -265,6 +273,7 @@ struct ResponsesEventStream: SurfaceStream {
     /// The opening's two events are numbered 0 and 1.
     var sequence = 2
     var open: Item?
+    var calls: [Int: PendingCall] = [:]
     var done: [JSONValue] = []
     var finish: String?
     var finished = false
@@ -302,6 +311,13 @@ struct ResponsesEventStream: SurfaceStream {
             }
             if let usage = chunk["usage"], !usage.isNull {
                 close(into: &out)
+                for index in calls.keys.sorted() where !(calls[index]?.started ?? true) {
+                    guard let call = calls[index] else { continue }
+                    calls[index]?.started = true
+                    begin(.call(index), callID: call.callID ?? "call_\(index)", name: call.name, into: &out)
+                    if !call.arguments.isEmpty { append(call.arguments, into: &out) }
+                    close(into: &out)
+                }
                 let response = ResponsesItems.response(
                     id: id, model: .string(model), created: created, output: done, finish: finish ?? "stop", usage: usage,
                     provider: chunk["provider"])
@@ -324,12 +340,27 @@ struct ResponsesEventStream: SurfaceStream {
         }
         for call in delta?["tool_calls"]?.arrayValue ?? [] {
             let tool = call["index"]?.intValue ?? 0
-            if open?.kind != .call(tool) {
-                begin(
-                    .call(tool), callID: call["id"]?.stringValue ?? "call_\(tool)", name: call["function"]?["name"]?.stringValue ?? "",
-                    into: &out)
+            var state = calls[tool] ?? PendingCall()
+            if let id = call["id"]?.stringValue { state.callID = id }
+            if let name = call["function"]?["name"]?.stringValue, !name.isEmpty, name != state.name { state.name += name }
+            let fragment = call["function"]?["arguments"]?.stringValue ?? ""
+            let callIsOpen: Bool = if case .call? = open?.kind { true } else { false }
+            if open?.kind == .call(tool) {
+                calls[tool] = state
+                if !fragment.isEmpty { append(fragment, into: &out) }
+            } else if !state.started, !callIsOpen {
+                // No other call is open: this one streams as an item of its own.
+                state.started = true
+                calls[tool] = state
+                begin(.call(tool), callID: state.callID ?? "call_\(tool)", name: state.name, into: &out)
+                let arguments = state.arguments + fragment
+                if !arguments.isEmpty { append(arguments, into: &out) }
+                calls[tool]?.arguments = ""
+            } else {
+                // Another call is open (parallel calls interleaved): this one is written whole at the end.
+                state.arguments += fragment
+                calls[tool] = state
             }
-            if let fragment = call["function"]?["arguments"]?.stringValue, !fragment.isEmpty { append(fragment, into: &out) }
         }
         if let reason = choice["finish_reason"]?.stringValue { finish = reason }
     }

@@ -41,13 +41,16 @@ extension PostgresLedgerStore {
         let logger = self.logger
         try await transaction { connection in
             let (limit, expires, created) = (key.limit?.nanos, key.expiresAt.map(Self.millis), Self.millis(key.createdAt))
+            // Nodes starting together insert the same starter key at once: a conflict on either
+            // unique column (the id is the hash's prefix) means it is there already. Naming only
+            // `hash` let the racing insert fail on the primary key.
             try await connection.query(
                 """
                 INSERT INTO api_keys (id, account_id, hash, label, name, is_admin, disabled, limit_nanos, limit_reset, expires_at,
                                       created_at, region)
                 VALUES (\(key.id), \(key.accountID), \(key.hash), \(key.label), \(key.name), \(key.isAdmin), \(key.disabled),
                         \(limit), \(key.limitReset), \(expires), \(created), \(key.region))
-                ON CONFLICT (hash) DO NOTHING
+                ON CONFLICT DO NOTHING
                 """, logger: logger)
         }
     }
