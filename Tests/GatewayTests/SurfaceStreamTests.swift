@@ -23,6 +23,15 @@ import Testing
 
     static let usage: JSONValue = ["prompt_tokens": 10, "completion_tokens": 5, "cost": 0.001]
 
+    /// Two parallel calls whose fragments interleave (`first` gets `{"x":1}`, `second` `{"y":2}`).
+    static let interleavedCalls =
+        Self.chunk([["index": 0, "delta": ["tool_calls": [Self.call(0, id: "a", name: "first", arguments: "")]]]])
+        + Self.chunk([["index": 0, "delta": ["tool_calls": [Self.call(1, id: "b", name: "second", arguments: "")]]]])
+        + Self.chunk([["index": 0, "delta": ["tool_calls": [Self.call(0, arguments: #"{"x":"#)]]]])
+        + Self.chunk([["index": 0, "delta": ["tool_calls": [Self.call(1, arguments: #"{"y":2}"#)]]]])
+        + Self.chunk([["index": 0, "delta": ["tool_calls": [Self.call(0, arguments: "1}")]], "finish_reason": "tool_calls"]])
+        + Self.chunk([], usage: Self.usage) + "data: [DONE]\n\n"
+
     /// `(event name, data)` of every SSE event in `bytes`.
     static func events(_ bytes: ByteBuffer) throws -> [(String?, JSONValue)] {
         var parser = SSEParser()
@@ -31,14 +40,7 @@ import Testing
 
     @Test func parallelToolCallsThatInterleaveBecomeWholeBlocksInOrder() throws {
         var stream = AnthropicMessageStream(generationID: "gen-1", model: "m")
-        let text =
-            Self.chunk([["index": 0, "delta": ["tool_calls": [Self.call(0, id: "a", name: "first", arguments: "")]]]])
-            + Self.chunk([["index": 0, "delta": ["tool_calls": [Self.call(1, id: "b", name: "second", arguments: "")]]]])
-            + Self.chunk([["index": 0, "delta": ["tool_calls": [Self.call(0, arguments: #"{"x":"#)]]]])
-            + Self.chunk([["index": 0, "delta": ["tool_calls": [Self.call(1, arguments: #"{"y":2}"#)]]]])
-            + Self.chunk([["index": 0, "delta": ["tool_calls": [Self.call(0, arguments: "1}")]], "finish_reason": "tool_calls"]])
-            + Self.chunk([], usage: Self.usage) + "data: [DONE]\n\n"
-        let events = try Self.events(stream.translate(ByteBuffer(string: text)))
+        let events = try Self.events(stream.translate(ByteBuffer(string: Self.interleavedCalls)))
         // Each block opens, gets its whole input and closes before the next one opens.
         var inputs: [Int: String] = [:]
         var open: Int?
@@ -117,14 +119,7 @@ import Testing
 extension SurfaceStreamTests {
     @Test func parallelToolCallsThatInterleaveBecomeWholeResponsesItems() throws {
         var stream = ResponsesEventStream(id: "gen-1", model: "m")
-        let text =
-            Self.chunk([["index": 0, "delta": ["tool_calls": [Self.call(0, id: "a", name: "first", arguments: "")]]]])
-            + Self.chunk([["index": 0, "delta": ["tool_calls": [Self.call(1, id: "b", name: "second", arguments: "")]]]])
-            + Self.chunk([["index": 0, "delta": ["tool_calls": [Self.call(0, arguments: #"{"x":"#)]]]])
-            + Self.chunk([["index": 0, "delta": ["tool_calls": [Self.call(1, arguments: #"{"y":2}"#)]]]])
-            + Self.chunk([["index": 0, "delta": ["tool_calls": [Self.call(0, arguments: "1}")]], "finish_reason": "tool_calls"]])
-            + Self.chunk([], usage: Self.usage) + "data: [DONE]\n\n"
-        let events = try Self.events(stream.translate(ByteBuffer(string: text)))
+        let events = try Self.events(stream.translate(ByteBuffer(string: Self.interleavedCalls)))
         let added = events.filter { $0.0 == "response.output_item.added" }.map { $0.1["item"]?["call_id"]?.stringValue }
         #expect(added == ["a", "b"], "one item per call, never reopened")
         let output = events.last?.1["response"]?["output"]?.arrayValue ?? []

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -72,6 +73,20 @@ class Node:
         account = self.admin_post("/admin/accounts", {"name": name})["id"]
         self.admin_post("/admin/credits", {"account": account, "amount": credits, "kind": "grant"})
         return self.admin_post("/keys", {"name": name, "account": account})["key"]
+
+    def post_raw(self, path, body, key=None, headers=None):
+        """POSTs `body` (text sent as written, or a value sent as JSON) to the API; returns
+        the status and the parsed answer, errors included."""
+        data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+        request = urllib.request.Request(self.api + path, data=data, method="POST",
+                                         headers={"Content-Type": "application/json",
+                                                  **(headers if headers is not None
+                                                     else {"Authorization": f"Bearer {key or self.demo_key}"})})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as reply:
+                return reply.status, json.loads(reply.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
 
     def get(self, path, key=None):
         req = urllib.request.Request(self.api + path, headers={"Authorization": f"Bearer {key or self.demo_key}"})

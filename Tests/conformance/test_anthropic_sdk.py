@@ -3,9 +3,6 @@
 errors in Anthropic's shape, whichever upstream format serves the model, failed over and billed
 as chat is."""
 import base64
-import json
-import urllib.error
-import urllib.request
 
 import anthropic
 import pytest
@@ -239,16 +236,6 @@ def test_an_api_key_header_authenticates_too(node, key):
     assert message.content[0].text
 
 
-def raw_post(node, path, body, headers):
-    request = urllib.request.Request(node.base + "/api/v1" + path, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json", **headers})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as reply:
-            return reply.status, json.loads(reply.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-
-
 @pytest.mark.parametrize("body,status,kind", [
     ({"model": "claude-sonnet-4-5", "messages": HELLO}, 400, "invalid_request_error"),  # max_tokens is required
     ({"model": "claude-sonnet-4-5", "max_tokens": 10, "messages": []}, 400, "invalid_request_error"),
@@ -262,7 +249,7 @@ def raw_post(node, path, body, headers):
 ])
 def test_bad_input_is_an_anthropic_error_and_charges_nothing(node, key, body, status, kind):
     before = node.get("/key", key)["data"]["usage"]
-    code, answer = raw_post(node, "/messages", body, {"x-api-key": key, "anthropic-version": "2023-06-01"})
+    code, answer = node.post_raw("/messages", body, headers={"x-api-key": key, "anthropic-version": "2023-06-01"})
     assert code == status and answer["type"] == "error" and answer["error"]["type"] == kind and answer["error"]["message"]
     assert node.get("/key", key)["data"]["usage"] == before
 
@@ -272,7 +259,7 @@ def test_errors_map_to_the_sdks_exception_classes(node, key, client):
     with pytest.raises(anthropic.AuthenticationError) as error:
         bad.messages.create(model="claude-sonnet-4-5", max_tokens=10, messages=HELLO)
     assert error.value.status_code == 401 and error.value.body["error"]["type"] == "authentication_error"
-    code, answer = raw_post(node, "/messages", {"model": "x", "max_tokens": 1, "messages": HELLO}, {})
+    code, answer = node.post_raw("/messages", {"model": "x", "max_tokens": 1, "messages": HELLO}, headers={})
     assert code == 401 and answer["error"]["type"] == "authentication_error"
     with pytest.raises(anthropic.NotFoundError):
         client.messages.create(model="claude-nonexistent-9", max_tokens=10, messages=HELLO)
@@ -331,12 +318,8 @@ def test_a_stream_that_fails_after_output_ends_with_an_error_event(client, node)
 
 @pytest.mark.parametrize("body", ["{not json", "[1, 2]", '{"model": 5, "max_tokens": 10, "messages": []}'])
 def test_a_malformed_body_is_an_anthropic_400(node, key, body):
-    request = urllib.request.Request(node.base + "/api/v1/messages", data=body.encode(), method="POST",
-                                     headers={"x-api-key": key, "Content-Type": "application/json"})
-    with pytest.raises(urllib.error.HTTPError) as error:
-        urllib.request.urlopen(request, timeout=10)
-    answer = json.loads(error.value.read())
-    assert error.value.code == 400 and answer["type"] == "error" and answer["error"]["type"] == "invalid_request_error"
+    status, answer = node.post_raw("/messages", body, headers={"x-api-key": key})
+    assert status == 400 and answer["type"] == "error" and answer["error"]["type"] == "invalid_request_error"
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -5,8 +5,6 @@ import base64
 import json
 import math
 import struct
-import urllib.error
-import urllib.request
 
 import openai
 import pytest
@@ -84,11 +82,9 @@ def test_dimensions_shorten_the_vector_and_keep_it_unit_length(client, model):
 @pytest.mark.parametrize("model", ["openai/text-embedding-3-small", "google/gemini-embedding-001"])
 def test_base64_carries_the_same_values_as_little_endian_float32(node, key, model):
     def post(encoding):
-        body = json.dumps({"model": model, "input": ["one", "two"], "encoding_format": encoding}).encode()
-        request = urllib.request.Request(node.api + "/embeddings", data=body, method="POST",
-                                         headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=20) as reply:
-            return json.loads(reply.read())
+        status, answer = node.post_raw("/embeddings", {"model": model, "input": ["one", "two"], "encoding_format": encoding}, key)
+        assert status == 200, answer
+        return answer
     floats, packed = post("float"), post("base64")
     for plain, encoded in zip(floats["data"], packed["data"]):
         raw = base64.b64decode(encoded["embedding"])
@@ -141,16 +137,6 @@ def test_an_upstream_that_hangs_resets_or_garbles_fails_over(client, node, fault
     assert len(reply.data[0].embedding) == 1536
 
 
-def raw_post(node, key, body):
-    request = urllib.request.Request(node.api + "/embeddings", data=body.encode(), method="POST",
-                                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=20) as reply:
-            return reply.status, json.loads(reply.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-
-
 @pytest.mark.parametrize("body,status,fragment", [
     ('{"model": "openai/text-embedding-3-small"}', 400, "'input' is required"),
     ('{"model": "openai/text-embedding-3-small", "input": ""}', 400, "must not be empty"),
@@ -172,7 +158,7 @@ def raw_post(node, key, body):
 ])
 def test_bad_input_is_a_400_and_charges_nothing(node, key, body, status, fragment):
     before = node.get("/key", key)["data"]["usage"]
-    code, answer = raw_post(node, key, body)
+    code, answer = node.post_raw("/embeddings", body, key)
     assert code == status, answer
     if fragment:
         assert fragment in answer["error"]["message"]

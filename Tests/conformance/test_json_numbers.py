@@ -2,10 +2,6 @@
 `-0.0`, what Python's json.dumps or another library writes — within its range, and refuses what
 is out of range with a 400 naming the field. Bodies are sent as raw text, so the forms reach the
 router exactly as written."""
-import json
-import urllib.error
-import urllib.request
-
 import pytest
 
 USER = '[{"role": "user", "content": "Numbers, please"}]'
@@ -29,13 +25,7 @@ def post(node, key, surface, extra):
     body = "{" + base + (", " + extra if extra else "") + "}"
     if surface == "messages" and '"max_tokens"' not in extra:
         body = body[:-1] + ', "max_tokens": 20}'
-    request = urllib.request.Request(node.api + path, data=body.encode(), method="POST",
-                                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=20) as reply:
-            return reply.status, json.loads(reply.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+    return node.post_raw(path, body, key)
 
 
 def message_of(answer):
@@ -91,12 +81,8 @@ def test_a_max_price_in_any_form_filters_like_any_other(node, key, surface, form
 def test_a_malformed_body_is_a_400_in_the_surfaces_shape_and_charges_nothing(node, key, surface, body):
     before = node.get("/key", key)["data"]["usage"]
     path = "/embeddings" if surface == "embeddings" else SURFACES[surface][0]
-    request = urllib.request.Request(node.api + path, data=body.encode(), method="POST",
-                                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
-    with pytest.raises(urllib.error.HTTPError) as error:
-        urllib.request.urlopen(request, timeout=10)
-    answer = json.loads(error.value.read())
-    assert error.value.code == 400
+    status, answer = node.post_raw(path, body, key)
+    assert status == 400
     if surface == "messages":
         assert answer["type"] == "error" and answer["error"]["type"] == "invalid_request_error"
     else:

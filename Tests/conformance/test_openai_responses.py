@@ -3,8 +3,6 @@ official SDK: stateless responses with message, function-call and reasoning item
 output, the Responses event stream, served by every upstream format, failed over and billed as
 chat is."""
 import json
-import urllib.error
-import urllib.request
 
 import openai
 import pytest
@@ -147,17 +145,6 @@ def test_a_failing_provider_is_invisible_and_the_serving_one_is_charged(client, 
     assert [r["tag"] for r in record["provider_responses"]] == ["openai", "azure"]
 
 
-def raw_post(node, key, body):
-    data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-    request = urllib.request.Request(node.api + "/responses", data=data, method="POST",
-                                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as reply:
-            return reply.status, json.loads(reply.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-
-
 @pytest.mark.parametrize("body,fragment", [
     ({"model": "openai/gpt-4o-mini"}, "'input' is required"),
     ({"model": "openai/gpt-4o-mini", "input": ASK, "store": True}, "stateless"),
@@ -171,7 +158,7 @@ def raw_post(node, key, body):
 ])
 def test_bad_input_is_a_400_and_charges_nothing(node, key, body, fragment):
     before = node.get("/key", key)["data"]["usage"]
-    status, answer = raw_post(node, key, body)
+    status, answer = node.post_raw("/responses", body, key)
     assert status == 400 and fragment in answer["error"]["message"]
     assert node.get("/key", key)["data"]["usage"] == before
 

@@ -459,21 +459,12 @@ struct AnthropicMessageStream: SurfaceStream {
         case redacted(Int)
     }
 
-    struct ToolCall {
-        var id: String?
-        var name = ""
-        /// Arguments not yet written.
-        var arguments = ""
-        var started = false
-    }
-
     let generationID: String
     let model: String
     /// The block being written and its index; nil before the first and after the last.
     var open: (block: Block, index: Int)?
     var nextIndex = 0
-    /// Tool calls by their chat index: a call whose block is not open is held here.
-    var tools: [Int: ToolCall] = [:]
+    var tools = ToolCallSequencer()
     var stopReason = "end_turn"
     var finished = false
 
@@ -554,30 +545,12 @@ struct AnthropicMessageStream: SurfaceStream {
             writeDelta(["type": "text_delta", "text": .string(text)], into: &out)
         }
         for call in delta?["tool_calls"]?.arrayValue ?? [] {
-            let tool = call["index"]?.intValue ?? 0
-            var state = tools[tool] ?? ToolCall()
-            if let id = call["id"]?.stringValue { state.id = id }
-            // Most providers send the name once; some repeat it whole in every chunk.
-            if let name = call["function"]?["name"]?.stringValue, !name.isEmpty, name != state.name { state.name += name }
-            let fragment = call["function"]?["arguments"]?.stringValue ?? ""
-            if open?.block == .tool(tool) {
-                tools[tool] = state
-                if !fragment.isEmpty { writeDelta(["type": "input_json_delta", "partial_json": .string(fragment)], into: &out) }
-            } else if !state.started, !(open.map { if case .tool = $0.block { true } else { false } } ?? false) {
-                // Nothing else is being called: the call streams in a block of its own.
-                state.started = true
-                tools[tool] = state
-                start(
-                    .tool(tool),
-                    ["type": "tool_use", "id": .string(state.id ?? "toolu_\(tool)"), "name": .string(state.name), "input": [:]], into: &out)
-                let arguments = state.arguments + fragment
-                if !arguments.isEmpty { writeDelta(["type": "input_json_delta", "partial_json": .string(arguments)], into: &out) }
-                tools[tool]?.arguments = ""
-            } else {
-                // Another call's block is open (parallel calls interleaved): this one waits,
-                // and is written whole when the answer ends.
-                state.arguments += fragment
-                tools[tool] = state
+            let openCall: Int? = if case .tool(let index)? = open?.block { index } else { nil }
+            switch tools.take(call, openCall: openCall) {
+            case .start(let index, let id, let name, let arguments):
+                startCall(index, id: id, name: name, arguments: arguments, into: &out)
+            case .arguments(let fragment): writeDelta(["type": "input_json_delta", "partial_json": .string(fragment)], into: &out)
+            case .hold: break
             }
         }
         if let finish = choice["finish_reason"], !finish.isNull {
@@ -587,15 +560,15 @@ struct AnthropicMessageStream: SurfaceStream {
 
     /// Calls that streamed while another call's block was open, each as a whole block.
     private mutating func writeWaitingCalls(into out: inout [UInt8]) {
-        for index in tools.keys.sorted() where !(tools[index]?.started ?? true) {
-            guard let call = tools[index] else { continue }
-            tools[index]?.started = true
-            start(
-                .tool(index), ["type": "tool_use", "id": .string(call.id ?? "toolu_\(index)"), "name": .string(call.name), "input": [:]],
-                into: &out)
-            if !call.arguments.isEmpty { writeDelta(["type": "input_json_delta", "partial_json": .string(call.arguments)], into: &out) }
+        for (index, call) in tools.held() {
+            startCall(index, id: call.id, name: call.name, arguments: call.arguments, into: &out)
             close(into: &out)
         }
+    }
+
+    private mutating func startCall(_ index: Int, id: String?, name: String, arguments: String, into out: inout [UInt8]) {
+        start(.tool(index), ["type": "tool_use", "id": .string(id ?? "toolu_\(index)"), "name": .string(name), "input": [:]], into: &out)
+        if !arguments.isEmpty { writeDelta(["type": "input_json_delta", "partial_json": .string(arguments)], into: &out) }
     }
 
     /// Opens a block of `kind` unless one is open, closing the one before.

@@ -81,3 +81,55 @@ extension SurfaceStream {
         }
     }
 }
+
+/// Puts a chat stream's tool calls one after another, as surfaces whose calls are blocks
+/// (Anthropic) or items (Responses) need them: a call streams while no other call is open; one
+/// whose fragments arrive while another is open (parallel calls interleaved upstream) is held
+/// and comes out whole at the end. A pure state machine: the translators write what it says.
+struct ToolCallSequencer {
+    struct Call {
+        var id: String?
+        var name = ""
+        /// Arguments not yet written.
+        var arguments = ""
+        var started = false
+    }
+
+    enum Step {
+        /// Open the call's block or item, with the arguments held so far.
+        case start(index: Int, id: String?, name: String, arguments: String)
+        /// More arguments of the open call.
+        case arguments(String)
+        /// Nothing to write yet.
+        case hold
+    }
+
+    private var calls: [Int: Call] = [:]
+
+    /// What to write for one chat `tool_calls` entry, given which call (its index) is open.
+    mutating func take(_ entry: JSONValue, openCall: Int?) -> Step {
+        let index = entry["index"]?.intValue ?? 0
+        var call = calls[index] ?? Call()
+        if let id = entry["id"]?.stringValue { call.id = id }
+        // Most providers send the name once; some repeat it whole in every chunk.
+        if let name = entry["function"]?["name"]?.stringValue, !name.isEmpty, name != call.name { call.name += name }
+        let fragment = entry["function"]?["arguments"]?.stringValue ?? ""
+        defer { calls[index] = call }
+        if openCall == index { return fragment.isEmpty ? .hold : .arguments(fragment) }
+        guard !call.started, openCall == nil else {
+            call.arguments += fragment
+            return .hold
+        }
+        call.started = true
+        let arguments = call.arguments + fragment
+        call.arguments = ""
+        return .start(index: index, id: call.id, name: call.name, arguments: arguments)
+    }
+
+    /// The calls still held at the end of the answer, in order, each to be written whole.
+    mutating func held() -> [(index: Int, call: Call)] {
+        let waiting = calls.keys.sorted().filter { !(calls[$0]?.started ?? true) }
+        for index in waiting { calls[index]?.started = true }
+        return waiting.compactMap { index in calls[index].map { (index, $0) } }
+    }
+}

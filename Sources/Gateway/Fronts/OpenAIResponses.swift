@@ -251,14 +251,6 @@ struct ResponsesEventStream: SurfaceStream {
         case call(Int)
     }
 
-    /// A tool call as it streams; one whose item is not open waits here.
-    struct PendingCall {
-        var callID: String?
-        var name = ""
-        var arguments = ""
-        var started = false
-    }
-
     struct Item {
         var kind: Kind
         var index: Int
@@ -273,7 +265,7 @@ struct ResponsesEventStream: SurfaceStream {
     /// The opening's two events are numbered 0 and 1.
     var sequence = 2
     var open: Item?
-    var calls: [Int: PendingCall] = [:]
+    var calls = ToolCallSequencer()
     var done: [JSONValue] = []
     var finish: String?
     var finished = false
@@ -311,10 +303,8 @@ struct ResponsesEventStream: SurfaceStream {
             }
             if let usage = chunk["usage"], !usage.isNull {
                 close(into: &out)
-                for index in calls.keys.sorted() where !(calls[index]?.started ?? true) {
-                    guard let call = calls[index] else { continue }
-                    calls[index]?.started = true
-                    begin(.call(index), callID: call.callID ?? "call_\(index)", name: call.name, into: &out)
+                for (index, call) in calls.held() {
+                    begin(.call(index), callID: call.id ?? "call_\(index)", name: call.name, into: &out)
                     if !call.arguments.isEmpty { append(call.arguments, into: &out) }
                     close(into: &out)
                 }
@@ -339,27 +329,13 @@ struct ResponsesEventStream: SurfaceStream {
             append(text, into: &out)
         }
         for call in delta?["tool_calls"]?.arrayValue ?? [] {
-            let tool = call["index"]?.intValue ?? 0
-            var state = calls[tool] ?? PendingCall()
-            if let id = call["id"]?.stringValue { state.callID = id }
-            if let name = call["function"]?["name"]?.stringValue, !name.isEmpty, name != state.name { state.name += name }
-            let fragment = call["function"]?["arguments"]?.stringValue ?? ""
-            let callIsOpen: Bool = if case .call? = open?.kind { true } else { false }
-            if open?.kind == .call(tool) {
-                calls[tool] = state
-                if !fragment.isEmpty { append(fragment, into: &out) }
-            } else if !state.started, !callIsOpen {
-                // No other call is open: this one streams as an item of its own.
-                state.started = true
-                calls[tool] = state
-                begin(.call(tool), callID: state.callID ?? "call_\(tool)", name: state.name, into: &out)
-                let arguments = state.arguments + fragment
+            let openCall: Int? = if case .call(let index)? = open?.kind { index } else { nil }
+            switch calls.take(call, openCall: openCall) {
+            case .start(let index, let id, let name, let arguments):
+                begin(.call(index), callID: id ?? "call_\(index)", name: name, into: &out)
                 if !arguments.isEmpty { append(arguments, into: &out) }
-                calls[tool]?.arguments = ""
-            } else {
-                // Another call is open (parallel calls interleaved): this one is written whole at the end.
-                state.arguments += fragment
-                calls[tool] = state
+            case .arguments(let fragment): append(fragment, into: &out)
+            case .hold: break
             }
         }
         if let reason = choice["finish_reason"]?.stringValue { finish = reason }
