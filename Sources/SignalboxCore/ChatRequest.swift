@@ -373,25 +373,38 @@ private struct BodyFields {
         return members.reversed().filter { seen.insert($0.name).inserted }.reversed()
     }
 
-    /// Checks each message and adds its size to the prompt bound.
-    private mutating func readMessages(_ messages: Range<Int>, _ scanner: JSONScanner) throws(InvalidRequest) {
-        guard scanner.kind(of: messages) == UInt8(ascii: "[") else { throw InvalidRequest("'messages' must be a non-empty array") }
+    /// Calls `body` with each element of the array at `range` (checked already) and its
+    /// position. The first `InvalidRequest` it throws ends the walk and is rethrown. Returns how
+    /// many elements there were.
+    @discardableResult
+    static func forEachElement(
+        of range: Range<Int>, depth: Int, _ scanner: JSONScanner, _ body: (Range<Int>, Int) throws(InvalidRequest) -> Void
+    ) throws(InvalidRequest) -> Int {
         var failure: InvalidRequest?
-        var index = 0
-        var bound = prompt
-        _ = try? scanner.scanArray(at: messages.lowerBound, depth: 1) { start throws(JSONScanner.Invalid) in
-            let end = try scanner.skipValue(at: start, depth: 2)
+        var position = 0
+        _ = try? scanner.scanArray(at: range.lowerBound, depth: depth) { start throws(JSONScanner.Invalid) in
+            let end = try scanner.skipValue(at: start, depth: depth + 1)
             do throws(InvalidRequest) {
-                try Self.readMessage(start..<end, index: index, scanner, into: &bound)
+                try body(start..<end, position)
             } catch {
                 failure = error
                 throw JSONScanner.Invalid(offset: start)  // stops the scan
             }
-            index += 1
+            position += 1
             return end
         }
         if let failure { throw failure }
-        guard index > 0 else { throw InvalidRequest("'messages' must be a non-empty array") }
+        return position
+    }
+
+    /// Checks each message and adds its size to the prompt bound.
+    private mutating func readMessages(_ messages: Range<Int>, _ scanner: JSONScanner) throws(InvalidRequest) {
+        guard scanner.kind(of: messages) == UInt8(ascii: "[") else { throw InvalidRequest("'messages' must be a non-empty array") }
+        var bound = prompt
+        let count = try Self.forEachElement(of: messages, depth: 1, scanner) { message, index throws(InvalidRequest) in
+            try Self.readMessage(message, index: index, scanner, into: &bound)
+        }
+        guard count > 0 else { throw InvalidRequest("'messages' must be a non-empty array") }
         prompt = bound
     }
 
@@ -415,22 +428,9 @@ private struct BodyFields {
         if let content = found[1], scanner.kind(of: content) == UInt8(ascii: "\"") {
             prompt.textTokens += scanner.decodedByteCount(ofString: content) + 1
         } else if let content = found[1], scanner.kind(of: content) == UInt8(ascii: "[") {
-            var failure: InvalidRequest?
-            var part = 0
-            var bound = prompt
-            _ = try? scanner.scanArray(at: content.lowerBound, depth: 3) { start throws(JSONScanner.Invalid) in
-                let end = try scanner.skipValue(at: start, depth: 4)
-                do throws(InvalidRequest) {
-                    try bound.add(part: start..<end, scanner) { "messages[\(index)].content[\(part)]" }
-                } catch {
-                    failure = error
-                    throw JSONScanner.Invalid(offset: start)
-                }
-                part += 1
-                return end
+            try forEachElement(of: content, depth: 3, scanner) { part, position throws(InvalidRequest) in
+                try prompt.add(part: part, scanner) { "messages[\(index)].content[\(position)]" }
             }
-            if let failure { throw failure }
-            prompt = bound
         } else if found[1].map({ scanner.isNull($0) }) ?? true {
             guard name == "assistant" else { throw InvalidRequest("messages[\(index)].content is required") }
         } else {
