@@ -201,7 +201,7 @@ public struct AnthropicAdapter: ProviderAdapter {
 
     public func makeDecoder(for request: ChatRequest) -> AnthropicStreamDecoder {
         AnthropicStreamDecoder(
-            jsonTool: Self.emulatesJSON(responseFormat: request.field("response_format"), tools: request.field("tools"))
+            jsonTool: Self.emulatesJSON(responseFormat: request.field(.responseFormat), tools: request.field(.tools))
                 ? Self.jsonTool : nil,
             excludeReasoning: request.reasoning?.exclude ?? false)
     }

@@ -200,13 +200,6 @@ public struct ChatRequest: Sendable {
         usedParameters = used
     }
 
-    /// The value of the member named `name`, built as a tree (the last one, as JSON parsers
-    /// read duplicates); nil when the body has none.
-    public func field(_ name: String) -> JSONValue? {
-        guard let range = members.first(where: { $0.name == name })?.value else { return nil }
-        return bodyBytes.withUnsafeBytes { JSONScanner($0).value(range) }
-    }
-
     /// The value of a field the router reads, built as a tree; nil when the body has none.
     public func field(_ field: Field) -> JSONValue? {
         guard let range = members.first(where: { $0.field == field })?.value else { return nil }

@@ -258,7 +258,7 @@ struct SplitMix64: RandomNumberGenerator {
             "model": "acme/big", "messages": [["role": "user", "content": "x"]],
             "tools": [["type": "function", "function": ["name": "f", "parameters": ["maximum": 123456789012]]]],
         ])
-        #expect(tools.prompt.textTokens >= JSONWriter.bytes(tools.field("tools")!).count)
+        #expect(tools.prompt.textTokens >= JSONWriter.bytes(tools.field(.tools)!).count)
     }
 
     @Test func promptTokensArePricedAtTheCacheWritePriceWhenItIsDearer() throws {
