@@ -126,6 +126,13 @@ def node():
         proc.kill()
 
 
+@pytest.fixture(scope="module")
+def key(node, request):
+    """A key on an account of the test module's own, funded with $1: suites that spend use it
+    instead of the shared demo account's small balance."""
+    return node.funded_key(request.module.__name__.removeprefix("test_").replace("_", "-"))
+
+
 @pytest.fixture(autouse=True)
 def no_faults(node):
     node.clear_faults()

@@ -19,11 +19,6 @@ SERVED_BY = [("anthropic/claude-sonnet-4.5", "anthropic"), ("openai/gpt-4o-mini"
              ("google/gemini-2.5-flash", "google-ai-studio")]
 
 
-@pytest.fixture(scope="module")
-def key(node):
-    return node.funded_key("anthropic-sdk")
-
-
 @pytest.fixture
 def client(node, key):
     return anthropic.Anthropic(base_url=node.base + "/api", auth_token=key, max_retries=0)

@@ -13,11 +13,6 @@ SERVED_BY = [("openai/text-embedding-3-small", "openai", 1536), ("openai/text-em
              ("mistralai/mistral-embed", "mistral", 1024), ("google/gemini-embedding-001", "google-ai-studio", 3072)]
 
 
-@pytest.fixture(scope="module")
-def key(node):
-    return node.funded_key("embeddings")
-
-
 @pytest.fixture
 def client(node, key):
     return openai.OpenAI(base_url=node.api, api_key=key, max_retries=0)

@@ -15,11 +15,6 @@ SURFACES = {
 LIMIT = {"chat": "max_tokens", "completions": "max_tokens", "messages": "max_tokens", "responses": "max_output_tokens"}
 
 
-@pytest.fixture(scope="module")
-def key(node):
-    return node.funded_key("json-numbers")
-
-
 def post(node, key, surface, extra):
     path, base = SURFACES[surface]
     body = "{" + base + (", " + extra if extra else "") + "}"

@@ -7,11 +7,6 @@ import pytest
 PROMPT = "Say hello to the legacy completions suite"
 
 
-@pytest.fixture(scope="module")
-def key(node):
-    return node.funded_key("legacy-completions")
-
-
 @pytest.fixture
 def client(node, key):
     return openai.OpenAI(base_url=node.api, api_key=key, max_retries=0)

@@ -14,11 +14,6 @@ SERVED_BY = [("openai/gpt-4o-mini", "openai"), ("anthropic/claude-sonnet-4.5", "
              ("google/gemini-2.5-flash", "google-ai-studio")]
 
 
-@pytest.fixture(scope="module")
-def key(node):
-    return node.funded_key("openai-responses")
-
-
 @pytest.fixture
 def client(node, key):
     return openai.OpenAI(base_url=node.api, api_key=key, max_retries=0)
