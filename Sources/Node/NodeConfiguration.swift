@@ -31,6 +31,10 @@ public struct NodeConfiguration: Sendable {
     public var peerTrustRoots: [NIOSSLCertificate]?
     /// Accounts and keys made at start (the embedded default's demo and operator keys); nil makes none.
     public var starterKeys: StarterKeys?
+    /// How the node drains on SIGTERM. Nodes made in tests default to no delay.
+    public var drain = DrainSettings(delay: .zero)
+    /// Cuts the drain delay short (`signalbox serve` skips it on SIGINT).
+    public var drainGate = DrainDelayGate()
 
     public init(
         gateway: GatewayConfiguration = GatewayConfiguration(), catalog: Catalog, providerKeys: [String: String],

@@ -56,8 +56,9 @@ public struct SignalboxNode: Service {
     /// - The upkeep (committer start and flush, lease renewal, expiry) comes before the HTTP
     ///   server, so it stops after it: in-flight requests settle and the leases go back last.
     /// - Gossip comes before the server too: the node announces it leaves once its requests finished.
-    /// - The drain comes last, so it is the first to hear of a shutdown: readiness turns off
-    ///   before the server stops accepting connections.
+    /// - The drain comes last, so it is the first to hear of a shutdown: readiness turns off,
+    ///   and the server keeps accepting for the drain delay before it closes its listener; then
+    ///   in-flight requests get the drain timeout to finish.
     public static func assemble(
         _ configuration: NodeConfiguration, ledger: any LedgerStore, logger: Logger,
         onServing: @escaping @Sendable (ServingNode) async -> Void
@@ -91,8 +92,11 @@ public struct SignalboxNode: Service {
             LedgerUpkeepService(ledger: ledger, credit: credit, expiryInterval: configuration.leaseExpiryInterval, logger: logger)
         ]
         if let cluster { services.append(cluster) }
-        services.append(http)
-        services.append(DrainOnShutdownService(readiness: readiness, onDrain: { await cluster?.startDraining() }))
+        services.append(BoundedShutdownService(http, timeout: configuration.drain.timeout, logger: logger))
+        services.append(
+            DrainOnShutdownService(
+                readiness: readiness, delay: configuration.drain.delay, gate: configuration.drainGate, logger: logger,
+                onDrain: { await cluster?.startDraining() }))
         services.append(AllocatorTrimService(logger: logger))
         return AssembledNode(services: services, transports: [upstream] + (forwarding.map { [$0] } ?? []))
     }

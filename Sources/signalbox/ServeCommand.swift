@@ -9,6 +9,7 @@ import Node
 import ServiceLifecycle
 import SignalboxCore
 import SimProvider
+import UnixSignals
 
 /// `signalbox serve`: one router node. With no options it runs the embedded default: a SQLite
 /// ledger under `./.signalbox/`, the shipped catalog and the simulated provider in-process.
@@ -53,6 +54,10 @@ struct Serve: AsyncParsableCommand {
     var spool: String?
     @Option(help: "Seconds a settlement may wait in the spool before the node refuses paid requests (default 3600).")
     var maxSpoolAge: Int?
+    @Option(help: "Seconds /readyz answers 503 while the listener still accepts, after SIGTERM (default 10; SIGINT skips it).")
+    var drainDelay: Int?
+    @Option(help: "Seconds in-flight requests get to finish once the listener closed, before they are cut (default 60).")
+    var drainTimeout: Int?
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
 
     func run() async throws {
@@ -65,11 +70,13 @@ struct Serve: AsyncParsableCommand {
 
         var services: [any Service] = []
         if case .inProcessSimulator(let port) = upstreams {
-            services.append(
-                Application(
-                    router: Simulator().buildRouter(),
-                    configuration: .init(address: .hostname("127.0.0.1", port: port), serverName: "signalbox-sim"),
-                    logger: Logger(label: "signalbox.sim")))
+            // It stops after the node (it is first in the group); a slow answer it still owes
+            // a request the node cut must not hold the process for long.
+            let simulator = Application(
+                router: Simulator().buildRouter(),
+                configuration: .init(address: .hostname("127.0.0.1", port: port), serverName: "signalbox-sim"),
+                logger: Logger(label: "signalbox.sim"))
+            services.append(BoundedShutdownService(simulator, timeout: .seconds(1), logger: logger))
         }
         let banner = Banner(
             configuration: configuration, upstreams: upstreams.description,
@@ -78,6 +85,11 @@ struct Serve: AsyncParsableCommand {
         let group = ServiceGroup(
             configuration: .init(
                 services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        // Ctrl-C at a terminal stops the node without the drain delay balancers need; SIGTERM waits it out.
+        let interrupts = Task { [gate = configuration.drainGate] in
+            for await _ in await UnixSignalsSequence(trapping: .sigint) { gate.skip() }
+        }
+        defer { interrupts.cancel() }
         try await group.run()
     }
 
@@ -163,6 +175,9 @@ struct Serve: AsyncParsableCommand {
             }
             configuration.leaseSlice = slice
         }
+        configuration.drain = DrainSettings(
+            delay: .seconds(try nonNegative(drainDelay, default: 10, flag: "--drain-delay")),
+            timeout: .seconds(try nonNegative(drainTimeout, default: 60, flag: "--drain-timeout")))
         configuration.cluster = try clusterSettings(gateway: gateway)
         configuration.peerTrustRoots = try peerCaFile.map { path in
             do { return try NIOSSLCertificate.fromPEMFile(path) } catch {
@@ -174,6 +189,12 @@ struct Serve: AsyncParsableCommand {
             directory: dataDir, demoCredits: demoAmount, demoKeyOverride: environment["SIGNALBOX_DEMO_KEY"],
             adminKeyOverride: environment["SIGNALBOX_ADMIN_KEY"])
         return configuration
+    }
+
+    func nonNegative(_ value: Int?, default fallback: Int, flag: String) throws -> Int {
+        guard let value else { return fallback }
+        guard value >= 0 else { throw ValidationError("\(flag) must be 0 or more seconds; got \(value)") }
+        return value
     }
 
     /// The HTTPS listener's configuration, when --tls-cert and --tls-key are given.

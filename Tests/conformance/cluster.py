@@ -127,7 +127,7 @@ class RouterNode(Process):
         os.makedirs(self.data_dir, exist_ok=True)
         self.args = [*wrapper, BINARY, "serve", "--node-id", name, "--port", str(self.port), "--database-url", database_url,
                      "--sim-url", sim_url, "--data-dir", self.data_dir, "--demo-credits", "0",
-                     "--load-balancing", "catalog-order", *extra]
+                     "--load-balancing", "catalog-order", "--drain-delay", "0", *extra]
         self.log_file, self.env = os.path.join(workdir, name + ".log"), dict({"SIGNALBOX_ADMIN_KEY": ADMIN_KEY}, **(env or {}))
         self.start(wait=wait)
 
@@ -186,7 +186,7 @@ class GossipNode(Process):
         super().__init__([*self.wrapper, BINARY, "serve", "--node-id", self.name, "--region", self.region, "--port", str(self.port),
                           "--sim-port", str(self.sim_port), "--data-dir", self.data_dir, "--load-balancing", "catalog-order",
                           "--gossip-bind", f"{self.ip}:{self.gossip_port}", "--seeds", self.seeds,
-                          "--cluster-key-file", self.key_file, *self.extra],
+                          "--cluster-key-file", self.key_file, "--drain-delay", "0", *self.extra],
                          os.path.join(self.workdir, self.name + ".log"), env=dict({"SIGNALBOX_ADMIN_KEY": ADMIN_KEY}, **self.env))
         self.started_at = time.time()
 

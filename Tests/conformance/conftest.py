@@ -103,7 +103,8 @@ def node():
     log = open(os.path.join(data_dir, "server.log"), "w")
     proc = subprocess.Popen(
         [binary, "serve", "--port", str(port), "--sim-port", str(sim_port), "--data-dir", data_dir,
-         "--demo-credits", "0.05", "--load-balancing", "catalog-order", "--first-token-timeout", "3", "--stall-timeout", "2"],
+         "--demo-credits", "0.05", "--load-balancing", "catalog-order", "--first-token-timeout", "3", "--stall-timeout", "2",
+         "--drain-delay", "0"],
         stdout=log, stderr=subprocess.STDOUT, env=env)
     n = Node(port, sim_port, data_dir)
     deadline = time.time() + 60
