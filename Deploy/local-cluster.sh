@@ -7,7 +7,8 @@
 #   SIGNALBOX_BIN           the binary (default: a release build of this checkout)
 #   SIGNALBOX_DATABASE_URL  use this PostgreSQL instead of starting a throwaway one
 #   LB_EU_PORT, LB_US_PORT  load balancer ports (8081, 8082); BASE_PORT (18080) for everything else
-# Writes DIR/cluster.env (URLs and keys) and DIR/ready once every node and balancer answers;
+# Writes DIR/cluster.env (URLs and keys, mode 0600: the keys are never printed) and DIR/ready once
+# every node and balancer answers;
 # Ctrl-C or SIGTERM stops everything (nodes drain and leave the cluster first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -76,7 +77,7 @@ for node in "${nodes[@]}"; do
   mkdir -p "$WORKDIR/$name"
   "$SIGNALBOX_BIN" serve --node-id "$name" --region "$region" --port "$port" --data-dir "$WORKDIR/$name" \
     --sim-url "http://127.0.0.1:$SIM_PORT" --gossip-bind "127.0.0.1:$gossip" --seeds "$SEEDS" \
-    --cluster-key-file "$WORKDIR/cluster.key" --demo-credits 100 >"$WORKDIR/$name.log" 2>&1 & pids+=($!)
+    --cluster-key-file "$WORKDIR/cluster.key" --demo-credits 100 --drain-delay 2 >"$WORKDIR/$name.log" 2>&1 & pids+=($!)
 done
 
 for region in eu us; do
@@ -101,7 +102,8 @@ for _ in $(seq 1 600); do
 done
 [ $all = 1 ] || { echo "the cluster did not come up; logs are in $WORKDIR" >&2; exit 1; }
 
-cat >"$WORKDIR/cluster.env" <<ENV
+redacted_url=$(printf '%s' "$DATABASE_URL" | sed -E 's|(://[^:/@]+):[^@]*@|\1:***@|')
+(umask 077; cat >"$WORKDIR/cluster.env") <<ENV
 EU_URL=http://127.0.0.1:$LB_EU_PORT/api/v1
 US_URL=http://127.0.0.1:$LB_US_PORT/api/v1
 SIM_URL=http://127.0.0.1:$SIM_PORT
@@ -114,10 +116,9 @@ cat <<MSG
 Two regions are up (logs and state in $WORKDIR):
   EU  http://127.0.0.1:$LB_EU_PORT/api/v1   (eu-1, eu-2)
   US  http://127.0.0.1:$LB_US_PORT/api/v1   (us-1, us-2)
-  ledger $DATABASE_URL
-  demo key  $SIGNALBOX_DEMO_KEY
-  admin key $SIGNALBOX_ADMIN_KEY
-Try: curl http://127.0.0.1:$LB_EU_PORT/api/v1/admin/cluster/members -H "Authorization: Bearer $SIGNALBOX_ADMIN_KEY"
+  ledger $redacted_url
+  keys   in $WORKDIR/cluster.env (mode 0600): DEMO_KEY, ADMIN_KEY
+Try: . $WORKDIR/cluster.env && curl \$EU_URL/admin/cluster/members -H "Authorization: Bearer \$ADMIN_KEY"
 Ctrl-C stops the cluster.
 MSG
 wait "${pids[0]}"

@@ -38,6 +38,23 @@ public enum APIKeyFormat {
         return "\(head)...\(key.suffix(4))"
     }
 
+    /// The key's id in the ledger (`key-` and 16 hex digits of its hash): what logs and banners
+    /// show instead of a key, and what `keys list` shows.
+    public static func fingerprint(_ key: String) -> String {
+        "key-" + String(hash(key).prefix(16))
+    }
+
+    /// Why a key an operator provides (an environment variable, a file) can't be used, or nil
+    /// when it can: it must start with `sk-` and have at least 20 printable ASCII characters.
+    public static func problem(withProvided key: String) -> String? {
+        guard key.hasPrefix("sk-") else { return "must start with sk-" }
+        guard key.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) else {
+            return "must be printable ASCII characters only (no spaces or control characters)"
+        }
+        guard key.utf8.count >= 20 else { return "must be at least 20 characters long (it has \(key.utf8.count))" }
+        return nil
+    }
+
     /// Compares two equal-length strings in time that does not depend on where they differ.
     public static func constantTimeEquals(_ a: String, _ b: String) -> Bool {
         let x = Array(a.utf8), y = Array(b.utf8)

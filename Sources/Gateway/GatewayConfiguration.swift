@@ -21,6 +21,9 @@ public struct GatewayConfiguration: Sendable {
     public var holdTTL: TimeInterval = 15 * 60
     /// How the first endpoint is chosen when a request sets neither `provider.order` nor `sort`.
     public var loadBalancing: RoutingPlanner.LoadBalancing = .priceWeighted
+    /// How long the admin and account routes, which read the ledger directly, may take before
+    /// they answer 503 `ledger_unavailable` (a PostgreSQL outage must not hang them).
+    public var adminTimeout: Duration = .seconds(10)
     /// Serve HTTPS with this certificate and key (`--tls-cert`, `--tls-key`) instead of plain HTTP.
     public var serverTLS: TLSConfiguration?
 

@@ -121,12 +121,14 @@ public struct RouterAPI: Sendable {
             let body = try await request.body.collect(upTo: dependencies.configuration.maxBodyBytes)
             return JSONResponse.make(try anthropic.countTokens(body))
         }
-        let account = api.authenticated(.anyKey, by: authenticator)
+        // Routes that read the ledger directly answer within a deadline even while it is out of reach.
+        let ledgerBound = api.group().add(middleware: AnswerDeadlineMiddleware(timeout: dependencies.configuration.adminTimeout))
+        let account = ledgerBound.authenticated(.anyKey, by: authenticator)
         account.get("/key") { _, context in try await keyInfo(context.key) }
         account.get("/auth/key") { _, context in try await keyInfo(context.key) }
         account.get("/credits") { _, context in try await credits(context.key) }
         account.get("/generation") { request, context in try await generation(request, key: context.key) }
-        let admin = api.authenticated(.adminKey, by: authenticator)
+        let admin = ledgerBound.authenticated(.adminKey, by: authenticator)
         registerKeyRoutes(admin)
         registerAdminLedgerRoutes(admin)
         registerClusterRoutes(admin)

@@ -15,6 +15,8 @@ public enum LedgerError: Error, Sendable, Hashable, CustomStringConvertible {
     case storage(String)
     /// The ledger did not answer in time (PostgreSQL down or unreachable).
     case unreachable(String)
+    /// The database was migrated by a newer binary than this one.
+    case schemaNewer(found: Int, known: Int)
 
     /// The ledger refused the data itself (as opposed to not being reachable): retrying the
     /// same write can never succeed.
@@ -23,7 +25,7 @@ public enum LedgerError: Error, Sendable, Hashable, CustomStringConvertible {
         case .unknownAccount, .unknownHold, .idempotencyConflict, .invalidAmount, .overdrawn,
             .balanceOutOfRange:
             true
-        case .storage, .unreachable: false
+        case .storage, .unreachable, .schemaNewer: false
         }
     }
 
@@ -37,6 +39,9 @@ public enum LedgerError: Error, Sendable, Hashable, CustomStringConvertible {
         case .balanceOutOfRange(let account): return "the balance of \(account) would leave the ledger's range"
         case .storage(let message): return "ledger storage error: \(message)"
         case .unreachable(let message): return "ledger unreachable: \(message)"
+        case .schemaNewer(let found, let known):
+            return "the ledger schema is at version \(found), newer than the \(known) this binary knows: "
+                + "run a binary of the version that migrated it (or newer); this one refuses to use it"
         }
     }
 }

@@ -8,7 +8,7 @@ import SignalboxCore
 /// Everything a router node is built from: one value, filled by `signalbox serve` from its flags,
 /// configuration file and environment, and by the tests directly. `SignalboxNode` turns it into
 /// the node's services.
-public struct NodeConfiguration: Sendable {
+public struct NodeConfiguration: Sendable, CustomStringConvertible {
     /// The HTTP surface: listener, TLS, timeouts, node id, region, lease lifetime.
     public var gateway: GatewayConfiguration
     /// The models and providers the node routes to.
@@ -47,6 +47,18 @@ public struct NodeConfiguration: Sendable {
         self.spoolPath = spoolPath
     }
 
+    /// A summary without the keys it holds (provider keys, starter keys), for logs.
+    public var description: String {
+        "NodeConfiguration(node: \(gateway.nodeID), region: \(gateway.region), port: \(gateway.port), "
+            + "models: \(catalog.models.count), ledger: \(postgres.map { "\($0)" } ?? "embedded"))"
+    }
+
+    /// The PostgreSQL ledger's settings, when the node runs on one (cluster mode).
+    public var postgres: PostgresSettings? {
+        if case .postgres(let settings) = ledger { return settings }
+        return nil
+    }
+
     /// The node's leases live as long as its holds would, and are given back after 10 s idle (a
     /// quarter of the lifetime when that is shorter).
     var leasePolicy: LeasePolicy {
@@ -61,8 +73,15 @@ public struct NodeConfiguration: Sendable {
 public enum LedgerLocation: Sendable {
     /// The embedded SQLite ledger in this file (nil: in memory, gone when the node stops).
     case sqlite(path: String?)
-    /// The cluster's PostgreSQL ledger (`postgres://user:password@host:port/database`).
-    case postgres(url: String)
+    /// The cluster's PostgreSQL ledger.
+    case postgres(PostgresSettings)
+
+    /// The cluster's PostgreSQL ledger at `url`, with a serving node's defaults.
+    public static func postgres(url: String) throws -> LedgerLocation {
+        var settings = try PostgresSettings(url: url)
+        settings.statementTimeout = .milliseconds(Int64(PostgresLedgerStore.statementTimeout * 1000))
+        return .postgres(settings)
+    }
     /// A store the caller opened, closes and migrates (tests wrap one in a fault injector).
     case store(any LedgerStore)
 }

@@ -11,7 +11,7 @@ import SignalboxCore
 /// the first service of its group (so it stops last), migrates the ledger, makes the starter keys,
 /// and then runs every other service `assemble` builds. `signalbox serve` and the tests both run
 /// a node this way; nothing is wired differently for tests.
-public struct SignalboxNode: Service {
+public struct SignalboxNode: Service, CustomStringConvertible {
     public let configuration: NodeConfiguration
     let logger: Logger
     let onServing: @Sendable (ServingNode) async -> Void
@@ -25,6 +25,9 @@ public struct SignalboxNode: Service {
         self.onServing = onServing
     }
 
+    /// What the service group logs: never the configuration, which holds keys.
+    public var description: String { "SignalboxNode(\(configuration.gateway.nodeID))" }
+
     public func run() async throws {
         switch configuration.ledger {
         case .sqlite(let path):
@@ -36,11 +39,36 @@ public struct SignalboxNode: Service {
                 throw error
             }
             try await store.close()
-        case .postgres(let url):
-            let (store, pool) = try PostgresLedgerStore.make(url: url, logger: logger)
+        case .postgres(let settings):
+            guard try await waitForLedger(settings) else { return }
+            let (store, pool) = try PostgresLedgerStore.make(settings: settings, logger: logger)
             try await run(ledger: store, pool: pool, migrate: true)
         case .store(let store):
             try await run(ledger: store, pool: nil, migrate: false)
+        }
+    }
+
+    /// Opens one connection to the ledger before anything else, so a node that can't reach it
+    /// says why within the connect timeout. What retrying can't fix (a password, a missing
+    /// database, TLS) stops the node; a server that is down or slow is tried again every 2 s
+    /// (saying so each time the reason changes, and every 30 s), as a node may start before
+    /// its database does. False when a shutdown came first.
+    func waitForLedger(_ settings: PostgresSettings) async throws -> Bool {
+        var lastReported: (problem: String, at: ContinuousClock.Instant)?
+        while true {
+            let problem = try? await cancelWhenGracefulShutdown { [logger] in await settings.diagnose(logger: logger) }
+            if Task.isShuttingDownGracefully { return false }
+            guard let problem else {
+                if lastReported != nil { logger.notice("the PostgreSQL ledger answers", metadata: ["ledger": "\(settings)"]) }
+                return true
+            }
+            if problem.isPermanent { throw problem }
+            if lastReported?.problem != problem.message || ContinuousClock.now - lastReported!.at >= .seconds(30) {
+                logger.error("\(problem.message); trying again every 2 s")
+                lastReported = (problem.message, .now)
+            }
+            do { try await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(2)) } } catch { return false }
+            if Task.isShuttingDownGracefully { return false }
         }
     }
 
@@ -136,12 +164,14 @@ public struct ServingNode: Sendable {
 }
 
 /// The node on its open ledger: migrates it, makes the starter keys, then runs the assembled services.
-struct NodeServices: Service {
+struct NodeServices: Service, CustomStringConvertible {
     let configuration: NodeConfiguration
     let ledger: any LedgerStore
     let migrate: Bool
     let logger: Logger
     let onServing: @Sendable (ServingNode) async -> Void
+
+    var description: String { "NodeServices(\(configuration.gateway.nodeID))" }
 
     func run() async throws {
         // A shutdown asked for while the ledger is still out of reach (a pool waiting to connect,

@@ -3,76 +3,159 @@ import Gateway
 import Ledger
 import SignalboxCore
 
-/// The demo and operator accounts and keys the embedded default starts with, so a newcomer can
-/// call the router at once. Each key is reused from its file (or an `sk-` override) when one is
-/// there, and written back to it.
+/// The operator and demo accounts and keys a node starts with.
+///
+/// The embedded default makes both when they are missing, so a newcomer can call the router at
+/// once: each key is reused from its file (or an override) when there is one, else minted and
+/// written to its file (mode 0600). A cluster node (`StarterKeys.cluster`) never mints an admin
+/// key — the operator provides it — and makes the demo account only when asked to.
 public struct StarterKeys: Sendable {
     public static let demoAccount = "demo"
     public static let adminAccount = "operator"
 
-    /// Where the demo and admin keys are kept.
-    public var demoKeyFile: String
-    public var adminKeyFile: String
-    /// Keys to use instead of the saved or a new one (`SIGNALBOX_DEMO_KEY`, `SIGNALBOX_ADMIN_KEY`).
-    public var demoKeyOverride: String?
-    public var adminKeyOverride: String?
+    /// Where a key comes from.
+    public enum Source: Sendable, Equatable, CustomStringConvertible {
+        /// This value, provided by the operator; `origin` names where it came from
+        /// (`SIGNALBOX_ADMIN_KEY`, a file) for messages.
+        case provided(String, origin: String)
+        /// The key saved in this file, or a new one written there when the file has none.
+        case savedOrMinted(file: String)
+
+        /// Never the key itself.
+        public var description: String {
+            switch self {
+            case .provided(let key, let origin): "\(APIKeyFormat.fingerprint(key)) from \(origin)"
+            case .savedOrMinted(let file): "saved in or minted to \(file)"
+            }
+        }
+    }
+
+    public var admin: Source
+    /// The demo account and key; nil makes none.
+    public var demo: Source?
     /// Credit the demo account is granted when it is first made.
     public var demoCredits: Money
 
-    public init(directory: String, demoCredits: Money, demoKeyOverride: String? = nil, adminKeyOverride: String? = nil) {
-        demoKeyFile = directory + "/demo-key"
-        adminKeyFile = directory + "/admin-key"
+    public init(admin: Source, demo: Source?, demoCredits: Money) {
+        self.admin = admin
+        self.demo = demo
         self.demoCredits = demoCredits
-        self.demoKeyOverride = demoKeyOverride
-        self.adminKeyOverride = adminKeyOverride
+    }
+
+    /// The embedded default: both keys, from the overrides or the data directory's files.
+    public init(directory: String, demoCredits: Money, demoKeyOverride: String? = nil, adminKeyOverride: String? = nil) {
+        admin = adminKeyOverride.map { .provided($0, origin: "the admin key override") } ?? .savedOrMinted(file: directory + "/admin-key")
+        demo = demoKeyOverride.map { .provided($0, origin: "the demo key override") } ?? .savedOrMinted(file: directory + "/demo-key")
+        self.demoCredits = demoCredits
+    }
+
+    /// A key the node made or took, and whether it was made by this start (shown once).
+    public struct Key: Sendable {
+        public var value: String
+        public var minted: Bool
+        /// What logs and banners show: the key's ledger id.
+        public var fingerprint: String { APIKeyFormat.fingerprint(value) }
     }
 
     /// The keys, once made.
     public struct Issued: Sendable {
-        public var demo: String
-        public var admin: String
+        public var demo: Key?
+        public var admin: Key
+    }
+
+    /// Checks the provided keys before anything is opened: a bad one stops the node with an
+    /// error naming where it came from, never a silent replacement.
+    public func validate() throws {
+        for source in [admin] + (demo.map { [$0] } ?? []) {
+            if case .provided(let key, let origin) = source, let problem = APIKeyFormat.problem(withProvided: key) {
+                throw StarterKeyError(message: "\(origin) \(problem)")
+            }
+        }
     }
 
     /// Makes the accounts and keys that do not exist yet; returns the keys.
     func issue(in ledger: any LedgerStore) async throws -> Issued {
-        let fresh = try await ledger.account(id: Self.demoAccount) == nil
-        try await ledger.createAccount(id: Self.demoAccount, name: "Demo")
+        try validate()
         try await ledger.createAccount(id: Self.adminAccount, name: "Operator")
-        if fresh && demoCredits > .zero {
-            try await ledger.post([
-                TransferRequest(
-                    idempotencyKey: "demo-grant", debit: Billing.SystemAccount.grants, credit: Self.demoAccount,
-                    amount: demoCredits, kind: .grant, memo: "Demo credit")
-            ])
+        let admin = try await key(named: "admin", source: admin, account: Self.adminAccount, isAdmin: true, ledger: ledger)
+        var demoKey: Key?
+        if let demo {
+            let fresh = try await ledger.account(id: Self.demoAccount) == nil
+            try await ledger.createAccount(id: Self.demoAccount, name: "Demo")
+            if fresh && demoCredits > .zero {
+                try await ledger.post([
+                    TransferRequest(
+                        idempotencyKey: "demo-grant", debit: Billing.SystemAccount.grants, credit: Self.demoAccount,
+                        amount: demoCredits, kind: .grant, memo: "Demo credit")
+                ])
+            }
+            demoKey = try await key(named: "demo", source: demo, account: Self.demoAccount, isAdmin: false, ledger: ledger)
         }
-        let demo = try await key(
-            named: "demo", file: demoKeyFile, override: demoKeyOverride, account: Self.demoAccount, isAdmin: false, ledger: ledger)
-        let admin = try await key(
-            named: "admin", file: adminKeyFile, override: adminKeyOverride, account: Self.adminAccount, isAdmin: true, ledger: ledger)
-        return Issued(demo: demo, admin: admin)
+        return Issued(demo: demoKey, admin: admin)
     }
 
-    private func key(
-        named name: String, file: String, override: String?, account: String, isAdmin: Bool, ledger: any LedgerStore
-    ) async throws -> String {
-        let key: String
-        if let override, override.hasPrefix("sk-") {
-            key = override
-        } else if let saved = try? String(contentsOfFile: file, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines),
-            saved.hasPrefix("sk-")
-        {
-            key = saved
-        } else {
-            key = APIKeyFormat.generate()
+    private func key(named name: String, source: Source, account: String, isAdmin: Bool, ledger: any LedgerStore) async throws -> Key {
+        let key: Key
+        switch source {
+        case .provided(let value, _):
+            key = Key(value: value, minted: false)
+        case .savedOrMinted(let file):
+            if let saved = try? String(contentsOfFile: file, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines),
+                APIKeyFormat.problem(withProvided: saved) == nil
+            {
+                key = Key(value: saved, minted: false)
+            } else {
+                key = Key(value: APIKeyFormat.generate(), minted: true)
+                try SecretFile.write(key.value + "\n", to: file)
+            }
         }
-        try key.write(toFile: file, atomically: true, encoding: .utf8)
-        let hash = APIKeyFormat.hash(key)
+        let hash = APIKeyFormat.hash(key.value)
         if try await ledger.key(hash: hash) == nil {
             try await ledger.insertKey(
                 KeyRecord(
-                    id: "key-" + String(hash.prefix(16)), accountID: account, hash: hash, label: APIKeyFormat.label(key),
+                    id: APIKeyFormat.fingerprint(key.value), accountID: account, hash: hash, label: APIKeyFormat.label(key.value),
                     name: name, isAdmin: isAdmin))
         }
         return key
+    }
+}
+
+/// A starter key that can't be used, named by where it came from.
+public struct StarterKeyError: Error, CustomStringConvertible {
+    public let message: String
+    public var description: String { message }
+}
+
+/// Files only the node's user may read: keys, the ledger, the spool.
+public enum SecretFile {
+    /// Writes `text` to `path` through a 0600 temporary file renamed over it, so the secret is
+    /// never readable by others, not even for a moment, and a crash leaves the old file whole.
+    public static func write(_ text: String, to path: String) throws {
+        let temporary = path + ".tmp-\(getpid())"
+        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
+        let bytes = Array(text.utf8)
+        let written = bytes.withUnsafeBytes { Foundation.write(descriptor, $0.baseAddress, $0.count) }
+        let synced = fsync(descriptor)
+        close(descriptor)
+        guard written == bytes.count, synced == 0, rename(temporary, path) == 0 else {
+            unlink(temporary)
+            throw POSIXError(.EIO)
+        }
+    }
+
+    /// Makes the directory (and its parents) with mode 0700, or tightens an existing one the
+    /// node's user owns to it; returns what it did to an existing directory, for a log line.
+    @discardableResult
+    public static func privateDirectory(_ path: String) throws -> String? {
+        var info = stat()
+        if stat(path, &info) != 0 {
+            try FileManager.default.createDirectory(
+                atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            return nil
+        }
+        guard info.st_mode & 0o077 != 0, info.st_uid == getuid() else { return nil }
+        guard chmod(path, 0o700) == 0 else { return "could not tighten \(path) to 0700 (errno \(errno))" }
+        return "tightened \(path) from \(String(info.st_mode & 0o777, radix: 8)) to 0700"
     }
 }

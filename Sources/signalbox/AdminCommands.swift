@@ -9,14 +9,14 @@ import SignalboxCore
 /// Where an admin command finds the ledger: PostgreSQL (`--database-url` or
 /// `SIGNALBOX_DATABASE_URL`), else the embedded SQLite ledger in `--data-dir`.
 struct LedgerOptions: ParsableArguments {
-    @Option(help: "postgres://user:password@host:port/db (default: SIGNALBOX_DATABASE_URL).") var databaseURL: String?
+    @OptionGroup var database: DatabaseOptions
     @Option(help: "Directory of the embedded SQLite ledger, when no database URL is given.") var dataDir: String = ".signalbox"
     @Flag(help: "Print JSON.") var json = false
 
     /// Opens the ledger, runs `body`, closes it.
     func withLedger<T: Sendable>(_ body: (any LedgerStore) async throws -> T) async throws -> T {
-        if let url = databaseURL ?? ProcessInfo.processInfo.environment["SIGNALBOX_DATABASE_URL"] {
-            return try await PostgresLedgerStore.withStore(url: url, statementTimeout: nil) { try await body($0) }
+        if let settings = try database.settings(statementTimeout: nil) {
+            return try await PostgresLedgerStore.withStore(settings: settings) { try await body($0) }
         }
         guard FileManager.default.fileExists(atPath: dataDir + "/ledger.sqlite") else {
             throw ValidationError("No ledger: give --database-url, or --data-dir of a node that has run `signalbox serve`")

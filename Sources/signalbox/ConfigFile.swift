@@ -10,10 +10,12 @@ struct ConfigFile: Decodable {
         var port: Int?
         var maxBodyBytes: Int?
         var keepAliveSeconds: Int?
+        var adminTimeoutSeconds: Int?
         enum CodingKeys: String, CodingKey {
             case host, port
             case maxBodyBytes = "max_body_bytes"
             case keepAliveSeconds = "keep_alive_seconds"
+            case adminTimeoutSeconds = "admin_timeout_seconds"
         }
     }
 
@@ -28,14 +30,30 @@ struct ConfigFile: Decodable {
         }
     }
 
+    struct Database: Decodable {
+        var url: String?
+        var caFile: String?
+        var poolSize: Int?
+        var connectTimeoutSeconds: Int?
+        var statementTimeoutSeconds: Int?
+        enum CodingKeys: String, CodingKey {
+            case url
+            case caFile = "ca_file"
+            case poolSize = "pool_size"
+            case connectTimeoutSeconds = "connect_timeout_seconds"
+            case statementTimeoutSeconds = "statement_timeout_seconds"
+        }
+    }
+
     var server: Server?
+    var database: Database?
     var timeouts: Timeouts?
     var useSimulator: Bool?
     var providers: [ProviderInfo]?
     var models: [CatalogModel]?
 
     enum CodingKeys: String, CodingKey {
-        case server, timeouts, providers, models
+        case server, database, timeouts, providers, models
         case useSimulator = "use_simulator"
     }
 
@@ -54,6 +72,7 @@ struct ConfigFile: Decodable {
         if let port = server?.port { configuration.port = port }
         if let bytes = server?.maxBodyBytes { configuration.maxBodyBytes = bytes }
         if let seconds = server?.keepAliveSeconds { configuration.keepAliveInterval = .seconds(seconds) }
+        if let seconds = server?.adminTimeoutSeconds { configuration.adminTimeout = .seconds(seconds) }
         if let seconds = timeouts?.connectSeconds { configuration.timeouts.connect = .seconds(seconds) }
         if let seconds = timeouts?.firstTokenSeconds { configuration.timeouts.firstToken = .seconds(seconds) }
         if let seconds = timeouts?.stallSeconds { configuration.timeouts.stall = .seconds(seconds) }

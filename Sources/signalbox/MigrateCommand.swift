@@ -9,14 +9,14 @@ import PostgresNIO
 struct MigrateCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "migrate", abstract: "Create or upgrade the PostgreSQL ledger schema.")
 
-    @Option(help: "postgres://user:password@host:port/db (default: SIGNALBOX_DATABASE_URL).") var databaseURL: String?
+    @OptionGroup var database: DatabaseOptions
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
-        guard let url = databaseURL ?? ProcessInfo.processInfo.environment["SIGNALBOX_DATABASE_URL"] else {
+        guard let settings = try database.settings(statementTimeout: nil) else {
             throw ValidationError("--database-url or SIGNALBOX_DATABASE_URL is required")
         }
-        let version = try await PostgresLedgerStore.withStore(url: url, statementTimeout: nil) { try await $0.schemaVersion() }
+        let version = try await PostgresLedgerStore.withStore(settings: settings) { try await $0.schemaVersion() }
         print(json ? #"{"schema_version": \#(version)}"# : "Ledger schema is at version \(version).")
     }
 }

@@ -5,6 +5,7 @@ import Gossip
 import Hummingbird
 import Logging
 import NIOSSL
+import Ledger
 import Node
 import ServiceLifecycle
 import SignalboxCore
@@ -33,15 +34,19 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Address to listen on.") var host: String?
     @Option(help: "Port to listen on.") var port: Int?
     @Option(help: "Directory for the embedded ledger and the demo/admin key files.") var dataDir: String = ".signalbox"
-    @Option(
-        help: "PostgreSQL ledger (postgres://user:password@host:port/db) instead of the embedded SQLite one; also SIGNALBOX_DATABASE_URL.")
-    var databaseURL: String?
+    @OptionGroup(title: "PostgreSQL ledger (instead of the embedded SQLite one)") var database: DatabaseOptions
     @Option(help: "Configuration file (JSON): server settings, providers, catalog additions.") var config: String?
     @Option(help: "Port of the in-process simulated provider.") var simPort: Int = 8091
     @Option(help: "Use an already running simulator at this base URL instead of starting one.") var simUrl: String?
     @Flag(help: "Send requests to the providers' real base URLs, with keys from their environment variables.")
     var realProviders = false
-    @Option(help: "Credit (USD) the demo account starts with.") var demoCredits: String = "10"
+    @Option(
+        help:
+            "Credit (USD) the demo account starts with (default 10). A cluster node (--database-url) makes the demo account only when this is given."
+    )
+    var demoCredits: String?
+    @Option(help: "File holding the operator admin key (instead of SIGNALBOX_ADMIN_KEY); required in cluster mode unless that is set.")
+    var adminKeyFile: String?
     @Option(help: "Upstream connect timeout, seconds (default 10).") var connectTimeout: Int?
     @Option(help: "Upstream time-to-first-token timeout, seconds (default 60).") var firstTokenTimeout: Int?
     @Option(help: "Upstream stall timeout between chunks, seconds (default 30).") var stallTimeout: Int?
@@ -58,15 +63,19 @@ struct Serve: AsyncParsableCommand {
     var drainDelay: Int?
     @Option(help: "Seconds in-flight requests get to finish once the listener closed, before they are cut (default 60).")
     var drainTimeout: Int?
+    @Option(help: "Seconds the admin and account routes may wait for the ledger before answering 503 (default 10).")
+    var adminTimeout: Int?
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
 
     func run() async throws {
         var logger = Logger(label: "signalbox")
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+        // Everything the node writes (ledger, spool, keys, routing tables) is for its user only.
+        umask(0o077)
         let file = try config.map { try ConfigFile.load(path: $0) } ?? ConfigFile()
         let upstreams = try upstreamChoice(file)
         let configuration = try nodeConfiguration(file, upstreams: upstreams)
-        try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
+        if let tightened = try SecretFile.privateDirectory(dataDir) { logger.notice("data directory: \(tightened)") }
 
         var services: [any Service] = []
         if case .inProcessSimulator(let port) = upstreams {
@@ -80,7 +89,8 @@ struct Serve: AsyncParsableCommand {
         }
         let banner = Banner(
             configuration: configuration, upstreams: upstreams.description,
-            ledger: ledgerURL() == nil ? "SQLite (\(dataDir)/ledger.sqlite)" : "PostgreSQL", dataDir: dataDir)
+            ledger: configuration.postgres.map { "PostgreSQL (\($0))" } ?? "SQLite (\(dataDir)/ledger.sqlite)",
+            showsMintedKeys: configuration.postgres == nil)
         services.append(SignalboxNode(configuration, logger: logger) { serving in banner.print(serving) })
         let group = ServiceGroup(
             configuration: .init(
@@ -118,7 +128,11 @@ struct Serve: AsyncParsableCommand {
         return simUrl.map { .simulator(url: $0) } ?? .inProcessSimulator(port: simPort)
     }
 
-    func ledgerURL() -> String? { databaseURL ?? ProcessInfo.processInfo.environment["SIGNALBOX_DATABASE_URL"] }
+    /// The PostgreSQL ledger's settings, with a serving node's statement timeout (the settlement
+    /// deadline); nil runs the embedded SQLite ledger.
+    func ledgerSettings(_ file: ConfigFile) throws -> PostgresSettings? {
+        try database.settings(file: file.database, statementTimeout: .milliseconds(Int64(PostgresLedgerStore.statementTimeout * 1000)))
+    }
 
     /// The node's configuration: defaults, then the configuration file, then the flags.
     func nodeConfiguration(_ file: ConfigFile, upstreams: Upstreams) throws -> NodeConfiguration {
@@ -130,6 +144,10 @@ struct Serve: AsyncParsableCommand {
         if let seconds = firstTokenTimeout { gateway.timeouts.firstToken = .seconds(seconds) }
         if let seconds = stallTimeout { gateway.timeouts.stall = .seconds(seconds) }
         if let maxBodyBytes { gateway.maxBodyBytes = maxBodyBytes }
+        if let adminTimeout {
+            guard adminTimeout >= 1 else { throw ValidationError("--admin-timeout must be at least 1 second") }
+            gateway.adminTimeout = .seconds(adminTimeout)
+        }
         gateway.serverTLS = try serverTLS()
         if let holdTtl {
             guard holdTtl >= 2 else { throw ValidationError("--hold-ttl must be at least 2 seconds") }
@@ -143,7 +161,7 @@ struct Serve: AsyncParsableCommand {
             }
             gateway.loadBalancing = mode
         }
-        guard let demoAmount = Money(decimal: demoCredits), demoAmount >= .zero else {
+        guard let demoAmount = Money(decimal: demoCredits ?? "10"), demoAmount >= .zero else {
             throw ValidationError("--demo-credits must be a non-negative decimal amount")
         }
 
@@ -163,7 +181,7 @@ struct Serve: AsyncParsableCommand {
 
         var configuration = NodeConfiguration(
             gateway: gateway, catalog: catalog, providerKeys: providerKeys,
-            ledger: ledgerURL().map { .postgres(url: $0) } ?? .sqlite(path: dataDir + "/ledger.sqlite"),
+            ledger: try ledgerSettings(file).map { .postgres($0) } ?? .sqlite(path: dataDir + "/ledger.sqlite"),
             spoolPath: spool ?? dataDir + "/settlements.spool")
         if let maxSpoolAge {
             guard maxSpoolAge >= 1 else { throw ValidationError("--max-spool-age must be at least 1 second") }
@@ -184,11 +202,41 @@ struct Serve: AsyncParsableCommand {
                 throw ValidationError("--peer-ca-file \(path): not a readable PEM certificate (\(error))")
             }
         }
-        let environment = ProcessInfo.processInfo.environment
-        configuration.starterKeys = StarterKeys(
-            directory: dataDir, demoCredits: demoAmount, demoKeyOverride: environment["SIGNALBOX_DEMO_KEY"],
-            adminKeyOverride: environment["SIGNALBOX_ADMIN_KEY"])
+        configuration.starterKeys = try starterKeys(demoCredits: demoAmount, clusterMode: configuration.postgres != nil)
         return configuration
+    }
+
+    /// The operator and demo keys. The embedded default makes what is missing; a cluster node
+    /// (on a shared PostgreSQL ledger) must be given the admin key and makes the demo account only
+    /// when `--demo-credits` asks for it, so no node ever adds an admin key or credit on its own.
+    func starterKeys(demoCredits amount: Money, clusterMode: Bool) throws -> StarterKeys {
+        let environment = ProcessInfo.processInfo.environment
+        let admin: StarterKeys.Source
+        switch (environment["SIGNALBOX_ADMIN_KEY"], adminKeyFile) {
+        case (.some, .some):
+            throw ValidationError("give the admin key once: SIGNALBOX_ADMIN_KEY or --admin-key-file, not both")
+        case (let key?, nil):
+            admin = .provided(key, origin: "SIGNALBOX_ADMIN_KEY")
+        case (nil, let path?):
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+                throw ValidationError("--admin-key-file \(path) can't be read")
+            }
+            admin = .provided(text.trimmingCharacters(in: .whitespacesAndNewlines), origin: "the key in --admin-key-file \(path)")
+        case (nil, nil):
+            guard !clusterMode else {
+                throw ValidationError(
+                    "a node on a shared PostgreSQL ledger needs the operator admin key: set SIGNALBOX_ADMIN_KEY or --admin-key-file FILE "
+                        + "(an sk- key of 20 or more characters, the same on every node); it never makes one")
+            }
+            admin = .savedOrMinted(file: dataDir + "/admin-key")
+        }
+        var demo: StarterKeys.Source? =
+            environment["SIGNALBOX_DEMO_KEY"].map { .provided($0, origin: "SIGNALBOX_DEMO_KEY") }
+            ?? .savedOrMinted(file: dataDir + "/demo-key")
+        if clusterMode && demoCredits == nil { demo = nil }
+        let keys = StarterKeys(admin: admin, demo: demo, demoCredits: amount)
+        do { try keys.validate() } catch { throw ValidationError("\(error)") }
+        return keys
     }
 
     func nonNegative(_ value: Int?, default fallback: Int, flag: String) throws -> Int {
@@ -251,44 +299,64 @@ struct Serve: AsyncParsableCommand {
     }
 }
 
-/// What `serve` prints once the node listens: where it is, what it routes to, and the starter keys.
+/// What `serve` prints once the node listens: where it is, what it routes to, and the starter
+/// keys — in full only when this start minted them for the embedded default (shown once, like a
+/// key made with `keys create`); otherwise by fingerprint, so keys never reach a log.
 struct Banner: Sendable {
     let scheme: String
     let host: String
     let models: Int
     let upstreams: String
     let ledger: String
-    let dataDir: String
     let demoCredits: Money
+    let keySources: (admin: StarterKeys.Source?, demo: StarterKeys.Source?)
+    let showsMintedKeys: Bool
 
-    init(configuration: NodeConfiguration, upstreams: String, ledger: String, dataDir: String) {
+    init(configuration: NodeConfiguration, upstreams: String, ledger: String, showsMintedKeys: Bool) {
         scheme = configuration.gateway.serverTLS == nil ? "http" : "https"
         host = configuration.gateway.host
         models = configuration.catalog.models.count
         self.upstreams = upstreams
         self.ledger = ledger
-        self.dataDir = dataDir
         demoCredits = configuration.starterKeys?.demoCredits ?? .zero
+        keySources = (configuration.starterKeys?.admin, configuration.starterKeys?.demo)
+        self.showsMintedKeys = showsMintedKeys
+    }
+
+    func describe(_ key: StarterKeys.Key?, source: StarterKeys.Source?) -> String {
+        guard let key, let source else { return "(none)" }
+        switch source {
+        case .provided(_, let origin): return "\(key.fingerprint) (from \(origin))"
+        case .savedOrMinted(let file):
+            if key.minted && showsMintedKeys { return "\(key.value)   (new; saved in \(file), shown only now)" }
+            return "\(key.fingerprint) (in \(file))"
+        }
     }
 
     func print(_ serving: ServingNode) {
-        let demo = serving.starterKeys?.demo ?? "(none)"
-        let admin = serving.starterKeys?.admin ?? "(none)"
         let port = serving.port
-        let text = """
+        let demo = describe(serving.starterKeys?.demo, source: keySources.demo)
+        let admin = describe(serving.starterKeys?.admin, source: keySources.admin)
+        let demoFile: String? = if case .savedOrMinted(let file) = keySources.demo { file } else { nil }
+        let credit = serving.starterKeys?.demo == nil ? "" : "  ($\(demoCredits.decimalString) demo credit at start)"
+        var text = """
 
             Signalbox is serving at \(scheme)://\(host):\(port)/api/v1
               models:     \(models) (\(upstreams))
               ledger:     \(ledger)
-              demo key:   \(demo)     (also in \(dataDir)/demo-key; $\(demoCredits.decimalString) credit at start)
-              admin key:  \(admin)    (also in \(dataDir)/admin-key)
-
-            Try:
-              curl http://\(host):\(port)/api/v1/chat/completions \\
-                -H "Authorization: Bearer \(demo)" -H "Content-Type: application/json" \\
-                -d '{"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]}'
+              demo key:   \(demo)\(credit)
+              admin key:  \(admin)
 
             """
+        if let demoFile {
+            text += """
+                Try:
+                  curl \(scheme)://\(host):\(port)/api/v1/chat/completions \\
+                    -H "Authorization: Bearer $(cat \(demoFile))" -H "Content-Type: application/json" \\
+                    -d '{"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]}'
+
+                """
+        }
         // Written straight to the file descriptor: print() would sit in a buffer when stdout is a pipe.
         FileHandle.standardOutput.write(Data((text + "\n").utf8))
     }

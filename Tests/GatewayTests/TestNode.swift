@@ -44,7 +44,7 @@ struct TestNode: Sendable {
         let setup = Setup(
             credits: credits, simulator: simulatorConfiguration, configure: configure, providersWithoutKeys: providersWithoutKeys)
         if postgres {
-            try await TestDatabase.withFreshDatabase { url in try await setup.run(ledger: .postgres(url: url), body) }
+            try await TestDatabase.withFreshDatabase { url in try await setup.run(ledger: try .postgres(url: url), body) }
         } else if cuttable {
             let ledger = UnreachableLedger(try await SQLiteLedgerStore.open(path: nil))
             do {

@@ -28,6 +28,7 @@ def test_local_cluster_routes_fails_over_and_charges_one_ledger():
         wait_until(lambda: os.path.exists(os.path.join(workdir, "ready")) or script.poll() is not None, 180, "the local cluster")
         assert script.poll() is None, open(log.name).read()
         settings = dict(line.strip().split("=", 1) for line in open(os.path.join(workdir, "cluster.env")))
+        assert os.stat(os.path.join(workdir, "cluster.env")).st_mode & 0o777 == 0o600
 
         admin = openai.OpenAI(base_url=settings["EU_URL"], api_key=settings["ADMIN_KEY"])
         members = admin.get("/admin/cluster/members", cast_to=object)["data"]
@@ -71,6 +72,11 @@ def test_local_cluster_routes_fails_over_and_charges_one_ledger():
         assert count == len(served)
         assert total == sum(round(reply.usage.cost * 10**9) for reply in served)
         assert cli("ledger", "verify", database_url=database_url)["consistent"] is True
+        # The keys are in cluster.env only: not on the script's stdout, not in any node's log.
+        logs = [name for name in os.listdir(workdir) if name.endswith(".log")]
+        leaked = [(name, which) for name in logs for which in ("DEMO_KEY", "ADMIN_KEY")
+                  if settings[which] in open(os.path.join(workdir, name)).read()]
+        assert len(logs) >= 6 and not leaked, leaked
     finally:
         script.send_signal(signal.SIGTERM)
         try:

@@ -15,7 +15,7 @@ import urllib.request
 
 import pytest
 
-from cluster import BINARY, Process, wait_until
+from cluster import ADMIN_KEY as ADMIN_KEY_CLUSTER, BINARY, Process, wait_until
 from conftest import free_port
 
 DEMO_KEY = "sk-sb-v1-operations-demo-00000000000000000000000000000000000000000000000000000"
@@ -248,3 +248,317 @@ def test_haproxy_from_deploy_takes_a_draining_node_out_on_readyz_before_its_list
         for node in nodes:
             node.close()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+class GuardedPostgres:
+    """A PostgreSQL server of the test's own with password sign-in over TCP (SCRAM) and, with
+    `tls`, TLS on a certificate signed by a CA made here for the test."""
+
+    def __init__(self, tls=False):
+        self.dir = tempfile.mkdtemp(prefix="signalbox-pg-guarded-")
+        self.port = free_port()
+        self.password = "pw-" + os.urandom(8).hex()
+        pwfile = os.path.join(self.dir, "pw")
+        open(pwfile, "w").write(self.password)
+        settings = [f"-p {self.port}", f"-k '{self.dir}'", "-c listen_addresses=127.0.0.1"]
+        if tls:
+            self.ca = os.path.join(self.dir, "ca.crt")
+            make = lambda *args: subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=self.dir)
+            make("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+                 "-subj", "/CN=signalbox test CA")
+            make("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
+            open(os.path.join(self.dir, "san.ext"), "w").write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+            make("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out",
+                 "server.crt", "-days", "2", "-extfile", "san.ext")
+            os.chmod(os.path.join(self.dir, "server.key"), 0o600)
+            settings += ["-c ssl=on", f"-c ssl_cert_file='{self.dir}/server.crt'", f"-c ssl_key_file='{self.dir}/server.key'"]
+        if os.geteuid() == 0:
+            subprocess.run(["chown", "-R", "postgres", self.dir], check=True)
+        from cluster import _as_postgres
+        self._as_postgres = _as_postgres
+        _as_postgres(f"initdb -D '{self.dir}/data' -U postgres --auth-local=trust --auth-host=scram-sha-256 "
+                     f"--pwfile='{pwfile}' >/dev/null")
+        self.options = " ".join(settings)
+        self.start()
+
+    def start(self):
+        self._as_postgres(f"pg_ctl -D '{self.dir}/data' -l '{self.dir}/log' -w -o \"{self.options}\" start >/dev/null")
+
+    def url(self, password=None, database="postgres", host="127.0.0.1", query=""):
+        return (f"postgres://postgres:{password or self.password}@{host}:{self.port}/{database}"
+                + (f"?{query}" if query else ""))
+
+    def close(self):
+        try:
+            self._as_postgres(f"pg_ctl -D '{self.dir}/data' -m immediate -w stop >/dev/null")
+        except subprocess.CalledProcessError:
+            pass
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def migrate(url, *extra, timeout=60):
+    started = time.time()
+    out = subprocess.run([BINARY, "migrate", "--database-url", url, *extra], capture_output=True, text=True, timeout=timeout)
+    return out.returncode, out.stdout + out.stderr, time.time() - started
+
+
+@pytest.fixture(scope="module")
+def guarded():
+    server = GuardedPostgres(tls=False)
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def tls_server():
+    server = GuardedPostgres(tls=True)
+    yield server
+    server.close()
+
+
+def test_each_database_connection_failure_says_why_within_the_connect_timeout_and_never_shows_the_password(guarded):
+    closed = free_port()
+    cases = [
+        ("wrong password", guarded.url(password="not-the-password"), 'authentication failed for user "postgres"'),
+        ("missing database", guarded.url(database="no_such_ledger"), 'database "no_such_ledger" does not exist'),
+        ("closed port", f"postgres://postgres:{guarded.password}@127.0.0.1:{closed}/postgres", "connection refused"),
+        ("sslmode=require, server without TLS", guarded.url(query="sslmode=require"), "requires TLS, and the server does not offer it"),
+        ("misspelt sslmode", guarded.url(query="sslmode=requir"), "sslmode=requir in the database URL is not one of"),
+    ]
+    rows = []
+    for name, url, expected in cases:
+        code, output, took = migrate(url, "--database-connect-timeout", "3")
+        rows.append((name, code, round(took, 2), output.strip().splitlines()[0]))
+        assert code != 0, (name, output)
+        assert expected in output, (name, output)
+        assert took < 3.5, (name, took)
+        assert guarded.password not in output and "not-the-password" not in output, output
+    # A server that accepts the connection and never answers: the connect timeout.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        code, output, took = migrate(f"postgres://postgres:hidden@127.0.0.1:{silent.getsockname()[1]}/postgres",
+                                     "--database-connect-timeout", "2")
+    finally:
+        silent.close()
+    rows.append(("server that never answers", code, round(took, 2), output.strip().splitlines()[0]))
+    assert code != 0 and "did not answer within 2" in output and 2 <= took < 4.5 and "hidden" not in output, output
+    code, output, _ = migrate(guarded.url())
+    assert code == 0, output
+    print("\n" + "\n".join(f"{name:<38} exit {code} in {took:>5} s: {line}" for name, code, took, line in rows))
+
+
+def test_serve_stops_at_once_on_a_wrong_password_and_keeps_trying_a_closed_port_saying_why(guarded):
+    workdir = tempfile.mkdtemp(prefix="signalbox-serve-db-")
+    try:
+        wrong = subprocess.run([BINARY, "serve", "--database-url", guarded.url(password="wrong-pw-000"), "--data-dir", workdir,
+                                "--port", str(free_port()), "--sim-port", str(free_port())],
+                               capture_output=True, text=True, timeout=30, env=dict(os.environ, SIGNALBOX_ADMIN_KEY=ADMIN_KEY))
+        assert wrong.returncode != 0
+        assert 'authentication failed for user "postgres"' in wrong.stderr + wrong.stdout
+        assert "wrong-pw-000" not in wrong.stderr + wrong.stdout
+        closed = free_port()
+        waiting = Process([BINARY, "serve", "--database-url", f"postgres://postgres:{guarded.password}@127.0.0.1:{closed}/postgres",
+                           "--data-dir", workdir, "--port", str(free_port()), "--sim-port", str(free_port())],
+                          os.path.join(workdir, "waiting.log"), env={"SIGNALBOX_ADMIN_KEY": ADMIN_KEY})
+        wait_until(lambda: "connection refused" in waiting.output(), 10, "the node to say why it can't reach the ledger")
+        assert waiting.proc.poll() is None, "a node whose database is down keeps trying"
+        waiting.stop()
+        assert guarded.password not in waiting.output()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_verify_full_with_the_ca_connects_and_without_it_fails(tls_server):
+    with_ca = tls_server.url(query=f"sslmode=verify-full&sslrootcert={tls_server.ca}")
+    code, output, _ = migrate(with_ca)
+    assert code == 0, output
+    code, output, _ = migrate(tls_server.url(host="localhost", query="sslmode=verify-full"), "--database-ca-file", tls_server.ca)
+    assert code == 0, output
+    code, output, took = migrate(tls_server.url(query="sslmode=verify-full"))
+    print(f"\nverify-full with the test CA: connects; without it: exit {code} in {took:.2f} s: {output.strip()}")
+    assert code != 0 and "TLS handshake failed" in output, output
+    code, output, _ = migrate(tls_server.url(query="sslmode=require"))
+    assert code == 0, output  # require encrypts without checking the certificate, as libpq does
+
+
+def test_a_schema_one_version_ahead_is_refused_by_serve_and_migrate():
+    from cluster import PrivatePostgres, fresh_database, psql
+    server = PrivatePostgres()
+    workdir = tempfile.mkdtemp(prefix="signalbox-schema-")
+    try:
+        url = fresh_database(server.url)
+        code, output, _ = migrate(url)
+        assert code == 0, output
+        version = int(psql(url, "SELECT MAX(version) FROM schema_migrations"))
+        psql(url, f"INSERT INTO schema_migrations (version) VALUES ({version + 1})")
+        code, output, _ = migrate(url)
+        assert code != 0 and f"schema is at version {version + 1}, newer than the {version} this binary knows" in output, output
+        serve = subprocess.run([BINARY, "serve", "--database-url", url, "--data-dir", workdir, "--port", str(free_port()),
+                                "--sim-port", str(free_port())], capture_output=True, text=True, timeout=30,
+                               env=dict(os.environ, SIGNALBOX_ADMIN_KEY=ADMIN_KEY))
+        print(f"\nschema {version + 1} against a binary of {version}: migrate exit {code}; serve exit {serve.returncode}: "
+              f"{(serve.stdout + serve.stderr).strip().splitlines()[-1]}")
+        assert serve.returncode != 0 and "newer than the" in serve.stdout + serve.stderr
+    finally:
+        server.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_admin_cli_and_api_answer_within_their_timeout_while_postgresql_is_stopped():
+    from cluster import PrivatePostgres, RouterNode, fresh_database, start_simulator
+    server = PrivatePostgres()
+    workdir = tempfile.mkdtemp(prefix="signalbox-outage-")
+    sim = start_simulator(workdir)
+    node = None
+    try:
+        url = fresh_database(server.url)
+        node = RouterNode("outage", url, sim.url, workdir, extra=["--admin-timeout", "3"])
+        admin = ADMIN_KEY_CLUSTER
+        status, _ = node.call("GET", "/admin/ledger/entries?limit=1", admin)
+        assert status == 200
+        server.stop()
+        rows = []
+        for path in ("/admin/ledger/entries?limit=1", "/admin/accounts/demo/balance"):
+            started = time.time()
+            status, body = node.call("GET", path, admin, timeout=20)
+            took = time.time() - started
+            rows.append(f"GET {path}: {status} in {took:.1f} s ({body.get('error', {}).get('metadata', {}).get('error_type')})")
+            assert status == 503 and took < 5, (path, status, took)
+            assert body["error"]["metadata"]["error_type"] == "ledger_unavailable", body
+        started = time.time()
+        out = subprocess.run([BINARY, "ledger", "balance", "--account", "demo", "--database-url", url],
+                             capture_output=True, text=True, timeout=30)
+        took = time.time() - started
+        rows.append(f"signalbox ledger balance: exit {out.returncode} in {took:.1f} s: {out.stderr.strip()}")
+        print("\nPostgreSQL stopped:\n  " + "\n  ".join(rows))
+        assert out.returncode != 0 and took < 12 and "connection refused" in out.stderr, out.stderr
+    finally:
+        if node:
+            node.stop()
+        sim.stop()
+        server.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_a_cluster_node_never_makes_an_admin_key_or_grant_and_refuses_a_malformed_one():
+    from cluster import PrivatePostgres, fresh_database, psql
+    server = PrivatePostgres()
+    workdir = tempfile.mkdtemp(prefix="signalbox-secrets-")
+    try:
+        url = fresh_database(server.url)
+        assert migrate(url)[0] == 0
+        base = [BINARY, "serve", "--database-url", url, "--data-dir", workdir, "--port", str(free_port()),
+                "--sim-port", str(free_port())]
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("SIGNALBOX_")}
+        outcomes = {}
+        for name, env in [("no admin key", {}),
+                          ("admin key without sk-", {"SIGNALBOX_ADMIN_KEY": "my-company-admin-secret"}),
+                          ("admin key too short", {"SIGNALBOX_ADMIN_KEY": "sk-short"}),
+                          ("admin key with a space", {"SIGNALBOX_ADMIN_KEY": "sk-my company admin secret"})]:
+            out = subprocess.run(base, capture_output=True, text=True, timeout=30, env=dict(clean, **env))
+            outcomes[name] = (out.returncode, (out.stdout + out.stderr).strip().splitlines()[0])
+        print("\n" + "\n".join(f"{name:<24} exit {code}: {line}" for name, (code, line) in outcomes.items()))
+        assert all(code != 0 for code, _ in outcomes.values())
+        assert "SIGNALBOX_ADMIN_KEY or --admin-key-file" in outcomes["no admin key"][1]
+        assert "SIGNALBOX_ADMIN_KEY must start with sk-" in outcomes["admin key without sk-"][1]
+        assert "SIGNALBOX_ADMIN_KEY must be at least 20 characters" in outcomes["admin key too short"][1]
+        assert "SIGNALBOX_ADMIN_KEY must be printable" in outcomes["admin key with a space"][1]
+        assert psql(url, "SELECT count(*) FROM api_keys") == "0"
+        assert psql(url, "SELECT count(*) FROM transfers") == "0"
+        assert not [f for f in os.listdir(workdir) if f.endswith("-key")]
+
+        # Given the key in a file, it starts; with no --demo-credits it makes no demo account or grant.
+        key_file = os.path.join(workdir, "admin.key")
+        with open(os.open(key_file, os.O_WRONLY | os.O_CREAT, 0o600), "w") as handle:
+            handle.write(ADMIN_KEY + "\n")
+        node = Process(base + ["--admin-key-file", key_file, "--drain-delay", "0"], os.path.join(workdir, "node.log"),
+                       env={})
+        try:
+            wait_until(lambda: "Signalbox is serving" in node.output(), 30, "the node to start")
+        finally:
+            node.stop()
+        assert psql(url, "SELECT count(*) FROM transfers") == "0"
+        assert psql(url, "SELECT string_agg(account_id, ',') FROM api_keys") == "operator"
+        assert psql(url, "SELECT count(*) FROM accounts WHERE id = 'demo'") == "0"
+        assert ADMIN_KEY not in node.output()
+    finally:
+        server.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_the_embedded_default_keeps_its_files_private_and_shows_a_minted_key_once():
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SIGNALBOX_")}
+    workdir = tempfile.mkdtemp(prefix="signalbox-files-")
+    data = os.path.join(workdir, "data")
+    try:
+        outputs = []
+        for _ in range(2):
+            port = free_port()
+            proc = subprocess.Popen([BINARY, "serve", "--port", str(port), "--sim-port", str(free_port()), "--data-dir", data,
+                                     "--drain-delay", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=clean)
+            lines = []
+            for line in proc.stdout:
+                lines.append(line)
+                if "admin key:" in line:
+                    break
+            proc.terminate()
+            lines += proc.stdout.read().splitlines(keepends=True)
+            proc.wait(20)
+            outputs.append("".join(lines))
+        demo = open(os.path.join(data, "demo-key")).read().strip()
+        admin = open(os.path.join(data, "admin-key")).read().strip()
+        modes = {name: oct(os.stat(os.path.join(data, name)).st_mode & 0o777) for name in sorted(os.listdir(data))}
+        modes["(data dir)"] = oct(os.stat(data).st_mode & 0o777)
+        print(f"\nfile modes: {modes}")
+        assert modes.pop("(data dir)") == "0o700"
+        assert all(mode == "0o600" for mode in modes.values()), modes
+        assert {"ledger.sqlite", "demo-key", "admin-key"} <= set(modes)
+        assert demo in outputs[0] and admin in outputs[0], "a newcomer's first start shows the keys it made"
+        assert demo not in outputs[1] and admin not in outputs[1], "later starts show fingerprints only"
+        assert "key-" in outputs[1] and os.path.join(data, "demo-key") in outputs[1]
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_no_key_or_database_password_reaches_any_log_or_stdout_of_a_cluster_run(guarded):
+    from cluster import RouterNode, keygen, start_simulator
+    workdir = tempfile.mkdtemp(prefix="signalbox-leaks-")
+    sim = start_simulator(workdir)
+    nodes = []
+    secrets = {"database password": guarded.password, "admin key": ADMIN_KEY_CLUSTER}
+    try:
+        database = guarded.url(database="postgres")
+        assert migrate(database)[0] == 0
+        key_file = keygen(os.path.join(workdir, "cluster.key"))
+        gossip = [free_port(), free_port()]
+        for i in range(2):
+            nodes.append(RouterNode(f"leak-{i}", database, sim.url, workdir, extra=[
+                "--log-level", "debug", "--gossip-bind", f"127.0.0.1:{gossip[i]}", "--seeds", f"127.0.0.1:{gossip[0]}",
+                "--cluster-key-file", key_file]))
+        secrets["cluster key"] = [line for line in open(key_file).read().splitlines() if line and not line.startswith("#")][0]
+        secrets["demo key"] = open(os.path.join(nodes[0].data_dir, "demo-key")).read().strip()
+        status, made = nodes[0].call("POST", "/admin/accounts", ADMIN_KEY_CLUSTER, {"name": "leak-check"})
+        assert status == 201
+        nodes[0].call("POST", "/admin/credits", ADMIN_KEY_CLUSTER, {"account": made["id"], "amount": "1", "kind": "grant"})
+        status, created = nodes[1].call("POST", "/keys", ADMIN_KEY_CLUSTER, {"name": "leak", "account": made["id"]})
+        secrets["created key"] = created["key"]
+        for node in nodes:
+            assert node.call("POST", "/chat/completions", created["key"],
+                             {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})[0] == 200
+            bogus = "sk-sb-v1-" + os.urandom(32).hex()
+            secrets["rejected key"] = bogus
+            assert node.call("GET", "/credits", bogus)[0] == 401
+    finally:
+        for node in nodes:
+            node.stop()
+        sim.stop()
+    logs = {name: open(os.path.join(workdir, name)).read() for name in os.listdir(workdir) if name.endswith(".log")}
+    found = [(secret, log, text[max(0, text.index(value) - 200):text.index(value) + 80])
+             for secret, value in secrets.items() for log, text in logs.items() if value in text]
+    print(f"\n{len(logs)} logs ({sum(map(len, logs.values())):,} bytes at debug level) searched for "
+          f"{', '.join(secrets)}: {found or 'none found'}")
+    shutil.rmtree(workdir, ignore_errors=True)
+    assert len(nodes) == 2 and sum(map(len, logs.values())) > 1000
+    assert not found, found

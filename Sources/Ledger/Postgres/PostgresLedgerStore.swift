@@ -36,23 +36,9 @@ public final class PostgresLedgerStore: LedgerStore {
     public static func configuration(url: String, statementTimeout: TimeInterval? = PostgresLedgerStore.statementTimeout)
         throws -> PostgresClient.Configuration
     {
-        guard let components = URLComponents(string: url), ["postgres", "postgresql"].contains(components.scheme ?? ""),
-            let host = components.host, !host.isEmpty
-        else { throw LedgerError.storage("not a postgres:// URL: \(url)") }
-        let database = components.path.hasPrefix("/") ? String(components.path.dropFirst()) : components.path
-        var configuration = PostgresClient.Configuration(
-            host: host, port: components.port ?? 5432, username: components.user ?? "postgres",
-            password: components.password, database: database.isEmpty ? nil : database, tls: .disable)
-        configuration.options.maximumConnections = 20
-        // A statement or an abandoned transaction outlives no client deadline (settlements give
-        // up after 3 s): the server cancels it and frees its row locks instead of holding them.
-        if let statementTimeout {
-            configuration.options.additionalStartupParameters = [
-                ("statement_timeout", String(Int(statementTimeout * 1000))),
-                ("idle_in_transaction_session_timeout", String(Int(statementTimeout * 1000))),
-            ]
-        }
-        return configuration
+        var settings = try PostgresSettings(url: url)
+        settings.statementTimeout = statementTimeout.map { .milliseconds(Int64($0 * 1000)) }
+        return try settings.clientConfiguration()
     }
 
     public func close() async throws {}
@@ -251,21 +237,22 @@ public final class PostgresLedgerStore: LedgerStore {
 extension PostgresLedgerStore {
     /// A store on a new connection pool, and the pool: a `Service` that must run (first in the
     /// node's service group, so it stops last) for the store to answer. Not migrated yet.
-    public static func make(
-        url: String, statementTimeout: TimeInterval? = PostgresLedgerStore.statementTimeout,
-        logger: Logger = Logger(label: "signalbox.ledger")
-    ) throws -> (store: PostgresLedgerStore, pool: any Service) {
-        let client = PostgresClient(configuration: try configuration(url: url, statementTimeout: statementTimeout))
+    public static func make(settings: PostgresSettings, logger: Logger = Logger(label: "signalbox.ledger")) throws -> (
+        store: PostgresLedgerStore, pool: any Service
+    ) {
+        let client = PostgresClient(configuration: try settings.clientConfiguration())
         return (PostgresLedgerStore(client: client, logger: logger), client)
     }
 
     /// Runs `body` with a migrated store on its own connection pool, which runs for exactly as
-    /// long as `body` does. `statementTimeout`: see `configuration(url:statementTimeout:)`.
+    /// long as `body` does. It first opens one connection to say at once why the database can't
+    /// be reached (`PostgresConnectionProblem`); a schema newer than this binary's is refused.
     public static func withStore<T: Sendable>(
-        url: String, statementTimeout: TimeInterval?, logger: Logger = Logger(label: "signalbox.ledger"),
+        settings: PostgresSettings, logger: Logger = Logger(label: "signalbox.ledger"),
         _ body: (PostgresLedgerStore) async throws -> T
     ) async throws -> T {
-        let (store, pool) = try make(url: url, statementTimeout: statementTimeout, logger: logger)
+        if let problem = await settings.diagnose(logger: logger) { throw problem }
+        let (store, pool) = try make(settings: settings, logger: logger)
         return try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await pool.run() }
             defer { group.cancelAll() }

@@ -240,6 +240,15 @@ extension PostgresLedgerStore {
 
     /// Creates or upgrades the schema; safe to run on every start and from several nodes at once.
     public func migrate() async throws {
+        do {
+            try await migrateInTransaction()
+        } catch let error as PostgresTransactionError {
+            if let refusal = error.closureError as? LedgerError { throw refusal }
+            throw error
+        }
+    }
+
+    private func migrateInTransaction() async throws {
         try await client.withTransaction(logger: logger) { connection in
             // One migrator at a time across the cluster, however long the others take.
             try await connection.query("SET LOCAL statement_timeout = 0", logger: logger)
@@ -247,6 +256,8 @@ extension PostgresLedgerStore {
             try await connection.query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)", logger: logger)
             let current = try await Self.int(
                 connection.query("SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_migrations", logger: logger))
+            // A newer binary migrated this database: this one would write rows that schema may refuse or misread.
+            guard current <= Self.latestVersion else { throw LedgerError.schemaNewer(found: Int(current), known: Self.latestVersion) }
             for migration in Self.migrations where migration.version > current {
                 for statement in migration.statements {
                     try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
@@ -260,6 +271,9 @@ extension PostgresLedgerStore {
             }
         }
     }
+
+    /// The newest schema version this binary knows.
+    public static var latestVersion: Int { migrations.map(\.version).max() ?? 0 }
 
     /// The schema version this database is at.
     public func schemaVersion() async throws -> Int {

@@ -104,6 +104,10 @@ extension SQLiteLedgerStore {
         for (name, sql) in Self.migrations {
             migrator.registerMigration(name) { db in try db.execute(sql: sql) }
         }
+        // A ledger file migrated by a newer binary: this one would write rows that schema may refuse or misread.
+        let known = migrator
+        let applied = try await database.read { db in try known.hasBeenSuperseded(db) ? try known.appliedIdentifiers(db).count : nil }
+        if let applied { throw LedgerError.schemaNewer(found: applied, known: Self.migrations.count) }
         try migrator.migrate(database)
         try await write { db in
             for id in Billing.SystemAccount.all { try Self.ensureAccount(db, id: id, name: id, isSystem: true) }
