@@ -49,8 +49,8 @@ cc -shared -fPIC -O2 -o "$WORK/sigsuspend.so" "$WORK/sigsuspend.c"
 wait_for "http://127.0.0.1:$SIM_PORT/healthz" 20
 
 # Counting is off until the workload starts (--instr-atstart=no): start-up is not measured.
-SIGNALBOX_DEMO_KEY=sk-sb-v1-callgrind LD_PRELOAD="$WORK/sigsuspend.so" valgrind --tool=callgrind --instr-atstart=no \
-  --callgrind-out-file="$WORK/callgrind.out" "$BIN" serve --port "$ROUTER_PORT" \
+SIGNALBOX_DEMO_KEY=sk-sb-v1-callgrind-key-0000000000 LD_PRELOAD="$WORK/sigsuspend.so" valgrind --tool=callgrind --instr-atstart=no \
+  --callgrind-out-file="$WORK/callgrind.out" "$BIN" serve --port "$ROUTER_PORT" --drain-delay 0 \
   --sim-url "http://127.0.0.1:$SIM_PORT" --data-dir "$WORK/data" --demo-credits 1000000 --log-level warning \
   >"$WORK/router.log" 2>&1 & ROUTER_PID=$!; pids+=($ROUTER_PID)
 wait_for "http://127.0.0.1:$ROUTER_PORT/readyz" 180
@@ -64,7 +64,7 @@ def chat(stream, tokens=16):
     body = json.dumps({"model": "openai/gpt-4o-mini", "max_tokens": tokens, "stream": stream,
                        "messages": [{"role": "user", "content": "Benchmark request: say something short."}]})
     connection.request("POST", "/api/v1/chat/completions", body,
-                       {"Authorization": "Bearer sk-sb-v1-callgrind", "Content-Type": "application/json"})
+                       {"Authorization": "Bearer sk-sb-v1-callgrind-key-0000000000", "Content-Type": "application/json"})
     response = connection.getresponse()
     data = response.read()
     if response.status != 200:

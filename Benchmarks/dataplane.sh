@@ -79,12 +79,12 @@ nginx -c "$WORK/nginx.conf" -g 'daemon off;' & pids+=($!)
 wait_for "http://127.0.0.1:$STATIC_PORT/healthz"
 wait_for "http://127.0.0.1:$NGINX_PORT/healthz"
 
-SIGNALBOX_DEMO_KEY=sk-sb-v1-benchmark "$BIN" serve --port "$ROUTER_PORT" --sim-url "http://127.0.0.1:$STATIC_PORT" \
+SIGNALBOX_DEMO_KEY=sk-sb-v1-benchmark-key-0000000000 "$BIN" serve --port "$ROUTER_PORT" --drain-delay 0 --sim-url "http://127.0.0.1:$STATIC_PORT" \
   --data-dir "$WORK/data" --demo-credits 1000000 --log-level warning >"$WORK/router.log" 2>&1 & ROUTER_PID=$!; pids+=($ROUTER_PID)
 wait_for "http://127.0.0.1:$ROUTER_PORT/readyz" 60
 
 start_bench_database
-SIGNALBOX_DEMO_KEY=sk-sb-v1-benchmark "$BIN" serve --port "$PG_ROUTER_PORT" --sim-url "http://127.0.0.1:$STATIC_PORT" \
+SIGNALBOX_ADMIN_KEY=sk-sb-v1-benchmark-admin-000000 SIGNALBOX_DEMO_KEY=sk-sb-v1-benchmark-key-0000000000 "$BIN" serve --port "$PG_ROUTER_PORT" --drain-delay 0 --sim-url "http://127.0.0.1:$STATIC_PORT" \
   --database-url "$PG_URL" --data-dir "$WORK/data-pg" --demo-credits 1000000 --log-level warning >"$WORK/router-pg.log" 2>&1 &
 PG_ROUTER_PID=$!; pids+=($PG_ROUTER_PID)
 wait_for "http://127.0.0.1:$PG_ROUTER_PORT/readyz" 60
@@ -103,7 +103,7 @@ run() {
 }
 STATIC="http://127.0.0.1:$STATIC_PORT"; NGINX="http://127.0.0.1:$NGINX_PORT"
 ROUTER="http://127.0.0.1:$ROUTER_PORT"; PG_ROUTER="http://127.0.0.1:$PG_ROUTER_PORT"
-UPSTREAM_PATH=/mistral/v1/chat/completions; ROUTE=/api/v1/chat/completions; KEY=sk-sb-v1-benchmark
+UPSTREAM_PATH=/mistral/v1/chat/completions; ROUTE=/api/v1/chat/completions; KEY=sk-sb-v1-benchmark-key-0000000000
 MODEL=mistralai/mistral-medium-3
 
 echo "warming up…" >&2

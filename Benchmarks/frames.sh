@@ -21,12 +21,12 @@ SIM_PORT=$(free_port); ROUTER_PORT=$(free_port)
 
 "$BIN" sim-provider --port "$SIM_PORT" --first-token-ms 0 --inter-token-ms 0 >"$WORK/sim.log" 2>&1 & pids+=($!)
 wait_for "http://127.0.0.1:$SIM_PORT/healthz"
-SIGNALBOX_DEMO_KEY=sk-sb-v1-frames "$BIN" serve --port "$ROUTER_PORT" --sim-url "http://127.0.0.1:$SIM_PORT" \
+SIGNALBOX_DEMO_KEY=sk-sb-v1-frames-key-0000000000 "$BIN" serve --port "$ROUTER_PORT" --drain-delay 0 --sim-url "http://127.0.0.1:$SIM_PORT" \
   --data-dir "$WORK/data" --demo-credits 1000 --log-level warning >"$WORK/router.log" 2>&1 & ROUTER_PID=$!; pids+=($ROUTER_PID)
 wait_for "http://127.0.0.1:$ROUTER_PORT/readyz"
 
 chat() {
-  curl -fsS -o /dev/null -H "Authorization: Bearer sk-sb-v1-frames" -H "Content-Type: application/json" \
+  curl -fsS -o /dev/null -H "Authorization: Bearer sk-sb-v1-frames-key-0000000000" -H "Content-Type: application/json" \
     -d '{"model":"openai/gpt-4o-mini","max_tokens":3,"stream":true,"messages":[{"role":"user","content":"hi"}]}' \
     "http://127.0.0.1:$ROUTER_PORT/api/v1/chat/completions"
 }

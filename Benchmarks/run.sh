@@ -34,13 +34,13 @@ SIM_PORT=$(free_port); ROUTER_PORT=$(free_port); NGINX_PORT=$(free_port)
 "$BIN" sim-provider --port "$SIM_PORT" --first-token-ms 0 --inter-token-ms 0 >"$WORK/sim.log" 2>&1 & pids+=($!)
 wait_for "http://127.0.0.1:$SIM_PORT/healthz"
 
-SIGNALBOX_DEMO_KEY=sk-sb-v1-benchmark "$BIN" serve --port "$ROUTER_PORT" --sim-url "http://127.0.0.1:$SIM_PORT" \
+SIGNALBOX_DEMO_KEY=sk-sb-v1-benchmark-key-0000000000 "$BIN" serve --port "$ROUTER_PORT" --drain-delay 0 --sim-url "http://127.0.0.1:$SIM_PORT" \
   --data-dir "$WORK/data" --demo-credits 1000000 --log-level warning >"$WORK/router.log" 2>&1 & ROUTER_PID=$!; pids+=($ROUTER_PID)
 wait_for "http://127.0.0.1:$ROUTER_PORT/readyz"
 
 start_bench_database
 PG_ROUTER_PORT=$(free_port)
-SIGNALBOX_DEMO_KEY=sk-sb-v1-benchmark "$BIN" serve --port "$PG_ROUTER_PORT" --sim-url "http://127.0.0.1:$SIM_PORT" \
+SIGNALBOX_ADMIN_KEY=sk-sb-v1-benchmark-admin-000000 SIGNALBOX_DEMO_KEY=sk-sb-v1-benchmark-key-0000000000 "$BIN" serve --port "$PG_ROUTER_PORT" --drain-delay 0 --sim-url "http://127.0.0.1:$SIM_PORT" \
   --database-url "$PG_URL" --data-dir "$WORK/data-pg" --demo-credits 1000000 --log-level warning >"$WORK/router-pg.log" 2>&1 &
 PG_ROUTER_PID=$!; pids+=($PG_ROUTER_PID)
 wait_for "http://127.0.0.1:$PG_ROUTER_PORT/readyz"
@@ -77,7 +77,7 @@ run() {  # label url path key [model] [connections]
 
 echo "warming up…" >&2
 for port in "$ROUTER_PORT" "$PG_ROUTER_PORT"; do
-  BENCH_LABEL=warmup BENCH_PATH=/api/v1/chat/completions BENCH_KEY=sk-sb-v1-benchmark \
+  BENCH_LABEL=warmup BENCH_PATH=/api/v1/chat/completions BENCH_KEY=sk-sb-v1-benchmark-key-0000000000 \
     wrk -t1 -c4 -d2s -s Benchmarks/post.lua "http://127.0.0.1:$port" >/dev/null 2>&1
 done
 # Settlements and group-commit batches committed so far, from the node's /metrics.
@@ -88,7 +88,7 @@ direct=$(run direct "http://127.0.0.1:$SIM_PORT" /openai/v1/chat/completions "" 
 measure() {  # label port pid
   local before after settled_before settled_after result
   before=$(cpu_ticks "$3"); settled_before=$(settled "$2")
-  result=$(run "$1" "http://127.0.0.1:$2" /api/v1/chat/completions sk-sb-v1-benchmark)
+  result=$(run "$1" "http://127.0.0.1:$2" /api/v1/chat/completions sk-sb-v1-benchmark-key-0000000000)
   after=$(cpu_ticks "$3"); settled_after=$(settled "$2")
   echo "$result|$((after - before))|$settled_before|$settled_after"
 }
@@ -103,7 +103,7 @@ done
 nginx=$(run nginx "http://127.0.0.1:$NGINX_PORT" /openai/v1/chat/completions "" gpt-4o-mini)
 # Unloaded latency: one connection, so queueing does not hide what each hop adds.
 direct1=$(run direct-1 "http://127.0.0.1:$SIM_PORT" /openai/v1/chat/completions "" gpt-4o-mini 1)
-router1=$(run router-1 "http://127.0.0.1:$ROUTER_PORT" /api/v1/chat/completions sk-sb-v1-benchmark openai/gpt-4o-mini 1)
+router1=$(run router-1 "http://127.0.0.1:$ROUTER_PORT" /api/v1/chat/completions sk-sb-v1-benchmark-key-0000000000 openai/gpt-4o-mini 1)
 nginx1=$(run nginx-1 "http://127.0.0.1:$NGINX_PORT" /openai/v1/chat/completions "" gpt-4o-mini 1)
 TICKS=$(getconf CLK_TCK)
 

@@ -25,7 +25,7 @@ SIM_PORT=$(free_port); ROUTER_PORT=$(free_port)
 
 "$BIN" sim-provider --port "$SIM_PORT" --first-token-ms 1000 --inter-token-ms 1000 >"$WORK/sim.log" 2>&1 & pids+=($!)
 wait_for "http://127.0.0.1:$SIM_PORT/healthz"
-SIGNALBOX_DEMO_KEY=sk-sb-v1-streams "$BIN" serve --port "$ROUTER_PORT" --sim-url "http://127.0.0.1:$SIM_PORT" \
+SIGNALBOX_DEMO_KEY=sk-sb-v1-streams-key-0000000000 "$BIN" serve --port "$ROUTER_PORT" --drain-delay 0 --sim-url "http://127.0.0.1:$SIM_PORT" \
   --data-dir "$WORK/data" --demo-credits 1000000 --first-token-timeout 120 --stall-timeout 60 --log-level warning \
   >"$WORK/router.log" 2>&1 & ROUTER_PID=$!; pids+=($ROUTER_PID)
 wait_for "http://127.0.0.1:$ROUTER_PORT/readyz"
@@ -43,7 +43,7 @@ def cpu_seconds():
 
 body = json.dumps({"model": "openai/gpt-4o-mini", "stream": True, "max_tokens": tokens,
                    "messages": [{"role": "user", "content": "Write a long answer, please, slowly."}]}).encode()
-request = (f"POST /api/v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer sk-sb-v1-streams\r\n"
+request = (f"POST /api/v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer sk-sb-v1-streams-key-0000000000\r\n"
            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
 state = {"open": 0, "peak_open": 0, "receiving": 0, "done": 0, "failed": 0, "errors": {}}
 
