@@ -186,7 +186,7 @@ class GossipNode(Process):
         super().__init__([*self.wrapper, BINARY, "serve", "--node-id", self.name, "--region", self.region, "--port", str(self.port),
                           "--sim-port", str(self.sim_port), "--data-dir", self.data_dir, "--load-balancing", "catalog-order",
                           "--gossip-bind", f"{self.ip}:{self.gossip_port}", "--seeds", self.seeds,
-                          "--cluster-key-file", self.key_file, "--drain-delay", "0", *self.extra],
+                          "--cluster-key-file", self.key_file, "--drain-delay", "0", "--demo-credits", "10", *self.extra],
                          os.path.join(self.workdir, self.name + ".log"), env=dict({"SIGNALBOX_ADMIN_KEY": ADMIN_KEY}, **self.env))
         self.started_at = time.time()
 
