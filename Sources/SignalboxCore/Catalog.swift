@@ -22,7 +22,7 @@ public struct DataPolicy: Sendable, Codable, Hashable {
         self.zdr = zdr
     }
 
-    enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case training
         case retentionDays = "retention_days"
         case zdr
@@ -63,7 +63,7 @@ public struct ProviderInfo: Sendable, Codable, Hashable {
         self.statusPageURL = statusPageURL
     }
 
-    enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case slug, name, format, region, headquarters
         case baseURL = "base_url"
         case apiKeyEnv = "api_key_env"
@@ -96,7 +96,7 @@ public struct EndpointPricing: Sendable, Codable, Hashable {
 
     public var isFree: Bool { prompt.isZero && completion.isZero && request.isZero }
 
-    enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case prompt, completion, request
         case inputCacheRead = "input_cache_read"
         case inputCacheWrite = "input_cache_write"
@@ -158,7 +158,7 @@ public struct ModelEndpoint: Sendable, Codable, Hashable {
         self.dataPolicy = dataPolicy
     }
 
-    enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case provider, tag, pricing, quantization, region
         case upstreamModel = "upstream_model"
         case contextLength = "context_length"
@@ -227,7 +227,7 @@ public struct CatalogModel: Sendable, Codable, Hashable {
     /// True for `:free` variants: zero-priced, rate-limited by the free tier.
     public var isFreeVariant: Bool { id.hasSuffix(":free") }
 
-    enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case id, name, author, created, description, tokenizer, endpoints
         case contextLength = "context_length"
         case inputModalities = "input_modalities"
@@ -355,4 +355,14 @@ extension Catalog {
         try catalog.validate()
         return catalog
     }
+}
+
+/// The keys each catalog entry may have, for checking a configuration file's `providers` and
+/// `models` (an unknown key there is a misspelling, not something to ignore).
+public enum CatalogKeys {
+    public static let dataPolicy = DataPolicy.CodingKeys.allCases.map(\.rawValue)
+    public static let provider = ProviderInfo.CodingKeys.allCases.map(\.rawValue)
+    public static let pricing = EndpointPricing.CodingKeys.allCases.map(\.rawValue)
+    public static let endpoint = ModelEndpoint.CodingKeys.allCases.map(\.rawValue)
+    public static let model = CatalogModel.CodingKeys.allCases.map(\.rawValue)
 }

@@ -3,7 +3,8 @@ import Foundation
 import Gateway
 import SignalboxCore
 
-/// The configuration file (JSON). Every key is optional; see Docs/configuration.md.
+/// The configuration file (JSON). Every key is optional; an unknown one is an error naming the
+/// closest known key (`ConfigSchema`, which Docs/configuration.md's table is printed from).
 struct ConfigFile: Decodable {
     struct Server: Decodable {
         var host: String?
@@ -11,22 +12,23 @@ struct ConfigFile: Decodable {
         var maxBodyBytes: Int?
         var keepAliveSeconds: Int?
         var adminTimeoutSeconds: Int?
+        var headerTimeoutSeconds: Int?
+        var bodyTimeoutSeconds: Int?
+        var idleTimeoutSeconds: Int?
+        var maxConnectionsPerAddress: Int?
+        var maxConnections: Int?
+        var metricsRequireAdminKey: Bool?
         enum CodingKeys: String, CodingKey {
             case host, port
             case maxBodyBytes = "max_body_bytes"
             case keepAliveSeconds = "keep_alive_seconds"
             case adminTimeoutSeconds = "admin_timeout_seconds"
-        }
-    }
-
-    struct Timeouts: Decodable {
-        var connectSeconds: Int?
-        var firstTokenSeconds: Int?
-        var stallSeconds: Int?
-        enum CodingKeys: String, CodingKey {
-            case connectSeconds = "connect_seconds"
-            case firstTokenSeconds = "first_token_seconds"
-            case stallSeconds = "stall_seconds"
+            case headerTimeoutSeconds = "header_timeout_seconds"
+            case bodyTimeoutSeconds = "body_timeout_seconds"
+            case idleTimeoutSeconds = "idle_timeout_seconds"
+            case maxConnectionsPerAddress = "max_connections_per_address"
+            case maxConnections = "max_connections"
+            case metricsRequireAdminKey = "metrics_require_admin_key"
         }
     }
 
@@ -45,26 +47,83 @@ struct ConfigFile: Decodable {
         }
     }
 
+    struct Timeouts: Decodable {
+        var connectSeconds: Int?
+        var firstTokenSeconds: Int?
+        var stallSeconds: Int?
+        enum CodingKeys: String, CodingKey {
+            case connectSeconds = "connect_seconds"
+            case firstTokenSeconds = "first_token_seconds"
+            case stallSeconds = "stall_seconds"
+        }
+    }
+
+    struct Drain: Decodable {
+        var delaySeconds: Int?
+        var timeoutSeconds: Int?
+        enum CodingKeys: String, CodingKey {
+            case delaySeconds = "delay_seconds"
+            case timeoutSeconds = "timeout_seconds"
+        }
+    }
+
     var server: Server?
     var database: Database?
     var timeouts: Timeouts?
+    var drain: Drain?
     var useSimulator: Bool?
     var providers: [ProviderInfo]?
     var models: [CatalogModel]?
 
     enum CodingKeys: String, CodingKey {
-        case server, database, timeouts, providers, models
+        case server, database, timeouts, drain, providers, models
         case useSimulator = "use_simulator"
     }
 
     init() {}
 
+    /// Reads and checks the file: JSON, no unknown keys at any depth, values of the right types.
     static func load(path: String) throws -> ConfigFile {
-        do {
-            return try JSONDecoder().decode(ConfigFile.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
-        } catch {
-            throw ValidationError("Cannot read configuration file \(path): \(error)")
+        let data: Data
+        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
+            throw ConfigFileError("Cannot read configuration file \(path): \(error.localizedDescription)")
         }
+        let raw: Any
+        do { raw = try JSONSerialization.jsonObject(with: data) } catch {
+            throw ConfigFileError("Configuration file \(path) is not valid JSON: \(error.localizedDescription)")
+        }
+        let unknown = ConfigSchema.unknownKeys(in: raw)
+        guard unknown.isEmpty else {
+            throw ConfigFileError("Configuration file \(path): " + unknown.joined(separator: "; "))
+        }
+        do {
+            return try JSONDecoder().decode(ConfigFile.self, from: data)
+        } catch let DecodingError.typeMismatch(type, context), let DecodingError.valueNotFound(type, context) {
+            throw ConfigFileError("Configuration file \(path): \(place(context)) must be \(type)")
+        } catch let DecodingError.keyNotFound(key, context) {
+            throw ConfigFileError("Configuration file \(path): \(place(context, key.stringValue)) is required")
+        } catch let DecodingError.dataCorrupted(context) {
+            throw ConfigFileError("Configuration file \(path): \(place(context)): \(context.debugDescription)")
+        } catch {
+            throw ConfigFileError("Configuration file \(path): \(error)")
+        }
+    }
+
+    /// `models[0].endpoints[1].pricing` from a decoding error's path.
+    private static func place(_ context: DecodingError.Context, _ last: String? = nil) -> String {
+        var text = ""
+        for key in context.codingPath + (last.map { [AnyKey($0)] } ?? []) {
+            if let index = key.intValue { text += "[\(index)]" } else { text += text.isEmpty ? key.stringValue : ".\(key.stringValue)" }
+        }
+        return text.isEmpty ? "the file" : text
+    }
+
+    private struct AnyKey: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(_ string: String) { stringValue = string }
+        init?(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
     }
 
     func apply(to configuration: inout GatewayConfiguration) {
@@ -77,4 +136,11 @@ struct ConfigFile: Decodable {
         if let seconds = timeouts?.firstTokenSeconds { configuration.timeouts.firstToken = .seconds(seconds) }
         if let seconds = timeouts?.stallSeconds { configuration.timeouts.stall = .seconds(seconds) }
     }
+}
+
+/// A configuration file that can't be used, and why (printed without the usage text that an
+/// argument error gets).
+struct ConfigFileError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }

@@ -73,6 +73,7 @@ struct Serve: AsyncParsableCommand {
         // Everything the node writes (ledger, spool, keys, routing tables) is for its user only.
         umask(0o077)
         let file = try config.map { try ConfigFile.load(path: $0) } ?? ConfigFile()
+        for warning in ConfigSchema.unknownEnvironment(ProcessInfo.processInfo.environment) { logger.warning("\(warning)") }
         let upstreams = try upstreamChoice(file)
         let configuration = try nodeConfiguration(file, upstreams: upstreams)
         if let tightened = try SecretFile.privateDirectory(dataDir) { logger.notice("data directory: \(tightened)") }
@@ -194,8 +195,8 @@ struct Serve: AsyncParsableCommand {
             configuration.leaseSlice = slice
         }
         configuration.drain = DrainSettings(
-            delay: .seconds(try nonNegative(drainDelay, default: 10, flag: "--drain-delay")),
-            timeout: .seconds(try nonNegative(drainTimeout, default: 60, flag: "--drain-timeout")))
+            delay: .seconds(try nonNegative(drainDelay ?? file.drain?.delaySeconds, default: 10, flag: "--drain-delay")),
+            timeout: .seconds(try nonNegative(drainTimeout ?? file.drain?.timeoutSeconds, default: 60, flag: "--drain-timeout")))
         configuration.cluster = try clusterSettings(gateway: gateway)
         configuration.peerTrustRoots = try peerCaFile.map { path in
             do { return try NIOSSLCertificate.fromPEMFile(path) } catch {

@@ -562,3 +562,44 @@ def test_no_key_or_database_password_reaches_any_log_or_stdout_of_a_cluster_run(
     shutil.rmtree(workdir, ignore_errors=True)
     assert len(nodes) == 2 and sum(map(len, logs.values())) > 1000
     assert not found, found
+
+
+def test_unknown_configuration_keys_at_any_depth_are_refused_with_the_closest_known_one():
+    workdir = tempfile.mkdtemp(prefix="signalbox-config-")
+    try:
+        path = os.path.join(workdir, "signalbox.json")
+        json.dump({"servr": {"port": 1}, "server": {"keep_alive_secnds": 3},
+                   "models": [{"id": "acme/m", "endpoints": [{"provider": "openai", "upstream_model": "m", "context_length": 8,
+                                                              "pricing": {"prompt": "0", "completon": "0"}}]}]},
+                  open(path, "w"))
+        check = subprocess.run([BINARY, "config", "check", path], capture_output=True, text=True)
+        serve = subprocess.run([BINARY, "serve", "--config", path, "--data-dir", workdir, "--port", str(free_port())],
+                               capture_output=True, text=True, timeout=30)
+        print(f"\nconfig check: exit {check.returncode}: {check.stderr.strip()}")
+        for out in (check, serve):
+            assert out.returncode != 0
+            text = out.stderr
+            assert "unknown key servr (did you mean server?)" in text, text
+            assert "unknown key server.keep_alive_secnds (did you mean server.keep_alive_seconds?)" in text, text
+            assert ("unknown key models[0].endpoints[0].pricing.completon "
+                    "(did you mean models[0].endpoints[0].pricing.completion?)") in text, text
+        assert not os.path.exists(os.path.join(workdir, "ledger.sqlite")), "the node stopped before opening anything"
+
+        json.dump({"server": {"port": "8080"}}, open(path, "w"))
+        wrong = subprocess.run([BINARY, "config", "check", path], capture_output=True, text=True)
+        assert wrong.returncode != 0 and "server.port must be Int" in wrong.stderr, wrong.stderr
+        json.dump({"server": {"port": 8080, "idle_timeout_seconds": 20}, "drain": {"delay_seconds": 5}}, open(path, "w"))
+        good = subprocess.run([BINARY, "config", "check", path], capture_output=True, text=True,
+                              env=dict(os.environ, SIGNALBOX_ADMN_KEY="x"))
+        assert good.returncode == 0 and "is valid" in good.stdout, good.stdout + good.stderr
+        assert "SIGNALBOX_ADMN_KEY is ignored (did you mean SIGNALBOX_ADMIN_KEY?)" in good.stdout
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_the_configuration_table_in_the_docs_is_the_one_the_binary_checks_against():
+    printed = subprocess.run([BINARY, "config", "docs"], capture_output=True, text=True, check=True).stdout.strip()
+    docs = open("Docs/configuration.md").read()
+    documented = docs.split("<!-- config-keys:begin -->\n", 1)[1].split("\n<!-- config-keys:end -->", 1)[0].strip()
+    assert documented == printed, "Docs/configuration.md's key table differs from `signalbox config docs`; paste it in"
+    assert printed.count("\n| `") >= 20
