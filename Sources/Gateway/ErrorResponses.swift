@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import NIOCore
+import NIOHTTP1
 import SignalboxCore
 
 extension APIError: HTTPResponseError {
@@ -66,6 +67,17 @@ struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             return APIError(status: error.status.code, message: message)
         case let error as any HTTPResponseError:
             return APIError(status: error.status.code, message: error.status.reasonPhrase)
+        case HTTPParserError.invalidEOFState:
+            // The client went away in the middle of its body: nobody is left to answer.
+            context.logger.debug("client closed the connection before its request ended")
+            return APIError(status: 400, message: "The request ended before its body was complete")
+        case let error as HTTPParserError:
+            // Bad framing (a chunk size that is not hex, a negative one, a broken header): the client's fault.
+            context.logger.debug("malformed request framing", metadata: ["error": "\(error)"])
+            return APIError.badRequest("Malformed HTTP request: \(error)")
+        case let error as ChannelError where error == .ioOnClosedChannel || error == .alreadyClosed || error == .eof:
+            context.logger.debug("client connection closed", metadata: ["error": "\(error)"])
+            return APIError(status: 400, message: "The connection closed before the request was read")
         default:
             context.logger.error("unhandled error", metadata: ["error": "\(error)"])
             return APIError.internalError()

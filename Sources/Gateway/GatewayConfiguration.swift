@@ -24,6 +24,10 @@ public struct GatewayConfiguration: Sendable {
     /// How long the admin and account routes, which read the ledger directly, may take before
     /// they answer 503 `ledger_unavailable` (a PostgreSQL outage must not hang them).
     public var adminTimeout: Duration = .seconds(10)
+    /// Timeouts and connection counts for clients.
+    public var connections = ConnectionLimits()
+    /// `/metrics` answers only with the operator admin key.
+    public var metricsRequireAdminKey = false
     /// Serve HTTPS with this certificate and key (`--tls-cert`, `--tls-key`) instead of plain HTTP.
     public var serverTLS: TLSConfiguration?
 

@@ -137,6 +137,21 @@ public struct GatewayMetrics: Sendable {
         .set(Int64(awareness))
     }
 
+    /// Client connections open now, and those closed at once for a limit since start.
+    func connections(open: Int, refused: Int) {
+        registry.makeGauge(
+            descriptor: MetricNameDescriptor(
+                namespace: "signalbox", metricName: "connections_open", unitName: "", helpText: "Client connections open now")
+        )
+        .set(Int64(open))
+        registry.makeGauge(
+            descriptor: MetricNameDescriptor(
+                namespace: "signalbox", metricName: "connections_refused_total", unitName: "",
+                helpText: "Client connections closed at once because their address or the node was at its connection limit")
+        )
+        .set(Int64(refused))
+    }
+
     func exposition() -> [UInt8] { registry.emitToBuffer() }
 }
 

@@ -19,6 +19,8 @@ public struct RouterAPI: Sendable {
     let authenticator: KeyAuthenticator
     let catalogResponses: CatalogResponses
     public let readiness: Readiness
+    /// Counts client connections against `configuration.connections`.
+    let connectionLimiter: ConnectionLimiter
 
     public init(_ dependencies: GatewayDependencies, readiness: Readiness) {
         self.dependencies = dependencies
@@ -32,6 +34,8 @@ public struct RouterAPI: Sendable {
             health: dependencies.health, cluster: dependencies.cluster)
         authenticator = KeyAuthenticator(ledger: dependencies.ledger, committer: dependencies.committer)
         catalogResponses = CatalogResponses(catalog: dependencies.catalog)
+        let limits = dependencies.configuration.connections
+        connectionLimiter = ConnectionLimiter(perAddress: limits.perAddress, total: limits.effectiveTotal)
     }
 
     public func buildRouter() -> Router<GatewayRequestContext> {
@@ -45,7 +49,10 @@ public struct RouterAPI: Sendable {
 
     func registerRoutes(on router: Router<GatewayRequestContext>) {
         router.get("/healthz") { _, _ in JSONResponse.make(["status": "ok"]) }
+        let limiter = connectionLimiter
         router.get("/metrics") { _, _ in
+            let connections = limiter.counts
+            dependencies.metrics.connections(open: connections.open, refused: connections.refused)
             if let cluster = dependencies.cluster {
                 dependencies.metrics.gossip(
                     stats: await cluster.agent.stats, members: await cluster.agent.members,
@@ -141,7 +148,16 @@ extension RouterAPI {
     public func buildApplication(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) throws -> some ApplicationProtocol {
         let configuration = dependencies.configuration
         let readiness = self.readiness
-        let server: HTTPServerBuilder = try configuration.serverTLS.map { try .tls(.http1(), tlsConfiguration: $0) } ?? .http1()
+        let limits = configuration.connections
+        let limiter = connectionLimiter
+        // Every connection is counted and held to its deadlines, inside TLS when served so.
+        let http1 = HTTPServerBuilder { responder in
+            GuardedChildChannel(
+                HTTP1Channel(
+                    responder: responder, configuration: .init(additionalChannelHandlers: [RequestDeadlineHandler(limits: limits)])),
+                limiter: limiter)
+        }
+        let server: HTTPServerBuilder = try configuration.serverTLS.map { try .tls(http1, tlsConfiguration: $0) } ?? http1
         return Application(
             router: buildRouter(),
             server: server,

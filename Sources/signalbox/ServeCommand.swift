@@ -63,6 +63,14 @@ struct Serve: AsyncParsableCommand {
     var drainDelay: Int?
     @Option(help: "Seconds in-flight requests get to finish once the listener closed, before they are cut (default 60).")
     var drainTimeout: Int?
+    @Option(help: "Seconds a new connection has to send its first complete request head (default 30).") var headerTimeout: Int?
+    @Option(help: "Seconds a request body has to arrive whole after its head (default 60).") var bodyTimeout: Int?
+    @Option(help: "Seconds a kept-alive connection may wait for its next request (default 30).") var idleTimeout: Int?
+    @Option(help: "Open connections one source address may hold; more are closed at once (default 64).")
+    var maxConnectionsPerAddress: Int?
+    @Option(help: "Open client connections in all; more are closed at once (default: (descriptor limit − 128) / 2).")
+    var maxConnections: Int?
+    @Flag(help: "Serve /metrics only with the operator admin key.") var metricsRequireAdminKey = false
     @Option(help: "Seconds the admin and account routes may wait for the ledger before answering 503 (default 10).")
     var adminTimeout: Int?
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
@@ -145,6 +153,23 @@ struct Serve: AsyncParsableCommand {
         if let seconds = firstTokenTimeout { gateway.timeouts.firstToken = .seconds(seconds) }
         if let seconds = stallTimeout { gateway.timeouts.stall = .seconds(seconds) }
         if let maxBodyBytes { gateway.maxBodyBytes = maxBodyBytes }
+        let server = file.server
+        let limitsGiven: [(String, Int?)] = [
+            ("--header-timeout", headerTimeout ?? server?.headerTimeoutSeconds),
+            ("--body-timeout", bodyTimeout ?? server?.bodyTimeoutSeconds),
+            ("--idle-timeout", idleTimeout ?? server?.idleTimeoutSeconds),
+            ("--max-connections-per-address", maxConnectionsPerAddress ?? server?.maxConnectionsPerAddress),
+            ("--max-connections", maxConnections ?? server?.maxConnections),
+        ]
+        for case (let flag, let value?) in limitsGiven where value < 1 {
+            throw ValidationError("\(flag) must be at least 1; got \(value)")
+        }
+        if let seconds = limitsGiven[0].1 { gateway.connections.headerTimeout = .seconds(seconds) }
+        if let seconds = limitsGiven[1].1 { gateway.connections.bodyTimeout = .seconds(seconds) }
+        if let seconds = limitsGiven[2].1 { gateway.connections.idleTimeout = .seconds(seconds) }
+        if let count = limitsGiven[3].1 { gateway.connections.perAddress = count }
+        if let count = limitsGiven[4].1 { gateway.connections.total = count }
+        gateway.metricsRequireAdminKey = metricsRequireAdminKey || server?.metricsRequireAdminKey == true
         if let adminTimeout {
             guard adminTimeout >= 1 else { throw ValidationError("--admin-timeout must be at least 1 second") }
             gateway.adminTimeout = .seconds(adminTimeout)

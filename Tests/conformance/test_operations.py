@@ -25,14 +25,14 @@ ADMIN_KEY = "sk-sb-v1-operations-admin-00000000000000000000000000000000000000000
 class EmbeddedNode(Process):
     """A node of the embedded default (SQLite, in-process simulator) in a directory of its own."""
 
-    def __init__(self, extra=(), env=None, wait=True):
+    def __init__(self, extra=(), env=None, wait=True, wrapper=()):
         self.workdir = tempfile.mkdtemp(prefix="signalbox-ops-")
         self.data_dir = os.path.join(self.workdir, "data")
         self.port, self.sim_port = free_port(), free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.sim = f"http://127.0.0.1:{self.sim_port}"
         environment = {"SIGNALBOX_DEMO_KEY": DEMO_KEY, "SIGNALBOX_ADMIN_KEY": ADMIN_KEY, **(env or {})}
-        super().__init__([BINARY, "serve", "--port", str(self.port), "--sim-port", str(self.sim_port),
+        super().__init__([*wrapper, BINARY, "serve", "--port", str(self.port), "--sim-port", str(self.sim_port),
                           "--data-dir", self.data_dir, "--load-balancing", "catalog-order", *extra],
                          os.path.join(self.workdir, "node.log"), env=environment)
         if wait:
@@ -603,3 +603,105 @@ def test_the_configuration_table_in_the_docs_is_the_one_the_binary_checks_agains
     documented = docs.split("<!-- config-keys:begin -->\n", 1)[1].split("\n<!-- config-keys:end -->", 1)[0].strip()
     assert documented == printed, "Docs/configuration.md's key table differs from `signalbox config docs`; paste it in"
     assert printed.count("\n| `") >= 20
+
+
+def open_connections(count, source, port, payload=b""):
+    """`count` TCP connections from `source` (a loopback address of its own) to the node; each
+    sends `payload` (a request cut short) or nothing. Refused or reset ones are counted."""
+    sockets, failed = [], 0
+    for _ in range(count):
+        connection = socket.socket()
+        connection.settimeout(2)
+        try:
+            connection.bind((source, 0))
+            connection.connect(("127.0.0.1", port))
+            if payload:
+                connection.sendall(payload)
+            sockets.append(connection)
+        except OSError:
+            failed += 1
+            connection.close()
+    return sockets, failed
+
+
+def still_open(sockets):
+    """How many of the sockets the node has not closed (a closed one reads EOF or an error)."""
+    alive = 0
+    for connection in sockets:
+        connection.setblocking(False)
+        try:
+            if connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT):
+                alive += 1  # an answer waiting: open
+        except BlockingIOError:
+            alive += 1
+        except OSError:
+            pass
+    return alive
+
+
+def test_idle_and_half_sent_connections_cannot_starve_a_node_limited_to_512_descriptors():
+    node = EmbeddedNode(extra=["--header-timeout", "12", "--idle-timeout", "12", "--body-timeout", "12"],
+                        wrapper=["prlimit", "--nofile=512:512", "--"])
+    held = []
+    try:
+        health = lambda: urllib.request.urlopen(node.base + "/healthz", timeout=3).status
+        rows, served = [], 0
+        started = time.time()
+        idle, idle_failed = open_connections(1000, "127.0.0.2", node.port)
+        half, half_failed = open_connections(1000, "127.0.0.3", node.port,
+                                             b"POST /api/v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Le")
+        body, body_failed = open_connections(
+            40, "127.0.0.4", node.port,
+            b"POST /api/v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100000\r\nAuthorization: Bearer " + DEMO_KEY.encode() + b"\r\n\r\n{\"model\":")
+        held = idle + half + body
+        opened_at = time.time()
+        print(f"\nopened 2,040 connections in {opened_at - started:.1f} s ({idle_failed + half_failed + body_failed} failed to connect)")
+        time.sleep(1)  # the node has taken every connection out of its backlog
+        open_now = [still_open(idle), still_open(half), still_open(body)]
+        for _ in range(10):
+            assert health() == 200
+            assert chat_through(node.base) == 200
+            served += 2
+        rows.append(f"held open by the node right after: idle {open_now[0]}/1000, half-sent {open_now[1]}/1000, "
+                    f"body cut short {open_now[2]}/40; {served} health and chat calls answered meanwhile")
+        time.sleep(max(0, opened_at + 13.5 - time.time()))
+        after = [still_open(idle), still_open(half), still_open(body)]
+        rows.append(f"13.5 s after the last was opened (12 s timeouts): idle {after[0]}, half-sent {after[1]}, body {after[2]}")
+        metrics = urllib.request.urlopen(node.base + "/metrics", timeout=3).read().decode()
+        refused = [line for line in metrics.splitlines() if line.startswith("signalbox_connections_refused_total")]
+        print("\n" + "\n".join(rows) + f"\n{refused}")
+        assert open_now == [64, 64, 40], open_now  # the per-address limit: the rest were closed at once
+        assert after == [0, 0, 0], after
+        assert health() == 200 and chat_through(node.base) == 200
+    finally:
+        for connection in held:
+            connection.close()
+        node.close()
+
+
+def test_malformed_chunk_sizes_answer_400_and_a_client_abort_logs_no_error():
+    node = EmbeddedNode()
+    try:
+        answers = {}
+        for size in (b"-5", b"zz", b"ffffffffffffffffffff"):
+            connection = socket.create_connection(("127.0.0.1", node.port), timeout=5)
+            connection.sendall(b"POST /api/v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                               b"Transfer-Encoding: chunked\r\nAuthorization: Bearer " + DEMO_KEY.encode() + b"\r\n\r\n"
+                               + size + b"\r\n{\"mo\r\n0\r\n\r\n")
+            answers[size.decode()] = connection.recv(4096).split(b"\r\n")[0].decode()
+            connection.close()
+        for _ in range(5):
+            connection = socket.create_connection(("127.0.0.1", node.port), timeout=5)
+            connection.sendall(b"POST /api/v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n"
+                               b"Authorization: Bearer " + DEMO_KEY.encode() + b"\r\n\r\n{\"model\": ")
+            time.sleep(0.1)
+            connection.close()
+        time.sleep(0.5)
+        errors = [line for line in node.output().splitlines() if " error " in line or "[error]" in line.lower()]
+        print(f"\nchunk sizes: {answers}; error lines after five aborted bodies: {len(errors)}")
+        assert set(answers.values()) == {"HTTP/1.1 400 Bad Request"}, answers
+        assert not errors, errors[:3]
+        assert chat_through(node.base) == 200
+    finally:
+        node.close()

@@ -1,0 +1,226 @@
+import Foundation
+import HTTPTypes
+import HummingbirdCore
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTPTypes
+
+/// Limits on the connections a client can hold, authenticated or not.
+public struct ConnectionLimits: Sendable {
+    /// A new connection must deliver its first request head within this long.
+    public var headerTimeout: Duration = .seconds(30)
+    /// A request body must arrive whole within this long of its head.
+    public var bodyTimeout: Duration = .seconds(60)
+    /// A kept-alive connection must start its next request head within this long of the last
+    /// response ending. Not running while a request is read or answered (streams are long).
+    public var idleTimeout: Duration = .seconds(30)
+    /// Open connections one source address may hold.
+    public var perAddress = 64
+    /// Open client connections in all; nil: half of what the descriptor limit leaves after a
+    /// reserve, since each client connection in flight may need an upstream one too.
+    public var total: Int?
+
+    public init() {}
+
+    /// Descriptors kept back for the ledger pool, gossip, files and listeners.
+    public static let descriptorReserve = 128
+
+    /// `total`, or what the process's descriptor limit allows.
+    public var effectiveTotal: Int {
+        if let total { return total }
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < 1 << 30 else { return 10_000 }
+        return max(16, (Int(limit.rlim_cur) - Self.descriptorReserve) / 2)
+    }
+}
+
+/// Counts open connections per source address and in all; a connection over either limit is
+/// accepted and closed at once (never left in the listen backlog, where it would hold the
+/// queue for everyone). Pure bookkeeping behind a lock; `GuardedChildChannel` applies it.
+public final class ConnectionLimiter: Sendable {
+    struct State {
+        var perAddress: [String: Int] = [:]
+        var total = 0
+        var refused = 0
+
+        mutating func admit(_ address: String, perAddressLimit: Int, totalLimit: Int) -> Bool {
+            guard total < totalLimit, perAddress[address, default: 0] < perAddressLimit else {
+                refused += 1
+                return false
+            }
+            total += 1
+            perAddress[address, default: 0] += 1
+            return true
+        }
+
+        mutating func release(_ address: String) {
+            total -= 1
+            let left = perAddress[address, default: 1] - 1
+            perAddress[address] = left > 0 ? left : nil
+        }
+    }
+
+    let perAddressLimit: Int
+    let totalLimit: Int
+    private let state = NIOLockedValueBox(State())
+
+    public init(perAddress: Int, total: Int) {
+        perAddressLimit = perAddress
+        totalLimit = total
+    }
+
+    /// Takes a place for a connection from `address`; false when it must be closed.
+    public func admit(_ address: String) -> Bool {
+        state.withLockedValue { $0.admit(address, perAddressLimit: perAddressLimit, totalLimit: totalLimit) }
+    }
+
+    public func release(_ address: String) { state.withLockedValue { $0.release(address) } }
+
+    /// Connections open now, and connections closed at once for a limit since start.
+    public var counts: (open: Int, refused: Int) { state.withLockedValue { ($0.total, $0.refused) } }
+}
+
+/// A server child channel whose connections are counted by a `ConnectionLimiter` and held to
+/// `RequestDeadlines`; everything else is the wrapped channel's (HTTP/1, inside TLS when served so).
+public struct GuardedChildChannel<Base: ServerChildChannel>: ServerChildChannel {
+    public typealias Value = Base.Value
+    let base: Base
+    let limiter: ConnectionLimiter
+
+    public init(_ base: Base, limiter: ConnectionLimiter) {
+        self.base = base
+        self.limiter = limiter
+    }
+
+    struct OverLimit: Error {}
+
+    public func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        let address = channel.remoteAddress?.ipAddress ?? "unknown"
+        guard limiter.admit(address) else {
+            // Closed before a byte is read; the failed set-up drops the connection quietly.
+            logger.debug("connection over the limit closed", metadata: ["address": "\(address)"])
+            channel.close(promise: nil)
+            return channel.eventLoop.makeFailedFuture(OverLimit())
+        }
+        channel.closeFuture.whenComplete { [limiter] _ in limiter.release(address) }
+        return base.setup(channel: channel, logger: logger)
+    }
+
+    public func handle(value: Value, logger: Logger) async {
+        await base.handle(value: value, logger: logger)
+    }
+}
+
+/// When a connection must have made progress: a pure state machine over the request parts read
+/// and the response parts written, so its rules are tested without a socket.
+public struct RequestDeadlines: Sendable {
+    public enum Phase: Equatable, Sendable {
+        /// Waiting for the first request head since the connection opened.
+        case awaitingFirstHead
+        /// A request's body is being read.
+        case readingBody
+        /// The request was read; its answer is being written (no deadline: streams are long).
+        case answering
+        /// The last answer ended; waiting for the next request head.
+        case idle
+    }
+
+    let limits: ConnectionLimits
+    public private(set) var phase = Phase.awaitingFirstHead
+    /// Requests read (head seen) whose response has not ended.
+    private var unanswered = 0
+
+    public init(limits: ConnectionLimits) { self.limits = limits }
+
+    /// How long from now the connection may stay in its phase, nil for no limit.
+    public var allowance: Duration? {
+        switch phase {
+        case .awaitingFirstHead: limits.headerTimeout
+        case .readingBody: limits.bodyTimeout
+        case .answering: nil
+        case .idle: limits.idleTimeout
+        }
+    }
+
+    public mutating func readHead() {
+        unanswered += 1
+        phase = .readingBody
+    }
+
+    public mutating func readEnd() {
+        if phase == .readingBody { phase = .answering }
+    }
+
+    public mutating func wroteEnd() {
+        unanswered = max(0, unanswered - 1)
+        if unanswered == 0 && phase == .answering { phase = .idle }
+    }
+}
+
+/// Closes a connection that does not deliver a request head, or a body, in time, or sits idle
+/// between requests too long (`RequestDeadlines`). It sits after HTTP decoding.
+final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
+
+    private var deadlines: RequestDeadlines
+    private var timer: Scheduled<Void>?
+    /// Bumped at every phase change, so a timer of an earlier phase does nothing.
+    private var generation = 0
+
+    init(limits: ConnectionLimits) { deadlines = RequestDeadlines(limits: limits) }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { arm(context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        arm(context)
+        context.fireChannelActive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) { timer?.cancel() }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        timer?.cancel()
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head:
+            deadlines.readHead()
+            arm(context)
+        case .end:
+            deadlines.readEnd()
+            arm(context)
+        case .body: break
+        }
+        context.fireChannelRead(data)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if case .end = unwrapOutboundIn(data) {
+            deadlines.wroteEnd()
+            arm(context)
+        }
+        context.write(data, promise: promise)
+    }
+
+    private func arm(_ context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+        generation += 1
+        guard let allowance = deadlines.allowance else { return }
+        let armed = generation
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleTask(in: TimeAmount(allowance)) {
+            let (handler, context) = loopBound.value
+            guard handler.generation == armed else { return }
+            context.close(promise: nil)
+        }
+    }
+}
