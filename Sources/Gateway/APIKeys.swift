@@ -65,6 +65,63 @@ public enum APIKeyFormat {
     }
 }
 
+/// The keys a node has looked up recently: found ones (a few per real key, kept while the ledger
+/// is out of reach so their owners keep working) and not-found ones (any string an attacker
+/// sends), each bounded so neither can grow the node's memory without end.
+struct KeyCache {
+    struct Entry {
+        var record: KeyRecord
+        var fetched: Date
+    }
+
+    var found: [String: Entry] = [:]
+    var missing: [String: Date] = [:]
+    let maxFound: Int
+    let maxMissing: Int
+    /// How long a not-found answer stands: short, so a key made a moment ago works at once.
+    let missingLifetime: TimeInterval
+
+    init(maxFound: Int = 100_000, maxMissing: Int = 10_000, missingLifetime: TimeInterval = 1) {
+        self.maxFound = maxFound
+        self.maxMissing = maxMissing
+        self.missingLifetime = missingLifetime
+    }
+
+    /// The cached answer for `hash`: `.some(record)` found, `.some(nil)` known missing, nil unknown,
+    /// with when it was fetched.
+    func lookup(_ hash: String, now: Date) -> (record: KeyRecord?, fetched: Date)? {
+        if let entry = found[hash] { return (entry.record, entry.fetched) }
+        if let fetched = missing[hash], now.timeIntervalSince(fetched) < missingLifetime { return (nil, fetched) }
+        return nil
+    }
+
+    mutating func store(_ hash: String, record: KeyRecord?, now: Date) {
+        if let record {
+            missing[hash] = nil
+            if found[hash] == nil && found.count >= maxFound {
+                // Full: the tenth fetched longest ago goes (keys in use are fetched again every second).
+                for (stale, _) in found.sorted(by: { $0.value.fetched < $1.value.fetched }).prefix(max(1, maxFound / 10)) {
+                    found[stale] = nil
+                }
+            }
+            found[hash] = Entry(record: record, fetched: now)
+        } else {
+            found[hash] = nil
+            if missing.count >= maxMissing {
+                missing = missing.filter { now.timeIntervalSince($0.value) < missingLifetime }
+                // Still full of fresh misses (a flood of distinct bogus keys): start over.
+                if missing.count >= maxMissing { missing = [:] }
+            }
+            missing[hash] = now
+        }
+    }
+
+    mutating func removeAll() {
+        found = [:]
+        missing = [:]
+    }
+}
+
 /// Resolves bearer keys to key records, with a short-lived in-memory cache so the hot path does
 /// not query the ledger for every request.
 public final class KeyAuthenticator: Sendable {
@@ -74,12 +131,13 @@ public final class KeyAuthenticator: Sendable {
     let committer: SettlementCommitter?
     var reachability: LedgerReachability { committer?.reachability ?? Self.alwaysReachable }
     static let alwaysReachable = LedgerReachability()
-    private let cache = NIOLockedValueBox<[String: (record: KeyRecord?, fetched: Date)]>([:])
+    private let cache: NIOLockedValueBox<KeyCache>
 
     public init(ledger: any KeyStore, ttl: TimeInterval = 1, committer: SettlementCommitter? = nil) {
         self.ledger = ledger
         self.ttl = ttl
         self.committer = committer
+        cache = NIOLockedValueBox(KeyCache(missingLifetime: ttl))
     }
 
     /// The key record for an `Authorization` header value, or a 401.
@@ -91,7 +149,7 @@ public final class KeyAuthenticator: Sendable {
         guard key.hasPrefix("sk-") else { throw APIError.unauthorized("Invalid API key format") }
         let hash = APIKeyFormat.hash(key)
         let now = Date()
-        let cached = cache.withLockedValue { $0[hash] }
+        let cached = cache.withLockedValue { $0.lookup(hash, now: now) }
         let record: KeyRecord?
         if let cached, now.timeIntervalSince(cached.fetched) < ttl {
             record = cached.record
@@ -113,7 +171,7 @@ public final class KeyAuthenticator: Sendable {
             do {
                 let ledger = self.ledger
                 let record = try await withLedgerDeadline(.seconds(2), "a key lookup") { try await ledger.key(hash: hash) }
-                cache.withLockedValue { $0[hash] = (record, now) }
+                cache.withLockedValue { $0.store(hash, record: record, now: now) }
                 return record
             } catch {
                 await committer?.noticeOutage()

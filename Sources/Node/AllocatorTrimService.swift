@@ -10,7 +10,7 @@ import ServiceLifecycle
 /// megabytes), so it runs only when there is something worth giving back.
 struct AllocatorTrimService: Service {
     var interval: Duration = .seconds(10)
-    var threshold = 32 << 20
+    var threshold = 8 << 20
     let logger: Logger
 
     func run() async throws {
