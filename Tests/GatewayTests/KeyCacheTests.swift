@@ -1,5 +1,6 @@
 import Foundation
 import Ledger
+import SignalboxCore
 import Testing
 
 @testable import Gateway
