@@ -13,6 +13,9 @@ public struct GatewayConfiguration: Sendable {
     public var port: Int = 8080
     /// Largest accepted request body.
     public var maxBodyBytes: Int = 32 * 1024 * 1024
+    /// Memory that large request bodies (over 1 MiB) may take at once while they are read and
+    /// handled, counted at `BodyBudget.factor` times their size; more wait their turn.
+    public var bodyMemoryBudget: Int = 256 * 1024 * 1024
     public var timeouts = UpstreamTimeouts()
     /// Interval of `: SIGNALBOX PROCESSING` comments while a stream waits for its first token.
     public var keepAliveInterval: Duration = .seconds(3)

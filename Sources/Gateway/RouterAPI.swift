@@ -21,6 +21,8 @@ public struct RouterAPI: Sendable {
     public let readiness: Readiness
     /// Counts client connections against `configuration.connections`.
     let connectionLimiter: ConnectionLimiter
+    /// Memory large request bodies may take at once.
+    let bodyBudget: BodyBudget
 
     public init(_ dependencies: GatewayDependencies, readiness: Readiness) {
         self.dependencies = dependencies
@@ -36,6 +38,9 @@ public struct RouterAPI: Sendable {
         catalogResponses = CatalogResponses(catalog: dependencies.catalog)
         let limits = dependencies.configuration.connections
         connectionLimiter = ConnectionLimiter(perAddress: limits.perAddress, total: limits.effectiveTotal)
+        // A body waits for room less long than the connection waits for that body.
+        bodyBudget = BodyBudget(
+            capacity: dependencies.configuration.bodyMemoryBudget, wait: min(.seconds(50), limits.bodyTimeout * 0.8))
     }
 
     public func buildRouter() -> Router<GatewayRequestContext> {
@@ -124,8 +129,9 @@ public struct RouterAPI: Sendable {
             .authenticated(.inferenceKey, by: authenticator, acceptingAPIKeyHeader: true)
         let anthropic = AnthropicMessagesSurface(catalog: dependencies.catalog)
         messages.post("/messages") { request, context in try await serveChat(request, context: context, surface: anthropic) }
-        messages.post("/messages/count_tokens") { request, _ in
-            let body = try await request.body.collect(upTo: dependencies.configuration.maxBodyBytes)
+        messages.post("/messages/count_tokens") { request, context in
+            let (body, reservation) = try await readModelRequestBody(request, key: context.key)
+            defer { reservation.release() }
             return JSONResponse.make(try anthropic.countTokens(body))
         }
         // Routes that read the ledger directly answer within a deadline even while it is out of reach.

@@ -18,6 +18,7 @@ struct ConfigFile: Decodable {
         var maxConnectionsPerAddress: Int?
         var maxConnections: Int?
         var metricsRequireAdminKey: Bool?
+        var bodyMemoryBudgetBytes: Int?
         enum CodingKeys: String, CodingKey {
             case host, port
             case maxBodyBytes = "max_body_bytes"
@@ -29,6 +30,7 @@ struct ConfigFile: Decodable {
             case maxConnectionsPerAddress = "max_connections_per_address"
             case maxConnections = "max_connections"
             case metricsRequireAdminKey = "metrics_require_admin_key"
+            case bodyMemoryBudgetBytes = "body_memory_budget_bytes"
         }
     }
 

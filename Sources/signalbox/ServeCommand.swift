@@ -71,6 +71,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Open client connections in all; more are closed at once (default: (descriptor limit − 128) / 2).")
     var maxConnections: Int?
     @Flag(help: "Serve /metrics only with the operator admin key.") var metricsRequireAdminKey = false
+    @Option(help: "Bytes of memory large request bodies (over 1 MiB) may take at once, counted at 6× their size (default 268435456).")
+    var bodyMemoryBudget: Int?
     @Option(help: "Seconds the admin and account routes may wait for the ledger before answering 503 (default 10).")
     var adminTimeout: Int?
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
@@ -170,6 +172,10 @@ struct Serve: AsyncParsableCommand {
         if let count = limitsGiven[3].1 { gateway.connections.perAddress = count }
         if let count = limitsGiven[4].1 { gateway.connections.total = count }
         gateway.metricsRequireAdminKey = metricsRequireAdminKey || server?.metricsRequireAdminKey == true
+        if let bytes = bodyMemoryBudget ?? server?.bodyMemoryBudgetBytes {
+            guard bytes >= 1 << 20 else { throw ValidationError("--body-memory-budget must be at least 1048576 bytes") }
+            gateway.bodyMemoryBudget = bytes
+        }
         if let adminTimeout {
             guard adminTimeout >= 1 else { throw ValidationError("--admin-timeout must be at least 1 second") }
             gateway.adminTimeout = .seconds(adminTimeout)

@@ -778,3 +778,73 @@ def test_300k_distinct_bogus_keys_leave_the_node_within_20_mb_of_where_it_starte
         assert chat_through(node.base) == 200
     finally:
         node.close()
+
+
+def test_eight_concurrent_32_mib_bodies_stay_under_400_mb_and_an_account_without_credit_is_refused_unread():
+    from cluster import start_simulator
+    workdir = tempfile.mkdtemp(prefix="signalbox-bodies-")
+    sim = start_simulator(workdir)  # its own process: only the router's memory is measured
+    node = EmbeddedNode(extra=["--sim-url", sim.url])
+    try:
+        image = "A" * (32 * 1024 * 1024 - 4096)
+        payload = json.dumps({"model": "anthropic/claude-haiku-4.5", "max_tokens": 10, "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "What is in this image?"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64," + image}}]}]}).encode()
+        head = (b"POST /api/v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Authorization: Bearer %s\r\nContent-Length: %d\r\n\r\n")
+        peak, halt, statuses = [0], threading.Event(), []
+
+        def watch():
+            while not halt.is_set():
+                peak[0] = max(peak[0], rss_kib(node.proc.pid))
+                time.sleep(0.02)
+
+        def send():
+            connection = socket.create_connection(("127.0.0.1", node.port), timeout=120)
+            connection.sendall(head % (DEMO_KEY.encode(), len(payload)) + payload)
+            statuses.append(connection.recv(100).split(b"\r\n")[0].decode())
+            connection.close()
+
+        before = rss_kib(node.proc.pid)
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        senders = [threading.Thread(target=send) for _ in range(8)]
+        started = time.time()
+        for sender in senders:
+            sender.start()
+        for sender in senders:
+            sender.join()
+        took = time.time() - started
+        halt.set()
+        watcher.join()
+
+        # An account without credit: refused on the headers alone, the 30 MiB body never sent.
+        status, account = admin_call(node, "POST", "/admin/accounts", {"name": "empty"})
+        _, made = admin_call(node, "POST", "/keys", {"name": "empty", "account": account["id"]})
+        connection = socket.create_connection(("127.0.0.1", node.port), timeout=10)
+        asked = time.time()
+        connection.sendall(head % (made["key"].encode(), 30 * 1024 * 1024))
+        refused = connection.recv(4096).decode()
+        refused_after = time.time() - asked
+        connection.close()
+        print(f"\neight concurrent 32 MiB bodies translated for Anthropic: {sorted(set(statuses))} in {took:.1f} s; router RSS "
+              f"{before / 1024:.0f} MiB before, peak {peak[0] / 1024:.0f} MiB; an account without credit: "
+              f"{refused.splitlines()[0]} after {refused_after * 1000:.0f} ms, body unsent")
+        assert statuses == ["HTTP/1.1 200 OK"] * 8
+        assert peak[0] < 400 * 1024, peak
+        assert refused.startswith("HTTP/1.1 402") and "no credit" in refused
+    finally:
+        node.close()
+        sim.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def admin_call(node, method, path, body=None):
+    request = urllib.request.Request(node.base + "/api/v1" + path, data=json.dumps(body).encode() if body is not None else None,
+                                     method=method, headers={"Authorization": f"Bearer {ADMIN_KEY}",
+                                                             "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")

@@ -22,12 +22,8 @@ extension RouterAPI {
     /// Runs a request of any surface on the chat pipeline (see `ChatSurface`).
     func serveChat(_ request: Request, context: AuthenticatedRequestContext, surface: some ChatSurface) async throws -> Response {
         let key = context.key
-        let body: ByteBuffer
-        do {
-            body = try await request.body.collect(upTo: dependencies.configuration.maxBodyBytes)
-        } catch let error as HTTPError where error.status == .contentTooLarge {
-            throw APIError(status: 413, message: "Request body is larger than \(dependencies.configuration.maxBodyBytes) bytes")
-        }
+        let (body, reservation) = try await readModelRequestBody(request, key: key)
+        defer { reservation.release() }
         if let region = key.pinnedRegion, region != dependencies.configuration.region {
             return try await forwardToRegion(region, request: request, body: body)
         }
