@@ -21,9 +21,12 @@ public struct UpstreamFailure: Error, Sendable, CustomStringConvertible {
     }
 
     public var kind: Kind
+    /// What went wrong, as clients may see it (`ErrorTextRedaction.forClients`).
     public var message: String
-    /// The upstream's own error text (body or event), for `metadata.raw`.
+    /// The upstream's own error text (body or event) for `metadata.raw`, redacted the same way.
     public var raw: String?
+    /// The upstream's error text with only credentials redacted, for the node's debug log.
+    public var operatorDetail: String?
     /// Seconds the upstream asked us to wait, when it said.
     public var retryAfter: Int?
 
@@ -33,8 +36,10 @@ public struct UpstreamFailure: Error, Sendable, CustomStringConvertible {
 
     public init(_ kind: Kind, _ message: String, raw: String? = nil, retryAfter: Int? = nil, neverReachedUpstream: Bool = false) {
         self.kind = kind
-        self.message = message
-        self.raw = raw
+        // Whatever an upstream wrote is redacted here, once, before it can reach a client or the ledger.
+        self.message = ErrorTextRedaction.forClients(message)
+        self.raw = raw.map(ErrorTextRedaction.forClients)
+        operatorDetail = raw.map { ErrorTextRedaction.forOperators(String($0.prefix(16_384))) }
         self.retryAfter = retryAfter
         self.neverReachedUpstream = neverReachedUpstream
     }

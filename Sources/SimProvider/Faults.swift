@@ -27,6 +27,10 @@ public struct Fault: Sendable, Hashable, Codable {
         case usage
         /// Ignore `max_tokens`: the answer runs to about twice the limit (plus 8 tokens).
         case overshoot
+        /// Answer `status` (default 500) with the provider's error body whose message echoes the
+        /// request's headers and the upstream's internals (hosts, addresses, a traceback, an
+        /// organisation id, a partial key), as a misconfigured upstream or debug page would.
+        case echo
     }
 
     public var provider: String

@@ -128,6 +128,14 @@ public struct Simulator: Sendable {
             pathModel: String(action[..<colon]), pathStream: method == "streamGenerateContent")
     }
 
+    /// A provider error body with its `error.message` (every format has one) replaced.
+    static func replacingMessage(of body: JSONValue, with message: String) -> JSONValue {
+        guard case .object(var object) = body, case .object(var error)? = object["error"] else { return body }
+        error["message"] = .string(message)
+        object["error"] = .object(error)
+        return .object(object)
+    }
+
     /// One simulated call in any wire format: apply a matching fault, else answer.
     func serve(
         _ personality: some Personality, _ request: Request, context: SimulatorRequestContext,
@@ -158,6 +166,15 @@ public struct Simulator: Sendable {
             var fields: HTTPFields = [:]
             for (name, value) in headers { if let field = HTTPField.Name(name) { fields[field] = value } }
             return Simulator.json(error, status: .init(code: status), headers: fields)
+        case .echo?:
+            let (status, error, _) = personality.error(status: fault?.status ?? 500)
+            let echoed = request.headers.map { "\($0.name.canonicalName): \($0.value)" }.joined(separator: "; ")
+            let message =
+                "upstream exploded handling the request (headers: \(echoed)); org-Q2xvdWRJbnRlcm5hbA project proj_8fK2mQ9xLr4T; "
+                + "shard inference-7.internal:8443 at 10.20.30.40:9000; see https://debug.internal.example/trace/7f3a; "
+                + "Traceback (most recent call last): File \"/srv/inference/app/handlers/chat.py\", line 42; "
+                + "Incorrect API key provided: sk-proj-****************************abcd"
+            return Simulator.json(Self.replacingMessage(of: error, with: message), status: .init(code: status))
         case .contextLength?:
             let promptTokens = SimulatedModel.countTokens(simulated.promptText)
             return Simulator.json(personality.contextLengthError(promptTokens: promptTokens), status: .badRequest)

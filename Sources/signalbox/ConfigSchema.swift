@@ -24,7 +24,8 @@ enum ConfigSchema {
             flag: "--max-body-bytes"),
         Setting(
             path: "server.body_memory_budget_bytes", type: "integer", defaultValue: "268435456",
-            meaning: "memory bodies over 1 MiB may take at once, counted at 6× their size; more wait their turn (up to 50 s or 80% of the body timeout, then 503)",
+            meaning:
+                "memory bodies over 1 MiB may take at once, counted at 6× their size; more wait their turn (up to 50 s or 80% of the body timeout, then 503)",
             flag: "--body-memory-budget"),
         Setting(
             path: "server.keep_alive_seconds", type: "integer", defaultValue: "3",

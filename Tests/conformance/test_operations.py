@@ -848,3 +848,40 @@ def admin_call(node, method, path, body=None):
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read() or b"{}")
+
+
+LEAKS = ["sk-simulated", "10.20.30.40", "inference-7.internal", ":8443", "/srv/inference", "org-Q2xvdWRJbnRlcm5hbA",
+         "proj_8fK2mQ9xLr4T", "sk-proj-", "debug.internal.example", "127.0.0.1", "Bearer sk"]
+
+
+def test_an_upstream_that_echoes_secrets_in_its_errors_leaks_nothing_to_clients_or_generation_records():
+    node = EmbeddedNode()
+    try:
+        providers = [p["slug"] for p in json.loads(urllib.request.urlopen(node.base + "/api/v1/providers").read())["data"]]
+        for slug in providers:
+            node.fault(provider=slug, kind="echo", status=500)
+        seen, checked = [], 0
+        for model in ("openai/gpt-4o-mini", "anthropic/claude-haiku-4.5", "google/gemini-2.5-flash"):
+            for stream in (False, True):
+                body = json.dumps({"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}]}).encode()
+                request = urllib.request.Request(node.base + "/api/v1/chat/completions", data=body, headers={
+                    "Authorization": f"Bearer {DEMO_KEY}", "Content-Type": "application/json"})
+                try:
+                    with urllib.request.urlopen(request, timeout=30) as response:
+                        text, generation = response.read().decode(), response.headers["X-Generation-Id"]
+                except urllib.error.HTTPError as error:
+                    text, generation = error.read().decode(), error.headers["X-Generation-Id"]
+                record = urllib.request.urlopen(urllib.request.Request(
+                    node.base + f"/api/v1/generation?id={generation}", headers={"Authorization": f"Bearer {DEMO_KEY}"}),
+                    timeout=10).read().decode()
+                seen.append((model, stream, text, record))
+                checked += 1
+                assert "exploded" in text and "[redacted" in text, text[:300]
+        leaked = [(model, stream, leak) for model, stream, text, record in seen for leak in LEAKS if leak in text or leak in record]
+        print(f"\n{checked} failed requests (3 wire formats, streamed and not) and their /generation records searched "
+              f"for {len(LEAKS)} kinds of secret: {leaked or 'none found'}; e.g. {seen[0][2][:240]}…")
+        assert not leaked, leaked
+        log = node.output()
+        assert "sk-simulated" not in log
+    finally:
+        node.close()

@@ -165,6 +165,11 @@ extension ChatPipeline {
                 "generation": "\(prepared.generationID)", "provider": "\(attempt.endpoint.tag)",
                 "error": "\(failure)",
             ])
+        if let detail = failure.operatorDetail {
+            logger.debug(
+                "upstream error body",
+                metadata: ["generation": "\(prepared.generationID)", "provider": "\(attempt.endpoint.tag)", "body": "\(detail)"])
+        }
         let delivered = spentOn.emitted
         let verdict = queue.after(
             .init(
