@@ -29,8 +29,11 @@ public struct APIError: Error, Sendable, Hashable, CustomStringConvertible {
 
     public var description: String { "\(statusCode): \(message)" }
 
-    /// The stable error type name OpenRouter puts in `metadata.error_type`.
+    /// The stable error type name OpenRouter puts in `metadata.error_type`: the cause when the
+    /// error names one in `metadata.reason` (a 503 from the ledger is not a provider's), else
+    /// what its status means here.
     public var errorType: String {
+        if let reason = metadata?["reason"]?.stringValue, let type = Self.typeByReason[reason] { return type }
         switch statusCode {
         case 400: return "invalid_request"
         case 401: return "authentication"
@@ -39,15 +42,24 @@ public struct APIError: Error, Sendable, Hashable, CustomStringConvertible {
         case 404: return "not_found"
         case 405: return "method_not_allowed"
         case 408: return "timeout"
+        case 409: return "conflict"
         case 413: return "payload_too_large"
         case 422: return "unprocessable"
         case 429: return "rate_limit_exceeded"
+        case 499: return "client_closed_request"
         case 502: return "provider_unavailable"
-        case 503: return "provider_overloaded"
+        case 503: return "service_unavailable"
         case 504: return "timeout"
         default: return statusCode >= 500 ? "server" : "invalid_request"
         }
     }
+
+    /// `metadata.reason` → error type, for the causes that share a status with others.
+    static let typeByReason: [String: String] = [
+        "ledger_unavailable": "ledger_unavailable", "settlement_backlog": "ledger_unavailable",
+        "region_unavailable": "region_unavailable", "not_ready": "node_not_ready", "not_joined": "node_not_ready",
+        "node_id_conflict": "node_not_ready", "body_budget_full": "overloaded", "no_credentials": "no_provider_credentials",
+    ]
 
     /// The error body, with `metadata.error_type` filled in.
     public var body: JSONValue {

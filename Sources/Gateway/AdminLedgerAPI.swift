@@ -44,14 +44,26 @@ extension RouterAPI {
         }
         api.post("/admin/credits") { request, _ in try await addCredit(request) }
         api.get("/admin/ledger/entries") { request, _ in
-            let query = try Self.entryQuery(request.uri.queryParameters)
-            let entries = try await dependencies.ledger.entries(query)
+            var query = try Self.entryQuery(request.uri.queryParameters)
             if request.uri.queryParameters["format"] == "csv" {
+                // An export: every matching row (or `limit` of them), streamed page by page.
+                if request.uri.queryParameters["limit"] == nil { query.limit = Int.max }
+                let ledger = dependencies.ledger
+                _ = try await ledger.entries(EntryQuery(limit: 1))  // a ledger that does not answer fails before the 200
                 return Response(
-                    status: .ok, headers: [.contentType: "text/csv; charset=utf-8"],
-                    body: .init(byteBuffer: ByteBuffer(string: EntryFormat.csv(entries))))
+                    status: .ok,
+                    headers: [.contentType: "text/csv; charset=utf-8", .contentDisposition: "attachment; filename=\"ledger-entries.csv\""],
+                    body: ResponseBody { [query] writer in
+                        try await writer.write(ByteBuffer(string: EntryFormat.csvHeader))
+                        try await ledger.forEachEntry(query) { page in try await writer.write(ByteBuffer(string: EntryFormat.csvRows(page)))
+                        }
+                        try await writer.finish(nil)
+                    })
             }
-            return JSONResponse.make(["data": .array(entries.map(EntryFormat.json))])
+            let entries = try await dependencies.ledger.entries(query)
+            // A full page has a cursor to the next: pass it back as `before`.
+            let next: JSONValue = entries.count == query.limit ? entries.last.map { .int($0.transfer.id) } ?? nil : nil
+            return JSONResponse.make(["data": .array(entries.map(EntryFormat.json)), "next_before": next])
         }
         api.get("/admin/ledger/spend") { request, _ in
             let by = request.uri.queryParameters["by"].map(String.init) ?? "day"
@@ -94,8 +106,9 @@ extension RouterAPI {
         case "grant": transfers = [TransferRequest.grant(account: account, credit: amount, reference: reference)]
         default: throw APIError.badRequest("'kind' must be purchase or grant")
         }
+        let recorded: Int
         do {
-            try await dependencies.ledger.post(transfers)
+            recorded = try await dependencies.ledger.post(transfers)
         } catch LedgerError.idempotencyConflict {
             throw APIError(status: 409, message: "Reference \(reference) was already used for a different amount")
         } catch LedgerError.balanceOutOfRange {
@@ -106,7 +119,7 @@ extension RouterAPI {
         return JSONResponse.make([
             "account": .string(account), "credit": .string(amount.decimalString), "fee": .string(fee.decimalString),
             "charged": .string((amount + fee).decimalString), "reference": .string(reference),
-            "balance": .string(balance.balance.decimalString),
+            "balance": .string(balance.balance.decimalString), "already_recorded": .bool(recorded == 0),
         ])
     }
 
@@ -141,9 +154,18 @@ extension RouterAPI {
             guard let parsed = Int(text), (1...100_000).contains(parsed) else { throw APIError.badRequest("'limit' must be 1…100000") }
             limit = parsed
         }
-        return EntryQuery(
+        var before: Int64?
+        if let text = parameters["before"] {
+            guard let parsed = Int64(text), parsed > 0 else {
+                throw APIError.badRequest("'before' must be an entry id (a page's next_before)")
+            }
+            before = parsed
+        }
+        var query = EntryQuery(
             account: parameters["account"].map(String.init), keyID: parameters["key"].map(String.init),
             model: parameters["model"].map(String.init), provider: parameters["provider"].map(String.init), kind: kind,
             generationID: parameters["generation"].map(String.init), since: try time("since"), until: try time("until"), limit: limit)
+        query.before = before
+        return query
     }
 }

@@ -33,8 +33,12 @@ public enum EntryFormat {
     }
 
     /// RFC 4180: a header row, then one row per entry; fields with commas, quotes or newlines quoted.
-    public static func csv(_ entries: [LedgerEntry]) -> String {
-        var output = columns.joined(separator: ",") + "\r\n"
+    public static func csv(_ entries: [LedgerEntry]) -> String { csvHeader + csvRows(entries) }
+
+    public static var csvHeader: String { columns.joined(separator: ",") + "\r\n" }
+
+    public static func csvRows(_ entries: [LedgerEntry]) -> String {
+        var output = ""
         for entry in entries { output += fields(entry).map(csvField).joined(separator: ",") + "\r\n" }
         return output
     }

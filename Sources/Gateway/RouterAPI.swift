@@ -55,7 +55,12 @@ public struct RouterAPI: Sendable {
     func registerRoutes(on router: Router<GatewayRequestContext>) {
         router.get("/healthz") { _, _ in JSONResponse.make(["status": "ok"]) }
         let limiter = connectionLimiter
-        router.get("/metrics") { _, _ in
+        let metricsNeedAdmin = dependencies.configuration.metricsRequireAdminKey
+        router.get("/metrics") { request, _ in
+            if metricsNeedAdmin {
+                let key = try await authenticator.authenticate(authorization: request.headers[.authorization])
+                guard key.isAdmin else { throw APIError(status: 403, message: "/metrics on this node needs the operator admin key") }
+            }
             let connections = limiter.counts
             dependencies.metrics.connections(open: connections.open, refused: connections.refused)
             if let cluster = dependencies.cluster {
@@ -71,7 +76,12 @@ public struct RouterAPI: Sendable {
         let committer = dependencies.committer
         let cluster = dependencies.cluster
         router.get("/readyz") { _, _ in
-            guard readiness.isReady else { return APIError(status: 503, message: "This node is not ready to serve").jsonResponse() }
+            guard readiness.isReady else {
+                return APIError(
+                    status: 503, message: "This node is not ready to serve (starting, or draining after SIGTERM)",
+                    metadata: ["reason": "not_ready"]
+                ).jsonResponse()
+            }
             if let cluster, !cluster.agent.isJoined {
                 if let other = cluster.agent.conflict {
                     return APIError(

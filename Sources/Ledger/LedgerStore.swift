@@ -63,8 +63,10 @@ public protocol AccountStore: Sendable {
     func account(id: String) async throws -> Account?
 
     /// Posts transfers atomically: all or none. A transfer whose idempotency key was already
-    /// posted with the same content is skipped; with different content it fails.
-    func post(_ transfers: [TransferRequest]) async throws
+    /// posted with the same content is skipped; with different content it fails. Returns how
+    /// many were recorded now (0: a replay that changed nothing).
+    @discardableResult
+    func post(_ transfers: [TransferRequest]) async throws -> Int
 
     func balance(account: String) async throws -> AccountBalance
     /// Total credited to an account by purchases and grants, and total charged to it.

@@ -20,6 +20,8 @@ public struct EntryQuery: Sendable, Hashable {
     public var until: Date?
     /// Most recent first, at most this many (entry queries only).
     public var limit: Int
+    /// Only entries older than this id: the cursor of the next page (the last id of this one).
+    public var before: Int64?
 
     public init(
         account: String? = nil, keyID: String? = nil, model: String? = nil, provider: String? = nil,
@@ -65,6 +67,7 @@ public struct EntryQuery: Sendable, Hashable {
         if let kind { clauses.append("t.kind = \(bind(.text(kind.rawValue)))") }
         if let generationID { clauses.append("t.generation_id = \(bind(.text(generationID)))") }
         if let transferID { clauses.append("t.id = \(bind(.integer(transferID)))") }
+        if let before { clauses.append("t.id < \(bind(.integer(before)))") }
         if let since { clauses.append("t.created_at >= \(bind(.integer(Int64(since.timeIntervalSince1970 * 1000))))") }
         if let until { clauses.append("t.created_at < \(bind(.integer(Int64(until.timeIntervalSince1970 * 1000))))") }
         return (clauses.isEmpty ? "1 = 1" : clauses.joined(separator: " AND "), values)
@@ -112,5 +115,24 @@ public struct SpendRow: Sendable, Hashable, Codable {
         self.group = group
         self.amount = amount
         self.requests = requests
+    }
+}
+
+extension LedgerStore {
+    /// Every entry `query` matches, newest first, read in pages of `pageSize` by the id cursor
+    /// (so memory stays one page however many there are); `query.limit` caps the total.
+    public func forEachEntry(
+        _ query: EntryQuery, pageSize: Int = 1000, _ body: ([LedgerEntry]) async throws -> Void
+    ) async throws {
+        var page = query
+        var left = query.limit
+        while left > 0 {
+            page.limit = min(pageSize, left)
+            let entries = try await entries(page)
+            if !entries.isEmpty { try await body(entries) }
+            guard entries.count == page.limit, let last = entries.last else { return }
+            left -= entries.count
+            page.before = last.transfer.id
+        }
     }
 }

@@ -43,9 +43,10 @@ public final class UnreachableLedger: LedgerStore {
         try reach()
         return try await store.account(id: id)
     }
-    public func post(_ transfers: [TransferRequest]) async throws {
+    @discardableResult
+    public func post(_ transfers: [TransferRequest]) async throws -> Int {
         try reach()
-        try await store.post(transfers)
+        return try await store.post(transfers)
     }
     @discardableResult
     public func settle(_ batch: [Settlement]) async throws -> SettlementResult {

@@ -175,15 +175,18 @@ struct CreditsCommand: AsyncParsableCommand {
             let credit = try parseAmount(amount, option: "--amount")
             let fee = Billing.purchaseFee(for: credit)
             let reference = self.reference ?? UUID().uuidString
-            try await ledger.withLedger {
+            let recorded = try await ledger.withLedger {
                 try await $0.post(TransferRequest.purchase(account: account, credit: credit, reference: reference))
             }
             ledger.emit(
                 [
                     "account": .string(account), "credit": .decimal(credit.decimalString), "fee": .decimal(fee.decimalString),
-                    "charged": .decimal((credit + fee).decimalString),
+                    "charged": .decimal((credit + fee).decimalString), "reference": .string(reference),
+                    "already_recorded": .bool(recorded == 0),
                 ],
-                text: "Credited \(credit) to \(account); fee \(fee); the buyer pays \(credit + fee).")
+                text: recorded == 0
+                    ? "Already recorded: purchase \(reference) credited \(credit) to \(account) before; nothing new was recorded."
+                    : "Credited \(credit) to \(account); fee \(fee); the buyer pays \(credit + fee).")
         }
     }
 
@@ -197,10 +200,17 @@ struct CreditsCommand: AsyncParsableCommand {
         func run() async throws {
             let credit = try parseAmount(amount, option: "--amount")
             let reference = self.reference ?? UUID().uuidString
-            try await ledger.withLedger {
+            let recorded = try await ledger.withLedger {
                 try await $0.post([TransferRequest.grant(account: account, credit: credit, reference: reference)])
             }
-            ledger.emit(["account": .string(account), "credit": .decimal(credit.decimalString)], text: "Granted \(credit) to \(account).")
+            ledger.emit(
+                [
+                    "account": .string(account), "credit": .decimal(credit.decimalString), "reference": .string(reference),
+                    "already_recorded": .bool(recorded == 0),
+                ],
+                text: recorded == 0
+                    ? "Already recorded: grant \(reference) gave \(credit) to \(account) before; nothing new was recorded."
+                    : "Granted \(credit) to \(account).")
         }
     }
 }
@@ -228,19 +238,36 @@ struct LedgerCommand: AsyncParsableCommand {
             abstract: "Ledger entries matching the filters, newest first (text, JSON or CSV).")
         @OptionGroup var filters: EntryFilters
         @Option(help: "How many, newest first.") var limit: Int = 100
+        @Flag(help: "Every matching entry (read in pages of 1,000; output streams as it is read).") var all = false
         @Option(help: "Output: text, json or csv (--json is the same as --format json).") var format: String?
         @OptionGroup var ledger: LedgerOptions
 
         func run() async throws {
             var query = try filters.query()
-            query.limit = limit
-            let entries = try await ledger.withLedger { try await $0.entries(query) }
-            switch format ?? (ledger.json ? "json" : "text") {
-            case "json": print(JSONWriter.string(.array(entries.map(EntryFormat.json))))
-            case "csv": print(EntryFormat.csv(entries), terminator: "")
-            case "text":
-                print(entries.map(EntryFormat.text).joined(separator: "\n"))
-            default: throw ValidationError("--format must be text, json or csv")
+            guard limit >= 1 else { throw ValidationError("--limit must be at least 1 (or give --all)") }
+            query.limit = all ? Int.max : limit
+            let format = self.format ?? (ledger.json ? "json" : "text")
+            guard ["json", "csv", "text"].contains(format) else { throw ValidationError("--format must be text, json or csv") }
+            var printed = 0
+            let output = FileHandle.standardOutput
+            func write(_ text: String) { output.write(Data(text.utf8)) }
+            if format == "json" { write("[") }
+            if format == "csv" { write(EntryFormat.csvHeader) }
+            try await ledger.withLedger { store in
+                try await store.forEachEntry(query) { page in
+                    switch format {
+                    case "json":
+                        write((printed == 0 ? "" : ",") + page.map { JSONWriter.string(EntryFormat.json($0)) }.joined(separator: ","))
+                    case "csv": write(EntryFormat.csvRows(page))
+                    default: write(page.map(EntryFormat.text).joined(separator: "\n") + "\n")
+                    }
+                    printed += page.count
+                }
+            }
+            if format == "json" { write("]\n") }
+            if !all && printed == limit {
+                // Said on stderr, so the output stays one document.
+                FileHandle.standardError.write(Data("(the newest \(limit) entries; --all for every one, or --limit N)\n".utf8))
             }
         }
     }

@@ -885,3 +885,66 @@ def test_an_upstream_that_echoes_secrets_in_its_errors_leaks_nothing_to_clients_
         assert "sk-simulated" not in log
     finally:
         node.close()
+
+
+def test_a_1000_row_export_returns_1000_rows_and_a_replayed_purchase_says_already_recorded():
+    node = EmbeddedNode()
+    try:
+        _, account = admin_call(node, "POST", "/admin/accounts", {"name": "exports"})
+        for i in range(1000):
+            status, _ = admin_call(node, "POST", "/admin/credits",
+                                   {"account": account["id"], "amount": "0.01", "kind": "grant", "reference": f"g{i}"})
+            assert status == 200
+        request = urllib.request.Request(node.base + f"/api/v1/admin/ledger/entries?account={account['id']}&format=csv",
+                                         headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+        csv_rows = urllib.request.urlopen(request, timeout=30).read().decode().strip().split("\r\n")
+        pages, before = [], None
+        while True:
+            _, page = admin_call(node, "GET", f"/admin/ledger/entries?account={account['id']}&limit=300"
+                                 + (f"&before={before}" if before else ""))
+            pages.append(len(page["data"]))
+            before = page["next_before"]
+            if before is None:
+                break
+        cli = lambda *args: subprocess.run([BINARY, "ledger", "entries", "--account", account["id"], "--data-dir", node.data_dir,
+                                            *args], capture_output=True, text=True, timeout=60)
+        every_csv = cli("--all", "--format", "csv")
+        every_json = cli("--all", "--json")
+        newest = cli("--format", "csv")
+        print(f"\n1,000 grants: API CSV export {len(csv_rows) - 1} rows; JSON pages of 300 by cursor {pages}; "
+              f"CLI --all CSV {len(every_csv.stdout.strip().splitlines()) - 1} rows, --all JSON "
+              f"{len(json.loads(every_json.stdout))} entries; default {len(newest.stdout.strip().splitlines()) - 1} rows "
+              f"and on stderr: {newest.stderr.strip()}")
+        assert len(csv_rows) == 1001 and csv_rows[0].startswith("id,created_at")
+        assert pages == [300, 300, 300, 100]
+        assert len(every_csv.stdout.strip().splitlines()) == 1001
+        assert len(json.loads(every_json.stdout)) == 1000
+        assert len(newest.stdout.strip().splitlines()) == 101 and "--all" in newest.stderr
+
+        purchase = lambda: subprocess.run([BINARY, "credits", "purchase", "--account", account["id"], "--amount", "25",
+                                           "--reference", "invoice-77", "--data-dir", node.data_dir],
+                                          capture_output=True, text=True, timeout=60).stdout.strip()
+        first, again = purchase(), purchase()
+        _, replay = admin_call(node, "POST", "/admin/credits",
+                               {"account": account["id"], "amount": "25", "kind": "purchase", "reference": "invoice-77"})
+        print(f"purchase: {first!r}; replayed: {again!r}; over the API: already_recorded={replay['already_recorded']}")
+        assert first.startswith("Credited $25") and again.startswith("Already recorded") and replay["already_recorded"] is True
+    finally:
+        node.close()
+
+
+def test_metrics_are_public_by_default_and_admin_only_when_asked():
+    open_node, closed_node = EmbeddedNode(), EmbeddedNode(extra=["--metrics-require-admin-key"])
+    try:
+        assert urllib.request.urlopen(open_node.base + "/metrics", timeout=5).status == 200
+        codes = []
+        for key in (None, DEMO_KEY, ADMIN_KEY):
+            request = urllib.request.Request(closed_node.base + "/metrics", headers={"Authorization": f"Bearer {key}"} if key else {})
+            try:
+                codes.append(urllib.request.urlopen(request, timeout=5).status)
+            except urllib.error.HTTPError as error:
+                codes.append(error.code)
+        assert codes == [401, 403, 200], codes
+    finally:
+        open_node.close()
+        closed_node.close()

@@ -38,7 +38,7 @@ extension PlanningError {
                 status: 503,
                 message: "No provider endpoint can be attempted for \(model): "
                     + "no API key is configured on this node for \(Set(providers.values).sorted().joined(separator: ", "))",
-                metadata: ["providers": .array(providers.keys.sorted().map { .string($0) })])
+                metadata: ["reason": "no_credentials", "providers": .array(providers.keys.sorted().map { .string($0) })])
         }
     }
 }

@@ -24,13 +24,16 @@ extension PostgresLedgerStore {
             }
     }
 
-    public func post(_ transfers: [TransferRequest]) async throws {
+    @discardableResult
+    public func post(_ transfers: [TransferRequest]) async throws -> Int {
         try await requireAccounts(transfers.flatMap { [$0.debitAccount, $0.creditAccount] })
         let logger = self.logger
-        try await transaction { connection in
+        return try await transaction { connection in
             var deltas = BalanceDeltas()
-            for transfer in transfers { try await Self.post(connection, transfer, deltas: &deltas, logger: logger) }
+            var recorded = 0
+            for transfer in transfers where try await Self.post(connection, transfer, deltas: &deltas, logger: logger) { recorded += 1 }
             try await deltas.apply(connection, logger: logger)
+            return recorded
         }
     }
 

@@ -106,12 +106,13 @@ public final class PostgresLedgerStore: LedgerStore {
         }
     }
 
-    /// Inserts a transfer unless its idempotency key was posted before (then it must match).
+    /// Inserts a transfer unless its idempotency key was posted before (then it must match; false).
     /// The accounts must exist (`requireAccounts`); balances change through `deltas`.
+    @discardableResult
     static func post(
         _ connection: PostgresConnection, _ transfer: TransferRequest, deltas: inout BalanceDeltas,
         logger: Logger
-    ) async throws {
+    ) async throws -> Bool {
         guard transfer.hasValidAmount else { throw LedgerError.invalidAmount(transfer.amount) }
         let now = millis(Date())
         let inserted = try await rows(
@@ -134,11 +135,12 @@ public final class PostgresLedgerStore: LedgerStore {
                 try row["debit_account"].decode(String.self) == transfer.debitAccount
                 && row["credit_account"].decode(String.self) == transfer.creditAccount
                 && row["amount"].decode(Int64.self) == transfer.amount.nanos
-            if same { return }
+            if same { return false }
             throw LedgerError.idempotencyConflict(transfer.idempotencyKey)
         }
         try deltas.add(transfer.debitAccount, balance: -transfer.amount.nanos)
         try deltas.add(transfer.creditAccount, balance: transfer.amount.nanos)
+        return true
     }
 
     /// Moves a pending hold to `status`, releasing its reservation. Returns false if it was not pending.

@@ -22,9 +22,12 @@ extension SQLiteLedgerStore {
         }
     }
 
-    public func post(_ transfers: [TransferRequest]) async throws {
+    @discardableResult
+    public func post(_ transfers: [TransferRequest]) async throws -> Int {
         try await write { db in
-            for transfer in transfers { try Self.post(db, transfer) }
+            var recorded = 0
+            for transfer in transfers where try Self.post(db, transfer) { recorded += 1 }
+            return recorded
         }
     }
 

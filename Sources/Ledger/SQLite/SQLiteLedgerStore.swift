@@ -76,7 +76,9 @@ public final class SQLiteLedgerStore: LedgerStore {
         }
     }
 
-    static func post(_ db: Database, _ transfer: TransferRequest) throws {
+    /// Records `transfer`; false when it was there already (the same transfer by its idempotency key).
+    @discardableResult
+    static func post(_ db: Database, _ transfer: TransferRequest) throws -> Bool {
         guard transfer.hasValidAmount else { throw LedgerError.invalidAmount(transfer.amount) }
         if let row = try Row.fetchOne(
             db.cachedStatement(sql: "SELECT debit_account, credit_account, amount FROM transfers WHERE idempotency_key = ?"),
@@ -86,7 +88,7 @@ public final class SQLiteLedgerStore: LedgerStore {
                 row["debit_account"] as String == transfer.debitAccount
                 && row["credit_account"] as String == transfer.creditAccount
                 && row["amount"] as Int64 == transfer.amount.nanos
-            if same { return }
+            if same { return false }
             throw LedgerError.idempotencyConflict(transfer.idempotencyKey)
         }
         try requireAccount(db, transfer.debitAccount)
@@ -106,6 +108,7 @@ public final class SQLiteLedgerStore: LedgerStore {
         try db.cachedStatement(sql: "UPDATE balances SET balance = balance + ? WHERE account_id = ?").execute(arguments: [
             transfer.amount.nanos, transfer.creditAccount,
         ])
+        return true
     }
 
     /// Moves a pending hold to `status`, releasing its reservation. Returns false if it was not pending.
