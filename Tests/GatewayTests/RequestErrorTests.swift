@@ -90,7 +90,7 @@ import Testing
             // Draining (SIGTERM): balancers must see 503 at once, while the process stays alive.
             node.readiness.set(false)
             let draining = try await node.request("/readyz", method: .GET, authorized: false)
-            #expect(draining.status == 503 && draining.json?["error"]?["message"] == "This node is not ready to serve")
+            #expect(draining.status == 503 && draining.json?["error"]?["metadata"]?["error_type"] == "node_not_ready")
             #expect(try await node.request("/healthz", method: .GET, authorized: false).status == 200)
             node.readiness.set(true)
             #expect(try await node.request("/readyz", method: .GET, authorized: false).status == 200)
