@@ -15,8 +15,11 @@ public struct ConnectionLimits: Sendable {
     /// A kept-alive connection must start its next request head within this long of the last
     /// response ending. Not running while a request is read or answered (streams are long).
     public var idleTimeout: Duration = .seconds(30)
-    /// Open connections one source address may hold.
+    /// Open connections one source address may hold (an IPv6 address counts with its /64).
     public var perAddress = 64
+    /// Addresses not held to `perAddress` (still counted in `total`): the load balancers and
+    /// proxies every client's connection comes through.
+    public var exemptAddresses: [AddressRange] = []
     /// Open client connections in all; nil: half of what the descriptor limit leaves after a
     /// reserve, since each client connection in flight may need an upstream one too.
     public var total: Int?
@@ -63,16 +66,30 @@ public final class ConnectionLimiter: Sendable {
 
     let perAddressLimit: Int
     let totalLimit: Int
+    let exempt: [AddressRange]
     private let state = NIOLockedValueBox(State())
 
-    public init(perAddress: Int, total: Int) {
+    public init(perAddress: Int, total: Int, exempt: [AddressRange] = []) {
         perAddressLimit = perAddress
         totalLimit = total
+        self.exempt = exempt
     }
 
-    /// Takes a place for a connection from `address`; false when it must be closed.
+    /// Takes a place for a connection from `address` (as `group(of:)` names it); false when it
+    /// must be closed.
     public func admit(_ address: String) -> Bool {
-        state.withLockedValue { $0.admit(address, perAddressLimit: perAddressLimit, totalLimit: totalLimit) }
+        let perAddress = exempt.contains { $0.contains(address) } ? Int.max : perAddressLimit
+        return state.withLockedValue { $0.admit(address, perAddressLimit: perAddress, totalLimit: totalLimit) }
+    }
+
+    /// What connections are counted by: the IPv4 address, or an IPv6 address's /64 (one host
+    /// commonly holds the whole /64, so counting single addresses would not limit it).
+    public static func group(of address: SocketAddress?) -> String {
+        guard let address, let ip = address.ipAddress else { return "unknown" }
+        guard case .v6 = address, let bytes = AddressRange.bytes(ip), bytes.count == 16 else { return ip }
+        if bytes[0..<12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF] { return bytes[12...].map(String.init).joined(separator: ".") }
+        return stride(from: 0, to: 8, by: 2).map { String(UInt16(bytes[$0]) << 8 | UInt16(bytes[$0 + 1]), radix: 16) }
+            .joined(separator: ":") + "::/64"
     }
 
     public func release(_ address: String) { state.withLockedValue { $0.release(address) } }
@@ -96,7 +113,7 @@ public struct GuardedChildChannel<Base: ServerChildChannel>: ServerChildChannel 
     struct OverLimit: Error {}
 
     public func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
-        let address = channel.remoteAddress?.ipAddress ?? "unknown"
+        let address = ConnectionLimiter.group(of: channel.remoteAddress)
         guard limiter.admit(address) else {
             // Closed before a byte is read; the failed set-up drops the connection quietly.
             logger.debug("connection over the limit closed", metadata: ["address": "\(address)"])
@@ -104,7 +121,10 @@ public struct GuardedChildChannel<Base: ServerChildChannel>: ServerChildChannel 
             return channel.eventLoop.makeFailedFuture(OverLimit())
         }
         channel.closeFuture.whenComplete { [limiter] _ in limiter.release(address) }
-        return base.setup(channel: channel, logger: logger)
+        let value = base.setup(channel: channel, logger: logger)
+        // NIO drops a child whose set-up failed without closing it: close it, so its place frees.
+        value.whenFailure { _ in channel.close(promise: nil) }
+        return value
     }
 
     public func handle(value: Value, logger: Logger) async {
@@ -120,18 +140,28 @@ public struct RequestDeadlines: Sendable {
         case awaitingFirstHead
         /// A request's body is being read.
         case readingBody
-        /// The request was read; its answer is being written (no deadline: streams are long).
+        /// Every request read; an answer is still being written (no deadline: streams are long).
         case answering
-        /// The last answer ended; waiting for the next request head.
+        /// Every answer written; waiting for the next request head.
         case idle
     }
 
     let limits: ConnectionLimits
-    public private(set) var phase = Phase.awaitingFirstHead
-    /// Requests read (head seen) whose response has not ended.
+    /// A request head was read and its end not yet.
+    private var reading = false
+    /// Requests whose head was read and whose response has not ended (pipelining allows several).
     private var unanswered = 0
+    private var servedAny = false
 
     public init(limits: ConnectionLimits) { self.limits = limits }
+
+    public var phase: Phase {
+        // A pipelined request read while an earlier one is answered waits on that answer (the
+        // client reads it first): its body is not held to the body deadline meanwhile.
+        if reading { return unanswered > 1 ? .answering : .readingBody }
+        if unanswered > 0 { return .answering }
+        return servedAny ? .idle : .awaitingFirstHead
+    }
 
     /// How long from now the connection may stay in its phase, nil for no limit.
     public var allowance: Duration? {
@@ -145,17 +175,15 @@ public struct RequestDeadlines: Sendable {
 
     public mutating func readHead() {
         unanswered += 1
-        phase = .readingBody
+        reading = true
+        servedAny = true
     }
 
-    public mutating func readEnd() {
-        if phase == .readingBody { phase = .answering }
-    }
+    public mutating func readEnd() { reading = false }
 
-    public mutating func wroteEnd() {
-        unanswered = max(0, unanswered - 1)
-        if unanswered == 0 && phase == .answering { phase = .idle }
-    }
+    /// A response ended: possibly before its request's body was read (an early 402 or 413), in
+    /// which case the body deadline still runs until the body's end arrives.
+    public mutating func wroteEnd() { unanswered = max(0, unanswered - 1) }
 }
 
 /// Closes a connection that does not deliver a request head, or a body, in time, or sits idle
@@ -222,5 +250,47 @@ final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandle
             guard handler.generation == armed else { return }
             context.close(promise: nil)
         }
+    }
+}
+
+/// An IPv4 or IPv6 network (`10.0.0.0/8`, `fd00::/8`) or one address.
+public struct AddressRange: Sendable, Hashable, CustomStringConvertible {
+    let network: [UInt8]
+    let prefixLength: Int
+    public let description: String
+
+    /// Nil when `text` is not an address or `address/prefix`.
+    public init?(_ text: String) {
+        let parts = text.split(separator: "/", maxSplits: 1).map(String.init)
+        guard let bytes = Self.bytes(parts[0]) else { return nil }
+        let length = parts.count == 2 ? Int(parts[1]) : bytes.count * 8
+        guard let length, (0...(bytes.count * 8)).contains(length) else { return nil }
+        network = bytes
+        prefixLength = length
+        description = text
+    }
+
+    /// Whether the address `text` (or an IPv6 /64 group as `ConnectionLimiter.group` writes it)
+    /// is in the range.
+    public func contains(_ text: String) -> Bool {
+        let address = text.hasSuffix("::/64") ? String(text.dropLast(3)) : text
+        guard let bytes = Self.bytes(address), bytes.count == network.count else { return false }
+        var left = prefixLength
+        for (a, b) in zip(bytes, network) where left > 0 {
+            let bits = min(8, left)
+            let mask = UInt8(truncatingIfNeeded: 0xFF << (8 - bits))
+            if a & mask != b & mask { return false }
+            left -= bits
+        }
+        return true
+    }
+
+    /// The address's bytes: 4 for IPv4, 16 for IPv6.
+    static func bytes(_ text: String) -> [UInt8]? {
+        var v4 = in_addr()
+        if inet_pton(AF_INET, text, &v4) == 1 { return withUnsafeBytes(of: &v4) { Array($0) } }
+        var v6 = in6_addr()
+        if inet_pton(AF_INET6, text, &v6) == 1 { return withUnsafeBytes(of: &v6) { Array($0) } }
+        return nil
     }
 }

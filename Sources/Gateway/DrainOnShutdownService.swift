@@ -20,43 +20,20 @@ public struct DrainSettings: Sendable {
 /// Cuts a drain delay short: an operator's Ctrl-C (SIGINT) wants the node to stop now, while a
 /// SIGTERM from an orchestrator waits out the delay for the balancers.
 public final class DrainDelayGate: Sendable {
-    private let state = NIOLockedValueBox<(skipped: Bool, waiter: CheckedContinuation<Void, Never>?)>((false, nil))
+    private let skipped = NIOLockedValueBox(false)
 
     public init() {}
 
-    /// Ends the current delay (and any later one) at once.
-    public func skip() {
-        let waiter = state.withLockedValue { state -> CheckedContinuation<Void, Never>? in
-            state.skipped = true
-            defer { state.waiter = nil }
-            return state.waiter
-        }
-        waiter?.resume()
-    }
+    /// Ends the current delay (and any later one) within 50 ms.
+    public func skip() { skipped.withLockedValue { $0 = true } }
 
-    /// Waits for `delay`, or until `skip()`, or until the task is cancelled.
+    /// Waits for `delay`, or until `skip()`, or until the task is cancelled. It looks every 50 ms
+    /// rather than parking a continuation: nothing can be left waiting whatever the order of a
+    /// skip, a cancellation and the wait's start.
     func wait(_ delay: Duration) async {
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { try? await Task.sleep(for: delay) }
-            group.addTask {
-                await withTaskCancellationHandler {
-                    await withCheckedContinuation { continuation in
-                        let resumeNow = self.state.withLockedValue { state -> Bool in
-                            if state.skipped { return true }
-                            state.waiter = continuation
-                            return false
-                        }
-                        if resumeNow { continuation.resume() }
-                    }
-                } onCancel: {
-                    self.state.withLockedValue { state -> CheckedContinuation<Void, Never>? in
-                        defer { state.waiter = nil }
-                        return state.waiter
-                    }?.resume()
-                }
-            }
-            await group.next()
-            group.cancelAll()
+        let end = ContinuousClock.now + delay
+        while ContinuousClock.now < end, !Task.isCancelled, !skipped.withLockedValue({ $0 }) {
+            try? await Task.sleep(for: min(.milliseconds(50), end - ContinuousClock.now))
         }
     }
 }
@@ -87,6 +64,8 @@ public struct DrainOnShutdownService: Service {
     public func run() async throws {
         try? await gracefulShutdown()
         readiness.set(false)
+        // Cancelled (the group failed, e.g. the port was taken) rather than shut down: no drain.
+        guard !Task.isCancelled else { return }
         await onDrain()
         guard delay > .zero else { return }
         logger.notice("draining: /readyz answers 503; the listener closes after the drain delay", metadata: ["delay": "\(delay)"])

@@ -37,7 +37,8 @@ public struct RouterAPI: Sendable {
         authenticator = KeyAuthenticator(ledger: dependencies.ledger, committer: dependencies.committer)
         catalogResponses = CatalogResponses(catalog: dependencies.catalog)
         let limits = dependencies.configuration.connections
-        connectionLimiter = ConnectionLimiter(perAddress: limits.perAddress, total: limits.effectiveTotal)
+        connectionLimiter = ConnectionLimiter(
+            perAddress: limits.perAddress, total: limits.effectiveTotal, exempt: limits.exemptAddresses)
         // A body waits for room less long than the connection waits for that body.
         bodyBudget = BodyBudget(
             capacity: dependencies.configuration.bodyMemoryBudget, wait: min(.seconds(50), limits.bodyTimeout * 0.8))

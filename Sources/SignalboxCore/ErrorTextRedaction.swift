@@ -21,35 +21,43 @@ public enum ErrorTextRedaction {
     /// Credentials: header and field values, bearer tokens, provider key shapes (partial keys
     /// with `****` included).
     private static let secretRules = [
+        // A credential-named field or header, in any quoting (JSON-escaped too), any scheme word.
         Rule(
-            #"((?:authorization|proxy-authorization|x-api-key|x-goog-api-key|api[-_]?key|access[-_]?token|secret|password|cookie)["']?\s*[:=]\s*["']?)(?:bearer\s+|basic\s+)?[^\s"',;}]+"#,
+            #"((?:authorization|proxy-authorization|x-api-key|x-goog-api-key|api[-_]?key|(?:access|refresh|id|auth|session)?[-_]?token|client[-_]?secret|secret|password|passwd|cookie|set-cookie)\\?["']?\s*[:=]\s*\\?["']?)(?:(?:bearer|basic|token|digest)\s+)?[^\s"'\\,;}]+"#,
             "$1[redacted]"),
-        Rule(#"\b(bearer|basic)\s+[A-Za-z0-9._~+/=*-]{6,}"#, "$1 [redacted]"),
-        Rule(#"\b(?:sk|pk|rk|gsk|xai|sess|key|ak|tok)[-_][A-Za-z0-9*_-]{6,}"#, "[redacted key]"),
+        Rule(#"\b(bearer|basic|token|digest)\s+[A-Za-z0-9._~+/=*-]{6,}"#, "$1 [redacted]"),
+        Rule(#"\b(?:sk|pk|rk|gsk|xai|sess|key|ak|tok|hf|fw|tgp|pplx|r8|csk|nvapi|api)[-_][A-Za-z0-9*_-]{6,}"#, "[redacted key]"),
         Rule(#"\bAIza[0-9A-Za-z_-]{20,}"#, "[redacted key]"),
         Rule(#"\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"#, "[redacted token]"),
+        // Keys with no telling prefix (Azure, Mistral, Cohere, DeepInfra): a long run of letters
+        // and digits holding both, or 32+ hex digits.
+        Rule(#"\b(?=[A-Za-z0-9]{32,}\b)(?=[A-Za-z0-9]*\d)(?=[A-Za-z0-9]*[A-Za-z])[A-Za-z0-9]{32,}\b"#, "[redacted key]"),
     ]
 
     /// Where things are: organisation and project ids, URLs, host:port, IP addresses, file paths.
     private static let placeRules = [
-        Rule(#"\b(?:org|proj|project|user|acct)[-_][A-Za-z0-9]{6,}\b"#, "[redacted id]"),
+        Rule(#"\b(?:org|proj|project|user|acct)[-_](?=[A-Za-z0-9]*\d)[A-Za-z0-9]{6,}\b"#, "[redacted id]"),
         Rule(#"(organi[sz]ation(?:\s+id)?\s*[:=]?\s*["']?)[A-Za-z0-9_-]{6,}"#, "$1[redacted id]"),
         Rule(#"\b[a-z][a-z0-9+.-]*://[^\s"'<>)\]]+"#, "[redacted url]"),
-        Rule(#"\b(?=[A-Za-z0-9.-]*[A-Za-z])[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*:\d{2,5}\b"#, "[redacted host]"),
+        Rule(#"\b[A-Za-z][A-Za-z0-9-]{0,62}(?:\.[A-Za-z0-9-]{1,63}){0,8}:\d{2,5}\b"#, "[redacted host]"),
         Rule(#"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d{1,5})?\b"#, "[redacted address]"),
         Rule(#"\[[0-9a-f:]*:[0-9a-f:]+\](?::\d{1,5})?"#, "[redacted address]"),
         Rule(#"(?:~|\.{1,2})?(?:/[A-Za-z0-9._@+-]+){2,}/?"#, "[redacted path]"),
         Rule(#"\b[A-Z]:\\[^\s"']+"#, "[redacted path]"),
     ]
 
+    /// Text longer than this is cut before the rules run: error bodies may be large, and no
+    /// client is shown more than `clientLimit` characters anyway.
+    static let scanLimit = 8192
+
     /// `text` with credentials and places replaced, cut to `clientLimit` characters.
     public static func forClients(_ text: String) -> String {
-        let redacted = apply(placeRules, to: apply(secretRules, to: text))
+        let redacted = apply(placeRules, to: apply(secretRules, to: String(text.prefix(scanLimit))))
         return redacted.count > clientLimit ? String(redacted.prefix(clientLimit)) + "…" : redacted
     }
 
     /// `text` with credentials replaced: for the operator's own logs.
-    public static func forOperators(_ text: String) -> String { apply(secretRules, to: text) }
+    public static func forOperators(_ text: String) -> String { apply(secretRules, to: String(text.prefix(4 * scanLimit))) }
 
     private static func apply(_ rules: [Rule], to text: String) -> String {
         var result = text

@@ -19,6 +19,7 @@ struct ConfigFile: Decodable {
         var maxConnections: Int?
         var metricsRequireAdminKey: Bool?
         var bodyMemoryBudgetBytes: Int?
+        var connectionLimitExempt: [String]?
         enum CodingKeys: String, CodingKey {
             case host, port
             case maxBodyBytes = "max_body_bytes"
@@ -31,6 +32,7 @@ struct ConfigFile: Decodable {
             case maxConnections = "max_connections"
             case metricsRequireAdminKey = "metrics_require_admin_key"
             case bodyMemoryBudgetBytes = "body_memory_budget_bytes"
+            case connectionLimitExempt = "connection_limit_exempt"
         }
     }
 
@@ -133,7 +135,6 @@ struct ConfigFile: Decodable {
         if let port = server?.port { configuration.port = port }
         if let bytes = server?.maxBodyBytes { configuration.maxBodyBytes = bytes }
         if let seconds = server?.keepAliveSeconds { configuration.keepAliveInterval = .seconds(seconds) }
-        if let seconds = server?.adminTimeoutSeconds { configuration.adminTimeout = .seconds(seconds) }
         if let seconds = timeouts?.connectSeconds { configuration.timeouts.connect = .seconds(seconds) }
         if let seconds = timeouts?.firstTokenSeconds { configuration.timeouts.firstToken = .seconds(seconds) }
         if let seconds = timeouts?.stallSeconds { configuration.timeouts.stall = .seconds(seconds) }

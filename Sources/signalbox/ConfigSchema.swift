@@ -49,6 +49,10 @@ enum ConfigSchema {
             meaning: "open connections one source address may hold; more are accepted and closed at once",
             flag: "--max-connections-per-address"),
         Setting(
+            path: "server.connection_limit_exempt", type: "array of strings", defaultValue: "[]",
+            meaning: "addresses or CIDRs (your load balancers) not held to the per-address limit; still counted in the total",
+            flag: "--connection-limit-exempt"),
+        Setting(
             path: "server.max_connections", type: "integer", defaultValue: "descriptor limit − 128",
             meaning: "open client connections in all; more are accepted and closed at once", flag: "--max-connections"),
         Setting(

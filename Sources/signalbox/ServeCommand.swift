@@ -70,6 +70,8 @@ struct Serve: AsyncParsableCommand {
     var maxConnectionsPerAddress: Int?
     @Option(help: "Open client connections in all; more are closed at once (default: (descriptor limit − 128) / 2).")
     var maxConnections: Int?
+    @Option(help: "Comma-separated addresses or CIDRs (your load balancers) not held to --max-connections-per-address.")
+    var connectionLimitExempt: String?
     @Flag(help: "Serve /metrics only with the operator admin key.") var metricsRequireAdminKey = false
     @Option(help: "Bytes of memory large request bodies (over 1 MiB) may take at once, counted at 6× their size (default 268435456).")
     var bodyMemoryBudget: Int?
@@ -101,7 +103,8 @@ struct Serve: AsyncParsableCommand {
         let banner = Banner(
             configuration: configuration, upstreams: upstreams.description,
             ledger: configuration.postgres.map { "PostgreSQL (\($0))" } ?? "SQLite (\(dataDir)/ledger.sqlite)",
-            showsMintedKeys: configuration.postgres == nil)
+            // Only to a person at a terminal: a container's or service's stdout is a log.
+            showsMintedKeys: configuration.postgres == nil && isatty(STDOUT_FILENO) == 1)
         services.append(SignalboxNode(configuration, logger: logger) { serving in banner.print(serving) })
         let group = ServiceGroup(
             configuration: .init(
@@ -171,13 +174,24 @@ struct Serve: AsyncParsableCommand {
         if let seconds = limitsGiven[2].1 { gateway.connections.idleTimeout = .seconds(seconds) }
         if let count = limitsGiven[3].1 { gateway.connections.perAddress = count }
         if let count = limitsGiven[4].1 { gateway.connections.total = count }
+        let exempt =
+            connectionLimitExempt.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+            ?? server?.connectionLimitExempt ?? []
+        gateway.connections.exemptAddresses = try exempt.map { text in
+            guard let range = AddressRange(text) else {
+                throw ValidationError("--connection-limit-exempt: \(text) is not an address or CIDR (e.g. 10.0.0.0/8, fd00::/8)")
+            }
+            return range
+        }
         gateway.metricsRequireAdminKey = metricsRequireAdminKey || server?.metricsRequireAdminKey == true
         if let bytes = bodyMemoryBudget ?? server?.bodyMemoryBudgetBytes {
             guard bytes >= 1 << 20 else { throw ValidationError("--body-memory-budget must be at least 1048576 bytes") }
             gateway.bodyMemoryBudget = bytes
         }
-        if let adminTimeout {
-            guard adminTimeout >= 1 else { throw ValidationError("--admin-timeout must be at least 1 second") }
+        if let adminTimeout = adminTimeout ?? server?.adminTimeoutSeconds {
+            guard adminTimeout >= 1 else {
+                throw ValidationError("--admin-timeout (server.admin_timeout_seconds) must be at least 1 second")
+            }
             gateway.adminTimeout = .seconds(adminTimeout)
         }
         gateway.serverTLS = try serverTLS()

@@ -18,6 +18,11 @@ struct ErrorTextRedactionTests {
             ("see https://internal.example.com/trace?id=7", "internal.example.com"),
             ("File \"/srv/app/handlers/chat.py\", line 42", "/srv/app"),
             ("C:\\inetpub\\wwwroot\\app.dll failed", "inetpub"),
+            ("Authorization: Token abc123def456ghi", "abc123def456ghi"),
+            (#"{\"password\": \"hunter2hunter2\"}"#, "hunter2hunter2"),
+            ("refresh_token=AbCdEf0123456789", "AbCdEf0123456789"),
+            ("invalid key 3f9a7c2e1b4d5f6a8c9e0d1f2a3b4c5d for this deployment", "3f9a7c2e1b4d5f6a"),
+            ("Invalid token hf_AbCdEfGhIjKlMnOpQrStUv", "hf_AbCdEf"),
         ])
     func replaces(text: String, secret: String) {
         let redacted = ErrorTextRedaction.forClients(text)
@@ -27,7 +32,9 @@ struct ErrorTextRedactionTests {
 
     @Test("what a client needs stays: status words, token counts, times")
     func keepsTheMessage() {
-        let text = "This model's maximum context length is 128000 tokens; you requested 130000. Retry at 12:30."
+        let text =
+            "This model's maximum context length is 128000 tokens; you requested 130000. Retry at 12:30 "
+            + "(2024-05-01T12:30:00Z) for user-provided input."
         #expect(ErrorTextRedaction.forClients(text) == text)
         #expect(ErrorTextRedaction.forClients(String(repeating: "a", count: 5000)).count == ErrorTextRedaction.clientLimit + 1)
     }

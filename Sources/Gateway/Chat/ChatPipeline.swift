@@ -24,6 +24,11 @@ final class PreparedChat: Sendable {
     let startedDate: Date
     /// The client's `Idempotency-Key`, claimed for this request.
     let idempotencyKey: String?
+    /// The request body's share of the node's body memory budget: held for as long as the
+    /// request is (a stream's body closure holds it to the end), given back when it ends.
+    private let bodyMemory = NIOLockedValueBox<BodyBudget.Reservation?>(nil)
+
+    func hold(bodyMemory reservation: BodyBudget.Reservation) { bodyMemory.withLockedValue { $0 = reservation } }
 
     init(
         request: ChatRequest, key: KeyRecord, attempts: [PlannedAttempt], generationID: String, created: Int64,

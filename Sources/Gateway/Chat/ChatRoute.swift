@@ -22,8 +22,9 @@ extension RouterAPI {
     /// Runs a request of any surface on the chat pipeline (see `ChatSurface`).
     func serveChat(_ request: Request, context: AuthenticatedRequestContext, surface: some ChatSurface) async throws -> Response {
         let key = context.key
+        // The reservation goes back when the last holder lets go: this call, or the prepared
+        // request that a stream's body still uses after this returns.
         let (body, reservation) = try await readModelRequestBody(request, key: key)
-        defer { reservation.release() }
         if let region = key.pinnedRegion, region != dependencies.configuration.region {
             return try await forwardToRegion(region, request: request, body: body)
         }
@@ -48,6 +49,7 @@ extension RouterAPI {
         let prepared: PreparedChat
         do {
             prepared = try await pipeline.prepare(chat, key: key, generationID: generationID, idempotencyKey: idempotencyKey)
+            prepared.hold(bodyMemory: reservation)
         } catch {
             if let idempotencyKey {
                 // Nothing ran: a retry may claim the key again.

@@ -88,19 +88,31 @@ extension RouterAPI {
         let reservation = budget.reservation()
         let declared = request.headers[.contentLength].flatMap { Int($0) }
         if let declared, declared > limit { throw Self.tooLarge(limit) }
-        if (declared ?? 0) > budget.smallBody { try await requireCredit(for: key, bodyBytes: declared ?? 0, reservation: reservation) }
+        var creditChecked = false
+        // A declared large body takes its whole share before it is read: taken piecemeal, bodies
+        // arriving together would each hold part of the budget and wait for more (a deadlock
+        // only the wait's timeout ends). A chunked one (no length to go by) takes it as it grows.
+        var covered = budget.smallBody
+        if let declared, declared > budget.smallBody {
+            try await requireCredit(for: key, bodyBytes: declared)
+            creditChecked = true
+            guard await reservation.grow(by: declared * BodyBudget.factor) else { throw Self.budgetFull }
+            covered = declared
+        }
         var body = ByteBuffer()
         if let declared { body.reserveCapacity(declared) }
-        var covered = declared.map { $0 > budget.smallBody ? $0 : budget.smallBody } ?? budget.smallBody
         do {
             for try await part in request.body {
                 body.writeImmutableBuffer(part)
                 guard body.readableBytes <= limit else { throw Self.tooLarge(limit) }
                 if body.readableBytes > covered {
-                    // A chunked body (no Content-Length) outgrew what it holds: double it.
-                    if covered == budget.smallBody { try await requireCredit(for: key, bodyBytes: body.readableBytes, reservation: nil) }
-                    let next = min(limit, covered * 2)
-                    guard await reservation.grow(by: (next - covered) * BodyBudget.factor) else { throw Self.budgetFull }
+                    if !creditChecked {
+                        try await requireCredit(for: key, bodyBytes: body.readableBytes)
+                        creditChecked = true
+                    }
+                    let next = max(body.readableBytes, min(limit, covered * 2))
+                    guard await reservation.grow(by: (next - (covered == budget.smallBody ? 0 : covered)) * BodyBudget.factor)
+                    else { throw Self.budgetFull }
                     covered = next
                 }
             }
@@ -110,8 +122,8 @@ extension RouterAPI {
         return (body, reservation)
     }
 
-    /// 402 unless the key's account has credit; takes the body's share of the budget.
-    private func requireCredit(for key: KeyRecord, bodyBytes: Int, reservation: BodyBudget.Reservation?) async throws {
+    /// 402 unless the key's account has credit: a large body is never a free-tier request.
+    private func requireCredit(for key: KeyRecord, bodyBytes: Int) async throws {
         let ledger = dependencies.ledger
         let balance = try await withLedgerDeadline(.seconds(2), "a balance check") { try await ledger.balance(account: key.accountID) }
         guard balance.balance > .zero else {
@@ -119,9 +131,6 @@ extension RouterAPI {
                 status: 402,
                 message: "This account has no credit; a request body of \(bodyBytes) bytes is refused before it is read "
                     + "(bodies over \(bodyBudget.smallBody) bytes are never free-tier requests). Add credit and retry.")
-        }
-        if let reservation, bodyBytes > 0 {
-            guard await reservation.grow(by: bodyBytes * BodyBudget.factor) else { throw Self.budgetFull }
         }
     }
 

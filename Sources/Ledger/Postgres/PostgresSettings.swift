@@ -74,6 +74,11 @@ public struct PostgresSettings: Sendable, CustomStringConvertible {
                 }
                 connectTimeout = .seconds(seconds)
             case "application_name": applicationName = value
+            case "password", "user", "host", "port", "dbname":
+                throw PostgresURLError(
+                    description:
+                        "the database URL gives \(item.name) as a parameter; write it in the URL itself (postgres://user:password@host:port/database)"
+                )
             default:
                 throw PostgresURLError(
                     description:
@@ -87,26 +92,29 @@ public struct PostgresSettings: Sendable, CustomStringConvertible {
         "postgres://\(user)@\(host):\(port)/\(database ?? "")?sslmode=\(tlsMode.rawValue)"
     }
 
-    /// `url` with any password replaced by `***`, for messages about a URL that may not parse.
+    /// `url` with any password (in the authority or as a parameter) replaced by `***`, for
+    /// messages about a URL that may not parse; a string that is not a URL is not echoed at all.
     public static func redacted(_ url: String) -> String {
-        guard var components = URLComponents(string: url) else {
-            // Not a URL: keep the scheme and what follows the last '@' only.
-            return url.split(separator: "@").last.map { "…@" + $0 } ?? "(unparseable URL)"
-        }
+        guard var components = URLComponents(string: url), components.scheme != nil else { return "(a value that is not a URL)" }
         if components.password != nil { components.password = "***" }
-        return components.string ?? "(unparseable URL)"
+        components.queryItems = components.queryItems?.map { item in
+            item.name.lowercased().contains("password") ? URLQueryItem(name: item.name, value: "***") : item
+        }
+        return components.string ?? "(a value that is not a URL)"
     }
 
     /// NIOSSL's configuration for `tlsMode`, or nil for `disable`.
     func tlsConfiguration() throws -> TLSConfiguration? {
         var tls = TLSConfiguration.makeClientConfiguration()
-        switch tlsMode {
+        // As libpq: `require` with a root certificate checks the chain (verify-ca).
+        let mode = tlsMode == .require && rootCertificateFile != nil ? .verifyCA : tlsMode
+        switch mode {
         case .disable: return nil
         case .prefer, .require: tls.certificateVerification = .none
         case .verifyCA: tls.certificateVerification = .noHostnameVerification
         case .verifyFull: tls.certificateVerification = .fullVerification
         }
-        if [.verifyCA, .verifyFull].contains(tlsMode), let file = rootCertificateFile {
+        if [.verifyCA, .verifyFull].contains(mode), let file = rootCertificateFile {
             do {
                 tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(file))
             } catch {
