@@ -198,10 +198,20 @@ final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandle
     private var timer: Scheduled<Void>?
     /// Bumped at every phase change, so a timer of an earlier phase does nothing.
     private var generation = 0
+    /// The handler's place in the pipeline while it is in one. The timer reaches it through a
+    /// weak reference: a pending timer must not keep a closed connection's pipeline alive.
+    private var context: ChannelHandlerContext?
+
+    /// What a timer holds: the handler, weakly; touched on its event loop only.
+    private final class WeakHandler: @unchecked Sendable {
+        weak var handler: RequestDeadlineHandler?
+        init(_ handler: RequestDeadlineHandler) { self.handler = handler }
+    }
 
     init(limits: ConnectionLimits) { deadlines = RequestDeadlines(limits: limits) }
 
     func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
         if context.channel.isActive { arm(context) }
     }
 
@@ -210,10 +220,15 @@ final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandle
         context.fireChannelActive()
     }
 
-    func handlerRemoved(context: ChannelHandlerContext) { timer?.cancel() }
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+        self.context = nil
+    }
 
     func channelInactive(context: ChannelHandlerContext) {
         timer?.cancel()
+        timer = nil
         context.fireChannelInactive()
     }
 
@@ -242,12 +257,11 @@ final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandle
         timer?.cancel()
         timer = nil
         generation += 1
-        guard let allowance = deadlines.allowance else { return }
+        guard let allowance = deadlines.allowance, context.channel.isActive else { return }
         let armed = generation
-        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let reference = WeakHandler(self)
         timer = context.eventLoop.scheduleTask(in: TimeAmount(allowance)) {
-            let (handler, context) = loopBound.value
-            guard handler.generation == armed else { return }
+            guard let handler = reference.handler, handler.generation == armed, let context = handler.context else { return }
             context.close(promise: nil)
         }
     }

@@ -104,6 +104,10 @@ public protocol KeyStore: Sendable {
 public protocol ReportStore: Sendable {
     /// Entries matching `query`, most recent first.
     func entries(_ query: EntryQuery) async throws -> [LedgerEntry]
+    /// Every entry `query` matches (at most `query.limit`), newest first, handed over in pages
+    /// of `pageSize` read by the id cursor from one snapshot of the ledger, so an export neither
+    /// holds everything in memory nor misses a row that commits while it runs.
+    func forEachEntry(_ query: EntryQuery, pageSize: Int, _ body: ([LedgerEntry]) async throws -> Void) async throws
     /// Charges (kind `charge`) matching `query`, summed per group, largest first.
     func spend(_ query: EntryQuery, by grouping: SpendGrouping) async throws -> [SpendRow]
     func generation(id: String) async throws -> GenerationRecord?

@@ -118,17 +118,28 @@ public struct SpendRow: Sendable, Hashable, Codable {
     }
 }
 
-extension LedgerStore {
-    /// Every entry `query` matches, newest first, read in pages of `pageSize` by the id cursor
-    /// (so memory stays one page however many there are); `query.limit` caps the total.
-    public func forEachEntry(
-        _ query: EntryQuery, pageSize: Int = 1000, _ body: ([LedgerEntry]) async throws -> Void
+extension ReportStore {
+    /// Pages by the id cursor, each page its own read: right for a store with one writer at a
+    /// time (SQLite), where ids become visible in order. PostgreSQL reads all pages in one snapshot.
+    public func forEachEntry(_ query: EntryQuery, pageSize: Int, _ body: ([LedgerEntry]) async throws -> Void) async throws {
+        try await Self.pages(of: query, pageSize: pageSize, read: { try await entries($0) }, body)
+    }
+
+    /// Every entry `query` matches in pages of 1,000.
+    public func forEachEntry(_ query: EntryQuery, _ body: ([LedgerEntry]) async throws -> Void) async throws {
+        try await forEachEntry(query, pageSize: 1000, body)
+    }
+
+    /// The cursor walk: pages of `pageSize` newest first, `query.limit` in all.
+    nonisolated(nonsending) static func pages(
+        of query: EntryQuery, pageSize: Int, read: (EntryQuery) async throws -> [LedgerEntry],
+        _ body: ([LedgerEntry]) async throws -> Void
     ) async throws {
         var page = query
         var left = query.limit
         while left > 0 {
             page.limit = min(pageSize, left)
-            let entries = try await entries(page)
+            let entries = try await read(page)
             if !entries.isEmpty { try await body(entries) }
             guard entries.count == page.limit, let last = entries.last else { return }
             left -= entries.count

@@ -117,6 +117,42 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
     }
 
     @Test(arguments: StoreKind.allCases)
+    func aReplayRecordsNothingAndSaysSo(kind: StoreKind) async throws {
+        try await kind.with { store in
+            try await store.createAccount(id: "acct", name: "A")
+            #expect(try await store.post(TransferRequest.purchase(account: "acct", credit: usd("25"), reference: "inv-1")) == 2)
+            #expect(try await store.post(TransferRequest.purchase(account: "acct", credit: usd("25"), reference: "inv-1")) == 0)
+            #expect(try await store.balance(account: "acct").balance == usd("25"))
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func anExportHandsOverEveryEntryOnceInPagesNewestFirst(kind: StoreKind) async throws {
+        try await kind.with { store in
+            try await store.createAccount(id: "acct", name: "A")
+            for batch in 0..<25 {
+                try await store.post(
+                    (0..<100).map { n in
+                        TransferRequest(
+                            idempotencyKey: "g-\(batch)-\(n)", debit: Billing.SystemAccount.grants, credit: "acct", amount: usd("0.01"),
+                            kind: .grant)
+                    })
+            }
+            var pages: [Int] = []
+            var ids: [Int64] = []
+            try await store.forEachEntry(EntryQuery(account: "acct", limit: .max), pageSize: 1000) { page in
+                pages.append(page.count)
+                ids += page.map(\.transfer.id)
+            }
+            #expect(pages == [1000, 1000, 500])
+            #expect(ids.count == 2500 && Set(ids).count == 2500 && ids == ids.sorted(by: >))
+            var capped = 0
+            try await store.forEachEntry(EntryQuery(account: "acct", limit: 1234), pageSize: 1000) { capped += $0.count }
+            #expect(capped == 1234)
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
     func aBatchIsAllOrNothing(kind: StoreKind) async throws {
         try await kind.with { store in
             try await store.createAccount(id: "acct", name: "A")

@@ -31,6 +31,31 @@ extension PostgresLedgerStore {
     }
 
     public func entries(_ query: EntryQuery) async throws -> [LedgerEntry] {
+        let logger = self.logger
+        return try await Self.entries(query) { try await client.query($0, logger: logger) }
+    }
+
+    /// All pages in one repeatable-read snapshot: a transfer that took a lower id but commits
+    /// while the export runs (ids are taken before commit) would otherwise fall between pages.
+    public func forEachEntry(_ query: EntryQuery, pageSize: Int, _ body: ([LedgerEntry]) async throws -> Void) async throws {
+        let logger = self.logger
+        try await client.withConnection { connection in
+            try await connection.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", logger: logger)
+            do {
+                // The pages are written to a client between reads, which may be slow.
+                try await connection.query("SET LOCAL idle_in_transaction_session_timeout = '60s'", logger: logger)
+                try await Self.pages(
+                    of: query, pageSize: pageSize,
+                    read: { page in try await Self.entries(page) { try await connection.query($0, logger: logger) } }, body)
+                try await connection.query("COMMIT", logger: logger)
+            } catch {
+                _ = try? await connection.query("ROLLBACK", logger: logger)
+                throw error
+            }
+        }
+    }
+
+    static func entries(_ query: EntryQuery, run: (PostgresQuery) async throws -> PostgresRowSequence) async throws -> [LedgerEntry] {
         let (conditions, values) = query.conditions { "$\($0)" }
         let sql = """
             SELECT t.id, t.idempotency_key, t.debit_account, t.credit_account, t.amount, t.kind, t.key_id, t.generation_id,
@@ -38,7 +63,7 @@ extension PostgresLedgerStore {
             FROM transfers t LEFT JOIN generations g ON g.id = t.generation_id
             WHERE \(conditions) ORDER BY t.id DESC LIMIT \(max(0, query.limit))
             """
-        return try await Self.rows(client.query(Self.query(sql, values), logger: logger)).map { row in
+        return try await rows(run(try Self.query(sql, values))).map { row in
             LedgerEntry(
                 transfer: Transfer(
                     id: try row["id"].decode(Int64.self), idempotencyKey: try row["idempotency_key"].decode(String.self),
@@ -47,7 +72,7 @@ extension PostgresLedgerStore {
                     amount: Money(nanos: try row["amount"].decode(Int64.self)),
                     kind: TransferKind(rawValue: try row["kind"].decode(String.self)) ?? .adjustment,
                     keyID: try row["key_id"].decode(String?.self), generationID: try row["generation_id"].decode(String?.self),
-                    memo: try row["memo"].decode(String?.self), createdAt: Self.date(try row["created_at"].decode(Int64.self))),
+                    memo: try row["memo"].decode(String?.self), createdAt: date(try row["created_at"].decode(Int64.self))),
                 model: try row["model"].decode(String?.self))
         }
     }
