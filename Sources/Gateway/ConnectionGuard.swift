@@ -99,18 +99,34 @@ public final class ConnectionLimiter: Sendable {
 }
 
 /// A server child channel whose connections are counted by a `ConnectionLimiter` and held to
-/// `RequestDeadlines`; everything else is the wrapped channel's (HTTP/1, inside TLS when served so).
-public struct GuardedChildChannel<Base: ServerChildChannel>: ServerChildChannel {
-    public typealias Value = Base.Value
-    let base: Base
+/// `RequestDeadlines`; everything else is HTTP/1's (inside TLS when served so).
+///
+/// It also keeps each connection's async channel until the server hands it to `handle`. A
+/// connection accepted while the server stops is never handed over: NIO then drops the async
+/// channel, and its writer, never finished, traps (`Deinited NIOAsyncWriter without calling
+/// finish()`). Kept here, it is finished when such a connection closes (its header deadline
+/// closes it) instead.
+public struct GuardedChildChannel: ServerChildChannel {
+    public typealias Value = HTTP1Channel.Value
+    let base: HTTP1Channel
     let limiter: ConnectionLimiter
+    let unhandled = UnhandledChannels()
 
-    public init(_ base: Base, limiter: ConnectionLimiter) {
+    public init(_ base: HTTP1Channel, limiter: ConnectionLimiter) {
         self.base = base
         self.limiter = limiter
     }
 
     struct OverLimit: Error {}
+
+    /// Async channels set up and not yet handed to `handle`, by connection.
+    final class UnhandledChannels: Sendable {
+        private let values = NIOLockedValueBox<[ObjectIdentifier: Value]>([:])
+
+        func keep(_ value: Value) { values.withLockedValue { $0[ObjectIdentifier(value.channel)] = value } }
+
+        func take(_ channel: any Channel) -> Value? { values.withLockedValue { $0.removeValue(forKey: ObjectIdentifier(channel)) } }
+    }
 
     public func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         let address = ConnectionLimiter.group(of: channel.remoteAddress)
@@ -120,14 +136,21 @@ public struct GuardedChildChannel<Base: ServerChildChannel>: ServerChildChannel 
             channel.close(promise: nil)
             return channel.eventLoop.makeFailedFuture(OverLimit())
         }
-        channel.closeFuture.whenComplete { [limiter] _ in limiter.release(address) }
+        let unhandled = self.unhandled
+        channel.closeFuture.whenComplete { [limiter] _ in
+            limiter.release(address)
+            // Never handed over: finish its writer, which nobody else will.
+            unhandled.take(channel)?.outbound.finish()
+        }
         let value = base.setup(channel: channel, logger: logger)
+        value.whenSuccess { unhandled.keep($0) }
         // NIO drops a child whose set-up failed without closing it: close it, so its place frees.
         value.whenFailure { _ in channel.close(promise: nil) }
         return value
     }
 
     public func handle(value: Value, logger: Logger) async {
+        _ = unhandled.take(value.channel)
         await base.handle(value: value, logger: logger)
     }
 }

@@ -447,17 +447,37 @@ public actor GossipAgent: Service {
     private typealias StreamChannel = NIOAsyncChannel<ByteBuffer, ByteBuffer>
     private typealias Listener = NIOAsyncChannel<StreamChannel, Never>
 
+    /// Accepted connections not yet served. A connection accepted as the listener closes (a
+    /// shutdown, a rebind after a socket failure) is never handed over: NIO drops it, and its
+    /// writer, never finished, traps the process. Kept here, its writer is finished when it closes.
+    private final class UnservedStreams: Sendable {
+        private let streams = NIOLockedValueBox<[ObjectIdentifier: NIOAsyncChannel<ByteBuffer, ByteBuffer>]>([:])
+
+        func keep(_ stream: NIOAsyncChannel<ByteBuffer, ByteBuffer>) {
+            streams.withLockedValue { $0[ObjectIdentifier(stream.channel)] = stream }
+        }
+
+        func take(_ channel: any Channel) -> NIOAsyncChannel<ByteBuffer, ByteBuffer>? {
+            streams.withLockedValue { $0.removeValue(forKey: ObjectIdentifier(channel)) }
+        }
+    }
+
+    private let unserved = UnservedStreams()
+
     private func bindStream() async throws -> Listener {
         let maxFrame = settings.maxStreamBytes
         return try await ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(ChannelOptions.backlog, value: 128)
-            .bind(host: bind.host, port: boundPort ?? bind.port) { channel in
+            .bind(host: bind.host, port: boundPort ?? bind.port) { [unserved] channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
                         ByteToMessageHandler(LengthPrefixedFrameDecoder(maxFrameBytes: maxFrame)))
                     try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(LengthPrefixedFrameEncoder()))
-                    return try StreamChannel(wrappingChannelSynchronously: channel)
+                    let stream = try StreamChannel(wrappingChannelSynchronously: channel)
+                    unserved.keep(stream)
+                    channel.closeFuture.whenComplete { _ in unserved.take(channel)?.outbound.finish() }
+                    return stream
                 }
             }
     }
@@ -477,6 +497,7 @@ public actor GossipAgent: Service {
                                 return count
                             }
                         guard active < 64 else {
+                            unserved.take(connection.channel)?.outbound.finish()
                             try? await connection.channel.close()
                             continue
                         }
@@ -494,6 +515,7 @@ public actor GossipAgent: Service {
     }
 
     private func serve(_ connection: StreamChannel) async {
+        _ = unserved.take(connection.channel)
         let peer = connection.channel.remoteAddress
         let from = MemberAddress(host: peer?.ipAddress ?? "?", port: peer?.port ?? 0)
         do {
