@@ -42,13 +42,6 @@ public struct StarterKeys: Sendable {
         self.demoCredits = demoCredits
     }
 
-    /// The embedded default: both keys, from the overrides or the data directory's files.
-    public init(directory: String, demoCredits: Money, demoKeyOverride: String? = nil, adminKeyOverride: String? = nil) {
-        admin = adminKeyOverride.map { .provided($0, origin: "the admin key override") } ?? .savedOrMinted(file: directory + "/admin-key")
-        demo = demoKeyOverride.map { .provided($0, origin: "the demo key override") } ?? .savedOrMinted(file: directory + "/demo-key")
-        self.demoCredits = demoCredits
-    }
-
     /// A key the node made or took, and whether it was made by this start (shown once).
     public struct Key: Sendable {
         public var value: String
