@@ -1,7 +1,7 @@
 import Foundation
 import SignalboxCore
 
-/// The credit ledger, by job. A store implements all four (`LedgerStore`); a component asks only
+/// The credit ledger, by job. A store implements all five (`LedgerStore`); a component asks only
 /// for the one it uses, so what it can touch is in its type. SQLite (embedded, one node) and
 /// PostgreSQL (cluster) implement them and pass the same contract tests.
 
@@ -111,13 +111,15 @@ public protocol ReportStore: Sendable {
     /// Charges (kind `charge`) matching `query`, summed per group, largest first.
     func spend(_ query: EntryQuery, by grouping: SpendGrouping) async throws -> [SpendRow]
     func generation(id: String) async throws -> GenerationRecord?
+    /// Customer accounts with their balances, by id.
+    func accounts(_ query: AccountQuery) async throws -> [AccountSummary]
     /// Checks every invariant in one snapshot (Docs/ledger.md).
     func verify() async throws -> LedgerVerification
 }
 
 /// A whole ledger: double-entry, append-only transfers; leases on accounts' credit; keys and
 /// generation records.
-public protocol LedgerStore: SettlementStore, AccountStore, KeyStore, ReportStore {
+public protocol LedgerStore: SettlementStore, AccountStore, KeyStore, ReportStore, AuditStore {
     /// Creates tables and system accounts; safe to call on every start.
     func migrate() async throws
     /// Closes connections; the store is unusable afterwards.

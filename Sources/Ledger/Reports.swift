@@ -147,3 +147,47 @@ extension ReportStore {
         }
     }
 }
+
+/// Customer accounts for a list: matching `search` (in the id or the name, any case), ordered by
+/// id, after the id cursor `after`.
+public struct AccountQuery: Sendable, Hashable {
+    public var search: String?
+    public var after: String?
+    public var limit: Int
+
+    public init(search: String? = nil, after: String? = nil, limit: Int = 50) {
+        self.search = search
+        self.after = after
+        self.limit = limit
+    }
+
+    /// `search` as a `LIKE` pattern with its wildcards escaped (`\` is the escape character).
+    public var likePattern: String? {
+        guard let search, !search.isEmpty else { return nil }
+        var escaped = ""
+        for character in search.lowercased() {
+            if character == "%" || character == "_" || character == "\\" { escaped.append("\\") }
+            escaped.append(character)
+        }
+        return "%\(escaped)%"
+    }
+}
+
+/// An account with its money, as the console's list shows it.
+public struct AccountSummary: Sendable, Hashable {
+    public var account: Account
+    public var balance: Money
+    /// Reserved by open leases and holds: `balance - held` is available.
+    public var held: Money
+    /// Open leases on the account (nodes' reservations for requests in flight).
+    public var openLeases: Int
+
+    public init(account: Account, balance: Money, held: Money, openLeases: Int) {
+        self.account = account
+        self.balance = balance
+        self.held = held
+        self.openLeases = openLeases
+    }
+
+    public var available: Money { balance - held }
+}

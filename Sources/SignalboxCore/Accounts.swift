@@ -37,8 +37,10 @@ public struct KeyRecord: Sendable, Hashable {
     /// Masked form for display, e.g. `sk-sb-v1-3f2…9ac1`.
     public var label: String
     public var name: String
-    /// Operator admin keys reach every admin surface.
-    public var isAdmin: Bool
+    /// What an operator key may do on the admin surfaces; nil for a customer (inference) key.
+    public var adminRole: AdminRole?
+    /// Operator keys reach the admin surfaces (what they may change there depends on `adminRole`).
+    public var isAdmin: Bool { adminRole != nil }
     public var disabled: Bool
     /// Spending limit in USD, nil for none.
     public var limit: Money?
@@ -56,7 +58,7 @@ public struct KeyRecord: Sendable, Hashable {
 
     public init(
         id: String, accountID: String, hash: String, label: String, name: String, isAdmin: Bool = false,
-        disabled: Bool = false, limit: Money? = nil, limitReset: String? = nil, expiresAt: Date? = nil,
+        adminRole: AdminRole? = nil, disabled: Bool = false, limit: Money? = nil, limitReset: String? = nil, expiresAt: Date? = nil,
         createdAt: Date = Date(), region: String? = nil, accountRegion: String? = nil
     ) {
         self.region = region
@@ -66,7 +68,7 @@ public struct KeyRecord: Sendable, Hashable {
         self.hash = hash
         self.label = label
         self.name = name
-        self.isAdmin = isAdmin
+        self.adminRole = adminRole ?? (isAdmin ? .admin : nil)
         self.disabled = disabled
         self.limit = limit
         self.limitReset = limitReset
@@ -112,4 +114,37 @@ public struct UsageWindows: Sendable {
         week = calendar.dateInterval(of: .weekOfYear, for: now)?.start ?? day
         month = calendar.dateInterval(of: .month, for: now)?.start ?? day
     }
+}
+
+/// What an operator may do on the admin API and the console (Docs/console.md). The operator admin
+/// key is `admin`; other admin keys and single-sign-on users get the role they were given.
+public enum AdminRole: String, Sendable, Hashable, Codable, CaseIterable, Comparable {
+    /// Everything: billing, plus routing tables, the cluster, admin keys and role mappings.
+    case admin
+    /// Accounts, keys, credits and the ledger; no routing or cluster changes.
+    case billing
+    /// Reads everything, changes nothing.
+    case auditor
+
+    public func allows(_ permission: AdminPermission) -> Bool {
+        switch (self, permission) {
+        case (.admin, _), (.billing, .read), (.billing, .billing), (.auditor, .read): true
+        default: false
+        }
+    }
+
+    /// Ordered by power, most first: `admin < billing < auditor`.
+    public static func < (lhs: AdminRole, rhs: AdminRole) -> Bool {
+        allCases.firstIndex(of: lhs)! < allCases.firstIndex(of: rhs)!
+    }
+}
+
+/// What an admin action needs, checked the same way on the admin API, the console and the CLI.
+public enum AdminPermission: String, Sendable, Hashable, CaseIterable {
+    /// Read accounts, keys, the ledger, spend, the cluster and the audit trail.
+    case read
+    /// Create and pin accounts, create, change and revoke customer keys, purchase, grant and reverse credit.
+    case billing
+    /// Change routing tables, create admin keys and change role mappings.
+    case operations
 }

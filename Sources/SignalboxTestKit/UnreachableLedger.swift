@@ -157,4 +157,25 @@ public final class UnreachableLedger: LedgerStore {
         try reach()
         return try await store.generation(id: id)
     }
+    public func accounts(_ query: AccountQuery) async throws -> [AccountSummary] {
+        try reach()
+        return try await store.accounts(query)
+    }
+    public func perform(_ change: AdminChange, by actor: AuditActor) async throws -> AdminOutcome {
+        try reach()
+        return try await store.perform(change, by: actor)
+    }
+    @discardableResult
+    public func appendAudit(_ entry: AuditEntry) async throws -> AuditEntry {
+        try reach()
+        return try await store.appendAudit(entry)
+    }
+    public func auditEntries(_ query: AuditQuery) async throws -> [AuditEntry] {
+        try reach()
+        return try await store.auditEntries(query)
+    }
+    public func roleMappings() async throws -> [RoleMapping] {
+        try reach()
+        return try await store.roleMappings()
+    }
 }

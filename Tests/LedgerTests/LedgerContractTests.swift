@@ -758,6 +758,8 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
         VALUES ('raw', 'nobody', 'provider:alpha', 5, 'charge', 0)
         """,
     ]
+    /// The audit trail is append-only too.
+    static let auditRewrites = ["UPDATE audit_log SET actor = 'someone else'", "DELETE FROM audit_log"]
 
     static func seeded(_ store: some LedgerStore) async throws {
         try await store.createAccount(id: "acct", name: "A")
@@ -765,14 +767,17 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
         try await settleUnreserved(
             store, transfers: [charge("g1", account: "acct", "0.1")],
             generation: generation("g1", account: "acct", cost: usd("0.1")), idempotency: nil)
+        try await store.appendAudit(AuditEntry(actor: "key:a", role: .admin, action: .signIn, target: "console", node: "n"))
     }
 
     @Test func sqlite() async throws {
         let store = try await SQLiteLedgerStore.open(path: nil)
         try await Self.seeded(store)
-        for (index, statement) in Self.rewrites.enumerated() where index < 4 {  // SQLite has no foreign keys switched on
+        let statements = Self.rewrites.prefix(4) + Self.auditRewrites  // SQLite has no foreign keys switched on
+        for statement in statements {
             await #expect(throws: (any Error).self, "\(statement)") { try await store.database.write { try $0.execute(sql: statement) } }
         }
+        #expect(try await store.auditEntries(AuditQuery()).map(\.actor) == ["key:a"])
         #expect(try await store.verify().isConsistent)
         #expect(try await store.balance(account: "acct").balance == usd("0.9"))
         try await store.close()
@@ -781,7 +786,7 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
     @Test(.enabled(if: TestDatabase.required, "no PostgreSQL configured")) func postgres() async throws {
         try await TestDatabase.withFreshLedger { store in
             try await Self.seeded(store)
-            for statement in Self.rewrites {
+            for statement in Self.rewrites + Self.auditRewrites + ["TRUNCATE audit_log"] {
                 await #expect(throws: (any Error).self, "\(statement)") {
                     try await store.client.query(PostgresQuery(unsafeSQL: statement), logger: store.logger)
                 }
@@ -796,6 +801,7 @@ func charge(_ generationID: String, account: String, _ amount: String, keyID: St
             }
             #expect(try await store.verify().isConsistent)
             #expect(try await store.balance(account: "acct").balance == usd("0.9"))
+            #expect(try await store.auditEntries(AuditQuery()).map(\.actor) == ["key:a"])
         }
     }
 }

@@ -42,25 +42,30 @@ extension PostgresLedgerStore {
     public func insertKey(_ key: KeyRecord) async throws {
         try await requireAccounts([key.accountID])
         let logger = self.logger
-        try await transaction { connection in
-            let (limit, expires, created) = (key.limit?.nanos, key.expiresAt.map(Self.millis), Self.millis(key.createdAt))
-            // Nodes starting together insert the same starter key at once: a conflict on either
-            // unique column (the id is the hash's prefix) means it is there already. Naming only
-            // `hash` let the racing insert fail on the primary key.
-            try await connection.query(
+        try await transaction { connection in _ = try await Self.insertKey(connection, key, logger: logger) }
+    }
+
+    /// Inserts `key` (its account must exist); false when it is there already.
+    static func insertKey(_ connection: PostgresConnection, _ key: KeyRecord, logger: Logger) async throws -> Bool {
+        let (limit, expires, created) = (key.limit?.nanos, key.expiresAt.map(Self.millis), Self.millis(key.createdAt))
+        // Nodes starting together insert the same starter key at once: a conflict on either
+        // unique column (the id is the hash's prefix) means it is there already. Naming only
+        // `hash` let the racing insert fail on the primary key.
+        let inserted = try await rows(
+            connection.query(
                 """
                 INSERT INTO api_keys (id, account_id, hash, label, name, is_admin, disabled, limit_nanos, limit_reset, expires_at,
-                                      created_at, region)
+                                      created_at, region, admin_role)
                 VALUES (\(key.id), \(key.accountID), \(key.hash), \(key.label), \(key.name), \(key.isAdmin), \(key.disabled),
-                        \(limit), \(key.limitReset), \(expires), \(created), \(key.region))
-                ON CONFLICT DO NOTHING
-                """, logger: logger)
-        }
+                        \(limit), \(key.limitReset), \(expires), \(created), \(key.region), \(key.adminRole?.rawValue))
+                ON CONFLICT DO NOTHING RETURNING id
+                """, logger: logger))
+        return !inserted.isEmpty
     }
 
     static let keyColumns = """
         k.id, k.account_id, k.hash, k.label, k.name, k.is_admin, k.disabled, k.limit_nanos, k.limit_reset, k.expires_at, k.created_at,
-        k.region, a.region AS account_region
+        k.region, k.admin_role, a.region AS account_region
         """
     static let keyFrom = "api_keys k JOIN accounts a ON a.id = k.account_id"
 
@@ -68,7 +73,9 @@ extension PostgresLedgerStore {
         KeyRecord(
             id: try row["id"].decode(String.self), accountID: try row["account_id"].decode(String.self),
             hash: try row["hash"].decode(String.self), label: try row["label"].decode(String.self),
-            name: try row["name"].decode(String.self), isAdmin: try row["is_admin"].decode(Bool.self),
+            name: try row["name"].decode(String.self),
+            adminRole: try row["is_admin"].decode(Bool.self)
+                ? (try row["admin_role"].decode(String?.self)).flatMap(AdminRole.init(rawValue:)) ?? .admin : nil,
             disabled: try row["disabled"].decode(Bool.self),
             limit: try row["limit_nanos"].decode(Int64?.self).map { Money(nanos: $0) },
             limitReset: try row["limit_reset"].decode(String?.self),
@@ -95,22 +102,38 @@ extension PostgresLedgerStore {
     public func updateKey(hash: String, name: String?, disabled: Bool?, limit: Money??, limitReset: String??) async throws -> KeyRecord? {
         let logger = self.logger
         return try await transaction { connection in
-            if let name { try await connection.query("UPDATE api_keys SET name = \(name) WHERE hash = \(hash)", logger: logger) }
-            if let disabled {
-                try await connection.query("UPDATE api_keys SET disabled = \(disabled) WHERE hash = \(hash)", logger: logger)
-            }
-            if let limit {
-                let nanos = limit?.nanos
-                try await connection.query("UPDATE api_keys SET limit_nanos = \(nanos) WHERE hash = \(hash)", logger: logger)
-            }
-            if let limitReset {
-                try await connection.query("UPDATE api_keys SET limit_reset = \(limitReset) WHERE hash = \(hash)", logger: logger)
-            }
-            return try await Self.rows(
-                connection.query(
-                    "SELECT \(unescaped: Self.keyColumns) FROM \(unescaped: Self.keyFrom) WHERE k.hash = \(hash)", logger: logger)
-            ).first.map(Self.keyRecord)
+            try await Self.update(
+                connection, keyHash: hash, KeyUpdate(name: name, disabled: disabled, limit: limit, limitReset: limitReset), logger: logger)
         }
+    }
+
+    static func key(_ connection: PostgresConnection, hash: String, lock: Bool = false, logger: Logger) async throws -> KeyRecord? {
+        try await rows(
+            connection.query(
+                "SELECT \(unescaped: keyColumns) FROM \(unescaped: keyFrom) WHERE k.hash = \(hash)\(unescaped: lock ? " FOR UPDATE OF k" : "")",
+                logger: logger)
+        ).first.map(keyRecord)
+    }
+
+    /// Applies `update` to the key with this hash; the key as it is now, nil when there is none.
+    static func update(_ connection: PostgresConnection, keyHash hash: String, _ update: KeyUpdate, logger: Logger) async throws
+        -> KeyRecord?
+    {
+        if let name = update.name { try await connection.query("UPDATE api_keys SET name = \(name) WHERE hash = \(hash)", logger: logger) }
+        if let disabled = update.disabled {
+            try await connection.query("UPDATE api_keys SET disabled = \(disabled) WHERE hash = \(hash)", logger: logger)
+        }
+        if let limit = update.limit {
+            let nanos = limit?.nanos
+            try await connection.query("UPDATE api_keys SET limit_nanos = \(nanos) WHERE hash = \(hash)", logger: logger)
+        }
+        if let limitReset = update.limitReset {
+            try await connection.query("UPDATE api_keys SET limit_reset = \(limitReset) WHERE hash = \(hash)", logger: logger)
+        }
+        if let region = update.region {
+            try await connection.query("UPDATE api_keys SET region = \(region) WHERE hash = \(hash)", logger: logger)
+        }
+        return try await key(connection, hash: hash, logger: logger)
     }
 
     public func setRegion(account: String, region: String?) async throws -> Bool {

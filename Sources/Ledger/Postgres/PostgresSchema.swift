@@ -133,6 +133,25 @@ extension PostgresLedgerStore {
                 "CREATE TRIGGER accounts_never_renamed BEFORE UPDATE OF id ON accounts FOR EACH STATEMENT EXECUTE FUNCTION signalbox_refuse_change()",
             ]
         ),
+        // Roles for admin keys; the audit trail, append-only like the transfers; single-sign-on
+        // role mappings; and an index for the console's ledger filtered by kind.
+        (
+            9,
+            [
+                "ALTER TABLE api_keys ADD COLUMN admin_role TEXT",
+                """
+                CREATE TABLE audit_log (id BIGSERIAL PRIMARY KEY, created_at BIGINT NOT NULL, actor TEXT COLLATE "C" NOT NULL, role TEXT,
+                    action TEXT COLLATE "C" NOT NULL, target TEXT COLLATE "C" NOT NULL, before_state TEXT, after_state TEXT,
+                    node TEXT NOT NULL, source_address TEXT)
+                """,
+                "CREATE INDEX audit_log_created ON audit_log(created_at)",
+                "CREATE INDEX audit_log_actor ON audit_log(actor, id)",
+                "CREATE INDEX audit_log_action ON audit_log(action, id)",
+                "CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON audit_log FOR EACH STATEMENT EXECUTE FUNCTION signalbox_refuse_change()",
+                #"CREATE TABLE role_mappings (claim TEXT COLLATE "C" NOT NULL, value TEXT COLLATE "C" NOT NULL, role TEXT NOT NULL, PRIMARY KEY (claim, value))"#,
+                "CREATE INDEX transfers_kind ON transfers(kind, id)",
+            ]
+        ),
     ]
 
     /// A whole settlement batch in one statement, so it costs one round trip whatever accounts

@@ -34,21 +34,26 @@ extension SQLiteLedgerStore {
     // MARK: Keys
 
     public func insertKey(_ key: KeyRecord) async throws {
-        try await write { db in
-            try Self.requireAccount(db, key.accountID)
-            try db.cachedStatement(
-                sql: """
-                    INSERT INTO api_keys (id, account_id, hash, label, name, is_admin, disabled, limit_nanos, limit_reset, expires_at,
-                                          created_at, region)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    ON CONFLICT(hash) DO NOTHING
-                    """
-            ).execute(arguments: [
-                key.id, key.accountID, key.hash, key.label, key.name, key.isAdmin, key.disabled,
-                key.limit?.nanos, key.limitReset, key.expiresAt.map(Self.millis), Self.millis(key.createdAt),
-                key.region,
-            ])
-        }
+        try await write { db in try Self.insertKey(db, key) }
+    }
+
+    /// Inserts `key`; false when a key with its hash is there already.
+    @discardableResult
+    static func insertKey(_ db: Database, _ key: KeyRecord) throws -> Bool {
+        try Self.requireAccount(db, key.accountID)
+        try db.cachedStatement(
+            sql: """
+                INSERT INTO api_keys (id, account_id, hash, label, name, is_admin, disabled, limit_nanos, limit_reset, expires_at,
+                                      created_at, region, admin_role)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT(hash) DO NOTHING
+                """
+        ).execute(arguments: [
+            key.id, key.accountID, key.hash, key.label, key.name, key.isAdmin, key.disabled,
+            key.limit?.nanos, key.limitReset, key.expiresAt.map(Self.millis), Self.millis(key.createdAt),
+            key.region, key.adminRole?.rawValue,
+        ])
+        return db.changesCount > 0
     }
 
     static let keySelect = "SELECT k.*, a.region AS account_region FROM api_keys k JOIN accounts a ON a.id = k.account_id "
@@ -56,10 +61,19 @@ extension SQLiteLedgerStore {
     static func keyRecord(_ row: Row) -> KeyRecord {
         KeyRecord(
             id: row["id"], accountID: row["account_id"], hash: row["hash"], label: row["label"], name: row["name"],
-            isAdmin: row["is_admin"], disabled: row["disabled"],
+            adminRole: role(isAdmin: row["is_admin"], stored: row["admin_role"]), disabled: row["disabled"],
             limit: (row["limit_nanos"] as Int64?).map { Money(nanos: $0) }, limitReset: row["limit_reset"],
             expiresAt: (row["expires_at"] as Int64?).map(date), createdAt: date(row["created_at"]), region: row["region"],
             accountRegion: row["account_region"])
+    }
+
+    /// An admin key's role; keys from before roles were stored are `admin`.
+    static func role(isAdmin: Bool, stored: String?) -> AdminRole? {
+        isAdmin ? stored.flatMap(AdminRole.init(rawValue:)) ?? .admin : nil
+    }
+
+    static func key(_ db: Database, hash: String) throws -> KeyRecord? {
+        try Row.fetchOne(db.cachedStatement(sql: Self.keySelect + "WHERE k.hash = ?"), arguments: [hash]).map(Self.keyRecord)
     }
 
     public func key(hash: String) async throws -> KeyRecord? {
@@ -77,18 +91,28 @@ extension SQLiteLedgerStore {
 
     public func updateKey(hash: String, name: String?, disabled: Bool?, limit: Money??, limitReset: String??) async throws -> KeyRecord? {
         try await write { db in
-            if let name { try db.cachedStatement(sql: "UPDATE api_keys SET name = ? WHERE hash = ?").execute(arguments: [name, hash]) }
-            if let disabled {
-                try db.cachedStatement(sql: "UPDATE api_keys SET disabled = ? WHERE hash = ?").execute(arguments: [disabled, hash])
-            }
-            if let limit {
-                try db.cachedStatement(sql: "UPDATE api_keys SET limit_nanos = ? WHERE hash = ?").execute(arguments: [limit?.nanos, hash])
-            }
-            if let limitReset {
-                try db.cachedStatement(sql: "UPDATE api_keys SET limit_reset = ? WHERE hash = ?").execute(arguments: [limitReset, hash])
-            }
-            return try Row.fetchOne(db.cachedStatement(sql: Self.keySelect + "WHERE k.hash = ?"), arguments: [hash]).map(Self.keyRecord)
+            try Self.update(db, keyHash: hash, KeyUpdate(name: name, disabled: disabled, limit: limit, limitReset: limitReset))
         }
+    }
+
+    /// Applies `update` to the key with this hash; the key as it is now, nil when there is none.
+    static func update(_ db: Database, keyHash hash: String, _ update: KeyUpdate) throws -> KeyRecord? {
+        if let name = update.name {
+            try db.cachedStatement(sql: "UPDATE api_keys SET name = ? WHERE hash = ?").execute(arguments: [name, hash])
+        }
+        if let disabled = update.disabled {
+            try db.cachedStatement(sql: "UPDATE api_keys SET disabled = ? WHERE hash = ?").execute(arguments: [disabled, hash])
+        }
+        if let limit = update.limit {
+            try db.cachedStatement(sql: "UPDATE api_keys SET limit_nanos = ? WHERE hash = ?").execute(arguments: [limit?.nanos, hash])
+        }
+        if let limitReset = update.limitReset {
+            try db.cachedStatement(sql: "UPDATE api_keys SET limit_reset = ? WHERE hash = ?").execute(arguments: [limitReset, hash])
+        }
+        if let region = update.region {
+            try db.cachedStatement(sql: "UPDATE api_keys SET region = ? WHERE hash = ?").execute(arguments: [region, hash])
+        }
+        return try key(db, hash: hash)
     }
 
     public func setRegion(account: String, region: String?) async throws -> Bool {
@@ -101,10 +125,7 @@ extension SQLiteLedgerStore {
     }
 
     public func setRegion(keyHash: String, region: String?) async throws -> KeyRecord? {
-        try await write { db in
-            try db.cachedStatement(sql: "UPDATE api_keys SET region = ? WHERE hash = ?").execute(arguments: [region, keyHash])
-            return try Row.fetchOne(db.cachedStatement(sql: Self.keySelect + "WHERE k.hash = ?"), arguments: [keyHash]).map(Self.keyRecord)
-        }
+        try await write { db in try Self.update(db, keyHash: keyHash, KeyUpdate(region: .some(region))) }
     }
 
     public func deleteKey(hash: String) async throws -> Bool {

@@ -97,6 +97,27 @@ extension SQLiteLedgerStore {
             BEGIN SELECT RAISE(ABORT, 'signalbox:append-only'); END;
             """
         ),
+        // Roles for admin keys, the audit trail (append-only like the transfers), single-sign-on
+        // role mappings, and an index for the console's ledger filtered by kind.
+        (
+            "v8",
+            """
+            ALTER TABLE api_keys ADD COLUMN admin_role TEXT;
+            CREATE TABLE audit_log (
+                id INTEGER PRIMARY KEY AUTOINCREMENT, created_at INTEGER NOT NULL, actor TEXT NOT NULL, role TEXT,
+                action TEXT NOT NULL, target TEXT NOT NULL, before_state TEXT, after_state TEXT, node TEXT NOT NULL,
+                source_address TEXT);
+            CREATE INDEX audit_log_created ON audit_log(created_at);
+            CREATE INDEX audit_log_actor ON audit_log(actor, id);
+            CREATE INDEX audit_log_action ON audit_log(action, id);
+            CREATE TRIGGER audit_log_append_only_update BEFORE UPDATE ON audit_log
+            BEGIN SELECT RAISE(ABORT, 'signalbox:append-only'); END;
+            CREATE TRIGGER audit_log_append_only_delete BEFORE DELETE ON audit_log
+            BEGIN SELECT RAISE(ABORT, 'signalbox:append-only'); END;
+            CREATE TABLE role_mappings (claim TEXT NOT NULL, value TEXT NOT NULL, role TEXT NOT NULL, PRIMARY KEY (claim, value));
+            CREATE INDEX transfers_kind ON transfers(kind, id);
+            """
+        ),
     ]
 
     public func migrate() async throws {
