@@ -8,30 +8,31 @@ import SignalboxCore
 /// `signalbox accounts|credits|ledger` commands (Docs/admin.md).
 extension RouterAPI {
     func registerAdminLedgerRoutes(_ api: RouterGroup<AuthenticatedRequestContext>) {
-        api.post("/admin/accounts") { request, _ in
+        api.get("/admin/accounts") { request, _ in
+            let parameters = request.uri.queryParameters
+            let limit = try Self.pageLimit(parameters["limit"], default: 50)
+            let rows = try await dependencies.ledger.accounts(
+                AccountQuery(search: parameters["search"].map(String.init), after: parameters["after"].map(String.init), limit: limit))
+            let next: JSONValue = rows.count == limit ? rows.last.map { .string($0.account.id) } ?? nil : nil
+            return JSONResponse.make(["data": .array(rows.map(Self.accountJSON)), "next_after": next])
+        }
+        api.post("/admin/accounts") { request, context in
             let body = try await body(request)
-            guard let name = body["name"]?.stringValue, !name.isEmpty else { throw APIError.badRequest("'name' is required") }
-            let id = body["id"]?.stringValue ?? "acct-" + UUID().uuidString.lowercased().prefix(12)
-            let region = try Self.region(body["region"]) ?? nil
-            let account = try await dependencies.ledger.createAccount(id: id, name: name)
-            if let region { try await dependencies.ledger.setRegion(account: id, region: region) }
+            let account = try await administration.createAccount(
+                name: body["name"]?.stringValue ?? "", id: body["id"]?.stringValue, region: try Self.region(body["region"]) ?? nil,
+                by: context.actor(node: nodeID))
             return JSONResponse.make(
-                [
-                    "id": .string(account.id), "name": .string(account.name),
-                    "region": region.map { .string($0) } ?? nil,
-                ], status: .created)
+                ["id": .string(account.id), "name": .string(account.name), "region": account.region.map { .string($0) } ?? nil],
+                status: .created)
         }
         api.patch("/admin/accounts/:account") { request, context in
             let account = context.parameters.get("account") ?? ""
             let body = try await body(request)
             guard let region = try Self.region(body["region"]) else {
-                throw APIError.badRequest("Give 'region' (a name, or null to unpin)")
+                throw Administration.invalid("region", "Give 'region' (a name, or null to unpin)")
             }
-            guard try await dependencies.ledger.setRegion(account: account, region: region) else {
-                throw APIError.notFound("Account \(account) not found")
-            }
-            authenticator.invalidate()
-            return JSONResponse.make(["id": .string(account), "region": region.map { .string($0) } ?? nil])
+            let pinned = try await administration.pinAccount(account, region: region, by: context.actor(node: nodeID))
+            return JSONResponse.make(["id": .string(pinned.id), "region": pinned.region.map { .string($0) } ?? nil])
         }
         api.get("/admin/accounts/:account/balance") { request, context in
             let account = context.parameters.get("account") ?? ""
@@ -42,7 +43,18 @@ extension RouterAPI {
                 "available": .string(balance.available.decimalString),
             ])
         }
-        api.post("/admin/credits") { request, _ in try await addCredit(request) }
+        api.post("/admin/credits") { request, context in try await addCredit(request, context: context) }
+        api.post("/admin/ledger/entries/:id/reversal") { request, context in
+            guard let id = context.parameters.get("id").flatMap(Int64.init) else { throw APIError.notFound("No such entry") }
+            let body = try await body(request)
+            let (reversal, recorded) = try await administration.reverse(
+                entry: id, reason: body["reason"]?.stringValue ?? "", by: context.actor(node: nodeID))
+            return JSONResponse.make([
+                "reversed": .int(id), "debit": .string(reversal.debitAccount), "credit": .string(reversal.creditAccount),
+                "amount": .string(reversal.amount.decimalString), "memo": reversal.memo.map { .string($0) } ?? nil,
+                "already_recorded": .bool(!recorded),
+            ])
+        }
         api.get("/admin/ledger/entries") { request, _ in
             var query = try Self.entryQuery(request.uri.queryParameters)
             if request.uri.queryParameters["format"] == "csv" {
@@ -93,45 +105,48 @@ extension RouterAPI {
 
     /// `POST /api/v1/admin/credits` `{"account", "amount", "kind": "purchase"|"grant", "reference"}`:
     /// a purchase records the platform fee beside the credit; the reference makes retries safe.
-    func addCredit(_ request: Request) async throws -> Response {
+    func addCredit(_ request: Request, context: AuthenticatedRequestContext) async throws -> Response {
         let body = try await body(request)
-        guard let account = body["account"]?.stringValue else { throw APIError.badRequest("'account' is required") }
+        guard let account = body["account"]?.stringValue else { throw Administration.invalid("account", "'account' is required") }
         let amount = try Self.amount(body["amount"], field: "amount")
-        guard try await dependencies.ledger.account(id: account) != nil else { throw APIError.notFound("Account \(account) not found") }
-        let reference = body["reference"]?.stringValue ?? UUID().uuidString
-        let kind = body["kind"]?.stringValue ?? "purchase"
-        let transfers: [TransferRequest]
-        switch kind {
-        case "purchase": transfers = TransferRequest.purchase(account: account, credit: amount, reference: reference)
-        case "grant": transfers = [TransferRequest.grant(account: account, credit: amount, reference: reference)]
-        default: throw APIError.badRequest("'kind' must be purchase or grant")
+        let kindName = body["kind"]?.stringValue ?? "purchase"
+        guard let kind = Administration.CreditKind(rawValue: kindName) else {
+            throw Administration.invalid("kind", "'kind' must be purchase or grant")
         }
-        let recorded: Int
-        do {
-            recorded = try await dependencies.ledger.post(transfers)
-        } catch LedgerError.idempotencyConflict {
-            throw APIError(status: 409, message: "Reference \(reference) was already used for a different amount")
-        } catch LedgerError.balanceOutOfRange {
-            throw APIError(status: 409, message: "Crediting \(amount) would take a balance beyond what the ledger can hold")
-        }
-        let fee = kind == "purchase" ? Billing.purchaseFee(for: amount) : .zero
-        let balance = try await dependencies.ledger.balance(account: account)
+        let result = try await administration.addCredit(
+            account: account, amount: amount, kind: kind, reference: body["reference"]?.stringValue, by: context.actor(node: nodeID))
         return JSONResponse.make([
-            "account": .string(account), "credit": .string(amount.decimalString), "fee": .string(fee.decimalString),
-            "charged": .string((amount + fee).decimalString), "reference": .string(reference),
-            "balance": .string(balance.balance.decimalString), "already_recorded": .bool(recorded == 0),
+            "account": .string(account), "credit": .string(result.credit.decimalString), "fee": .string(result.fee.decimalString),
+            "charged": .string(result.charged.decimalString), "reference": .string(result.reference),
+            "balance": .string(result.balance.decimalString), "already_recorded": .bool(result.alreadyRecorded),
         ])
+    }
+
+    static func accountJSON(_ row: AccountSummary) -> JSONValue {
+        [
+            "id": .string(row.account.id), "name": .string(row.account.name), "region": row.account.region.map { .string($0) } ?? nil,
+            "balance": .string(row.balance.decimalString), "held": .string(row.held.decimalString),
+            "available": .string(row.available.decimalString), "open_leases": .int(Int64(row.openLeases)),
+            "created_at": .string(ISO8601DateFormatter().string(from: row.account.createdAt)),
+        ]
+    }
+
+    /// A page size from `limit`: 1 to 1,000.
+    static func pageLimit(_ text: Substring?, default fallback: Int) throws -> Int {
+        guard let text else { return fallback }
+        guard let limit = Int(text), (1...1000).contains(limit) else { throw Administration.invalid("limit", "'limit' must be 1 to 1000") }
+        return limit
     }
 
     /// A positive USD amount of at most `Money.maximumAmount`, as a JSON number or decimal string,
     /// with no more than nine decimal places; anything else is a 400 naming the field.
     static func amount(_ value: JSONValue?, field: String) throws -> Money {
         guard let text = value?.decimalText ?? value?.stringValue, let parsed = ExactDecimal(text), parsed.significand > 0 else {
-            throw APIError.badRequest("'\(field)' must be a positive number of USD")
+            throw Administration.invalid(field, "'\(field)' must be a positive number of USD")
         }
         guard let amount = Money(decimal: text), amount <= .maximumAmount else {
-            guard parsed.fractionDigits <= 9 else { throw APIError.badRequest("'\(field)' has more than nine decimal places") }
-            throw APIError.badRequest("'\(field)' must be at most \(Money.maximumAmount.decimalString) USD")
+            guard parsed.fractionDigits <= 9 else { throw Administration.invalid(field, "'\(field)' has more than nine decimal places") }
+            throw Administration.invalid(field, "'\(field)' must be at most \(Money.maximumAmount.decimalString) USD")
         }
         return amount
     }

@@ -50,27 +50,17 @@ extension RouterAPI {
             return JSONResponse.make(Self.tableJSON(region: region, table, isSet: dependencies.cluster?.tableIsSet(for: region) ?? false))
         }
         api.put("/admin/routing/:region") { request, context in
-            guard let cluster = dependencies.cluster else {
-                throw APIError(status: 409, message: "Routing tables are shared through the cluster; start the node with --gossip-bind")
-            }
             let region = context.parameters.get("region") ?? ""
-            guard !region.isEmpty, region.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) else {
-                throw APIError.badRequest("A region name is letters, digits, '-' and '_'")
-            }
             let body = try await body(request)
             func list(_ name: String) throws -> [String] {
                 guard let value = body[name] else { return [] }
                 guard let items = value.arrayValue?.compactMap(\.stringValue), items.count == value.arrayValue?.count else {
-                    throw APIError.badRequest("'\(name)' must be an array of provider slugs or endpoint tags")
-                }
-                let known = Set(dependencies.catalog.providers.keys).union(dependencies.catalog.models.flatMap { $0.endpoints.map(\.tag) })
-                if let unknown = items.first(where: { !known.contains($0) }) {
-                    throw APIError.badRequest("'\(unknown)' in '\(name)' is neither a provider slug nor an endpoint tag")
+                    throw Administration.invalid(name, "'\(name)' must be an array of provider slugs or endpoint tags")
                 }
                 return items
             }
-            let table = RegionRoutingTable(allowed: try list("allowed"), preferred: try list("preferred"))
-            try await cluster.setTable(table, for: region)
+            let table = try await administration.setRoutingTable(
+                region: region, allowed: try list("allowed"), preferred: try list("preferred"), by: context.actor(node: nodeID))
             return JSONResponse.make(Self.tableJSON(region: region, table, isSet: true))
         }
     }

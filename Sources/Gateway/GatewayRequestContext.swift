@@ -1,4 +1,5 @@
 import Hummingbird
+import Ledger
 import NIOCore
 import SignalboxCore
 
@@ -30,5 +31,10 @@ public struct AuthenticatedRequestContext: ChildRequestContext {
         coreContext = context.coreContext
         channel = context.channel
         self.key = key
+    }
+
+    /// The caller as the audit trail records it.
+    func actor(node: String) -> AuditActor {
+        AuditActor(id: AuditActor.key(key), role: key.adminRole, node: node, sourceAddress: channel?.remoteAddress?.ipAddress)
     }
 }

@@ -4,7 +4,8 @@ import Hummingbird
 import Ledger
 import SignalboxCore
 
-/// `/api/v1/keys`: key management with the operator admin key (OpenRouter's management API).
+/// `/api/v1/keys`: key management with an admin key (OpenRouter's management API); changes need the
+/// `billing` role, and operator keys (`role`) the `admin` role.
 ///
 /// Keys are addressed by `hash` (the SHA-256 of the secret, as OpenRouter does); a new key's
 /// secret is returned once, by the create call. Changes take effect on this node at once and on
@@ -12,19 +13,16 @@ import SignalboxCore
 extension RouterAPI {
     func registerKeyRoutes(_ api: RouterGroup<AuthenticatedRequestContext>) {
         api.get("/keys") { request, context in try await listKeys(request, admin: context.key) }
-        api.post("/keys") { request, context in try await createKey(request, admin: context.key) }
+        api.post("/keys") { request, context in try await createKey(request, context: context) }
         api.get("/keys/:hash") { request, context in
             guard let key = try await dependencies.ledger.key(hash: context.parameters.get("hash") ?? "") else {
                 throw APIError.notFound("Key not found")
             }
             return JSONResponse.make(["data": try await keyJSON(key)])
         }
-        api.patch("/keys/:hash") { request, context in try await updateKey(request, hash: context.parameters.get("hash") ?? "") }
+        api.patch("/keys/:hash") { request, context in try await updateKey(request, context: context) }
         api.delete("/keys/:hash") { request, context in
-            guard try await dependencies.ledger.deleteKey(hash: context.parameters.get("hash") ?? "") else {
-                throw APIError.notFound("Key not found")
-            }
-            authenticator.invalidate()
+            try await administration.deleteKey(hash: context.parameters.get("hash") ?? "", by: context.actor(node: nodeID))
             return JSONResponse.make(["deleted": true])
         }
     }
@@ -41,7 +39,8 @@ extension RouterAPI {
         guard let value else { return nil }
         if value.isNull { return .some(nil) }
         guard let text = value.decimalText, let amount = Money(decimal: text), amount >= .zero, amount <= .maximumAmount else {
-            throw APIError.badRequest("'limit' must be a non-negative number of USD up to \(Money.maximumAmount.decimalString), or null")
+            throw Administration.invalid(
+                "limit", "'limit' must be a non-negative number of USD up to \(Money.maximumAmount.decimalString), or null")
         }
         return .some(amount)
     }
@@ -50,7 +49,7 @@ extension RouterAPI {
         guard let value else { return nil }
         if value.isNull { return .some(nil) }
         guard let text = value.stringValue, ["daily", "weekly", "monthly"].contains(text) else {
-            throw APIError.badRequest("'limit_reset' must be \"daily\", \"weekly\", \"monthly\" or null")
+            throw Administration.invalid("limit_reset", "'limit_reset' must be \"daily\", \"weekly\", \"monthly\" or null")
         }
         return .some(text)
     }
@@ -62,7 +61,7 @@ extension RouterAPI {
         guard let text = value.stringValue, !text.isEmpty,
             text.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" })
         else {
-            throw APIError.badRequest("'region' must be a region name (letters, digits, '-', '_') or null")
+            throw Administration.invalid("region", "'region' must be a region name (letters, digits, '-', '_') or null")
         }
         return .some(text)
     }
@@ -81,6 +80,7 @@ extension RouterAPI {
             "expires_at": key.expiresAt.map { .string(formatter.string(from: $0)) } ?? nil,
             "creator_user_id": .string(key.accountID), "workspace_id": nil,
             "region": key.region.map { .string($0) } ?? nil, "pinned_region": key.pinnedRegion.map { .string($0) } ?? nil,
+            "role": key.adminRole.map { .string($0.rawValue) } ?? nil,
         ]
     }
 
@@ -94,39 +94,40 @@ extension RouterAPI {
         return JSONResponse.make(["data": .array(keys)])
     }
 
-    func createKey(_ request: Request, admin: KeyRecord) async throws -> Response {
+    func createKey(_ request: Request, context: AuthenticatedRequestContext) async throws -> Response {
         let object = try await body(request)
-        guard let name = object["name"]?.stringValue, !name.isEmpty else { throw APIError.badRequest("'name' is required") }
-        let account = object["account"]?.stringValue ?? admin.accountID
-        guard try await dependencies.ledger.account(id: account) != nil else { throw APIError.notFound("Account \(account) not found") }
+        guard let name = object["name"]?.stringValue, !name.isEmpty else { throw Administration.invalid("name", "'name' is required") }
         var expiresAt: Date?
         if let text = object["expires_at"]?.stringValue {
             guard let date = ISO8601DateFormatter().date(from: text) else {
-                throw APIError.badRequest("'expires_at' must be an ISO 8601 time")
+                throw Administration.invalid("expires_at", "'expires_at' must be an ISO 8601 time")
             }
             expiresAt = date
         }
-        let secret = APIKeyFormat.generate()
-        let hash = APIKeyFormat.hash(secret)
-        let record = KeyRecord(
-            id: "key-" + String(hash.prefix(16)), accountID: account, hash: hash, label: APIKeyFormat.label(secret), name: name,
+        var role: AdminRole?
+        if let value = object["role"], !value.isNull {
+            guard let text = value.stringValue, let parsed = AdminRole(rawValue: text) else {
+                throw Administration.invalid("role", "'role' must be admin, billing or auditor (it makes an operator key), or null")
+            }
+            role = parsed
+        }
+        let draft = Administration.KeyDraft(
+            account: object["account"]?.stringValue ?? context.key.accountID, name: name,
             limit: try Self.limit(object["limit"]) ?? nil, limitReset: try Self.limitReset(object["limit_reset"]) ?? nil,
-            expiresAt: expiresAt, region: try Self.region(object["region"]) ?? nil)
-        try await dependencies.ledger.insertKey(record)
+            expiresAt: expiresAt, region: try Self.region(object["region"]) ?? nil, adminRole: role)
+        let (record, secret) = try await administration.createKey(draft, by: context.actor(node: nodeID))
         return JSONResponse.make(["data": try await keyJSON(record), "key": .string(secret)], status: .created)
     }
 
-    func updateKey(_ request: Request, hash: String) async throws -> Response {
+    func updateKey(_ request: Request, context: AuthenticatedRequestContext) async throws -> Response {
         let object = try await body(request)
-        if let disabled = object["disabled"], disabled.boolValue == nil { throw APIError.badRequest("'disabled' must be a boolean") }
-        let region = try Self.region(object["region"])
-        guard
-            var key = try await dependencies.ledger.updateKey(
-                hash: hash, name: object["name"]?.stringValue, disabled: object["disabled"]?.boolValue,
-                limit: try Self.limit(object["limit"]), limitReset: try Self.limitReset(object["limit_reset"]))
-        else { throw APIError.notFound("Key not found") }
-        if let region, let pinned = try await dependencies.ledger.setRegion(keyHash: hash, region: region) { key = pinned }
-        authenticator.invalidate()
+        if let disabled = object["disabled"], disabled.boolValue == nil {
+            throw Administration.invalid("disabled", "'disabled' must be a boolean")
+        }
+        let update = KeyUpdate(
+            name: object["name"]?.stringValue, disabled: object["disabled"]?.boolValue, limit: try Self.limit(object["limit"]),
+            limitReset: try Self.limitReset(object["limit_reset"]), region: try Self.region(object["region"]))
+        let key = try await administration.updateKey(hash: context.parameters.get("hash") ?? "", update, by: context.actor(node: nodeID))
         return JSONResponse.make(["data": try await keyJSON(key)])
     }
 }

@@ -23,6 +23,9 @@ public struct RouterAPI: Sendable {
     let connectionLimiter: ConnectionLimiter
     /// Memory large request bodies may take at once.
     let bodyBudget: BodyBudget
+    /// Every admin change goes through here: roles, validation, the audit trail.
+    public let administration: Administration
+    var nodeID: String { dependencies.configuration.nodeID }
 
     public init(_ dependencies: GatewayDependencies, readiness: Readiness) {
         self.dependencies = dependencies
@@ -34,7 +37,11 @@ public struct RouterAPI: Sendable {
             configuration: dependencies.configuration,
             providerKeys: dependencies.providerKeys, logger: dependencies.logger, metrics: dependencies.metrics,
             health: dependencies.health, cluster: dependencies.cluster)
-        authenticator = KeyAuthenticator(ledger: dependencies.ledger, committer: dependencies.committer)
+        let authenticator = KeyAuthenticator(ledger: dependencies.ledger, committer: dependencies.committer)
+        self.authenticator = authenticator
+        administration = Administration(
+            ledger: dependencies.ledger, cluster: dependencies.cluster, catalog: dependencies.catalog,
+            keysChanged: { authenticator.invalidate() })
         catalogResponses = CatalogResponses(catalog: dependencies.catalog)
         let limits = dependencies.configuration.connections
         connectionLimiter = ConnectionLimiter(
@@ -156,6 +163,7 @@ public struct RouterAPI: Sendable {
         registerKeyRoutes(admin)
         registerAdminLedgerRoutes(admin)
         registerClusterRoutes(admin)
+        registerAuditRoutes(admin)
     }
 }
 

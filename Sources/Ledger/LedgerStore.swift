@@ -85,6 +85,8 @@ public protocol AccountStore: Sendable {
 public protocol KeyStore: Sendable {
     func insertKey(_ key: KeyRecord) async throws
     func key(hash: String) async throws -> KeyRecord?
+    /// The key with this id (`key-…`), nil when there is none.
+    func key(id: String) async throws -> KeyRecord?
     func keys(account: String) async throws -> [KeyRecord]
     /// Changes a key's name, disabled flag or limit (nil leaves a field as it is; `limit: .some(nil)`
     /// removes the limit); returns the updated key, nil when no key has that hash.

@@ -11,7 +11,7 @@ import SignalboxCore
 /// key — the operator provides it — and makes the demo account only when asked to.
 public struct StarterKeys: Sendable {
     public static let demoAccount = "demo"
-    public static let adminAccount = "operator"
+    public static let adminAccount = KeyRecord.operatorAccount
 
     /// Where a key comes from.
     public enum Source: Sendable, Equatable, CustomStringConvertible {

@@ -118,6 +118,11 @@ public struct UsageWindows: Sendable {
 
 /// What an operator may do on the admin API and the console (Docs/console.md). The operator admin
 /// key is `admin`; other admin keys and single-sign-on users get the role they were given.
+extension KeyRecord {
+    /// The account operator (admin) keys belong to.
+    public static let operatorAccount = "operator"
+}
+
 public enum AdminRole: String, Sendable, Hashable, Codable, CaseIterable, Comparable {
     /// Everything: billing, plus routing tables, the cluster, admin keys and role mappings.
     case admin

@@ -157,6 +157,10 @@ public final class UnreachableLedger: LedgerStore {
         try reach()
         return try await store.generation(id: id)
     }
+    public func key(id: String) async throws -> KeyRecord? {
+        try reach()
+        return try await store.key(id: id)
+    }
     public func accounts(_ query: AccountQuery) async throws -> [AccountSummary] {
         try reach()
         return try await store.accounts(query)

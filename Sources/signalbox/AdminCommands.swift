@@ -32,9 +32,30 @@ struct LedgerOptions: ParsableArguments {
         }
     }
 
+    /// Opens the ledger and runs `body` with the administration every audited change goes
+    /// through; the command line acts with the `admin` role, as `cli:<user>@<host>`.
+    func withAdministration<T: Sendable>(_ body: (Administration, AuditActor) async throws -> T) async throws -> T {
+        do {
+            return try await withLedger { store in try await body(Administration(ledger: store, cluster: nil, catalog: nil), Self.actor) }
+        } catch let error as APIError {
+            throw CommandFailure(message: error.message)
+        }
+    }
+
+    static var actor: AuditActor {
+        let user = ProcessInfo.processInfo.environment["SUDO_USER"] ?? ProcessInfo.processInfo.environment["USER"] ?? "unknown"
+        return AuditActor(id: "cli:\(user)@\(ProcessInfo.processInfo.hostName)", role: .admin, node: "cli")
+    }
+
     func emit(_ value: JSONValue, text: String) {
         print(json ? JSONWriter.string(value) : text)
     }
+}
+
+/// An admin command that was refused: its message, and exit status 1.
+struct CommandFailure: Error, CustomStringConvertible {
+    var message: String
+    var description: String { message }
 }
 
 func parseAmount(_ text: String, option: String) throws -> Money {
@@ -61,14 +82,11 @@ struct AccountsCommand: AsyncParsableCommand {
         @OptionGroup var ledger: LedgerOptions
 
         func run() async throws {
-            let id = self.id ?? "acct-" + UUID().uuidString.lowercased().prefix(12)
-            let account = try await ledger.withLedger { store in
-                let account = try await store.createAccount(id: id, name: name)
-                if let region { try await store.setRegion(account: id, region: region) }
-                return account
+            let account = try await ledger.withAdministration { admin, actor in
+                try await admin.createAccount(name: name, id: id, region: region, by: actor)
             }
             ledger.emit(
-                ["id": .string(account.id), "name": .string(account.name), "region": region.map { .string($0) } ?? nil],
+                ["id": .string(account.id), "name": .string(account.name), "region": account.region.map { .string($0) } ?? nil],
                 text: account.id)
         }
     }
@@ -82,9 +100,7 @@ struct AccountsCommand: AsyncParsableCommand {
 
         func run() async throws {
             let region = self.region == "none" ? nil : self.region
-            guard try await ledger.withLedger({ try await $0.setRegion(account: account, region: region) }) else {
-                throw ValidationError("No customer account \(account)")
-            }
+            _ = try await ledger.withAdministration { admin, actor in try await admin.pinAccount(account, region: region, by: actor) }
             ledger.emit(
                 ["account": .string(account), "region": region.map { .string($0) } ?? nil],
                 text: region.map { "Pinned \(account) to \($0)." } ?? "Unpinned \(account).")
@@ -99,29 +115,36 @@ struct KeysCommand: AsyncParsableCommand {
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create a key; the key itself is printed once and never stored.")
-        @Option(help: "Account the key spends from.") var account: String
+        @Option(help: "Account the key spends from (not used with --admin).") var account: String?
         @Option(help: "Key name.") var name: String = "default"
         @Option(help: "Spending limit in USD.") var limit: String?
         @Option(help: "When the limit resets: daily, weekly or monthly.") var limitReset: String?
         @Option(help: "Pin this key's requests to a region (overrides the account's).") var region: String?
+        @Flag(help: "An operator key for the admin API and the console, instead of a customer key.") var admin = false
+        @Option(help: "The operator key's role: admin, billing or auditor (with --admin).") var role: String?
         @OptionGroup var ledger: LedgerOptions
 
         func run() async throws {
             let limit = try self.limit.map { try parseAmount($0, option: "--limit") }
-            if let reset = limitReset, !["daily", "weekly", "monthly"].contains(reset) {
-                throw ValidationError("--limit-reset must be daily, weekly or monthly")
+            var adminRole: AdminRole?
+            if admin {
+                guard let parsed = AdminRole(rawValue: role ?? "admin") else {
+                    throw ValidationError("--role must be admin, billing or auditor")
+                }
+                adminRole = parsed
+            } else if role != nil {
+                throw ValidationError("--role gives an operator key its role: add --admin")
             }
-            let secret = APIKeyFormat.generate()
-            let hash = APIKeyFormat.hash(secret)
-            let record = KeyRecord(
-                id: "key-" + String(hash.prefix(16)), accountID: account, hash: hash,
-                label: APIKeyFormat.label(secret), name: name, limit: limit, limitReset: limitReset,
-                region: region)
-            try await ledger.withLedger { store in
-                guard try await store.account(id: account) != nil else { throw ValidationError("No account \(account)") }
-                try await store.insertKey(record)
-            }
-            ledger.emit(["key": .string(secret), "id": .string(record.id), "label": .string(record.label)], text: secret)
+            guard admin || account != nil else { throw ValidationError("Give --account (the account the key spends from), or --admin") }
+            let draft = Administration.KeyDraft(
+                account: account ?? KeyRecord.operatorAccount, name: name, limit: limit, limitReset: limitReset, region: region,
+                adminRole: adminRole)
+            let (record, secret) = try await ledger.withAdministration { admin, actor in try await admin.createKey(draft, by: actor) }
+            ledger.emit(
+                [
+                    "key": .string(secret), "id": .string(record.id), "label": .string(record.label),
+                    "role": record.adminRole.map { .string($0.rawValue) } ?? nil,
+                ], text: secret)
         }
     }
 
@@ -139,6 +162,7 @@ struct KeysCommand: AsyncParsableCommand {
                             "id": .string(key.id), "label": .string(key.label), "name": .string(key.name), "disabled": .bool(key.disabled),
                             "limit": key.limit.map { .decimal($0.decimalString) } ?? nil,
                             "limit_reset": key.limitReset.map { .string($0) } ?? nil,
+                            "role": key.adminRole.map { .string($0.rawValue) } ?? nil,
                         ]
                     }), text: keys.map { "\($0.id)  \($0.label)  \($0.name)\($0.disabled ? "  (revoked)" : "")" }.joined(separator: "\n"))
         }
@@ -150,8 +174,9 @@ struct KeysCommand: AsyncParsableCommand {
         @OptionGroup var ledger: LedgerOptions
 
         func run() async throws {
-            guard try await ledger.withLedger({ try await $0.setKeyDisabled(id: id, disabled: true) }) else {
-                throw ValidationError("No key \(id)")
+            try await ledger.withAdministration { admin, actor in
+                guard let key = try await admin.ledger.key(id: id) else { throw CommandFailure(message: "No key \(id)") }
+                _ = try await admin.updateKey(hash: key.hash, KeyUpdate(disabled: true), by: actor)
             }
             ledger.emit(["id": .string(id), "revoked": true], text: "Revoked \(id).")
         }
@@ -173,18 +198,17 @@ struct CreditsCommand: AsyncParsableCommand {
 
         func run() async throws {
             let credit = try parseAmount(amount, option: "--amount")
-            let fee = Billing.purchaseFee(for: credit)
-            let reference = self.reference ?? UUID().uuidString
-            let recorded = try await ledger.withLedger {
-                try await $0.post(TransferRequest.purchase(account: account, credit: credit, reference: reference))
+            let result = try await ledger.withAdministration { admin, actor in
+                try await admin.addCredit(account: account, amount: credit, kind: .purchase, reference: self.reference, by: actor)
             }
+            let (fee, reference) = (result.fee, result.reference)
             ledger.emit(
                 [
                     "account": .string(account), "credit": .decimal(credit.decimalString), "fee": .decimal(fee.decimalString),
                     "charged": .decimal((credit + fee).decimalString), "reference": .string(reference),
-                    "already_recorded": .bool(recorded == 0),
+                    "already_recorded": .bool(result.alreadyRecorded),
                 ],
-                text: recorded == 0
+                text: result.alreadyRecorded
                     ? "Already recorded: purchase \(reference) credited \(credit) to \(account) before; nothing new was recorded."
                     : "Credited \(credit) to \(account); fee \(fee); the buyer pays \(credit + fee).")
         }
@@ -199,16 +223,16 @@ struct CreditsCommand: AsyncParsableCommand {
 
         func run() async throws {
             let credit = try parseAmount(amount, option: "--amount")
-            let reference = self.reference ?? UUID().uuidString
-            let recorded = try await ledger.withLedger {
-                try await $0.post([TransferRequest.grant(account: account, credit: credit, reference: reference)])
+            let result = try await ledger.withAdministration { admin, actor in
+                try await admin.addCredit(account: account, amount: credit, kind: .grant, reference: self.reference, by: actor)
             }
+            let reference = result.reference
             ledger.emit(
                 [
                     "account": .string(account), "credit": .decimal(credit.decimalString), "reference": .string(reference),
-                    "already_recorded": .bool(recorded == 0),
+                    "already_recorded": .bool(result.alreadyRecorded),
                 ],
-                text: recorded == 0
+                text: result.alreadyRecorded
                     ? "Already recorded: grant \(reference) gave \(credit) to \(account) before; nothing new was recorded."
                     : "Granted \(credit) to \(account).")
         }
@@ -344,17 +368,8 @@ struct LedgerCommand: AsyncParsableCommand {
         @OptionGroup var ledger: LedgerOptions
 
         func run() async throws {
-            let reversal = try await ledger.withLedger { store -> TransferRequest in
-                guard let original = try await store.entries(EntryQuery(transferID: entry, limit: 1)).first?.transfer else {
-                    throw ValidationError("No entry \(entry)")
-                }
-                guard original.kind != .reversal else { throw ValidationError("Entry \(entry) is itself a reversal") }
-                let reversal = TransferRequest(
-                    idempotencyKey: "reversal:\(original.id)", debit: original.creditAccount, credit: original.debitAccount,
-                    amount: original.amount, kind: .reversal, keyID: original.keyID, generationID: original.generationID,
-                    memo: "\(reason) (reverses entry \(original.id))")
-                try await store.post([reversal])
-                return reversal
+            let (reversal, _) = try await ledger.withAdministration { admin, actor in
+                try await admin.reverse(entry: entry, reason: reason, by: actor)
             }
             ledger.emit(
                 [
@@ -416,5 +431,45 @@ struct EntryFilters: ParsableArguments {
     static func date(_ text: String, option: String) throws -> Date {
         if let date = EntryQuery.parseTime(text) { return date }
         throw ValidationError("\(option) must be a date (2026-11-25) or an ISO 8601 time (2026-11-25T14:00:00Z)")
+    }
+}
+
+struct AuditCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "audit", abstract: "Read the audit trail of admin changes and sign-ins.", subcommands: [List.self])
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List audit entries, newest first.")
+        @Option(help: "Only entries at or after this date (2026-11-25) or ISO 8601 time.") var since: String?
+        @Option(help: "Only entries before this date or time.") var until: String?
+        @Option(help: "Only this actor (key:key-…, oidc:<issuer>#<subject>, cli:<user>@<host>).") var actor: String?
+        @Option(help: "Only this action (account_created, key_revoked, credit_purchased, sign_in, …).") var action: String?
+        @Option(help: "Only entries about this target (an account, key id or region).") var target: String?
+        @Option(help: "At most this many entries.") var limit: Int = 100
+        @Option(help: "Output: text, json or csv.") var format: String = "text"
+        @OptionGroup var ledger: LedgerOptions
+
+        func run() async throws {
+            var action: AuditAction?
+            if let name = self.action {
+                guard let parsed = AuditAction(rawValue: name) else {
+                    throw ValidationError("--action must be one of \(AuditAction.allCases.map(\.rawValue).joined(separator: ", "))")
+                }
+                action = parsed
+            }
+            guard (1...100_000).contains(limit) else { throw ValidationError("--limit must be 1 to 100000") }
+            let format = ledger.json ? "json" : self.format
+            guard ["text", "json", "csv"].contains(format) else { throw ValidationError("--format must be text, json or csv") }
+            let query = AuditQuery(
+                since: try since.map { try EntryFilters.date($0, option: "--since") },
+                until: try until.map { try EntryFilters.date($0, option: "--until") }, actor: actor, action: action, target: target,
+                limit: limit)
+            let entries = try await ledger.withLedger { try await $0.auditEntries(query) }
+            switch format {
+            case "json": print(JSONWriter.string(.array(entries.map(AuditFormat.json))))
+            case "csv": print(AuditFormat.csv(entries), terminator: "")
+            default: print(entries.isEmpty ? "No audit entries match." : entries.map(AuditFormat.text).joined(separator: "\n"))
+            }
+        }
     }
 }

@@ -206,13 +206,13 @@ struct TestNode: Sendable {
                 """, key: key)
     }
 
-    /// Stores an operator admin key for the node's account and returns its secret.
-    func makeAdminKey() async throws -> String {
+    /// Stores an operator key with `role` for the node's account and returns its secret.
+    func makeAdminKey(role: AdminRole = .admin, id: String = "admin") async throws -> String {
         let admin = APIKeyFormat.generate()
         try await ledger.insertKey(
             KeyRecord(
-                id: "admin", accountID: account, hash: APIKeyFormat.hash(admin),
-                label: APIKeyFormat.label(admin), name: "admin", isAdmin: true))
+                id: id, accountID: account, hash: APIKeyFormat.hash(admin),
+                label: APIKeyFormat.label(admin), name: id, adminRole: role))
         return admin
     }
 

@@ -74,14 +74,28 @@ def test_migrate_and_admin_commands_on_postgres():
     subprocess.run(["psql", admin, "-q", "-c", f"CREATE DATABASE {name}"], check=True)
     ledger = ["--database-url", base.rsplit("/", 1)[0] + "/" + name]
     try:
-        assert cli("migrate", ledger=ledger) == {"schema_version": 8}
-        assert cli("migrate", ledger=ledger) == {"schema_version": 8}  # idempotent
+        assert cli("migrate", ledger=ledger) == {"schema_version": 9}
+        assert cli("migrate", ledger=ledger) == {"schema_version": 9}  # idempotent
         account = cli("accounts", "create", "--name", "Pg", ledger=ledger)["id"]
         cli("credits", "purchase", "--account", account, "--amount", "5", ledger=ledger)
         cli("credits", "grant", "--account", account, "--amount", "1.25", ledger=ledger)
         assert cli("ledger", "balance", "--account", account, ledger=ledger) == {"balance": "6.25", "available": "6.25"}
         assert cli("ledger", "balance", "--account", "platform:fees", ledger=ledger)["balance"] == "0.8"  # the minimum fee
         assert cli("ledger", "verify", ledger=ledger)["consistent"] is True
+        auditor = cli("keys", "create", "--admin", "--role", "auditor", "--name", "auditors", ledger=ledger)
+        assert auditor["role"] == "auditor" and auditor["key"].startswith("sk-sb-v1-")
+        trail = cli("audit", "list", ledger=ledger)
+        assert [e["action"] for e in trail] == ["key_created", "credit_granted", "credit_purchased", "account_created"]
+        assert all(e["actor"].startswith("cli:") and e["role"] == "admin" and e["node"] == "cli" for e in trail)
+        assert trail[0]["after"]["role"] == "auditor" and trail[3]["target"] == account
+        assert len(cli("audit", "list", "--action", "credit_granted", ledger=ledger)) == 1
+        csv_text = cli_text("audit", "list", "--format", "csv", "--action", "account_created", *ledger, ledger=[])
+        assert csv_text.splitlines()[0].startswith("id,created_at,actor,role,action,target") and len(csv_text.splitlines()) == 2
+        # The trail is append-only in the database itself.
+        url = base.rsplit("/", 1)[0] + "/" + name
+        for statement in ("UPDATE audit_log SET actor = 'me'", "DELETE FROM audit_log"):
+            refused = subprocess.run(["psql", url, "-q", "-c", statement], capture_output=True, text=True)
+            assert refused.returncode != 0 and "append-only" in refused.stderr
     finally:
         subprocess.run(["psql", admin, "-q", "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], check=False)
 
@@ -90,6 +104,26 @@ def cli_text(*args, ledger):
     out = subprocess.run([BINARY, *args, *ledger], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return out.stdout
+
+
+def test_cli_changes_are_audited_and_roles_hold_on_the_api(node):
+    ledger = ["--data-dir", node.data_dir]
+    account = cli("accounts", "create", "--name", "<img src=x onerror=alert(1)>", ledger=ledger)["id"]
+    cli("accounts", "pin", "--account", account, "--region", "eu", ledger=ledger)
+    auditor = cli("keys", "create", "--admin", "--role", "auditor", "--name", "read only", ledger=ledger)["key"]
+    refused = subprocess.run([BINARY, "keys", "create", "--role", "auditor", "--account", account, *ledger],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "--admin" in refused.stderr
+    text = cli_text("audit", "list", "--target", account, *ledger, ledger=[])
+    assert "account_pinned" in text and "account_created" in text and "by cli:" in text
+    # The auditor key reads over the API and is refused any change, which leaves no trace.
+    assert node.get("/admin/audit?action=account_pinned", key=auditor)["data"][0]["target"] == account
+    request = urllib.request.Request(node.api + "/admin/credits", method="POST", data=json.dumps(
+        {"account": account, "amount": 5}).encode(), headers={"Authorization": f"Bearer {auditor}", "Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as forbidden:
+        urllib.request.urlopen(request, timeout=10)
+    assert forbidden.value.code == 403
+    assert cli("audit", "list", "--action", "credit_purchased", "--target", account, ledger=ledger) == []
 
 
 def test_who_spent_what_where_and_when(node):

@@ -83,6 +83,12 @@ extension PostgresLedgerStore {
             region: try row["region"].decode(String?.self), accountRegion: try row["account_region"].decode(String?.self))
     }
 
+    public func key(id: String) async throws -> KeyRecord? {
+        try await Self.rows(
+            client.query("SELECT \(unescaped: Self.keyColumns) FROM \(unescaped: Self.keyFrom) WHERE k.id = \(id)", logger: logger)
+        ).first.map(Self.keyRecord)
+    }
+
     public func key(hash: String) async throws -> KeyRecord? {
         try await Self.rows(
             client.query(

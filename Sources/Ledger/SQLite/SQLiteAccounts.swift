@@ -76,6 +76,12 @@ extension SQLiteLedgerStore {
         try Row.fetchOne(db.cachedStatement(sql: Self.keySelect + "WHERE k.hash = ?"), arguments: [hash]).map(Self.keyRecord)
     }
 
+    public func key(id: String) async throws -> KeyRecord? {
+        try await database.read { db in
+            try Row.fetchOne(db.cachedStatement(sql: Self.keySelect + "WHERE k.id = ?"), arguments: [id]).map(Self.keyRecord)
+        }
+    }
+
     public func key(hash: String) async throws -> KeyRecord? {
         try await database.read { db in
             try Row.fetchOne(db, sql: Self.keySelect + "WHERE k.hash = ?", arguments: [hash]).map(Self.keyRecord)
