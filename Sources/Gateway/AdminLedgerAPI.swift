@@ -140,7 +140,7 @@ extension RouterAPI {
 
     /// A positive USD amount of at most `Money.maximumAmount`, as a JSON number or decimal string,
     /// with no more than nine decimal places; anything else is a 400 naming the field.
-    static func amount(_ value: JSONValue?, field: String) throws -> Money {
+    public static func amount(_ value: JSONValue?, field: String) throws -> Money {
         guard let text = value?.decimalText ?? value?.stringValue, let parsed = ExactDecimal(text), parsed.significand > 0 else {
             throw Administration.invalid(field, "'\(field)' must be a positive number of USD")
         }
@@ -151,7 +151,7 @@ extension RouterAPI {
         return amount
     }
 
-    static func entryQuery(_ parameters: Parameters) throws -> EntryQuery {
+    public static func entryQuery(_ parameters: Parameters) throws -> EntryQuery {
         func time(_ name: String) throws -> Date? {
             guard let text = parameters[Substring(name)] else { return nil }
             guard let date = EntryQuery.parseTime(String(text)) else {

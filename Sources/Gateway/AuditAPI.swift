@@ -44,7 +44,7 @@ extension RouterAPI {
         }
     }
 
-    static func auditQuery(_ parameters: Parameters) throws -> AuditQuery {
+    public static func auditQuery(_ parameters: Parameters) throws -> AuditQuery {
         func time(_ name: String) throws -> Date? {
             guard let text = parameters[Substring(name)] else { return nil }
             guard let date = EntryQuery.parseTime(String(text)) else {

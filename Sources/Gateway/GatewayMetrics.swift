@@ -1,5 +1,6 @@
 import Gossip
 import Hummingbird
+import NIOConcurrencyHelpers
 import Prometheus
 import SignalboxCore
 
@@ -12,6 +13,8 @@ public struct GatewayMetrics: Sendable {
     let failovers: Counter
     let settlements: Counter
     let settlementBatches: Counter
+    /// The same requests by minute, for the console's charts (this node only, since it started).
+    public let tally = NIOLockedValueBox(RequestTally())
 
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
@@ -51,6 +54,7 @@ public struct GatewayMetrics: Sendable {
 
     func request(route: String, status: Int) {
         registry.makeCounter(descriptor: Self.requests, labels: [("route", route), ("status", String(status))]).increment()
+        if RequestTally.countedRoutes.contains(route) { tally.withLockedValue { $0.request(failed: status >= 500 || status == 429) } }
     }
 
     func attempt(provider: String, outcome: String) {
@@ -60,9 +64,14 @@ public struct GatewayMetrics: Sendable {
     func firstToken(provider: String, after duration: Duration) {
         registry.makeDurationHistogram(descriptor: Self.firstToken, labels: [("provider", provider)], buckets: Self.buckets)
             .record(duration)
+        let milliseconds = duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
+        tally.withLockedValue { $0.firstToken(milliseconds: milliseconds) }
     }
 
-    func failover() { failovers.increment() }
+    func failover() {
+        failovers.increment()
+        tally.withLockedValue { $0.failover() }
+    }
 
     static var overage: MetricNameDescriptor {
         MetricNameDescriptor(
@@ -160,8 +169,15 @@ struct MetricsMiddleware<Context: RequestContext>: RouterMiddleware {
     let metrics: GatewayMetrics
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        let response = try await next(request, context)
-        metrics.request(route: context.endpointPath ?? "unmatched", status: response.status.code)
-        return response
+        do {
+            let response = try await next(request, context)
+            metrics.request(route: context.endpointPath ?? "unmatched", status: response.status.code)
+            return response
+        } catch {
+            // A thrown error becomes its response further out; it is counted with the status it will have.
+            let status = (error as? APIError)?.statusCode ?? (error as? any HTTPResponseError)?.status.code ?? 500
+            metrics.request(route: context.endpointPath ?? "unmatched", status: status)
+            throw error
+        }
     }
 }

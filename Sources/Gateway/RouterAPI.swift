@@ -12,11 +12,16 @@ import Providers
 import ServiceLifecycle
 import SignalboxCore
 
+/// Routes a module outside the gateway adds to a node's router (the operator console).
+public protocol RouterExtension: Sendable {
+    func register(on router: Router<GatewayRequestContext>, api: RouterAPI)
+}
+
 /// The HTTP API of a router node.
 public struct RouterAPI: Sendable {
-    let dependencies: GatewayDependencies
+    public let dependencies: GatewayDependencies
     let pipeline: ChatPipeline
-    let authenticator: KeyAuthenticator
+    public let authenticator: KeyAuthenticator
     let catalogResponses: CatalogResponses
     public let readiness: Readiness
     /// Counts client connections against `configuration.connections`.
@@ -25,10 +30,13 @@ public struct RouterAPI: Sendable {
     let bodyBudget: BodyBudget
     /// Every admin change goes through here: roles, validation, the audit trail.
     public let administration: Administration
-    var nodeID: String { dependencies.configuration.nodeID }
+    public var nodeID: String { dependencies.configuration.nodeID }
+    /// Routes other modules add (the console).
+    let extensions: [any RouterExtension]
 
-    public init(_ dependencies: GatewayDependencies, readiness: Readiness) {
+    public init(_ dependencies: GatewayDependencies, readiness: Readiness, extensions: [any RouterExtension] = []) {
         self.dependencies = dependencies
+        self.extensions = extensions
         self.readiness = readiness
         pipeline = ChatPipeline(
             catalog: dependencies.catalog,
@@ -164,6 +172,7 @@ public struct RouterAPI: Sendable {
         registerAdminLedgerRoutes(admin)
         registerClusterRoutes(admin)
         registerAuditRoutes(admin)
+        for routes in extensions { routes.register(on: router, api: self) }
     }
 }
 

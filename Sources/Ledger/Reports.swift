@@ -98,6 +98,8 @@ public struct LedgerEntry: Sendable, Hashable, Codable {
 public enum SpendGrouping: String, Sendable, Hashable, CaseIterable, Codable {
     /// UTC calendar day (`YYYY-MM-DD`).
     case day
+    /// UTC hour (`YYYY-MM-DDTHH:00`).
+    case hour
     case model
     case provider
     case key

@@ -1,3 +1,5 @@
+import Console
+import Crypto
 import Foundation
 import Gateway
 import Gossip
@@ -35,6 +37,8 @@ public struct NodeConfiguration: Sendable, CustomStringConvertible {
     public var drain = DrainSettings(delay: .zero)
     /// Cuts the drain delay short (`signalbox serve` skips it on SIGINT).
     public var drainGate = DrainDelayGate()
+    /// The operator console at `/console/`.
+    public var console = NodeConsole()
 
     public init(
         gateway: GatewayConfiguration = GatewayConfiguration(), catalog: Catalog, providerKeys: [String: String],
@@ -45,6 +49,21 @@ public struct NodeConfiguration: Sendable, CustomStringConvertible {
         self.providerKeys = providerKeys
         self.ledger = ledger
         self.spoolPath = spoolPath
+    }
+
+    /// How a node serves the console; the session key comes from the operator admin key once the
+    /// node has it, so every node of a cluster signs sessions alike.
+    public struct NodeConsole: Sendable {
+        public var enabled = true
+        public var policy = SessionPolicy()
+        /// `Secure` cookies; nil: when the node serves TLS.
+        public var secureCookies: Bool?
+        public var oidc: OIDCSettings?
+        /// Set by the node from its admin key; a random key (sessions valid on this node only) when it has none.
+        public var sessionKey: SymmetricKey?
+        public var loginBurst = 10
+        public var loginRefill: TimeInterval = 30
+        public init() {}
     }
 
     /// A summary without the keys it holds (provider keys, starter keys), for logs.

@@ -1,3 +1,6 @@
+import AsyncHTTPClient
+import Console
+import Crypto
 import Foundation
 import Gateway
 import Gossip
@@ -106,12 +109,23 @@ public struct SignalboxNode: Service, CustomStringConvertible {
             try PooledUpstreamTransport(connectTimeout: .seconds(5), trustRoots: $0)
         }
         let readiness = Readiness(ready: false)
+        var extensions: [any RouterExtension] = []
+        if configuration.console.enabled {
+            let settings = configuration.console
+            extensions.append(
+                try Console(
+                    settings: ConsoleSettings(
+                        sessionKey: settings.sessionKey ?? SymmetricKey(size: .bits256), policy: settings.policy,
+                        secureCookies: settings.secureCookies ?? (gateway.serverTLS != nil), oidc: settings.oidc,
+                        loginBurst: settings.loginBurst, loginRefill: settings.loginRefill),
+                    http: HTTPClient.shared, logger: logger))
+        }
         let api = RouterAPI(
             GatewayDependencies(
                 configuration: gateway, catalog: configuration.catalog, ledger: ledger, transport: upstream,
                 providerKeys: configuration.providerKeys, logger: logger, metrics: metrics, health: health, credit: credit,
                 cluster: cluster, forwardingTransport: forwarding),
-            readiness: readiness)
+            readiness: readiness, extensions: extensions)
         let http = try api.buildApplication { port in
             await onServing(
                 ServingNode(port: port, ledger: ledger, credit: credit, readiness: readiness, starterKeys: nil))
@@ -188,6 +202,10 @@ struct NodeServices: Service, CustomStringConvertible {
         }
         guard !Task.isShuttingDownGracefully else { return }
         let onServing = self.onServing
+        var configuration = self.configuration
+        if configuration.console.sessionKey == nil, let admin = issued?.admin.value {
+            configuration.console.sessionKey = ConsoleSigner.derivedKey(fromAdminKey: admin)
+        }
         let node = try SignalboxNode.assemble(configuration, ledger: ledger, logger: logger) { serving in
             var serving = serving
             serving.starterKeys = issued

@@ -84,6 +84,7 @@ extension PostgresLedgerStore {
         let group =
             switch grouping {
             case .day: "to_char(to_timestamp(t.created_at / 1000.0) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+            case .hour: "to_char(to_timestamp(t.created_at / 1000.0) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:00')"
             case .model: "COALESCE(g.model, '')"
             case .provider: "REPLACE(t.credit_account, 'provider:', '')"
             case .key: "COALESCE(t.key_id, '')"

@@ -58,6 +58,7 @@ extension SQLiteLedgerStore {
         let group =
             switch grouping {
             case .day: "strftime('%Y-%m-%d', t.created_at / 1000, 'unixepoch')"
+            case .hour: "strftime('%Y-%m-%dT%H:00', t.created_at / 1000, 'unixepoch')"
             case .model: "COALESCE(g.model, '')"
             case .provider: "REPLACE(t.credit_account, 'provider:', '')"
             case .key: "COALESCE(t.key_id, '')"
