@@ -9,7 +9,7 @@ let package = Package(
     name: "signalbox",
     platforms: [.macOS(.v14)],
     products: [
-        .executable(name: "signalbox", targets: ["signalbox"]),
+        .executable(name: "signalbox", targets: ["signalbox"])
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
@@ -80,8 +80,9 @@ let package = Package(
         // The 1,000-member simulation, built in release by Tests/run.sh.
         .executableTarget(name: "gossip-sim", dependencies: ["GossipSimulation"], path: "Benchmarks/gossip-sim"),
         // The settlement committer alone against PostgreSQL and SQLite (Benchmarks/ledger.sh).
-        .executableTarget(name: "ledger-bench", dependencies: ["Ledger", "SignalboxCore", "SignalboxTestKit"],
-                          path: "Benchmarks/ledger-bench"),
+        .executableTarget(
+            name: "ledger-bench", dependencies: ["Ledger", "SignalboxCore", "SignalboxTestKit"],
+            path: "Benchmarks/ledger-bench"),
         // The simulated upstream provider with fault injection.
         .target(
             name: "SimProvider",
@@ -146,7 +147,7 @@ let package = Package(
         .executableTarget(
             name: "signalbox",
             dependencies: [
-                "SignalboxCore", "Node", "Gateway", "SimProvider", "Ledger", "Gossip",
+                "SignalboxCore", "Node", "Gateway", "SimProvider", "Ledger", "Gossip", "Console",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),

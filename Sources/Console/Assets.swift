@@ -14,6 +14,7 @@ enum ConsoleAssets {
         header.top nav a[aria-current="page"] { color: #fff; border-bottom: 2px solid #7fb0ff; }
         header.top .who { display: flex; gap: .5rem; align-items: center; font-size: .9rem; color: #cfd9e8; }
         header.top .who form { margin: 0; }
+        header.top .pill { background: transparent; color: #fff; border-color: #7fb0ff; }
         main { padding: 1rem; max-width: 1200px; margin: 0 auto; }
         h1 { font-size: 1.4rem; margin: .25rem 0 1rem; }
         h2 { font-size: 1.1rem; margin: 1.25rem 0 .5rem; }

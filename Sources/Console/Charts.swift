@@ -1,14 +1,17 @@
 import Foundation
 
-/// One bar or point of a chart: where it goes (`value`) and what it says (`display`, exact).
+/// One bar of a chart: where it goes (`value`), its value as text (`valueText`, exact, for the
+/// axis) and what its tooltip says (`display`).
 public struct ChartPoint: Sendable, Hashable {
     public var label: String
     public var value: Double
+    public var valueText: String
     public var display: String
 
-    public init(label: String, value: Double, display: String) {
+    public init(label: String, value: Double, valueText: String, display: String) {
         self.label = label
         self.value = value
+        self.valueText = valueText
         self.display = display
     }
 }
@@ -28,10 +31,11 @@ public enum SVGChart {
             + "<title>\(HTML.escape(title))</title>"
         svg += #"<line class="axis" x1="\#(left)" y1="\#(top + plotHeight)" x2="\#(left + plotWidth)" y2="\#(top + plotHeight)"/>"#
         if points.isEmpty || largest <= 0 {
-            svg += #"<text class="empty" x="\#(left + plotWidth / 2)" y="\#(top + plotHeight / 2)" text-anchor="middle">Nothing in this period</text>"#
+            svg +=
+                #"<text class="empty" x="\#(left + plotWidth / 2)" y="\#(top + plotHeight / 2)" text-anchor="middle">Nothing in this period</text>"#
             return svg + "</svg>"
         }
-        let maxLabel = points.max { $0.value < $1.value }?.display ?? ""
+        let maxLabel = points.max { $0.value < $1.value }?.valueText ?? ""
         svg += #"<text class="tick" x="\#(left - 4)" y="\#(top + 8)" text-anchor="end">\#(HTML.escape(maxLabel))</text>"#
         svg += #"<text class="tick" x="\#(left - 4)" y="\#(top + plotHeight)" text-anchor="end">0</text>"#
         let slot = plotWidth / Double(points.count)

@@ -94,7 +94,8 @@ struct ConsolePages: Sendable {
         let visit = try await visit(request, context)
         let form = try await Self.form(request)
         guard signer.verifyCSRF(form["csrf_token"], sessionID: visit.session.id) else {
-            throw APIError(status: 403, message: "This form is out of date or was not sent by the console (CSRF check failed). Nothing was changed.")
+            throw APIError(
+                status: 403, message: "This form is out of date or was not sent by the console (CSRF check failed). Nothing was changed.")
         }
         return (visit, form)
     }
@@ -109,7 +110,8 @@ struct ConsolePages: Sendable {
     }
 
     static func queryEncode(_ text: String) -> String {
-        text.addingPercentEncoding(withAllowedCharacters: CharacterSet(charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~/")) ?? ""
+        text.addingPercentEncoding(
+            withAllowedCharacters: CharacterSet(charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~/")) ?? ""
     }
 
     static func parameter(_ request: Request, _ name: String) -> String? {
@@ -153,10 +155,11 @@ struct ConsolePages: Sendable {
         context["canOperate"] = visit.role.allows(.operations)
         context["errors"] = form.errors
         context["values"] = form.values
-        context["user"] = [
-            "name": visit.session.displayName, "role": visit.role.rawValue, "csrf": visit.csrf,
-            "nav": Self.sections.map { ["href": $0.href, "label": $0.label, "current": $0.id == section] as [String: Any] },
-        ] as [String: Any]
+        context["user"] =
+            [
+                "name": visit.session.displayName, "role": visit.role.rawValue, "csrf": visit.csrf,
+                "nav": Self.sections.map { ["href": $0.href, "label": $0.label, "current": $0.id == section] as [String: Any] },
+            ] as [String: Any]
         var cookies: [Cookie] = visit.refreshed.map { [$0] } ?? []
         if let token = request.cookies[Self.flashCookie]?.value {
             if let message = signer.open(token, as: String.self, purpose: "flash") { context["flash"] = message }
@@ -193,7 +196,9 @@ struct ConsolePages: Sendable {
 
     static func time(_ date: Date) -> String {
         let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withFullDate, .withTime, .withColonSeparatorInTime, .withDashSeparatorInDate, .withSpaceBetweenDateAndTime]
+        formatter.formatOptions = [
+            .withFullDate, .withTime, .withColonSeparatorInTime, .withDashSeparatorInDate, .withSpaceBetweenDateAndTime,
+        ]
         return formatter.string(from: date)
     }
 
@@ -339,7 +344,8 @@ struct ConsolePages: Sendable {
         }
         let seconds = Int64(now.timeIntervalSince1970)
         let session = ConsoleSession(
-            id: ConsoleSigner.randomID(), actor: identity.actor, displayName: identity.email ?? identity.name ?? identity.subject, role: role,
+            id: ConsoleSigner.randomID(), actor: identity.actor, displayName: identity.email ?? identity.name ?? identity.subject,
+            role: role,
             keyHash: nil, issuedAt: seconds, lastSeen: seconds)
         try await ledger.appendAudit(
             AuditEntry(

@@ -45,7 +45,7 @@ extension ConsolePages {
         let requestPoints = series.map { bucket in
             ChartPoint(
                 label: Self.clock(minute: bucket.minute, format: labelFormat), value: Double(bucket.requests),
-                display: "\(bucket.requests) requests, \(bucket.failed) failed")
+                valueText: String(bucket.requests), display: "\(bucket.requests) requests, \(bucket.failed) failed")
         }
         func rate(_ count: Int) -> String {
             total.requests > 0 ? String(format: "%.1f%%", Double(count) * 100 / Double(total.requests)) : "–"
@@ -56,7 +56,7 @@ extension ConsolePages {
                 "periods": Period.allCases.map { ["value": $0.rawValue, "label": $0.label, "selected": $0 == period] as [String: Any] },
                 "requests": total.requests, "spend": spent.decimalString, "charged": charged, "errorRate": rate(total.failed),
                 "failoverRate": rate(total.failovers), "firstToken": total.meanFirstTokenMillis.map { "\($0) ms" } ?? "–",
-                "spendChart": SVGChart.bars(spendRows.sorted { $0.group < $1.group }.map(Self.spendPoint), title: "Spend, \(period.label)"),
+                "spendChart": SVGChart.bars(Self.spendTimeline(spendRows, period: period, now: now), title: "Spend, \(period.label)"),
                 "requestChart": SVGChart.bars(requestPoints, title: "Requests on this node, \(period.label)"), "tops": tops,
             ])
     }
@@ -76,7 +76,28 @@ extension ConsolePages {
     static func spendPoint(_ row: SpendRow) -> ChartPoint {
         ChartPoint(
             label: row.group.isEmpty ? "(none)" : row.group, value: Double(row.amount.nanos) / Double(Money.scale),
-            display: "$\(row.amount.decimalString) over \(row.requests) requests")
+            valueText: "$" + row.amount.decimalString, display: "$\(row.amount.decimalString) over \(row.requests) requests")
+    }
+
+    /// Spend per hour (or day) over the whole period, hours without charges included, so the
+    /// chart's time axis is even. Labels are the hour (`HH:00`) or the day (`MM-DD`).
+    static func spendTimeline(_ rows: [SpendRow], period: Period, now: Date) -> [ChartPoint] {
+        let byGroup = Dictionary(rows.map { ($0.group, $0) }, uniquingKeysWith: { first, _ in first })
+        let (count, step, keyFormat, labelFormat): (Int, Int64, String, String) =
+            switch period {
+            case .hour: (2, 60, "yyyy-MM-dd'T'HH:00", "HH:00")
+            case .day: (24, 60, "yyyy-MM-dd'T'HH:00", "HH:00")
+            case .week: (7, 1440, "yyyy-MM-dd", "MM-dd")
+            }
+        let current = Int64(now.timeIntervalSince1970 / 60)
+        return (0..<count).reversed().map { back in
+            let minute = current - Int64(back) * step
+            let key = clock(minute: minute, format: keyFormat)
+            let row = byGroup[key] ?? SpendRow(group: key, amount: .zero, requests: 0)
+            var point = spendPoint(row)
+            point.label = clock(minute: minute, format: labelFormat)
+            return point
+        }
     }
 
     // MARK: Accounts
@@ -114,7 +135,8 @@ extension ConsolePages {
             throw done("/console/accounts/\(Self.queryEncode(account.id))", "Created account \(account.id).", visit: visit)
         } catch let error as APIError where error.statusCode == 400 || error.statusCode == 409 {
             return try await accountsPage(
-                request, visit: visit, form: .failed(error, values: form, field: error.statusCode == 409 ? "id" : "name"), status: .badRequest)
+                request, visit: visit, form: .failed(error, values: form, field: error.statusCode == 409 ? "id" : "name"),
+                status: .badRequest)
         }
     }
 
@@ -165,7 +187,8 @@ extension ConsolePages {
                 : "Credited $\(result.credit.decimalString) to \(id); fee $\(result.fee.decimalString); the buyer pays $\(result.charged.decimalString)."
             throw done("/console/accounts/\(Self.queryEncode(id))", message, visit: visit)
         } catch let error as APIError where error.statusCode == 400 {
-            return try await accountPage(request, context, visit: visit, form: .failed(error, values: form, field: "amount"), status: .badRequest)
+            return try await accountPage(
+                request, context, visit: visit, form: .failed(error, values: form, field: "amount"), status: .badRequest)
         }
     }
 
@@ -174,7 +197,8 @@ extension ConsolePages {
         let id = context.parameters.get("account") ?? ""
         do {
             let amount = try RouterAPI.amount(.string(form["amount"] ?? ""), field: "grant_amount")
-            let result = try await administration.addCredit(account: id, amount: amount, kind: .grant, reference: form["reference"], by: visit.actor)
+            let result = try await administration.addCredit(
+                account: id, amount: amount, kind: .grant, reference: form["reference"], by: visit.actor)
             throw done(
                 "/console/accounts/\(Self.queryEncode(id))",
                 result.alreadyRecorded ? "Grant \(result.reference) was recorded before." : "Granted $\(amount.decimalString) to \(id).",
@@ -189,12 +213,16 @@ extension ConsolePages {
     func pinAccount(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
         let (visit, form) = try await submission(request, context)
         let id = context.parameters.get("account") ?? ""
-        let region = form["region"].flatMap { $0.trimmingCharacters(in: .whitespaces).isEmpty ? nil : $0.trimmingCharacters(in: .whitespaces) }
+        let region = form["region"].flatMap {
+            $0.trimmingCharacters(in: .whitespaces).isEmpty ? nil : $0.trimmingCharacters(in: .whitespaces)
+        }
         do {
             _ = try await administration.pinAccount(id, region: region, by: visit.actor)
-            throw done("/console/accounts/\(Self.queryEncode(id))", region.map { "Pinned \(id) to \($0)." } ?? "Unpinned \(id).", visit: visit)
+            throw done(
+                "/console/accounts/\(Self.queryEncode(id))", region.map { "Pinned \(id) to \($0)." } ?? "Unpinned \(id).", visit: visit)
         } catch let error as APIError where error.statusCode == 400 {
-            return try await accountPage(request, context, visit: visit, form: .failed(error, values: form, field: "region"), status: .badRequest)
+            return try await accountPage(
+                request, context, visit: visit, form: .failed(error, values: form, field: "region"), status: .badRequest)
         }
     }
 
@@ -235,17 +263,21 @@ extension ConsolePages {
             let region = form["region"].flatMap { $0.isEmpty ? nil : $0 }
             var role: AdminRole?
             if let text = form["role"], !text.isEmpty {
-                guard let parsed = AdminRole(rawValue: text) else { throw Administration.invalid("role", "Choose admin, billing or auditor") }
+                guard let parsed = AdminRole(rawValue: text) else {
+                    throw Administration.invalid("role", "Choose admin, billing or auditor")
+                }
                 role = parsed
             }
             let (record, secret) = try await administration.createKey(
-                Administration.KeyDraft(account: account, name: form["name"] ?? "", limit: limit, limitReset: reset, region: region, adminRole: role),
+                Administration.KeyDraft(
+                    account: account, name: form["name"] ?? "", limit: limit, limitReset: reset, region: region, adminRole: role),
                 by: visit.actor)
             return page(
                 "key-created", title: "Key created", section: "keys", visit: visit, request: request,
                 ["secret": secret, "id": record.id, "label": record.label, "role": record.adminRole?.rawValue, "account": record.accountID])
         } catch let error as APIError where error.statusCode == 400 {
-            return try await keysPage(request, visit: visit, account: account, form: .failed(error, values: form, field: "name"), status: .badRequest)
+            return try await keysPage(
+                request, visit: visit, account: account, form: .failed(error, values: form, field: "name"), status: .badRequest)
         }
     }
 
@@ -262,7 +294,8 @@ extension ConsolePages {
                 hash: hash, KeyUpdate(limit: .some(limit), limitReset: .some(reset), region: .some(region)), by: visit.actor)
             throw done("/console/keys?account=\(Self.queryEncode(key.accountID))", "Saved key \(key.id).", visit: visit)
         } catch let error as APIError where error.statusCode == 400 {
-            return try await keysPage(request, visit: visit, account: account, form: .failed(error, values: form, field: "limit"), status: .badRequest)
+            return try await keysPage(
+                request, visit: visit, account: account, form: .failed(error, values: form, field: "limit"), status: .badRequest)
         }
     }
 
@@ -295,7 +328,8 @@ extension ConsolePages {
                 let row: [String: Any?] = [
                     "id": transfer.id, "time": Self.time(transfer.createdAt), "kind": transfer.kind.rawValue,
                     "debit": transfer.debitAccount, "credit": transfer.creditAccount, "amount": transfer.amount.decimalString,
-                    "model": entry.model ?? "", "key": transfer.keyID ?? "", "generation": transfer.generationID, "memo": transfer.memo ?? "",
+                    "model": entry.model ?? "", "key": transfer.keyID ?? "", "generation": transfer.generationID,
+                    "memo": transfer.memo ?? "",
                     "reversible": transfer.kind != .reversal,
                 ]
                 return row.compactMapValues { $0 }
@@ -339,7 +373,8 @@ extension ConsolePages {
             let (reversal, recorded) = try await administration.reverse(entry: id, reason: form["reason"] ?? "", by: visit.actor)
             throw done(
                 reversal.generationID.map { "/console/ledger?generation=\(Self.queryEncode($0))" } ?? "/console/ledger",
-                recorded ? "Posted the reversal of entry \(id): $\(reversal.amount.decimalString) back to \(reversal.creditAccount)."
+                recorded
+                    ? "Posted the reversal of entry \(id): $\(reversal.amount.decimalString) back to \(reversal.creditAccount)."
                     : "Entry \(id) was reversed before; nothing new was posted.", visit: visit)
         } catch let error as APIError where error.statusCode == 400 {
             throw done("/console/ledger", "Not reversed: \(error.message)", visit: visit)
@@ -389,8 +424,10 @@ extension ConsolePages {
             [
                 "by": by.rawValue,
                 "groupings": SpendGrouping.allCases.map { ["value": $0.rawValue, "selected": $0 == by] as [String: Any] },
-                "filters": ["account": Self.parameter(request, "account") ?? "", "since": Self.parameter(request, "since") ?? "",
-                    "until": Self.parameter(request, "until") ?? ""],
+                "filters": [
+                    "account": Self.parameter(request, "account") ?? "", "since": Self.parameter(request, "since") ?? "",
+                    "until": Self.parameter(request, "until") ?? "",
+                ],
                 "rows": rows.map(Self.spendRow), "chart": SVGChart.bars(chartRows.map(Self.spendPoint), title: "Spend by \(by.rawValue)"),
                 "total": rows.reduce(Money.zero) { $0 + $1.amount }.decimalString, "totalRequests": rows.reduce(0) { $0 + $1.requests },
             ])
@@ -412,7 +449,10 @@ extension ConsolePages {
             let myself = await cluster.agent.myself
             for member in await cluster.agent.members {
                 members.append(
-                    (member.id, member.address.description, member.region, member.status.rawValue, member.incarnation, member.id == myself.id))
+                    (
+                        member.id, member.address.description, member.region, member.status.rawValue, member.incarnation,
+                        member.id == myself.id
+                    ))
             }
         } else {
             members.append((configuration.nodeID, "\(configuration.host):\(configuration.port)", configuration.region, "alive", 0, true))
@@ -450,7 +490,8 @@ extension ConsolePages {
                     [
                         "region": region,
                         "members": members.filter { $0.region == region }.map {
-                            ["id": $0.id, "address": $0.address, "state": $0.state, "incarnation": $0.incarnation, "isSelf": $0.isSelf] as [String: Any]
+                            ["id": $0.id, "address": $0.address, "state": $0.state, "incarnation": $0.incarnation, "isSelf": $0.isSelf]
+                                as [String: Any]
                         },
                     ] as [String: Any]
                 },
@@ -465,7 +506,8 @@ extension ConsolePages {
             (form[name] ?? "").split(whereSeparator: { $0 == "," || $0.isWhitespace }).map(String.init)
         }
         do {
-            _ = try await administration.setRoutingTable(region: region, allowed: list("allowed"), preferred: list("preferred"), by: visit.actor)
+            _ = try await administration.setRoutingTable(
+                region: region, allowed: list("allowed"), preferred: list("preferred"), by: visit.actor)
             throw done("/console/cluster", "Saved the routing table of \(region); every node applies it within seconds.", visit: visit)
         } catch let error as APIError where error.statusCode == 400 || error.statusCode == 409 {
             return try await clusterPage(request, visit: visit, form: .failed(error, values: form, field: "allowed"), status: .badRequest)
@@ -538,18 +580,22 @@ extension ConsolePages {
     func setRoleMapping(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
         let (visit, form) = try await submission(request, context)
         guard let claim = form["claim"].flatMap(RoleMapping.Claim.init(rawValue:)) else {
-            return try await accessPage(request, visit: visit, form: FormState(values: form, errors: ["value": "Choose a claim"]), status: .badRequest)
+            return try await accessPage(
+                request, visit: visit, form: FormState(values: form, errors: ["value": "Choose a claim"]), status: .badRequest)
         }
         var role: AdminRole?
         if let text = form["role"], !text.isEmpty {
             guard let parsed = AdminRole(rawValue: text) else {
-                return try await accessPage(request, visit: visit, form: FormState(values: form, errors: ["value": "Choose a role"]), status: .badRequest)
+                return try await accessPage(
+                    request, visit: visit, form: FormState(values: form, errors: ["value": "Choose a role"]), status: .badRequest)
             }
             role = parsed
         }
         do {
             try await administration.setRoleMapping(claim, value: form["value"] ?? "", role: role, by: visit.actor)
-            throw done("/console/access", role.map { "Mapped \(claim.rawValue) \(form["value"] ?? "") to \($0.rawValue)." } ?? "Removed the mapping.", visit: visit)
+            throw done(
+                "/console/access",
+                role.map { "Mapped \(claim.rawValue) \(form["value"] ?? "") to \($0.rawValue)." } ?? "Removed the mapping.", visit: visit)
         } catch let error as APIError where error.statusCode == 400 {
             return try await accessPage(request, visit: visit, form: .failed(error, values: form, field: "value"), status: .badRequest)
         }

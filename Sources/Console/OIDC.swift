@@ -157,7 +157,9 @@ public actor OIDCClient {
 
     func document() async throws -> OIDCDiscovery {
         if let discovery, Date().timeIntervalSince(discovery.fetchedAt) < 3600 { return discovery.document }
-        let url = settings.issuer.hasSuffix("/") ? settings.issuer + ".well-known/openid-configuration"
+        let url =
+            settings.issuer.hasSuffix("/")
+            ? settings.issuer + ".well-known/openid-configuration"
             : settings.issuer + "/.well-known/openid-configuration"
         let fetched = try JSONDecoder().decode(OIDCDiscovery.self, from: try await get(url))
         // OpenID Connect Discovery §4.3: the document must name the issuer it was fetched for.

@@ -71,8 +71,44 @@ struct ConfigFile: Decodable {
         }
     }
 
+    struct ConsoleSection: Decodable {
+        struct OIDC: Decodable {
+            var issuer: String?
+            var clientID: String?
+            var clientSecretEnv: String?
+            var redirectURL: String?
+            var scopes: [String]?
+            var groupsClaim: String?
+            var displayName: String?
+            enum CodingKeys: String, CodingKey {
+                case issuer, scopes
+                case clientID = "client_id"
+                case clientSecretEnv = "client_secret_env"
+                case redirectURL = "redirect_url"
+                case groupsClaim = "groups_claim"
+                case displayName = "display_name"
+            }
+        }
+        var enabled: Bool?
+        var sessionIdleSeconds: Int?
+        var sessionLifetimeSeconds: Int?
+        var secureCookies: Bool?
+        var loginAttempts: Int?
+        var loginRefillSeconds: Int?
+        var oidc: OIDC?
+        enum CodingKeys: String, CodingKey {
+            case enabled, oidc
+            case sessionIdleSeconds = "session_idle_seconds"
+            case sessionLifetimeSeconds = "session_lifetime_seconds"
+            case secureCookies = "secure_cookies"
+            case loginAttempts = "login_attempts"
+            case loginRefillSeconds = "login_refill_seconds"
+        }
+    }
+
     var server: Server?
     var database: Database?
+    var console: ConsoleSection?
     var timeouts: Timeouts?
     var drain: Drain?
     var useSimulator: Bool?
@@ -80,7 +116,7 @@ struct ConfigFile: Decodable {
     var models: [CatalogModel]?
 
     enum CodingKeys: String, CodingKey {
-        case server, database, timeouts, drain, providers, models
+        case server, database, timeouts, drain, providers, models, console
         case useSimulator = "use_simulator"
     }
 

@@ -92,6 +92,43 @@ enum ConfigSchema {
             path: "drain.timeout_seconds", type: "integer", defaultValue: "60",
             meaning: "then in-flight requests get this long to finish before they are cut", flag: "--drain-timeout"),
         Setting(
+            path: "console.enabled", type: "boolean", defaultValue: "true",
+            meaning: "serve the operator console at `/console/` (Docs/console.md)", flag: nil),
+        Setting(
+            path: "console.session_idle_seconds", type: "integer", defaultValue: "1800",
+            meaning: "a console session unused this long ends", flag: nil),
+        Setting(
+            path: "console.session_lifetime_seconds", type: "integer", defaultValue: "43200",
+            meaning: "a console session ends this long after sign-in, however much it is used", flag: nil),
+        Setting(
+            path: "console.secure_cookies", type: "boolean", defaultValue: "true when serving TLS",
+            meaning: "mark console cookies `Secure`; set `true` behind a balancer that terminates TLS", flag: nil),
+        Setting(
+            path: "console.login_attempts", type: "integer", defaultValue: "10",
+            meaning: "sign-in attempts one source address may make at once; then one more per `login_refill_seconds`", flag: nil),
+        Setting(
+            path: "console.login_refill_seconds", type: "integer", defaultValue: "30",
+            meaning: "how often a throttled address gets another sign-in attempt", flag: nil),
+        Setting(
+            path: "console.oidc.issuer", type: "string", defaultValue: "none",
+            meaning: "OIDC issuer URL for single sign-on (https; its discovery document is read at the first sign-in)", flag: nil),
+        Setting(path: "console.oidc.client_id", type: "string", defaultValue: "none", meaning: "the console's OIDC client id", flag: nil),
+        Setting(
+            path: "console.oidc.client_secret_env", type: "string", defaultValue: "SIGNALBOX_OIDC_CLIENT_SECRET",
+            meaning: "environment variable that holds the OIDC client secret", flag: nil),
+        Setting(
+            path: "console.oidc.redirect_url", type: "string", defaultValue: "from the request",
+            meaning: "the callback URL registered with the provider: `https://<host>/console/oidc/callback`", flag: nil),
+        Setting(
+            path: "console.oidc.scopes", type: "array of strings", defaultValue: "[\"openid\", \"email\", \"profile\"]",
+            meaning: "scopes asked for; must include `openid`", flag: nil),
+        Setting(
+            path: "console.oidc.groups_claim", type: "string", defaultValue: "groups",
+            meaning: "ID-token claim listing the user's groups (for role mappings)", flag: nil),
+        Setting(
+            path: "console.oidc.display_name", type: "string", defaultValue: "single sign-on",
+            meaning: "what the sign-in button says (\"Sign in with …\")", flag: nil),
+        Setting(
             path: "use_simulator", type: "boolean", defaultValue: "true",
             meaning: "`false` sends requests to the providers' real base URLs (as `--real-providers`)", flag: "--real-providers"),
         Setting(
@@ -119,17 +156,19 @@ enum ConfigSchema {
         endpoint["data_policy"] = policy
         var model = Dictionary(uniqueKeysWithValues: CatalogKeys.model.map { ($0, Shape.value) })
         model["endpoints"] = .array(.object(endpoint))
-        var root: [String: Shape] = [:]
-        for setting in settings {
-            let parts = setting.path.split(separator: ".").map(String.init)
+        /// Puts `.value` at a dotted path, making the objects on the way.
+        func insert(_ parts: ArraySlice<String>, into object: inout [String: Shape]) {
+            guard let first = parts.first else { return }
             if parts.count == 1 {
-                root[parts[0]] = .value
+                object[first] = .value
             } else {
-                guard case .object(var section)? = root[parts[0]] ?? .object([:]) else { continue }
-                section[parts[1]] = .value
-                root[parts[0]] = .object(section)
+                guard case .object(var inner)? = object[first] ?? .object([:]) else { return }
+                insert(parts.dropFirst(), into: &inner)
+                object[first] = .object(inner)
             }
         }
+        var root: [String: Shape] = [:]
+        for setting in settings { insert(setting.path.split(separator: ".").map(String.init)[...], into: &root) }
         root["providers"] = .array(.object(provider))
         root["models"] = .array(.object(model))
         return .object(root)
@@ -183,7 +222,7 @@ enum ConfigSchema {
     /// The environment variables the node and its tools read; others starting `SIGNALBOX_` are
     /// warned about (a misspelt `SIGNALBOX_ADMIN_KEY` would otherwise go unnoticed).
     static let environment = [
-        "SIGNALBOX_DATABASE_URL", "SIGNALBOX_ADMIN_KEY", "SIGNALBOX_DEMO_KEY", "SIGNALBOX_URL",
+        "SIGNALBOX_DATABASE_URL", "SIGNALBOX_ADMIN_KEY", "SIGNALBOX_DEMO_KEY", "SIGNALBOX_URL", "SIGNALBOX_OIDC_CLIENT_SECRET",
         // Read by the scripts and test runners that start nodes, passed down to them harmlessly.
         "SIGNALBOX_BIN", "SIGNALBOX_TEST_DATABASE_URL",
     ]

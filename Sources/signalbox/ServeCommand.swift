@@ -249,6 +249,7 @@ struct Serve: AsyncParsableCommand {
             }
         }
         configuration.starterKeys = try starterKeys(demoCredits: demoAmount, clusterMode: configuration.postgres != nil)
+        configuration.console = try file.consoleSettings(environment: ProcessInfo.processInfo.environment)
         return configuration
     }
 

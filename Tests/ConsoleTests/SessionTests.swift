@@ -30,7 +30,8 @@ import Testing
         var busy = session(at: start)
         busy.lastSeen = Int64(start.addingTimeInterval(43_000).timeIntervalSince1970)
         #expect(signer.check(sessionCookie: signer.sessionCookie(busy), now: start.addingTimeInterval(43_100)) != .expired)
-        #expect(signer.check(sessionCookie: signer.sessionCookie(busy), now: start.addingTimeInterval(43_201)) == .expired, "absolute lifetime")
+        #expect(
+            signer.check(sessionCookie: signer.sessionCookie(busy), now: start.addingTimeInterval(43_201)) == .expired, "absolute lifetime")
     }
 
     @Test func aTamperedForgedOrRepurposedCookieIsRefused() throws {
@@ -97,8 +98,8 @@ import Testing
 
     @Test func chartsEscapeEveryLabel() {
         let svg = SVGChart.bars(
-            [ChartPoint(label: "<img src=x onerror=alert(1)>", value: 2, display: "\"$2\" & more")], title: "<script>")
-        #expect(!svg.contains("<img") && !svg.contains("<script>"))
+            [ChartPoint(label: "<img src=x onerror=alert(1)>", value: 2, valueText: "<b>", display: "\"$2\" & more")], title: "<script>")
+        #expect(!svg.contains("<img") && !svg.contains("<script>") && !svg.contains("<b>"))
         #expect(svg.contains("&lt;img src=x onerror=alert(1)&gt;") && svg.contains("&quot;$2&quot; &amp; more"))
         #expect(SVGChart.bars([], title: "empty").contains("Nothing in this period"))
     }
