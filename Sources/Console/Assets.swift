@@ -27,7 +27,7 @@ enum ConsoleAssets {
         th, td { text-align: left; padding: .4rem .6rem; border-bottom: 1px solid var(--line); vertical-align: top; }
         th { font-size: .85rem; color: var(--muted); font-weight: 600; white-space: nowrap; }
         td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-        code, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: .85rem; word-break: break-all; }
+        code, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: .85rem; overflow-wrap: anywhere; }
         form.inline { display: inline; }
         form.stack label { display: block; margin: .5rem 0 .2rem; font-weight: 600; font-size: .9rem; }
         form.filters { display: flex; flex-wrap: wrap; gap: .5rem; align-items: flex-end; }

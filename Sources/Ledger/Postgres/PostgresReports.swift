@@ -55,7 +55,9 @@ extension PostgresLedgerStore {
         }
     }
 
-    static func entries(_ query: EntryQuery, run: (PostgresQuery) async throws -> PostgresRowSequence) async throws -> [LedgerEntry] {
+    /// The statement a page of entries is read with (the console's ledger page, the API, exports):
+    /// newest first by id, so an index gives each page without reading the rest.
+    static func entriesStatement(_ query: EntryQuery) throws -> PostgresQuery {
         let (conditions, values) = query.conditions { "$\($0)" }
         let sql = """
             SELECT t.id, t.idempotency_key, t.debit_account, t.credit_account, t.amount, t.kind, t.key_id, t.generation_id,
@@ -63,7 +65,11 @@ extension PostgresLedgerStore {
             FROM transfers t LEFT JOIN generations g ON g.id = t.generation_id
             WHERE \(conditions) ORDER BY t.id DESC LIMIT \(max(0, query.limit))
             """
-        return try await rows(run(try Self.query(sql, values))).map { row in
+        return try Self.query(sql, values)
+    }
+
+    static func entries(_ query: EntryQuery, run: (PostgresQuery) async throws -> PostgresRowSequence) async throws -> [LedgerEntry] {
+        return try await rows(run(try entriesStatement(query))).map { row in
             LedgerEntry(
                 transfer: Transfer(
                     id: try row["id"].decode(Int64.self), idempotencyKey: try row["idempotency_key"].decode(String.self),
