@@ -60,17 +60,19 @@ public enum SVGChart {
 
 /// Escaping for text put into HTML or SVG by code rather than by a template.
 public enum HTML {
+    /// By Unicode scalar, not by character: `"` followed by a combining mark is one character
+    /// that a character-by-character escaper would let through.
     public static func escape(_ text: String) -> String {
         var escaped = ""
         escaped.reserveCapacity(text.utf8.count)
-        for character in text {
-            switch character {
+        for scalar in text.unicodeScalars {
+            switch scalar {
             case "&": escaped += "&amp;"
             case "<": escaped += "&lt;"
             case ">": escaped += "&gt;"
             case "\"": escaped += "&quot;"
             case "'": escaped += "&#39;"
-            default: escaped.append(character)
+            default: escaped.unicodeScalars.append(scalar)
             }
         }
         return escaped

@@ -23,11 +23,15 @@ public struct ConsoleSettings: Sendable {
     /// Sign-in attempts per source address (a burst, then one per `loginRefill`).
     public var loginBurst: Int
     public var loginRefill: TimeInterval
+    /// The hash of the operator admin key the session key was derived from: while that key is
+    /// revoked, no session is accepted. Nil when the session key was given on its own.
+    public var signingKeyHash: String?
 
     public init(
         sessionKey: SymmetricKey, policy: SessionPolicy = SessionPolicy(), secureCookies: Bool = false, oidc: OIDCSettings? = nil,
-        loginBurst: Int = 10, loginRefill: TimeInterval = 30
+        loginBurst: Int = 10, loginRefill: TimeInterval = 30, signingKeyHash: String? = nil
     ) {
+        self.signingKeyHash = signingKeyHash
         self.sessionKey = sessionKey
         self.policy = policy
         self.secureCookies = secureCookies
@@ -125,6 +129,8 @@ struct ConsoleResponseMiddleware: RouterMiddleware {
             response = try await next(request, context)
         } catch let redirect as ConsoleRedirect {
             response = redirect.response
+        } catch let refusal as ConsolePageError {
+            response = pages.errorPage(refusal.error, request: request, context: context, cookies: refusal.cookies)
         } catch let error as APIError {
             response = pages.errorPage(error, request: request, context: context)
         } catch let error as any HTTPResponseError {

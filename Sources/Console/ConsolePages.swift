@@ -16,6 +16,48 @@ struct Visit: Sendable {
     var refreshed: Cookie?
 }
 
+/// A refusal that also sets cookies (a spent single-sign-on state is cleared).
+struct ConsolePageError: Error {
+    var error: APIError
+    var cookies: [Cookie]
+}
+
+/// Text the HTML escaper sees whole: a character that starts with `<`, `>`, `&`, `"` or `'` and
+/// carries combining marks would be one grapheme cluster the escaper (which compares characters)
+/// does not recognise, so a zero-width space (a cluster break) is put after the special scalar.
+enum SafeText {
+    static let special: Set<Unicode.Scalar> = ["<", ">", "&", "\"", "'"]
+
+    static func make(_ text: String) -> String {
+        guard text.unicodeScalars.contains(where: { special.contains($0) }) else { return text }
+        var result = String.UnicodeScalarView()
+        for character in text {
+            let scalars = character.unicodeScalars
+            if scalars.count > 1, let first = scalars.first, special.contains(first) {
+                result.append(first)
+                result.append("\u{200B}")
+                result.append(contentsOf: scalars.dropFirst())
+            } else {
+                result.append(contentsOf: scalars)
+            }
+        }
+        return String(result)
+    }
+
+    /// Every string inside a template value: dictionaries, arrays, strings.
+    static func deep(_ value: Any) -> Any {
+        switch value {
+        case let text as String: make(text)
+        case let object as [String: Any]: object.mapValues(deep)
+        case let strings as [String: String]: strings.mapValues(make)
+        case let list as [[String: Any]]: list.map { $0.mapValues(deep) }
+        case let list as [String]: list.map(make)
+        case let list as [Any]: list.map(deep)
+        default: value
+        }
+    }
+}
+
 /// A form's values and the errors to show beside its fields.
 struct FormState: Sendable {
     var values: [String: String] = [:]
@@ -60,6 +102,22 @@ struct ConsolePages: Sendable {
 
     static func sourceAddress(_ context: GatewayRequestContext) -> String? { context.channel?.remoteAddress?.ipAddress }
 
+    /// Whom sign-in attempts are counted against: the client's address (an IPv6 address by its
+    /// /64), taken from `X-Forwarded-For` only when the connection comes from a trusted balancer
+    /// (`server.connection_limit_exempt`), else every operator behind it would share one count.
+    func throttleKey(_ request: Request, _ context: GatewayRequestContext) -> String {
+        let peer = context.channel?.remoteAddress
+        let exempt = api.dependencies.configuration.connections.exemptAddresses
+        if let ip = peer?.ipAddress, exempt.contains(where: { $0.contains(ip) }),
+            let forwarded = request.headers[HTTPField.Name("X-Forwarded-For")!]?.split(separator: ",").last?
+                .trimmingCharacters(in: .whitespaces),
+            let client = try? SocketAddress(ipAddress: forwarded, port: 0)
+        {
+            return ConnectionLimiter.group(of: client)
+        }
+        return ConnectionLimiter.group(of: peer)
+    }
+
     /// The signed-in operator, or a redirect to the sign-in page (a 403 for a form, which must not
     /// be replayed after signing in).
     func visit(_ request: Request, _ context: GatewayRequestContext) async throws -> Visit {
@@ -73,10 +131,22 @@ struct ConsolePages: Sendable {
         guard let token = request.cookies[Self.sessionCookie]?.value,
             case .valid(var session, let refresh) = signer.check(sessionCookie: token, now: now)
         else { throw signInFirst() }
+        // Sessions are signed with a key derived from the operator admin key: once that key is
+        // revoked, no session it signed is trusted (whoever holds the old key could sign any).
+        if let signingKey = console.settings.signingKeyHash {
+            guard let key = try await ledger.key(hash: signingKey), !key.disabled else { throw signInFirst() }
+        }
         var role = session.role
         if let hash = session.keyHash {
-            // A key session lasts only as long as its key: revoked, deleted or demoted keys end it.
-            guard let key = try await ledger.key(hash: hash), !key.disabled, let current = key.adminRole else { throw signInFirst() }
+            // A key session lasts only as long as its key: revoked, deleted or expired keys end it.
+            guard let key = try await ledger.key(hash: hash), !key.disabled, let current = key.adminRole,
+                key.expiresAt.map({ $0 > now }) ?? true
+            else { throw signInFirst() }
+            role = current
+        } else {
+            // A single-sign-on session's role follows the mappings as they are now: a removed
+            // mapping ends it, a changed one changes it.
+            guard let current = session.roleFromClaims(try await ledger.roleMappings()) else { throw signInFirst() }
             role = current
         }
         session.role = role
@@ -102,11 +172,28 @@ struct ConsolePages: Sendable {
 
     static func form(_ request: Request) async throws -> [String: String] {
         let body = try await request.body.collect(upTo: 64 << 10)
-        var components = URLComponents()
-        components.percentEncodedQuery = String(buffer: body).replacingOccurrences(of: "+", with: "%20")
-        var form: [String: String] = [:]
-        for item in components.queryItems ?? [] where form[item.name] == nil { form[item.name] = item.value ?? "" }
+        guard let form = parseForm(String(decoding: body.readableBytesView, as: UTF8.self)) else {
+            throw APIError.badRequest("The form could not be read (bad percent-encoding)")
+        }
         return form
+    }
+
+    /// `application/x-www-form-urlencoded`, by hand: `+` is a space, `%XX` a byte of UTF-8. The
+    /// first value of a repeated name counts. Nil when an escape is malformed.
+    static func parseForm(_ body: String) -> [String: String]? {
+        var form: [String: String] = [:]
+        for pair in body.split(separator: "&", omittingEmptySubsequences: true) {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            guard let name = decodeFormComponent(parts[0]), let value = decodeFormComponent(parts.count > 1 ? parts[1] : "") else {
+                return nil
+            }
+            if form[name] == nil { form[name] = value }
+        }
+        return form
+    }
+
+    static func decodeFormComponent(_ text: Substring) -> String? {
+        String(text).replacingOccurrences(of: "+", with: " ").removingPercentEncoding
     }
 
     static func queryEncode(_ text: String) -> String {
@@ -148,7 +235,7 @@ struct ConsolePages: Sendable {
         _ template: String, title: String, section: String, visit: Visit, request: Request, status: HTTPResponse.Status = .ok,
         form: FormState = FormState(), _ values: [String: Any?]
     ) -> Response {
-        var context = values.compactMapValues { $0 }
+        var context = values.compactMapValues { $0 }.mapValues(SafeText.deep)
         context["title"] = title
         context["csrf"] = visit.csrf
         context["canBilling"] = visit.role.allows(.billing)
@@ -165,6 +252,8 @@ struct ConsolePages: Sendable {
             if let message = signer.open(token, as: String.self, purpose: "flash") { context["flash"] = message }
             cookies.append(clearing(Self.flashCookie))
         }
+        context["errors"] = SafeText.deep(form.errors)
+        context["values"] = SafeText.deep(form.values)
         return html(console.library.render(context, withTemplate: template) ?? "", status: status, cookies: cookies)
     }
 
@@ -175,7 +264,7 @@ struct ConsolePages: Sendable {
         return response
     }
 
-    func errorPage(_ error: APIError, request: Request, context: GatewayRequestContext) -> Response {
+    func errorPage(_ error: APIError, request: Request, context: GatewayRequestContext, cookies: [Cookie] = []) -> Response {
         let heading =
             switch error.statusCode {
             case 401, 403: "Not allowed"
@@ -185,11 +274,12 @@ struct ConsolePages: Sendable {
             default: "The console could not answer"
             }
         let page: [String: Any] = [
-            "title": heading, "heading": heading, "text": error.message,
+            "title": heading, "heading": heading, "text": SafeText.make(error.message),
             "link": ["href": "/console/", "label": "Back to the console"] as [String: Any],
         ]
         var response = html(
-            console.library.render(page, withTemplate: "message") ?? "", status: HTTPResponse.Status(code: error.statusCode))
+            console.library.render(page, withTemplate: "message") ?? "", status: HTTPResponse.Status(code: error.statusCode),
+            cookies: cookies)
         for (name, value) in error.headers { if let field = HTTPField.Name(name) { response.headers[field] = value } }
         return response
     }
@@ -214,7 +304,8 @@ struct ConsolePages: Sendable {
     func loginPage(next: String, status: HTTPResponse.Status, error: String?) -> Response {
         let nonce = ConsoleSigner.randomID()
         var page: [String: Any] = [
-            "title": "Sign in", "next": next, "loginCSRF": signer.csrfToken(sessionID: "login:" + nonce),
+            "title": "Sign in", "next": SafeText.make(next), "nextQuery": Self.queryEncode(next),
+            "loginCSRF": signer.csrfToken(sessionID: "login:" + nonce),
             "errors": error.map { ["admin_key": $0] } ?? [:],
         ]
         if let oidc = console.settings.oidc { page["oidc"] = ["name": oidc.displayName] }
@@ -224,8 +315,8 @@ struct ConsolePages: Sendable {
     }
 
     /// One sign-in attempt from this address, or 429.
-    func throttle(_ context: GatewayRequestContext) throws {
-        let address = Self.sourceAddress(context) ?? "unknown"
+    func throttle(_ request: Request, _ context: GatewayRequestContext) throws {
+        let address = throttleKey(request, context)
         let (allowed, retryAfter) = console.throttle.withLockedValue { $0.take(address: address, now: now) }
         guard allowed else {
             throw APIError(
@@ -235,7 +326,7 @@ struct ConsolePages: Sendable {
     }
 
     func signIn(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
-        try throttle(context)
+        try throttle(request, context)
         let form = try await Self.form(request)
         let next = Self.safeNext(form["next"])
         guard let nonceToken = request.cookies[Self.loginCookie]?.value,
@@ -260,13 +351,13 @@ struct ConsolePages: Sendable {
         } catch let error as APIError where error.statusCode == 401 {
             return try await refuse("unknown, revoked or expired key", shown: "That key is not a valid admin key")
         }
-        guard let role = key.adminRole else {
+        guard let role = key.adminRole, key.expiresAt.map({ $0 > now }) ?? true else {
             return try await refuse("not an admin key (\(key.id))", shown: "That key is not a valid admin key")
         }
         let seconds = Int64(now.timeIntervalSince1970)
         let session = ConsoleSession(
-            id: ConsoleSigner.randomID(), actor: AuditActor.key(key), displayName: key.name, role: role, keyHash: key.hash,
-            issuedAt: seconds, lastSeen: seconds)
+            id: ConsoleSigner.randomID(), actor: AuditActor.key(key), displayName: String(key.name.prefix(100)), role: role,
+            keyHash: key.hash, issuedAt: seconds, lastSeen: seconds)
         try await ledger.appendAudit(
             AuditEntry(
                 actor: session.actor, role: role, action: .signIn, target: "console", after: ["method": "admin_key"], node: api.nodeID,
@@ -291,7 +382,7 @@ struct ConsolePages: Sendable {
 
     func startSingleSignOn(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
         guard let oidc = console.oidc else { throw APIError.notFound("Single sign-on is not configured on this node") }
-        try throttle(context)
+        try throttle(request, context)
         let pending = PendingSignIn(
             state: ConsoleSigner.randomID(), nonce: ConsoleSigner.randomID(), verifier: ConsoleSigner.randomID() + ConsoleSigner.randomID(),
             next: Self.safeNext(Self.parameter(request, "next")), redirect: redirectURL(request), at: Int64(now.timeIntervalSince1970))
@@ -311,13 +402,18 @@ struct ConsolePages: Sendable {
 
     func finishSingleSignOn(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
         guard let oidc = console.oidc else { throw APIError.notFound("Single sign-on is not configured on this node") }
+        try throttle(request, context)
         let source = Self.sourceAddress(context)
         func refuse(_ reason: String, actor: String = "anonymous") async throws -> Never {
+            let reason = reason.count > 200 ? String(reason.prefix(200)) + "…" : reason
             try await ledger.appendAudit(
                 AuditEntry(
                     actor: actor, role: nil, action: .signInFailed, target: "console",
                     after: ["method": "oidc", "reason": .string(reason)], node: api.nodeID, sourceAddress: source))
-            throw APIError(status: 403, message: "Single sign-on failed: \(reason).")
+            // The pending sign-in is spent: its state cannot be tried again.
+            throw ConsolePageError(
+                error: APIError(status: 403, message: "Single sign-on failed: \(reason)."),
+                cookies: [clearing(Self.oidcCookie, path: "/console/oidc")])
         }
         guard let token = request.cookies[Self.oidcCookie]?.value,
             let pending = signer.open(token, as: PendingSignIn.self, purpose: "oidc"),
@@ -339,14 +435,17 @@ struct ConsolePages: Sendable {
             console.logger.error("single sign-on failed", metadata: ["error": "\(error)"])
             try await refuse("the identity provider could not be reached")
         }
-        guard let role = identity.role(from: try await ledger.roleMappings()) else {
+        let mappings = try await ledger.roleMappings()
+        guard let role = identity.role(from: mappings) else {
             try await refuse("no role mapping matches this user's groups or email domain", actor: identity.actor)
         }
         let seconds = Int64(now.timeIntervalSince1970)
-        let session = ConsoleSession(
-            id: ConsoleSigner.randomID(), actor: identity.actor, displayName: identity.email ?? identity.name ?? identity.subject,
-            role: role,
-            keyHash: nil, issuedAt: seconds, lastSeen: seconds)
+        var session = ConsoleSession(
+            id: ConsoleSigner.randomID(), actor: identity.actor,
+            displayName: String((identity.email ?? identity.name ?? identity.subject).prefix(100)), role: role, keyHash: nil,
+            issuedAt: seconds, lastSeen: seconds)
+        // Only the claims some mapping uses are kept, so the cookie stays small however many groups the user has.
+        session.claims = identity.mappedClaims(from: mappings)
         try await ledger.appendAudit(
             AuditEntry(
                 actor: identity.actor, role: role, action: .signIn, target: "console",
@@ -361,7 +460,11 @@ struct ConsolePages: Sendable {
 
     func signOut(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
         let (visit, _) = try await submission(request, context)
-        try await ledger.appendAudit(AuditEntry(visit.actor, action: .signOut, target: "console"))
+        do {
+            try await ledger.appendAudit(AuditEntry(visit.actor, action: .signOut, target: "console"))
+        } catch {
+            console.logger.error("sign-out not recorded in the audit trail", metadata: ["error": "\(error)", "actor": "\(visit.actor.id)"])
+        }
         throw ConsoleRedirect(location: "/console/login", cookies: [clearing(Self.sessionCookie)])
     }
 }

@@ -156,8 +156,10 @@ extension ConsolePages {
                 "account": [
                     "id": account.id, "name": account.name, "balance": balance.balance.decimalString,
                     "held": (balance.balance - balance.available).decimalString, "available": balance.available.decimalString,
-                    "leases": "", "region": account.region as Any? ?? nil,
-                ].compactMapValues { $0 }
+                    "region": account.region as Any? ?? nil,
+                ].compactMapValues { $0 },
+                // A fresh reference in the form: a double-clicked grant records once.
+                "grantReference": "console-grant-" + UUID().uuidString.lowercased(),
             ])
     }
 

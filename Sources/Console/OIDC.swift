@@ -76,14 +76,27 @@ public struct OIDCIdentity: Sendable, Hashable {
 
     /// The most powerful role any mapping gives this user: by one of their groups, or by the
     /// domain of a verified email. Nil when none matches (the user is refused).
-    public func role(from mappings: [RoleMapping]) -> AdminRole? {
-        let domain = emailVerified ? email.flatMap { $0.split(separator: "@").last.map { $0.lowercased() } } : nil
-        return mappings.filter { mapping in
+    public func role(from mappings: [RoleMapping]) -> AdminRole? { matching(mappings).map(\.role).min() }
+
+    /// The mappings this user's claims match.
+    func matching(_ mappings: [RoleMapping]) -> [RoleMapping] {
+        mappings.filter { mapping in
             switch mapping.claim {
             case .group: groups.contains(mapping.value)
-            case .emailDomain: domain == mapping.value.lowercased()
+            case .emailDomain: verifiedDomain == mapping.value.lowercased()
             }
-        }.map(\.role).min()
+        }
+    }
+
+    /// The claims (as mappings name them) that some mapping uses, for the session to keep.
+    public func mappedClaims(from mappings: [RoleMapping]) -> [String] { matching(mappings).map(\.target) }
+
+    /// The domain of a verified email with exactly one `@`.
+    var verifiedDomain: String? {
+        guard emailVerified, let email else { return nil }
+        let parts = email.split(separator: "@", omittingEmptySubsequences: false)
+        guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else { return nil }
+        return parts[1].lowercased()
     }
 }
 
@@ -101,6 +114,7 @@ struct IDTokenClaims: JWTPayload {
     var aud: AudienceClaim
     var exp: ExpirationClaim
     var iat: IssuedAtClaim?
+    var azp: String?
     var nonce: String?
     var email: String?
     var email_verified: FlexibleBool?
@@ -236,6 +250,10 @@ public actor OIDCClient {
         }
         guard claims.iss.value == settings.issuer else { throw OIDCFailure("the ID token was issued by \(claims.iss.value)") }
         guard claims.aud.value.contains(settings.clientID) else { throw OIDCFailure("the ID token is for another client (audience)") }
+        // OIDC Core §3.1.3.7: with several audiences, the authorized party must be this client.
+        if claims.aud.value.count > 1, claims.azp != settings.clientID {
+            throw OIDCFailure("the ID token is for another client (authorized party)")
+        }
         guard let tokenNonce = claims.nonce, APIKeyFormat.constantTimeEquals(tokenNonce, nonce) else {
             throw OIDCFailure("the ID token's nonce does not match this sign-in")
         }

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import Gateway
+import Ledger
 import SignalboxCore
 
 /// A signed-in operator, as the session cookie carries it. Nothing is stored per node: every node
@@ -19,6 +20,15 @@ public struct ConsoleSession: Sendable, Hashable, Codable {
     /// Seconds since 1970.
     public var issuedAt: Int64
     public var lastSeen: Int64
+    /// For a single-sign-on session, the claims some role mapping used at sign-in (`group:<name>`,
+    /// `email_domain:<domain>`): each request works the role out again from the mappings as they are.
+    public var claims: [String]?
+
+    /// The most powerful role the current `mappings` give this session's claims; nil when none does.
+    public func roleFromClaims(_ mappings: [RoleMapping]) -> AdminRole? {
+        let claims = Set(self.claims ?? [])
+        return mappings.filter { claims.contains($0.target) }.map(\.role).min()
+    }
 
     public init(id: String, actor: String, displayName: String, role: AdminRole, keyHash: String?, issuedAt: Int64, lastSeen: Int64) {
         self.id = id

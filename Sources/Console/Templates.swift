@@ -54,7 +54,7 @@ enum ConsoleTemplates {
         <p class="muted">The operator key is in <code>.signalbox/admin-key</code> on the embedded default.</p>
         <button type="submit">Sign in</button>
         </form>
-        {{#oidc}}<p class="or">or</p><p><a class="button secondary" href="/console/login/oidc?next={{next}}">Sign in with {{name}}</a></p>{{/oidc}}
+        {{#oidc}}<p class="or">or</p><p><a class="button secondary" href="/console/login/oidc?next={{nextQuery}}">Sign in with {{name}}</a></p>{{/oidc}}
         </div>
         {{/content}}{{/layout}}
         """
@@ -110,7 +110,7 @@ enum ConsoleTemplates {
         <h1>Account <span class="mono">{{account.id}}</span></h1>
         <div class="grid">
         <div class="card"><div class="muted">Name</div><div>{{account.name}}</div></div>
-        <div class="card"><div class="muted">Balance</div><div class="stat" id="balance">${{account.balance}}</div><div class="muted">held ${{account.held}} · available ${{account.available}} · {{account.leases}} open leases</div></div>
+        <div class="card"><div class="muted">Balance</div><div class="stat" id="balance">${{account.balance}}</div><div class="muted">held ${{account.held}} · available ${{account.available}}</div></div>
         <div class="card"><div class="muted">Pinned region</div><div>{{account.region}}{{^account.region}}none{{/account.region}}</div></div>
         </div>
         <p><a href="/console/keys?account={{account.id}}">Keys of this account</a> · <a href="/console/ledger?account={{account.id}}">Ledger entries</a> · <a href="/console/spend?account={{account.id}}&amp;by=model">Spend</a></p>
@@ -128,7 +128,7 @@ enum ConsoleTemplates {
         <form class="stack" method="post" action="/console/accounts/{{account.id}}/grant"><input type="hidden" name="csrf_token" value="{{csrf}}">
         <label for="grant-amount">Credit (USD, no fee)</label><input id="grant-amount" name="amount" inputmode="decimal" required>
         {{#errors.grant_amount}}<p class="field-error">{{.}}</p>{{/errors.grant_amount}}
-        <label for="grant-reference">Reference (optional)</label><input id="grant-reference" name="reference">
+        <label for="grant-reference">Reference (a second grant with the same reference records nothing)</label><input id="grant-reference" name="reference" value="{{grantReference}}">
         <p><button type="submit">Grant</button></p></form></div>
         <div class="card"><h2>Pin to a region</h2>
         <form class="stack" method="post" action="/console/accounts/{{account.id}}/region"><input type="hidden" name="csrf_token" value="{{csrf}}">

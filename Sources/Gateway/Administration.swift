@@ -120,7 +120,13 @@ public struct Administration: Sendable {
         if let limit = draft.limit, limit < .zero || limit > .maximumAmount {
             throw Self.invalid("limit", "A limit is a non-negative amount up to \(Money.maximumAmount.decimalString) USD")
         }
-        if draft.adminRole != nil {
+        if draft.adminRole == nil {
+            // Customer keys spend from customer accounts: never from the platform's or a provider's
+            // balance, nor from the operator account.
+            guard !Billing.SystemAccount.isSystem(draft.account), draft.account != KeyRecord.operatorAccount else {
+                throw Self.invalid("account", "Give the customer account the key spends from ('\(draft.account)' is not one)")
+            }
+        } else {
             try Self.require(.operations, of: actor)
             // The account operator keys belong to, as every node's start creates it (not an audited change).
             try await ledger.createAccount(id: KeyRecord.operatorAccount, name: "Operator")
@@ -256,8 +262,11 @@ public struct Administration: Sendable {
     /// Gives single-sign-on users matching a rule a role, or removes the rule (nil).
     public func setRoleMapping(_ claim: RoleMapping.Claim, value: String, role: AdminRole?, by actor: AuditActor) async throws {
         let value = value.trimmingCharacters(in: .whitespaces)
-        guard !value.isEmpty, value.count <= 200, !value.contains(where: \.isWhitespace) else {
-            throw Self.invalid("value", "A group or email domain is 1 to 200 characters without spaces")
+        guard !value.isEmpty, value.count <= 200, !value.contains(where: \.isNewline) else {
+            throw Self.invalid("value", "A group or email domain is 1 to 200 characters on one line")
+        }
+        if claim == .emailDomain, value.contains("@") || value.contains(where: \.isWhitespace) {
+            throw Self.invalid("value", "An email domain is the part after the @, e.g. example.com")
         }
         _ = try await perform(.setRoleMapping(claim, value: claim == .emailDomain ? value.lowercased() : value, role: role), by: actor)
     }

@@ -61,6 +61,8 @@ public struct NodeConfiguration: Sendable, CustomStringConvertible {
         public var oidc: OIDCSettings?
         /// Set by the node from its admin key; a random key (sessions valid on this node only) when it has none.
         public var sessionKey: SymmetricKey?
+        /// The operator admin key's hash when `sessionKey` was derived from it (sessions end while it is revoked).
+        public var signingKeyHash: String?
         public var loginBurst = 10
         public var loginRefill: TimeInterval = 30
         public init() {}

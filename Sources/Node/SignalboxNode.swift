@@ -117,7 +117,7 @@ public struct SignalboxNode: Service, CustomStringConvertible {
                     settings: ConsoleSettings(
                         sessionKey: settings.sessionKey ?? SymmetricKey(size: .bits256), policy: settings.policy,
                         secureCookies: settings.secureCookies ?? (gateway.serverTLS != nil), oidc: settings.oidc,
-                        loginBurst: settings.loginBurst, loginRefill: settings.loginRefill),
+                        loginBurst: settings.loginBurst, loginRefill: settings.loginRefill, signingKeyHash: settings.signingKeyHash),
                     http: HTTPClient.shared, logger: logger))
         }
         let api = RouterAPI(
@@ -205,6 +205,7 @@ struct NodeServices: Service, CustomStringConvertible {
         var configuration = self.configuration
         if configuration.console.sessionKey == nil, let admin = issued?.admin.value {
             configuration.console.sessionKey = ConsoleSigner.derivedKey(fromAdminKey: admin)
+            configuration.console.signingKeyHash = APIKeyFormat.hash(admin)
         }
         let node = try SignalboxNode.assemble(configuration, ledger: ledger, logger: logger) { serving in
             var serving = serving

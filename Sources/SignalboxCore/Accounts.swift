@@ -131,6 +131,15 @@ public enum AdminRole: String, Sendable, Hashable, Codable, CaseIterable, Compar
     /// Reads everything, changes nothing.
     case auditor
 
+    /// The role a stored key has: none for a customer key; `admin` for an operator key from
+    /// before roles were stored (NULL); `auditor`, the least powerful, for a value this binary
+    /// does not know (a newer node's role, a hand edit), so an unknown role never grants more.
+    public static func stored(isAdmin: Bool, _ value: String?) -> AdminRole? {
+        guard isAdmin else { return nil }
+        guard let value else { return .admin }
+        return AdminRole(rawValue: value) ?? .auditor
+    }
+
     public func allows(_ permission: AdminPermission) -> Bool {
         switch (self, permission) {
         case (.admin, _), (.billing, .read), (.billing, .billing), (.auditor, .read): true

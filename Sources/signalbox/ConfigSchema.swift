@@ -96,7 +96,7 @@ enum ConfigSchema {
             meaning: "serve the operator console at `/console/` (Docs/console.md)", flag: nil),
         Setting(
             path: "console.session_idle_seconds", type: "integer", defaultValue: "1800",
-            meaning: "a console session unused this long ends", flag: nil),
+            meaning: "a console session unused this long ends (at least 120)", flag: nil),
         Setting(
             path: "console.session_lifetime_seconds", type: "integer", defaultValue: "43200",
             meaning: "a console session ends this long after sign-in, however much it is used", flag: nil),
@@ -223,6 +223,7 @@ enum ConfigSchema {
     /// warned about (a misspelt `SIGNALBOX_ADMIN_KEY` would otherwise go unnoticed).
     static let environment = [
         "SIGNALBOX_DATABASE_URL", "SIGNALBOX_ADMIN_KEY", "SIGNALBOX_DEMO_KEY", "SIGNALBOX_URL", "SIGNALBOX_OIDC_CLIENT_SECRET",
+        "SIGNALBOX_CONSOLE_SECRET",
         // Read by the scripts and test runners that start nodes, passed down to them harmlessly.
         "SIGNALBOX_BIN", "SIGNALBOX_TEST_DATABASE_URL",
     ]

@@ -7,6 +7,11 @@ extension ConfigFile {
     /// cannot work stops the node with an error naming its key.
     func consoleSettings(environment: [String: String]) throws -> NodeConfiguration.NodeConsole {
         var settings = NodeConfiguration.NodeConsole()
+        // A session secret of its own, shared by the cluster's nodes, instead of one derived from the admin key.
+        if let secret = environment["SIGNALBOX_CONSOLE_SECRET"] {
+            guard secret.utf8.count >= 32 else { throw ConfigFileError("SIGNALBOX_CONSOLE_SECRET must be at least 32 characters") }
+            settings.sessionKey = ConsoleSigner.derivedKey(fromAdminKey: secret)
+        }
         guard let section = console else { return settings }
         func positive(_ value: Int?, _ key: String) throws -> Int? {
             guard let value else { return nil }
@@ -14,7 +19,11 @@ extension ConfigFile {
             return value
         }
         if let enabled = section.enabled { settings.enabled = enabled }
-        if let idle = try positive(section.sessionIdleSeconds, "session_idle_seconds") { settings.policy.idle = TimeInterval(idle) }
+        if let idle = try positive(section.sessionIdleSeconds, "session_idle_seconds") {
+            // Under two minutes a session could end before its cookie is next refreshed (every minute).
+            guard idle >= 120 else { throw ConfigFileError("console.session_idle_seconds must be at least 120") }
+            settings.policy.idle = TimeInterval(idle)
+        }
         if let lifetime = try positive(section.sessionLifetimeSeconds, "session_lifetime_seconds") {
             settings.policy.lifetime = TimeInterval(lifetime)
         }

@@ -124,3 +124,51 @@ import Testing
         #expect(tally.total(minutes: RequestTally.minutes).requests == 0, "a week later the old minutes are stale, not counted again")
     }
 }
+
+/// What the console reads from forms and writes into pages and exports, at the edges of text.
+@Suite struct ConsoleTextTests {
+    @Test func formsAreParsedByHandAndMalformedEscapesAreRefused() {
+        #expect(ConsolePages.parseForm("a=1&b=two+words&c=%C3%A9t%C3%A9&a=ignored") == ["a": "1", "b": "two words", "c": "été"])
+        #expect(ConsolePages.parseForm("name=a b#c\"<é>&empty=&flag") == ["name": "a b#c\"<é>", "empty": "", "flag": ""])
+        #expect(ConsolePages.parseForm("") == [:])
+        for malformed in ["a=%", "a=%zz", "a=%C3", "%=1"] { #expect(ConsolePages.parseForm(malformed) == nil, "\(malformed)") }
+    }
+
+    @Test func aQuoteWithACombiningMarkIsStillEscaped() throws {
+        let sneaky = "x\"\u{301} onfocus=alert(1) autofocus \"\u{301}"
+        #expect(!HTML.escape(sneaky).contains("\""))
+        let library = try ConsoleTemplates.library()
+        let page: [String: Any] = [
+            "title": "t", "heading": "h", "text": "t", "link": ["href": "/console/", "label": SafeText.deep(sneaky)],
+        ]
+        let html = try #require(library.render(page, withTemplate: "message"))
+        let attack = "\"\u{301} onfocus"
+        let reached = html.contains(attack)
+        #expect(!reached, "the quote reached the page unescaped")
+        #expect(html.contains("&quot;"))
+        #expect(EntryFormat.csvField("line one\r\nline two") == "\"line one\r\nline two\"")
+    }
+
+    @Test func unknownStoredRolesGrantTheLeast() {
+        #expect(AdminRole.stored(isAdmin: true, nil) == .admin)
+        #expect(AdminRole.stored(isAdmin: true, "billing") == .billing)
+        #expect(AdminRole.stored(isAdmin: true, "superuser") == .auditor)
+        #expect(AdminRole.stored(isAdmin: false, "admin") == nil)
+    }
+
+    @Test func aSingleSignOnSessionsRoleFollowsTheMappingsAsTheyAreNow() {
+        let identity = OIDCIdentity(
+            issuer: "https://idp", subject: "u", email: "u@example.com", emailVerified: true, name: nil,
+            groups: (0..<500).map { "group-\($0)" })
+        let mappings = [RoleMapping(claim: .group, value: "group-7", role: .billing)]
+        var session = ConsoleSession(
+            id: "s", actor: identity.actor, displayName: "u", role: .billing, keyHash: nil, issuedAt: 0, lastSeen: 0)
+        session.claims = identity.mappedClaims(from: mappings)
+        #expect(session.claims == ["group:group-7"], "only what a mapping uses is kept: the cookie stays small")
+        #expect(session.roleFromClaims(mappings) == .billing)
+        #expect(session.roleFromClaims([RoleMapping(claim: .group, value: "group-7", role: .auditor)]) == .auditor)
+        #expect(session.roleFromClaims([]) == nil, "a removed mapping ends the session")
+        let noAt = OIDCIdentity(issuer: "i", subject: "s", email: "example.com", emailVerified: true, name: nil, groups: [])
+        #expect(noAt.role(from: [RoleMapping(claim: .emailDomain, value: "example.com", role: .admin)]) == nil)
+    }
+}

@@ -35,6 +35,11 @@ import Testing
             #expect(bought.json?["fee"] == "1.1" && bought.json?["balance"] == "20")
             #expect(try await node.request("/api/v1/keys", body: #"{"name": "ci", "account": "acme"}"#, key: billing).status == 201)
             #expect(try await node.request("/api/v1/keys", body: #"{"name": "op", "role": "admin"}"#, key: billing).status == 403)
+            // Customer keys never spend the platform's or a provider's balance, nor the operator account's.
+            for account in ["platform:fees", "provider:openai", "operator"] {
+                let refused = try await node.request("/api/v1/keys", body: #"{"name": "x", "account": "\#(account)"}"#, key: billing)
+                #expect(refused.status == 400 && refused.json?["error"]?["metadata"]?["param"] == "account", "\(account)")
+            }
             #expect(try await node.request("/api/v1/admin/routing/eu", method: .PUT, body: #"{"allowed": []}"#, key: billing).status == 403)
             let role = #"{"claim": "group", "value": "ops", "role": "admin"}"#
             #expect(try await node.request("/api/v1/admin/roles", method: .PUT, body: role, key: billing).status == 403)

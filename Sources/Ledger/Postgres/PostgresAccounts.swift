@@ -74,8 +74,7 @@ extension PostgresLedgerStore {
             id: try row["id"].decode(String.self), accountID: try row["account_id"].decode(String.self),
             hash: try row["hash"].decode(String.self), label: try row["label"].decode(String.self),
             name: try row["name"].decode(String.self),
-            adminRole: try row["is_admin"].decode(Bool.self)
-                ? (try row["admin_role"].decode(String?.self)).flatMap(AdminRole.init(rawValue:)) ?? .admin : nil,
+            adminRole: AdminRole.stored(isAdmin: try row["is_admin"].decode(Bool.self), try row["admin_role"].decode(String?.self)),
             disabled: try row["disabled"].decode(Bool.self),
             limit: try row["limit_nanos"].decode(Int64?.self).map { Money(nanos: $0) },
             limitReset: try row["limit_reset"].decode(String?.self),

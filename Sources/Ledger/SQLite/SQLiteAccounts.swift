@@ -67,9 +67,10 @@ extension SQLiteLedgerStore {
             accountRegion: row["account_region"])
     }
 
-    /// An admin key's role; keys from before roles were stored are `admin`.
+    /// An admin key's role: keys from before roles were stored (NULL) are `admin`; a value this
+    /// binary does not know (a newer node's role, a hand edit) is the least powerful, `auditor`.
     static func role(isAdmin: Bool, stored: String?) -> AdminRole? {
-        isAdmin ? stored.flatMap(AdminRole.init(rawValue:)) ?? .admin : nil
+        AdminRole.stored(isAdmin: isAdmin, stored)
     }
 
     static func key(_ db: Database, hash: String) throws -> KeyRecord? {
