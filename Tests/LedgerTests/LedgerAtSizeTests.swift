@@ -27,7 +27,8 @@ import Testing
                 FROM generate_series(1, \(Self.entries)) AS n
                 """, logger: store.logger)
             try await store.client.query("ANALYZE transfers", logger: store.logger)
-            let total = try await PostgresLedgerStore.int(store.client.query("SELECT COUNT(*)::BIGINT FROM transfers", logger: store.logger))
+            let total = try await PostgresLedgerStore.int(
+                store.client.query("SELECT COUNT(*)::BIGINT FROM transfers", logger: store.logger))
             #expect(total > Int64(Self.entries))
 
             let first = try await store.entries(EntryQuery(limit: 50))
