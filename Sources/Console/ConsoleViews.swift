@@ -356,16 +356,7 @@ extension ConsolePages {
         var query = try RouterAPI.entryQuery(request.uri.queryParameters)
         query.limit = Int.max
         query.before = nil
-        let ledger = self.ledger
-        _ = try await ledger.entries(EntryQuery(limit: 1))  // a ledger that does not answer fails before the 200
-        return Response(
-            status: .ok,
-            headers: [.contentType: "text/csv; charset=utf-8", .contentDisposition: "attachment; filename=\"ledger-entries.csv\""],
-            body: ResponseBody { [query] writer in
-                try await writer.write(ByteBuffer(string: EntryFormat.csvHeader))
-                try await ledger.forEachEntry(query) { page in try await writer.write(ByteBuffer(string: EntryFormat.csvRows(page))) }
-                try await writer.finish(nil)
-            })
+        return try await EntryFormat.csvExport(query, from: ledger)
     }
 
     func reverse(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {

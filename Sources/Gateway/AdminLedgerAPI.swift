@@ -60,17 +60,7 @@ extension RouterAPI {
             if request.uri.queryParameters["format"] == "csv" {
                 // An export: every matching row (or `limit` of them), streamed page by page.
                 if request.uri.queryParameters["limit"] == nil { query.limit = Int.max }
-                let ledger = dependencies.ledger
-                _ = try await ledger.entries(EntryQuery(limit: 1))  // a ledger that does not answer fails before the 200
-                return Response(
-                    status: .ok,
-                    headers: [.contentType: "text/csv; charset=utf-8", .contentDisposition: "attachment; filename=\"ledger-entries.csv\""],
-                    body: ResponseBody { [query] writer in
-                        try await writer.write(ByteBuffer(string: EntryFormat.csvHeader))
-                        try await ledger.forEachEntry(query) { page in try await writer.write(ByteBuffer(string: EntryFormat.csvRows(page)))
-                        }
-                        try await writer.finish(nil)
-                    })
+                return try await EntryFormat.csvExport(query, from: dependencies.ledger)
             }
             let entries = try await dependencies.ledger.entries(query)
             // A full page has a cursor to the next: pass it back as `before`.
