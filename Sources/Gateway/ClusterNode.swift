@@ -30,7 +30,8 @@ public final class ClusterNode: Service, Sendable {
 
     public init(
         myself: Member, bind: MemberAddress, seeds: [MemberAddress], keyring: ClusterKeyring, keyringPath: String?,
-        settings: SwimSettings = SwimSettings(), health: HealthTracker, tablesPath: String?, logger: Logger
+        keyringReload: KeyringReloadRequests? = nil, settings: SwimSettings = SwimSettings(), health: HealthTracker,
+        tablesPath: String?, logger: Logger
     ) {
         let tables = NIOLockedValueBox<[String: RegionRoutingTable]>([:])
         let saved = NIOLockedValueBox<[String: StateEntry]>([:])
@@ -45,7 +46,8 @@ public final class ClusterNode: Service, Sendable {
         self.tablesPath = tablesPath
         self.logger = logger
         agent = GossipAgent(
-            myself: myself, bind: bind, seeds: seeds, keyring: keyring, keyringPath: keyringPath, settings: settings, logger: logger,
+            myself: myself, bind: bind, seeds: seeds, keyring: keyring, keyringPath: keyringPath, keyringReload: keyringReload,
+            settings: settings, logger: logger,
             onMemberChange: { member in
                 if member.status.isGone && member.id != selfID { health.absorb(node: member.id, report: nil) }
             },

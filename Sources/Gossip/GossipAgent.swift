@@ -68,6 +68,7 @@ public actor GossipAgent: Service {
     private let bind: MemberAddress
     private var keyring: ClusterKeyring
     private let keyringPath: String?
+    private let keyringReload: KeyringReloadRequests?
     private let logger: Logger
     private let onMemberChange: @Sendable (Member) -> Void
     private let onStateChange: @Sendable (StateEntry, UInt64) -> Void
@@ -97,7 +98,7 @@ public actor GossipAgent: Service {
     ///   - keyringPath: re-read every 10 s, so a rotated key file takes effect without a restart.
     public init(
         myself: Member, bind: MemberAddress, seeds: [MemberAddress], keyring: ClusterKeyring, keyringPath: String? = nil,
-        settings: SwimSettings = SwimSettings(), logger: Logger,
+        keyringReload: KeyringReloadRequests? = nil, settings: SwimSettings = SwimSettings(), logger: Logger,
         onMemberChange: @escaping @Sendable (Member) -> Void = { _ in },
         onStateChange: @escaping @Sendable (StateEntry, UInt64) -> Void = { _, _ in },
         onStateRemoved: @escaping @Sendable (String) -> Void = { _ in }
@@ -108,6 +109,7 @@ public actor GossipAgent: Service {
         self.seeds = seeds
         self.keyring = keyring
         self.keyringPath = keyringPath
+        self.keyringReload = keyringReload
         self.logger = logger
         self.onMemberChange = onMemberChange
         self.onStateChange = onStateChange
@@ -200,6 +202,9 @@ public actor GossipAgent: Service {
                 group.addTask { await self.exchangeLoop(jobs) }
                 group.addTask { await self.tickLoop() }
                 group.addTask { await self.keyringLoop() }
+                if let requests = self.keyringReload {
+                    group.addTask { for await _ in requests.stream { await self.reloadKeyring() } }
+                }
                 await self.waitUntilLeft()
                 // Let the farewell datagrams leave before the socket closes.
                 try? await Task.sleep(for: .milliseconds(50))
@@ -274,22 +279,28 @@ public actor GossipAgent: Service {
     }
 
     private func keyringLoop() async {
-        guard let keyringPath else { return }
+        guard keyringPath != nil else { return }
         while !Task.isCancelled && !left {
             try? await Task.sleep(for: .seconds(10))
-            do {
-                let reloaded = try ClusterKeyring(contentsOfFile: keyringPath)
-                if reloaded.keyIDStrings != keyring.keyIDStrings {
-                    logger.notice(
-                        "cluster key file changed",
-                        metadata: [
-                            "sending_with": "\(reloaded.primaryKeyID)", "accepting": "\(reloaded.keyIDStrings.joined(separator: ","))",
-                        ])
-                }
-                keyring = reloaded
-            } catch {
-                logger.error("cannot reload the cluster key file; keeping the current keys", metadata: ["error": "\(error)"])
+            reloadKeyring()
+        }
+    }
+
+    /// Re-reads the key file: every 10 s, and at once on request (SIGHUP, systemd's ExecReload).
+    private func reloadKeyring() {
+        guard let keyringPath, !left else { return }
+        do {
+            let reloaded = try ClusterKeyring(contentsOfFile: keyringPath)
+            if reloaded.keyIDStrings != keyring.keyIDStrings {
+                logger.notice(
+                    "cluster key file changed",
+                    metadata: [
+                        "sending_with": "\(reloaded.primaryKeyID)", "accepting": "\(reloaded.keyIDStrings.joined(separator: ","))",
+                    ])
             }
+            keyring = reloaded
+        } catch {
+            logger.error("cannot reload the cluster key file; keeping the current keys", metadata: ["error": "\(error)"])
         }
     }
 
@@ -741,4 +752,17 @@ func withDeadline<T: Sendable>(_ timeout: Duration, _ body: @escaping @Sendable 
 
 struct DeadlineExceeded: Error, CustomStringConvertible {
     var description: String { "timed out" }
+}
+
+/// Asks a running agent to re-read its cluster key file now rather than at its next 10 s tick
+/// (`signalbox serve` sends it on SIGHUP, which systemd's `ExecReload` sends).
+public final class KeyringReloadRequests: Sendable {
+    let stream: AsyncStream<Void>
+    private let continuation: AsyncStream<Void>.Continuation
+
+    public init() {
+        (stream, continuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
+    }
+
+    public func request() { continuation.yield() }
 }

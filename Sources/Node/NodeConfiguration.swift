@@ -117,6 +117,8 @@ public struct ClusterSettings: Sendable {
     public var seeds: [MemberAddress]
     /// The cluster key file (`signalbox cluster keygen`).
     public var keyringPath: String
+    /// Re-reads the key file at once when asked (`serve` asks on SIGHUP).
+    public var keyringReload: KeyringReloadRequests?
     public var swim = SwimSettings()
     /// This node's API base URL for the other nodes (region forwarding).
     public var apiURL: String

@@ -154,7 +154,8 @@ public struct SignalboxNode: Service, CustomStringConvertible {
             incarnation: UInt64(Date().timeIntervalSince1970 * 1000), apiURL: settings.apiURL)
         return ClusterNode(
             myself: myself, bind: settings.bind, seeds: settings.seeds, keyring: keyring, keyringPath: settings.keyringPath,
-            settings: settings.swim, health: health, tablesPath: settings.tablesPath, logger: logger)
+            keyringReload: settings.keyringReload, settings: settings.swim, health: health, tablesPath: settings.tablesPath,
+            logger: logger)
     }
 }
 

@@ -87,7 +87,9 @@ struct Serve: AsyncParsableCommand {
         let file = try config.map { try ConfigFile.load(path: $0) } ?? ConfigFile()
         for warning in ConfigSchema.unknownEnvironment(ProcessInfo.processInfo.environment) { logger.warning("\(warning)") }
         let upstreams = try upstreamChoice(file)
-        let configuration = try nodeConfiguration(file, upstreams: upstreams)
+        var configuration = try nodeConfiguration(file, upstreams: upstreams)
+        let keyringReload = KeyringReloadRequests()
+        configuration.cluster?.keyringReload = keyringReload
         if let tightened = try SecretFile.privateDirectory(dataDir) { logger.notice("data directory: \(tightened)") }
 
         var services: [any Service] = []
@@ -114,6 +116,18 @@ struct Serve: AsyncParsableCommand {
             for await _ in await UnixSignalsSequence(trapping: .sigint) { gate.skip() }
         }
         defer { interrupts.cancel() }
+        // SIGHUP (systemd's `ExecReload`) re-reads the cluster key file now rather than within 10 s.
+        let hangups = Task { [logger, clustered = configuration.cluster != nil] in
+            for await _ in await UnixSignalsSequence(trapping: .sighup) {
+                guard clustered else {
+                    logger.notice("SIGHUP: nothing to reload (no --cluster-key-file)")
+                    continue
+                }
+                logger.notice("SIGHUP: re-reading the cluster key file")
+                keyringReload.request()
+            }
+        }
+        defer { hangups.cancel() }
         try await group.run()
     }
 
