@@ -31,6 +31,8 @@ public struct GatewayConfiguration: Sendable {
     public var connections = ConnectionLimits()
     /// `/metrics` answers only with the operator admin key.
     public var metricsRequireAdminKey = false
+    /// One line per model request under the logger `signalbox.access` (`--no-access-log` turns it off).
+    public var accessLog = true
     /// Serve HTTPS with this certificate and key (`--tls-cert`, `--tls-key`) instead of plain HTTP.
     public var serverTLS: TLSConfiguration?
 

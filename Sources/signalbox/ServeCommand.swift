@@ -73,15 +73,37 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Comma-separated addresses or CIDRs (your load balancers) not held to --max-connections-per-address.")
     var connectionLimitExempt: String?
     @Flag(help: "Serve /metrics only with the operator admin key.") var metricsRequireAdminKey = false
+    @Flag(inversion: .prefixedNo, help: "One log line per model request (logger signalbox.access).") var accessLog = true
     @Option(help: "Bytes of memory large request bodies (over 1 MiB) may take at once, counted at 6× their size (default 268435456).")
     var bodyMemoryBudget: Int?
     @Option(help: "Seconds the admin and account routes may wait for the ledger before answering 503 (default 10).")
     var adminTimeout: Int?
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
+    @Option(help: "Log format: text, or json (one JSON object per line on stdout, from the first line on).")
+    var logFormat: LogFormat = .text
 
     func run() async throws {
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        guard logFormat == .json else { return try await serve(level: level) }
+        LoggingSystem.bootstrap { label in
+            var handler = JSONLogHandler(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        do {
+            try await serve(level: level)
+        } catch {
+            // A start-up error is a log line too, not plain text on stderr.
+            var logger = Logger(label: "signalbox")
+            logger.logLevel = level
+            logger.critical("\(error)")
+            throw ExitCode.failure
+        }
+    }
+
+    func serve(level: Logger.Level) async throws {
         var logger = Logger(label: "signalbox")
-        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+        logger.logLevel = level
         // Everything the node writes (ledger, spool, keys, routing tables) is for its user only.
         umask(0o077)
         let file = try config.map { try ConfigFile.load(path: $0) } ?? ConfigFile()
@@ -106,7 +128,8 @@ struct Serve: AsyncParsableCommand {
             configuration: configuration, upstreams: upstreams.description,
             ledger: configuration.postgres.map { "PostgreSQL (\($0))" } ?? "SQLite (\(dataDir)/ledger.sqlite)",
             // Only to a person at a terminal: a container's or service's stdout is a log.
-            showsMintedKeys: configuration.postgres == nil && isatty(STDOUT_FILENO) == 1)
+            showsMintedKeys: configuration.postgres == nil && isatty(STDOUT_FILENO) == 1 && logFormat == .text,
+            format: logFormat)
         services.append(SignalboxNode(configuration, logger: logger) { serving in banner.print(serving) })
         let group = ServiceGroup(
             configuration: .init(
@@ -198,6 +221,7 @@ struct Serve: AsyncParsableCommand {
             return range
         }
         gateway.metricsRequireAdminKey = metricsRequireAdminKey || server?.metricsRequireAdminKey == true
+        gateway.accessLog = accessLog
         if let bytes = bodyMemoryBudget ?? server?.bodyMemoryBudgetBytes {
             guard bytes >= 1 << 20 else { throw ValidationError("--body-memory-budget must be at least 1048576 bytes") }
             gateway.bodyMemoryBudget = bytes
@@ -372,8 +396,10 @@ struct Banner: Sendable {
     let demoCredits: Money
     let keySources: (admin: StarterKeys.Source?, demo: StarterKeys.Source?)
     let showsMintedKeys: Bool
+    let format: LogFormat
 
-    init(configuration: NodeConfiguration, upstreams: String, ledger: String, showsMintedKeys: Bool) {
+    init(configuration: NodeConfiguration, upstreams: String, ledger: String, showsMintedKeys: Bool, format: LogFormat) {
+        self.format = format
         scheme = configuration.gateway.serverTLS == nil ? "http" : "https"
         host = configuration.gateway.host
         models = configuration.catalog.models.count
@@ -398,6 +424,19 @@ struct Banner: Sendable {
         let port = serving.port
         let demo = describe(serving.starterKeys?.demo, source: keySources.demo)
         let admin = describe(serving.starterKeys?.admin, source: keySources.admin)
+        if format == .json {
+            // The banner as one log line: fingerprints and key files, never a key.
+            JSONLogHandler.write(
+                .object(
+                    JSONObject([
+                        ("time", .string(JSONLogHandler.timestamp())), ("level", "notice"), ("logger", "signalbox"),
+                        ("message", "serving"), ("url", .string("\(scheme)://\(host):\(port)/api/v1")),
+                        ("console", .string("\(scheme)://\(host):\(port)/console/")), ("models", .int(Int64(models))),
+                        ("upstreams", .string(upstreams)), ("ledger", .string(ledger)), ("demo_key", .string(demo)),
+                        ("admin_key", .string(admin)),
+                    ])))
+            return
+        }
         let demoFile: String? = if case .savedOrMinted(let file) = keySources.demo { file } else { nil }
         let credit = serving.starterKeys?.demo == nil ? "" : "  ($\(demoCredits.decimalString) demo credit at start)"
         var text = """

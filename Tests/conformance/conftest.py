@@ -125,6 +125,11 @@ def node():
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         proc.kill()
+    # After every suite that used this node: no key it was given or minted is in its log.
+    log.close()
+    text = open(log.name).read()
+    for secret in (DEMO_KEY, ADMIN_KEY):
+        assert secret not in text and secret[len("sk-sb-v1-"):] not in text, "a key reached the node's log"
 
 
 @pytest.fixture(scope="module")

@@ -95,6 +95,7 @@ final class ChatPipeline: Sendable {
     let cluster: ClusterNode?
     let keyLimits = KeyLimits()
     let freeTier = FreeTierAdmission()
+    let accessLog: AccessLog
     let clock = ContinuousClock()
     /// Watchdogs and client-gone checks for every running request, on one timer; the interval
     /// is how late a timeout or a departed client may be noticed.
@@ -116,5 +117,6 @@ final class ChatPipeline: Sendable {
         self.metrics = metrics
         self.health = health
         self.cluster = cluster
+        accessLog = AccessLog(enabled: configuration.accessLog)
     }
 }

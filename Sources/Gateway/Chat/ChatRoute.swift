@@ -21,28 +21,55 @@ extension RouterAPI {
 
     /// Runs a request of any surface on the chat pipeline (see `ChatSurface`).
     func serveChat(_ request: Request, context: AuthenticatedRequestContext, surface: some ChatSurface) async throws -> Response {
+        let started = ContinuousClock.now
+        var model: String?
+        do {
+            return try await runChat(request, context: context, surface: surface, model: &model)
+        } catch let error as ChatRefusal {
+            // Refused before any attempt ran: no settlement writes this request's access line.
+            let refusal = error.error as? APIError ?? APIError(status: 400, message: "\(error.error)")
+            pipeline.accessLog.refused(route: request.uri.path, key: context.key, model: model, error: refusal, started: started)
+            throw error.error
+        }
+    }
+
+    /// An error thrown before the request was prepared (nothing settles it).
+    struct ChatRefusal: Error {
+        var error: any Error
+    }
+
+    func runChat(
+        _ request: Request, context: AuthenticatedRequestContext, surface: some ChatSurface, model: inout String?
+    ) async throws -> Response {
         let key = context.key
+        // Errors until the request is prepared are refusals: nothing ran, nothing settles.
+        func refusing<T>(_ step: () async throws -> T) async throws -> T {
+            do { return try await step() } catch { throw ChatRefusal(error: error) }
+        }
         // The reservation goes back when the last holder lets go: this call, or the prepared
         // request that a stream's body still uses after this returns.
-        let (body, reservation) = try await readModelRequestBody(request, key: key)
+        let (body, reservation) = try await refusing { try await readModelRequestBody(request, key: key) }
         if let region = key.pinnedRegion, region != dependencies.configuration.region {
             return try await forwardToRegion(region, request: request, body: body)
         }
-        let chat = try surface.chatRequest(from: body, headers: request.headers)
+        let chat = try await refusing { try surface.chatRequest(from: body, headers: request.headers) }
+        model = chat.requestedModel
         let idempotencyKey = request.headers[Self.idempotencyHeader].flatMap { $0.isEmpty ? nil : $0 }
         if let idempotencyKey, idempotencyKey.utf8.count > 256 {
-            throw APIError.badRequest("Idempotency-Key is longer than 256 bytes")
+            throw ChatRefusal(error: APIError.badRequest("Idempotency-Key is longer than 256 bytes"))
         }
         // The Idempotency-Key is claimed before any credit is reserved: a replay or a conflict
         // touches no money.
         let generationID = ChatPipeline.makeGenerationID()
         if let idempotencyKey,
-            let stored = try await claimIdempotencyKey(
-                idempotencyKey, key: key, generationID: generationID, request: chat, surface: surface,
-                fingerprinted: surface is ChatCompletionsSurface
-                    ? .object(chat.parsedBody())
-                    // A front's own body, not its translation (which leaves things out), and its route.
-                    : ["route": .string(request.uri.path), "body": (try? .object(ChatCompletionsSurface.object(body))) ?? nil])
+            let stored = try await refusing({
+                try await claimIdempotencyKey(
+                    idempotencyKey, key: key, generationID: generationID, request: chat, surface: surface,
+                    fingerprinted: surface is ChatCompletionsSurface
+                        ? .object(chat.parsedBody())
+                        // A front's own body, not its translation (which leaves things out), and its route.
+                        : ["route": .string(request.uri.path), "body": (try? .object(ChatCompletionsSurface.object(body))) ?? nil])
+            })
         {
             return stored
         }
@@ -58,7 +85,7 @@ extension RouterAPI {
                     try await ledger.releaseIdempotencyClaim(account: account, key: idempotencyKey, generationID: generationID)
                 }
             }
-            throw error
+            throw ChatRefusal(error: error)
         }
         if chat.stream {
             let translator = surface.makeStream(generationID: generationID, model: chat.requestedModel)

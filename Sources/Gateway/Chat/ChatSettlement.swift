@@ -71,9 +71,10 @@ extension ChatPipeline {
     /// the request's cancellation: a client that hangs up must not stop its own settlement.
     @inline(never)  // a frame of its own (see ChatPipeline)
     func settle(
-        _ prepared: PreparedChat, transfers: [TransferRequest], generation: GenerationRecord,
+        _ prepared: PreparedChat, transfers: [TransferRequest], generation: GenerationRecord, outcome: AccessLog.Outcome,
         response: JSONValue? = nil
     ) async {
+        accessLog.settled(generation, outcome: outcome, streamed: prepared.request.stream)
         let (credit, logger) = (self.credit, self.logger)
         let idempotency: IdempotencyOutcome? = prepared.idempotencyKey.map { key in
             response.map { .completed(account: prepared.key.accountID, key: key, response: JSONWriter.string($0)) }
@@ -115,7 +116,7 @@ extension ChatPipeline {
             nativeFinishReason: native, upstreamID: result.accumulator.upstreamID, cancelled: false,
             firstToken: result.firstTokenAt, records: Self.withProviderCost(records, transfers))
         let response = prepared.idempotencyKey == nil ? nil : ChatResponses.completion(prepared, result: result, cost: cost)
-        await settle(prepared, transfers: transfers + insurance, generation: record, response: response)
+        await settle(prepared, transfers: transfers + insurance, generation: record, outcome: .success, response: response)
         return cost
     }
 
@@ -142,7 +143,7 @@ extension ChatPipeline {
             prepared, attempt: delivered ? attempt : nil, usage: progress.usage ?? TokenUsage(), cost: .zero,
             finishReason: "error", nativeFinishReason: "error", upstreamID: progress.upstreamID, cancelled: false,
             firstToken: progress.firstToken, records: records)
-        await settle(prepared, transfers: insurance, generation: record)
+        await settle(prepared, transfers: insurance, generation: record, outcome: .failed)
     }
 
     /// The client hung up: the upstream call was cancelled, and the tokens generated until then
@@ -166,6 +167,6 @@ extension ChatPipeline {
             prepared, attempt: attempt, usage: usage, cost: Self.charged(prepared, transfers), finishReason: nil,
             nativeFinishReason: nil, upstreamID: progress.upstreamID, cancelled: true, firstToken: progress.firstToken,
             records: Self.withProviderCost(all, transfers))
-        await settle(prepared, transfers: transfers + insurance, generation: record)
+        await settle(prepared, transfers: transfers + insurance, generation: record, outcome: .cancelled)
     }
 }
