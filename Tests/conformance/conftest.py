@@ -36,6 +36,21 @@ def free_port():
         return port
 
 
+def wait_until_ready(base, proc, log_path, seconds=60):
+    """Waits for `base`/readyz to answer 200; fails with the process's log if it exits or takes too long."""
+    deadline = time.time() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(base + "/readyz", timeout=1) as reply:
+                if reply.status == 200:
+                    return
+        except Exception:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            raise RuntimeError(f"the node at {base} did not become ready:\n" + open(log_path).read())
+        time.sleep(0.1)
+
+
 class Node:
     def __init__(self, port, sim_port, data_dir):
         self.base = f"http://127.0.0.1:{port}"
@@ -107,18 +122,7 @@ def node():
          "--drain-delay", "0"],
         stdout=log, stderr=subprocess.STDOUT, env=env)
     n = Node(port, sim_port, data_dir)
-    deadline = time.time() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(n.base + "/readyz", timeout=1) as r:
-                if r.status == 200:
-                    break
-        except Exception:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            log.flush()
-            raise RuntimeError("signalbox did not start:\n" + open(log.name).read())
-        time.sleep(0.1)
+    wait_until_ready(n.base, proc, log.name)
     yield n
     proc.terminate()
     try:

@@ -27,7 +27,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from conftest import ADMIN_KEY, DEMO_KEY, free_port
+from conftest import ADMIN_KEY, DEMO_KEY, free_port, wait_until_ready
 from oidc_provider import OIDCProvider
 
 BINARY = os.environ.get("SIGNALBOX_BIN", ".build/debug/signalbox")
@@ -56,17 +56,7 @@ class ConsoleNode:
              "--gossip-bind", f"127.0.0.1:{self.gossip_port}", "--cluster-key-file", key_file,
              "--demo-credits", "1", "--drain-delay", "0", "--load-balancing", "catalog-order"],
             stdout=open(self.log_path, "w"), stderr=subprocess.STDOUT, env=env)
-        deadline = time.time() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(self.base + "/readyz", timeout=1) as reply:
-                    if reply.status == 200:
-                        break
-            except Exception:
-                pass
-            if self.proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError("the console node did not start:\n" + open(self.log_path).read())
-            time.sleep(0.1)
+        wait_until_ready(self.base, self.proc, self.log_path)
 
     def api(self, path, body=None, method=None, key=ADMIN_KEY):
         request = urllib.request.Request(self.base + "/api/v1" + path, method=method,

@@ -12,7 +12,7 @@ import urllib.request
 import openai
 import pytest
 
-from conftest import ADMIN_KEY, DEMO_KEY, free_port
+from conftest import ADMIN_KEY, DEMO_KEY, free_port, wait_until_ready
 
 BINARY = os.environ.get("SIGNALBOX_BIN", ".build/debug/signalbox")
 PROMPT = "The quick zebra recites prime numbers backwards"
@@ -28,14 +28,7 @@ def json_node():
          "--demo-credits", "1", "--drain-delay", "0", "--log-format", "json", "--load-balancing", "catalog-order"],
         stdout=out, stderr=err, env=dict(os.environ, SIGNALBOX_ADMIN_KEY=ADMIN_KEY, SIGNALBOX_DEMO_KEY=DEMO_KEY))
     base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while True:
-        try:
-            urllib.request.urlopen(base + "/readyz", timeout=1)
-            break
-        except Exception:
-            assert proc.poll() is None and time.time() < deadline, open(err.name).read()
-            time.sleep(0.1)
+    wait_until_ready(base, proc, err.name)
     yield proc, base, f"http://127.0.0.1:{sim_port}", out.name, err.name
     if proc.poll() is None:
         proc.terminate()
