@@ -1,4 +1,5 @@
 import Gossip
+import Ledger
 import Hummingbird
 import NIOConcurrencyHelpers
 import Prometheus
@@ -66,6 +67,59 @@ public struct GatewayMetrics: Sendable {
             .record(duration)
         let milliseconds = duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
         tally.withLockedValue { $0.firstToken(milliseconds: milliseconds) }
+    }
+
+    // MARK: OpenTelemetry GenAI conventions (gen_ai.client.token.usage, gen_ai.server.time_to_first_token,
+    // gen_ai.client.operation.duration), as Prometheus names; attributes become labels.
+
+    static var tokenUsage: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "gen_ai", subsystem: "client", metricName: "token_usage", unitName: nil,
+            helpText: "Tokens per request by type (input, output), provider and model")
+    }
+    static var timeToFirstToken: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "gen_ai", subsystem: "server", metricName: "time_to_first_token", unitName: "seconds",
+            helpText: "Time from receiving a request to its first token, by provider and model")
+    }
+    static var operationDuration: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "gen_ai", subsystem: "client", metricName: "operation_duration", unitName: "seconds",
+            helpText: "Time from receiving a request to its end, by provider, model and outcome")
+    }
+    static var spend: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "signalbox", metricName: "spend_usd", unitName: "total",
+            helpText: "USD charged to accounts, by provider and model (the ledger holds the exact amounts)")
+    }
+    /// The buckets the OpenTelemetry GenAI conventions advise.
+    static let tokenBuckets: [Double] = [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262_144, 1_048_576, 4_194_304]
+    static let firstTokenBuckets: [Double] = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10]
+    static let durationBuckets: [Double] = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92]
+
+    /// A request that ran, once it settled.
+    func generation(_ record: GenerationRecord, outcome: String) {
+        let provider = record.providerTag ?? "none"
+        let model = [("gen_ai_system", provider), ("gen_ai_request_model", record.model)]
+        registry.makeValueHistogram(
+            descriptor: Self.tokenUsage, labels: model + [("gen_ai_token_type", "input")], buckets: Self.tokenBuckets
+        )
+        .record(Double(record.usage.promptTokens))
+        registry.makeValueHistogram(
+            descriptor: Self.tokenUsage, labels: model + [("gen_ai_token_type", "output")], buckets: Self.tokenBuckets
+        )
+        .record(Double(record.usage.completionTokens))
+        if outcome == "success" {
+            registry.makeValueHistogram(descriptor: Self.timeToFirstToken, labels: model, buckets: Self.firstTokenBuckets)
+                .record(Double(record.latencyMs) / 1000)
+        }
+        registry.makeValueHistogram(
+            descriptor: Self.operationDuration, labels: model + [("outcome", outcome)], buckets: Self.durationBuckets
+        ).record(Double(record.latencyMs + record.generationTimeMs) / 1000)
+        if record.cost > .zero {
+            registry.makeCounter(descriptor: Self.spend, labels: [("provider", provider), ("model", record.model)])
+                .increment(by: Double(record.cost.nanos) / Double(Money.scale))
+        }
     }
 
     func failover() {
@@ -159,6 +213,29 @@ public struct GatewayMetrics: Sendable {
                 helpText: "Client connections closed at once because their address or the node was at its connection limit")
         )
         .set(Int64(refused))
+    }
+
+    /// The ledger as this node sees it, read when `/metrics` is scraped.
+    func ledger(status: SettlementCommitter.Status, leases: [LeaseBook.Lease]) {
+        let gauges: [(String, String, Int64)] = [
+            ("ledger_reachable", "1 while the ledger answers, 0 while settlements go to the spool", status.ledgerReachable ? 1 : 0),
+            ("ledger_spooled_settlements", "Settlements waiting in the spool for the ledger", Int64(status.spooled)),
+            ("ledger_held_settlements", "Settlements neither committed nor spooled (the spool could not be written)", Int64(status.held)),
+            ("ledger_rejected_settlements", "Settlements set aside in the reject file since start", Int64(status.rejected)),
+            ("leases_open", "Credit leases this node holds on accounts", Int64(leases.count)),
+        ]
+        for (name, help, value) in gauges {
+            registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "signalbox", metricName: name, unitName: "", helpText: help))
+                .set(value)
+        }
+        let money: [(String, String, Money)] = [
+            ("leases_granted_usd", "Credit this node holds in leases", leases.reduce(.zero) { $0 + $1.granted }),
+            ("leases_reserved_usd", "Of that, what requests in flight reserve", leases.reduce(.zero) { $0 + $1.reserved }),
+        ]
+        for (name, help, amount) in money {
+            registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "signalbox", metricName: name, unitName: "", helpText: help))
+                .set(Double(amount.nanos) / Double(Money.scale))
+        }
     }
 
     func exposition() -> [UInt8] { registry.emitToBuffer() }

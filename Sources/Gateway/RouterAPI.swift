@@ -79,6 +79,7 @@ public struct RouterAPI: Sendable {
             }
             let connections = limiter.counts
             dependencies.metrics.connections(open: connections.open, refused: connections.refused)
+            dependencies.metrics.ledger(status: await dependencies.committer.currentStatus, leases: await dependencies.credit.leases)
             if let cluster = dependencies.cluster {
                 dependencies.metrics.gossip(
                     stats: await cluster.agent.stats, members: await cluster.agent.members,

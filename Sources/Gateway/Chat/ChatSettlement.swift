@@ -75,6 +75,7 @@ extension ChatPipeline {
         response: JSONValue? = nil
     ) async {
         accessLog.settled(generation, outcome: outcome, streamed: prepared.request.stream)
+        metrics.generation(generation, outcome: outcome.rawValue)
         let (credit, logger) = (self.credit, self.logger)
         let idempotency: IdempotencyOutcome? = prepared.idempotencyKey.map { key in
             response.map { .completed(account: prepared.key.accountID, key: key, response: JSONWriter.string($0)) }
