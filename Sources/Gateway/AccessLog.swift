@@ -9,23 +9,41 @@ import SignalboxCore
 public struct AccessLog: Sendable {
     let logger: Logger?
 
-    /// `enabled: false` writes nothing (`--no-access-log`).
-    public init(enabled: Bool, level: Logger.Level = .info) {
-        if enabled {
-            var logger = Logger(label: "signalbox.access")
-            logger.logLevel = level
-            self.logger = logger
-        } else {
-            logger = nil
-        }
+    /// `enabled: false` writes nothing (`--no-access-log`, or a log level above `info`).
+    public init(enabled: Bool) {
+        logger = enabled ? Logger(label: "signalbox.access") : nil
     }
 
     /// How a request that ran ended.
-    enum Outcome: String {
-        case success, failed, cancelled
+    enum Outcome: Sendable {
+        case success
+        /// Every attempt failed; the client was answered with `status`.
+        case failed(status: Int)
+        case cancelled
 
-        /// The status the client was answered with.
-        var status: Int { self == .success ? 200 : self == .cancelled ? 499 : 502 }
+        var name: String {
+            switch self {
+            case .success: "success"
+            case .failed: "failed"
+            case .cancelled: "cancelled"
+            }
+        }
+
+        /// The status the client was answered with (499: the client went away).
+        var status: Int {
+            switch self {
+            case .success: 200
+            case .failed(let status): status
+            case .cancelled: 499
+            }
+        }
+    }
+
+    /// A client-given string as a log field: at most 200 characters, on one line.
+    static func field(_ text: String?) -> String {
+        guard let text else { return "" }
+        let line = text.replacingOccurrences(of: "\n", with: " ").replacingOccurrences(of: "\r", with: " ")
+        return line.count > 200 ? String(line.prefix(200)) + "…" : line
     }
 
     func settled(_ record: GenerationRecord, outcome: Outcome, streamed: Bool) {
@@ -35,10 +53,23 @@ public struct AccessLog: Sendable {
             metadata: [
                 "generation": "\(record.id)", "key": "\(record.keyID ?? "")", "account": "\(record.accountID)",
                 "model": "\(record.model)", "provider": "\(record.providerTag ?? "")", "status": "\(outcome.status)",
-                "outcome": "\(outcome.rawValue)", "attempts": "\(record.attempts.count)", "streamed": "\(streamed)",
+                "outcome": "\(outcome.name)", "attempts": "\(record.attempts.count)", "streamed": "\(streamed)",
                 "tokens_in": "\(record.usage.promptTokens)", "tokens_out": "\(record.usage.completionTokens)",
                 "cost": "\(record.cost.decimalString)", "first_token_ms": "\(record.latencyMs)",
                 "total_ms": "\(record.latencyMs + record.generationTimeMs)", "finish_reason": "\(record.finishReason ?? "")",
+            ])
+    }
+
+    /// A request answered without running: a replay of a stored answer (`outcome: replayed`), or a
+    /// request passed to its region's node (`outcome: forwarded`; that node writes the full line).
+    func answered(route: String, key: KeyRecord, model: String?, outcome: String, status: Int, started: ContinuousClock.Instant) {
+        guard let logger else { return }
+        logger.info(
+            "request",
+            metadata: [
+                "route": "\(route)", "key": "\(key.id)", "account": "\(key.accountID)", "model": "\(Self.field(model))",
+                "status": "\(status)", "outcome": "\(outcome)", "attempts": "0", "cost": "0",
+                "total_ms": "\((ContinuousClock.now - started) / .milliseconds(1))",
             ])
     }
 
@@ -48,7 +79,7 @@ public struct AccessLog: Sendable {
         logger.info(
             "request",
             metadata: [
-                "route": "\(route)", "key": "\(key.id)", "account": "\(key.accountID)", "model": "\(model ?? "")",
+                "route": "\(route)", "key": "\(key.id)", "account": "\(key.accountID)", "model": "\(Self.field(model))",
                 "status": "\(error.statusCode)", "outcome": "refused", "error_type": "\(error.errorType)", "attempts": "0",
                 "cost": "0", "total_ms": "\((ContinuousClock.now - started) / .milliseconds(1))",
             ])

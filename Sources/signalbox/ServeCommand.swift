@@ -83,15 +83,18 @@ struct Serve: AsyncParsableCommand {
     var logFormat: LogFormat = .text
 
     func run() async throws {
+        // Trapped before anything else: until a handler is installed, SIGHUP's default action
+        // would end the process (a `systemctl reload` right after start).
+        let hangupSignals = await UnixSignalsSequence(trapping: .sighup)
         let level = Logger.Level(rawValue: logLevel) ?? .info
-        guard logFormat == .json else { return try await serve(level: level) }
+        guard logFormat == .json else { return try await serve(level: level, hangups: hangupSignals) }
         LoggingSystem.bootstrap { label in
             var handler = JSONLogHandler(label: label)
             handler.logLevel = level
             return handler
         }
         do {
-            try await serve(level: level)
+            try await serve(level: level, hangups: hangupSignals)
         } catch {
             // A start-up error is a log line too, not plain text on stderr.
             var logger = Logger(label: "signalbox")
@@ -101,7 +104,7 @@ struct Serve: AsyncParsableCommand {
         }
     }
 
-    func serve(level: Logger.Level) async throws {
+    func serve(level: Logger.Level, hangups hangupSignals: UnixSignalsSequence) async throws {
         var logger = Logger(label: "signalbox")
         logger.logLevel = level
         // Everything the node writes (ledger, spool, keys, routing tables) is for its user only.
@@ -141,7 +144,7 @@ struct Serve: AsyncParsableCommand {
         defer { interrupts.cancel() }
         // SIGHUP (systemd's `ExecReload`) re-reads the cluster key file now rather than within 10 s.
         let hangups = Task { [logger, clustered = configuration.cluster != nil] in
-            for await _ in await UnixSignalsSequence(trapping: .sighup) {
+            for await _ in hangupSignals {
                 guard clustered else {
                     logger.notice("SIGHUP: nothing to reload (no --cluster-key-file)")
                     continue
@@ -221,7 +224,8 @@ struct Serve: AsyncParsableCommand {
             return range
         }
         gateway.metricsRequireAdminKey = metricsRequireAdminKey || server?.metricsRequireAdminKey == true
-        gateway.accessLog = accessLog
+        // Access lines are `info`: a higher --log-level silences them too.
+        gateway.accessLog = accessLog && (Logger.Level(rawValue: logLevel) ?? .info) <= .info
         if let bytes = bodyMemoryBudget ?? server?.bodyMemoryBudgetBytes {
             guard bytes >= 1 << 20 else { throw ValidationError("--body-memory-budget must be at least 1048576 bytes") }
             gateway.bodyMemoryBudget = bytes

@@ -70,10 +70,10 @@ def test_every_dashboard_query_reads_a_metric_the_node_exports():
     exported = set(re.findall(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)", exposition, re.M))
     missing = sorted(wanted - exported)
     assert missing == [], f"dashboard queries metrics the node does not export: {missing}"
-    # The GenAI histograms hold the requests just made.
-    count = re.search(r'^gen_ai_server_time_to_first_token_seconds_count\{[^}]*gen_ai_request_model="openai/gpt-4o-mini"[^}]*\} (\d+)',
-                      exposition, re.M)
-    assert count and int(count.group(1)) >= 2, exposition[:2000]
+    # The GenAI histograms hold the requests just made (over every provider that served them).
+    counts = re.findall(r'^gen_ai_server_time_to_first_token_seconds_count\{[^}]*gen_ai_request_model="openai/gpt-4o-mini"[^}]*\} (\d+)',
+                        exposition, re.M)
+    assert sum(int(count) for count in counts) >= 3, exposition[:2000]
     assert re.search(r'^gen_ai_client_token_usage_count\{[^}]*gen_ai_token_type="output"', exposition, re.M)
     assert re.search(r'^signalbox_failovers_total \d*[1-9]', exposition, re.M)
     assert re.search(r'^signalbox_spend_usd_total\{[^}]*model="openai/gpt-4o-mini"[^}]*\} [0-9.e-]+', exposition, re.M)

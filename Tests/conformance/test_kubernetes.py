@@ -88,7 +88,8 @@ def overlays():
 def test_every_object_of_each_region_is_valid_for_the_pinned_kubernetes(region):
     objects = render(os.path.join(ROOT, "overlays", region))
     kinds = sorted(o["kind"] for o in objects)
-    assert kinds == sorted(["ConfigMap", "Job", "Namespace", "PodDisruptionBudget", "Secret", "Service", "Service", "StatefulSet"])
+    assert kinds == sorted(["ConfigMap", "Job", "Namespace", "PodDisruptionBudget", "Secret", "Secret", "Service", "Service",
+                            "StatefulSet"])
     for obj in objects:
         kubernetes_validate.validate(copy.deepcopy(obj), KUBERNETES_VERSION, strict=True)
     assert all(o["metadata"].get("namespace") == f"signalbox-{region}" for o in objects if o["kind"] != "Namespace")
@@ -125,6 +126,12 @@ def test_the_nodes_are_stable_members_that_drain_before_they_stop(region):
     for name in ("SIGNALBOX_DATABASE_URL", "SIGNALBOX_ADMIN_KEY"):
         assert env[name]["valueFrom"]["secretKeyRef"]["key"] in secret["stringData"]
     config = json.loads(objects[("ConfigMap", "signalbox-config")]["data"]["signalbox.json"])
+    # Real providers, with their keys from a Secret (the simulator is for trying the router out).
+    assert config["use_simulator"] is False
+    assert [e["secretRef"]["name"] for e in container["envFrom"]] == ["signalbox-provider-keys"]
+    assert ("Secret", "signalbox-provider-keys") in objects
+    # A placeholder admin key is refused at start instead of working as a known key.
+    assert not secret["stringData"]["admin-key"].startswith("sk-")
     # The grace period covers the preStop pause, the drain delay, the drain timeout and settling.
     pre_stop = int(container["lifecycle"]["preStop"]["exec"]["command"][1])
     drain = config["drain"]["delay_seconds"] + config["drain"]["timeout_seconds"]

@@ -11,7 +11,7 @@ import tempfile
 import time
 import urllib.request
 
-from conftest import ADMIN_KEY, free_port
+from conftest import ADMIN_KEY, free_port, wait_until_ready
 
 BINARY = os.path.abspath(os.environ.get("SIGNALBOX_BIN", ".build/debug/signalbox"))
 UNIT = os.path.join(os.path.dirname(__file__), "..", "..", "Deploy", "systemd", "signalbox.service")
@@ -46,6 +46,48 @@ def test_the_unit_verifies_cleanly_and_is_sandboxed():
     usage = subprocess.run([BINARY, "serve", "--help"], capture_output=True, text=True).stdout
     for flag in (word for word in command if word.startswith("--")):
         assert flag in usage, flag
+
+
+def test_the_units_own_command_starts_a_node_that_joins_and_serves():
+    """ExecStart as shipped, with only the paths, the host name and the example files' values
+    filled in: a node that starts, joins (its own gossip address as seed) and is ready."""
+    workdir = tempfile.mkdtemp(prefix="signalbox-unit-")
+    text = open(UNIT).read()
+    command = re.search(r"^ExecStart=(.*)$", text, re.M).group(1)
+    examples = os.path.dirname(UNIT)
+    config = json.load(open(os.path.join(examples, "signalbox.json.example")))
+    port, gossip = free_port(), free_port()
+    config["server"].update(host="127.0.0.1", port=port)
+    config["use_simulator"] = True  # no provider to call here
+    config["drain"]["delay_seconds"] = 0
+    config_path = os.path.join(workdir, "signalbox.json")
+    json.dump(config, open(config_path, "w"))
+    key_file = os.path.join(workdir, "cluster.key")
+    subprocess.run([BINARY, "cluster", "keygen", "--out", key_file], check=True, capture_output=True)
+    node_env = dict(line.split("=", 1) for line in open(os.path.join(examples, "node.env.example")).read().splitlines()
+                    if line and not line.startswith("#"))
+    node_env.update(GOSSIP_BIND=f"127.0.0.1:{gossip}", GOSSIP_ADVERTISE=f"127.0.0.1:{gossip}", SEEDS=f"127.0.0.1:{gossip}")
+    secrets = open(os.path.join(examples, "signalbox.env.example")).read()
+    assert "SIGNALBOX_ADMIN_KEY=REPLACE" in secrets  # a placeholder that the node refuses, checked below
+    for name, value in node_env.items():
+        command = command.replace("${" + name + "}", value)
+    command = (command.replace("/usr/local/bin/signalbox", BINARY).replace("/etc/signalbox/signalbox.json", config_path)
+               .replace("%S/signalbox", os.path.join(workdir, "state")).replace("%H", "unit-host")
+               .replace("/etc/signalbox/cluster.key", key_file))
+    assert "${" not in command and "%" not in command, command
+    args = shlex.split(command) + ["--sim-port", str(free_port())]
+    refused = subprocess.run(args, capture_output=True, text=True, timeout=60,
+                             env=dict(os.environ, SIGNALBOX_ADMIN_KEY="REPLACE-WITH-THE-OPERATOR-ADMIN-KEY"))
+    assert refused.returncode != 0 and "SIGNALBOX_ADMIN_KEY" in refused.stdout + refused.stderr
+    log = os.path.join(workdir, "node.log")
+    node = subprocess.Popen(args, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=dict(os.environ, SIGNALBOX_ADMIN_KEY=ADMIN_KEY))
+    try:
+        wait_until_ready(f"http://127.0.0.1:{port}", node, log)
+        lines = [json.loads(line) for line in open(log).read().splitlines()]  # --log-format json: every line parses
+        assert any(line["message"] == "serving" for line in lines)
+    finally:
+        node.terminate()
+        node.wait(timeout=20)
 
 
 def test_sighup_rereads_the_cluster_key_file_at_once():

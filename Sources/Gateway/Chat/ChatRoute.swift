@@ -24,7 +24,7 @@ extension RouterAPI {
         let started = ContinuousClock.now
         var model: String?
         do {
-            return try await runChat(request, context: context, surface: surface, model: &model)
+            return try await runChat(request, context: context, surface: surface, started: started, model: &model)
         } catch let error as ChatRefusal {
             // Refused before any attempt ran: no settlement writes this request's access line.
             let refusal = error.error as? APIError ?? APIError(status: 400, message: "\(error.error)")
@@ -39,7 +39,8 @@ extension RouterAPI {
     }
 
     func runChat(
-        _ request: Request, context: AuthenticatedRequestContext, surface: some ChatSurface, model: inout String?
+        _ request: Request, context: AuthenticatedRequestContext, surface: some ChatSurface, started: ContinuousClock.Instant,
+        model: inout String?
     ) async throws -> Response {
         let key = context.key
         // Errors until the request is prepared are refusals: nothing ran, nothing settles.
@@ -50,7 +51,10 @@ extension RouterAPI {
         // request that a stream's body still uses after this returns.
         let (body, reservation) = try await refusing { try await readModelRequestBody(request, key: key) }
         if let region = key.pinnedRegion, region != dependencies.configuration.region {
-            return try await forwardToRegion(region, request: request, body: body)
+            let forwarded = try await refusing { try await forwardToRegion(region, request: request, body: body) }
+            pipeline.accessLog.answered(
+                route: request.uri.path, key: key, model: nil, outcome: "forwarded", status: Int(forwarded.status.code), started: started)
+            return forwarded
         }
         let chat = try await refusing { try surface.chatRequest(from: body, headers: request.headers) }
         model = chat.requestedModel
@@ -71,6 +75,9 @@ extension RouterAPI {
                         : ["route": .string(request.uri.path), "body": (try? .object(ChatCompletionsSurface.object(body))) ?? nil])
             })
         {
+            pipeline.accessLog.answered(
+                route: request.uri.path, key: key, model: chat.requestedModel, outcome: "replayed", status: Int(stored.status.code),
+                started: started)
             return stored
         }
         let prepared: PreparedChat

@@ -75,7 +75,7 @@ extension ChatPipeline {
         response: JSONValue? = nil
     ) async {
         accessLog.settled(generation, outcome: outcome, streamed: prepared.request.stream)
-        metrics.generation(generation, outcome: outcome.rawValue)
+        metrics.generation(generation, outcome: outcome.name)
         let (credit, logger) = (self.credit, self.logger)
         let idempotency: IdempotencyOutcome? = prepared.idempotencyKey.map { key in
             response.map { .completed(account: prepared.key.accountID, key: key, response: JSONWriter.string($0)) }
@@ -138,13 +138,13 @@ extension ChatPipeline {
     @inline(never)  // a frame of its own (see ChatPipeline)
     func settleFailure(
         _ prepared: PreparedChat, attempt: PlannedAttempt, records: [AttemptRecord],
-        progress: AttemptProgress, delivered: Bool, insurance: [TransferRequest]
+        progress: AttemptProgress, delivered: Bool, insurance: [TransferRequest], status: Int
     ) async {
         let record = generationRecord(
             prepared, attempt: delivered ? attempt : nil, usage: progress.usage ?? TokenUsage(), cost: .zero,
             finishReason: "error", nativeFinishReason: "error", upstreamID: progress.upstreamID, cancelled: false,
             firstToken: progress.firstToken, records: records)
-        await settle(prepared, transfers: insurance, generation: record, outcome: .failed)
+        await settle(prepared, transfers: insurance, generation: record, outcome: .failed(status: status))
     }
 
     /// The client hung up: the upstream call was cancelled, and the tokens generated until then

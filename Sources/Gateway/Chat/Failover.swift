@@ -92,7 +92,8 @@ extension ChatPipeline {
         let error = Self.finalError(history.failures, last: prepared.attempts.last!, records: history.records)
         await settleFailure(
             prepared, attempt: prepared.attempts.last!, records: history.records,
-            progress: AttemptProgress(lastActivity: clock.now), delivered: false, insurance: history.insurance)
+            progress: AttemptProgress(lastActivity: clock.now), delivered: false, insurance: history.insurance,
+            status: error.statusCode)
         return .failure(error, deliveredBeforeFailure: false)
     }
 
@@ -179,7 +180,7 @@ extension ChatPipeline {
             let error = Self.finalError(history.failures, last: attempt, records: history.records)
             await settleFailure(
                 prepared, attempt: attempt, records: history.records, progress: spentOn, delivered: delivered,
-                insurance: history.insurance)
+                insurance: history.insurance, status: error.statusCode)
             return .failure(error, deliveredBeforeFailure: delivered)
         }
         metrics.failover()
