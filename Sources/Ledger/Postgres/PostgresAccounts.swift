@@ -16,12 +16,7 @@ extension PostgresLedgerStore {
 
     public func account(id: String) async throws -> Account? {
         try await Self.rows(client.query("SELECT id, name, is_system, created_at, region FROM accounts WHERE id = \(id)", logger: logger))
-            .first.map {
-                Account(
-                    id: try $0["id"].decode(String.self), name: try $0["name"].decode(String.self),
-                    isSystem: try $0["is_system"].decode(Bool.self), createdAt: Self.date(try $0["created_at"].decode(Int64.self)),
-                    region: try $0["region"].decode(String?.self))
-            }
+            .first.map(Self.account)
     }
 
     @discardableResult

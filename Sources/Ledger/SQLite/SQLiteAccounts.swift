@@ -13,13 +13,7 @@ extension SQLiteLedgerStore {
     }
 
     public func account(id: String) async throws -> Account? {
-        try await database.read { db in
-            try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM accounts WHERE id = ?"), arguments: [id]).map {
-                Account(
-                    id: $0["id"], name: $0["name"], isSystem: $0["is_system"], createdAt: Self.date($0["created_at"]),
-                    region: $0["region"])
-            }
-        }
+        try await database.read { db in try Self.account(db, id: id) }
     }
 
     @discardableResult
