@@ -133,7 +133,8 @@ struct ConsolePages: Sendable {
         else { throw signInFirst() }
         // Sessions are signed with a key derived from the operator admin key: once that key is
         // revoked, no session it signed is trusted (whoever holds the old key could sign any).
-        if let signingKey = console.settings.signingKeyHash {
+        // (A session of the operator key itself is checked once, below, with the same read.)
+        if let signingKey = console.settings.signingKeyHash, signingKey != session.keyHash {
             guard let key = try await ledger.key(hash: signingKey), !key.disabled else { throw signInFirst() }
         }
         var role = session.role
