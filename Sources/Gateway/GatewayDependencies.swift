@@ -11,6 +11,7 @@ import NIOCore
 import Providers
 import ServiceLifecycle
 import SignalboxCore
+import Tracing
 
 /// What the HTTP API of a node works with; `SignalboxNode.assemble` (module Node) builds it.
 public struct GatewayDependencies: Sendable {
@@ -31,11 +32,13 @@ public struct GatewayDependencies: Sendable {
     /// How requests pinned to another region reach that region's node (the upstream transport
     /// when nil; a client trusting the peers' CA when they serve HTTPS).
     public var forwardingTransport: (any UpstreamTransport)?
+    /// Where the spans of model requests go; nil when the node exports no traces.
+    public var tracer: (any Tracer)?
 
     public init(
         configuration: GatewayConfiguration, catalog: Catalog, ledger: any LedgerStore, transport: any UpstreamTransport,
         providerKeys: [String: String], logger: Logger, metrics: GatewayMetrics, health: HealthTracker, credit: CreditLeases,
-        cluster: ClusterNode?, forwardingTransport: (any UpstreamTransport)?
+        cluster: ClusterNode?, forwardingTransport: (any UpstreamTransport)?, tracer: (any Tracer)? = nil
     ) {
         self.configuration = configuration
         self.catalog = catalog
@@ -48,6 +51,7 @@ public struct GatewayDependencies: Sendable {
         self.credit = credit
         self.cluster = cluster
         self.forwardingTransport = forwardingTransport
+        self.tracer = tracer
     }
 }
 

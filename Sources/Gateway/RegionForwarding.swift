@@ -6,6 +6,7 @@ import NIOHTTP1
 import NIOPosix
 import Providers
 import SignalboxCore
+import Tracing
 
 /// Requests pinned to another region are passed, unchanged and streamed, to a live node of that
 /// region found through gossip — never served here.
@@ -16,7 +17,7 @@ extension RouterAPI {
     /// configured), else the upstream transport.
     var forwardingTransport: any UpstreamTransport { dependencies.forwardingTransport ?? dependencies.transport }
 
-    func forwardToRegion(_ region: String, request: Request, body: ByteBuffer) async throws -> Response {
+    func forwardToRegion(_ region: String, request: Request, body: ByteBuffer, trace: RequestTrace? = nil) async throws -> Response {
         let here = dependencies.configuration.region
         // A forwarded request that still is not in its region would loop: refuse it.
         guard request.headers[Self.forwardedHeader] == nil else {
@@ -41,9 +42,21 @@ extension RouterAPI {
             var headers = request.headers.filter { ![.contentLength, .connection, .transferEncoding].contains($0.name) }
                 .map { ($0.name.rawName, $0.value) }
             headers.append((Self.forwardedHeader.rawName, dependencies.configuration.nodeID))
+            // The region's node continues this request's trace under a span for the forward.
+            let span = trace?.child("forward \(region)", kind: .client)
+            span?.updateAttributes { attributes in
+                attributes["signalbox.region"] = region
+                attributes["signalbox.node"] = candidate.id
+            }
+            if let span, let trace {
+                headers.removeAll { ["traceparent", "tracestate"].contains($0.0.lowercased()) }
+                headers += trace.propagation(span)
+            }
+            defer { span?.end() }
             do {
                 response = try await forwardingTransport.send(
                     UpstreamRequest(url: base + request.uri.description, headers: headers, body: body))
+                span?.attributes["http.response.status_code"] = response?.status
                 break
             } catch let failure as UpstreamFailure where failure.neverReachedUpstream {
                 failures.append("\(candidate.id): \(failure.message)")

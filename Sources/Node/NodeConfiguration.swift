@@ -39,6 +39,8 @@ public struct NodeConfiguration: Sendable, CustomStringConvertible {
     public var drainGate = DrainDelayGate()
     /// The operator console at `/console/`.
     public var console = NodeConsole()
+    /// Where spans go (OTLP/HTTP); nil exports none.
+    public var tracing: TraceSettings?
 
     public init(
         gateway: GatewayConfiguration = GatewayConfiguration(), catalog: Catalog, providerKeys: [String: String],

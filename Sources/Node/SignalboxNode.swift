@@ -109,6 +109,9 @@ public struct SignalboxNode: Service, CustomStringConvertible {
             try PooledUpstreamTransport(connectTimeout: .seconds(5), trustRoots: $0)
         }
         let readiness = Readiness(ready: false)
+        let traces = try configuration.tracing.map {
+            try $0.makeExporter(nodeID: gateway.nodeID, region: gateway.region, logger: logger)
+        }
         var extensions: [any RouterExtension] = []
         if configuration.console.enabled {
             let settings = configuration.console
@@ -124,13 +127,16 @@ public struct SignalboxNode: Service, CustomStringConvertible {
             GatewayDependencies(
                 configuration: gateway, catalog: configuration.catalog, ledger: ledger, transport: upstream,
                 providerKeys: configuration.providerKeys, logger: logger, metrics: metrics, health: health, credit: credit,
-                cluster: cluster, forwardingTransport: forwarding),
+                cluster: cluster, forwardingTransport: forwarding, tracer: traces?.tracer),
             readiness: readiness, extensions: extensions)
         let http = try api.buildApplication { port in
             await onServing(
                 ServingNode(port: port, ledger: ledger, credit: credit, readiness: readiness, starterKeys: nil))
         }
-        var services: [any Service] = [
+        // The trace exporter starts first and stops last: it sends the spans of the requests the
+        // drain let finish, and of their settlement.
+        var services: [any Service] = traces.map { [$0.service] } ?? []
+        services += [
             LedgerUpkeepService(ledger: ledger, credit: credit, expiryInterval: configuration.leaseExpiryInterval, logger: logger)
         ]
         if let cluster { services.append(cluster) }

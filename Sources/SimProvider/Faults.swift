@@ -71,6 +71,9 @@ public actor SimulatorState {
     private var requests: [String: Int] = [:]
     private var faulted: [String: Int] = [:]
     private var cachedPrefixes: Set<UInt64> = []
+    /// The `traceparent` headers of the latest requests that sent one, oldest first.
+    private var traceparents: [String] = []
+    static let keptTraceparents = 100
 
     public init() {}
 
@@ -79,8 +82,12 @@ public actor SimulatorState {
     public func activeFaults() -> [Fault] { faults }
 
     /// Counts a request and returns the first fault that applies to it, using up one of its count.
-    public func admit(provider: String, model: String) -> Fault? {
+    public func admit(provider: String, model: String, traceparent: String? = nil) -> Fault? {
         requests[provider, default: 0] += 1
+        if let traceparent {
+            if traceparents.count == Self.keptTraceparents { traceparents.removeFirst() }
+            traceparents.append(traceparent)
+        }
         guard let index = faults.firstIndex(where: { $0.provider == provider && ($0.model == nil || $0.model == model) })
         else { return nil }
         let fault = faults[index]
@@ -103,12 +110,14 @@ public actor SimulatorState {
                 JSONObject(
                     providers.map { slug in
                         (slug, ["requests": .int(Int64(requests[slug] ?? 0)), "faulted": .int(Int64(faulted[slug] ?? 0))])
-                    }))
+                    })),
+            "traceparents": .array(traceparents.map { .string($0) }),
         ]
     }
 
     public func resetStats() {
         requests.removeAll()
         faulted.removeAll()
+        traceparents.removeAll()
     }
 }

@@ -41,7 +41,8 @@ public struct SimulatorRequestContext: RequestContext {
 /// - `POST /{provider}/v1beta/models/{model}:generateContent` and `:streamGenerateContent?alt=sse`
 ///   (also under `/v1/`): Google Gemini.
 /// - `POST /_sim/faults`, `GET /_sim/faults`, `DELETE /_sim/faults`: inject, list, clear faults.
-/// - `GET /_sim/stats`, `DELETE /_sim/stats`: request counts per provider.
+/// - `GET /_sim/stats`, `DELETE /_sim/stats`: request counts per provider, and the W3C
+///   `traceparent` of the latest requests that carried one.
 public struct Simulator: Sendable {
     public let state: SimulatorState
     public let configuration: SimulatorConfiguration
@@ -152,7 +153,8 @@ public struct Simulator: Sendable {
         if let prefix = simulated.cachePrefix {
             if await state.cache(prefix: prefix.hash) { simulated.cacheRead = prefix.tokens } else { simulated.cacheWrite = prefix.tokens }
         }
-        let fault = await state.admit(provider: provider, model: simulated.model)
+        let fault = await state.admit(
+            provider: provider, model: simulated.model, traceparent: request.headers[HTTPField.Name("traceparent")!])
         let channel = context.channel
         if fault?.kind == .timeout || fault?.kind == .stall {
             // A client that gives up on a hung answer closes its side; without this the
@@ -251,7 +253,7 @@ public struct Simulator: Sendable {
             return Simulator.json(["error": ["message": "Request body is not JSON (simulated)"]], status: .badRequest)
         }
         let model = pathModel ?? body["model"]?.stringValue ?? ""
-        let fault = await state.admit(provider: provider, model: model)
+        let fault = await state.admit(provider: provider, model: model, traceparent: request.headers[HTTPField.Name("traceparent")!])
         switch fault?.kind {
         case .status?:
             let status = fault?.status ?? 500

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Gateway
+import Node
 import SignalboxCore
 
 /// The configuration file (JSON). Every key is optional; an unknown one is an error naming the
@@ -106,8 +107,24 @@ struct ConfigFile: Decodable {
         }
     }
 
+    struct Telemetry: Decodable {
+        struct Traces: Decodable {
+            var endpoint: String?
+            var sampler: String?
+            var samplerRatio: Double?
+            var serviceName: String?
+            enum CodingKeys: String, CodingKey {
+                case endpoint, sampler
+                case samplerRatio = "sampler_ratio"
+                case serviceName = "service_name"
+            }
+        }
+        var traces: Traces?
+    }
+
     var server: Server?
     var database: Database?
+    var telemetry: Telemetry?
     var console: ConsoleSection?
     var timeouts: Timeouts?
     var drain: Drain?
@@ -116,7 +133,7 @@ struct ConfigFile: Decodable {
     var models: [CatalogModel]?
 
     enum CodingKeys: String, CodingKey {
-        case server, database, timeouts, drain, providers, models, console
+        case server, database, timeouts, drain, providers, models, console, telemetry
         case useSimulator = "use_simulator"
     }
 
@@ -164,6 +181,19 @@ struct ConfigFile: Decodable {
         init(_ string: String) { stringValue = string }
         init?(stringValue: String) { self.stringValue = stringValue }
         init?(intValue: Int) { nil }
+    }
+
+    /// Where the node sends traces (`telemetry.traces` and the `OTEL_*` variables); nil for none.
+    func traceSettings(environment: [String: String]) throws -> TraceSettings? {
+        let traces = telemetry?.traces.map {
+            TraceSettings(
+                endpoint: $0.endpoint, sampler: $0.sampler, samplerRatio: $0.samplerRatio, serviceName: $0.serviceName ?? "signalbox")
+        }
+        do {
+            return try TraceSettings.resolve(file: traces, environment: environment)
+        } catch let error as TraceSettingsError {
+            throw ConfigFileError(error.description)
+        }
     }
 
     func apply(to configuration: inout GatewayConfiguration) {

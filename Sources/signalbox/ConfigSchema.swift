@@ -129,6 +129,21 @@ enum ConfigSchema {
             path: "console.oidc.display_name", type: "string", defaultValue: "single sign-on",
             meaning: "what the sign-in button says (\"Sign in with …\")", flag: nil),
         Setting(
+            path: "telemetry.traces.endpoint", type: "string", defaultValue: "none (no traces)",
+            meaning: "OTLP/HTTP URL spans are posted to, e.g. `http://collector:4318/v1/traces` (Docs/operations.md); "
+                + "`OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` also turn traces on, and win",
+            flag: nil),
+        Setting(
+            path: "telemetry.traces.sampler", type: "string", defaultValue: "parentbased_always_on",
+            meaning: "always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off or "
+                + "parentbased_traceidratio (`OTEL_TRACES_SAMPLER` wins)", flag: nil),
+        Setting(
+            path: "telemetry.traces.sampler_ratio", type: "number", defaultValue: "1",
+            meaning: "share of traces kept by the `traceidratio` samplers (`OTEL_TRACES_SAMPLER_ARG` wins)", flag: nil),
+        Setting(
+            path: "telemetry.traces.service_name", type: "string", defaultValue: "signalbox",
+            meaning: "the traces' `service.name` (`OTEL_SERVICE_NAME` wins)", flag: nil),
+        Setting(
             path: "use_simulator", type: "boolean", defaultValue: "true",
             meaning: "`false` sends requests to the providers' real base URLs (as `--real-providers`)", flag: "--real-providers"),
         Setting(

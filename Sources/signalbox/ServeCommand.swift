@@ -292,6 +292,7 @@ struct Serve: AsyncParsableCommand {
         }
         configuration.starterKeys = try starterKeys(demoCredits: demoAmount, clusterMode: configuration.postgres != nil)
         configuration.console = try file.consoleSettings(environment: ProcessInfo.processInfo.environment)
+        configuration.tracing = try file.traceSettings(environment: ProcessInfo.processInfo.environment)
         return configuration
     }
 

@@ -13,15 +13,17 @@ import pytest
 
 from cluster import GossipNode, cli, fresh_database, keygen, wait_until
 from conftest import free_port
+from otlp import Receiver, attributes
 
 pytestmark = pytest.mark.skipif(not os.environ.get("SIGNALBOX_TEST_DATABASE_URL") and not os.environ.get("CI"),
                                 reason="no PostgreSQL configured for this run")
 
 
-def chat(node, key, model="mistralai/ministral-14b-2512"):
+def chat(node, key, model="mistralai/ministral-14b-2512", headers=None):
     body = {"model": model, "max_tokens": 10, "messages": [{"role": "user", "content": "Where am I served?"}]}
     request = urllib.request.Request(node.base + "/api/v1/chat/completions", data=json.dumps(body).encode(),
-                                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+                                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json",
+                                              **(headers or {})})
     try:
         with urllib.request.urlopen(request, timeout=30, context=node.context) as response:
             return response.status, dict(response.headers), json.loads(response.read())
@@ -37,12 +39,17 @@ def regions():
     key_file = keygen(os.path.join(workdir, "cluster.key"))
     seed_port = free_port()
     extra = ("--database-url", database_url)
-    eu = GossipNode("eu-1", workdir, key_file, f"127.0.0.1:{seed_port}", gossip_port=seed_port, region="eu", extra=extra)
-    us = GossipNode("us-1", workdir, key_file, f"127.0.0.1:{seed_port}", region="us", extra=extra)
+    # Both nodes export traces: a forwarded request is one trace across the two.
+    receiver = Receiver()
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "500"}
+    eu = GossipNode("eu-1", workdir, key_file, f"127.0.0.1:{seed_port}", gossip_port=seed_port, region="eu", extra=extra,
+                    env=env)
+    us = GossipNode("us-1", workdir, key_file, f"127.0.0.1:{seed_port}", region="us", extra=extra, env=env)
     wait_until(lambda: eu.ready() and us.ready() and len(us.members()) == 2, 60, "both regions to join")
-    yield eu, us, database_url
+    yield eu, us, database_url, receiver
     for node in (eu, us):
         node.stop(signal.SIGKILL)
+    receiver.server.shutdown()
 
 
 def account(database_url, region=None):
@@ -53,13 +60,26 @@ def account(database_url, region=None):
 
 
 def test_a_pinned_request_is_forwarded_to_its_region_and_served_only_there(regions):
-    eu, us, database_url = regions
+    eu, us, database_url, receiver = regions
     resident = account(database_url, region="eu")
     key = cli("keys", "create", "--account", resident, database_url=database_url)["key"]
 
-    status, headers, body = chat(us, key)  # arrives in us, belongs in eu
+    trace_id, client_span = os.urandom(16), os.urandom(8)
+    traceparent = {"traceparent": f"00-{trace_id.hex()}-{client_span.hex()}-01"}
+    status, headers, body = chat(us, key, headers=traceparent)  # arrives in us, belongs in eu
     assert status == 200, body
     assert headers.get("X-Signalbox-Served-By") == "eu-1"
+    # One trace across both regions: us's request span, its forward span, and under that eu's
+    # request span with its attempt, which the eu endpoint served.
+    spans = {span.name + "@" + resource["service.instance.id"]: span
+             for resource, span in receiver.trace(trace_id, count=7, seconds=10)}
+    arrived, forward = spans["POST /api/v1/chat/completions@us-1"], spans["forward eu@us-1"]
+    served = spans["POST /api/v1/chat/completions@eu-1"]
+    assert arrived.parent_span_id == client_span and forward.parent_span_id == arrived.span_id
+    assert served.parent_span_id == forward.span_id
+    attempt = spans["chat mistralai/ministral-14b-2512@eu-1"]
+    assert attempt.parent_span_id == served.span_id and attributes(attempt.attributes)["gen_ai.system"] == "mistral"
+    assert attributes(served.attributes)["signalbox.region"] == "eu"
     assert body["provider"] == "Mistral"  # the eu endpoint; Together and Fireworks (us) are never used
     status, _, body = chat(eu, key)
     assert status == 200 and body["provider"] == "Mistral"
@@ -90,7 +110,7 @@ def test_a_pinned_request_is_forwarded_to_its_region_and_served_only_there(regio
 def test_the_free_tier_limit_holds_across_three_nodes(regions):
     import threading
     import time
-    eu, us, database_url = regions
+    eu, us, database_url, _ = regions
     third = GossipNode("eu-2", eu.workdir, eu.key_file, eu.gossip, region="eu", extra=("--database-url", database_url))
     try:
         wait_until(lambda: third.ready() and len([m for m in us.members().values() if m["state"] == "alive"]) == 3, 30, "a third node")
@@ -172,7 +192,7 @@ def post(node, key, path, body, headers=None):
 def test_every_front_of_a_pinned_key_is_forwarded_on_its_own_route(regions):
     """A key pinned to eu, arriving in us on Messages, Responses, legacy completions or
     embeddings, is served in eu on the same route and answered in that route's shape."""
-    eu, us, database_url = regions
+    eu, us, database_url, _ = regions
     resident = account(database_url, region="eu")
     key = cli("keys", "create", "--account", resident, database_url=database_url)["key"]
     model, ask = "mistralai/ministral-14b-2512", "Where am I served?"

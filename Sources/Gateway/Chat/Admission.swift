@@ -5,13 +5,41 @@ import NIOConcurrencyHelpers
 import NIOCore
 import Providers
 import SignalboxCore
+import Tracing
 
 extension ChatPipeline {
     // MARK: Prepare
 
+    /// Plans the request's attempts and reserves what they may cost: the request is admitted,
+    /// or refused with the reason. Traced as the request's `plan` span.
     func prepare(
         _ request: ChatRequest, key: KeyRecord, generationID: String = makeGenerationID(),
-        idempotencyKey: String? = nil
+        idempotencyKey: String? = nil, trace: RequestTrace? = nil
+    ) async throws -> PreparedChat {
+        guard let trace else {
+            return try await admit(request, key: key, generationID: generationID, idempotencyKey: idempotencyKey, trace: nil)
+        }
+        let span = trace.child("plan")
+        do {
+            let prepared = try await admit(request, key: key, generationID: generationID, idempotencyKey: idempotencyKey, trace: trace)
+            span.updateAttributes { attributes in
+                attributes["signalbox.planned_attempts"] = prepared.attempts.count
+                attributes["signalbox.planned_endpoints"] = prepared.attempts.map(\.endpoint.tag).joined(separator: ",")
+                attributes["signalbox.reserved_usd"] = (prepared.reservation?.amount ?? .zero).decimalString
+            }
+            span.end()
+            trace.admitted()
+            return prepared
+        } catch {
+            span.recordError(error)
+            span.setStatus(SpanStatus(code: .error))
+            span.end()
+            throw error
+        }
+    }
+
+    private func admit(
+        _ request: ChatRequest, key: KeyRecord, generationID: String, idempotencyKey: String?, trace: RequestTrace?
     ) async throws -> PreparedChat {
         let region = configuration.region
         let scope = PlanningScope(
@@ -30,7 +58,7 @@ extension ChatPipeline {
             PreparedChat(
                 request: request, key: key, attempts: attempts, generationID: generationID,
                 created: Int64(startedDate.timeIntervalSince1970), reservation: reservation, keyReservation: keyReservation,
-                startedAt: startedAt, startedDate: startedDate, idempotencyKey: idempotencyKey)
+                startedAt: startedAt, startedDate: startedDate, idempotencyKey: idempotencyKey, trace: trace)
         }
 
         let worstCase = attempts.map { $0.worstCaseCost(for: request) }
@@ -103,6 +131,7 @@ extension ChatPipeline {
     /// Gives back everything a request reserved that will never run (its client left before it
     /// started). Its `Idempotency-Key` claim, if any, goes stale after the hold TTL.
     func cancel(_ prepared: PreparedChat) async {
+        prepared.trace?.end(status: 499) { $0.attributes["signalbox.outcome"] = "cancelled" }
         if let reservation = prepared.reservation { await credit.cancel(reservation) }
         cancelKeyReservation(prepared)
     }

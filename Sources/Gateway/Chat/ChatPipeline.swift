@@ -5,6 +5,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import Providers
 import SignalboxCore
+import Tracing
 
 /// A request that passed validation, routing and the credit check, with its hold placed.
 ///
@@ -24,6 +25,8 @@ final class PreparedChat: Sendable {
     let startedDate: Date
     /// The client's `Idempotency-Key`, claimed for this request.
     let idempotencyKey: String?
+    /// The request's spans, when the node exports traces.
+    let trace: RequestTrace?
     /// The request body's share of the node's body memory budget: held for as long as the
     /// request is (a stream's body closure holds it to the end), given back when it ends.
     private let bodyMemory = NIOLockedValueBox<BodyBudget.Reservation?>(nil)
@@ -33,7 +36,7 @@ final class PreparedChat: Sendable {
     init(
         request: ChatRequest, key: KeyRecord, attempts: [PlannedAttempt], generationID: String, created: Int64,
         reservation: CreditReservation?, keyReservation: Money, startedAt: ContinuousClock.Instant, startedDate: Date,
-        idempotencyKey: String?
+        idempotencyKey: String?, trace: RequestTrace?
     ) {
         self.request = request
         self.key = key
@@ -45,6 +48,7 @@ final class PreparedChat: Sendable {
         self.startedAt = startedAt
         self.startedDate = startedDate
         self.idempotencyKey = idempotencyKey
+        self.trace = trace
     }
 }
 
@@ -70,6 +74,8 @@ struct AttemptProgress: Sendable {
     var emitted = false
     var upstreamID: String?
     var usage: TokenUsage?
+    /// The headers that carry this attempt's trace context upstream (none without tracing).
+    var propagation: [(String, String)] = []
 }
 
 /// The request path after authentication: plan → hold → attempt (with failover) → settle.
@@ -96,6 +102,7 @@ final class ChatPipeline: Sendable {
     let keyLimits = KeyLimits()
     let freeTier = FreeTierAdmission()
     let accessLog: AccessLog
+    let tracer: (any Tracer)?
     let clock = ContinuousClock()
     /// Watchdogs and client-gone checks for every running request, on one timer; the interval
     /// is how late a timeout or a departed client may be noticed.
@@ -104,7 +111,7 @@ final class ChatPipeline: Sendable {
     init(
         catalog: Catalog, planner: RoutingPlanner, ledger: any LedgerStore, credit: CreditLeases,
         transport: any UpstreamTransport, configuration: GatewayConfiguration, providerKeys: [String: String],
-        logger: Logger, metrics: GatewayMetrics, health: HealthTracker, cluster: ClusterNode?
+        logger: Logger, metrics: GatewayMetrics, health: HealthTracker, cluster: ClusterNode?, tracer: (any Tracer)?
     ) {
         self.catalog = catalog
         self.planner = planner
@@ -117,6 +124,7 @@ final class ChatPipeline: Sendable {
         self.metrics = metrics
         self.health = health
         self.cluster = cluster
+        self.tracer = tracer
         accessLog = AccessLog(enabled: configuration.accessLog)
     }
 }

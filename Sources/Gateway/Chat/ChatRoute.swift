@@ -23,12 +23,23 @@ extension RouterAPI {
     func serveChat(_ request: Request, context: AuthenticatedRequestContext, surface: some ChatSurface) async throws -> Response {
         let started = ContinuousClock.now
         var model: String?
+        let trace = pipeline.tracer.map {
+            RequestTrace(tracer: $0, method: request.method, route: request.uri.path, headers: request.headers)
+        }
+        trace?.describe(key: context.key, region: dependencies.configuration.region)
         do {
-            return try await runChat(request, context: context, surface: surface, started: started, model: &model)
+            let response = try await runChat(request, context: context, surface: surface, started: started, model: &model, trace: trace)
+            // A request that ran ends its span when it settles; a replayed or forwarded one here.
+            trace?.answered(status: Int(response.status.code))
+            return response
         } catch let error as ChatRefusal {
             // Refused before any attempt ran: no settlement writes this request's access line.
             let refusal = error.error as? APIError ?? APIError(status: 400, message: "\(error.error)")
             pipeline.accessLog.refused(route: request.uri.path, key: context.key, model: model, error: refusal, started: started)
+            trace?.answered(status: refusal.statusCode) { span in
+                span.attributes["error.type"] = refusal.errorType
+                span.recordError(refusal)
+            }
             throw error.error
         }
     }
@@ -40,7 +51,7 @@ extension RouterAPI {
 
     func runChat(
         _ request: Request, context: AuthenticatedRequestContext, surface: some ChatSurface, started: ContinuousClock.Instant,
-        model: inout String?
+        model: inout String?, trace: RequestTrace?
     ) async throws -> Response {
         let key = context.key
         // Errors until the request is prepared are refusals: nothing ran, nothing settles.
@@ -51,7 +62,7 @@ extension RouterAPI {
         // request that a stream's body still uses after this returns.
         let (body, reservation) = try await refusing { try await readModelRequestBody(request, key: key) }
         if let region = key.pinnedRegion, region != dependencies.configuration.region {
-            let forwarded = try await refusing { try await forwardToRegion(region, request: request, body: body) }
+            let forwarded = try await refusing { try await forwardToRegion(region, request: request, body: body, trace: trace) }
             pipeline.accessLog.answered(
                 route: request.uri.path, key: key, model: nil, outcome: "forwarded", status: Int(forwarded.status.code), started: started)
             return forwarded
@@ -65,6 +76,7 @@ extension RouterAPI {
         // The Idempotency-Key is claimed before any credit is reserved: a replay or a conflict
         // touches no money.
         let generationID = ChatPipeline.makeGenerationID()
+        trace?.describe(request: chat, generationID: generationID)
         if let idempotencyKey,
             let stored = try await refusing({
                 try await claimIdempotencyKey(
@@ -82,7 +94,8 @@ extension RouterAPI {
         }
         let prepared: PreparedChat
         do {
-            prepared = try await pipeline.prepare(chat, key: key, generationID: generationID, idempotencyKey: idempotencyKey)
+            prepared = try await pipeline.prepare(
+                chat, key: key, generationID: generationID, idempotencyKey: idempotencyKey, trace: trace)
             prepared.hold(bodyMemory: reservation)
         } catch {
             if let idempotencyKey {

@@ -87,7 +87,7 @@ extension ChatPipeline {
             keyLimits.settle(prepared.key.id, reserved: prepared.keyReservation, charged: charged)
         }
         let (keyLimits, keyID) = (self.keyLimits, prepared.key.id)
-        await Task {
+        @Sendable func post() async -> SettlementCommitter.Receipt {
             let receipt = await credit.settle(
                 prepared.reservation, charged: charged, transfers: transfers,
                 generation: generation, idempotency: idempotency)
@@ -96,7 +96,13 @@ extension ChatPipeline {
             case .spooled, .held: if keyLimited { keyLimits.spooled(keyID, charged: charged) }
             case .rejected: logger.critical("ledger settlement failed", metadata: ["generation": "\(generation.id)"])
             }
-        }.value
+            return receipt
+        }
+        guard let trace = prepared.trace else {
+            await Task { _ = await post() }.value
+            return
+        }
+        await Task { await traceSettlement(trace, generation: generation, outcome: outcome) { await post() } }.value
     }
 
     @inline(never)  // a frame of its own (see ChatPipeline)

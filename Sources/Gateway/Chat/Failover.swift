@@ -5,6 +5,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import Providers
 import SignalboxCore
+import Tracing
 
 extension ChatPipeline {
     // MARK: Run
@@ -75,13 +76,23 @@ extension ChatPipeline {
         var queue = FailoverQueue(prepared.attempts)
         while let attempt = queue.next() {
             let started = clock.now
-            let progress = NIOLockedValueBox(AttemptProgress(lastActivity: started))
+            var initial = AttemptProgress(lastActivity: started)
+            let span = prepared.trace.map { trace in
+                let (span, propagation) = startAttemptSpan(attempt, prepared: prepared, trace: trace)
+                initial.propagation = propagation
+                return span
+            }
+            let progress = NIOLockedValueBox(initial)
             let result: Result<AttemptResult, any Error>
             do {
                 result = .success(
                     try await runAttempt(attempt, prepared: prepared, progress: progress, emit: emit, clientGone: clientGone))
             } catch {
                 result = .failure(error)
+            }
+            if let span, let trace = prepared.trace {
+                endAttemptSpan(
+                    span, result: result, started: started, progress: progress.withLockedValue { $0 }, prepared: prepared, trace: trace)
             }
             if let outcome = await conclude(
                 result, of: attempt, started: started, progress: progress, prepared: prepared, history: &history, queue: &queue)

@@ -83,6 +83,7 @@ extension ChatPipeline {
         var headAt: ContinuousClock.Instant?
         for (var request, inputs) in calls {
             request.abort = abort
+            if prepared.trace != nil { request.headers += progress.withLockedValue { $0.propagation } }
             let response: UpstreamResponse
             do {
                 response = try await transport.send(request)
@@ -132,6 +133,8 @@ extension ChatPipeline {
     ) async throws -> AttemptResult {
         var request = adapter.makeRequest(prepared.request, attempt: attempt, apiKey: providerKeys[attempt.provider.slug])
         request.abort = abort
+        // The attempt's trace context, so the provider's spans join the request's trace.
+        if prepared.trace != nil { request.headers += progress.withLockedValue { $0.propagation } }
         let response: UpstreamResponse
         do {
             response = try await transport.send(request)
