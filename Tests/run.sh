@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python3 -c 'import openai, openrouter, pytest, anthropic, google.genai, selenium, authlib, kubernetes_validate, opentelemetry.proto' 2>/dev/null \
+python3 -c 'import openai, openrouter, pytest, anthropic, google.genai, selenium, authlib, kubernetes_validate, opentelemetry.proto, schemathesis' 2>/dev/null \
   || python3 -m pip install --quiet --disable-pip-version-check -r Tests/conformance/requirements.txt
 
 echo "== swift test"

@@ -68,6 +68,14 @@ public struct RouterAPI: Sendable {
         return router
     }
 
+    /// Every route this API registers (its extensions' too), as `METHOD /path` with `{name}`
+    /// parameters, the form `APIDocument.routes` uses.
+    public var registeredRoutes: [String] {
+        RouteTable(of: registerRoutes).routes.flatMap { route in
+            route.methods.map { "\($0.rawValue) \(route.path.description)" }
+        }.sorted()
+    }
+
     func registerRoutes(on router: Router<GatewayRequestContext>) {
         router.get("/healthz") { _, _ in JSONResponse.make(["status": "ok"]) }
         let limiter = connectionLimiter
@@ -140,6 +148,10 @@ public struct RouterAPI: Sendable {
             return JSONResponse.make(body)
         }
         api.get("/providers") { _, _ in JSONResponse.make(catalogResponses.providers) }
+        api.get("/openapi.json") { _, _ in
+            Response(
+                status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: APIDocument.served)))
+        }
         let inference = api.authenticated(.inferenceKey, by: authenticator)
         inference.post("/chat/completions") { request, context in try await chatCompletions(request, context: context) }
         inference.post("/completions") { request, context in

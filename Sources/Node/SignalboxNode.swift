@@ -146,7 +146,8 @@ public struct SignalboxNode: Service, CustomStringConvertible {
                 readiness: readiness, delay: configuration.drain.delay, gate: configuration.drainGate, logger: logger,
                 onDrain: { await cluster?.startDraining() }))
         services.append(AllocatorTrimService(logger: logger))
-        return AssembledNode(services: services, transports: [upstream] + (forwarding.map { [$0] } ?? []))
+        return AssembledNode(
+            services: services, transports: [upstream] + (forwarding.map { [$0] } ?? []), routes: api.registeredRoutes)
     }
 
     /// The node's gossip membership; its first incarnation is the boot time, so a restarted
@@ -170,6 +171,13 @@ public struct SignalboxNode: Service, CustomStringConvertible {
 public struct AssembledNode: Sendable {
     public let services: [any Service]
     let transports: [PooledUpstreamTransport]
+    /// Every route the node's HTTP API serves, as `METHOD /path` (see `RouterAPI.registeredRoutes`).
+    public let routes: [String]
+
+    /// Closes the upstream clients of a node whose services never ran.
+    public func close() async {
+        for transport in transports { await transport.shutdown() }
+    }
 }
 
 /// A node whose HTTP listener is bound, as `SignalboxNode` hands it to `onServing`.
