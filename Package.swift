@@ -95,11 +95,25 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Alerts by signed webhook: events, the rules that find them, and their delivery.
+        .target(
+            name: "Alerts",
+            dependencies: [
+                "SignalboxCore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         // The HTTP API: routes, auth, request pipeline, admin surfaces.
         .target(
             name: "Gateway",
             dependencies: [
-                "SignalboxCore", "Providers", "Ledger", "Gossip",
+                "SignalboxCore", "Providers", "Ledger", "Gossip", "Alerts",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -140,7 +154,7 @@ let package = Package(
         .target(
             name: "Node",
             dependencies: [
-                "SignalboxCore", "Gateway", "Ledger", "Providers", "Gossip", "CAllocator", "Console",
+                "SignalboxCore", "Gateway", "Ledger", "Providers", "Gossip", "CAllocator", "Console", "Alerts",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "OTel", package: "swift-otel"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
@@ -153,7 +167,7 @@ let package = Package(
         .executableTarget(
             name: "signalbox",
             dependencies: [
-                "SignalboxCore", "Node", "Gateway", "SimProvider", "Ledger", "Gossip", "Console",
+                "SignalboxCore", "Node", "Gateway", "SimProvider", "Ledger", "Gossip", "Console", "Alerts",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -182,6 +196,14 @@ let package = Package(
             ]
         ),
         .testTarget(name: "GossipTests", dependencies: ["Gossip", "GossipSimulation"]),
+        .testTarget(
+            name: "AlertsTests",
+            dependencies: [
+                "Alerts", "SignalboxCore", .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
         .testTarget(
             name: "ProvidersTests",
             dependencies: [

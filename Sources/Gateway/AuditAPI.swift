@@ -1,3 +1,4 @@
+import Alerts
 import Foundation
 import Hummingbird
 import Ledger
@@ -24,6 +25,12 @@ extension RouterAPI {
         api.get("/admin/roles") { _, _ in
             let mappings = try await dependencies.ledger.roleMappings()
             return JSONResponse.make(["data": .array(mappings.map(AuditFormat.json))])
+        }
+        api.get("/admin/alerts") { _, _ in
+            let records = dependencies.alerts?.deliveries ?? []
+            return JSONResponse.make([
+                "configured": .bool(dependencies.alerts != nil), "data": .array(records.map(\.json)),
+            ])
         }
         api.put("/admin/roles") { request, context in
             let body = try await body(request)

@@ -1,3 +1,4 @@
+import Alerts
 import Crypto
 import Foundation
 import HTTPTypes
@@ -34,11 +35,14 @@ public struct GatewayDependencies: Sendable {
     public var forwardingTransport: (any UpstreamTransport)?
     /// Where the spans of model requests go; nil when the node exports no traces.
     public var tracer: (any Tracer)?
+    /// Where alerts go; nil when none are configured.
+    public var alerts: AlertDispatcher?
 
     public init(
         configuration: GatewayConfiguration, catalog: Catalog, ledger: any LedgerStore, transport: any UpstreamTransport,
         providerKeys: [String: String], logger: Logger, metrics: GatewayMetrics, health: HealthTracker, credit: CreditLeases,
-        cluster: ClusterNode?, forwardingTransport: (any UpstreamTransport)?, tracer: (any Tracer)? = nil
+        cluster: ClusterNode?, forwardingTransport: (any UpstreamTransport)?, tracer: (any Tracer)? = nil,
+        alerts: AlertDispatcher? = nil
     ) {
         self.configuration = configuration
         self.catalog = catalog
@@ -52,6 +56,7 @@ public struct GatewayDependencies: Sendable {
         self.cluster = cluster
         self.forwardingTransport = forwardingTransport
         self.tracer = tracer
+        self.alerts = alerts
     }
 }
 

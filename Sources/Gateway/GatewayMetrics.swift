@@ -140,6 +140,17 @@ public struct GatewayMetrics: Sendable {
             .increment(by: Double(amount.nanos) / Double(Money.scale))
     }
 
+    static var alertDeliveries: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "signalbox", metricName: "alert_deliveries", unitName: "total",
+            helpText: "Alert webhook deliveries by outcome: delivered, failed (after every try), dropped (queue full)")
+    }
+
+    /// An alert delivery ended (`AlertDispatcher`'s outcomes).
+    public func alertDelivery(outcome: String) {
+        registry.makeCounter(descriptor: Self.alertDeliveries, labels: [("outcome", outcome)]).increment()
+    }
+
     /// One group-committed batch of `size` settlements.
     public func settlementBatch(size: Int) {
         settlements.increment(by: Int64(size))

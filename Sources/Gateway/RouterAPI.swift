@@ -44,7 +44,8 @@ public struct RouterAPI: Sendable {
             ledger: dependencies.ledger, credit: dependencies.credit, transport: dependencies.transport,
             configuration: dependencies.configuration,
             providerKeys: dependencies.providerKeys, logger: dependencies.logger, metrics: dependencies.metrics,
-            health: dependencies.health, cluster: dependencies.cluster, tracer: dependencies.tracer)
+            health: dependencies.health, cluster: dependencies.cluster, tracer: dependencies.tracer,
+            alerts: dependencies.alerts)
         let authenticator = KeyAuthenticator(ledger: dependencies.ledger, committer: dependencies.committer)
         self.authenticator = authenticator
         administration = Administration(

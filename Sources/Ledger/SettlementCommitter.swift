@@ -141,6 +141,14 @@ public actor SettlementCommitter {
         return current
     }
 
+    /// How long the oldest spooled settlement has waited for the ledger; nil when none waits.
+    public var oldestSpooledAge: TimeInterval? {
+        get async {
+            guard let oldest = await spool?.oldest else { return nil }
+            return Date().timeIntervalSince(oldest)
+        }
+    }
+
     /// Paid requests stop while settlements are held in memory or the spool's oldest is too old.
     private func updateBacklog() async {
         var backlogged = !held.isEmpty

@@ -1,3 +1,4 @@
+import Alerts
 import Console
 import Crypto
 import Foundation
@@ -41,6 +42,8 @@ public struct NodeConfiguration: Sendable, CustomStringConvertible {
     public var console = NodeConsole()
     /// Where spans go (OTLP/HTTP); nil exports none.
     public var tracing: TraceSettings?
+    /// Where alerts go and what they are about; nil sends none.
+    public var alerts: AlertSettings?
 
     public init(
         gateway: GatewayConfiguration = GatewayConfiguration(), catalog: Catalog, providerKeys: [String: String],

@@ -1,3 +1,4 @@
+import Alerts
 import AsyncHTTPClient
 import Console
 import Crypto
@@ -112,6 +113,11 @@ public struct SignalboxNode: Service, CustomStringConvertible {
         let traces = try configuration.tracing.map {
             try $0.makeExporter(nodeID: gateway.nodeID, region: gateway.region, logger: logger)
         }
+        let alerts = configuration.alerts.map { settings in
+            AlertDispatcher(
+                settings: settings, node: gateway.nodeID, region: gateway.region, poster: HTTPWebhookPoster(client: .shared),
+                logger: logger, onOutcome: { metrics.alertDelivery(outcome: $0) })
+        }
         var extensions: [any RouterExtension] = []
         if configuration.console.enabled {
             let settings = configuration.console
@@ -127,7 +133,7 @@ public struct SignalboxNode: Service, CustomStringConvertible {
             GatewayDependencies(
                 configuration: gateway, catalog: configuration.catalog, ledger: ledger, transport: upstream,
                 providerKeys: configuration.providerKeys, logger: logger, metrics: metrics, health: health, credit: credit,
-                cluster: cluster, forwardingTransport: forwarding, tracer: traces?.tracer),
+                cluster: cluster, forwardingTransport: forwarding, tracer: traces?.tracer, alerts: alerts),
             readiness: readiness, extensions: extensions)
         let http = try api.buildApplication { port in
             await onServing(
@@ -136,10 +142,18 @@ public struct SignalboxNode: Service, CustomStringConvertible {
         // The trace exporter starts first and stops last: it sends the spans of the requests the
         // drain let finish, and of their settlement.
         var services: [any Service] = traces.map { [$0.service] } ?? []
+        // Alerts are delivered until the node stops; the watcher starts once the node's parts do.
+        if let alerts { services.append(alerts) }
         services += [
             LedgerUpkeepService(ledger: ledger, credit: credit, expiryInterval: configuration.leaseExpiryInterval, logger: logger)
         ]
         if let cluster { services.append(cluster) }
+        if let alerts {
+            services.append(
+                AlertWatcher(
+                    dispatcher: alerts, ledger: ledger, committer: committer, cluster: cluster, health: health, nodeID: gateway.nodeID,
+                    logger: logger))
+        }
         services.append(BoundedShutdownService(http, timeout: configuration.drain.timeout, logger: logger))
         services.append(
             DrainOnShutdownService(

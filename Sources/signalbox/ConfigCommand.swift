@@ -19,6 +19,7 @@ struct ConfigCommand: ParsableCommand {
             catalog.merge(providers: config.providers ?? [], models: config.models ?? [])
             do { try catalog.validate() } catch { throw ConfigFileError("Configuration file \(file): \(error)") }
             _ = try config.traceSettings(environment: ProcessInfo.processInfo.environment)
+            _ = try config.alertSettings(environment: ProcessInfo.processInfo.environment)
             for warning in ConfigSchema.unknownEnvironment(ProcessInfo.processInfo.environment) { print("warning: \(warning)") }
             print(
                 "\(file) is valid: \(config.providers?.count ?? 0) provider(s) and \(config.models?.count ?? 0) model(s) added or "

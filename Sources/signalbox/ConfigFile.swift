@@ -1,3 +1,4 @@
+import Alerts
 import ArgumentParser
 import Foundation
 import Gateway
@@ -122,9 +123,39 @@ struct ConfigFile: Decodable {
         var traces: Traces?
     }
 
+    struct AlertsSection: Decodable {
+        struct Webhook: Decodable {
+            var url: String?
+            var secretEnv: String?
+            var secretFile: String?
+            var format: String?
+            var events: [String]?
+            enum CodingKeys: String, CodingKey {
+                case url, format, events
+                case secretEnv = "secret_env"
+                case secretFile = "secret_file"
+            }
+        }
+        var webhooks: [Webhook]?
+        var balanceBelowUSD: String?
+        var spoolAgeSeconds: Int?
+        var queueSize: Int?
+        var maxAttempts: Int?
+        var checkIntervalSeconds: Int?
+        enum CodingKeys: String, CodingKey {
+            case webhooks
+            case balanceBelowUSD = "balance_below_usd"
+            case spoolAgeSeconds = "spool_age_seconds"
+            case queueSize = "queue_size"
+            case maxAttempts = "max_attempts"
+            case checkIntervalSeconds = "check_interval_seconds"
+        }
+    }
+
     var server: Server?
     var database: Database?
     var telemetry: Telemetry?
+    var alerts: AlertsSection?
     var console: ConsoleSection?
     var timeouts: Timeouts?
     var drain: Drain?
@@ -133,7 +164,7 @@ struct ConfigFile: Decodable {
     var models: [CatalogModel]?
 
     enum CodingKeys: String, CodingKey {
-        case server, database, timeouts, drain, providers, models, console, telemetry
+        case server, database, timeouts, drain, providers, models, console, telemetry, alerts
         case useSimulator = "use_simulator"
     }
 
@@ -192,6 +223,20 @@ struct ConfigFile: Decodable {
         do {
             return try TraceSettings.resolve(file: traces, environment: environment)
         } catch let error as TraceSettingsError {
+            throw ConfigFileError(error.description)
+        }
+    }
+
+    /// The alert settings (`alerts`), with the webhooks' secrets; nil when no webhook is configured.
+    func alertSettings(environment: [String: String]) throws -> AlertSettings? {
+        guard let alerts, let webhooks = alerts.webhooks, !webhooks.isEmpty else { return nil }
+        do {
+            return try AlertSettings.make(
+                webhooks: webhooks.map { ($0.url, $0.secretEnv, $0.secretFile, $0.format, $0.events) },
+                balanceBelow: alerts.balanceBelowUSD, spoolAgeSeconds: alerts.spoolAgeSeconds, queueSize: alerts.queueSize,
+                maxAttempts: alerts.maxAttempts, checkIntervalSeconds: alerts.checkIntervalSeconds, environment: environment,
+                readFile: { try? String(contentsOfFile: $0, encoding: .utf8) })
+        } catch let error as AlertSettingsError {
             throw ConfigFileError(error.description)
         }
     }

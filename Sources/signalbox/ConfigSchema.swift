@@ -144,6 +144,26 @@ enum ConfigSchema {
             path: "telemetry.traces.service_name", type: "string", defaultValue: "signalbox",
             meaning: "the traces' `service.name` (`OTEL_SERVICE_NAME` wins)", flag: nil),
         Setting(
+            path: "alerts.webhooks", type: "array of objects", defaultValue: "[] (no alerts)",
+            meaning: "where alerts are posted: `url` (http or https), `secret_env` (the variable holding the signing secret, "
+                + "default `SIGNALBOX_ALERT_SECRET`) or `secret_file`, `format` (`signalbox` or `slack`), `events` "
+                + "(default all; Docs/operations.md#alerts)", flag: nil),
+        Setting(
+            path: "alerts.balance_below_usd", type: "string (USD)", defaultValue: "none",
+            meaning: "alert when an account's balance falls below this", flag: nil),
+        Setting(
+            path: "alerts.spool_age_seconds", type: "integer", defaultValue: "300",
+            meaning: "alert when a settlement has waited this long in the node's spool", flag: nil),
+        Setting(
+            path: "alerts.queue_size", type: "integer", defaultValue: "1000",
+            meaning: "deliveries waiting or under way at most; more are dropped (and counted)", flag: nil),
+        Setting(
+            path: "alerts.max_attempts", type: "integer", defaultValue: "6",
+            meaning: "tries per delivery, 1 s, 2 s, 4 s … (at most 60 s) apart", flag: nil),
+        Setting(
+            path: "alerts.check_interval_seconds", type: "integer", defaultValue: "5",
+            meaning: "how often a node looks for events", flag: nil),
+        Setting(
             path: "use_simulator", type: "boolean", defaultValue: "true",
             meaning: "`false` sends requests to the providers' real base URLs (as `--real-providers`)", flag: "--real-providers"),
         Setting(
@@ -185,6 +205,12 @@ enum ConfigSchema {
         var root: [String: Shape] = [:]
         for setting in settings { insert(setting.path.split(separator: ".").map(String.init)[...], into: &root) }
         root["providers"] = .array(.object(provider))
+        if case .object(var alerts)? = root["alerts"] {
+            alerts["webhooks"] = .array(
+                .object(
+                    Dictionary(uniqueKeysWithValues: ["url", "secret_env", "secret_file", "format", "events"].map { ($0, Shape.value) })))
+            root["alerts"] = .object(alerts)
+        }
         root["models"] = .array(.object(model))
         return .object(root)
     }
@@ -238,7 +264,7 @@ enum ConfigSchema {
     /// warned about (a misspelt `SIGNALBOX_ADMIN_KEY` would otherwise go unnoticed).
     static let environment = [
         "SIGNALBOX_DATABASE_URL", "SIGNALBOX_ADMIN_KEY", "SIGNALBOX_DEMO_KEY", "SIGNALBOX_URL", "SIGNALBOX_OIDC_CLIENT_SECRET",
-        "SIGNALBOX_CONSOLE_SECRET",
+        "SIGNALBOX_CONSOLE_SECRET", "SIGNALBOX_ALERT_SECRET",
         // Read by the scripts and test runners that start nodes, passed down to them harmlessly.
         "SIGNALBOX_BIN", "SIGNALBOX_TEST_DATABASE_URL",
     ]

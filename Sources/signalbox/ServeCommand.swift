@@ -293,6 +293,7 @@ struct Serve: AsyncParsableCommand {
         configuration.starterKeys = try starterKeys(demoCredits: demoAmount, clusterMode: configuration.postgres != nil)
         configuration.console = try file.consoleSettings(environment: ProcessInfo.processInfo.environment)
         configuration.tracing = try file.traceSettings(environment: ProcessInfo.processInfo.environment)
+        configuration.alerts = try file.alertSettings(environment: ProcessInfo.processInfo.environment)
         return configuration
     }
 

@@ -1,3 +1,4 @@
+import Alerts
 import Foundation
 import Ledger
 import Logging
@@ -103,6 +104,7 @@ final class ChatPipeline: Sendable {
     let freeTier = FreeTierAdmission()
     let accessLog: AccessLog
     let tracer: (any Tracer)?
+    let alerts: AlertDispatcher?
     let clock = ContinuousClock()
     /// Watchdogs and client-gone checks for every running request, on one timer; the interval
     /// is how late a timeout or a departed client may be noticed.
@@ -111,7 +113,8 @@ final class ChatPipeline: Sendable {
     init(
         catalog: Catalog, planner: RoutingPlanner, ledger: any LedgerStore, credit: CreditLeases,
         transport: any UpstreamTransport, configuration: GatewayConfiguration, providerKeys: [String: String],
-        logger: Logger, metrics: GatewayMetrics, health: HealthTracker, cluster: ClusterNode?, tracer: (any Tracer)?
+        logger: Logger, metrics: GatewayMetrics, health: HealthTracker, cluster: ClusterNode?, tracer: (any Tracer)?,
+        alerts: AlertDispatcher?
     ) {
         self.catalog = catalog
         self.planner = planner
@@ -125,6 +128,7 @@ final class ChatPipeline: Sendable {
         self.health = health
         self.cluster = cluster
         self.tracer = tracer
+        self.alerts = alerts
         accessLog = AccessLog(enabled: configuration.accessLog)
     }
 }

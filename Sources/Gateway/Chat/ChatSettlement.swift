@@ -1,3 +1,4 @@
+import Alerts
 import Foundation
 import Ledger
 import Logging
@@ -51,6 +52,16 @@ extension ChatPipeline {
                     ])
             }
             metrics.overage(provider: attempt.provider.slug, amount: overage)
+            alerts?.emit(
+                AlertEvent(
+                    id: "\(AlertEvent.Kind.overage.rawValue):\(prepared.generationID)", kind: .overage,
+                    summary: "\(attempt.endpoint.tag) billed $\(overage.decimalString) beyond request \(prepared.generationID)'s "
+                        + "reservation; booked to \(Billing.SystemAccount.overage)",
+                    data: [
+                        "generation_id": .string(prepared.generationID), "endpoint": .string(attempt.endpoint.tag),
+                        "account": .string(prepared.key.accountID), "reserved": .string(reserved.decimalString),
+                        "cost": .string(cost.decimalString), "overage": .string(overage.decimalString),
+                    ]))
             logger.warning(
                 "upstream charged more than the reservation; the excess is overage",
                 metadata: [

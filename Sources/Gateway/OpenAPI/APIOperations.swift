@@ -427,6 +427,15 @@ extension APIDocument {
                     )
                 ]),
             APIOperation(
+                method: "GET", path: "/api/v1/admin/alerts", id: "listAlertDeliveries", tag: .audit,
+                summary: "This node's latest alert deliveries (500 at most), newest first.", security: .operatorKey,
+                responses: [
+                    (
+                        "200", "The deliveries.",
+                        json(Schemas.object(["configured": Schemas.boolean, "data": Schemas.array(ref("AlertDelivery"))]))
+                    )
+                ]),
+            APIOperation(
                 method: "GET", path: "/api/v1/admin/roles", id: "listRoleMappings", tag: .audit,
                 summary: "Single sign-on role mappings (group or email domain to role).", security: .operatorKey,
                 responses: [("200", "The mappings.", json(Schemas.dataArray(ref("RoleMapping"))))]),

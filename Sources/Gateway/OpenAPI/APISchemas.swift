@@ -214,6 +214,13 @@ enum Schemas {
                     "id": integer, "created_at": string, "actor": string, "role": nullable(string), "action": string, "target": string,
                     "before": anything, "after": anything, "node": string, "source_address": nullable(string),
                 ], required: ["id", "created_at", "actor", "action", "target", "node"]),
+            "AlertDelivery": object(
+                [
+                    "id": string, "event_id": string, "type": string, "destination": string,
+                    "status": ["type": "string", "enum": ["pending", "retrying", "delivered", "failed", "dropped"]],
+                    "attempts": integer, "last_response": nullable(integer), "last_error": nullable(string), "created_at": string,
+                    "updated_at": string,
+                ], required: ["id", "event_id", "type", "destination", "status", "attempts", "created_at"]),
             "RoleMapping": object([
                 "claim": ["type": "string", "enum": ["group", "email_domain"]], "value": string,
                 "role": ["type": "string", "enum": ["admin", "billing", "auditor"]],
