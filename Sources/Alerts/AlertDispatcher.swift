@@ -41,7 +41,16 @@ public final class AlertDispatcher: Service, Sendable {
         var dropped = 0
         var log: [DeliveryRecord] = []
         var closed = false
+        /// Throttled events (overages, per endpoint): when one was last queued, and how many were held back since.
+        var throttled: [String: (last: Date, suppressed: Int)] = [:]
     }
+
+    /// Deliveries under way at once; the rest wait their turn in the queue.
+    static let concurrentDeliveries = 8
+    /// An overage is reported at most once a minute per endpoint; the next report counts the ones held back.
+    static let overageInterval: TimeInterval = 60
+    /// Endpoints whose overage throttling is remembered at most.
+    static let throttledKeys = 1_000
 
     struct Delivery: Sendable {
         var id: String
@@ -97,26 +106,61 @@ public final class AlertDispatcher: Service, Sendable {
     /// Queues the event for every webhook that wants it; never waits.
     public func emit(_ event: AlertEvent) {
         let at = now()
-        for webhook in settings.webhooks where webhook.wants(event.kind) {
+        guard let event = throttle(event, at: at) else { return }
+        let targets = settings.webhooks.filter { $0.wants(event.kind) }
+        guard !targets.isEmpty else { return }
+        logger.notice("alert", metadata: ["alert": "\(event.kind.rawValue)", "event_id": "\(event.id)", "summary": "\(event.summary)"])
+        for webhook in targets {
             let delivery = Delivery(id: UUID().uuidString.lowercased(), event: event, webhook: webhook)
-            let accepted = state.withLockedValue { state -> Bool in
-                guard !state.closed, state.pending.count + state.active < settings.queueSize else {
+            let (accepted, displaced) = state.withLockedValue { state -> (Bool, Delivery?) in
+                guard !state.closed else {
+                    Self.record(&state, delivery, status: "dropped", attempts: 0, at: at, error: "the node is shutting down")
+                    return (false, nil)
+                }
+                var displaced: Delivery?
+                if state.pending.count + state.active >= settings.queueSize {
+                    // Full: a critical alert takes the place of the oldest less severe one waiting.
+                    guard event.kind.severity == "critical",
+                        let index = state.pending.firstIndex(where: { $0.event.kind.severity != "critical" })
+                    else {
+                        state.dropped += 1
+                        Self.record(&state, delivery, status: "dropped", attempts: 0, at: at, error: "the alert queue is full")
+                        return (false, nil)
+                    }
+                    displaced = state.pending.remove(at: index)
                     state.dropped += 1
-                    Self.record(&state, delivery, status: "dropped", attempts: 0, at: at, error: "the alert queue is full")
-                    return false
+                    Self.record(&state, displaced!, status: "dropped", attempts: 0, at: at, error: "displaced by a critical alert")
                 }
                 state.pending.append(delivery)
                 Self.record(&state, delivery, status: "pending", attempts: 0, at: at)
-                return true
+                return (true, displaced)
             }
+            if displaced != nil { onOutcome("dropped") }
             if accepted {
-                logger.notice(
-                    "alert", metadata: ["alert": "\(event.kind.rawValue)", "event_id": "\(event.id)", "summary": "\(event.summary)"])
                 wake.yield()
             } else {
                 onOutcome("dropped")
-                logger.error("alert queue full; an alert was dropped", metadata: ["alert": "\(event.kind.rawValue)"])
+                logger.warning("alert dropped", metadata: ["alert": "\(event.kind.rawValue)", "event_id": "\(event.id)"])
             }
+        }
+    }
+
+    /// Overages are held back to one a minute per endpoint (a provider whose counts disagree
+    /// would otherwise send one per request); the one sent says how many were held back.
+    private func throttle(_ event: AlertEvent, at: Date) -> AlertEvent? {
+        guard event.kind == .overage, let endpoint = event.data["endpoint"]?.stringValue else { return event }
+        return state.withLockedValue { state -> AlertEvent? in
+            if let entry = state.throttled[endpoint], at.timeIntervalSince(entry.last) < Self.overageInterval {
+                state.throttled[endpoint]!.suppressed += 1
+                return nil
+            }
+            var event = event
+            event.data["suppressed_since_last"] = .int(Int64(state.throttled[endpoint]?.suppressed ?? 0))
+            if state.throttled.count >= Self.throttledKeys, state.throttled[endpoint] == nil {
+                state.throttled = state.throttled.filter { at.timeIntervalSince($0.value.last) < Self.overageInterval }
+            }
+            state.throttled[endpoint] = (at, 0)
+            return event
         }
     }
 
@@ -135,18 +179,27 @@ public final class AlertDispatcher: Service, Sendable {
                 self.state.withLockedValue { $0.closed = true }
                 self.wake.finish()
             }
-            // Tries under way get two seconds; retries still waiting are given up.
+            // Tries under way get two seconds; retries still waiting are given up, and what never
+            // left the queue is recorded as failed.
             let deadline = ContinuousClock.now + .seconds(2)
             while state.withLockedValue({ $0.active > 0 }) && ContinuousClock.now < deadline {
                 try? await Task.sleep(for: .milliseconds(20))
             }
             group.cancelAll()
+            let left = state.withLockedValue { state -> [Delivery] in
+                defer { state.pending.removeAll() }
+                return state.pending
+            }
+            for delivery in left {
+                finish(delivery, status: "failed", attempts: 0, response: nil, error: "the node stopped before it was sent")
+                onOutcome("failed")
+            }
         }
     }
 
     private func take() -> Delivery? {
         state.withLockedValue { state in
-            guard !state.pending.isEmpty else { return nil }
+            guard !state.pending.isEmpty, state.active < Self.concurrentDeliveries else { return nil }
             state.active += 1
             return state.pending.removeFirst()
         }
@@ -154,7 +207,10 @@ public final class AlertDispatcher: Service, Sendable {
 
     /// Tries a delivery until it is answered 2xx, refused for good (another 4xx), or out of tries.
     func deliver(_ delivery: Delivery) async {
-        defer { state.withLockedValue { $0.active -= 1 } }
+        defer {
+            state.withLockedValue { $0.active -= 1 }
+            wake.yield()  // room for the next waiting delivery
+        }
         let body = delivery.event.body(format: delivery.webhook.format, node: node, region: region)
         var attempt = 0
         while true {

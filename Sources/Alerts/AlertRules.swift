@@ -152,12 +152,13 @@ public struct AlertRules: Sendable {
         }
     }
 
-    /// Members that turned dead or left since the last look. The first look only learns.
+    /// Members that turned dead or left since the last look. A member first seen dead or left
+    /// (a node that joins late learns of old deaths) is not news.
     public mutating func members(_ current: [MemberView]) -> [AlertEvent] {
         defer { members = Dictionary(current.map { ($0.id, $0) }, uniquingKeysWith: { $1 }) }
-        guard !members.isEmpty else { return [] }
         var events: [AlertEvent] = []
-        for member in current where member.state != members[member.id]?.state {
+        for member in current {
+            guard let previous = members[member.id]?.state, previous != member.state else { continue }
             let kind: AlertEvent.Kind
             switch member.state {
             case "dead": kind = .nodeDead

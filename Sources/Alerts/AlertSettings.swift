@@ -29,7 +29,8 @@ public struct AlertSettings: Sendable, Hashable {
     public var balanceBelow: Money?
     /// A settlement waiting this long in the spool is reported.
     public var spoolAge: TimeInterval = 300
-    /// Deliveries waiting at most; beyond, the oldest is dropped (and counted).
+    /// Deliveries waiting or under way at most; beyond, a new alert is dropped (and counted),
+    /// unless it is critical and a less severe one waits: that one is dropped instead.
     public var queueSize = 1000
     /// Tries per delivery, backing off from 1 s up to 60 s between them.
     public var maxAttempts = 6
@@ -73,7 +74,7 @@ extension AlertSettings {
                 guard let value = environment[name] else {
                     throw AlertSettingsError("\(place).secret_env: the environment variable \(name) is not set")
                 }
-                secret = value
+                secret = value.trimmingCharacters(in: .whitespacesAndNewlines)
             }
             guard secret.utf8.count >= 16 else {
                 throw AlertSettingsError("\(place): the signing secret must be at least 16 bytes")

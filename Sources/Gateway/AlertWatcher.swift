@@ -41,10 +41,13 @@ public struct AlertWatcher: Service {
 
     /// New entries read per look at most; a burst beyond it is skipped (and logged), not backlogged.
     static let entriesPerLook = 10_000
+    /// Accounts and keys whose balance or usage one look reads at most (one query each); the
+    /// biggest spenders of the look first.
+    static let lookupsPerLook = 500
 
     public func run() async throws {
         var rules = AlertRules(balanceBelow: dispatcher.settings.balanceBelow, spoolAge: dispatcher.settings.spoolAge)
-        var cursor: Int64?
+        var reader = EntryReader()
         // The first look comes at once: it places the ledger cursor before the node serves.
         var first = true
         while !Task.isShuttingDownGracefully {
@@ -57,56 +60,78 @@ public struct AlertWatcher: Service {
             var events: [AlertEvent] = []
             let status = await committer.currentStatus
             events += rules.ledger(reachable: status.ledgerReachable, oldestSpooled: await committer.oldestSpooledAge, node: nodeID)
+            // Every node keeps the cluster-wide state current, so a node elected later reports
+            // only what changes after it took over; only the elected node sends.
+            var shared: [AlertEvent] = []
+            if let cluster {
+                shared += rules.members(
+                    await cluster.agent.members.map {
+                        AlertRules.MemberView(id: $0.id, region: $0.region, state: $0.status.rawValue, incarnation: $0.incarnation)
+                    })
+            }
+            let now = health.now
+            shared += rules.routedAround(Set(health.snapshot().endpoints.filter { $0.value.isDegraded(at: now) }.keys))
             if await isElected() {
-                if let cluster {
-                    events += rules.members(
-                        await cluster.agent.members.map {
-                            AlertRules.MemberView(id: $0.id, region: $0.region, state: $0.status.rawValue, incarnation: $0.incarnation)
-                        })
-                }
-                let now = health.now
-                events += rules.routedAround(Set(health.snapshot().endpoints.filter { $0.value.isDegraded(at: now) }.keys))
+                events += shared
                 if status.ledgerReachable {
                     do {
-                        events += try await sweep(&rules, cursor: &cursor)
+                        events += try await sweep(&rules, reader: &reader)
                     } catch {
                         logger.warning("alerts: could not read new ledger entries", metadata: ["error": "\(error)"])
                     }
                 }
             } else {
-                cursor = nil  // a node elected later starts from the newest entry
+                reader = EntryReader()  // a node elected later starts from the newest entry
             }
-            logger.debug("alerts: looked", metadata: ["events": "\(events.count)", "cursor": "\(cursor.map(String.init) ?? "none")"])
+            logger.debug(
+                "alerts: looked", metadata: ["events": "\(events.count)", "cursor": "\(reader.cursor.map(String.init) ?? "none")"])
             for event in events { dispatcher.emit(event) }
         }
     }
 
-    /// The live member with the lowest id is the one that reports cluster-wide events.
+    /// The live member with the lowest id reports cluster-wide events; a node that has not
+    /// joined (alone, or refused for a wrong cluster key) reports none of them.
     func isElected() async -> Bool {
         guard let cluster else { return true }
+        guard cluster.agent.isJoined else { return false }
         let live = await cluster.agent.members.filter { $0.status == .alive || $0.status == .suspect }.map(\.id)
         return (live.min() ?? nodeID) == nodeID
     }
 
-    /// Reads the ledger entries since `cursor` and reports the accounts and keys they took across a threshold.
-    func sweep(_ rules: inout AlertRules, cursor: inout Int64?) async throws -> [AlertEvent] {
-        guard let start = cursor else {
-            cursor = try await ledger.entries(EntryQuery(limit: 1)).first?.transfer.id ?? 0
+    /// Which ledger entries a watcher has read. Entry ids are taken before their transaction
+    /// commits, so an entry can appear after a newer one was read: each look re-reads a trailing
+    /// window of ids below the newest seen and skips the ones it already read.
+    struct EntryReader {
+        var cursor: Int64?
+        var seen: Set<Int64> = []
+        /// Ids re-read below the newest seen; an entry committing later than this many newer
+        /// entries is not examined.
+        static let trailing: Int64 = 1_000
+    }
+
+    /// Reads the ledger entries since the last look and reports the accounts and keys they took across a threshold.
+    func sweep(_ rules: inout AlertRules, reader: inout EntryReader) async throws -> [AlertEvent] {
+        guard let newestSeen = reader.cursor else {
+            reader.cursor = try await ledger.entries(EntryQuery(limit: 1)).first?.transfer.id ?? 0
             return []
         }
         var fresh: [Transfer] = []
         var query = EntryQuery(limit: 1000)
+        query.after = max(0, newestSeen - EntryReader.trailing)
         while fresh.count < Self.entriesPerLook {
             let page = try await ledger.entries(query)
-            fresh += page.map(\.transfer).filter { $0.id > start }
-            guard page.count == query.limit, let last = page.last?.transfer.id, last > start + 1 else { break }
+            fresh += page.map(\.transfer).filter { !reader.seen.contains($0.id) }
+            guard page.count == query.limit, let last = page.last?.transfer.id else { break }
             query.before = last
         }
-        guard let newest = fresh.map(\.id).max() else { return [] }
-        cursor = newest
         if fresh.count >= Self.entriesPerLook {
             logger.warning("alerts: more new ledger entries than one look reads; the oldest were not checked")
         }
+        guard !fresh.isEmpty else { return [] }
+        let newest = max(newestSeen, fresh.map(\.id).max() ?? newestSeen)
+        reader.cursor = newest
+        reader.seen.formUnion(fresh.map(\.id))
+        reader.seen = reader.seen.filter { $0 > newest - EntryReader.trailing }
         var movements: [String: [AlertRules.Movement]] = [:]
         var keys: [String: (account: String, added: Money, last: Int64)] = [:]
         for transfer in fresh where transfer.kind == .charge {
@@ -127,18 +152,29 @@ public struct AlertWatcher: Service {
         }
         var accountChanges: [AlertRules.AccountChange] = []
         if rules.balanceBelow != nil {
-            for (account, moves) in movements.sorted(by: { $0.key < $1.key }) {
+            let spenders = movements.sorted { spent($0.value) > spent($1.value) || (spent($0.value) == spent($1.value) && $0.key < $1.key) }
+            if spenders.count > Self.lookupsPerLook {
+                logger.warning("alerts: more accounts spent in one look than it checks", metadata: ["accounts": "\(spenders.count)"])
+            }
+            for (account, moves) in spenders.prefix(Self.lookupsPerLook) {
                 let balance = try await ledger.balance(account: account).balance
                 accountChanges.append(.init(account: account, balance: balance, movements: moves))
             }
         }
         var keyChanges: [AlertRules.KeyChange] = []
-        for (keyID, change) in keys.sorted(by: { $0.key < $1.key }) {
+        for (keyID, change) in keys.sorted(by: { $0.value.added > $1.value.added || ($0.value.added == $1.value.added && $0.key < $1.key) })
+            .prefix(Self.lookupsPerLook)
+        {
             guard let key = try await ledger.key(id: keyID), let limit = key.limit else { continue }
             let spent = try await ledger.keyUsage(keyID: keyID, now: Date()).spent(resetting: key.limitReset)
             keyChanges.append(
                 .init(keyID: keyID, account: change.account, limit: limit, spent: spent, added: change.added, lastEntry: change.last))
         }
         return rules.accounts(accountChanges) + rules.keys(keyChanges)
+    }
+
+    /// What an account's charges in a look add up to.
+    private func spent(_ movements: [AlertRules.Movement]) -> Money {
+        movements.filter(\.isCharge).reduce(Money.zero) { $0 - $1.amount }
     }
 }

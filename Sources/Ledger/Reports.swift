@@ -22,6 +22,8 @@ public struct EntryQuery: Sendable, Hashable {
     public var limit: Int
     /// Only entries older than this id: the cursor of the next page (the last id of this one).
     public var before: Int64?
+    /// Only entries newer than this id (a watcher's cursor).
+    public var after: Int64?
 
     public init(
         account: String? = nil, keyID: String? = nil, model: String? = nil, provider: String? = nil,
@@ -68,6 +70,7 @@ public struct EntryQuery: Sendable, Hashable {
         if let generationID { clauses.append("t.generation_id = \(bind(.text(generationID)))") }
         if let transferID { clauses.append("t.id = \(bind(.integer(transferID)))") }
         if let before { clauses.append("t.id < \(bind(.integer(before)))") }
+        if let after { clauses.append("t.id > \(bind(.integer(after)))") }
         if let since { clauses.append("t.created_at >= \(bind(.integer(Int64(since.timeIntervalSince1970 * 1000))))") }
         if let until { clauses.append("t.created_at < \(bind(.integer(Int64(until.timeIntervalSince1970 * 1000))))") }
         return (clauses.isEmpty ? "1 = 1" : clauses.joined(separator: " AND "), values)

@@ -34,13 +34,13 @@ public struct TraceSettings: Sendable, Equatable {
     /// (the exporter library would only log it and carry on without it).
     public static func resolve(file: TraceSettings?, environment: [String: String]) throws -> TraceSettings? {
         try checkEnvironment(environment)
+        // The file's settings are checked whether or not they turn traces on.
+        if let file { try file.check() }
         if environment["OTEL_SDK_DISABLED"]?.lowercased() == "true" { return nil }
         if environment["OTEL_TRACES_EXPORTER"]?.lowercased() == "none" { return nil }
         let fromEnvironment = ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"].contains {
             !(environment[$0] ?? "").isEmpty
         }
-        // The file's settings are checked whether or not they turn traces on.
-        if let file { try file.check() }
         guard fromEnvironment || file?.endpoint != nil else { return nil }
         var settings = file ?? TraceSettings()
         if let name = environment["OTEL_SERVICE_NAME"] { settings.serviceName = name }
@@ -62,9 +62,18 @@ public struct TraceSettings: Sendable, Equatable {
     }
 
     static func checkEnvironment(_ environment: [String: String]) throws {
-        func check(_ name: String, _ valid: (String) -> Bool, _ expected: String) throws {
+        /// `secret`: the value may hold credentials (headers), so the error does not repeat it.
+        func check(_ name: String, _ valid: (String) -> Bool, _ expected: String, secret: Bool = false) throws {
             guard let value = environment[name] else { return }
-            guard valid(value) else { throw TraceSettingsError("\(name) must be \(expected); got \"\(value)\"") }
+            guard valid(value) else {
+                throw TraceSettingsError("\(name) must be \(expected)" + (secret ? "" : "; got \"\(value)\""))
+            }
+        }
+        let pairs = { (value: String) in
+            value.split(separator: ",").allSatisfy { pair in
+                let parts = pair.split(separator: "=", maxSplits: 1)
+                return parts.count == 2 && !parts[0].trimmed.isEmpty && !parts[1].trimmed.isEmpty
+            }
         }
         let boolean = { (value: String) in ["true", "false"].contains(value.lowercased()) }
         let milliseconds = { (value: String) in Int(value).map { $0 >= 0 } ?? false }
@@ -91,9 +100,18 @@ public struct TraceSettings: Sendable, Equatable {
             try check(name, { Int($0).map { $0 >= 1 } ?? false }, "a whole number of at least 1")
         }
         for name in ["OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"] {
-            try check(
-                name, { $0.split(separator: ",").allSatisfy { $0.contains("=") && !$0.hasPrefix("=") } },
-                "comma-separated name=value pairs")
+            try check(name, pairs, "comma-separated name=value pairs, each with a name and a value", secret: true)
+        }
+        try check("OTEL_RESOURCE_ATTRIBUTES", pairs, "comma-separated name=value pairs")
+        try check(
+            "OTEL_LOG_LEVEL", { ["error", "warning", "warn", "info", "debug", "trace"].contains($0.lowercased()) },
+            "error, warning, info, debug or trace")
+        for signal in ["", "TRACES_"] {
+            try check("OTEL_EXPORTER_OTLP_\(signal)INSECURE", boolean, "true or false")
+            for file in ["CERTIFICATE", "CLIENT_KEY", "CLIENT_CERTIFICATE"] {
+                try check(
+                    "OTEL_EXPORTER_OTLP_\(signal)\(file)", { FileManager.default.isReadableFile(atPath: $0) }, "a readable PEM file")
+            }
         }
         for name in ["OTEL_EXPORTER_OTLP_COMPRESSION", "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION"] {
             try check(name, { ["none", "gzip"].contains($0) }, "none or gzip")
@@ -114,7 +132,10 @@ public struct TraceSettings: Sendable, Equatable {
         configuration.serviceName = serviceName
         configuration.resourceAttributes["service.instance.id"] = nodeID
         configuration.resourceAttributes["signalbox.region"] = region
+        // The exporter's own messages at warning and above: at info it logs each OTEL_* value it
+        // applies, and header values may be credentials.
         configuration.diagnosticLogger = .custom(logger)
+        configuration.diagnosticLogLevel = .warning
         configuration.propagators = [.traceContext]
         configuration.logs.enabled = false
         configuration.metrics.enabled = false

@@ -229,13 +229,15 @@ struct ConfigFile: Decodable {
 
     /// The alert settings (`alerts`), with the webhooks' secrets; nil when no webhook is configured.
     func alertSettings(environment: [String: String]) throws -> AlertSettings? {
-        guard let alerts, let webhooks = alerts.webhooks, !webhooks.isEmpty else { return nil }
+        guard let alerts else { return nil }
         do {
-            return try AlertSettings.make(
-                webhooks: webhooks.map { ($0.url, $0.secretEnv, $0.secretFile, $0.format, $0.events) },
+            // Checked even without a webhook, so a mistake shows before the first one is added.
+            let settings = try AlertSettings.make(
+                webhooks: (alerts.webhooks ?? []).map { ($0.url, $0.secretEnv, $0.secretFile, $0.format, $0.events) },
                 balanceBelow: alerts.balanceBelowUSD, spoolAgeSeconds: alerts.spoolAgeSeconds, queueSize: alerts.queueSize,
                 maxAttempts: alerts.maxAttempts, checkIntervalSeconds: alerts.checkIntervalSeconds, environment: environment,
                 readFile: { try? String(contentsOfFile: $0, encoding: .utf8) })
+            return settings.webhooks.isEmpty ? nil : settings
         } catch let error as AlertSettingsError {
             throw ConfigFileError(error.description)
         }

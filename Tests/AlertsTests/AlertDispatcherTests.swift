@@ -97,6 +97,31 @@ import Testing
         #expect(statuses.filter { $0 == "pending" }.count == 2 && statuses.filter { $0 == "dropped" }.count == 3)
     }
 
+    @Test func aCriticalAlertDisplacesALesserOneFromAFullQueue() {
+        let alerts = dispatcher(ScriptedPoster([]), queueSize: 2)
+        alerts.emit(AlertEvent(id: "w1", kind: .nodeLeft, summary: "s", data: [:]))
+        alerts.emit(AlertEvent(id: "w2", kind: .nodeLeft, summary: "s", data: [:]))
+        alerts.emit(event)  // node.dead: critical
+        let byEvent = Dictionary(alerts.deliveries.map { ($0.eventID, $0.status) }, uniquingKeysWith: { $1 })
+        #expect(byEvent == ["w1": "dropped", "w2": "pending", "node.dead:b:7": "pending"])
+    }
+
+    @Test func overagesAreHeldBackToOneAMinutePerEndpoint() {
+        let clock = NIOLockedValueBox(Date(timeIntervalSince1970: 1_000))
+        let alerts = AlertDispatcher(
+            settings: AlertSettings(webhooks: [AlertWebhook(url: "http://hooks.test/a", secret: secret)]), node: "a", region: "eu",
+            poster: ScriptedPoster([]), logger: Logger(label: "test"), sleep: { _ in }, now: { clock.withLockedValue { $0 } })
+        func overage(_ id: String, _ endpoint: String) -> AlertEvent {
+            AlertEvent(id: id, kind: .overage, summary: "s", data: ["endpoint": .string(endpoint)])
+        }
+        for index in 0..<5 { alerts.emit(overage("o\(index)", "openai")) }
+        alerts.emit(overage("x", "azure"))
+        #expect(Set(alerts.deliveries.map(\.eventID)) == ["o0", "x"])
+        clock.withLockedValue { $0 += 61 }
+        alerts.emit(overage("o5", "openai"))
+        #expect(alerts.deliveries.first?.eventID == "o5")
+    }
+
     @Test func aSlackWebhookGetsText() async throws {
         let poster = ScriptedPoster([])
         let alerts = dispatcher(poster, format: .slack)

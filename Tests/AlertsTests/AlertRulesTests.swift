@@ -58,6 +58,8 @@ import Testing
         #expect(dead.map(\.kind) == [.nodeDead] && dead.first?.id == "node.dead:b:7")
         #expect(rules.members(view(["a": "alive", "b": "dead", "c": "dead"])).isEmpty)
         #expect(rules.members(view(["a": "left", "b": "dead", "c": "dead"])).map(\.kind) == [.nodeLeft])
+        // A member first seen dead (this node joined after it died) is not news either.
+        #expect(rules.members(view(["a": "left", "b": "dead", "c": "dead", "d": "dead"])).isEmpty)
     }
 
     @Test func circuitsAreReportedOpeningAndClosing() {

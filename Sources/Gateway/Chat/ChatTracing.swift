@@ -54,7 +54,8 @@ extension ChatPipeline {
                 }
             }
         case .failure(let error):
-            let failure = error is CancellationError ? nil : Self.classify(error)
+            // A failure racing the client's departure is the departure, as `conclude` counts it.
+            let failure = error is CancellationError || Task.isCancelled ? nil : Self.classify(error)
             span.updateAttributes { attributes in
                 attributes["error.type"] = failure?.code ?? "cancelled"
                 if case .status(let status)? = failure?.kind { attributes["http.response.status_code"] = status }
@@ -63,7 +64,8 @@ extension ChatPipeline {
                     attributes["gen_ai.usage.output_tokens"] = usage.completionTokens
                 }
             }
-            span.setStatus(SpanStatus(code: .error, message: failure?.message ?? "The client closed the connection"))
+            // The code, not the provider's own message (free text the router does not control).
+            span.setStatus(SpanStatus(code: .error, message: failure?.code ?? "cancelled"))
         }
         span.end()
     }

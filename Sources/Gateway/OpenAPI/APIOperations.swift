@@ -382,7 +382,7 @@ extension APIDocument {
                         "200", "The reports.",
                         json(
                             Schemas.data(
-                                Schemas.object(["nodes": ["type": "object"], "routed_around": Schemas.array(["type": "object"])])))
+                                Schemas.object(["nodes": ["type": "object"], "routed_around": Schemas.array(Schemas.string)])))
                     )
                 ]),
             APIOperation(
@@ -418,12 +418,14 @@ extension APIDocument {
                     query("target", Schemas.string, "What was changed."), query("since", Schemas.string, "ISO 8601 time."),
                     query("until", Schemas.string, "ISO 8601 time."),
                     query("before", ["type": "string", "pattern": "^[0-9]+$"], "The last id of the previous page."),
-                    query("limit", ["type": "string", "pattern": "^[0-9]+$"], "1 to 1000 (default 50)."),
+                    query("limit", ["type": "string", "pattern": "^[0-9]+$"], "1 to 1000 (default 100)."),
+                    query("format", ["type": "string", "enum": ["json", "csv"]], "csv: the matching entries as CSV."),
                 ],
                 responses: [
                     (
-                        "200", "A page.",
+                        "200", "A page, or the CSV.",
                         json(Schemas.object(["data": Schemas.array(ref("AuditEntry")), "next_before": Schemas.nullable(Schemas.integer)]))
+                            .merging(csv)
                     )
                 ]),
             APIOperation(
