@@ -112,14 +112,14 @@ public struct AlertWatcher: Service {
     /// Reads the ledger entries since the last look and reports the accounts and keys they took across a threshold.
     func sweep(_ rules: inout AlertRules, reader: inout EntryReader) async throws -> [AlertEvent] {
         guard let newestSeen = reader.cursor else {
-            reader.cursor = try await ledger.entries(EntryQuery(limit: 1)).first?.transfer.id ?? 0
+            reader.cursor = try await read { try await $0.entries(EntryQuery(limit: 1)) }.first?.transfer.id ?? 0
             return []
         }
         var fresh: [Transfer] = []
         var query = EntryQuery(limit: 1000)
         query.after = max(0, newestSeen - EntryReader.trailing)
         while fresh.count < Self.entriesPerLook {
-            let page = try await ledger.entries(query)
+            let page = try await read { [query] in try await $0.entries(query) }
             fresh += page.map(\.transfer).filter { !reader.seen.contains($0.id) }
             guard page.count == query.limit, let last = page.last?.transfer.id else { break }
             query.before = last
@@ -157,7 +157,7 @@ public struct AlertWatcher: Service {
                 logger.warning("alerts: more accounts spent in one look than it checks", metadata: ["accounts": "\(spenders.count)"])
             }
             for (account, moves) in spenders.prefix(Self.lookupsPerLook) {
-                let balance = try await ledger.balance(account: account).balance
+                let balance = try await read { try await $0.balance(account: account) }.balance
                 accountChanges.append(.init(account: account, balance: balance, movements: moves))
             }
         }
@@ -165,12 +165,19 @@ public struct AlertWatcher: Service {
         for (keyID, change) in keys.sorted(by: { $0.value.added > $1.value.added || ($0.value.added == $1.value.added && $0.key < $1.key) })
             .prefix(Self.lookupsPerLook)
         {
-            guard let key = try await ledger.key(id: keyID), let limit = key.limit else { continue }
-            let spent = try await ledger.keyUsage(keyID: keyID, now: Date()).spent(resetting: key.limitReset)
+            guard let key = try await read({ try await $0.key(id: keyID) }), let limit = key.limit else { continue }
+            let spent = try await read { try await $0.keyUsage(keyID: keyID, now: Date()) }.spent(resetting: key.limitReset)
             keyChanges.append(
                 .init(keyID: keyID, account: change.account, limit: limit, spent: spent, added: change.added, lastEntry: change.last))
         }
         return rules.accounts(accountChanges) + rules.keys(keyChanges)
+    }
+
+    /// One ledger read, given up after 5 s: a ledger that stops answering must not stop the
+    /// watcher (which then reports it unreachable).
+    private func read<T: Sendable>(_ operation: @escaping @Sendable (any LedgerStore) async throws -> T) async throws -> T {
+        let ledger = self.ledger
+        return try await withLedgerDeadline(.seconds(5), "an alert check's ledger read") { try await operation(ledger) }
     }
 
     /// What an account's charges in a look add up to.

@@ -181,3 +181,72 @@ def test_a_killed_node_is_one_delivery_though_two_nodes_saw_it_die(alerting):
     posts = receiver.wait_for(lambda e: e["type"] == "node.dead" and e["data"]["member"] == "c-3", "the node alert", 30)
     assert_one_delivery(posts, "a-1")
     assert posts[-1]["event"]["severity"] == "critical"
+
+
+def test_a_node_that_loses_its_ledger_reports_it_and_its_spool_growing_old():
+    """One node behind a TCP relay to PostgreSQL: the relay is cut, the node serves from its lease
+    and spools the charge; it reports the ledger out of reach, then the spool older than its limit."""
+    from test_money_invariants import Relay
+
+    from conftest import DEMO_KEY, wait_until_ready
+    receiver = WebhookReceiver()
+    workdir = tempfile.mkdtemp(prefix="signalbox-alerts-ledger-")
+    database_url = fresh_database(os.environ["SIGNALBOX_TEST_DATABASE_URL"])
+    cli("migrate", database_url=database_url)
+    relay = Relay(int(database_url.split("@", 1)[1].split("/", 1)[0].rsplit(":", 1)[1]))
+    config = os.path.join(workdir, "signalbox.json")
+    with open(config, "w") as file:
+        json.dump({"alerts": {"webhooks": [{"url": receiver.url, "events": ["ledger.unreachable", "ledger.spool_age"]}],
+                              "spool_age_seconds": 2, "check_interval_seconds": 1}}, file)
+    port = free_port()
+    log = open(os.path.join(workdir, "node.log"), "w")
+    import subprocess
+    from cluster import BINARY
+    proc = subprocess.Popen(
+        [BINARY, "serve", "--node-id", "solo", "--port", str(port), "--sim-port", str(free_port()), "--data-dir", workdir,
+         "--database-url", relay.url(database_url), "--config", config, "--demo-credits", "5", "--drain-delay", "0"],
+        stdout=log, stderr=subprocess.STDOUT,
+        env=dict(os.environ, SIGNALBOX_ADMIN_KEY=ADMIN_KEY, SIGNALBOX_DEMO_KEY=DEMO_KEY, SIGNALBOX_ALERT_SECRET=SECRET))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(base, proc, log.name)
+
+        class Solo:  # what chat() needs of a node
+            pass
+        solo = Solo()
+        solo.base = base
+        assert chat(solo, DEMO_KEY)[0] == 200  # a lease is taken while the ledger answers
+        relay.cut()
+        assert chat(solo, DEMO_KEY)[0] == 200  # served from the lease; its charge waits in the spool
+        unreachable = receiver.wait_for(lambda e: e["type"] == "ledger.unreachable", "the ledger alert")
+        assert_one_delivery(unreachable, "solo")
+        assert unreachable[-1]["event"]["severity"] == "critical"
+        aged = receiver.wait_for(lambda e: e["type"] == "ledger.spool_age", "the spool alert")
+        assert_one_delivery(aged, "solo")
+        assert aged[-1]["event"]["data"]["limit_seconds"] == 2 and aged[-1]["event"]["data"]["age_seconds"] >= 2
+    finally:
+        relay.restore()
+        proc.terminate()
+        proc.wait(timeout=30)
+        receiver.server.shutdown()
+
+
+@pytest.mark.parametrize("alerts,key", [
+    ({"webhooks": [{"url": "hooks.example.com/x"}]}, "alerts.webhooks[0].url"),
+    ({"webhooks": [{"url": "https://hooks.example.com/x", "secret_env": "SIGNALBOX_NO_SUCH_SECRET"}]},
+     "alerts.webhooks[0].secret_env"),
+    ({"webhooks": [{"url": "https://hooks.example.com/x", "events": ["node.exploded"]}]}, "alerts.webhooks[0].events[0]"),
+    ({"balance_below_usd": "lots"}, "alerts.balance_below_usd"),
+])
+def test_an_alert_configuration_the_node_cannot_use_stops_it_at_start_naming_the_key(alerts, key):
+    import subprocess
+    from cluster import BINARY
+    workdir = tempfile.mkdtemp(prefix="signalbox-badalerts-")
+    config = os.path.join(workdir, "signalbox.json")
+    with open(config, "w") as file:
+        json.dump({"alerts": alerts}, file)
+    result = subprocess.run(
+        [BINARY, "serve", "--port", str(free_port()), "--sim-port", str(free_port()), "--data-dir", workdir, "--config", config],
+        env=dict(os.environ, SIGNALBOX_ADMIN_KEY=ADMIN_KEY, SIGNALBOX_ALERT_SECRET=SECRET), capture_output=True, text=True,
+        timeout=30)
+    assert result.returncode != 0 and key in result.stderr, result.stderr
