@@ -60,8 +60,7 @@ extension AlertSettings {
         for (index, hook) in webhooks.enumerated() {
             let place = "alerts.webhooks[\(index)]"
             guard let url = hook.url else { throw AlertSettingsError("\(place).url is required") }
-            guard let parsed = URL(string: url), ["http", "https"].contains(parsed.scheme?.lowercased() ?? ""),
-                parsed.host?.isEmpty == false
+            guard URL.isHTTP(url)
             else { throw AlertSettingsError("\(place).url must be an http:// or https:// URL; got \(url)") }
             let secret: String
             switch (hook.secretEnv, hook.secretFile) {

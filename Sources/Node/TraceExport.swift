@@ -48,7 +48,7 @@ public struct TraceSettings: Sendable, Equatable {
     }
 
     func check() throws {
-        if let endpoint, !Self.isHTTPURL(endpoint) {
+        if let endpoint, !URL.isHTTP(endpoint) {
             throw TraceSettingsError("telemetry.traces.endpoint must be an http:// or https:// URL; got \(endpoint)")
         }
         if let sampler, !Self.samplers.contains(sampler) {
@@ -79,7 +79,7 @@ public struct TraceSettings: Sendable, Equatable {
         let milliseconds = { (value: String) in Int(value).map { $0 >= 0 } ?? false }
         try check("OTEL_SDK_DISABLED", boolean, "true or false")
         for name in ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] {
-            try check(name, { $0.isEmpty || isHTTPURL($0) }, "an http:// or https:// URL")
+            try check(name, { $0.isEmpty || URL.isHTTP($0) }, "an http:// or https:// URL")
         }
         for name in ["OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"] {
             try check(name, { ["http/protobuf", "http/json"].contains($0) }, "http/protobuf or http/json (gRPC is not built in)")
@@ -116,13 +116,6 @@ public struct TraceSettings: Sendable, Equatable {
         for name in ["OTEL_EXPORTER_OTLP_COMPRESSION", "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION"] {
             try check(name, { ["none", "gzip"].contains($0) }, "none or gzip")
         }
-    }
-
-    static func isHTTPURL(_ text: String) -> Bool {
-        guard let url = URL(string: text), let scheme = url.scheme?.lowercased(), let host = url.host, !host.isEmpty else {
-            return false
-        }
-        return scheme == "http" || scheme == "https"
     }
 
     /// The tracer spans go to, and the service that batches and exports them (run it in the
