@@ -55,7 +55,7 @@ def test_a_killed_node_is_seen_dead_by_all_others(cluster):
         time.sleep(0.05)
     print(f"\nSIGKILL detection: first {min(seen.values()):.2f} s, all {max(seen.values()):.2f} s" if seen else "")
     assert len(seen) == len(others), f"not everyone saw n3 dead within 15 s: {seen}"
-    # The default settings aim at 2 s; a debug build on a loaded CI machine gets a little slack.
+    # The default settings aim at 2 s; a loaded CI machine gets a little slack.
     assert max(seen.values()) <= 3.0, seen
 
 
