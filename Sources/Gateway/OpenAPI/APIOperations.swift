@@ -84,6 +84,24 @@ extension APIDocument {
         ["name": .string(name), "in": "query", "required": false, "schema": schema, "description": .string(description)]
     }
 
+    /// The time range, id cursor, page size and CSV switch of a newest-first list (ledger entries, the audit trail).
+    static func pagedByID(defaultLimit: Int) -> [JSONValue] {
+        [
+            query("since", Schemas.string, "ISO 8601 time."), query("until", Schemas.string, "ISO 8601 time."),
+            query("before", ["type": "string", "pattern": "^[0-9]+$"], "The last id of the previous page."),
+            query("limit", ["type": "string", "pattern": "^[0-9]+$"], "1 to 1000 (default \(defaultLimit))."),
+            query("format", ["type": "string", "enum": ["json", "csv"]], "csv: every matching entry as CSV."),
+        ]
+    }
+
+    /// A page of `schema` rows with the next page's cursor, or (`format=csv`) the CSV.
+    static func pageOrCSV(of schema: String) -> (status: String, description: String, content: JSONObject?) {
+        (
+            "200", "A page, or the CSV.",
+            json(Schemas.object(["data": Schemas.array(ref(schema)), "next_before": Schemas.nullable(Schemas.integer)])).merging(csv)
+        )
+    }
+
     static let html: JSONObject = ["text/html": ["schema": ["type": "string"]]]
     static let csv: JSONObject = ["text/csv": ["schema": ["type": "string"]]]
     static let redirect = (status: "303", description: "Redirected (to the page, or to sign-in).", content: JSONObject?.none)
@@ -324,18 +342,8 @@ extension APIDocument {
                     query("provider", Schemas.string, "Entries of this provider."),
                     query("kind", Schemas.string, "purchase, fee, grant, charge, insurance, overage, reversal, …"),
                     query("generation", Schemas.string, "Entries of this generation."),
-                    query("since", Schemas.string, "ISO 8601 time."), query("until", Schemas.string, "ISO 8601 time."),
-                    query("before", ["type": "string", "pattern": "^[0-9]+$"], "The last id of the previous page."),
-                    query("limit", ["type": "string", "pattern": "^[0-9]+$"], "1 to 1000 (default 50)."),
-                    query("format", ["type": "string", "enum": ["json", "csv"]], "csv: every matching entry as CSV."),
-                ],
-                responses: [
-                    (
-                        "200", "A page, or the CSV.",
-                        json(Schemas.object(["data": Schemas.array(ref("LedgerEntry")), "next_before": Schemas.nullable(Schemas.integer)]))
-                            .merging(csv)
-                    )
-                ]),
+                ] + pagedByID(defaultLimit: 50),
+                responses: [pageOrCSV(of: "LedgerEntry")]),
             APIOperation(
                 method: "GET", path: "/api/v1/admin/ledger/spend", id: "spend", tag: .admin,
                 summary: "Spend grouped by day, hour, model, provider, key or account.", security: .operatorKey,
@@ -415,19 +423,9 @@ extension APIDocument {
                 summary: "The audit trail, newest first.", security: .operatorKey,
                 parameters: [
                     query("actor", Schemas.string, "Who made the change."), query("action", Schemas.string, "e.g. key.create."),
-                    query("target", Schemas.string, "What was changed."), query("since", Schemas.string, "ISO 8601 time."),
-                    query("until", Schemas.string, "ISO 8601 time."),
-                    query("before", ["type": "string", "pattern": "^[0-9]+$"], "The last id of the previous page."),
-                    query("limit", ["type": "string", "pattern": "^[0-9]+$"], "1 to 1000 (default 100)."),
-                    query("format", ["type": "string", "enum": ["json", "csv"]], "csv: the matching entries as CSV."),
-                ],
-                responses: [
-                    (
-                        "200", "A page, or the CSV.",
-                        json(Schemas.object(["data": Schemas.array(ref("AuditEntry")), "next_before": Schemas.nullable(Schemas.integer)]))
-                            .merging(csv)
-                    )
-                ]),
+                    query("target", Schemas.string, "What was changed."),
+                ] + pagedByID(defaultLimit: 100),
+                responses: [pageOrCSV(of: "AuditEntry")]),
             APIOperation(
                 method: "GET", path: "/api/v1/admin/alerts", id: "listAlertDeliveries", tag: .audit,
                 summary: "This node's latest alert deliveries (500 at most), newest first.", security: .operatorKey,
